@@ -1,0 +1,531 @@
+//! The zero-copy sender: writes [`Message`]s to a TCP socket, many per
+//! `sendmsg`, and hands each message's payload back only after the kernel has
+//! released its pages.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use slab::Slab;
+use smallvec::SmallVec;
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+use zctarget_backends::SegmentList;
+
+use super::errqueue::{self, ZeroCopyNotification};
+use super::message::{InlineBuf, Message, Part, INLINE_CAPACITY};
+use super::tracker::NotificationTracker;
+
+/// Most iovecs handed to one `sendmsg` (the kernel's `UIO_MAXIOV` is 1024).
+const MAX_IOVECS: usize = 256;
+/// Most bytes offered to one `sendmsg`.
+const MAX_BYTES_PER_CALL: usize = 4 << 20;
+
+/// When to send payload with `MSG_ZEROCOPY`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ZeroCopyPolicy {
+    /// Zero-copy for messages whose payload is at least this many bytes.
+    Threshold(usize),
+    /// Every message with payload goes zero-copy (tests).
+    Always,
+    /// Never: plain copying sends.
+    Never,
+}
+
+impl ZeroCopyPolicy {
+    fn wants_zerocopy(self, payload_bytes: usize) -> bool {
+        match self {
+            ZeroCopyPolicy::Threshold(t) => payload_bytes > 0 && payload_bytes >= t,
+            ZeroCopyPolicy::Always => payload_bytes > 0,
+            ZeroCopyPolicy::Never => false,
+        }
+    }
+}
+
+/// Counters shared by all senders of a reactor (or the whole daemon), read by
+/// the metrics endpoint.
+#[derive(Debug, Default)]
+pub struct SenderCounters {
+    /// `sendmsg` calls with `MSG_ZEROCOPY` that sent bytes.
+    pub zerocopy_calls: AtomicU64,
+    /// Plain copying `sendmsg` calls.
+    pub copy_calls: AtomicU64,
+    /// Bytes sent with `MSG_ZEROCOPY`.
+    pub zerocopy_bytes: AtomicU64,
+    /// Bytes sent by copy.
+    pub copy_bytes: AtomicU64,
+    /// Notifications read from error queues.
+    pub notifications: AtomicU64,
+    /// Notifications saying the kernel copied after all.
+    pub copied_notifications: AtomicU64,
+    /// `ENOBUFS` on a zero-copy call, retried as a copy.
+    pub enobufs_fallbacks: AtomicU64,
+    /// Connections reset because notifications did not arrive in time.
+    pub teardown_resets: AtomicU64,
+}
+
+impl SenderCounters {
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// How a message left the sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every byte was sent and, for zero-copy, every notification arrived.
+    Sent,
+    /// The connection was reset or failed first; the peer may not have it all.
+    Aborted,
+}
+
+/// A released message: its payload is free for reuse (or to drop).
+#[derive(Debug)]
+pub struct Completion {
+    /// The token given at [`ZeroCopySender::message`].
+    pub token: u64,
+    /// The payload, handed back.
+    pub payload: SegmentList,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// `MSG_ZEROCOPY` calls that carried bytes of the message (0 = copied).
+    pub zerocopy_calls: u32,
+}
+
+/// What [`ZeroCopySender::close`] did.
+#[derive(Debug)]
+pub struct CloseReport {
+    /// Every message was notified before the deadline.
+    pub drained: bool,
+    /// The connection had to be reset to release pages.
+    pub reset: bool,
+    /// Everything still held, now released.
+    pub released: Vec<Completion>,
+}
+
+/// Writes messages to one TCP connection and tracks zero-copy releases.
+///
+/// Single-threaded by design: it lives on the connection's reactor, and the
+/// connection's reader shares the stream through the `Rc`.
+pub struct ZeroCopySender {
+    stream: Rc<TcpStream>,
+    policy: ZeroCopyPolicy,
+    zerocopy_enabled: bool,
+    messages: Slab<Message>,
+    /// Slab keys waiting to be (fully) written, in order.
+    queue: VecDeque<usize>,
+    tracker: NotificationTracker<usize>,
+    completions: VecDeque<Completion>,
+    spare_inline: Vec<InlineBuf>,
+    counters: Arc<SenderCounters>,
+    failed: bool,
+}
+
+impl ZeroCopySender {
+    /// A sender on `stream`. Enables `SO_ZEROCOPY` unless the policy is
+    /// `Never`; if the kernel refuses, it silently sends by copy.
+    pub fn new(
+        stream: Rc<TcpStream>,
+        policy: ZeroCopyPolicy,
+        counters: Arc<SenderCounters>,
+    ) -> Self {
+        let zerocopy_enabled =
+            policy != ZeroCopyPolicy::Never && errqueue::enable_zerocopy(&*stream).is_ok();
+        Self {
+            stream,
+            policy,
+            zerocopy_enabled,
+            messages: Slab::with_capacity(64),
+            queue: VecDeque::with_capacity(64),
+            tracker: NotificationTracker::new(0),
+            completions: VecDeque::with_capacity(64),
+            spare_inline: Vec::new(),
+            counters,
+            failed: false,
+        }
+    }
+
+    /// The stream (for the connection's reader).
+    pub fn stream(&self) -> &Rc<TcpStream> {
+        &self.stream
+    }
+
+    /// Whether `SO_ZEROCOPY` is on for this socket.
+    pub fn zerocopy_enabled(&self) -> bool {
+        self.zerocopy_enabled
+    }
+
+    /// Starts a message carrying `payload` (possibly empty).
+    pub fn message(&mut self, token: u64, payload: SegmentList) -> Message {
+        let inline = self
+            .spare_inline
+            .pop()
+            .unwrap_or_else(|| Box::new([0u8; INLINE_CAPACITY]));
+        Message::new(inline, payload, token)
+    }
+
+    /// Queues a message for writing. Call [`progress`](Self::progress) (or
+    /// [`try_progress`](Self::try_progress)) to move bytes.
+    pub fn submit(&mut self, mut msg: Message) {
+        msg.zerocopy = self.zerocopy_enabled && self.policy.wants_zerocopy(msg.payload_bytes());
+        if self.failed {
+            self.finish(msg, Outcome::Aborted);
+            return;
+        }
+        let key = self.messages.insert(msg);
+        self.queue.push_back(key);
+    }
+
+    /// Messages not yet released (queued, being written, or awaiting
+    /// notification).
+    pub fn in_flight(&self) -> usize {
+        self.messages.len()
+    }
+
+    /// Messages queued but not fully written.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Takes the next released message, if any.
+    pub fn take_completion(&mut self) -> Option<Completion> {
+        self.completions.pop_front()
+    }
+
+    /// Whether the socket failed (all later messages are aborted).
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+
+    /// Writes what the socket takes now and reaps notifications, without
+    /// waiting. Returns an error if the connection failed.
+    pub fn try_progress(&mut self) -> io::Result<()> {
+        self.reap_notifications();
+        self.write_queued()
+    }
+
+    /// Waits until the socket can take queued bytes or notifications arrive,
+    /// then makes progress. Returns at once if there is nothing to do.
+    pub async fn progress(&mut self) -> io::Result<()> {
+        if self.failed {
+            return Err(io::Error::new(io::ErrorKind::BrokenPipe, "connection failed"));
+        }
+        let want_write = !self.queue.is_empty();
+        let want_notify = self.tracker.in_flight() > 0;
+        let interest = match (want_write, want_notify) {
+            (true, true) => Interest::WRITABLE | Interest::ERROR,
+            (true, false) => Interest::WRITABLE,
+            (false, true) => Interest::ERROR,
+            (false, false) => return Ok(()),
+        };
+        let ready = self.stream.ready(interest).await?;
+        if ready.is_error() || want_notify {
+            self.reap_notifications();
+        }
+        if ready.is_writable() || ready.is_write_closed() {
+            self.write_queued()?;
+        }
+        Ok(())
+    }
+
+    /// Drives the sender until every message is released.
+    pub async fn flush_all(&mut self) -> io::Result<()> {
+        while self.in_flight() > 0 {
+            self.progress().await?;
+        }
+        Ok(())
+    }
+
+    /// Tears the connection's send side down without releasing pages early:
+    /// writes what it can and waits for every notification until `timeout`;
+    /// past it, resets the connection (which purges the kernel's queue and
+    /// with it the last page references) and only then releases the rest.
+    pub async fn close(mut self, timeout: Duration) -> CloseReport {
+        let drained = tokio::time::timeout(timeout, self.flush_all())
+            .await
+            .is_ok_and(|r| r.is_ok());
+        let mut reset = false;
+        if !drained || self.in_flight() > 0 {
+            reset = true;
+            SenderCounters::add(&self.counters.teardown_resets, 1);
+            let fd = self.stream.as_raw_fd();
+            if let Err(e) = errqueue::abort_connection(fd) {
+                tracing::debug!(error = %e, "reset on teardown");
+            }
+            // Whatever the kernel notifies after the purge is counted; the
+            // rest is released below, after the reset.
+            self.reap_notifications();
+            self.abort_all();
+        }
+        let mut released = Vec::with_capacity(self.completions.len());
+        released.extend(self.completions.drain(..));
+        CloseReport {
+            drained: drained && !reset,
+            reset,
+            released,
+        }
+    }
+
+    /// Reads the error queue dry and releases every message it completes.
+    fn reap_notifications(&mut self) {
+        if !self.zerocopy_enabled {
+            return;
+        }
+        let fd = self.stream.as_raw_fd();
+        let mut released: SmallVec<[usize; 16]> = SmallVec::new();
+        loop {
+            let got = self
+                .stream
+                .try_io(Interest::ERROR, || errqueue::recv_notification(fd));
+            match got {
+                Ok(Some(ZeroCopyNotification { lo, hi, copied })) => {
+                    SenderCounters::add(&self.counters.notifications, 1);
+                    if copied {
+                        SenderCounters::add(&self.counters.copied_notifications, 1);
+                    }
+                    self.tracker.notify(lo, hi, &mut released);
+                }
+                Ok(None) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Readiness may not be flagged yet although entries are
+                    // queued: read directly until the queue is really empty.
+                    match errqueue::recv_notification(fd) {
+                        Ok(Some(n)) => {
+                            SenderCounters::add(&self.counters.notifications, 1);
+                            if n.copied {
+                                SenderCounters::add(&self.counters.copied_notifications, 1);
+                            }
+                            self.tracker.notify(n.lo, n.hi, &mut released);
+                        }
+                        Ok(None) => continue,
+                        Err(_) => break,
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+        for key in released {
+            if let Some(msg) = self.messages.try_remove(key) {
+                self.finish(msg, Outcome::Sent);
+            }
+        }
+    }
+
+    /// Writes queued messages until the socket would block.
+    fn write_queued(&mut self) -> io::Result<()> {
+        while let Some(&front) = self.queue.front() {
+            let zerocopy = self.messages.get(front).is_some_and(|m| m.zerocopy);
+            let result = self.write_batch(zerocopy);
+            match result {
+                Ok(0) => return Ok(()),
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.fail();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One `sendmsg` over the longest run of queued messages of one kind.
+    fn write_batch(&mut self, zerocopy: bool) -> io::Result<usize> {
+        let mut iov: SmallVec<[IoSlice<'_>; MAX_IOVECS]> = SmallVec::new();
+        let mut offered = 0usize;
+        let mut batch = 0usize;
+        for &key in &self.queue {
+            let Some(msg) = self.messages.get(key) else {
+                continue;
+            };
+            if msg.zerocopy != zerocopy || iov.len() >= MAX_IOVECS || offered >= MAX_BYTES_PER_CALL
+            {
+                break;
+            }
+            offered += describe(msg, msg.written, &mut iov);
+            batch += 1;
+        }
+        if offered == 0 {
+            return Ok(0);
+        }
+        let fd = self.stream.as_raw_fd();
+        let flags = if zerocopy { libc::MSG_ZEROCOPY } else { 0 };
+        let mut sent = self
+            .stream
+            .try_io(Interest::WRITABLE, || errqueue::sendmsg(fd, &iov, flags));
+        let mut used_zerocopy = zerocopy;
+        if zerocopy && matches!(&sent, Err(e) if e.raw_os_error() == Some(libc::ENOBUFS)) {
+            // optmem / locked-memory limit: this call goes by copy.
+            SenderCounters::add(&self.counters.enobufs_fallbacks, 1);
+            used_zerocopy = false;
+            sent = self
+                .stream
+                .try_io(Interest::WRITABLE, || errqueue::sendmsg(fd, &iov, 0));
+        }
+        drop(iov);
+        let n = sent?;
+        if used_zerocopy {
+            SenderCounters::add(&self.counters.zerocopy_calls, 1);
+            SenderCounters::add(&self.counters.zerocopy_bytes, n as u64);
+        } else {
+            SenderCounters::add(&self.counters.copy_calls, 1);
+            SenderCounters::add(&self.counters.copy_bytes, n as u64);
+        }
+        self.account_written(n, batch, used_zerocopy);
+        Ok(n)
+    }
+
+    /// Advances the queue by `n` written bytes; registers the zero-copy call
+    /// with the tracker for every message it touched.
+    fn account_written(&mut self, n: usize, batch: usize, used_zerocopy: bool) {
+        // Messages that got at least one byte of this call, oldest first.
+        let mut touched: SmallVec<[usize; 16]> = SmallVec::new();
+        let mut left = n;
+        for &key in self.queue.iter().take(batch) {
+            if left == 0 {
+                break;
+            }
+            if let Some(msg) = self.messages.get(key) {
+                let take = (msg.total - msg.written).min(left);
+                left -= take;
+                touched.push(key);
+            }
+        }
+        if used_zerocopy {
+            for &key in &touched {
+                if let Some(msg) = self.messages.get_mut(key) {
+                    if !msg.tracked {
+                        msg.tracked = true;
+                        self.tracker.begin(key);
+                    }
+                    msg.zerocopy_calls += 1;
+                }
+            }
+            self.tracker.zerocopy_call(touched.len());
+        }
+        let mut left = n;
+        for key in touched {
+            let Some(msg) = self.messages.get_mut(key) else {
+                continue;
+            };
+            let take = (msg.total - msg.written).min(left);
+            msg.written += take;
+            left -= take;
+            if msg.written < msg.total {
+                break;
+            }
+            self.queue.pop_front();
+            let tracked = msg.tracked;
+            if tracked {
+                if self.tracker.written(&key).is_some() {
+                    if let Some(msg) = self.messages.try_remove(key) {
+                        self.finish(msg, Outcome::Sent);
+                    }
+                }
+            } else if let Some(msg) = self.messages.try_remove(key) {
+                // Copied by the kernel during the call: free at once.
+                self.finish(msg, Outcome::Sent);
+            }
+        }
+    }
+
+    fn fail(&mut self) {
+        self.failed = true;
+        // Nothing more will be written. Messages the kernel still references
+        // are released by `close` after the reset; unwritten, untracked ones
+        // can go now.
+        let queued: Vec<usize> = self.queue.drain(..).collect();
+        for key in queued {
+            let tracked = self.messages.get(key).is_some_and(|m| m.tracked);
+            if !tracked {
+                if let Some(msg) = self.messages.try_remove(key) {
+                    self.finish(msg, Outcome::Aborted);
+                }
+            }
+        }
+    }
+
+    fn abort_all(&mut self) {
+        self.queue.clear();
+        let mut abandoned: Vec<usize> = Vec::new();
+        self.tracker.abandon_all(&mut abandoned);
+        let keys: Vec<usize> = self.messages.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            if let Some(msg) = self.messages.try_remove(key) {
+                self.finish(msg, Outcome::Aborted);
+            }
+        }
+    }
+
+    fn finish(&mut self, msg: Message, outcome: Outcome) {
+        let Message {
+            inline,
+            payload,
+            token,
+            zerocopy_calls,
+            ..
+        } = msg;
+        self.spare_inline.push(inline);
+        self.completions.push_back(Completion {
+            token,
+            payload,
+            outcome,
+            zerocopy_calls,
+        });
+    }
+}
+
+impl Drop for ZeroCopySender {
+    fn drop(&mut self) {
+        // Dropping a sender with messages the kernel may still reference
+        // would free their leases early. Reset the connection first so the
+        // kernel lets go, exactly like `close` past its deadline.
+        if self.tracker.in_flight() > 0 {
+            let _ = errqueue::abort_connection(self.stream.as_raw_fd());
+            SenderCounters::add(&self.counters.teardown_resets, 1);
+        }
+    }
+}
+
+/// Appends iovecs for `msg` from byte `skip` on. Returns bytes described.
+fn describe<'a>(msg: &'a Message, skip: usize, iov: &mut SmallVec<[IoSlice<'a>; MAX_IOVECS]>) -> usize {
+    let mut skip = skip;
+    let mut described = 0;
+    for part in &msg.parts {
+        if iov.len() >= MAX_IOVECS {
+            break;
+        }
+        let len = part.len();
+        if skip >= len {
+            skip -= len;
+            continue;
+        }
+        match *part {
+            Part::Inline { start, len } => {
+                let (s, l) = (start as usize + skip, len as usize - skip);
+                if let Some(bytes) = msg.inline.get(s..s + l) {
+                    iov.push(IoSlice::new(bytes));
+                    described += l;
+                }
+            }
+            Part::Payload { offset, len } => {
+                let room = MAX_IOVECS - iov.len();
+                let mut tmp: SmallVec<[IoSlice<'a>; 16]> = SmallVec::new();
+                msg.payload
+                    .io_slices_range(offset as usize + skip, len as usize - skip, &mut tmp);
+                for s in tmp.into_iter().take(room) {
+                    described += s.len();
+                    iov.push(s);
+                }
+            }
+        }
+        skip = 0;
+    }
+    described
+}
