@@ -1,0 +1,273 @@
+//! The typed, validated configuration handed to the daemon.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::{Serialize, Serializer};
+
+use crate::size::ByteSize;
+
+/// A complete, validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct Config {
+    /// Daemon-wide settings (`[server]`).
+    pub server: Server,
+    /// Backing stores (`[[volumes]]`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<Volume>,
+    /// iSCSI targets (`[[iscsi_targets]]`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub iscsi_targets: Vec<IscsiTarget>,
+    /// NVMe/TCP subsystems (`[[nvme_subsystems]]`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nvme_subsystems: Vec<NvmeSubsystem>,
+}
+
+/// The `[server]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Server {
+    /// iSCSI portals; empty disables iSCSI. Default `127.0.0.1:3260`.
+    pub iscsi_listen: Vec<SocketAddr>,
+    /// NVMe/TCP listeners; empty disables NVMe/TCP. Default `127.0.0.1:4420`.
+    pub nvme_listen: Vec<SocketAddr>,
+    /// I/O engine selection.
+    pub io_engine: IoEngine,
+    /// Zero-copy payload transfer mode.
+    pub zerocopy: ZeroCopyMode,
+    /// When command status may be reported relative to data transfer.
+    pub status_policy: StatusPolicy,
+    /// Upper bound on pinned payload buffer memory. Default 256 MiB.
+    pub buffer_pool: ByteSize,
+    /// Number of reactor threads; 0 = one per core.
+    #[serde(serialize_with = "ser_usize")]
+    pub reactors: usize,
+    /// Debug aid: fill buffers with a pattern when they return to the pool.
+    pub poison_on_release: bool,
+    /// In `zerocopy = "auto"` mode, payloads smaller than this are copied. Default 10 KiB.
+    pub zerocopy_threshold: ByteSize,
+}
+
+impl Server {
+    /// Default iSCSI portal.
+    pub const DEFAULT_ISCSI_LISTEN: &'static str = "127.0.0.1:3260";
+    /// Default NVMe/TCP listener.
+    pub const DEFAULT_NVME_LISTEN: &'static str = "127.0.0.1:4420";
+    /// Default `buffer_pool`.
+    pub const DEFAULT_BUFFER_POOL: ByteSize = ByteSize::mib(256);
+    /// Default `zerocopy_threshold`.
+    pub const DEFAULT_ZEROCOPY_THRESHOLD: ByteSize = ByteSize::kib(10);
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        let addr = |s: &str| s.parse().into_iter().collect();
+        Self {
+            iscsi_listen: addr(Self::DEFAULT_ISCSI_LISTEN),
+            nvme_listen: addr(Self::DEFAULT_NVME_LISTEN),
+            io_engine: IoEngine::default(),
+            zerocopy: ZeroCopyMode::default(),
+            status_policy: StatusPolicy::default(),
+            buffer_pool: Self::DEFAULT_BUFFER_POOL,
+            reactors: 0,
+            poison_on_release: false,
+            zerocopy_threshold: Self::DEFAULT_ZEROCOPY_THRESHOLD,
+        }
+    }
+}
+
+/// One `[[volumes]]` entry: a named backing store exported as LUNs/namespaces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Volume {
+    /// Unique name, `[A-Za-z0-9._-]+`.
+    pub name: String,
+    /// Backing file or block device, resolved against the config file's folder.
+    /// `None` for `null`/`memory` volumes.
+    #[serde(serialize_with = "ser_path", skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Size; `None` means "use the existing file/device size".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<ByteSize>,
+    /// Logical block size: 512 or 4096.
+    pub block_size: u32,
+    /// Reject writes.
+    pub read_only: bool,
+    /// Open the file with `O_DIRECT` (file backend only).
+    pub direct_io: bool,
+    /// Kind of backing store.
+    pub backend: BackendKind,
+}
+
+impl Volume {
+    /// Default `block_size`.
+    pub const DEFAULT_BLOCK_SIZE: u32 = 512;
+}
+
+/// CHAP credentials (RFC 1994, as used by iSCSI per RFC 3720 §8.2.1). `Debug` hides the secret.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+pub struct Chap {
+    /// CHAP_N user name.
+    pub username: String,
+    /// Shared secret, 12..=255 bytes.
+    pub secret: String,
+}
+
+impl fmt::Debug for Chap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Chap")
+            .field("username", &self.username)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// One `[[iscsi_targets]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IscsiTarget {
+    /// Target name (`iqn.`, `eui.` or `naa.` form).
+    pub iqn: String,
+    /// Human-readable TargetAlias.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    /// Volume names exported as LUN 0, 1, ... in order.
+    pub luns: Vec<String>,
+    /// Allowed initiator names; `"*"` allows any.
+    pub initiators: Vec<String>,
+    /// Credentials the initiator must present.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chap: Option<Chap>,
+    /// Credentials the target presents back (mutual CHAP); requires `chap`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mutual_chap: Option<Chap>,
+}
+
+/// One `[[nvme_subsystems]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NvmeSubsystem {
+    /// Subsystem NQN.
+    pub nqn: String,
+    /// Volume names exported as NSID 1, 2, ... in order.
+    pub namespaces: Vec<String>,
+    /// Allowed host NQNs; `"*"` allows any.
+    pub hosts: Vec<String>,
+}
+
+/// Wildcard entry in `initiators` / `hosts`.
+pub const ANY: &str = "*";
+
+/// Error for an unrecognised enum keyword.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown value `{value}`, expected one of {}", quoted(.expected))]
+pub struct UnknownKeyword {
+    /// What was given.
+    pub value: String,
+    /// The accepted keywords.
+    pub expected: &'static [&'static str],
+}
+
+fn quoted(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Defines a keyword enum with `NAMES`, `as_str`, `FromStr`, `Display` and
+/// lower-case serde serialization.
+macro_rules! keyword_enum {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident = $kw:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+        pub enum $name {
+            $($(#[$vm])* #[serde(rename = $kw)] $variant),+
+        }
+
+        impl $name {
+            /// Every accepted keyword, in declaration order.
+            pub const NAMES: &'static [&'static str] = &[$($kw),+];
+
+            /// The config-file keyword for this value.
+            pub const fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $kw),+ }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownKeyword;
+            fn from_str(s: &str) -> Result<Self, UnknownKeyword> {
+                match s {
+                    $($kw => Ok(Self::$variant),)+
+                    _ => Err(UnknownKeyword { value: s.to_owned(), expected: Self::NAMES }),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+keyword_enum! {
+    /// `server.io_engine`.
+    IoEngine {
+        /// io_uring when the kernel supports it, else epoll.
+        #[default] Auto = "auto",
+        /// Require io_uring.
+        Uring = "uring",
+        /// Readiness-based epoll.
+        Epoll = "epoll",
+    }
+}
+
+keyword_enum! {
+    /// `server.zerocopy`.
+    ZeroCopyMode {
+        /// Zero-copy for payloads of at least `zerocopy_threshold` bytes.
+        #[default] Auto = "auto",
+        /// Always zero-copy.
+        Always = "always",
+        /// Always copy.
+        Never = "never",
+    }
+}
+
+keyword_enum! {
+    /// `server.status_policy`.
+    StatusPolicy {
+        /// Report status only after the data is durable/transferred.
+        #[default] Strict = "strict",
+        /// Allow status to be sent as early as the protocol permits.
+        Eager = "eager",
+    }
+}
+
+keyword_enum! {
+    /// `volumes[].backend`.
+    BackendKind {
+        /// Regular file or block device at `path`.
+        #[default] File = "file",
+        /// Discards writes, reads zeroes; needs `size`.
+        Null = "null",
+        /// RAM-backed; needs `size`.
+        Memory = "memory",
+    }
+}
+
+/// TOML integers are signed 64-bit; clamp (a reactor count that large is absurd
+/// anyway) so serialization cannot fail.
+fn ser_usize<S: Serializer>(n: &usize, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_i64(i64::try_from(*n).unwrap_or(i64::MAX))
+}
+
+/// Paths are written lossily so serialization cannot fail on non-UTF-8 names.
+fn ser_path<S: Serializer>(p: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
+    match p {
+        Some(p) => s.serialize_str(&p.to_string_lossy()),
+        None => s.serialize_none(),
+    }
+}

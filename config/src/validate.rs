@@ -1,0 +1,523 @@
+//! Conversion from the spanned mirror to [`Config`], collecting every
+//! semantic problem with its location.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::Path;
+use std::str::FromStr;
+
+use toml::Spanned;
+
+use crate::error::{ConfigError, ConfigErrors};
+use crate::model::{
+    BackendKind, Chap, Config, IscsiTarget, NvmeSubsystem, Server, UnknownKeyword, Volume, ANY,
+};
+use crate::names::{check_iscsi_name, check_nqn};
+use crate::raw::{Names, RawChap, RawConfig, RawIscsiTarget, RawServer, RawSize, RawVolume};
+use crate::size::ByteSize;
+
+/// Smallest accepted `server.buffer_pool`.
+const MIN_BUFFER_POOL: u64 = ByteSize::MIB;
+/// `server.buffer_pool` granularity (page size).
+const BUFFER_POOL_ALIGN: u64 = 4096;
+/// CHAP secret length bounds in bytes (RFC 3720 §8.2.1: at least 96 bits).
+const CHAP_SECRET_LEN: std::ops::RangeInclusive<usize> = 12..=255;
+/// Longest CHAP user name / TargetAlias we accept, in bytes.
+const MAX_TEXT_LEN: usize = 255;
+
+/// Validate `raw` (deserialized from `text`) and build the typed config.
+pub(crate) fn build(raw: RawConfig, text: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
+    let mut c = Checker {
+        text,
+        errors: Vec::new(),
+    };
+    let known: Vec<String> = raw
+        .volumes
+        .iter()
+        .map(|v| v.get_ref().name.get_ref().clone())
+        .collect();
+    let server = c.server(raw.server);
+    let mut first_line = HashMap::new();
+    let volumes = raw
+        .volumes
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| c.volume(i, v, base_dir, &mut first_line))
+        .collect();
+    let mut first_line = HashMap::new();
+    let iscsi_targets = raw
+        .iscsi_targets
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| c.iscsi_target(i, t.into_inner(), &known, &mut first_line))
+        .collect();
+    let mut first_line = HashMap::new();
+    let nvme_subsystems = raw
+        .nvme_subsystems
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let s = s.into_inner();
+            let p = format!("nvme_subsystems[{i}]");
+            let nqn = c.unique_name(
+                &s.nqn,
+                &format!("{p}.nqn"),
+                check_nqn,
+                "NQN",
+                &mut first_line,
+            );
+            NvmeSubsystem {
+                nqn,
+                namespaces: c.volume_refs(s.namespaces, &format!("{p}.namespaces"), &known, |j| {
+                    format!("NSID {}", j + 1)
+                }),
+                hosts: c.acl(s.hosts, &format!("{p}.hosts"), check_nqn, "host NQN"),
+            }
+        })
+        .collect();
+    if c.errors.is_empty() {
+        Ok(Config {
+            server,
+            volumes,
+            iscsi_targets,
+            nvme_subsystems,
+        })
+    } else {
+        Err(ConfigErrors::sorted(c.errors))
+    }
+}
+
+struct Checker<'a> {
+    text: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl Checker<'_> {
+    fn err(&mut self, span: Range<usize>, path: &str, message: String) {
+        self.errors.push(ConfigError::at(
+            self.text,
+            span.start,
+            path.to_owned(),
+            message,
+        ));
+    }
+
+    fn line_of(&self, span: &Range<usize>) -> usize {
+        crate::error::line_col(self.text, span.start).0
+    }
+
+    /// Parse an optional keyword; missing means `T::default()`, `None` means invalid
+    /// (already reported).
+    fn keyword<T: FromStr<Err = UnknownKeyword> + Default>(
+        &mut self,
+        value: Option<Spanned<String>>,
+        path: &str,
+    ) -> Option<T> {
+        let Some(v) = value else {
+            return Some(T::default());
+        };
+        v.get_ref()
+            .parse()
+            .map_err(|e: UnknownKeyword| self.err(v.span(), path, e.to_string()))
+            .ok()
+    }
+
+    fn size(&mut self, value: &Spanned<RawSize>, path: &str) -> Option<ByteSize> {
+        let parsed = match value.get_ref() {
+            RawSize::Int(n) => u64::try_from(*n)
+                .map(ByteSize)
+                .map_err(|_| format!("size must not be negative (got {n})")),
+            RawSize::Text(s) => s.parse::<ByteSize>().map_err(|e| e.to_string()),
+        };
+        parsed.map_err(|m| self.err(value.span(), path, m)).ok()
+    }
+
+    fn server(&mut self, s: RawServer) -> Server {
+        let d = Server::default();
+        let mut seen = HashMap::new();
+        let iscsi_listen = match s.iscsi_listen {
+            Some(l) => self.listen(l, "server.iscsi_listen", &mut seen),
+            None => d.iscsi_listen,
+        };
+        let nvme_listen = match s.nvme_listen {
+            Some(l) => self.listen(l, "server.nvme_listen", &mut seen),
+            None => d.nvme_listen,
+        };
+        let buffer_pool = s.buffer_pool.and_then(|v| {
+            let size = self.size(&v, "server.buffer_pool")?;
+            if size.0 < MIN_BUFFER_POOL {
+                self.err(
+                    v.span(),
+                    "server.buffer_pool",
+                    format!("{size} is too small; the minimum is 1MiB"),
+                );
+            } else if size.0 % BUFFER_POOL_ALIGN != 0 {
+                let msg = format!(
+                    "{size} is not a multiple of {BUFFER_POOL_ALIGN} bytes (the page size)"
+                );
+                self.err(v.span(), "server.buffer_pool", msg);
+            }
+            Some(size)
+        });
+        let reactors = s.reactors.and_then(|r| {
+            let n = usize::try_from(*r.get_ref()).ok();
+            if n.is_none() {
+                let msg = format!(
+                    "must be 0 (one per core) or a positive thread count, not {}",
+                    r.get_ref()
+                );
+                self.err(r.span(), "server.reactors", msg);
+            }
+            n
+        });
+        let threshold = s
+            .zerocopy_threshold
+            .and_then(|v| self.size(&v, "server.zerocopy_threshold"));
+        Server {
+            iscsi_listen,
+            nvme_listen,
+            io_engine: self
+                .keyword(s.io_engine, "server.io_engine")
+                .unwrap_or(d.io_engine),
+            zerocopy: self
+                .keyword(s.zerocopy, "server.zerocopy")
+                .unwrap_or(d.zerocopy),
+            status_policy: self
+                .keyword(s.status_policy, "server.status_policy")
+                .unwrap_or(d.status_policy),
+            buffer_pool: buffer_pool.unwrap_or(d.buffer_pool),
+            reactors: reactors.unwrap_or(d.reactors),
+            poison_on_release: s.poison_on_release.unwrap_or(d.poison_on_release),
+            zerocopy_threshold: threshold.unwrap_or(d.zerocopy_threshold),
+        }
+    }
+
+    /// Parse listen addresses; `seen` spans both protocols so the same socket
+    /// cannot be bound twice. Port 0 (ephemeral) is exempt from the duplicate check.
+    fn listen(
+        &mut self,
+        list: Names,
+        key: &str,
+        seen: &mut HashMap<SocketAddr, String>,
+    ) -> Vec<SocketAddr> {
+        let mut out = Vec::new();
+        for (i, a) in list.into_iter().enumerate() {
+            let path = format!("{key}[{i}]");
+            let Ok(addr) = a.get_ref().parse::<SocketAddr>() else {
+                let msg = format!(
+                    "`{}` is not an IP:PORT socket address (e.g. `0.0.0.0:3260` or `[::]:4420`)",
+                    a.get_ref()
+                );
+                self.err(a.span(), &path, msg);
+                continue;
+            };
+            if addr.port() != 0 {
+                if let Some(first) = seen.get(&addr) {
+                    self.err(
+                        a.span(),
+                        &path,
+                        format!("`{addr}` is already listed as {first}"),
+                    );
+                    continue;
+                }
+                seen.insert(addr, path);
+            }
+            out.push(addr);
+        }
+        out
+    }
+
+    fn volume(
+        &mut self,
+        i: usize,
+        v: Spanned<RawVolume>,
+        base_dir: &Path,
+        first_line: &mut HashMap<String, usize>,
+    ) -> Volume {
+        let p = format!("volumes[{i}]");
+        let table = v.span();
+        let v = v.into_inner();
+        let name = v.name.get_ref().clone();
+        let name_path = format!("{p}.name");
+        if name.is_empty() {
+            self.err(
+                v.name.span(),
+                &name_path,
+                "volume name must not be empty".into(),
+            );
+        } else if let Some(ch) = name
+            .chars()
+            .find(|&ch| !(ch.is_ascii_alphanumeric() || matches!(ch, '.' | '_' | '-')))
+        {
+            let msg = format!("volume name `{name}` contains {ch:?}; only A-Z, a-z, 0-9, `.`, `_` and `-` are allowed");
+            self.err(v.name.span(), &name_path, msg);
+        }
+        if let Some(line) = first_line.get(&name) {
+            let msg = format!("duplicate volume name `{name}` (first defined on line {line})");
+            self.err(v.name.span(), &name_path, msg);
+        } else {
+            first_line.insert(name.clone(), self.line_of(&v.name.span()));
+        }
+
+        let backend = self.keyword::<BackendKind>(v.backend, &format!("{p}.backend"));
+        let block_size = match &v.block_size {
+            None => Some(Volume::DEFAULT_BLOCK_SIZE),
+            Some(b) if matches!(b.get_ref(), 512 | 4096) => u32::try_from(*b.get_ref()).ok(),
+            Some(b) => {
+                let msg = format!("block_size must be 512 or 4096, not {}", b.get_ref());
+                self.err(b.span(), &format!("{p}.block_size"), msg);
+                None
+            }
+        };
+        let size_path = format!("{p}.size");
+        let size = v.size.as_ref().and_then(|s| {
+            let size = self.size(s, &size_path)?;
+            if size.0 == 0 {
+                self.err(s.span(), &size_path, "volume size must not be zero".into());
+            } else if let Some(bs) = block_size.filter(|&bs| size.0 % u64::from(bs) != 0) {
+                let msg = format!("size {} bytes is not a multiple of block_size {bs}", size.0);
+                self.err(s.span(), &size_path, msg);
+            }
+            Some(size)
+        });
+
+        let path_key = format!("{p}.path");
+        let path = v.path.as_ref().map(|s| {
+            if s.get_ref().is_empty() {
+                self.err(s.span(), &path_key, "path must not be empty".into());
+            }
+            base_dir.join(s.get_ref())
+        });
+        if let Some(kind) = backend {
+            match (kind, &v.path) {
+                (BackendKind::File, None) => {
+                    self.err(
+                        table.clone(),
+                        &path_key,
+                        "a `file` volume needs `path`".into(),
+                    );
+                }
+                (BackendKind::Null | BackendKind::Memory, Some(s)) => {
+                    let msg = format!("a `{kind}` volume has no backing file; remove `path`");
+                    self.err(s.span(), &path_key, msg);
+                }
+                _ => {}
+            }
+            if kind != BackendKind::File && v.size.is_none() {
+                self.err(table, &size_path, format!("a `{kind}` volume needs `size`"));
+            }
+            if let Some(d) = v
+                .direct_io
+                .as_ref()
+                .filter(|d| *d.get_ref() && kind != BackendKind::File)
+            {
+                let msg = format!("`direct_io` only applies to `file` volumes, not `{kind}`");
+                self.err(d.span(), &format!("{p}.direct_io"), msg);
+            }
+        }
+        Volume {
+            name,
+            path,
+            size,
+            block_size: block_size.unwrap_or(Volume::DEFAULT_BLOCK_SIZE),
+            read_only: v.read_only.unwrap_or(false),
+            direct_io: v.direct_io.is_some_and(|d| d.into_inner()),
+            backend: backend.unwrap_or_default(),
+        }
+    }
+
+    fn iscsi_target(
+        &mut self,
+        i: usize,
+        t: RawIscsiTarget,
+        known: &[String],
+        first_line: &mut HashMap<String, usize>,
+    ) -> IscsiTarget {
+        let p = format!("iscsi_targets[{i}]");
+        let iqn = self.unique_name(
+            &t.iqn,
+            &format!("{p}.iqn"),
+            check_iscsi_name,
+            "iSCSI name",
+            first_line,
+        );
+        let alias = t.alias.map(|a| {
+            self.text_field(&a, &format!("{p}.alias"), "alias");
+            a.into_inner()
+        });
+        let chap = t
+            .chap
+            .as_ref()
+            .map(|c| self.chap(c.get_ref(), &format!("{p}.chap")));
+        let mutual_chap = t.mutual_chap.as_ref().map(|m| {
+            let mp = format!("{p}.mutual_chap");
+            let mutual = self.chap(m.get_ref(), &mp);
+            match &chap {
+                None => self.err(
+                    m.span(),
+                    &mp,
+                    "`mutual_chap` requires `chap`: the target only authenticates to an initiator that authenticated first".into(),
+                ),
+                Some(c) if c.secret == mutual.secret => self.err(
+                    m.get_ref().secret.span(),
+                    &format!("{mp}.secret"),
+                    "must differ from `chap.secret` (RFC 3720 §8.2.1: a secret that authenticates initiators MUST NOT authenticate targets)".into(),
+                ),
+                Some(_) => {}
+            }
+            mutual
+        });
+        IscsiTarget {
+            iqn,
+            alias,
+            luns: self.volume_refs(t.luns, &format!("{p}.luns"), known, |j| format!("LUN {j}")),
+            initiators: self.acl(
+                t.initiators,
+                &format!("{p}.initiators"),
+                check_iscsi_name,
+                "initiator name",
+            ),
+            chap,
+            mutual_chap,
+        }
+    }
+
+    /// Check a target/subsystem name's syntax and uniqueness (case-insensitively).
+    fn unique_name(
+        &mut self,
+        name: &Spanned<String>,
+        path: &str,
+        check: fn(&str) -> Result<(), String>,
+        what: &str,
+        first_line: &mut HashMap<String, usize>,
+    ) -> String {
+        let n = name.get_ref();
+        if let Err(why) = check(n) {
+            self.err(
+                name.span(),
+                path,
+                format!("`{n}` is not a valid {what}: {why}"),
+            );
+        }
+        let key = n.to_ascii_lowercase();
+        if let Some(line) = first_line.get(&key) {
+            self.err(
+                name.span(),
+                path,
+                format!("duplicate {what} `{n}` (first used on line {line})"),
+            );
+        } else {
+            first_line.insert(key, self.line_of(&name.span()));
+        }
+        n.clone()
+    }
+
+    fn text_field(&mut self, v: &Spanned<String>, path: &str, what: &str) {
+        let s = v.get_ref();
+        if s.is_empty() {
+            self.err(v.span(), path, format!("{what} must not be empty"));
+        } else if s.len() > MAX_TEXT_LEN {
+            self.err(
+                v.span(),
+                path,
+                format!("{what} is {} bytes; the limit is {MAX_TEXT_LEN}", s.len()),
+            );
+        } else if let Some(c) = s.chars().find(|c| c.is_control()) {
+            self.err(
+                v.span(),
+                path,
+                format!("{what} contains control character {c:?}"),
+            );
+        }
+    }
+
+    fn chap(&mut self, c: &RawChap, path: &str) -> Chap {
+        self.text_field(&c.username, &format!("{path}.username"), "CHAP user name");
+        let secret = c.secret.get_ref();
+        let len = secret.len();
+        if !CHAP_SECRET_LEN.contains(&len) {
+            let msg = if len < *CHAP_SECRET_LEN.start() {
+                format!(
+                    "CHAP secret is {len} bytes; at least 12 are required (RFC 3720 §8.2.1 asks for 96 bits or more; \
+                     12 to 16 bytes work with every common initiator)"
+                )
+            } else {
+                format!(
+                    "CHAP secret is {len} bytes; the limit is {}",
+                    CHAP_SECRET_LEN.end()
+                )
+            };
+            self.err(c.secret.span(), &format!("{path}.secret"), msg);
+        }
+        Chap {
+            username: c.username.get_ref().clone(),
+            secret: secret.clone(),
+        }
+    }
+
+    /// Resolve LUN / namespace lists against the defined volume names.
+    fn volume_refs(
+        &mut self,
+        list: Option<Names>,
+        key: &str,
+        known: &[String],
+        slot: impl Fn(usize) -> String,
+    ) -> Vec<String> {
+        let mut used: HashMap<String, usize> = HashMap::new();
+        let mut out = Vec::new();
+        for (j, v) in list.unwrap_or_default().into_iter().enumerate() {
+            let path = format!("{key}[{j}]");
+            let name = v.get_ref();
+            if !known.contains(name) {
+                let defined = if known.is_empty() {
+                    "no volumes are defined".to_owned()
+                } else {
+                    format!("defined volumes: {}", known.join(", "))
+                };
+                self.err(
+                    v.span(),
+                    &path,
+                    format!("no volume named `{name}` ({defined})"),
+                );
+            } else if let Some(first) = used.get(name) {
+                self.err(
+                    v.span(),
+                    &path,
+                    format!("volume `{name}` is already exported as {}", slot(*first)),
+                );
+            } else {
+                used.insert(name.clone(), j);
+            }
+            out.push(v.into_inner());
+        }
+        out
+    }
+
+    /// Access lists: `"*"` or valid names; defaults to `["*"]`.
+    fn acl(
+        &mut self,
+        list: Option<Names>,
+        key: &str,
+        check: fn(&str) -> Result<(), String>,
+        what: &str,
+    ) -> Vec<String> {
+        let Some(list) = list else {
+            return vec![ANY.to_owned()];
+        };
+        list.into_iter()
+            .enumerate()
+            .map(|(j, v)| {
+                let n = v.get_ref();
+                if n != ANY {
+                    if let Err(why) = check(n) {
+                        let msg =
+                            format!("`{n}` is not a valid {what} (use \"*\" to allow any): {why}");
+                        self.err(v.span(), &format!("{key}[{j}]"), msg);
+                    }
+                }
+                v.into_inner()
+            })
+            .collect()
+    }
+}

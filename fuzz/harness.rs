@@ -1,0 +1,161 @@
+//! Fuzz harness bodies, shared by the cargo-fuzz targets in
+//! `fuzz_targets/` and by `protocol/tests/fuzz_corpus.rs`, which replays the
+//! committed corpus on stable Rust.
+//!
+//! Each function feeds arbitrary bytes to the parsers and checks the
+//! invariants that must hold for any input: no panic, and whatever decodes
+//! re-encodes to something that decodes to the same value.
+
+// Each fuzz target uses one of these functions.
+#![allow(dead_code)]
+
+use zctarget_protocol::iscsi::{self, text, Bhs, Pdu, BHS_LEN};
+use zctarget_protocol::nvme_tcp::{
+    self, C2HData, CapsuleCmd, CapsuleResp, CommonHeader, Direction, H2CData, ICReq, ICResp,
+    PduType, R2t, TermReq, CH_LEN,
+};
+
+/// iSCSI: a BHS, its typed PDU, and (for Login and Text PDUs) the text in
+/// its data segment.
+pub fn iscsi_bhs(data: &[u8]) {
+    let Ok(h) = Bhs::parse(data) else { return };
+    for (hd, dd) in [(false, false), (true, false), (false, true), (true, true)] {
+        let len = h.pdu_len(hd, dd);
+        assert!(len >= BHS_LEN + h.ahs_len_bytes());
+        assert_eq!(len % 4, 0);
+    }
+    let _ = iscsi::digest::header_digest(h.as_bytes(), data.get(BHS_LEN..).unwrap_or(&[]));
+    let Ok(pdu) = h.pdu() else { return };
+    assert_eq!(pdu.opcode(), h.opcode());
+    let encoded = pdu.encode();
+    let again = Pdu::parse(&encoded).expect("an encoded PDU decodes");
+    assert_eq!(again, pdu);
+    assert_eq!(again.encode(), encoded);
+    // Common fields survive the round trip.
+    let eh = Bhs::from_bytes(&encoded).expect("an encoded BHS decodes");
+    assert_eq!(eh.data_segment_len(), h.data_segment_len());
+    assert_eq!(eh.total_ahs_len(), h.total_ahs_len());
+
+    if matches!(
+        pdu,
+        Pdu::LoginRequest(_) | Pdu::LoginResponse(_) | Pdu::TextRequest(_) | Pdu::TextResponse(_)
+    ) {
+        let start = BHS_LEN + h.ahs_len_bytes();
+        let end = start.saturating_add(h.data_segment_len() as usize);
+        if let Some(segment) = data.get(start..end) {
+            iscsi_text(segment);
+        }
+    }
+}
+
+/// iSCSI login/text key=value data.
+pub fn iscsi_text(data: &[u8]) {
+    match text::parse(data) {
+        Ok(pairs) => {
+            // Valid text re-encodes byte for byte under the same bound.
+            let mut buf = vec![0u8; data.len()];
+            let mut w = text::TextWriter::new(&mut buf, data.len());
+            for (k, v) in pairs.clone() {
+                w.push(k, v).expect("a parsed pair re-encodes");
+                assert!(pairs.get(k).is_some());
+            }
+            assert_eq!(w.as_bytes(), data);
+        }
+        Err(_) => {
+            // Whatever the writer accepts from the raw bytes parses back.
+            let s = String::from_utf8_lossy(data);
+            let (k, v) = s.split_once('=').unwrap_or((&s, ""));
+            let mut buf = [0u8; 4096];
+            let mut w = text::TextWriter::new(&mut buf, 4096);
+            if w.push(k, v).is_ok() {
+                let back: Vec<_> = text::parse(w.as_bytes())
+                    .expect("written text parses")
+                    .collect();
+                assert_eq!(back, [(k, v)]);
+            }
+        }
+    }
+}
+
+fn header<const N: usize>(data: &[u8]) -> Option<[u8; N]> {
+    data.get(..N)?.try_into().ok()
+}
+
+/// Checks encode -> parse of a typed NVMe/TCP header.
+macro_rules! round_trip {
+    ($t:ty, $n:expr, $data:expr) => {
+        if let Some(b) = header::<{ $n }>($data) {
+            if let Ok(p) = <$t>::parse(&b) {
+                let e = p.encode();
+                assert_eq!(<$t>::parse(&e), Ok(p));
+            }
+        }
+    };
+}
+
+/// NVMe/TCP: common header validation under every digest setting, the
+/// typed header for its PDU type, and TermReqs.
+pub fn nvme_tcp_pdu(data: &[u8]) {
+    let Ok(ch) = CommonHeader::parse(data) else {
+        return;
+    };
+    assert_eq!(
+        ch.encode().as_slice(),
+        data.get(..CH_LEN).unwrap_or_default()
+    );
+    let _ = ch.expect_direction(Direction::HostToController);
+    let max = data.get(CH_LEN).map_or(u32::MAX, |&m| u32::from(m) << 8);
+    for (hd, dd) in [(false, false), (true, false), (false, true), (true, true)] {
+        for pda in [0u8, 1, 31, 255] {
+            match ch.validate_with_pda(hd, dd, max, pda) {
+                Ok(l) => {
+                    let hd_len = if l.header_digest { 4 } else { 0 };
+                    let dd_len = if l.data_digest { 4 } else { 0 };
+                    assert_eq!(l.data_offset + l.data_len + dd_len, l.plen);
+                    assert!(l.data_offset >= l.hlen + hd_len);
+                    assert!(l.plen as u64 <= u64::from(max));
+                    let _ = l.pad_len();
+                }
+                Err(e) => {
+                    if let Some(t) = TermReq::for_error(&e, data) {
+                        let bytes = t.encode();
+                        assert_eq!(TermReq::parse(bytes.as_bytes()), Ok(t));
+                    }
+                }
+            }
+        }
+    }
+    match ch.pdu_type {
+        PduType::ICReq => {
+            if let Some(b) = header::<128>(data) {
+                if let Ok(r) = ICReq::parse(&b) {
+                    let _ = r.validate();
+                    assert_eq!(ICReq::parse(&r.encode()), Ok(r));
+                }
+            }
+        }
+        PduType::ICResp => round_trip!(ICResp, 128, data),
+        PduType::CapsuleCmd => round_trip!(CapsuleCmd, 72, data),
+        PduType::CapsuleResp => round_trip!(CapsuleResp, 24, data),
+        PduType::H2CData => {
+            round_trip!(H2CData, 24, data);
+            if let (Some(b), Ok(l)) = (header::<24>(data), ch.validate(false, false, u32::MAX)) {
+                if let Ok(p) = H2CData::parse(&b) {
+                    let _ = p.check_datal(&l, 4096);
+                }
+            }
+        }
+        PduType::C2HData => round_trip!(C2HData, 24, data),
+        PduType::R2t => round_trip!(R2t, 24, data),
+        PduType::H2CTermReq | PduType::C2HTermReq => {
+            if let Ok(t) = TermReq::parse(data) {
+                let bytes = t.encode();
+                assert_eq!(TermReq::parse(bytes.as_bytes()), Ok(t));
+                // The carried header is the received data, byte for byte.
+                let n = t.plen() as usize;
+                assert_eq!(Some(t.error_header()), data.get(24..n));
+            }
+        }
+    }
+    let _ = nvme_tcp::digest::header_digest(data);
+}
