@@ -67,8 +67,12 @@ pub trait Backend {
     async fn read(&self, offset: u64, buf: SegmentList) -> (SegmentList, io::Result<()>);
 
     /// Writes `buf` at `offset`; with `fua` the data is durable on return.
-    async fn write(&self, offset: u64, buf: SegmentList, fua: bool)
-        -> (SegmentList, io::Result<()>);
+    async fn write(
+        &self,
+        offset: u64,
+        buf: SegmentList,
+        fua: bool,
+    ) -> (SegmentList, io::Result<()>);
 
     /// Makes every completed write durable.
     async fn flush(&self) -> io::Result<()>;
@@ -95,4 +99,9 @@ pub fn check_range(info: &BackendInfo, offset: u64, len: u64) -> io::Result<()> 
             ),
         )),
     }
+}
+
+/// The error every backend returns for a write to a read-only volume.
+pub fn read_only_error() -> io::Error {
+    io::Error::new(io::ErrorKind::PermissionDenied, "volume is read-only")
 }

@@ -105,7 +105,9 @@ impl BufferPool {
     /// is rounded down to whole chunks and must hold at least one.
     pub fn new(total_bytes: usize, chunk_size: usize, poison: bool) -> Result<Self, PoolError> {
         if chunk_size == 0 || chunk_size % POOL_ALIGN != 0 {
-            return Err(PoolError::Geometry("chunk size must be a non-zero multiple of 4096"));
+            return Err(PoolError::Geometry(
+                "chunk size must be a non-zero multiple of 4096",
+            ));
         }
         let chunks = total_bytes / chunk_size;
         if chunks == 0 {
@@ -258,6 +260,11 @@ impl BufferPool {
         (self.inner.base, self.total_bytes())
     }
 
+    /// Whether `self` and `other` are handles on the same pool.
+    pub fn inner_ptr_eq(&self, other: &BufferPool) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     pub(crate) fn inner(&self) -> &Arc<PoolInner> {
         &self.inner
     }
@@ -265,7 +272,9 @@ impl BufferPool {
 
 impl std::fmt::Debug for BufferPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BufferPool").field("stats", &self.stats()).finish()
+        f.debug_struct("BufferPool")
+            .field("stats", &self.stats())
+            .finish()
     }
 }
 

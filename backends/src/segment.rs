@@ -71,12 +71,22 @@ impl Segment {
     /// The segment's bytes, mutably.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         let (o, l) = (self.offset(), self.len());
-        self.lease.as_mut_slice().get_mut(o..o + l).unwrap_or(&mut [])
+        self.lease
+            .as_mut_slice()
+            .get_mut(o..o + l)
+            .unwrap_or(&mut [])
     }
 
     /// Gives the lease back (dropping it returns the chunk to the pool).
     pub fn into_lease(self) -> Lease {
         self.lease
+    }
+
+    /// Splits into `(lease, offset, len)` so an operation can own the lease;
+    /// rebuild with [`Segment::new`].
+    pub fn into_parts(self) -> (Lease, usize, usize) {
+        let (o, l) = (self.offset(), self.len());
+        (self.lease, o, l)
     }
 }
 

@@ -1,4 +1,13 @@
-//! zctarget: the daemon's library half (runtime, listeners, zero-copy sender,
-//! retirement, frontends). `main.rs` is only the command-line edge.
+//! zctarget: the daemon's library half (runtime, listeners, zero-copy
+//! sender, retirement, frontends). `main.rs` is only the command-line edge.
 
+pub mod command;
+pub mod daemon;
+pub mod engine;
+pub mod exports;
+pub mod iscsi;
+pub mod listener;
+pub mod logging;
+pub mod nvmf;
+pub mod reactor;
 pub mod zerocopy;

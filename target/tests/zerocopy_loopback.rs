@@ -126,7 +126,11 @@ fn stalled_receiver_keeps_sends_pinned_until_it_drains() {
                 assert!(c.zerocopy_calls >= 1);
             }
         }
-        assert_eq!(sender.in_flight(), 0, "every message released after the drain");
+        assert_eq!(
+            sender.in_flight(),
+            0,
+            "every message released after the drain"
+        );
         assert!(pool.is_full(), "every lease back in the pool");
         let n = counters.notifications.load(Ordering::Relaxed);
         assert!(n > 0);
@@ -283,7 +287,10 @@ fn teardown_waits_for_notifications_then_resets_past_the_deadline() {
         assert!(started.elapsed() >= Duration::from_millis(400));
         assert!(report.reset && !report.drained);
         assert_eq!(report.released.len(), 4);
-        assert!(report.released.iter().any(|c| c.outcome == Outcome::Aborted));
+        assert!(report
+            .released
+            .iter()
+            .any(|c| c.outcome == Outcome::Aborted));
         assert_eq!(counters.teardown_resets.load(Ordering::Relaxed), 1);
         drop(report);
         assert!(pool.is_full());

@@ -98,7 +98,8 @@ pub fn recv_notification(fd: RawFd) -> io::Result<Option<ZeroCopyNotification>> 
                 || (level == libc::SOL_IPV6 && kind == libc::IPV6_RECVERR);
             let payload_len = (*cmsg).cmsg_len as usize;
             if is_recverr
-                && payload_len >= libc::CMSG_LEN(size_of::<libc::sock_extended_err>() as u32) as usize
+                && payload_len
+                    >= libc::CMSG_LEN(size_of::<libc::sock_extended_err>() as u32) as usize
             {
                 let ee: libc::sock_extended_err =
                     std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());

@@ -109,7 +109,10 @@ impl Message {
     /// Appends payload bytes `[offset, offset + len)` (by reference: these
     /// bytes go from the leases to the kernel without a userspace copy).
     pub fn push_payload(&mut self, offset: usize, len: usize) -> Result<&mut Self, MessageError> {
-        if offset.checked_add(len).is_none_or(|end| end > self.payload.len()) {
+        if offset
+            .checked_add(len)
+            .is_none_or(|end| end > self.payload.len())
+        {
             return Err(MessageError::PayloadRange {
                 offset,
                 len,

@@ -212,7 +212,10 @@ impl ZeroCopySender {
     /// then makes progress. Returns at once if there is nothing to do.
     pub async fn progress(&mut self) -> io::Result<()> {
         if self.failed {
-            return Err(io::Error::new(io::ErrorKind::BrokenPipe, "connection failed"));
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "connection failed",
+            ));
         }
         let want_write = !self.queue.is_empty();
         let want_notify = self.tracker.in_flight() > 0;
@@ -494,7 +497,11 @@ impl Drop for ZeroCopySender {
 }
 
 /// Appends iovecs for `msg` from byte `skip` on. Returns bytes described.
-fn describe<'a>(msg: &'a Message, skip: usize, iov: &mut SmallVec<[IoSlice<'a>; MAX_IOVECS]>) -> usize {
+fn describe<'a>(
+    msg: &'a Message,
+    skip: usize,
+    iov: &mut SmallVec<[IoSlice<'a>; MAX_IOVECS]>,
+) -> usize {
     let mut skip = skip;
     let mut described = 0;
     for part in &msg.parts {

@@ -81,7 +81,11 @@ impl<T> NotificationTracker<T> {
         let value = self.next_value;
         self.next_value = self.next_value.wrapping_add(1);
         let n = self.pending.len();
-        for p in self.pending.iter_mut().skip(n.saturating_sub(messages_touched)) {
+        for p in self
+            .pending
+            .iter_mut()
+            .skip(n.saturating_sub(messages_touched))
+        {
             if p.count == 0 {
                 p.first = value;
             }
@@ -199,7 +203,10 @@ mod tests {
         assert_eq!(t.written(&1), None);
         let mut out = Vec::new();
         t.notify(7, 8, &mut out);
-        assert!(out.is_empty(), "two of three pieces notified must not release");
+        assert!(
+            out.is_empty(),
+            "two of three pieces notified must not release"
+        );
         t.notify(9, 9, &mut out);
         assert_eq!(out, vec![1]);
     }

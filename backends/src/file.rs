@@ -1,0 +1,658 @@
+//! File and block-device backends.
+//!
+//! One shared [`FileStore`] per volume (the open descriptor and its kind);
+//! per-reactor handles submit I/O either to the reactor's io_uring
+//! ([`UringFile`]) or as `preadv`/`pwritev` on tokio's blocking pool
+//! ([`EpollFile`]). Discard is `fallocate(PUNCH_HOLE)` on files and
+//! block devices (which guarantees zeroes on read-back); write-zeroes is `fallocate(ZERO_RANGE)` /
+//! `BLKZEROOUT`.
+
+use std::fs::File;
+use std::io::{self, IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
+use std::sync::Arc;
+
+use smallvec::SmallVec;
+use tokio_uring::buf::fixed::FixedBuf;
+use tokio_uring::buf::BoundedBuf;
+
+use crate::backend::{check_range, read_only_error, Backend, BackendInfo};
+use crate::uring_buf::FixedIo;
+use crate::{Segment, SegmentList, INLINE_SEGMENTS};
+
+/// `BLKZEROOUT` = _IO(0x12, 127).
+const BLKZEROOUT: libc::c_ulong = 0x127f;
+/// `BLKGETSIZE64` = _IOR(0x12, 114, size_t).
+pub(crate) const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+/// `BLKSSZGET` = _IO(0x12, 104).
+pub(crate) const BLKSSZGET: libc::c_ulong = 0x1268;
+
+/// The open backing store of a file or block-device volume.
+#[derive(Debug)]
+pub struct FileStore {
+    pub(crate) file: File,
+    pub(crate) block_device: bool,
+}
+
+impl FileStore {
+    /// fsync(2)-class flush (data and the metadata needed to read it).
+    pub fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn fd(&self) -> libc::c_int {
+        self.file.as_raw_fd()
+    }
+
+    /// Reads `buf.len()` bytes at `offset` with `preadv`, looping on short
+    /// reads; bytes past the end of a short file read as zeroes.
+    fn preadv_all(&self, offset: u64, buf: &mut SegmentList) -> io::Result<()> {
+        let total = buf.len();
+        let mut done = 0;
+        while done < total {
+            let mut iov: SmallVec<[IoSliceMut<'_>; INLINE_SEGMENTS]> = SmallVec::new();
+            buf.io_slices_mut_range(done, total - done, &mut iov);
+            let iovcnt = iov.len().min(libc::UIO_MAXIOV as usize) as libc::c_int;
+            // SAFETY: `iov` describes memory exclusively borrowed from `buf`
+            // for this call; IoSliceMut is ABI-compatible with iovec.
+            let n = unsafe {
+                libc::preadv(
+                    self.fd(),
+                    iov.as_ptr().cast(),
+                    iovcnt,
+                    (offset + done as u64) as libc::off_t,
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            drop(iov);
+            if n == 0 {
+                zero_from(buf, done);
+                return Ok(());
+            }
+            done += n as usize;
+        }
+        Ok(())
+    }
+
+    /// Writes all of `buf` at `offset` with `pwritev`.
+    fn pwritev_all(&self, offset: u64, buf: &SegmentList) -> io::Result<()> {
+        let total = buf.len();
+        let mut done = 0;
+        while done < total {
+            let mut iov: SmallVec<[IoSlice<'_>; INLINE_SEGMENTS]> = SmallVec::new();
+            buf.io_slices_range(done, total - done, &mut iov);
+            let iovcnt = iov.len().min(libc::UIO_MAXIOV as usize) as libc::c_int;
+            // SAFETY: `iov` describes memory borrowed from `buf` for this
+            // call; IoSlice is ABI-compatible with iovec.
+            let n = unsafe {
+                libc::pwritev(
+                    self.fd(),
+                    iov.as_ptr().cast(),
+                    iovcnt,
+                    (offset + done as u64) as libc::off_t,
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "pwritev wrote nothing",
+                ));
+            }
+            done += n as usize;
+        }
+        Ok(())
+    }
+
+    /// Deallocates a range (reads back as zeroes afterwards).
+    pub(crate) fn discard_sync(&self, offset: u64, len: u64) -> io::Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        if self.block_device {
+            // BLKDISCARD does not promise that reads return zeroes on every
+            // device; fallocate(PUNCH_HOLE) on a block device does (or fails
+            // with EOPNOTSUPP), so the "discarded reads as zeroes" contract
+            // holds. Fall back to an explicit zero-out.
+            return match fallocate(
+                self.fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                offset,
+                len,
+            ) {
+                Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                    self.range_ioctl(BLKZEROOUT, offset, len)
+                }
+                r => r,
+            };
+        }
+        match fallocate(
+            self.fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset,
+            len,
+        ) {
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                self.write_zeroes_by_writing(offset, len)
+            }
+            r => r,
+        }
+    }
+
+    /// Zeroes a range, deallocating where the filesystem can.
+    pub(crate) fn write_zeroes_sync(&self, offset: u64, len: u64) -> io::Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        if self.block_device {
+            return self.range_ioctl(BLKZEROOUT, offset, len);
+        }
+        match fallocate(
+            self.fd(),
+            libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE,
+            offset,
+            len,
+        ) {
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => self.discard_sync(offset, len),
+            r => r,
+        }
+    }
+
+    fn write_zeroes_by_writing(&self, offset: u64, len: u64) -> io::Result<()> {
+        // Aligned for O_DIRECT volumes.
+        let layout = std::alloc::Layout::from_size_align(1 << 20, 4096)
+            .map_err(|_| io::Error::other("layout"))?;
+        let zeroes = AlignedZeroes::new(layout)?;
+        let mut done = 0u64;
+        while done < len {
+            let n = (len - done).min(1 << 20) as usize;
+            let chunk = zeroes.slice(n);
+            std::os::unix::fs::FileExt::write_all_at(&self.file, chunk, offset + done)?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+
+    fn range_ioctl(&self, request: libc::c_ulong, offset: u64, len: u64) -> io::Result<()> {
+        let range: [u64; 2] = [offset, len];
+        // SAFETY: both ioctls read a `u64[2]` {start, length} from the
+        // pointer, which points at our stack array for the duration of the call.
+        let rc = unsafe { libc::ioctl(self.fd(), request as _, range.as_ptr()) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+}
+
+/// A zeroed, aligned heap block (for writing zeroes to O_DIRECT files).
+struct AlignedZeroes {
+    ptr: std::ptr::NonNull<u8>,
+    layout: std::alloc::Layout,
+}
+
+impl AlignedZeroes {
+    fn new(layout: std::alloc::Layout) -> io::Result<Self> {
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        let ptr = std::ptr::NonNull::new(ptr).ok_or_else(|| io::Error::other("out of memory"))?;
+        Ok(Self { ptr, layout })
+    }
+
+    fn slice(&self, n: usize) -> &[u8] {
+        // SAFETY: the block holds `layout.size()` initialized (zero) bytes
+        // and lives as long as `self`.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), n.min(self.layout.size())) }
+    }
+}
+
+impl Drop for AlignedZeroes {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) }
+    }
+}
+
+fn fallocate(fd: libc::c_int, mode: libc::c_int, offset: u64, len: u64) -> io::Result<()> {
+    // SAFETY: plain syscall on a descriptor we own; no memory is passed.
+    let rc = unsafe { libc::fallocate(fd, mode, offset as libc::off_t, len as libc::off_t) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn zero_from(buf: &mut SegmentList, from: usize) {
+    let mut skip = from;
+    for seg in buf.segments_mut() {
+        let s = seg.as_mut_slice();
+        if skip >= s.len() {
+            skip -= s.len();
+            continue;
+        }
+        if let Some(rest) = s.get_mut(skip..) {
+            rest.fill(0);
+        }
+        skip = 0;
+    }
+}
+
+/// A file volume driven from tokio's blocking pool (the epoll engine).
+#[derive(Debug, Clone)]
+pub struct EpollFile {
+    pub(crate) info: BackendInfo,
+    pub(crate) store: Arc<FileStore>,
+}
+
+impl EpollFile {
+    async fn blocking<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&FileStore) -> io::Result<R> + Send + 'static,
+    ) -> io::Result<R> {
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| io::Error::other(format!("blocking I/O task failed: {e}")))?
+    }
+}
+
+impl Backend for EpollFile {
+    fn info(&self) -> &BackendInfo {
+        &self.info
+    }
+
+    async fn read(&self, offset: u64, buf: SegmentList) -> (SegmentList, io::Result<()>) {
+        if let Err(e) = check_range(&self.info, offset, buf.len() as u64) {
+            return (buf, Err(e));
+        }
+        let store = Arc::clone(&self.store);
+        // The list moves into the blocking task and comes back with the
+        // result; if the task died its leases were dropped there, after the
+        // syscall finished with them.
+        match tokio::task::spawn_blocking(move || {
+            let mut buf = buf;
+            let r = store.preadv_all(offset, &mut buf);
+            (buf, r)
+        })
+        .await
+        {
+            Ok(out) => out,
+            Err(e) => (
+                SegmentList::new(),
+                Err(io::Error::other(format!("read task failed: {e}"))),
+            ),
+        }
+    }
+
+    async fn write(
+        &self,
+        offset: u64,
+        buf: SegmentList,
+        fua: bool,
+    ) -> (SegmentList, io::Result<()>) {
+        if self.info.read_only {
+            return (buf, Err(read_only_error()));
+        }
+        if let Err(e) = check_range(&self.info, offset, buf.len() as u64) {
+            return (buf, Err(e));
+        }
+        let store = Arc::clone(&self.store);
+        match tokio::task::spawn_blocking(move || {
+            let mut r = store.pwritev_all(offset, &buf);
+            if r.is_ok() && fua {
+                r = store.sync();
+            }
+            (buf, r)
+        })
+        .await
+        {
+            Ok(out) => out,
+            Err(e) => (
+                SegmentList::new(),
+                Err(io::Error::other(format!("write task failed: {e}"))),
+            ),
+        }
+    }
+
+    async fn flush(&self) -> io::Result<()> {
+        self.blocking(|s| s.sync()).await
+    }
+
+    async fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        if self.info.read_only {
+            return Err(read_only_error());
+        }
+        check_range(&self.info, offset, len)?;
+        self.blocking(move |s| s.discard_sync(offset, len)).await
+    }
+
+    async fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
+        if self.info.read_only {
+            return Err(read_only_error());
+        }
+        check_range(&self.info, offset, len)?;
+        self.blocking(move |s| s.write_zeroes_sync(offset, len))
+            .await
+    }
+}
+
+/// A file volume driven through the reactor's io_uring (tokio-uring).
+pub struct UringFile {
+    pub(crate) info: BackendInfo,
+    pub(crate) store: Arc<FileStore>,
+    /// This reactor's descriptor (a dup of the store's), registered with
+    /// its ring's runtime.
+    pub(crate) file: tokio_uring::fs::File,
+}
+
+impl std::fmt::Debug for UringFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UringFile")
+            .field("info", &self.info)
+            .finish()
+    }
+}
+
+impl UringFile {
+    /// Opens a handle for the current tokio-uring runtime.
+    pub(crate) fn new(info: BackendInfo, store: Arc<FileStore>) -> io::Result<Self> {
+        let dup = store.file.try_clone()?;
+        // SAFETY: `into_raw_fd` gives us sole ownership of the duplicated
+        // descriptor, which `from_raw_fd` then takes over.
+        let std_file = unsafe { File::from_raw_fd(dup.into_raw_fd()) };
+        Ok(Self {
+            info,
+            store,
+            file: tokio_uring::fs::File::from_std(std_file),
+        })
+    }
+
+    async fn read_segment(&self, seg: Segment, pos: u64) -> (Segment, io::Result<()>) {
+        let (lease, off, len) = seg.into_parts();
+        let mut lease = match FixedIo::check_out(lease) {
+            Ok((io, buf)) => return self.read_fixed(io, buf, off, len, pos).await,
+            Err(lease) => lease,
+        };
+        let mut done = 0;
+        while done < len {
+            let (res, slice) = self
+                .file
+                .read_at(lease.slice(off + done..off + len), pos + done as u64)
+                .await;
+            lease = slice.into_inner();
+            match res {
+                Ok(0) => {
+                    if let Some(rest) = lease.as_mut_slice().get_mut(off + done..off + len) {
+                        rest.fill(0);
+                    }
+                    break;
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return (Segment::new(lease, off, len), Err(e)),
+            }
+        }
+        (Segment::new(lease, off, len), Ok(()))
+    }
+
+    /// Reads into a registered (fixed) buffer. If this future is dropped
+    /// mid-operation, `io` parks the lease until the kernel is done.
+    async fn read_fixed(
+        &self,
+        io: FixedIo,
+        mut buf: FixedBuf,
+        off: usize,
+        len: usize,
+        pos: u64,
+    ) -> (Segment, io::Result<()>) {
+        let mut done = 0;
+        let mut result = Ok(());
+        while done < len {
+            let (res, slice) = self
+                .file
+                .read_fixed_at(buf.slice(off + done..off + len), pos + done as u64)
+                .await;
+            buf = slice.into_inner();
+            match res {
+                Ok(0) => {
+                    if let Some(rest) = buf.get_mut(off + done..off + len) {
+                        rest.fill(0);
+                    }
+                    break;
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        (Segment::new(io.finish(buf), off, len), result)
+    }
+
+    /// Writes from a registered (fixed) buffer; see [`Self::read_fixed`].
+    async fn write_fixed(
+        &self,
+        io: FixedIo,
+        mut buf: FixedBuf,
+        off: usize,
+        len: usize,
+        pos: u64,
+    ) -> (Segment, io::Result<()>) {
+        let mut done = 0;
+        let mut result = Ok(());
+        while done < len {
+            let (res, slice) = self
+                .file
+                .write_fixed_at(buf.slice(off + done..off + len), pos + done as u64)
+                .await;
+            buf = slice.into_inner();
+            match res {
+                Ok(0) => {
+                    result = Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "write wrote nothing",
+                    ));
+                    break;
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        (Segment::new(io.finish(buf), off, len), result)
+    }
+
+    async fn write_segment(&self, seg: Segment, pos: u64) -> (Segment, io::Result<()>) {
+        let (lease, off, len) = seg.into_parts();
+        let mut lease = match FixedIo::check_out(lease) {
+            Ok((io, buf)) => return self.write_fixed(io, buf, off, len, pos).await,
+            Err(lease) => lease,
+        };
+        let mut done = 0;
+        while done < len {
+            let (res, slice) = self
+                .file
+                .write_at(lease.slice(off + done..off + len), pos + done as u64)
+                .submit()
+                .await;
+            lease = slice.into_inner();
+            match res {
+                Ok(0) => {
+                    return (
+                        Segment::new(lease, off, len),
+                        Err(io::Error::new(
+                            io::ErrorKind::WriteZero,
+                            "write wrote nothing",
+                        )),
+                    )
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return (Segment::new(lease, off, len), Err(e)),
+            }
+        }
+        (Segment::new(lease, off, len), Ok(()))
+    }
+
+    async fn on_blocking_pool(
+        &self,
+        f: impl FnOnce(&FileStore) -> io::Result<()> + Send + 'static,
+    ) -> io::Result<()> {
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| io::Error::other(format!("blocking task failed: {e}")))?
+    }
+}
+
+/// Runs one operation per segment concurrently and reassembles the list in
+/// its original order.
+async fn per_segment<'a, F, Fut>(
+    buf: SegmentList,
+    offset: u64,
+    op: F,
+) -> (SegmentList, io::Result<()>)
+where
+    F: Fn(Segment, u64) -> Fut,
+    Fut: std::future::Future<Output = (Segment, io::Result<()>)> + 'a,
+{
+    if buf.segment_count() == 1 {
+        // The common case (up to one chunk): no join, no allocation.
+        let mut segments = buf.into_segments();
+        if let Some(seg) = segments.pop() {
+            let (seg, r) = op(seg, offset).await;
+            segments.push(seg);
+            return (SegmentList::from_segments(segments), r);
+        }
+        return (SegmentList::from_segments(segments), Ok(()));
+    }
+    let mut pos = offset;
+    let ops: Vec<Fut> = buf
+        .into_segments()
+        .into_iter()
+        .map(|seg| {
+            let at = pos;
+            pos += seg.len() as u64;
+            op(seg, at)
+        })
+        .collect();
+    let results = futures_util::future::join_all(ops).await;
+    let mut segments: SmallVec<[Segment; INLINE_SEGMENTS]> = SmallVec::new();
+    let mut first_err = Ok(());
+    for (seg, r) in results {
+        if let (Err(e), true) = (r, first_err.is_ok()) {
+            first_err = Err(e);
+        }
+        segments.push(seg);
+    }
+    (SegmentList::from_segments(segments), first_err)
+}
+
+impl Backend for UringFile {
+    fn info(&self) -> &BackendInfo {
+        &self.info
+    }
+
+    async fn read(&self, offset: u64, buf: SegmentList) -> (SegmentList, io::Result<()>) {
+        if let Err(e) = check_range(&self.info, offset, buf.len() as u64) {
+            return (buf, Err(e));
+        }
+        per_segment(buf, offset, |seg, at| self.read_segment(seg, at)).await
+    }
+
+    async fn write(
+        &self,
+        offset: u64,
+        buf: SegmentList,
+        fua: bool,
+    ) -> (SegmentList, io::Result<()>) {
+        if self.info.read_only {
+            return (buf, Err(read_only_error()));
+        }
+        if let Err(e) = check_range(&self.info, offset, buf.len() as u64) {
+            return (buf, Err(e));
+        }
+        let (buf, r) = per_segment(buf, offset, |seg, at| self.write_segment(seg, at)).await;
+        if r.is_ok() && fua {
+            return (buf, self.file.sync_data().await);
+        }
+        (buf, r)
+    }
+
+    async fn flush(&self) -> io::Result<()> {
+        self.file.sync_data().await
+    }
+
+    async fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        if self.info.read_only {
+            return Err(read_only_error());
+        }
+        check_range(&self.info, offset, len)?;
+        if self.store.block_device {
+            return self
+                .on_blocking_pool(move |s| s.discard_sync(offset, len))
+                .await;
+        }
+        match self
+            .file
+            .fallocate(
+                offset,
+                len,
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            )
+            .await
+        {
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                self.on_blocking_pool(move |s| s.discard_sync(offset, len))
+                    .await
+            }
+            r => r,
+        }
+    }
+
+    async fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
+        if self.info.read_only {
+            return Err(read_only_error());
+        }
+        check_range(&self.info, offset, len)?;
+        if self.store.block_device {
+            return self
+                .on_blocking_pool(move |s| s.write_zeroes_sync(offset, len))
+                .await;
+        }
+        match self
+            .file
+            .fallocate(
+                offset,
+                len,
+                libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE,
+            )
+            .await
+        {
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                self.on_blocking_pool(move |s| s.write_zeroes_sync(offset, len))
+                    .await
+            }
+            r => r,
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! Payload memory and storage backends for zctarget.
+//!
+//! - [`BufferPool`] / [`Lease`]: bounded, aligned payload memory; a lease is
+//!   the only handle to pool memory and returns to the pool on drop.
+//! - [`SegmentList`]: one command's payload, moved into each asynchronous
+//!   operation and handed back by its completion.
+//! - [`Backend`]: block storage a volume is exported from (file or block
+//!   device on io_uring or the blocking pool, null, memory), opened as a
+//!   shared [`Volume`] and used through per-reactor [`VolumeHandle`]s.
+//!
+//! This crate knows nothing of iSCSI or NVMe.
+
+pub mod backend;
+pub mod file;
+pub mod memory;
+pub mod null;
+pub mod pool;
+pub mod segment;
+mod uring_buf;
+pub mod volume;
+
+pub use backend::{check_range, read_only_error, Backend, BackendInfo, Engine};
+pub use pool::{BufferPool, Lease, PoolError, PoolStats, POISON_BYTE, POOL_ALIGN};
+pub use segment::{Segment, SegmentList, INLINE_SEGMENTS};
+pub use uring_buf::{fixed_buffers_registered, parked_leases, register_pool_with_ring};
+pub use volume::{BackendError, BackendKind, Volume, VolumeHandle, VolumeSpec};

@@ -1,0 +1,333 @@
+//! Volumes: a shared description of one opened backing store, and the
+//! per-reactor handles that do its I/O.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::backend::{Backend, BackendInfo, Engine};
+use crate::file::{EpollFile, FileStore, UringFile, BLKGETSIZE64, BLKSSZGET};
+use crate::memory::{MemoryBackend, MemoryStore};
+use crate::null::NullBackend;
+use crate::SegmentList;
+
+/// What stores a volume's blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// A regular file, or a block device (detected from the path).
+    File,
+    /// A block device (must be one).
+    Block,
+    /// Discards writes, reads zeroes (benchmarks).
+    Null,
+    /// RAM (tests).
+    Memory,
+}
+
+/// How to open a volume (the daemon maps its configuration onto this).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeSpec {
+    /// Volume name (for messages).
+    pub name: String,
+    /// Backend kind.
+    pub kind: BackendKind,
+    /// Path of the file or device (file/block kinds).
+    pub path: Option<PathBuf>,
+    /// Capacity in bytes; required for null/memory and for creating files.
+    pub size: Option<u64>,
+    /// Logical block size: 512 or 4096.
+    pub block_size: u32,
+    /// Refuse writes.
+    pub read_only: bool,
+    /// Open with `O_DIRECT`.
+    pub direct_io: bool,
+}
+
+/// Why a volume could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// An I/O error with what we were doing.
+    #[error("volume {volume}: {action} {path}: {source}")]
+    Io {
+        /// Volume name.
+        volume: String,
+        /// What failed, e.g. "opening".
+        action: &'static str,
+        /// Path involved.
+        path: String,
+        /// The error.
+        source: io::Error,
+    },
+    /// The specification cannot work.
+    #[error("volume {volume}: {reason}")]
+    Invalid {
+        /// Volume name.
+        volume: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+enum Store {
+    File(Arc<FileStore>),
+    Null,
+    Memory(Arc<MemoryStore>),
+}
+
+/// One opened backing store, shared by every reactor.
+pub struct Volume {
+    name: String,
+    info: BackendInfo,
+    store: Store,
+}
+
+impl std::fmt::Debug for Volume {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Volume")
+            .field("name", &self.name)
+            .field("info", &self.info)
+            .finish()
+    }
+}
+
+impl Volume {
+    /// Opens the store, creating a sparse file when it is missing and a size
+    /// is given (or extending a shorter file, sparsely).
+    pub fn open(spec: &VolumeSpec) -> Result<Arc<Volume>, BackendError> {
+        let invalid = |reason: String| BackendError::Invalid {
+            volume: spec.name.clone(),
+            reason,
+        };
+        if spec.block_size != 512 && spec.block_size != 4096 {
+            return Err(invalid(format!(
+                "block size {} is not 512 or 4096",
+                spec.block_size
+            )));
+        }
+        let bs = u64::from(spec.block_size);
+        let (store, capacity, discard, volatile_cache) = match spec.kind {
+            BackendKind::Null | BackendKind::Memory => {
+                let size = spec
+                    .size
+                    .ok_or_else(|| invalid("a null or memory volume needs a size".into()))?;
+                let capacity = size - size % bs;
+                let store = if spec.kind == BackendKind::Null {
+                    Store::Null
+                } else {
+                    let bytes = usize::try_from(capacity)
+                        .map_err(|_| invalid("memory volume too large".into()))?;
+                    Store::Memory(Arc::new(MemoryStore::new(bytes)))
+                };
+                (store, capacity, true, false)
+            }
+            BackendKind::File | BackendKind::Block => {
+                let path = spec
+                    .path
+                    .clone()
+                    .ok_or_else(|| invalid("a file or block volume needs a path".into()))?;
+                let (file, capacity, block_device) = open_file(spec, &path)?;
+                let store = FileStore { file, block_device };
+                (Store::File(Arc::new(store)), capacity, true, true)
+            }
+        };
+        if capacity == 0 {
+            return Err(invalid("capacity is zero".into()));
+        }
+        Ok(Arc::new(Volume {
+            name: spec.name.clone(),
+            info: BackendInfo {
+                capacity,
+                block_size: spec.block_size,
+                read_only: spec.read_only,
+                discard,
+                volatile_cache,
+            },
+            store,
+        }))
+    }
+
+    /// The volume's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Facts about the volume.
+    pub fn info(&self) -> &BackendInfo {
+        &self.info
+    }
+
+    /// Flushes the store synchronously (shutdown).
+    pub fn sync(&self) -> io::Result<()> {
+        match &self.store {
+            Store::File(f) if !self.info.read_only => f.sync(),
+            _ => Ok(()),
+        }
+    }
+
+    /// Opens a handle for the calling reactor. On the uring engine this must
+    /// run inside that reactor's tokio-uring runtime.
+    pub fn open_handle(self: &Arc<Self>, engine: Engine) -> io::Result<VolumeHandle> {
+        let info = self.info.clone();
+        Ok(match &self.store {
+            Store::Null => VolumeHandle::Null(NullBackend { info }),
+            Store::Memory(store) => VolumeHandle::Memory(MemoryBackend {
+                info,
+                store: Arc::clone(store),
+            }),
+            Store::File(store) => match engine {
+                Engine::Uring => VolumeHandle::UringFile(UringFile::new(info, Arc::clone(store))?),
+                Engine::Epoll => VolumeHandle::EpollFile(EpollFile {
+                    info,
+                    store: Arc::clone(store),
+                }),
+            },
+        })
+    }
+}
+
+fn open_file(spec: &VolumeSpec, path: &PathBuf) -> Result<(File, u64, bool), BackendError> {
+    let io_err = |action: &'static str, source: io::Error| BackendError::Io {
+        volume: spec.name.clone(),
+        action,
+        path: path.display().to_string(),
+        source,
+    };
+    let invalid = |reason: String| BackendError::Invalid {
+        volume: spec.name.clone(),
+        reason,
+    };
+    let bs = u64::from(spec.block_size);
+    let exists = path.exists();
+    let is_block = exists
+        && std::fs::metadata(path)
+            .map_err(|e| io_err("inspecting", e))?
+            .file_type()
+            .is_block_device();
+    if spec.kind == BackendKind::Block && !is_block {
+        return Err(invalid(format!("{} is not a block device", path.display())));
+    }
+    if !exists && spec.size.is_none() {
+        return Err(invalid(format!(
+            "{} does not exist and no size is given to create it",
+            path.display()
+        )));
+    }
+    let mut opts = OpenOptions::new();
+    opts.read(true);
+    if !spec.read_only {
+        opts.write(true);
+        if !is_block {
+            opts.create(true);
+        }
+    }
+    if spec.direct_io {
+        opts.custom_flags(libc::O_DIRECT);
+    }
+    let file = opts.open(path).map_err(|e| io_err("opening", e))?;
+    if is_block {
+        let mut size: u64 = 0;
+        // SAFETY: BLKGETSIZE64 writes one u64 through the pointer, which
+        // points at our local for the duration of the call.
+        if unsafe { libc::ioctl(file.as_raw_fd(), BLKGETSIZE64 as _, &mut size as *mut u64) } != 0 {
+            return Err(io_err("reading the size of", io::Error::last_os_error()));
+        }
+        let mut sector: libc::c_int = 0;
+        // SAFETY: BLKSSZGET writes one int through the pointer, which points
+        // at our local for the duration of the call.
+        if unsafe {
+            libc::ioctl(
+                file.as_raw_fd(),
+                BLKSSZGET as _,
+                &mut sector as *mut libc::c_int,
+            )
+        } != 0
+        {
+            return Err(io_err(
+                "reading the sector size of",
+                io::Error::last_os_error(),
+            ));
+        }
+        if u64::from(sector.unsigned_abs()) > bs {
+            return Err(invalid(format!(
+                "device sector size {sector} is larger than block_size {bs}"
+            )));
+        }
+        let capacity = spec.size.unwrap_or(size).min(size);
+        return Ok((file, capacity - capacity % bs, true));
+    }
+    let len = file.metadata().map_err(|e| io_err("inspecting", e))?.len();
+    let capacity = match spec.size {
+        Some(size) => {
+            if len < size {
+                if spec.read_only {
+                    return Err(invalid(format!(
+                        "read-only file is {len} bytes, smaller than its size {size}"
+                    )));
+                }
+                // Sparse: set_len allocates nothing.
+                file.set_len(size).map_err(|e| io_err("sizing", e))?;
+            }
+            size
+        }
+        None => len,
+    };
+    Ok((file, capacity - capacity % bs, false))
+}
+
+/// A volume as one reactor sees it: the I/O path for its engine.
+#[derive(Debug)]
+pub enum VolumeHandle {
+    /// File or block device through io_uring.
+    UringFile(UringFile),
+    /// File or block device through the blocking pool.
+    EpollFile(EpollFile),
+    /// Null.
+    Null(NullBackend),
+    /// Memory.
+    Memory(MemoryBackend),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $b:ident => $e:expr) => {
+        match $self {
+            VolumeHandle::UringFile($b) => $e,
+            VolumeHandle::EpollFile($b) => $e,
+            VolumeHandle::Null($b) => $e,
+            VolumeHandle::Memory($b) => $e,
+        }
+    };
+}
+
+impl Backend for VolumeHandle {
+    fn info(&self) -> &BackendInfo {
+        dispatch!(self, b => b.info())
+    }
+
+    async fn read(&self, offset: u64, buf: SegmentList) -> (SegmentList, io::Result<()>) {
+        dispatch!(self, b => b.read(offset, buf).await)
+    }
+
+    async fn write(
+        &self,
+        offset: u64,
+        buf: SegmentList,
+        fua: bool,
+    ) -> (SegmentList, io::Result<()>) {
+        dispatch!(self, b => b.write(offset, buf, fua).await)
+    }
+
+    async fn flush(&self) -> io::Result<()> {
+        dispatch!(self, b => b.flush().await)
+    }
+
+    async fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        dispatch!(self, b => b.discard(offset, len).await)
+    }
+
+    async fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
+        dispatch!(self, b => b.write_zeroes(offset, len).await)
+    }
+}

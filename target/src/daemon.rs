@@ -1,0 +1,228 @@
+//! The daemon: opens volumes, builds the buffer pool, starts one reactor
+//! thread per core, and shuts everything down in order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::watch;
+use zctarget_backends::{BufferPool, Engine, Volume};
+use zctarget_config::Config;
+
+use crate::exports::Exports;
+use crate::reactor::{self, ReactorPlan};
+use crate::zerocopy::{SenderCounters, ZeroCopyPolicy};
+
+/// Size of one buffer-pool chunk: the lease granularity. 64 KiB keeps small
+/// commands cheap while a 512 KiB command still fits in the inline segment
+/// list (8 segments).
+pub const POOL_CHUNK_SIZE: usize = 64 << 10;
+
+/// How long shutdown waits for in-flight commands to retire before
+/// resetting the remaining connections.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// Which protocol a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// iSCSI (RFC 7143).
+    Iscsi,
+    /// NVMe/TCP.
+    NvmeTcp,
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Protocol::Iscsi => "iscsi",
+            Protocol::NvmeTcp => "nvme-tcp",
+        })
+    }
+}
+
+/// What every reactor shares (read-only after start).
+pub struct Shared {
+    /// The configuration the daemon runs.
+    pub config: Config,
+    /// Volumes and their exports.
+    pub exports: Exports,
+    /// Payload memory for every connection.
+    pub pool: BufferPool,
+    /// Zero-copy counters, summed over all connections.
+    pub sender_counters: Arc<SenderCounters>,
+    /// The resolved I/O engine.
+    pub engine: Engine,
+    /// When to use `MSG_ZEROCOPY`.
+    pub zerocopy: ZeroCopyPolicy,
+    /// Addresses actually bound (ports resolved), per protocol.
+    pub iscsi_portals: Vec<SocketAddr>,
+    /// See `iscsi_portals`.
+    pub nvme_portals: Vec<SocketAddr>,
+}
+
+/// A running daemon.
+pub struct Daemon {
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    reactors: Vec<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Daemon {
+    /// Opens every volume, binds every listener and starts the reactors.
+    /// Returns once all reactors are accepting.
+    pub fn start(config: Config) -> anyhow::Result<Self> {
+        let engine = crate::engine::resolve(config.server.io_engine)?;
+        let exports = Exports::open(&config)?;
+        let pool_bytes = usize::try_from(config.server.buffer_pool.0)
+            .context("buffer_pool does not fit in memory")?;
+        let pool = BufferPool::new(pool_bytes, POOL_CHUNK_SIZE, config.server.poison_on_release)
+            .context("creating the buffer pool")?;
+        let zerocopy = match config.server.zerocopy {
+            zctarget_config::ZeroCopyMode::Always => ZeroCopyPolicy::Always,
+            zctarget_config::ZeroCopyMode::Never => ZeroCopyPolicy::Never,
+            zctarget_config::ZeroCopyMode::Auto => ZeroCopyPolicy::Threshold(
+                usize::try_from(config.server.zerocopy_threshold.0).unwrap_or(usize::MAX),
+            ),
+        };
+        let reactor_count = match config.server.reactors {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+
+        // Bind every listener once per reactor. The first bind resolves port
+        // 0, and the others reuse the resolved port (SO_REUSEPORT).
+        let mut plans: Vec<ReactorPlan> = (0..reactor_count).map(ReactorPlan::new).collect();
+        let mut iscsi_portals = Vec::new();
+        let mut nvme_portals = Vec::new();
+        let wanted = config
+            .server
+            .iscsi_listen
+            .iter()
+            .map(|a| (Protocol::Iscsi, *a))
+            .chain(
+                config
+                    .server
+                    .nvme_listen
+                    .iter()
+                    .map(|a| (Protocol::NvmeTcp, *a)),
+            );
+        for (protocol, addr) in wanted {
+            let first = crate::listener::bind_reuseport(addr)
+                .with_context(|| format!("{protocol} listener"))?;
+            let actual = first.local_addr()?;
+            match protocol {
+                Protocol::Iscsi => iscsi_portals.push(actual),
+                Protocol::NvmeTcp => nvme_portals.push(actual),
+            }
+            let mut first = Some(first);
+            for plan in plans.iter_mut() {
+                let listener = match first.take() {
+                    Some(l) => l,
+                    None => crate::listener::bind_reuseport(actual)
+                        .with_context(|| format!("{protocol} listener"))?,
+                };
+                plan.listeners.push((protocol, listener));
+            }
+        }
+
+        let shared = Arc::new(Shared {
+            config,
+            exports,
+            pool,
+            sender_counters: Arc::new(SenderCounters::default()),
+            engine,
+            zerocopy,
+            iscsi_portals,
+            nvme_portals,
+        });
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let mut reactors = Vec::with_capacity(reactor_count);
+        for plan in plans {
+            let shared = Arc::clone(&shared);
+            let rx = shutdown_rx.clone();
+            let ready = ready_tx.clone();
+            let id = plan.id;
+            let handle = std::thread::Builder::new()
+                .name(format!("reactor-{id}"))
+                .spawn(move || reactor::run(plan, shared, rx, ready))
+                .context("spawning reactor thread")?;
+            reactors.push(handle);
+        }
+        drop(ready_tx);
+        for _ in 0..reactor_count {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    let _ = shutdown.send(true);
+                    return Err(e.context("starting a reactor"));
+                }
+                Err(_) => {
+                    let _ = shutdown.send(true);
+                    anyhow::bail!("a reactor thread died during start-up");
+                }
+            }
+        }
+        tracing::info!(
+            engine = %shared.engine,
+            reactors = reactor_count,
+            pool = shared.pool.total_bytes(),
+            "zctarget started"
+        );
+        Ok(Self {
+            shared,
+            shutdown,
+            reactors,
+        })
+    }
+
+    /// Shared state (portals, pool, counters).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Stops accepting, lets in-flight commands retire (up to
+    /// [`SHUTDOWN_GRACE`]), flushes every volume.
+    pub fn shutdown(self) -> anyhow::Result<()> {
+        tracing::info!("shutting down: no new connections, waiting for in-flight commands");
+        let _ = self.shutdown.send(true);
+        let mut first_error = None;
+        for handle in self.reactors {
+            match handle.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "reactor failed");
+                    first_error.get_or_insert(e);
+                }
+                Err(_) => {
+                    first_error.get_or_insert(anyhow::anyhow!("a reactor thread panicked"));
+                }
+            }
+        }
+        for volume in self.shared.exports.volumes() {
+            if let Err(e) = volume.sync() {
+                tracing::error!(volume = volume.name(), error = %e, "flush at shutdown failed");
+                first_error.get_or_insert(e.into());
+            }
+        }
+        let leaked = self.shared.pool.stats();
+        if leaked.free_chunks != leaked.total_chunks {
+            tracing::error!(
+                leased = leaked.total_chunks - leaked.free_chunks,
+                "buffer leases outstanding at shutdown"
+            );
+        }
+        tracing::info!("shutdown complete");
+        match first_error {
+            None => Ok(()),
+            Some(e) => Err(e),
+        }
+    }
+}
+
+/// The embedded default's volume list, for messages.
+pub fn volume_names(volumes: &[Arc<Volume>]) -> Vec<&str> {
+    volumes.iter().map(|v| v.name()).collect()
+}

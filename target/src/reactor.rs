@@ -1,0 +1,232 @@
+//! A reactor: one thread, one single-threaded runtime (tokio-uring or plain
+//! tokio), its own `SO_REUSEPORT` listeners. A connection lives on the
+//! reactor that accepted it, so its state needs no locks.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+use tracing::Instrument;
+use zctarget_backends::{Engine, VolumeHandle};
+
+use crate::daemon::{Protocol, Shared, SHUTDOWN_GRACE};
+
+/// What a reactor thread is given at start.
+pub struct ReactorPlan {
+    /// Reactor number (also the CPU it is pinned to, modulo the CPU count).
+    pub id: usize,
+    /// Its listeners.
+    pub listeners: Vec<(Protocol, std::net::TcpListener)>,
+}
+
+impl ReactorPlan {
+    /// An empty plan for reactor `id`.
+    pub fn new(id: usize) -> Self {
+        Self {
+            id,
+            listeners: Vec::new(),
+        }
+    }
+}
+
+/// Per-reactor state shared by the connections on it (single-threaded).
+pub struct Reactor {
+    /// Reactor number.
+    pub id: usize,
+    /// Daemon-wide state.
+    pub shared: Arc<Shared>,
+    /// One handle per volume (same index as `Exports::volumes`), opened on
+    /// this thread so that uring I/O goes to this thread's ring.
+    pub volumes: Vec<VolumeHandle>,
+    /// Fires when the daemon shuts down.
+    pub shutdown: watch::Receiver<bool>,
+    connections: ConnectionTracker,
+}
+
+impl Reactor {
+    /// Whether shutdown has begun.
+    pub fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+}
+
+/// Counts live connections so shutdown can wait for them.
+#[derive(Default)]
+struct ConnectionTracker {
+    active: Cell<usize>,
+    idle: Notify,
+}
+
+struct ConnectionGuard(Rc<Reactor>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        let t = &self.0.connections;
+        t.active.set(t.active.get().saturating_sub(1));
+        if t.active.get() == 0 {
+            t.idle.notify_waiters();
+        }
+    }
+}
+
+/// Thread body: builds the runtime for the engine and runs the reactor.
+pub fn run(
+    plan: ReactorPlan,
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+    ready: Sender<anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    pin_to_cpu(plan.id);
+    match shared.engine {
+        Engine::Uring => tokio_uring::start(reactor_main(plan, shared, shutdown, ready)),
+        Engine::Epoll => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("building the reactor runtime")?;
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&rt, reactor_main(plan, shared, shutdown, ready))
+        }
+    }
+}
+
+async fn reactor_main(
+    plan: ReactorPlan,
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+    ready: Sender<anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let setup = async {
+        if shared.engine == Engine::Uring {
+            // Failure is logged once by the backend; plain reads still work.
+            let _ = zctarget_backends::register_pool_with_ring(&shared.pool);
+        }
+        let volumes = shared
+            .exports
+            .volumes()
+            .iter()
+            .map(|v| {
+                v.open_handle(shared.engine)
+                    .with_context(|| format!("opening volume {} on reactor {}", v.name(), plan.id))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut listeners = Vec::with_capacity(plan.listeners.len());
+        for (protocol, std_listener) in plan.listeners {
+            listeners.push((protocol, TcpListener::from_std(std_listener)?));
+        }
+        anyhow::Ok((volumes, listeners))
+    };
+    let (volumes, listeners) = match setup.await {
+        Ok(v) => {
+            let _ = ready.send(Ok(()));
+            v
+        }
+        Err(e) => {
+            let _ = ready.send(Err(anyhow::anyhow!("{e:#}")));
+            return Err(e);
+        }
+    };
+    let reactor = Rc::new(Reactor {
+        id: plan.id,
+        shared,
+        volumes,
+        shutdown: shutdown.clone(),
+        connections: ConnectionTracker::default(),
+    });
+    let mut accepts = Vec::new();
+    for (protocol, listener) in listeners {
+        accepts.push(tokio::task::spawn_local(accept_loop(
+            Rc::clone(&reactor),
+            protocol,
+            listener,
+        )));
+    }
+    for a in accepts {
+        let _ = a.await;
+    }
+    // Listeners are closed; wait for connections to finish their in-flight
+    // commands, then return (dropping what is left resets it).
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while reactor.connections.active.get() > 0 {
+            let idle = reactor.connections.idle.notified();
+            if reactor.connections.active.get() == 0 {
+                break;
+            }
+            idle.await;
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            reactor = reactor.id,
+            connections = reactor.connections.active.get(),
+            "connections still busy after the shutdown grace period; resetting them"
+        );
+    }
+    Ok(())
+}
+
+async fn accept_loop(reactor: Rc<Reactor>, protocol: Protocol, listener: TcpListener) {
+    let mut shutdown = reactor.shutdown.clone();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    if let Err(e) = crate::listener::tune_connection(&stream) {
+                        tracing::debug!(%peer, error = %e, "socket options");
+                    }
+                    let t = &reactor.connections;
+                    t.active.set(t.active.get() + 1);
+                    let guard = ConnectionGuard(Rc::clone(&reactor));
+                    let span = tracing::info_span!("conn", proto = %protocol, %peer, reactor = reactor.id);
+                    let r = Rc::clone(&reactor);
+                    tokio::task::spawn_local(async move {
+                        let _guard = guard;
+                        let result = match protocol {
+                            Protocol::Iscsi => crate::iscsi::serve_connection(r, stream).await,
+                            Protocol::NvmeTcp => crate::nvmf::serve_connection(r, stream).await,
+                        };
+                        match result {
+                            Ok(()) => tracing::debug!("connection closed"),
+                            Err(e) => tracing::info!(error = %format!("{e:#}"), "connection ended"),
+                        }
+                    }.instrument(span));
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        }
+    }
+}
+
+/// Pins the calling thread to one CPU (reactor id modulo the CPUs we may
+/// run on); failures only cost locality, so they are logged and ignored.
+fn pin_to_cpu(id: usize) {
+    // SAFETY: `set` is a plain bitmask on our stack; sched_*affinity only
+    // read/write it for the duration of each call, for the calling thread (0).
+    unsafe {
+        let mut allowed: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut allowed) != 0 {
+            return;
+        }
+        let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &allowed))
+            .collect();
+        let Some(&cpu) = cpus.get(id % cpus.len().max(1)) else {
+            return;
+        };
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            tracing::debug!(cpu, "could not pin reactor");
+        }
+    }
+}

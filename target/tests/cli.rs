@@ -1,0 +1,174 @@
+//! The `zctarget` binary: check-config exit codes, serve with a config,
+//! attach instructions, clean login refusal, SIGTERM → exit 0.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_zctarget");
+
+fn write(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write file");
+    p
+}
+
+#[test]
+fn check_config_accepts_valid_and_lists_every_problem_with_location() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ok = write(
+        dir.path(),
+        "ok.toml",
+        "[[volumes]]\nname = \"v\"\nbackend = \"memory\"\nsize = \"1MiB\"\n",
+    );
+    let out = Command::new(BIN)
+        .args(["check-config"])
+        .arg(&ok)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let bad = write(
+        dir.path(),
+        "bad.toml",
+        "[[volumes]]\nname = \"v\"\nbackend = \"memory\"\nsize = \"1000\"\nblock_size = 4096\n\n\
+         [[iscsi_targets]]\niqn = \"not-an-iqn\"\nluns = [\"missing\"]\n",
+    );
+    let out = Command::new(BIN)
+        .args(["check-config"])
+        .arg(&bad)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    // Three problems, each with file:line:column and the field path.
+    assert!(err.contains("iscsi_targets[0].iqn"), "{err}");
+    assert!(err.contains("iscsi_targets[0].luns[0]"), "{err}");
+    assert!(err.contains("volumes[0].size"), "{err}");
+    assert!(err.contains("bad.toml:8:"), "iqn location missing: {err}");
+    assert!(err.contains("bad.toml:9:"), "lun location missing: {err}");
+}
+
+struct Daemon {
+    child: Child,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `zctarget serve --config` on free ports and returns it with the
+/// attach text it printed (which names the ports).
+fn serve(dir: &std::path::Path, extra: &str) -> (Daemon, String) {
+    let cfg = write(
+        dir,
+        "serve.toml",
+        &format!(
+            "[server]\niscsi_listen = [\"127.0.0.1:0\"]\nnvme_listen = [\"127.0.0.1:0\"]\nreactors = 2\n{extra}\n\
+             [[volumes]]\nname = \"vol0\"\npath = \"vol0.img\"\nsize = \"64MiB\"\n\n\
+             [[iscsi_targets]]\niqn = \"iqn.2026-11.io.zctarget:t\"\nluns = [\"vol0\"]\n\n\
+             [[nvme_subsystems]]\nnqn = \"nqn.2026-11.io.zctarget:t\"\nnamespaces = [\"vol0\"]\n"
+        ),
+    );
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut text = String::new();
+    for line in lines.by_ref() {
+        let line = line.expect("line");
+        text.push_str(&line);
+        text.push('\n');
+        if line.starts_with("Stop with") {
+            break;
+        }
+    }
+    (Daemon { child }, text)
+}
+
+fn port_after(text: &str, marker: &str) -> u16 {
+    let at = text.find(marker).expect("marker in attach text") + marker.len();
+    text[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .expect("port")
+}
+
+#[test]
+fn serve_prints_attach_lines_refuses_logins_cleanly_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut daemon, text) = serve(dir.path(), "");
+    assert!(
+        text.contains("iscsiadm -m node -T iqn.2026-11.io.zctarget:t"),
+        "{text}"
+    );
+    assert!(text.contains("nvme connect -t tcp -a 127.0.0.1"), "{text}");
+    assert!(text.contains("-n nqn.2026-11.io.zctarget:t"), "{text}");
+    // The volume was created sparse.
+    let meta = std::fs::metadata(dir.path().join("vol0.img")).expect("volume file");
+    assert_eq!(meta.len(), 64 << 20);
+    let iscsi_port = port_after(&text, "-p 127.0.0.1:");
+
+    // A Login Request gets a Login Response with "target error / service
+    // unavailable" (class 3, detail 1), echoing ITT and ISID.
+    let mut s = TcpStream::connect(("127.0.0.1", iscsi_port)).expect("connect iscsi");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut login = [0u8; 48];
+    login[0] = 0x43; // immediate + Login Request
+    login[8..14].copy_from_slice(&[0x80, 1, 2, 3, 4, 5]);
+    login[16..20].copy_from_slice(&0x1234_5678u32.to_be_bytes());
+    s.write_all(&login).expect("send login");
+    let mut rsp = [0u8; 48];
+    s.read_exact(&mut rsp).expect("login response");
+    assert_eq!(rsp[0] & 0x3f, 0x23);
+    assert_eq!(&rsp[8..14], &login[8..14]);
+    assert_eq!(&rsp[16..20], &login[16..20]);
+    assert_eq!((rsp[36], rsp[37]), (3, 1));
+
+    // SIGTERM: exit 0 promptly.
+    let pid = daemon.child.id() as libc::pid_t;
+    // SAFETY: plain kill(2) on the child we spawned and still own.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = daemon.child.try_wait().expect("wait") {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "daemon did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status:?}");
+}
+
+#[test]
+fn serve_fails_clearly_on_a_bad_config() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = write(dir.path(), "bad.toml", "[server]\nbogus = 1\n");
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bogus"), "{err}");
+}

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Runs every zctarget test on a Debian/Ubuntu machine with Rust installed.
+# Installs what the tests need (Debian packages, rustfmt/clippy) by itself.
+#
+#   tests/run.sh            everything: lints, unit/property/integration tests
+#
+# Ends with one summary line "N passed, N failed" over all cargo test binaries.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+
+log() { printf '\n== %s\n' "$*"; }
+
+# --- what the tests need ----------------------------------------------------
+# losetup (util-linux): the block-device backend test attaches a loop device.
+# libiscsi-bin: userspace iSCSI initiator tools used by protocol tests.
+PACKAGES=(util-linux libiscsi-bin iproute2)
+
+install_packages() {
+  local missing=()
+  for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "installing Debian packages: ${missing[*]}"
+  local sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  "${sudo[@]}" apt-get update -qq || true
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+install_packages
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  log "installing rustfmt and clippy"
+  rustup component add rustfmt clippy
+fi
+
+# --- lints --------------------------------------------------------------------
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy --all-targets -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+# --- tests --------------------------------------------------------------------
+log "cargo test (workspace)"
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+set +e
+cargo test --workspace --no-fail-fast 2>&1 | tee "$out"
+status=${PIPESTATUS[0]}
+set -e
+echo
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "%d passed, %d failed\n", p, f }' "$out"
+exit "$status"
