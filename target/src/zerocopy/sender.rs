@@ -208,31 +208,47 @@ impl ZeroCopySender {
         self.write_queued()
     }
 
-    /// Waits until the socket can take queued bytes or notifications arrive,
-    /// then makes progress. Returns at once if there is nothing to do.
-    pub async fn progress(&mut self) -> io::Result<()> {
+    /// What the sender waits for: writability while bytes are queued, the
+    /// error queue while zero-copy sends are unreleased; `None` when idle.
+    ///
+    /// With [`handle_ready`](Self::handle_ready) this lets a task that shares
+    /// the sender (`Rc<RefCell<…>>`) wait on the stream without holding a
+    /// borrow across the await.
+    pub fn interest(&self) -> Option<Interest> {
         if self.failed {
-            return Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "connection failed",
-            ));
+            return None;
         }
-        let want_write = !self.queue.is_empty();
-        let want_notify = self.tracker.in_flight() > 0;
-        let interest = match (want_write, want_notify) {
-            (true, true) => Interest::WRITABLE | Interest::ERROR,
-            (true, false) => Interest::WRITABLE,
-            (false, true) => Interest::ERROR,
-            (false, false) => return Ok(()),
-        };
-        let ready = self.stream.ready(interest).await?;
-        if ready.is_error() || want_notify {
+        match (!self.queue.is_empty(), self.tracker.in_flight() > 0) {
+            (true, true) => Some(Interest::WRITABLE | Interest::ERROR),
+            (true, false) => Some(Interest::WRITABLE),
+            (false, true) => Some(Interest::ERROR),
+            (false, false) => None,
+        }
+    }
+
+    /// Makes progress after the stream reported `ready` for
+    /// [`interest`](Self::interest).
+    pub fn handle_ready(&mut self, ready: tokio::io::Ready) -> io::Result<()> {
+        if self.tracker.in_flight() > 0 || ready.is_error() {
             self.reap_notifications();
         }
         if ready.is_writable() || ready.is_write_closed() {
             self.write_queued()?;
         }
         Ok(())
+    }
+
+    /// Waits until the socket can take queued bytes or notifications arrive,
+    /// then makes progress. Returns at once if there is nothing to do.
+    pub async fn progress(&mut self) -> io::Result<()> {
+        if self.failed {
+            return Err(io::Error::new(io::ErrorKind::BrokenPipe, "connection failed"));
+        }
+        let Some(interest) = self.interest() else {
+            return Ok(());
+        };
+        let ready = self.stream.ready(interest).await?;
+        self.handle_ready(ready)
     }
 
     /// Drives the sender until every message is released.
