@@ -98,7 +98,7 @@ fn non_utf8() {
 #[test]
 fn invalid_keys() {
     for bad in [
-        &b"lower=1\0"[..],
+        &b"_lower=1\0"[..],
         b"A B=1\0",
         b"A#=1\0",
         b"1A=1\0",
@@ -109,6 +109,15 @@ fn invalid_keys() {
             "{bad:?}"
         );
     }
+}
+
+#[test]
+fn keys_starting_lowercase_are_accepted() {
+    // RFC 7144/7145 keys that initiators really send.
+    assert_eq!(
+        pairs(b"iSCSIProtocolLevel=1\0iSERHelloRequired=No\0"),
+        Ok(vec![("iSCSIProtocolLevel", "1"), ("iSERHelloRequired", "No")])
+    );
 }
 
 #[test]
@@ -148,7 +157,7 @@ fn writer_appends_and_respects_the_bound() {
         ]
     );
     assert!(matches!(
-        w.push("bad", "1"),
+        w.push("1bad", "1"),
         Err(TextError::InvalidKey { .. })
     ));
     assert!(matches!(

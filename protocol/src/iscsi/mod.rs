@@ -18,7 +18,10 @@
 //! the encoders and not stored.
 
 pub mod bhs;
+pub mod chap;
 pub mod digest;
+pub mod login_fsm;
+pub mod params;
 pub mod text;
 
 mod async_msg;

@@ -129,7 +129,10 @@ fn check_key(key: &[u8], offset: usize) -> Result<(), TextError> {
         Some((b'#', tail)) if first == b'X' => tail,
         _ => rest,
     };
-    if first.is_ascii_uppercase() && rest.iter().all(|&c| is_label_char(c)) {
+    // RFC 7143 §6.1 asks for a capital first letter, but keys defined later
+    // (iSCSIProtocolLevel, RFC 7144; iSERHelloRequired, RFC 7145) start with
+    // a lowercase one, and initiators send them: accept any letter.
+    if first.is_ascii_alphabetic() && rest.iter().all(|&c| is_label_char(c)) {
         Ok(())
     } else {
         Err(TextError::InvalidKey { offset })
