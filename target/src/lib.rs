@@ -9,5 +9,6 @@ pub mod iscsi;
 pub mod listener;
 pub mod logging;
 pub mod nvmf;
+pub mod outbound;
 pub mod reactor;
 pub mod zerocopy;

@@ -172,3 +172,74 @@ fn serve_fails_clearly_on_a_bad_config() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bogus"), "{err}");
 }
+
+/// `zctarget` with no arguments serves the embedded default: a 1 GiB sparse
+/// volume in ./zctarget-data/, iSCSI on 127.0.0.1:3260 and NVMe/TCP on
+/// 127.0.0.1:4420, printing how to attach. Run in a private network
+/// namespace so the fixed ports are free whatever the host runs.
+#[test]
+fn no_arguments_serves_the_embedded_default_in_a_private_netns() {
+    let probe = Command::new("unshare").args(["--net", "true"]).status();
+    if !probe.is_ok_and(|s| s.success()) {
+        eprintln!("SKIPPED: cannot create a network namespace (needs root and unshare)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = format!("ip link set lo up && exec {BIN}");
+    let mut child = Command::new("unshare")
+        .args(["--net", "sh", "-c", &script])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut text = String::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("line");
+        text.push_str(&line);
+        text.push('\n');
+        if line.starts_with("Stop with") {
+            break;
+        }
+    }
+    let mut daemon = Daemon { child };
+    assert!(
+        text.contains("iscsiadm -m discovery -t sendtargets -p 127.0.0.1:3260"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "iscsiadm -m node -T iqn.2026-11.io.zctarget:default -p 127.0.0.1:3260 --login"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "nvme connect -t tcp -a 127.0.0.1 -s 4420 -n nqn.2026-11.io.zctarget:default"
+        ),
+        "{text}"
+    );
+    let img = dir.path().join("zctarget-data").join("default.img");
+    let meta = std::fs::metadata(&img).expect("default volume created");
+    assert_eq!(meta.len(), 1 << 30);
+    use std::os::unix::fs::MetadataExt;
+    assert!(meta.blocks() * 512 < 1 << 20, "default volume is sparse");
+    // SIGINT (Ctrl-C) stops it cleanly. `sh` exec'd into zctarget, so the
+    // child's PID is the daemon's.
+    let pid = daemon.child.id() as libc::pid_t;
+    // SAFETY: plain kill(2) on the child we spawned and still own.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = daemon.child.try_wait().expect("wait") {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "daemon did not exit after SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status:?}");
+}
