@@ -384,7 +384,7 @@ impl UringFile {
     async fn read_segment(&self, seg: Segment, pos: u64) -> (Segment, io::Result<()>) {
         let (lease, off, len) = seg.into_parts();
         let mut lease = match FixedIo::check_out(lease) {
-            Ok((io, buf)) => return self.read_fixed(io, buf, off, len, pos).await,
+            Ok((io, buf)) => return self.fixed_op(false, io, buf, off, len, pos).await,
             Err(lease) => lease,
         };
         let mut done = 0;
@@ -409,10 +409,12 @@ impl UringFile {
         (Segment::new(lease, off, len), Ok(()))
     }
 
-    /// Reads into a registered (fixed) buffer. If this future is dropped
-    /// mid-operation, `io` parks the lease until the kernel is done.
-    async fn read_fixed(
+    /// Reads into (`write == false`) or writes from a registered (fixed)
+    /// buffer. If this future is dropped mid-operation, `io` parks the lease
+    /// until the kernel is done with the chunk.
+    async fn fixed_op(
         &self,
+        write: bool,
         io: FixedIo,
         mut buf: FixedBuf,
         off: usize,
@@ -422,47 +424,22 @@ impl UringFile {
         let mut done = 0;
         let mut result = Ok(());
         while done < len {
-            let (res, slice) = self
-                .file
-                .read_fixed_at(buf.slice(off + done..off + len), pos + done as u64)
-                .await;
+            let range = buf.slice(off + done..off + len);
+            let at = pos + done as u64;
+            let (res, slice) = if write {
+                self.file.write_fixed_at(range, at).await
+            } else {
+                self.file.read_fixed_at(range, at).await
+            };
             buf = slice.into_inner();
             match res {
-                Ok(0) => {
+                // End of a short file: the rest reads as zeroes.
+                Ok(0) if !write => {
                     if let Some(rest) = buf.get_mut(off + done..off + len) {
                         rest.fill(0);
                     }
                     break;
                 }
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
-            }
-        }
-        (Segment::new(io.finish(buf), off, len), result)
-    }
-
-    /// Writes from a registered (fixed) buffer; see [`Self::read_fixed`].
-    async fn write_fixed(
-        &self,
-        io: FixedIo,
-        mut buf: FixedBuf,
-        off: usize,
-        len: usize,
-        pos: u64,
-    ) -> (Segment, io::Result<()>) {
-        let mut done = 0;
-        let mut result = Ok(());
-        while done < len {
-            let (res, slice) = self
-                .file
-                .write_fixed_at(buf.slice(off + done..off + len), pos + done as u64)
-                .await;
-            buf = slice.into_inner();
-            match res {
                 Ok(0) => {
                     result = Err(io::Error::new(
                         io::ErrorKind::WriteZero,
@@ -484,7 +461,7 @@ impl UringFile {
     async fn write_segment(&self, seg: Segment, pos: u64) -> (Segment, io::Result<()>) {
         let (lease, off, len) = seg.into_parts();
         let mut lease = match FixedIo::check_out(lease) {
-            Ok((io, buf)) => return self.write_fixed(io, buf, off, len, pos).await,
+            Ok((io, buf)) => return self.fixed_op(true, io, buf, off, len, pos).await,
             Err(lease) => lease,
         };
         let mut done = 0;

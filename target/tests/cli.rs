@@ -58,6 +58,24 @@ struct Daemon {
     child: Child,
 }
 
+impl Daemon {
+    /// Waits (bounded) for the daemon to exit after `signal`; it must exit 0.
+    fn expect_clean_exit(&mut self, signal: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(st) = self.child.try_wait().expect("wait") {
+                break st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not exit after {signal}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(status.success(), "exit status after {signal}: {status:?}");
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -145,18 +163,7 @@ fn serve_prints_attach_lines_refuses_logins_cleanly_and_stops_on_sigterm() {
     let pid = daemon.child.id() as libc::pid_t;
     // SAFETY: plain kill(2) on the child we spawned and still own.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(st) = daemon.child.try_wait().expect("wait") {
-            break st;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "daemon did not exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(status.success(), "exit status {status:?}");
+    daemon.expect_clean_exit("SIGTERM");
 }
 
 #[test]
@@ -230,16 +237,5 @@ fn no_arguments_serves_the_embedded_default_in_a_private_netns() {
     let pid = daemon.child.id() as libc::pid_t;
     // SAFETY: plain kill(2) on the child we spawned and still own.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(st) = daemon.child.try_wait().expect("wait") {
-            break st;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "daemon did not exit after SIGINT"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(status.success(), "exit status {status:?}");
+    daemon.expect_clean_exit("SIGINT");
 }
