@@ -29,4 +29,7 @@ mod macros;
 mod wire;
 
 pub mod iscsi;
+pub mod nvme;
 pub mod nvme_tcp;
+pub mod scsi;
+pub mod scsi_lite;

@@ -116,7 +116,10 @@ fn keys_starting_lowercase_are_accepted() {
     // RFC 7144/7145 keys that initiators really send.
     assert_eq!(
         pairs(b"iSCSIProtocolLevel=1\0iSERHelloRequired=No\0"),
-        Ok(vec![("iSCSIProtocolLevel", "1"), ("iSERHelloRequired", "No")])
+        Ok(vec![
+            ("iSCSIProtocolLevel", "1"),
+            ("iSERHelloRequired", "No")
+        ])
     );
 }
 

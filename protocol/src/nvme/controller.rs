@@ -1,0 +1,967 @@
+//! The controller state machine (Base 2.0 §3.5 controller initialization
+//! and shutdown; Fabrics 1.1 §3.3 Connect, §3.4 properties): properties,
+//! admin command planning, asynchronous events and keep-alive bookkeeping.
+//!
+//! One [`Controller`] per host association (dynamic controller model): the
+//! frontend creates it with a fresh CNTLID when an admin-queue Connect
+//! arrives, passes that Connect to [`Controller::connect`], and routes later
+//! I/O-queue Connects carrying the same CNTLID to the same controller.
+
+use std::collections::VecDeque;
+
+use super::discovery::{self, DiscoveryEntry};
+use super::fabrics::{
+    self, bits, connect_data_offset, connect_sqe_offset, property, Connect, ConnectData,
+    FabricsCommand, CONNECT_DATA_LEN,
+};
+use super::features::{fid, FeatureLimits, FeatureState, AEC_DISCOVERY, AEC_NS_ATTR};
+use super::identify::{self, cns, CSI_NVM};
+use super::log_page::{self, lid, GetLogPage};
+use super::sqe::admin_opcode;
+use super::{Completion, DataPointer, Sqe, Status, IDENTIFY_DATA_LEN, NSID_ALL};
+
+/// Outstanding Asynchronous Event Requests a controller holds (AERL + 1).
+pub const AER_LIMIT: u8 = 4;
+/// Keep Alive Support granularity (KAS) in 100 ms units: one second.
+pub const KAS_100MS: u16 = 10;
+/// VS property value for NVMe 1.3.0.
+pub const VERSION_1_3: u32 = 0x0001_0300;
+/// VS property value for NVMe 2.0.0.
+pub const VERSION_2_0: u32 = 0x0002_0000;
+/// CAP.TO: 15 × 500 ms for CSTS.RDY to follow CC.EN.
+const CAP_TIMEOUT: u64 = 15;
+/// In-capsule data the Linux host may put in admin capsules (8 KiB capsule
+/// minus the SQE), accepted whatever IOCCSZ says.
+const ADMIN_IN_CAPSULE: u32 = 8192 - 64;
+/// Upper bound for admin data transfers when MDTS is 0 (no limit).
+const ADMIN_DATA_CAP: u64 = 16 << 20;
+
+/// One namespace as the controller presents it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NamespaceInfo {
+    /// Namespace ID (1-based).
+    pub nsid: u32,
+    /// Size in logical blocks (NSZE).
+    pub blocks: u64,
+    /// Logical block size in bytes; a power of two, at least 512.
+    pub block_size: u32,
+    /// Write protected.
+    pub read_only: bool,
+    /// NGUID (zero: not reported).
+    pub nguid: [u8; 16],
+    /// UUID (zero: not reported).
+    pub uuid: [u8; 16],
+    /// EUI-64 (zero: not reported).
+    pub eui64: [u8; 8],
+    /// The backend can deallocate (DSM deallocate, Write Zeroes DEAC).
+    pub discard: bool,
+}
+
+impl NamespaceInfo {
+    /// A writable namespace without identifiers or discard.
+    pub fn new(nsid: u32, blocks: u64, block_size: u32) -> Self {
+        NamespaceInfo {
+            nsid,
+            blocks,
+            block_size,
+            ..NamespaceInfo::default()
+        }
+    }
+
+    /// LBA Data Size: log2 of the block size.
+    pub fn lbads(&self) -> u8 {
+        self.block_size.trailing_zeros() as u8
+    }
+}
+
+/// Counters reported in the SMART / Health Information log page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HealthCounters {
+    /// Critical Warning bits.
+    pub critical_warning: u8,
+    /// Composite temperature in kelvin (0: not reported).
+    pub temperature_kelvin: u16,
+    /// Bytes read by hosts.
+    pub bytes_read: u64,
+    /// Bytes written by hosts.
+    pub bytes_written: u64,
+    /// Read commands completed.
+    pub read_commands: u64,
+    /// Write commands completed.
+    pub write_commands: u64,
+    /// Power cycles.
+    pub power_cycles: u64,
+    /// Power-on hours.
+    pub power_on_hours: u64,
+    /// Unsafe shutdowns.
+    pub unsafe_shutdowns: u64,
+    /// Media and data integrity errors.
+    pub media_errors: u64,
+}
+
+/// Static controller parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerConfig {
+    /// Controller ID (CNTLID).
+    pub cntlid: u16,
+    /// Subsystem NQN.
+    pub subnqn: String,
+    /// Serial number (SN, 20 ASCII characters).
+    pub serial: String,
+    /// Model number (MN, 40 ASCII characters).
+    pub model: String,
+    /// Firmware revision (FR, 8 ASCII characters).
+    pub firmware_rev: String,
+    /// PCI Vendor ID (VID).
+    pub vid: u16,
+    /// PCI Subsystem Vendor ID (SSVID).
+    pub ssvid: u16,
+    /// IEEE OUI, least significant byte first.
+    pub ieee_oui: [u8; 3],
+    /// Namespaces.
+    pub namespaces: Vec<NamespaceInfo>,
+    /// Highest NSID the controller may ever report (NN).
+    pub max_nsid: u32,
+    /// I/O queues the controller allocates (Number of Queues, 1-based).
+    pub max_io_queues: u16,
+    /// Maximum queue entries (CAP.MQES + 1), also MAXCMD.
+    pub max_queue_entries: u16,
+    /// MDTS: maximum transfer is 4 KiB × 2^mdts; 0 means no limit.
+    pub mdts: u8,
+    /// Keep-alive timeout in milliseconds used when a discovery host asks
+    /// for none.
+    pub kato_ms: u32,
+    /// In-capsule data bytes accepted on I/O queues (IOCCSZ = (64 +
+    /// this) / 16).
+    pub in_capsule_data_size: u32,
+    /// A discovery controller.
+    pub is_discovery: bool,
+    /// Host NQNs allowed to connect; empty: any host.
+    pub allowed_hosts: Vec<String>,
+    /// A volatile write cache is present (Flush is meaningful).
+    pub volatile_write_cache: bool,
+    /// VS property value.
+    pub version: u32,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig {
+            cntlid: 1,
+            subnqn: String::new(),
+            serial: String::new(),
+            model: "zctarget".to_owned(),
+            firmware_rev: env!("CARGO_PKG_VERSION").to_owned(),
+            vid: 0,
+            ssvid: 0,
+            ieee_oui: [0; 3],
+            namespaces: Vec::new(),
+            max_nsid: 1024,
+            max_io_queues: 8,
+            max_queue_entries: 128,
+            mdts: 5,
+            kato_ms: 120_000,
+            in_capsule_data_size: 8192,
+            is_discovery: false,
+            allowed_hosts: Vec::new(),
+            volatile_write_cache: true,
+            version: VERSION_1_3,
+        }
+    }
+}
+
+impl ControllerConfig {
+    /// IOCCSZ in 16-byte units.
+    pub fn ioccsz(&self) -> u32 {
+        self.in_capsule_data_size.saturating_add(64) / 16
+    }
+
+    /// Maximum data transfer in bytes, `None` if unlimited (MDTS 0).
+    pub fn max_transfer(&self) -> Option<u64> {
+        if self.mdts == 0 {
+            None
+        } else {
+            Some(
+                4096u64
+                    .checked_shl(u32::from(self.mdts))
+                    .unwrap_or(u64::MAX),
+            )
+        }
+    }
+}
+
+/// A queue opened by Connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueInfo {
+    /// Queue ID (0: admin).
+    pub qid: u16,
+    /// Submission queue entries (SQSIZE + 1).
+    pub sq_entries: u32,
+    /// CATTR asked to disable SQ flow control (SQHD then reports FFFFh).
+    pub sq_flow_control_disabled: bool,
+}
+
+/// Result of [`Controller::connect`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectOutcome {
+    /// The Connect response.
+    pub completion: Completion,
+    /// The queue, on success.
+    pub queue: Option<QueueInfo>,
+}
+
+impl ConnectOutcome {
+    fn fail(completion: Completion) -> Self {
+        ConnectOutcome {
+            completion,
+            queue: None,
+        }
+    }
+}
+
+/// What to do with an admin command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminPlan {
+    /// Send this completion, after `data` (controller-to-host) if any.
+    Complete {
+        /// The completion.
+        completion: Completion,
+        /// Data to return to the host.
+        data: Option<Vec<u8>>,
+    },
+    /// An Asynchronous Event Request was parked; the controller will hand
+    /// back its CID in an [`AerCompletion`] when an event occurs.
+    Park,
+}
+
+impl AdminPlan {
+    fn status(s: Status) -> AdminPlan {
+        AdminPlan::Complete {
+            completion: Completion::status(s),
+            data: None,
+        }
+    }
+
+    fn ok(dw0: u32) -> AdminPlan {
+        AdminPlan::Complete {
+            completion: Completion::success(dw0),
+            data: None,
+        }
+    }
+
+    fn data(data: Vec<u8>) -> AdminPlan {
+        AdminPlan::Complete {
+            completion: Completion::SUCCESS,
+            data: Some(data),
+        }
+    }
+
+    /// The completion, if this plan completes now.
+    pub fn completion(&self) -> Option<Completion> {
+        match self {
+            AdminPlan::Complete { completion, .. } => Some(*completion),
+            AdminPlan::Park => None,
+        }
+    }
+}
+
+/// A parked Asynchronous Event Request to complete now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AerCompletion {
+    /// CID of the parked request.
+    pub cid: u16,
+    /// Its completion (DW0: event type, information and log page).
+    pub completion: Completion,
+}
+
+/// Asynchronous event types we raise (Base 2.0 Figure 149).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Aen {
+    NsAttr,
+    Discovery,
+}
+
+impl Aen {
+    /// DW0: bits 2:0 type (2h Notice), bits 15:8 information, bits 23:16
+    /// log page identifier (Base 2.0 Figure 148).
+    fn dw0(self) -> u32 {
+        match self {
+            Aen::NsAttr => 0x2 | (u32::from(lid::CHANGED_NS) << 16),
+            Aen::Discovery => 0x2 | (0xF0 << 8) | (u32::from(lid::DISCOVERY) << 16),
+        }
+    }
+
+    fn config_bit(self) -> u32 {
+        match self {
+            Aen::NsAttr => AEC_NS_ATTR,
+            Aen::Discovery => AEC_DISCOVERY,
+        }
+    }
+}
+
+/// The controller state machine. See the module documentation.
+#[derive(Debug, Clone)]
+pub struct Controller {
+    cfg: ControllerConfig,
+    cc: u32,
+    csts: u32,
+    host: Option<(String, [u8; 16])>,
+    io_queues: Vec<u16>,
+    features: FeatureState,
+    parked_aers: VecDeque<u16>,
+    pending_events: VecDeque<Aen>,
+    masked: Vec<Aen>,
+    changed_ns: Vec<u32>,
+    changed_overflow: bool,
+    discovery_entries: Vec<DiscoveryEntry>,
+    genctr: u64,
+    health: HealthCounters,
+    keep_alive_seq: u64,
+}
+
+impl Controller {
+    /// A controller not yet connected (CC = 0, CSTS = 0).
+    pub fn new(cfg: ControllerConfig) -> Self {
+        let limits = Self::limits_of(&cfg);
+        let kato = cfg.kato_ms;
+        Controller {
+            cfg,
+            cc: 0,
+            csts: 0,
+            host: None,
+            io_queues: Vec::new(),
+            features: FeatureState::new(&limits, kato),
+            parked_aers: VecDeque::new(),
+            pending_events: VecDeque::new(),
+            masked: Vec::new(),
+            changed_ns: Vec::new(),
+            changed_overflow: false,
+            discovery_entries: Vec::new(),
+            genctr: 0,
+            health: HealthCounters::default(),
+            keep_alive_seq: 0,
+        }
+    }
+
+    fn limits_of(cfg: &ControllerConfig) -> FeatureLimits {
+        FeatureLimits {
+            max_io_queues: cfg.max_io_queues,
+            is_discovery: cfg.is_discovery,
+            vwc_present: cfg.volatile_write_cache,
+        }
+    }
+
+    fn limits(&self) -> FeatureLimits {
+        Self::limits_of(&self.cfg)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ControllerConfig {
+        &self.cfg
+    }
+
+    /// CNTLID.
+    pub fn cntlid(&self) -> u16 {
+        self.cfg.cntlid
+    }
+
+    /// The CAP property (Base 2.0 §3.1.4.1): MQES, CQR, TO, CSS (NVM);
+    /// MPSMIN = MPSMAX = 0 (4 KiB).
+    pub fn cap(&self) -> u64 {
+        u64::from(self.cfg.max_queue_entries.max(2) - 1)
+            | bits::CAP_CQR
+            | (CAP_TIMEOUT << bits::CAP_TO_SHIFT)
+            | bits::CAP_CSS_NVM
+    }
+
+    /// The VS property.
+    pub fn vs(&self) -> u32 {
+        self.cfg.version
+    }
+
+    /// The CC property.
+    pub fn cc(&self) -> u32 {
+        self.cc
+    }
+
+    /// The CSTS property.
+    pub fn csts(&self) -> u32 {
+        self.csts
+    }
+
+    /// CSTS.RDY: the host enabled the controller and it accepted CC.
+    pub fn is_ready(&self) -> bool {
+        self.csts & bits::CSTS_RDY != 0
+    }
+
+    /// CSTS.SHST = complete: the host shut the controller down.
+    pub fn is_shut_down(&self) -> bool {
+        self.csts & bits::CSTS_SHST_MASK == bits::CSTS_SHST_COMPLETE
+    }
+
+    /// The host NQN and host ID bound by the admin Connect.
+    pub fn host(&self) -> Option<(&str, &[u8; 16])> {
+        self.host.as_ref().map(|(n, id)| (n.as_str(), id))
+    }
+
+    /// Keep-alive timeout in milliseconds (0: disabled). The caller runs the
+    /// timer: if [`Controller::keep_alive_seq`] did not move during one
+    /// KATO interval, the association is torn down (Base 2.0 §3.9).
+    pub fn kato_ms(&self) -> u32 {
+        self.features.kato_ms
+    }
+
+    /// Records host activity that restarts the keep-alive timer (called by
+    /// the Keep Alive command; the caller may call it for other traffic).
+    pub fn keep_alive(&mut self) {
+        self.keep_alive_seq = self.keep_alive_seq.wrapping_add(1);
+    }
+
+    /// Counts keep-alive events, for the caller's timer.
+    pub fn keep_alive_seq(&self) -> u64 {
+        self.keep_alive_seq
+    }
+
+    /// Whether the volatile write cache is enabled (Set Features 06h). When
+    /// disabled, writes must reach stable storage before completing.
+    pub fn write_cache_enabled(&self) -> bool {
+        self.features.volatile_wc
+    }
+
+    /// Current feature values.
+    pub fn features(&self) -> &FeatureState {
+        &self.features
+    }
+
+    /// The namespace with `nsid`, if active.
+    pub fn namespace(&self, nsid: u32) -> Option<&NamespaceInfo> {
+        self.cfg.namespaces.iter().find(|n| n.nsid == nsid)
+    }
+
+    /// NN: the highest NSID.
+    pub fn nn(&self) -> u32 {
+        self.cfg
+            .namespaces
+            .iter()
+            .map(|n| n.nsid)
+            .fold(self.cfg.max_nsid, u32::max)
+    }
+
+    /// I/O queues connected so far.
+    pub fn io_queues(&self) -> &[u16] {
+        &self.io_queues
+    }
+
+    /// Replaces the SMART / Health counters.
+    pub fn set_health(&mut self, h: HealthCounters) {
+        self.health = h;
+    }
+
+    /// In-capsule data limit on queue `qid`.
+    pub fn in_capsule_limit(&self, qid: u16) -> u32 {
+        if qid == 0 {
+            self.cfg.in_capsule_data_size.max(ADMIN_IN_CAPSULE)
+        } else {
+            self.cfg.in_capsule_data_size
+        }
+    }
+
+    // ----- Connect ---------------------------------------------------------
+
+    /// Handles a Fabrics Connect command (Fabrics 1.1 §3.3) with its 1024
+    /// bytes of connect data. On the admin queue (QID 0) it binds the host
+    /// to this controller; on I/O queues it checks that the same host
+    /// connects to this CNTLID, that the controller is enabled and that the
+    /// QID is allocated and unused.
+    pub fn connect(&mut self, sqe: &Sqe, data: &[u8]) -> ConnectOutcome {
+        match self.try_connect(sqe, data) {
+            Ok(q) => ConnectOutcome {
+                completion: fabrics::connect_success(self.cfg.cntlid),
+                queue: Some(q),
+            },
+            Err(c) => ConnectOutcome::fail(c),
+        }
+    }
+
+    fn try_connect(&mut self, sqe: &Sqe, data: &[u8]) -> Result<QueueInfo, Completion> {
+        sqe.check_flags()?;
+        if !sqe.is_fabrics() || sqe.fctype() != fabrics::fctype::CONNECT {
+            return Err(Status::INVALID_OPCODE.dnr().into());
+        }
+        let c = Connect::from_sqe(sqe);
+        let dp = sqe.data_pointer(self.in_capsule_limit(c.qid))?;
+        if dp.len() as usize != CONNECT_DATA_LEN || data.len() != CONNECT_DATA_LEN {
+            return Err(Status::SGL_INVALID_DATA.dnr().into());
+        }
+        if c.recfmt != 0 {
+            return Err(Status::CONNECT_FORMAT.dnr().into());
+        }
+        let d = ConnectData::parse(data)?;
+        if d.subnqn != self.cfg.subnqn {
+            return Err(fabrics::invalid_param(true, connect_data_offset::SUBNQN));
+        }
+        if !self.cfg.allowed_hosts.is_empty() && !self.cfg.allowed_hosts.contains(&d.hostnqn) {
+            return Err(Completion {
+                status: Status::CONNECT_INVALID_HOST.dnr(),
+                ..fabrics::invalid_param(true, connect_data_offset::HOSTNQN)
+            });
+        }
+        if c.sqsize == 0 || c.sqsize > self.cfg.max_queue_entries.max(2) - 1 {
+            return Err(fabrics::invalid_param(false, connect_sqe_offset::SQSIZE));
+        }
+        let queue = QueueInfo {
+            qid: c.qid,
+            sq_entries: u32::from(c.sqsize) + 1,
+            sq_flow_control_disabled: c.sq_flow_control_disabled(),
+        };
+        if c.qid == 0 {
+            if self.host.is_some() {
+                return Err(Status::CMD_SEQ_ERROR.dnr().into());
+            }
+            if d.cntlid != 0xFFFF && d.cntlid != 0xFFFE {
+                return Err(fabrics::invalid_param(true, connect_data_offset::CNTLID));
+            }
+            let kato = if c.kato == 0 && self.cfg.is_discovery {
+                self.cfg.kato_ms
+            } else {
+                c.kato.div_ceil(1000).saturating_mul(1000)
+            };
+            self.features.kato_ms = kato;
+            self.host = Some((d.hostnqn, d.hostid));
+            return Ok(queue);
+        }
+        if self.cfg.is_discovery {
+            return Err(fabrics::invalid_param(false, connect_sqe_offset::QID));
+        }
+        match &self.host {
+            Some(_) if d.cntlid != self.cfg.cntlid => {
+                return Err(fabrics::invalid_param(true, connect_data_offset::CNTLID));
+            }
+            Some((nqn, id)) if *nqn != d.hostnqn || *id != d.hostid => {
+                return Err(fabrics::invalid_param(true, connect_data_offset::HOSTNQN));
+            }
+            Some(_) => {}
+            None => return Err(fabrics::invalid_param(true, connect_data_offset::CNTLID)),
+        }
+        if !self.is_ready() {
+            return Err(Status::CMD_SEQ_ERROR.dnr().into());
+        }
+        let allowed = self
+            .features
+            .queues
+            .map_or(self.cfg.max_io_queues, |(sq, _)| sq.saturating_add(1));
+        if c.qid > allowed.min(self.cfg.max_io_queues) {
+            return Err(fabrics::invalid_param(false, connect_sqe_offset::QID));
+        }
+        if self.io_queues.contains(&c.qid) {
+            return Err(Status::CMD_SEQ_ERROR.dnr().into());
+        }
+        self.io_queues.push(c.qid);
+        Ok(queue)
+    }
+
+    /// Forgets I/O queue `qid` (its connection closed or it was
+    /// disconnected).
+    pub fn disconnect_io_queue(&mut self, qid: u16) {
+        self.io_queues.retain(|&q| q != qid);
+    }
+
+    // ----- Properties ------------------------------------------------------
+
+    /// Property Get (Fabrics 1.1 §3.4): CAP as 8 bytes; VS, CC, CSTS as 4.
+    pub fn property_get(&self, size8: bool, offset: u32) -> Result<u64, Status> {
+        match (size8, offset) {
+            (true, property::CAP) => Ok(self.cap()),
+            (false, property::VS) => Ok(u64::from(self.vs())),
+            (false, property::CC) => Ok(u64::from(self.cc)),
+            (false, property::CSTS) => Ok(u64::from(self.csts)),
+            _ => Err(Status::INVALID_FIELD.dnr()),
+        }
+    }
+
+    /// Property Set (Fabrics 1.1 §3.5): only CC, as 4 bytes.
+    pub fn property_set(&mut self, size8: bool, offset: u32, value: u64) -> Result<(), Status> {
+        match (size8, offset) {
+            (false, property::CC) => {
+                self.write_cc(value as u32);
+                Ok(())
+            }
+            _ => Err(Status::INVALID_FIELD.dnr()),
+        }
+    }
+
+    /// Applies a CC write (Base 2.0 §3.5.1, §3.6): EN 0→1 checks the
+    /// configuration and sets CSTS.RDY (or CSTS.CFS if it is unusable); EN
+    /// 1→0 resets the controller (RDY cleared); SHN set completes shutdown
+    /// at once (SHST = 10b) and clears RDY; SHN cleared clears SHST.
+    pub fn write_cc(&mut self, new: u32) {
+        let old = self.cc;
+        self.cc = new;
+        let en = |v: u32| v & bits::CC_EN != 0;
+        let shn = |v: u32| (v >> bits::CC_SHN_SHIFT) & 3 != 0;
+        if en(new) && !en(old) {
+            if self.cc_valid(new) {
+                self.csts = (self.csts & !bits::CSTS_CFS) | bits::CSTS_RDY;
+            } else {
+                self.csts |= bits::CSTS_CFS;
+            }
+        }
+        if !en(new) && en(old) {
+            self.reset();
+        }
+        if shn(new) && !shn(old) {
+            self.csts &= !bits::CSTS_RDY;
+            self.csts = (self.csts & !bits::CSTS_SHST_MASK) | bits::CSTS_SHST_COMPLETE;
+        }
+        if !shn(new) && shn(old) {
+            self.csts &= !bits::CSTS_SHST_MASK;
+        }
+    }
+
+    fn cc_valid(&self, cc: u32) -> bool {
+        let css = (cc >> bits::CC_CSS_SHIFT) & 7;
+        let mps = (cc >> bits::CC_MPS_SHIFT) & 0xF;
+        let ams = (cc >> bits::CC_AMS_SHIFT) & 7;
+        let shn = (cc >> bits::CC_SHN_SHIFT) & 3;
+        let iosqes = (cc >> bits::CC_IOSQES_SHIFT) & 0xF;
+        let iocqes = (cc >> bits::CC_IOCQES_SHIFT) & 0xF;
+        css == 0
+            && mps == 0
+            && ams == 0
+            && shn == 0
+            && (self.cfg.is_discovery || (iosqes == 6 && iocqes == 4))
+    }
+
+    /// Controller reset by CC.EN 1→0: CSTS.RDY and CFS clear, I/O queues
+    /// forgotten.
+    fn reset(&mut self) {
+        self.csts &= !(bits::CSTS_RDY | bits::CSTS_CFS);
+        self.io_queues.clear();
+    }
+
+    // ----- Admin commands --------------------------------------------------
+
+    /// Plans an admin-queue command. `data_out` is the host-to-controller
+    /// data the command carried (in-capsule or fetched with R2T), empty for
+    /// commands without data.
+    pub fn plan_admin(&mut self, sqe: &Sqe, data_out: &[u8]) -> AdminPlan {
+        if let Err(s) = sqe.check_flags() {
+            return AdminPlan::status(s);
+        }
+        let dp = match sqe.data_pointer(self.in_capsule_limit(0)) {
+            Ok(dp) => dp,
+            Err(s) => return AdminPlan::status(s),
+        };
+        if sqe.is_fabrics() {
+            return self.plan_fabrics(sqe, dp);
+        }
+        if self.host.is_none() || !self.is_ready() {
+            return AdminPlan::status(Status::CMD_SEQ_ERROR.dnr());
+        }
+        let disc = self.cfg.is_discovery;
+        match sqe.opcode {
+            admin_opcode::IDENTIFY => self.identify(sqe, dp),
+            admin_opcode::GET_LOG_PAGE => self.get_log_page(sqe, dp),
+            admin_opcode::SET_FEATURES | admin_opcode::GET_FEATURES => {
+                self.features_cmd(sqe, dp, data_out)
+            }
+            admin_opcode::ASYNC_EVENT => self.async_event(sqe, dp),
+            admin_opcode::KEEP_ALIVE => {
+                if !dp.is_empty() {
+                    return AdminPlan::status(Status::SGL_INVALID_DATA.dnr());
+                }
+                self.keep_alive();
+                AdminPlan::ok(0)
+            }
+            // Abort: report "not aborted" (DW0 bit 0 = 1), as Base 2.0
+            // §5.1 allows.
+            admin_opcode::ABORT if !disc => {
+                if !dp.is_empty() {
+                    return AdminPlan::status(Status::SGL_INVALID_DATA.dnr());
+                }
+                AdminPlan::ok(1)
+            }
+            _ => AdminPlan::status(Status::INVALID_OPCODE.dnr()),
+        }
+    }
+
+    fn plan_fabrics(&mut self, sqe: &Sqe, dp: DataPointer) -> AdminPlan {
+        match FabricsCommand::parse(sqe) {
+            FabricsCommand::PropertyGet { size8, offset } => {
+                match self.property_get(size8, offset) {
+                    Ok(v) => AdminPlan::Complete {
+                        completion: Completion::success64(v),
+                        data: None,
+                    },
+                    Err(s) => AdminPlan::status(s),
+                }
+            }
+            FabricsCommand::PropertySet {
+                size8,
+                offset,
+                value,
+            } => {
+                if self.host.is_none() {
+                    return AdminPlan::status(Status::CMD_SEQ_ERROR.dnr());
+                }
+                if !dp.is_empty() {
+                    return AdminPlan::status(Status::SGL_INVALID_DATA.dnr());
+                }
+                match self.property_set(size8, offset, value) {
+                    Ok(()) => AdminPlan::ok(0),
+                    Err(s) => AdminPlan::status(s),
+                }
+            }
+            // A second Connect on a connected admin queue.
+            FabricsCommand::Connect(_) => AdminPlan::status(Status::CMD_SEQ_ERROR.dnr()),
+            // Disconnect applies to I/O queues only.
+            FabricsCommand::Disconnect { .. } => AdminPlan::status(Status::INVALID_FIELD.dnr()),
+            // Authentication is not supported (AUTHREQ is always 0).
+            FabricsCommand::AuthSend | FabricsCommand::AuthReceive | FabricsCommand::Unknown(_) => {
+                AdminPlan::status(Status::INVALID_OPCODE.dnr())
+            }
+        }
+    }
+
+    /// Checks that a controller-to-host transfer is exactly `len` bytes
+    /// (Linux checks the same: Data SGL Length Invalid otherwise).
+    fn expect_in(dp: DataPointer, len: usize) -> Result<(), Status> {
+        if dp.len() as usize != len || matches!(dp, DataPointer::InCapsule { .. }) {
+            return Err(Status::SGL_INVALID_DATA.dnr());
+        }
+        Ok(())
+    }
+
+    fn identify(&self, sqe: &Sqe, dp: DataPointer) -> AdminPlan {
+        if let Err(s) = Self::expect_in(dp, IDENTIFY_DATA_LEN) {
+            return AdminPlan::status(s);
+        }
+        let cns_v = sqe.cdw10 as u8;
+        let csi = (sqe.cdw11 >> 24) as u8;
+        if self.cfg.is_discovery && cns_v != cns::CONTROLLER {
+            return AdminPlan::status(Status::INVALID_FIELD.dnr());
+        }
+        let nsid = sqe.nsid;
+        let zeroed = || vec![0u8; IDENTIFY_DATA_LEN];
+        let r: Result<Vec<u8>, Status> = match cns_v {
+            cns::CONTROLLER => Ok(identify::controller(&self.cfg, self.nn(), self.vs())),
+            cns::NAMESPACE => self
+                .ns_or_zero(nsid)
+                .map(|ns| ns.map_or_else(zeroed, identify::namespace)),
+            cns::ACTIVE_NS_LIST | cns::CS_ACTIVE_NS_LIST => {
+                if cns_v == cns::CS_ACTIVE_NS_LIST && csi != CSI_NVM {
+                    Err(Status::INVALID_FIELD.dnr())
+                } else if nsid >= 0xFFFF_FFFE {
+                    Err(Status::INVALID_NS.dnr())
+                } else {
+                    Ok(identify::active_ns_list(
+                        self.cfg.namespaces.iter().map(|n| n.nsid),
+                        nsid,
+                    ))
+                }
+            }
+            cns::NS_DESC_LIST => self
+                .namespace(nsid)
+                .map(identify::ns_descriptors)
+                .ok_or(Status::INVALID_NS.dnr()),
+            cns::CS_NAMESPACE => {
+                if csi != CSI_NVM {
+                    Err(Status::INVALID_FIELD.dnr())
+                } else {
+                    // NVM-specific namespace data: nothing beyond defaults.
+                    self.ns_or_zero(nsid).map(|_| zeroed())
+                }
+            }
+            cns::CS_CONTROLLER => {
+                if csi != CSI_NVM {
+                    Err(Status::INVALID_FIELD.dnr())
+                } else {
+                    // Identify Controller, NVM: VSL/WZSL/WUSL/DMRL 0 = no limit.
+                    Ok(zeroed())
+                }
+            }
+            cns::CS_INDEPENDENT_NS => self
+                .ns_or_zero(nsid)
+                .map(|ns| ns.map_or_else(zeroed, identify::ns_cs_independent)),
+            cns::IO_COMMAND_SETS => Ok(identify::io_command_sets()),
+            _ => Err(Status::INVALID_FIELD.dnr()),
+        };
+        match r {
+            Ok(d) => AdminPlan::data(d),
+            Err(s) => AdminPlan::status(s),
+        }
+    }
+
+    /// Base 2.0 §3.2.1.4: an active NSID gives its namespace, an allocated
+    /// but inactive one (≤ NN) a zero-filled structure, anything else
+    /// Invalid Namespace or Format.
+    fn ns_or_zero(&self, nsid: u32) -> Result<Option<&NamespaceInfo>, Status> {
+        if nsid == 0 || nsid == NSID_ALL {
+            return Err(Status::INVALID_NS.dnr());
+        }
+        match self.namespace(nsid) {
+            Some(ns) => Ok(Some(ns)),
+            None if nsid <= self.nn() => Ok(None),
+            None => Err(Status::INVALID_NS.dnr()),
+        }
+    }
+
+    fn get_log_page(&mut self, sqe: &Sqe, dp: DataPointer) -> AdminPlan {
+        let g = GetLogPage::from_sqe(sqe);
+        let cap = self
+            .cfg
+            .max_transfer()
+            .unwrap_or(ADMIN_DATA_CAP)
+            .min(ADMIN_DATA_CAP);
+        if g.len_bytes() > cap {
+            return AdminPlan::status(Status::INVALID_FIELD.dnr());
+        }
+        let len = g.len_bytes() as usize;
+        if let Err(s) = Self::expect_in(dp, len) {
+            return AdminPlan::status(s);
+        }
+        let disc = self.cfg.is_discovery;
+        let log = match (g.lid, disc) {
+            (lid::DISCOVERY, true) => {
+                let log = discovery::log_page(self.genctr, &self.discovery_entries);
+                if !g.rae {
+                    self.unmask(Aen::Discovery);
+                }
+                log
+            }
+            (lid::ERROR, false) => log_page::error_info(1),
+            (lid::SMART, false) => {
+                if sqe.nsid != 0 && sqe.nsid != NSID_ALL && self.namespace(sqe.nsid).is_none() {
+                    return AdminPlan::status(Status::INVALID_FIELD.dnr());
+                }
+                log_page::smart(&self.health)
+            }
+            (lid::FW_SLOT, false) => log_page::firmware_slot(&self.cfg.firmware_rev),
+            (lid::CHANGED_NS, false) => {
+                let log = log_page::changed_ns(&self.changed_ns, self.changed_overflow);
+                self.changed_ns.clear();
+                self.changed_overflow = false;
+                if !g.rae {
+                    self.unmask(Aen::NsAttr);
+                }
+                log
+            }
+            (lid::CMD_EFFECTS, false) => log_page::command_effects(),
+            _ => return AdminPlan::status(Status::INVALID_LOG_PAGE.dnr()),
+        };
+        match log_page::window(&log, g.offset, len) {
+            Ok(d) => AdminPlan::data(d),
+            Err(s) => AdminPlan::status(s),
+        }
+    }
+
+    fn features_cmd(&mut self, sqe: &Sqe, dp: DataPointer, _data_out: &[u8]) -> AdminPlan {
+        // None of the supported features transfers data.
+        if !dp.is_empty() {
+            return AdminPlan::status(Status::INVALID_FIELD.dnr());
+        }
+        let lim = self.limits();
+        let r = if sqe.opcode == admin_opcode::SET_FEATURES {
+            self.features.set(sqe.cdw10, sqe.cdw11, &lim)
+        } else {
+            self.features.get(sqe.cdw10, &lim, self.cfg.kato_ms)
+        };
+        if r.is_ok() && sqe.opcode == admin_opcode::SET_FEATURES && sqe.cdw10 as u8 == fid::KATO {
+            self.keep_alive();
+        }
+        match r {
+            Ok(dw0) => AdminPlan::ok(dw0),
+            Err(s) => AdminPlan::status(s),
+        }
+    }
+
+    fn async_event(&mut self, sqe: &Sqe, dp: DataPointer) -> AdminPlan {
+        if !dp.is_empty() {
+            return AdminPlan::status(Status::SGL_INVALID_DATA.dnr());
+        }
+        if let Some(ev) = self.pending_events.pop_front() {
+            return AdminPlan::ok(ev.dw0());
+        }
+        if self.parked_aers.len() >= usize::from(AER_LIMIT) {
+            return AdminPlan::status(Status::ASYNC_LIMIT.dnr());
+        }
+        self.parked_aers.push_back(sqe.cid);
+        AdminPlan::Park
+    }
+
+    // ----- Asynchronous events ---------------------------------------------
+
+    fn unmask(&mut self, ev: Aen) {
+        self.masked.retain(|&m| m != ev);
+    }
+
+    /// Raises `ev` if the host enabled it and it is not masked (an event of
+    /// a type stays masked until the host reads its log page with RAE = 0,
+    /// Base 2.0 §5.2).
+    fn raise(&mut self, ev: Aen) -> Option<AerCompletion> {
+        if self.features.async_event_config & ev.config_bit() == 0 || self.masked.contains(&ev) {
+            return None;
+        }
+        self.masked.push(ev);
+        match self.parked_aers.pop_front() {
+            Some(cid) => Some(AerCompletion {
+                cid,
+                completion: Completion::success(ev.dw0()),
+            }),
+            None => {
+                self.pending_events.push_back(ev);
+                None
+            }
+        }
+    }
+
+    /// Records that namespace `nsid` changed (attached, detached, resized)
+    /// for the Changed Namespace List and raises a Namespace Attribute
+    /// Changed notice. Returns the parked AER to complete, if any.
+    pub fn namespace_changed(&mut self, nsid: u32) -> Option<AerCompletion> {
+        if !self.changed_ns.contains(&nsid) {
+            if self.changed_ns.len() >= log_page::CHANGED_NS_LEN / 4 {
+                self.changed_overflow = true;
+            } else {
+                self.changed_ns.push(nsid);
+                self.changed_ns.sort_unstable();
+            }
+        }
+        self.raise(Aen::NsAttr)
+    }
+
+    /// Adds or replaces a namespace (same NSID) and raises the notice.
+    pub fn set_namespace(&mut self, ns: NamespaceInfo) -> Option<AerCompletion> {
+        let nsid = ns.nsid;
+        match self.cfg.namespaces.iter_mut().find(|n| n.nsid == nsid) {
+            Some(slot) => *slot = ns,
+            None => self.cfg.namespaces.push(ns),
+        }
+        self.namespace_changed(nsid)
+    }
+
+    /// Removes a namespace and raises the notice.
+    pub fn remove_namespace(&mut self, nsid: u32) -> Option<AerCompletion> {
+        self.cfg.namespaces.retain(|n| n.nsid != nsid);
+        self.namespace_changed(nsid)
+    }
+
+    /// Replaces the Discovery log page entries (discovery controllers),
+    /// bumps GENCTR and raises a Discovery Log Page Change notice.
+    pub fn set_discovery_entries(&mut self, entries: Vec<DiscoveryEntry>) -> Option<AerCompletion> {
+        self.discovery_entries = entries;
+        self.genctr = self.genctr.wrapping_add(1);
+        if self.cfg.is_discovery {
+            self.raise(Aen::Discovery)
+        } else {
+            None
+        }
+    }
+
+    /// CIDs of the parked AERs, removed (for teardown: they complete with
+    /// Command Aborted due to SQ Deletion, or simply vanish with the
+    /// connection).
+    pub fn take_parked_aers(&mut self) -> Vec<u16> {
+        self.parked_aers.drain(..).collect()
+    }
+}
