@@ -14,7 +14,8 @@ log() { printf '\n== %s\n' "$*"; }
 # --- what the tests need ----------------------------------------------------
 # losetup (util-linux): the block-device backend test attaches a loop device.
 # libiscsi-bin: userspace iSCSI initiator tools used by protocol tests.
-PACKAGES=(util-linux libiscsi-bin iproute2)
+# python3: the conformance summary parser; free-port picking.
+PACKAGES=(util-linux libiscsi-bin iproute2 python3)
 
 install_packages() {
   local missing=()
@@ -49,6 +50,17 @@ set +e
 cargo test --workspace --no-fail-fast 2>&1 | tee "$out"
 status=${PIPESTATUS[0]}
 set -e
+
+# --- iSCSI conformance (libiscsi iscsi-test-cu), both engines ---------------
+for engine in uring epoll; do
+  log "iscsi-test-cu --dataloss ALL against zctarget ($engine engine)"
+  set +e
+  tests/iscsi/conformance.sh --engine "$engine" --bin build/debug/zctarget 2>&1 | tee -a "$out"
+  s=${PIPESTATUS[0]}
+  set -e
+  [ "$s" -eq 0 ] || status=$s
+done
+
 echo
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "%d passed, %d failed\n", p, f }' "$out"

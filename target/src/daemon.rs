@@ -60,6 +60,8 @@ pub struct Shared {
     pub iscsi_portals: Vec<SocketAddr>,
     /// See `iscsi_portals`.
     pub nvme_portals: Vec<SocketAddr>,
+    /// iSCSI targets' run-time state and the session table.
+    pub iscsi: crate::iscsi::IscsiRegistry,
 }
 
 /// A running daemon.
@@ -127,7 +129,9 @@ impl Daemon {
             }
         }
 
+        let iscsi = crate::iscsi::IscsiRegistry::new(&exports);
         let shared = Arc::new(Shared {
+            iscsi,
             config,
             exports,
             pool,

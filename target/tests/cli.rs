@@ -128,7 +128,7 @@ fn port_after(text: &str, marker: &str) -> u16 {
 }
 
 #[test]
-fn serve_prints_attach_lines_refuses_logins_cleanly_and_stops_on_sigterm() {
+fn serve_prints_attach_lines_answers_logins_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut daemon, text) = serve(dir.path(), "");
     assert!(
@@ -142,13 +142,15 @@ fn serve_prints_attach_lines_refuses_logins_cleanly_and_stops_on_sigterm() {
     assert_eq!(meta.len(), 64 << 20);
     let iscsi_port = port_after(&text, "-p 127.0.0.1:");
 
-    // A Login Request gets a Login Response with "target error / service
-    // unavailable" (class 3, detail 1), echoing ITT and ISID.
+    // A Login Request without InitiatorName is refused with a Login
+    // Response "initiator error / missing parameter" (RFC 7143 §11.13.5,
+    // class 2 detail 7), echoing ITT and ISID — then the connection closes.
     let mut s = TcpStream::connect(("127.0.0.1", iscsi_port)).expect("connect iscsi");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     let mut login = [0u8; 48];
     login[0] = 0x43; // immediate + Login Request
+    login[1] = 0x81; // T, CSG=0 (security), NSG=1
     login[8..14].copy_from_slice(&[0x80, 1, 2, 3, 4, 5]);
     login[16..20].copy_from_slice(&0x1234_5678u32.to_be_bytes());
     s.write_all(&login).expect("send login");
@@ -157,7 +159,7 @@ fn serve_prints_attach_lines_refuses_logins_cleanly_and_stops_on_sigterm() {
     assert_eq!(rsp[0] & 0x3f, 0x23);
     assert_eq!(&rsp[8..14], &login[8..14]);
     assert_eq!(&rsp[16..20], &login[16..20]);
-    assert_eq!((rsp[36], rsp[37]), (3, 1));
+    assert_eq!((rsp[36], rsp[37]), (2, 7));
 
     // SIGTERM: exit 0 promptly.
     let pid = daemon.child.id() as libc::pid_t;

@@ -1,42 +1,176 @@
 //! iSCSI frontend (RFC 7143).
 //!
-//! Until the full frontend lands (issue #3), a connection is answered
-//! cleanly: a Login Request gets a Login Response with status class 3
-//! ("target error"), detail 1 ("service unavailable"), then the connection
-//! closes.
+//! - [`login`]: the login phase (sans-IO `LoginFsm` from the protocol crate,
+//!   target lookup, ACL, CHAP), session registration and reinstatement.
+//! - [`connection`]: full feature phase — CmdSN window, Data-In / R2T /
+//!   Data-Out, NOP, Text, Logout, Task Management, Reject.
+//! - [`exec`]: one SCSI command from plan (protocol crate's SCSI layer) to
+//!   status, with the volume I/O and the zero-copy data path.
+//! - [`reader`]: reading PDUs, write data straight into leased buffers.
+//! - [`session`], [`target`], [`text`]: session table, per-target LUN state,
+//!   SendTargets.
 
+pub mod connection;
+pub mod exec;
+mod exec_more;
+pub mod login;
+pub mod reader;
+pub mod session;
+pub mod target;
+pub mod text;
+
+use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tracing::Instrument;
+use zctarget_protocol::iscsi::params::{Digest, SessionType};
 
+use crate::outbound::Outbound;
 use crate::reactor::Reactor;
+use crate::zerocopy::ZeroCopySender;
+use connection::{Connection, FfpParams};
+use reader::PduReader;
+use session::SessionTable;
+use target::TargetRuntime;
 
-/// BHS length (RFC 7143 §11.2).
-const BHS_LEN: usize = 48;
-const OP_LOGIN_REQUEST: u8 = 0x03;
-const OP_LOGIN_RESPONSE: u8 = 0x23;
+/// Daemon-wide iSCSI state: targets with their LUN state, and sessions.
+pub struct IscsiRegistry {
+    /// Targets by IQN.
+    pub targets: HashMap<String, Arc<TargetRuntime>>,
+    /// Live sessions.
+    pub sessions: Arc<SessionTable>,
+    next_nexus: AtomicU64,
+}
 
-/// Serves one iSCSI connection.
-pub async fn serve_connection(_reactor: Rc<Reactor>, mut stream: TcpStream) -> anyhow::Result<()> {
-    let mut bhs = [0u8; BHS_LEN];
-    stream.read_exact(&mut bhs).await?;
-    if bhs[0] & 0x3f != OP_LOGIN_REQUEST {
-        anyhow::bail!(
-            "first PDU is not a Login Request (opcode {:#04x})",
-            bhs[0] & 0x3f
-        );
+impl IscsiRegistry {
+    /// Builds the run-time state of every configured target.
+    pub fn new(exports: &crate::exports::Exports) -> Self {
+        let targets = exports
+            .iscsi_targets()
+            .iter()
+            .map(|t| {
+                (
+                    t.config.iqn.clone(),
+                    Arc::new(TargetRuntime::new(t.clone(), exports.volumes())),
+                )
+            })
+            .collect();
+        Self {
+            targets,
+            sessions: Arc::new(SessionTable::default()),
+            next_nexus: AtomicU64::new(1),
+        }
     }
-    let mut rsp = [0u8; BHS_LEN];
-    rsp[0] = OP_LOGIN_RESPONSE;
-    rsp[8..14].copy_from_slice(&bhs[8..14]); // ISID
-    rsp[16..20].copy_from_slice(&bhs[16..20]); // ITT
-    rsp[24..28].copy_from_slice(&bhs[28..32]); // StatSN = ExpStatSN
-    rsp[28..32].copy_from_slice(&bhs[24..28]); // ExpCmdSN = CmdSN
-    rsp[32..36].copy_from_slice(&bhs[24..28]); // MaxCmdSN = CmdSN
-    rsp[36] = 0x03; // status class: target error
-    rsp[37] = 0x01; // status detail: service unavailable
-    stream.write_all(&rsp).await?;
-    tracing::info!("iSCSI login refused: frontend not available yet");
-    Ok(())
+}
+
+/// How long a closing connection waits for zero-copy notifications before
+/// resetting (only then are the leases released).
+const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serves one iSCSI connection: login, full feature phase, teardown.
+pub async fn serve_connection(reactor: Rc<Reactor>, stream: TcpStream) -> anyhow::Result<()> {
+    let stream = Rc::new(stream);
+    let mut reader = PduReader::new(Rc::clone(&stream));
+    let shared = Arc::clone(&reactor.shared);
+    let registry = &shared.iscsi;
+    let Some(logged_in) = login::login(&shared, &registry.sessions, &stream, &mut reader).await?
+    else {
+        return Ok(());
+    };
+    let neg = &logged_in.negotiated;
+    let p = &neg.params;
+    let params = FfpParams {
+        header_digest: p.connection.header_digest == Digest::Crc32c,
+        data_digest: p.connection.data_digest == Digest::Crc32c,
+        initiator_mrdsl: p.connection.initiator_mrdsl,
+        target_mrdsl: p.connection.target_mrdsl,
+        max_burst: p.session.max_burst_length,
+        first_burst: p.session.first_burst_length,
+        immediate_data: p.session.immediate_data,
+        initial_r2t: p.session.initial_r2t,
+        max_outstanding_r2t: u32::from(p.session.max_outstanding_r2t),
+    };
+    reader.header_digest = params.header_digest;
+    reader.data_digest = params.data_digest;
+    reader.max_data_segment = params.target_mrdsl;
+    let target = match (neg.session_type, neg.target_name.as_deref()) {
+        (SessionType::Normal, Some(name)) => registry.targets.get(name).cloned(),
+        _ => None,
+    };
+    let span = tracing::info_span!(
+        "session",
+        initiator = %neg.initiator_name,
+        target = neg.target_name.as_deref().unwrap_or("discovery"),
+        tsih = logged_in.session.tsih()
+    );
+    let nexus = registry.next_nexus.fetch_add(1, Ordering::Relaxed);
+    if let Some(t) = &target {
+        t.nexus_added(nexus);
+    }
+    let sender = ZeroCopySender::new(
+        Rc::clone(&stream),
+        shared.zerocopy,
+        Arc::clone(&shared.sender_counters),
+    );
+    let out = Outbound::new(Rc::clone(&stream), sender);
+    let writer = tokio::task::spawn_local(Rc::clone(&out).run_writer());
+    let conn = Connection::new(
+        Rc::clone(&reactor),
+        Rc::clone(&out),
+        params,
+        target.clone(),
+        nexus,
+        neg.params.clone(),
+        neg.isid,
+        neg.next_stat_sn,
+        neg.exp_cmd_sn,
+    );
+    tracing::info!(parent: &span, ?params, "login complete");
+    let killed = logged_in.session.killed.clone();
+    let exit = Rc::clone(&conn)
+        .run(&mut reader, killed)
+        .instrument(span.clone())
+        .await;
+    // Teardown: abort what is still running, let the writer drain, then
+    // take the sender back and close it without releasing pages early.
+    for t in conn.tasks.borrow().values() {
+        t.aborted.set(true);
+        if let Some(d) = &t.data_out {
+            d.burst_done.notify_one();
+        }
+    }
+    let _ = tokio::time::timeout(TEARDOWN_TIMEOUT, async {
+        while !conn.tasks.borrow().is_empty() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+    if let Some(t) = &target {
+        t.nexus_lost(nexus);
+    }
+    drop(conn);
+    out.close();
+    let _ = tokio::time::timeout(TEARDOWN_TIMEOUT, writer).await;
+    drop(reader);
+    match out.into_sender() {
+        Ok(sender) => {
+            let report = sender.close(TEARDOWN_TIMEOUT).await;
+            if report.reset {
+                tracing::warn!(parent: &span, "zero-copy notifications outstanding at teardown; connection reset");
+            }
+        }
+        Err(_) => tracing::warn!(parent: &span, "connection state still referenced at teardown"),
+    }
+    drop(logged_in);
+    match exit {
+        Ok(e) => {
+            tracing::info!(parent: &span, exit = ?e, "session ended");
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
 }

@@ -242,7 +242,10 @@ impl ZeroCopySender {
     /// then makes progress. Returns at once if there is nothing to do.
     pub async fn progress(&mut self) -> io::Result<()> {
         if self.failed {
-            return Err(io::Error::new(io::ErrorKind::BrokenPipe, "connection failed"));
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "connection failed",
+            ));
         }
         let Some(interest) = self.interest() else {
             return Ok(());

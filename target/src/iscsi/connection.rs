@@ -1,0 +1,861 @@
+//! One iSCSI connection in full feature phase (RFC 7143 §3.2, §11).
+//!
+//! The connection task is the only reader of the socket: it parses each PDU
+//! and either answers it (NOP, Text, Logout, TMF) or starts a command task.
+//! Write data (immediate, unsolicited and solicited Data-Out) is read straight
+//! into the command's leased buffers. Everything leaves through the shared
+//! [`Outbound`] (zero-copy sender); read data is sent from the same leases it
+//! was read into.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::Notify;
+use tracing::Instrument;
+use zctarget_backends::SegmentList;
+use zctarget_protocol::iscsi::{
+    digest, DataIn, DataOut, LogoutRequest, LogoutResponse, LogoutResponseCode, NopIn, NopOut, Pdu,
+    R2t, Reject, RejectReason, ScsiCommand, ScsiResponse, TaskMgmtFunction, TaskMgmtRequest,
+    TaskMgmtResponse, TaskMgmtResponseCode, TextRequest, BHS_LEN, RESERVED_TAG,
+};
+
+use super::reader::{Header, PduReader, ReadError};
+use super::target::TargetRuntime;
+use crate::command::StatusPolicy;
+use crate::outbound::Outbound;
+use crate::reactor::Reactor;
+
+/// Commands the initiator may have outstanding (MaxCmdSN - ExpCmdSN + 1).
+pub const QUEUE_DEPTH: u32 = 128;
+/// Idle time before the target pings with a NOP-In.
+pub const NOP_INTERVAL: Duration = Duration::from_secs(15);
+/// How long a ping may go unanswered before the connection is dropped.
+pub const NOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Operational parameters negotiated at login that full feature phase uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FfpParams {
+    /// CRC32C header digests.
+    pub header_digest: bool,
+    /// CRC32C data digests.
+    pub data_digest: bool,
+    /// Largest data segment we may send (the initiator's declaration).
+    pub initiator_mrdsl: u32,
+    /// Largest data segment we accept (our declaration).
+    pub target_mrdsl: u32,
+    /// MaxBurstLength.
+    pub max_burst: u32,
+    /// FirstBurstLength.
+    pub first_burst: u32,
+    /// ImmediateData.
+    pub immediate_data: bool,
+    /// InitialR2T.
+    pub initial_r2t: bool,
+    /// MaxOutstandingR2T.
+    pub max_outstanding_r2t: u32,
+}
+
+/// Serial number arithmetic (RFC 1982) on 32-bit sequence numbers.
+pub fn sn_lt(a: u32, b: u32) -> bool {
+    a != b && b.wrapping_sub(a) < (1 << 31)
+}
+
+/// A write command waiting for Data-Out.
+pub struct DataOutState {
+    /// The payload, out while the reader fills it.
+    pub payload: RefCell<Option<SegmentList>>,
+    /// Bytes received so far (immediate + unsolicited + solicited).
+    pub received: Cell<u32>,
+    /// Expected data transfer length.
+    pub expected: u32,
+    /// Target transfer tag of the R2T being answered (RESERVED_TAG for
+    /// unsolicited data).
+    pub ttt: Cell<u32>,
+    /// Woken when a burst is complete (F bit) or on abort.
+    pub burst_done: Notify,
+}
+
+/// State of one command, tracked by ITT for Data-Out routing and TMF.
+pub struct TaskEntry {
+    /// LUN field of the command.
+    pub lun: u64,
+    /// Set by ABORT TASK & co: the command sends no status.
+    pub aborted: Cell<bool>,
+    /// Present for writes waiting for data.
+    pub data_out: Option<Rc<DataOutState>>,
+}
+
+/// Per-connection state in full feature phase.
+pub struct Connection {
+    /// The reactor it lives on.
+    pub reactor: Rc<Reactor>,
+    /// Its send side.
+    pub out: Rc<Outbound>,
+    /// Negotiated parameters.
+    pub params: FfpParams,
+    /// The target (None on a discovery session).
+    pub target: Option<Arc<TargetRuntime>>,
+    /// Identifies this I_T nexus to the SCSI layer.
+    pub nexus: u64,
+    /// The initiator port name `iqn...,i,0x<isid>` (PR transport IDs).
+    pub initiator_port: String,
+    /// InitiatorName.
+    pub initiator_name: String,
+    /// Everything negotiated at login (Text requests may update it).
+    pub login_params: RefCell<zctarget_protocol::iscsi::params::LoginParams>,
+    stat_sn: Cell<u32>,
+    exp_cmd_sn: Cell<u32>,
+    next_ttt: Cell<u32>,
+    pub(crate) tasks: RefCell<HashMap<u32, Rc<TaskEntry>>>,
+    nop_outstanding: Cell<Option<u32>>,
+}
+
+/// How full feature phase ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// Logout completed.
+    Logout,
+    /// The initiator closed the connection.
+    Closed,
+    /// Another login reinstated the session.
+    Reinstated,
+    /// The daemon is shutting down.
+    Shutdown,
+}
+
+impl Connection {
+    /// A connection entering full feature phase.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        reactor: Rc<Reactor>,
+        out: Rc<Outbound>,
+        params: FfpParams,
+        target: Option<Arc<TargetRuntime>>,
+        nexus: u64,
+        login_params: zctarget_protocol::iscsi::params::LoginParams,
+        isid: [u8; 6],
+        stat_sn: u32,
+        exp_cmd_sn: u32,
+    ) -> Rc<Self> {
+        let initiator_name = login_params.session.initiator_name.clone();
+        let initiator_port = format!(
+            "{},i,0x{}",
+            initiator_name,
+            isid.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        );
+        Rc::new(Self {
+            reactor,
+            out,
+            params,
+            target,
+            nexus,
+            initiator_port,
+            initiator_name,
+            login_params: RefCell::new(login_params),
+            stat_sn: Cell::new(stat_sn),
+            exp_cmd_sn: Cell::new(exp_cmd_sn),
+            next_ttt: Cell::new(1),
+            tasks: RefCell::new(HashMap::new()),
+            nop_outstanding: Cell::new(None),
+        })
+    }
+
+    /// The status policy configured for the daemon.
+    pub fn status_policy(&self) -> StatusPolicy {
+        match self.reactor.shared.config.server.status_policy {
+            zctarget_config::StatusPolicy::Strict => StatusPolicy::Strict,
+            zctarget_config::StatusPolicy::Eager => StatusPolicy::Eager,
+        }
+    }
+
+    /// ExpCmdSN to report.
+    pub fn exp_cmd_sn(&self) -> u32 {
+        self.exp_cmd_sn.get()
+    }
+
+    /// MaxCmdSN to report.
+    pub fn max_cmd_sn(&self) -> u32 {
+        self.exp_cmd_sn.get().wrapping_add(QUEUE_DEPTH - 1)
+    }
+
+    /// Takes the next StatSN (for a status-bearing PDU).
+    pub fn take_stat_sn(&self) -> u32 {
+        let s = self.stat_sn.get();
+        self.stat_sn.set(s.wrapping_add(1));
+        s
+    }
+
+    /// The current StatSN without advancing it (R2T, NOP-In pings).
+    pub fn peek_stat_sn(&self) -> u32 {
+        self.stat_sn.get()
+    }
+
+    fn new_ttt(&self) -> u32 {
+        let t = self.next_ttt.get();
+        let next = t.wrapping_add(1);
+        self.next_ttt
+            .set(if next == RESERVED_TAG { 1 } else { next });
+        t
+    }
+
+    /// Appends one BHS (with its header digest) to a message.
+    pub(crate) fn push_bhs(
+        &self,
+        msg: &mut crate::zerocopy::Message,
+        bhs: &[u8; BHS_LEN],
+    ) -> anyhow::Result<()> {
+        msg.push_header(bhs)?;
+        if self.params.header_digest {
+            msg.push_header(&digest::to_wire(digest::header_digest(bhs, &[])))?;
+        }
+        Ok(())
+    }
+
+    /// Appends padding and, when data digests are on, `crc` (the digest of
+    /// the data segment, padding included) after `len` bytes of data.
+    fn push_trailer(
+        &self,
+        msg: &mut crate::zerocopy::Message,
+        len: usize,
+        crc: u32,
+    ) -> anyhow::Result<()> {
+        msg.push_header(digest::padding(len))?;
+        if self.params.data_digest && len > 0 {
+            msg.push_header(&digest::to_wire(crc))?;
+        }
+        Ok(())
+    }
+
+    /// Data digest of payload bytes `[offset, offset + len)` — reads the
+    /// leased data, copies nothing; 0 when digests are off.
+    fn payload_digest(&self, list: &SegmentList, offset: usize, len: usize) -> u32 {
+        if !self.params.data_digest {
+            return 0;
+        }
+        let mut d = digest::DataDigest::new();
+        let mut parts: smallvec::SmallVec<[std::io::IoSlice<'_>; 8]> = smallvec::SmallVec::new();
+        list.io_slices_range(offset, len, &mut parts);
+        for p in &parts {
+            d.update(p);
+        }
+        d.finish()
+    }
+
+    /// Sends a PDU whose data segment (if any) is control data.
+    pub fn send_control(&self, bhs: [u8; BHS_LEN], data: &[u8]) -> anyhow::Result<()> {
+        let mut msg = self.out.message(SegmentList::new());
+        self.push_bhs(&mut msg, &bhs)?;
+        if !data.is_empty() {
+            msg.push_header(data)?;
+            let crc = if self.params.data_digest {
+                digest::data_digest(data)
+            } else {
+                0
+            };
+            self.push_trailer(&mut msg, data.len(), crc)?;
+        }
+        self.out.send(msg);
+        Ok(())
+    }
+
+    /// Sends a SCSI Response. `sense` (fixed or descriptor format) goes in
+    /// the data segment with its 2-byte length.
+    pub fn send_scsi_response(
+        &self,
+        itt: u32,
+        status: u8,
+        sense: &[u8],
+        residual: Residual,
+    ) -> anyhow::Result<()> {
+        let mut data = [0u8; 2 + 252];
+        let n = sense.len().min(252);
+        data[..2].copy_from_slice(&(n as u16).to_be_bytes());
+        data[2..2 + n].copy_from_slice(&sense[..n]);
+        let data_len = if n > 0 { 2 + n } else { 0 };
+        let rsp = ScsiResponse {
+            residual_overflow: residual.overflow,
+            residual_underflow: residual.underflow,
+            residual_count: residual.count,
+            response: zctarget_protocol::iscsi::response::COMMAND_COMPLETED,
+            status,
+            data_segment_len: data_len as u32,
+            itt,
+            stat_sn: self.take_stat_sn(),
+            exp_cmd_sn: self.exp_cmd_sn(),
+            max_cmd_sn: self.max_cmd_sn(),
+            ..Default::default()
+        };
+        self.send_control(rsp.encode(), &data[..data_len])
+    }
+
+    /// Sends `len` bytes of `payload` as Data-In PDUs (each within the
+    /// initiator's MaxRecvDataSegmentLength). With `status`, the last Data-In
+    /// carries it (S bit). Returns the receiver of the message's release.
+    pub fn send_data_in(
+        &self,
+        itt: u32,
+        lun: [u8; 8],
+        payload: SegmentList,
+        len: usize,
+        status: Option<(u8, Residual)>,
+    ) -> anyhow::Result<tokio::sync::oneshot::Receiver<crate::zerocopy::Completion>> {
+        let mrdsl = self.params.initiator_mrdsl.max(512) as usize;
+        let mut msg = self.out.message(payload);
+        let mut offset = 0usize;
+        let mut data_sn = 0u32;
+        loop {
+            let n = (len - offset).min(mrdsl);
+            let last = offset + n >= len;
+            let mut din = DataIn {
+                final_bit: last,
+                lun,
+                itt,
+                ttt: RESERVED_TAG,
+                exp_cmd_sn: self.exp_cmd_sn(),
+                max_cmd_sn: self.max_cmd_sn(),
+                data_sn,
+                buffer_offset: offset as u32,
+                data_segment_len: n as u32,
+                ..Default::default()
+            };
+            if last {
+                if let Some((st, residual)) = status {
+                    din.status_present = true;
+                    din.status = st;
+                    din.stat_sn = self.take_stat_sn();
+                    din.residual_overflow = residual.overflow;
+                    din.residual_underflow = residual.underflow;
+                    din.residual_count = residual.count;
+                }
+            }
+            self.push_bhs(&mut msg, &din.encode())?;
+            msg.push_payload(offset, n)?;
+            let crc = self.payload_digest(msg.payload(), offset, n);
+            self.push_trailer(&mut msg, n, crc)?;
+            offset += n;
+            data_sn += 1;
+            if last {
+                break;
+            }
+        }
+        Ok(self.out.send_tracked(msg))
+    }
+
+    /// Sends an R2T for `[offset, offset + len)` of command `itt`.
+    fn send_r2t(
+        &self,
+        itt: u32,
+        lun: [u8; 8],
+        ttt: u32,
+        r2t_sn: u32,
+        offset: u32,
+        len: u32,
+    ) -> anyhow::Result<()> {
+        let r2t = R2t {
+            lun,
+            itt,
+            ttt,
+            stat_sn: self.peek_stat_sn(),
+            exp_cmd_sn: self.exp_cmd_sn(),
+            max_cmd_sn: self.max_cmd_sn(),
+            r2t_sn,
+            buffer_offset: offset,
+            desired_data_transfer_len: len,
+            ..Default::default()
+        };
+        self.send_control(r2t.encode(), &[])
+    }
+
+    /// Sends a Reject carrying the offending header.
+    pub(crate) fn send_reject_pdu(
+        &self,
+        reason: RejectReason,
+        bad: &[u8; BHS_LEN],
+    ) -> anyhow::Result<()> {
+        self.send_reject(reason, bad)
+    }
+
+    fn send_reject(&self, reason: RejectReason, bad: &[u8; BHS_LEN]) -> anyhow::Result<()> {
+        let rej = Reject {
+            reason,
+            data_segment_len: BHS_LEN as u32,
+            stat_sn: self.take_stat_sn(),
+            exp_cmd_sn: self.exp_cmd_sn(),
+            max_cmd_sn: self.max_cmd_sn(),
+            ..Default::default()
+        };
+        self.send_control(rej.encode(), bad)
+    }
+
+    /// Collects the write data of a command: immediate data is already in
+    /// `state`; unsolicited Data-Out up to FirstBurstLength when InitialR2T
+    /// is off, then R2Ts of up to MaxBurstLength until everything is in.
+    /// Returns the filled payload, or `None` if the task was aborted.
+    pub(crate) async fn collect_write_data(
+        &self,
+        itt: u32,
+        lun: [u8; 8],
+        entry: &TaskEntry,
+        state: &DataOutState,
+    ) -> Option<SegmentList> {
+        let expected = state.expected;
+        let unsolicited_end = if self.params.initial_r2t {
+            state.received.get()
+        } else {
+            self.params.first_burst.min(expected)
+        };
+        // Wait for the unsolicited burst (the initiator sets F on its last
+        // Data-Out).
+        while state.received.get() < unsolicited_end && !entry.aborted.get() {
+            state.burst_done.notified().await;
+        }
+        let mut r2t_sn = 0;
+        while state.received.get() < expected && !entry.aborted.get() {
+            let offset = state.received.get();
+            let len = (expected - offset).min(self.params.max_burst);
+            let ttt = self.new_ttt();
+            state.ttt.set(ttt);
+            if self.send_r2t(itt, lun, ttt, r2t_sn, offset, len).is_err() {
+                return None;
+            }
+            r2t_sn += 1;
+            while state.received.get() < offset + len && !entry.aborted.get() {
+                state.burst_done.notified().await;
+            }
+        }
+        if entry.aborted.get() {
+            return None;
+        }
+        state.payload.borrow_mut().take()
+    }
+
+    /// Full feature phase until logout, close, reinstatement or shutdown.
+    pub async fn run(
+        self: Rc<Self>,
+        reader: &mut PduReader,
+        mut killed: tokio::sync::watch::Receiver<bool>,
+    ) -> anyhow::Result<Exit> {
+        let mut shutdown = self.reactor.shutdown.clone();
+        let mut data = Vec::with_capacity(8192);
+        loop {
+            // Wait for input without consuming any (cancel-safe), so that a
+            // ping timer or shutdown never tears a PDU in half.
+            tokio::select! {
+                r = self.out_stream_readable() => r?,
+                _ = tokio::time::sleep(NOP_INTERVAL) => {
+                    self.idle_ping()?;
+                    continue;
+                }
+                _ = killed.wait_for(|k| *k) => return Ok(Exit::Reinstated),
+                _ = shutdown.wait_for(|s| *s) => return Ok(Exit::Shutdown),
+            }
+            let header = match reader.read_header().await {
+                Ok(h) => h,
+                Err(ReadError::Closed) => return Ok(Exit::Closed),
+                Err(e) => return Err(e).context("reading a PDU"),
+            };
+            match self.dispatch(reader, &header, &mut data).await? {
+                Some(exit) => return Ok(exit),
+                None => continue,
+            }
+        }
+    }
+
+    async fn out_stream_readable(&self) -> anyhow::Result<()> {
+        // The outbound owns the stream; readiness is shared.
+        self.out_stream().readable().await?;
+        Ok(())
+    }
+
+    fn out_stream(&self) -> &tokio::net::TcpStream {
+        self.out.stream()
+    }
+
+    fn idle_ping(&self) -> anyhow::Result<()> {
+        if let Some(ttt) = self.nop_outstanding.get() {
+            anyhow::bail!("initiator did not answer NOP-In ping {ttt:#x} within {NOP_TIMEOUT:?}");
+        }
+        let ttt = self.new_ttt();
+        self.nop_outstanding.set(Some(ttt));
+        let nop = NopIn {
+            lun: [0; 8],
+            itt: RESERVED_TAG,
+            ttt,
+            stat_sn: self.peek_stat_sn(),
+            exp_cmd_sn: self.exp_cmd_sn(),
+            max_cmd_sn: self.max_cmd_sn(),
+            ..Default::default()
+        };
+        self.send_control(nop.encode(), &[])
+    }
+
+    /// Checks CmdSN of a non-immediate command against the window and
+    /// advances ExpCmdSN. `false`: outside the window, silently ignored
+    /// (RFC 7143 §3.2.2.1).
+    fn accept_cmd_sn(&self, immediate: bool, cmd_sn: u32) -> bool {
+        let exp = self.exp_cmd_sn.get();
+        if immediate {
+            // Immediate commands carry the current ExpCmdSN and do not
+            // advance it.
+            return true;
+        }
+        if sn_lt(cmd_sn, exp) || sn_lt(self.max_cmd_sn(), cmd_sn) {
+            tracing::debug!(cmd_sn, exp, "CmdSN outside the window; ignored");
+            return false;
+        }
+        self.exp_cmd_sn.set(cmd_sn.wrapping_add(1));
+        true
+    }
+
+    /// Handles one PDU. `Some(exit)` ends full feature phase.
+    async fn dispatch(
+        self: &Rc<Self>,
+        reader: &mut PduReader,
+        header: &Header,
+        data: &mut Vec<u8>,
+    ) -> anyhow::Result<Option<Exit>> {
+        let data_len = header.data_len();
+        let pdu = match Pdu::parse(&header.bhs) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::info!(error = %e, "unsupported or malformed PDU; rejecting");
+                reader.skip_data(data_len).await?;
+                self.send_reject(e.reject_reason(), &header.bhs)?;
+                return Ok(None);
+            }
+        };
+        match pdu {
+            Pdu::ScsiCommand(cmd) => {
+                self.on_scsi_command(reader, header, cmd).await?;
+            }
+            Pdu::DataOut(dout) => self.on_data_out(reader, header, dout).await?,
+            Pdu::NopOut(nop) => self.on_nop_out(reader, nop, data).await?,
+            Pdu::TextRequest(req) => {
+                reader.read_data(data_len, data).await?;
+                self.on_text(req, data)?;
+            }
+            Pdu::LogoutRequest(req) => {
+                reader.skip_data(data_len).await?;
+                self.on_logout(req).await?;
+                return Ok(Some(Exit::Logout));
+            }
+            Pdu::TaskMgmtRequest(req) => {
+                reader.skip_data(data_len).await?;
+                self.on_task_mgmt(req)?;
+            }
+            Pdu::SnackRequest(_) => {
+                // ErrorRecoveryLevel 0: SNACK is not supported.
+                reader.skip_data(data_len).await?;
+                self.send_reject(RejectReason::CommandNotSupported, &header.bhs)?;
+            }
+            other => {
+                tracing::info!(opcode = ?other.opcode(), "PDU not valid from an initiator; rejecting");
+                reader.skip_data(data_len).await?;
+                self.send_reject(RejectReason::ProtocolError, &header.bhs)?;
+            }
+        }
+        Ok(None)
+    }
+
+    async fn on_nop_out(
+        &self,
+        reader: &mut PduReader,
+        nop: NopOut,
+        data: &mut Vec<u8>,
+    ) -> anyhow::Result<()> {
+        reader.read_data(nop.data_segment_len, data).await?;
+        if nop.itt == RESERVED_TAG {
+            // Answer to our ping (or an unsolicited keepalive): no reply.
+            if nop.ttt != RESERVED_TAG && self.nop_outstanding.get() == Some(nop.ttt) {
+                self.nop_outstanding.set(None);
+            }
+            return Ok(());
+        }
+        if !self.accept_cmd_sn(nop.immediate, nop.cmd_sn) {
+            return Ok(());
+        }
+        let n = data.len().min(self.params.initiator_mrdsl as usize);
+        let rsp = NopIn {
+            lun: nop.lun,
+            itt: nop.itt,
+            ttt: RESERVED_TAG,
+            data_segment_len: n as u32,
+            stat_sn: self.take_stat_sn(),
+            exp_cmd_sn: self.exp_cmd_sn(),
+            max_cmd_sn: self.max_cmd_sn(),
+            ..Default::default()
+        };
+        self.send_control(rsp.encode(), &data[..n])
+    }
+
+    fn on_text(&self, req: TextRequest, data: &[u8]) -> anyhow::Result<()> {
+        let _ = self.accept_cmd_sn(req.immediate, req.cmd_sn);
+        let text = super::text::text_response(self, data, &self.initiator_name);
+        let rsp = zctarget_protocol::iscsi::TextResponse {
+            final_bit: true,
+            itt: req.itt,
+            ttt: RESERVED_TAG,
+            lun: req.lun,
+            data_segment_len: text.len() as u32,
+            stat_sn: self.take_stat_sn(),
+            exp_cmd_sn: self.exp_cmd_sn(),
+            max_cmd_sn: self.max_cmd_sn(),
+            ..Default::default()
+        };
+        self.send_control(rsp.encode(), &text)
+    }
+
+    async fn on_logout(&self, req: LogoutRequest) -> anyhow::Result<()> {
+        let _ = self.accept_cmd_sn(req.immediate, req.cmd_sn);
+        // Let running commands finish before answering (bounded).
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            while !self.tasks.borrow().is_empty() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await;
+        let rsp = LogoutResponse {
+            response: LogoutResponseCode::ClosedSuccessfully,
+            itt: req.itt,
+            stat_sn: self.take_stat_sn(),
+            exp_cmd_sn: self.exp_cmd_sn(),
+            max_cmd_sn: self.max_cmd_sn(),
+            time2wait: 0,
+            time2retain: 0,
+            ..Default::default()
+        };
+        self.send_control(rsp.encode(), &[])
+    }
+
+    fn on_task_mgmt(&self, req: TaskMgmtRequest) -> anyhow::Result<()> {
+        let _ = self.accept_cmd_sn(req.immediate, req.cmd_sn);
+        let lun = u64::from_be_bytes(req.lun);
+        let response = match req.function {
+            TaskMgmtFunction::AbortTask => {
+                let task = self.tasks.borrow().get(&req.referenced_task_tag).cloned();
+                match task {
+                    Some(t) => {
+                        abort(&t);
+                        TaskMgmtResponseCode::FunctionComplete
+                    }
+                    // Already completed (or never seen): nothing left to abort.
+                    None => TaskMgmtResponseCode::FunctionComplete,
+                }
+            }
+            TaskMgmtFunction::AbortTaskSet | TaskMgmtFunction::ClearTaskSet => {
+                for t in self.tasks.borrow().values().filter(|t| t.lun == lun) {
+                    abort(t);
+                }
+                TaskMgmtResponseCode::FunctionComplete
+            }
+            TaskMgmtFunction::LogicalUnitReset => match self.target.as_ref() {
+                Some(target) if target.lun(lun).is_some() => {
+                    for t in self.tasks.borrow().values().filter(|t| t.lun == lun) {
+                        abort(t);
+                    }
+                    if let Some(l) = target.lun(lun) {
+                        l.reset(self.nexus);
+                    }
+                    TaskMgmtResponseCode::FunctionComplete
+                }
+                _ => TaskMgmtResponseCode::LunDoesNotExist,
+            },
+            TaskMgmtFunction::TargetWarmReset => {
+                for t in self.tasks.borrow().values() {
+                    abort(t);
+                }
+                if let Some(target) = self.target.as_ref() {
+                    target.reset_all(self.nexus);
+                }
+                TaskMgmtResponseCode::FunctionComplete
+            }
+            _ => TaskMgmtResponseCode::FunctionNotSupported,
+        };
+        let rsp = TaskMgmtResponse {
+            response,
+            itt: req.itt,
+            stat_sn: self.take_stat_sn(),
+            exp_cmd_sn: self.exp_cmd_sn(),
+            max_cmd_sn: self.max_cmd_sn(),
+            ..Default::default()
+        };
+        self.send_control(rsp.encode(), &[])
+    }
+
+    async fn on_data_out(
+        &self,
+        reader: &mut PduReader,
+        header: &Header,
+        dout: DataOut,
+    ) -> anyhow::Result<()> {
+        let entry = self.tasks.borrow().get(&dout.itt).cloned();
+        let state = entry.as_ref().and_then(|e| e.data_out.clone());
+        let Some(state) = state else {
+            // RFC 7143 §11.7: Data-Out for an unknown ITT is rejected; the
+            // data is discarded.
+            tracing::info!(itt = dout.itt, "Data-Out for an unknown task; rejecting");
+            reader.skip_data(dout.data_segment_len).await?;
+            return self.send_reject(RejectReason::InvalidPduField, &header.bhs);
+        };
+        let end = dout.buffer_offset.checked_add(dout.data_segment_len);
+        let taken = state.payload.borrow_mut().take();
+        let (Some(end), Some(mut payload)) = (end, taken) else {
+            reader.skip_data(dout.data_segment_len).await?;
+            return self.send_reject(RejectReason::InvalidPduField, &header.bhs);
+        };
+        if end > state.expected || dout.buffer_offset != state.received.get() {
+            // Beyond the expected length, or out of order (DataPDUInOrder).
+            *state.payload.borrow_mut() = Some(payload);
+            reader.skip_data(dout.data_segment_len).await?;
+            tracing::info!(
+                itt = dout.itt,
+                offset = dout.buffer_offset,
+                "Data-Out outside the expected range"
+            );
+            return self.send_reject(RejectReason::ProtocolError, &header.bhs);
+        }
+        let r = reader
+            .read_data_into(
+                dout.data_segment_len,
+                &mut payload,
+                dout.buffer_offset as usize,
+            )
+            .await;
+        *state.payload.borrow_mut() = Some(payload);
+        match r {
+            Ok(()) => {}
+            Err(ReadError::DataDigest) => {
+                // ERL 0: a data digest error on Data-Out is fatal for the
+                // command; reject it and abort the task.
+                self.send_reject(RejectReason::DataDigestError, &header.bhs)?;
+                if let Some(e) = entry.as_ref() {
+                    abort(e);
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        }
+        state.received.set(end);
+        if dout.final_bit || end >= state.expected {
+            state.burst_done.notify_one();
+        }
+        Ok(())
+    }
+
+    async fn on_scsi_command(
+        self: &Rc<Self>,
+        reader: &mut PduReader,
+        header: &Header,
+        cmd: ScsiCommand,
+    ) -> anyhow::Result<()> {
+        let data_len = cmd.data_segment_len;
+        if !self.accept_cmd_sn(cmd.immediate, cmd.cmd_sn) {
+            reader.skip_data(data_len).await?;
+            return Ok(());
+        }
+        if self.tasks.borrow().contains_key(&cmd.itt) {
+            reader.skip_data(data_len).await?;
+            return self.send_reject(RejectReason::TaskInProgress, &header.bhs);
+        }
+        let immediate_ok = self.params.immediate_data || data_len == 0;
+        if !immediate_ok
+            || data_len > cmd.expected_data_transfer_len
+            || (data_len > 0 && !cmd.write)
+        {
+            reader.skip_data(data_len).await?;
+            return self.send_reject(RejectReason::ProtocolError, &header.bhs);
+        }
+        let lun = u64::from_be_bytes(cmd.lun);
+        let wants_data = cmd.write && cmd.expected_data_transfer_len > 0;
+        let mut data_out = None;
+        if wants_data {
+            // Lease the whole transfer now (back-pressure: wait for the
+            // pool), then receive immediate data straight into it.
+            let edtl = cmd.expected_data_transfer_len;
+            let max = super::exec::MAX_TRANSFER_BYTES;
+            if edtl > max {
+                reader.skip_data(data_len).await?;
+                return super::exec::reject_too_large(self, &cmd);
+            }
+            let mut payload = self
+                .reactor
+                .shared
+                .pool
+                .lease(edtl as usize)
+                .await
+                .context("leasing write buffers")?;
+            if data_len > 0 {
+                reader.read_data_into(data_len, &mut payload, 0).await?;
+            }
+            data_out = Some(Rc::new(DataOutState {
+                payload: RefCell::new(Some(payload)),
+                received: Cell::new(data_len),
+                expected: edtl,
+                ttt: Cell::new(RESERVED_TAG),
+                burst_done: Notify::new(),
+            }));
+        }
+        let entry = Rc::new(TaskEntry {
+            lun,
+            aborted: Cell::new(false),
+            data_out,
+        });
+        self.tasks.borrow_mut().insert(cmd.itt, Rc::clone(&entry));
+        let conn = Rc::clone(self);
+        let span = tracing::debug_span!("cmd", itt = cmd.itt, op = cmd.cdb[0]);
+        tokio::task::spawn_local(
+            async move {
+                let itt = cmd.itt;
+                if let Err(e) = super::exec::run_command(&conn, cmd, &entry).await {
+                    tracing::info!(error = %format!("{e:#}"), "command failed");
+                }
+                conn.tasks.borrow_mut().remove(&itt);
+            }
+            .instrument(span),
+        );
+        Ok(())
+    }
+}
+
+/// Marks a task aborted and wakes it if it waits for data.
+fn abort(task: &TaskEntry) {
+    task.aborted.set(true);
+    if let Some(d) = &task.data_out {
+        d.burst_done.notify_one();
+    }
+}
+
+/// Residual fields of a SCSI Response / final Data-In.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Residual {
+    /// More data was expected than transferred.
+    pub underflow: bool,
+    /// More data would have been transferred.
+    pub overflow: bool,
+    /// The residual count.
+    pub count: u32,
+}
+
+impl Residual {
+    /// Residual for a transfer of `actual` bytes against `expected`.
+    pub fn of(expected: u32, actual: u32) -> Self {
+        use std::cmp::Ordering::*;
+        match actual.cmp(&expected) {
+            Equal => Self::default(),
+            Less => Self {
+                underflow: true,
+                overflow: false,
+                count: expected - actual,
+            },
+            Greater => Self {
+                underflow: false,
+                overflow: true,
+                count: actual - expected,
+            },
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! Executing one SCSI command: ask the LUN's SCSI state machine for a plan,
+//! carry it out against the volume, answer the initiator.
+
+use std::rc::Rc;
+
+use anyhow::Context;
+use zctarget_backends::{Backend, SegmentList};
+use zctarget_protocol::iscsi::{RejectReason, ScsiCommand};
+use zctarget_protocol::scsi_lite::{self as scsi, Plan, Sense};
+
+use super::connection::{Connection, Residual, TaskEntry};
+use super::target::IscsiLun;
+use crate::command::StatusPolicy;
+
+/// Largest single transfer accepted (advertised in the Block Limits VPD).
+pub const MAX_TRANSFER_BYTES: u32 = 8 << 20;
+
+const GOOD: u8 = 0x00;
+const CHECK_CONDITION: u8 = 0x02;
+
+/// Answers a command whose data transfer is larger than we accept.
+pub fn reject_too_large(conn: &Connection, cmd: &ScsiCommand) -> anyhow::Result<()> {
+    let sense = Sense::invalid_field_in_cdb(7, None).fixed_format();
+    conn.send_scsi_response(cmd.itt, CHECK_CONDITION, &sense, Residual::default())
+}
+
+/// Runs one command to completion (status sent, buffers retired).
+pub async fn run_command(
+    conn: &Rc<Connection>,
+    cmd: ScsiCommand,
+    entry: &TaskEntry,
+) -> anyhow::Result<()> {
+    let Some(target) = conn.target.clone() else {
+        // Discovery sessions carry no SCSI commands (RFC 7143 §6.2).
+        return conn.send_reject_pdu(RejectReason::ProtocolError, &cmd.encode());
+    };
+    let edtl = cmd.expected_data_transfer_len;
+    let lun_field = u64::from_be_bytes(cmd.lun);
+    let lun = target.lun(lun_field).cloned();
+    let plan = match &lun {
+        Some(l) => {
+            let mut unit = l
+                .unit
+                .lock()
+                .map_err(|_| anyhow::anyhow!("LUN state poisoned"))?;
+            unit.plan(conn.nexus, &conn.initiator_port, &cmd.cdb, edtl)
+        }
+        None => scsi::plan_missing_lun(&cmd.cdb, &target.lun_numbers()),
+    };
+    execute_plan(conn, &cmd, entry, lun.as_deref(), plan).await
+}
+
+/// Collects all the command's write data into its leased buffers.
+async fn collect(conn: &Connection, cmd: &ScsiCommand, entry: &TaskEntry) -> Option<SegmentList> {
+    let state = entry.data_out.as_ref()?;
+    conn.collect_write_data(cmd.itt, cmd.lun, entry, state)
+        .await
+}
+
+/// Carries out a plan: I/O against the volume, data and status to the
+/// initiator.
+pub(crate) async fn execute_plan(
+    conn: &Rc<Connection>,
+    cmd: &ScsiCommand,
+    entry: &TaskEntry,
+    lun: Option<&IscsiLun>,
+    plan: Plan,
+) -> anyhow::Result<()> {
+    let edtl = cmd.expected_data_transfer_len;
+    let itt = cmd.itt;
+    match plan {
+        Plan::DataIn(data) => {
+            // Control-path data: leased so it leaves like any other data.
+            if entry.data_out.is_some() {
+                // Data the initiator insists on sending is drained first.
+                let _ = collect(conn, cmd, entry).await;
+            }
+            send_data(conn, cmd, entry, &data).await
+        }
+        Plan::Good => {
+            if entry.data_out.is_some() {
+                let _ = collect(conn, cmd, entry).await;
+            }
+            status(conn, entry, itt, GOOD, &[], Residual::of(edtl, 0))
+        }
+        Plan::Check(sense) => {
+            // No R2T for a command that already failed; unsolicited data
+            // already sent is dropped with the task.
+            let s = sense_bytes(lun, &sense);
+            status(conn, entry, itt, CHECK_CONDITION, &s, Residual::of(edtl, 0))
+        }
+        Plan::Status(st) => status(conn, entry, itt, st, &[], Residual::of(edtl, 0)),
+        Plan::Read {
+            lba,
+            blocks,
+            fua: _,
+        } => {
+            let lun = lun.context("read on a missing LUN")?;
+            read(conn, cmd, entry, lun, lba, blocks).await
+        }
+        Plan::Write { lba, blocks, fua } => {
+            let lun = lun.context("write on a missing LUN")?;
+            let Some(data) = collect(conn, cmd, entry).await else {
+                return Ok(());
+            };
+            let bs = block_size(conn, lun);
+            let len = (u64::from(blocks) * bs) as usize;
+            write(conn, entry, itt, lun, lba * bs, data, len, fua, edtl).await
+        }
+        other => super::exec_more::execute_other(conn, cmd, entry, lun, other).await,
+    }
+}
+
+/// Block size of a LUN's volume.
+pub(crate) fn block_size(conn: &Connection, lun: &IscsiLun) -> u64 {
+    conn.reactor
+        .volumes
+        .get(lun.volume)
+        .map_or(512, |v| u64::from(v.info().block_size))
+}
+
+/// Sense bytes in the format the LUN's control mode page asks for.
+pub(crate) fn sense_bytes(lun: Option<&IscsiLun>, sense: &Sense) -> Vec<u8> {
+    let descriptor = lun
+        .and_then(|l| l.unit.lock().ok().map(|u| u.descriptor_sense()))
+        .unwrap_or(false);
+    if descriptor {
+        sense.descriptor_format().to_vec()
+    } else {
+        sense.fixed_format().to_vec()
+    }
+}
+
+/// Sends the status unless the task was aborted.
+pub(crate) fn status(
+    conn: &Connection,
+    entry: &TaskEntry,
+    itt: u32,
+    st: u8,
+    sense: &[u8],
+    residual: Residual,
+) -> anyhow::Result<()> {
+    if entry.aborted.get() {
+        return Ok(());
+    }
+    conn.send_scsi_response(itt, st, sense, residual)
+}
+
+/// Sends control-path data (truncated to the EDTL) and GOOD status.
+pub(crate) async fn send_data(
+    conn: &Connection,
+    cmd: &ScsiCommand,
+    entry: &TaskEntry,
+    data: &[u8],
+) -> anyhow::Result<()> {
+    let edtl = cmd.expected_data_transfer_len;
+    let n = data.len().min(edtl as usize);
+    let residual = Residual::of(edtl, data.len() as u32);
+    if n == 0 || !cmd.read {
+        return status(conn, entry, cmd.itt, GOOD, &[], residual);
+    }
+    let mut list = conn.reactor.shared.pool.lease(n).await?;
+    list.copy_from_slice(0, &data[..n]);
+    send_payload(conn, cmd, entry, list, n, residual).await
+}
+
+/// Sends `len` bytes of `list` as Data-In, then the status per policy.
+async fn send_payload(
+    conn: &Connection,
+    cmd: &ScsiCommand,
+    entry: &TaskEntry,
+    list: SegmentList,
+    len: usize,
+    residual: Residual,
+) -> anyhow::Result<()> {
+    if entry.aborted.get() {
+        return Ok(());
+    }
+    match conn.status_policy() {
+        StatusPolicy::Eager => {
+            // Status rides on the last Data-In; the buffers stay pinned
+            // until the kernel releases them (the completion is dropped).
+            let _release =
+                conn.send_data_in(cmd.itt, cmd.lun, list, len, Some((GOOD, residual)))?;
+            Ok(())
+        }
+        StatusPolicy::Strict => {
+            let release = conn.send_data_in(cmd.itt, cmd.lun, list, len, None)?;
+            // Strict: the status goes only after the kernel released every
+            // page of the data.
+            let done = release.await.context("data send aborted")?;
+            drop(done);
+            status(conn, entry, cmd.itt, GOOD, &[], residual)
+        }
+    }
+}
+
+async fn read(
+    conn: &Connection,
+    cmd: &ScsiCommand,
+    entry: &TaskEntry,
+    lun: &IscsiLun,
+    lba: u64,
+    blocks: u32,
+) -> anyhow::Result<()> {
+    let bs = block_size(conn, lun);
+    let edtl = cmd.expected_data_transfer_len;
+    let bytes = u64::from(blocks) * bs;
+    let residual = Residual::of(edtl, bytes.min(u64::from(u32::MAX)) as u32);
+    // Only what the initiator expects is sent (the residual says the rest),
+    // but the disk is read in whole blocks.
+    let len = bytes.min(u64::from(edtl)) as usize;
+    if len == 0 || !cmd.read {
+        return status(conn, entry, cmd.itt, GOOD, &[], residual);
+    }
+    let volume = conn
+        .reactor
+        .volumes
+        .get(lun.volume)
+        .context("volume handle")?;
+    let list = conn.reactor.shared.pool.lease(bytes as usize).await?;
+    let (list, r) = volume.read(lba * bs, list).await;
+    if let Err(e) = r {
+        tracing::warn!(error = %e, lba, blocks, "read failed");
+        let sense = Sense::unrecovered_read_error(lba).fixed_format();
+        return status(conn, entry, cmd.itt, CHECK_CONDITION, &sense, residual);
+    }
+    send_payload(conn, cmd, entry, list, len, residual).await
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn write(
+    conn: &Connection,
+    entry: &TaskEntry,
+    itt: u32,
+    lun: &IscsiLun,
+    offset: u64,
+    mut data: SegmentList,
+    len: usize,
+    fua: bool,
+    edtl: u32,
+) -> anyhow::Result<()> {
+    let volume = conn
+        .reactor
+        .volumes
+        .get(lun.volume)
+        .context("volume handle")?;
+    let residual = Residual::of(edtl, len as u32);
+    // An initiator that sends less than the CDB asks for (EDTL too small)
+    // gets what it sent written, in whole blocks, and an overflow residual.
+    let bs = block_size(conn, lun) as usize;
+    let len = len.min(data.len() / bs * bs);
+    if len == 0 {
+        return status(conn, entry, itt, GOOD, &[], residual);
+    }
+    data.truncate(len);
+    let (data, r) = volume.write(offset, data, fua).await;
+    drop(data);
+    match r {
+        Ok(()) => status(conn, entry, itt, GOOD, &[], residual),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            let sense = Sense::write_protected().fixed_format();
+            status(conn, entry, itt, CHECK_CONDITION, &sense, residual)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, offset, len, "write failed");
+            let sense = Sense::write_error(offset).fixed_format();
+            status(conn, entry, itt, CHECK_CONDITION, &sense, residual)
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! Reading iSCSI PDUs from a connection.
+//!
+//! Reads are exact: first the BHS (+ AHS + header digest), then the data
+//! segment to where it belongs — control data (login/text, sense-less
+//! commands) into a small bounded buffer, write payload (immediate data and
+//! Data-Out) straight into the command's leased [`SegmentList`], so payload is
+//! never copied in userspace. Padding and the data digest follow.
+
+use std::io::{self, IoSliceMut};
+use std::rc::Rc;
+
+use smallvec::SmallVec;
+use tokio::net::TcpStream;
+use zctarget_backends::{SegmentList, INLINE_SEGMENTS};
+use zctarget_protocol::iscsi::{digest, Bhs, BhsError, BHS_LEN};
+
+/// Why reading a PDU failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The socket failed or closed mid-PDU.
+    #[error("connection: {0}")]
+    Io(#[from] io::Error),
+    /// The peer closed the connection between PDUs.
+    #[error("connection closed by the initiator")]
+    Closed,
+    /// The header digest did not match (RFC 7143 §7.8: the PDU is discarded
+    /// and, at ErrorRecoveryLevel 0, the connection dropped).
+    #[error("header digest mismatch")]
+    HeaderDigest,
+    /// The data digest did not match; the header was fine.
+    #[error("data digest mismatch")]
+    DataDigest,
+    /// A BHS that does not parse.
+    #[error("malformed BHS: {0}")]
+    Bhs(#[from] BhsError),
+    /// A data segment longer than we declared we accept.
+    #[error("data segment of {len} bytes exceeds MaxRecvDataSegmentLength {max}")]
+    DataSegmentTooLong {
+        /// Announced length.
+        len: u32,
+        /// Negotiated limit.
+        max: u32,
+    },
+}
+
+/// A received header: the BHS and its AHS.
+#[derive(Debug, Clone)]
+pub struct Header {
+    /// The raw BHS.
+    pub bhs: [u8; BHS_LEN],
+    /// Additional header segments (rare: extended CDBs, bidi lengths).
+    pub ahs: SmallVec<[u8; 32]>,
+}
+
+impl Header {
+    /// The BHS view.
+    pub fn view(&self) -> Result<Bhs, BhsError> {
+        Bhs::from_bytes(&self.bhs)
+    }
+
+    /// DataSegmentLength.
+    pub fn data_len(&self) -> u32 {
+        u32::from_be_bytes([0, self.bhs[5], self.bhs[6], self.bhs[7]])
+    }
+}
+
+/// Reads PDUs from one connection.
+pub struct PduReader {
+    stream: Rc<TcpStream>,
+    /// CRC32C header digests negotiated.
+    pub header_digest: bool,
+    /// CRC32C data digests negotiated.
+    pub data_digest: bool,
+    /// Largest data segment we accept (our declared MaxRecvDataSegmentLength).
+    pub max_data_segment: u32,
+}
+
+impl PduReader {
+    /// A reader before login: no digests, 8 KiB data segments (RFC default).
+    pub fn new(stream: Rc<TcpStream>) -> Self {
+        Self {
+            stream,
+            header_digest: false,
+            data_digest: false,
+            max_data_segment: 8192,
+        }
+    }
+
+    /// Reads exactly `buf.len()` bytes.
+    async fn read_exact(&self, buf: &mut [u8]) -> io::Result<()> {
+        let mut done = 0;
+        while done < buf.len() {
+            self.stream.readable().await?;
+            match self.stream.try_read(&mut buf[done..]) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the next header. `Closed` when the peer closed cleanly before
+    /// the first byte.
+    pub async fn read_header(&mut self) -> Result<Header, ReadError> {
+        let mut bhs = [0u8; BHS_LEN];
+        // First byte separately so a clean close is told from a torn PDU.
+        loop {
+            self.stream.readable().await?;
+            match self.stream.try_read(&mut bhs) {
+                Ok(0) => return Err(ReadError::Closed),
+                Ok(n) => {
+                    if n < BHS_LEN {
+                        self.read_exact(&mut bhs[n..]).await?;
+                    }
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let ahs_len = usize::from(bhs[4]) * 4;
+        let mut ahs: SmallVec<[u8; 32]> = SmallVec::from_elem(0, ahs_len);
+        if ahs_len > 0 {
+            self.read_exact(&mut ahs).await?;
+        }
+        if self.header_digest {
+            let mut d = [0u8; 4];
+            self.read_exact(&mut d).await?;
+            digest::verify(digest::header_digest(&bhs, &ahs), d)
+                .map_err(|_| ReadError::HeaderDigest)?;
+        }
+        let header = Header { bhs, ahs };
+        let len = header.data_len();
+        if len > self.max_data_segment {
+            return Err(ReadError::DataSegmentTooLong {
+                len,
+                max: self.max_data_segment,
+            });
+        }
+        Ok(header)
+    }
+
+    /// Reads a data segment of `len` bytes into `buf` (control data).
+    pub async fn read_data(&mut self, len: u32, buf: &mut Vec<u8>) -> Result<(), ReadError> {
+        buf.clear();
+        buf.resize(len as usize, 0);
+        self.read_exact(buf).await?;
+        let crc = if self.data_digest {
+            digest::data_digest(buf)
+        } else {
+            0
+        };
+        self.read_trailer(len as usize, crc).await
+    }
+
+    /// Reads a data segment of `len` bytes straight into `payload` at
+    /// `offset` — the zero-copy path for write data.
+    pub async fn read_data_into(
+        &mut self,
+        len: u32,
+        payload: &mut SegmentList,
+        offset: usize,
+    ) -> Result<(), ReadError> {
+        let len = len as usize;
+        let mut done = 0;
+        while done < len {
+            self.stream.readable().await?;
+            let mut iov: SmallVec<[IoSliceMut<'_>; INLINE_SEGMENTS]> = SmallVec::new();
+            let described = payload.io_slices_mut_range(offset + done, len - done, &mut iov);
+            if described == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "data beyond the command's buffer",
+                )
+                .into());
+            }
+            match self.stream.try_read_vectored(&mut iov) {
+                Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into()),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let crc = if self.data_digest {
+            // Digests read the payload; they do not copy it.
+            let mut d = digest::DataDigest::new();
+            let mut parts: SmallVec<[std::io::IoSlice<'_>; INLINE_SEGMENTS]> = SmallVec::new();
+            payload.io_slices_range(offset, len, &mut parts);
+            for p in &parts {
+                d.update(p);
+            }
+            d.finish()
+        } else {
+            0
+        };
+        self.read_trailer(len, crc).await
+    }
+
+    /// Reads and discards a data segment (for PDUs we answer without data).
+    pub async fn skip_data(&mut self, len: u32) -> Result<(), ReadError> {
+        let mut scratch = [0u8; 4096];
+        let mut left = len as usize;
+        let mut d = digest::DataDigest::new();
+        while left > 0 {
+            let n = left.min(scratch.len());
+            self.read_exact(&mut scratch[..n]).await?;
+            d.update(&scratch[..n]);
+            left -= n;
+        }
+        self.read_trailer(len as usize, d.finish()).await
+    }
+
+    /// Padding, then the data digest (checked against `crc`).
+    async fn read_trailer(&mut self, len: usize, crc: u32) -> Result<(), ReadError> {
+        if len == 0 {
+            return Ok(());
+        }
+        let pad = digest::padding(len).len();
+        let mut trailer = [0u8; 8];
+        let want = pad + if self.data_digest { 4 } else { 0 };
+        self.read_exact(&mut trailer[..want]).await?;
+        if self.data_digest {
+            let mut received = [0u8; 4];
+            received.copy_from_slice(&trailer[pad..pad + 4]);
+            digest::verify(crc, received).map_err(|_| ReadError::DataDigest)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Runs libiscsi's conformance suite (iscsi-test-cu, Debian libiscsi-bin)
+# against zctarget on a scratch LUN, with its destructive tests.
+#
+#   tests/iscsi/conformance.sh [--engine uring|epoll] [--tests REGEX] [--bin PATH]
+#
+# CUnit counts skipped tests as passed; tests/iscsi/cu_summary.py classifies
+# each test itself (real pass, skip, failure). Exit status: 0 when every
+# failure is listed in tests/iscsi/known-failures.txt and real passes are at
+# least the floor written there.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+engine=uring
+tests=ALL
+bin=build/release/zctarget
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --engine) engine=$2; shift 2 ;;
+    --tests) tests=$2; shift 2 ;;
+    --bin) bin=$2; shift 2 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+[ -x "$bin" ] || cargo build --release -q -p zctarget
+
+work=$(mktemp -d)
+cleanup() {
+  [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+iqn=iqn.2026-11.io.zctarget:conformance
+cat > "$work/zctarget.toml" <<CFG
+[server]
+iscsi_listen = ["127.0.0.1:$port"]
+nvme_listen = []
+io_engine = "$engine"
+reactors = 1
+poison_on_release = true
+
+[[volumes]]
+name = "scratch"
+path = "scratch.img"
+size = "256MiB"
+
+[[volumes]]
+name = "scratch2"
+path = "scratch2.img"
+size = "64MiB"
+
+[[iscsi_targets]]
+iqn = "$iqn"
+luns = ["scratch", "scratch2"]
+CFG
+"$bin" serve --config "$work/zctarget.toml" > "$work/stdout" 2> "$work/daemon.log" &
+pid=$!
+for _ in $(seq 100); do
+  grep -q "Stop with" "$work/stdout" 2>/dev/null && break
+  sleep 0.1
+done
+
+url="iscsi://127.0.0.1:$port/$iqn/0"
+log="$work/cu.log"
+set +e
+timeout 1800 iscsi-test-cu --dataloss --allow-sanitize -t "$tests" "$url" "$url" > "$log" 2>&1
+cu_status=$?
+set -e
+cp "$log" "${CONFORMANCE_LOG:-/tmp/zctarget-conformance.log}"
+cp "$work/daemon.log" "${CONFORMANCE_DAEMON_LOG:-/tmp/zctarget-conformance-daemon.log}"
+grep -A6 -E '^Run Summary' "$log" || true
+summary=$(tests/iscsi/cu_summary.py "$log" --list)
+echo "$summary" | grep -E '^(failed|skipped)' | sed 's/^/  /'
+totals=$(echo "$summary" | tail -1)
+read -r passed _ failed _ skipped _ <<< "$totals"
+echo "iscsi-test-cu, $engine engine: $passed real passes, $skipped skips, $failed failing (exit $cu_status)"
+
+# Regression gate: every failure must be a known one (tests/iscsi/known-failures.txt,
+# each with its reason) and real passes may not drop below the floor there.
+status=0
+known=tests/iscsi/known-failures.txt
+floor=$(awk '/^# floor:/ {print $3}' "$known")
+while read -r kind name; do
+  [ "$kind" = failed ] || continue
+  if ! grep -qE "^$name( |$)" "$known"; then
+    echo "NEW FAILURE: $name"
+    status=1
+  fi
+done <<< "$summary"
+if [ "${passed:-0}" -lt "${floor:-0}" ]; then
+  echo "REGRESSION: $passed real passes, below the floor of $floor"
+  status=1
+fi
+exit $status

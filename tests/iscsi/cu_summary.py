@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""Classifies each iscsi-test-cu test as passed, skipped or failed.
+
+CUnit reports skipped tests as passed; a test is counted as skipped here
+when its own output carries a [SKIPPED] marker and it did not fail.
+Usage: cu_summary.py LOG [--list]  → prints per-class counts (and names).
+"""
+import re
+import sys
+
+def classify(path):
+    results = {}
+    suite, test, text = None, None, []
+
+    def close():
+        if test is None:
+            return
+        body = "".join(text)
+        # The test's own output ends at its verdict; what follows on the
+        # same line comes from libiscsi's teardown for the next test.
+        verdict = re.search(r"passed|FAILED", body)
+        if verdict and verdict.group(0) == "passed":
+            body = body[: verdict.end()]
+        if "FAILED" in body:
+            kind = "failed"
+        elif "[SKIPPED]" in body:
+            kind = "skipped"
+        elif "passed" in body:
+            kind = "passed"
+        else:
+            kind = "failed"  # no verdict: crashed or aborted mid-test
+        results[f"{suite}.{test}"] = kind
+
+    with open(path, errors="replace") as f:
+        for line in f:
+            m = re.match(r"^Suite: (\S+)", line)
+            if m:
+                close()
+                suite, test, text = m.group(1), None, []
+                continue
+            m = re.match(r"^\s+Test: (\S+) \.\.\.(.*)", line, re.S)
+            if m:
+                close()
+                test, text = m.group(1), [m.group(2)]
+                continue
+            if line.startswith("Run Summary"):
+                close()
+                test = None
+                break
+            if test is not None:
+                text.append(line)
+    return results
+
+def main():
+    results = classify(sys.argv[1])
+    counts = {k: sum(1 for v in results.values() if v == k) for k in ("passed", "skipped", "failed")}
+    if "--list" in sys.argv:
+        for name, kind in sorted(results.items()):
+            print(f"{kind:8} {name}")
+    print(f"{counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped")
+
+if __name__ == "__main__":
+    main()
