@@ -1,0 +1,187 @@
+# tests/vm/lib.sh - helpers for guest scripts run by vm-initiator.sh.
+# Copied into the guest as /guest/lib.sh; source it: . /guest/lib.sh
+# Works in busybox ash and bash. Every wait is bounded.
+
+# shellcheck disable=SC2034  # used by the guest scripts
+HOST_IP="${STORAGE_VM_HOST:-10.0.2.2}"
+_FAILS=0
+
+# step_pass NAME / step_fail NAME [WHY]: one clear line per step
+step_pass() { echo "PASS: $1"; }
+step_fail() { echo "FAIL: $1${2:+ ($2)}"; _FAILS=$((_FAILS + 1)); }
+
+# step NAME CMD...: run CMD, print PASS/FAIL NAME; returns CMD's status
+step() {
+  _name="$1"; shift
+  "$@"; _rc=$?
+  if [ "$_rc" -eq 0 ]; then step_pass "$_name"; else step_fail "$_name" "exit $_rc"; fi
+  return "$_rc"
+}
+
+# must NAME CMD...: like step, but ends the script (exit 1) on failure
+must() { step "$@" || { echo "RESULT: FAIL (stopped at: $1)"; exit 1; }; }
+
+# finish: final verdict line and exit status
+finish() {
+  if [ "$_FAILS" -eq 0 ]; then echo "RESULT: PASS"; exit 0; fi
+  echo "RESULT: FAIL ($_FAILS failed steps)"; exit 1
+}
+
+# wait_for PATH [SECS]: wait until PATH exists (default 10 s)
+wait_for() {
+  _i=0; _n=$(( ${2:-10} * 10 ))
+  while [ ! -e "$1" ]; do
+    _i=$((_i + 1)); [ "$_i" -ge "$_n" ] && return 1; sleep 0.1
+  done
+}
+
+# wait_until SECS CMD...: retry CMD every 0.5 s until it succeeds or SECS pass
+wait_until() {
+  _n=$(( $1 * 2 )); shift; _i=0
+  until "$@" >/dev/null 2>&1; do
+    _i=$((_i + 1)); [ "$_i" -ge "$_n" ] && return 1; sleep 0.5
+  done
+}
+
+# ------------------------------------------------------------------ iSCSI
+# start_iscsid: load the initiator modules and start iscsid (idempotent)
+start_iscsid() {
+  modprobe -a iscsi_tcp sd_mod || return 1
+  if [ -f /run/iscsid.pid ] && kill -0 "$(cat /run/iscsid.pid)" 2>/dev/null; then return 0; fi
+  iscsid -p /run/iscsid.pid || return 1
+  wait_for /run/iscsid.pid 5
+}
+
+# iscsi_add_node IQN PORTAL: make sure node record IQN@PORTAL exists.
+# Behind qemu's NAT a SendTargets answer carries the target's own address
+# (127.0.0.1), not the 10.0.2.2 we dialled, so add the dialled portal.
+iscsi_add_node() {
+  iscsiadm -m node -T "$1" -p "$2" >/dev/null 2>&1 ||
+    iscsiadm -m node -o new -T "$1" -p "$2" >/dev/null
+}
+
+# iscsi_set IQN PORTAL KEY VALUE: update one node setting
+iscsi_set() { iscsiadm -m node -T "$1" -p "$2" -o update -n "$3" -v "$4"; }
+
+# iscsi_session_state IQN: print the session state (LOGGED_IN, FAILED, ...)
+iscsi_session_state() {
+  for _s in /sys/class/iscsi_session/session*; do
+    [ "$(cat "$_s/targetname" 2>/dev/null)" = "$1" ] || continue
+    cat "$_s/state"; return 0
+  done
+  return 1
+}
+
+# iscsi_disk_for IQN: print /dev/sdX of the first LUN of a logged-in target
+iscsi_disk_for() {
+  for _s in /sys/class/iscsi_session/session*; do
+    [ "$(cat "$_s/targetname" 2>/dev/null)" = "$1" ] || continue
+    for _b in "$_s"/device/target*/*/block/*; do
+      [ -e "$_b" ] && { echo "/dev/${_b##*/}"; return 0; }
+    done
+  done
+  return 1
+}
+
+# iscsi_wait_disk IQN [SECS]: wait for the LUN's block device, print it
+iscsi_wait_disk() {
+  _i=0; _n=$(( ${2:-15} * 10 ))
+  while [ "$_i" -lt "$_n" ]; do
+    _d="$(iscsi_disk_for "$1")" && [ -b "$_d" ] && { echo "$_d"; return 0; }
+    _i=$((_i + 1)); sleep 0.1
+  done
+  return 1
+}
+
+# ------------------------------------------------------------------ NVMe
+# nvme_dev_for NQN: print /dev/nvmeXnY of the first namespace of a connected
+# subsystem (also with native multipath, where namespaces hang off the subsystem)
+nvme_dev_for() {
+  for _n in /sys/class/nvme-subsystem/*/nvme*n* /sys/class/nvme/*/nvme*n*; do
+    [ -e "$_n" ] || continue
+    _b="${_n##*/}"; [ -b "/dev/$_b" ] || continue
+    [ "$(cat "${_n%/*}/subsysnqn" 2>/dev/null)" = "$1" ] && { echo "/dev/$_b"; return 0; }
+  done
+  return 1
+}
+
+# nvme_wait_dev NQN [SECS]: wait for the namespace block device, print it
+nvme_wait_dev() {
+  _i=0; _n=$(( ${2:-15} * 10 ))
+  while [ "$_i" -lt "$_n" ]; do
+    _d="$(nvme_dev_for "$1")" && { echo "$_d"; return 0; }
+    _i=$((_i + 1)); sleep 0.1
+  done
+  return 1
+}
+
+# nvmet_setup_local NQN FILE [ADDR] [PORT] [ALLOWED_HOSTNQN]: export FILE as
+# namespace 1 of NQN with the guest kernel's own nvmet-tcp target. With
+# ALLOWED_HOSTNQN only that host may connect, otherwise any host.
+nvmet_setup_local() {
+  _nqn="$1"; _dev="$2"; _addr="${3:-127.0.0.1}"; _port="${4:-4420}"; _host="${5:-}"
+  modprobe -a nvmet nvmet-tcp || return 1
+  _c=/sys/kernel/config/nvmet
+  mkdir -p "$_c/subsystems/$_nqn/namespaces/1" || return 1
+  if [ -n "$_host" ]; then
+    echo 0 > "$_c/subsystems/$_nqn/attr_allow_any_host"
+    mkdir -p "$_c/hosts/$_host"
+    ln -s "$_c/hosts/$_host" "$_c/subsystems/$_nqn/allowed_hosts/$_host"
+  else
+    echo 1 > "$_c/subsystems/$_nqn/attr_allow_any_host"
+  fi
+  printf '%s' "$_dev" > "$_c/subsystems/$_nqn/namespaces/1/device_path"
+  [ -f "$_dev" ] && echo 1 > "$_c/subsystems/$_nqn/namespaces/1/buffered_io"
+  echo 1 > "$_c/subsystems/$_nqn/namespaces/1/enable" || return 1
+  mkdir -p "$_c/ports/1"
+  echo tcp > "$_c/ports/1/addr_trtype"
+  echo ipv4 > "$_c/ports/1/addr_adrfam"
+  echo "$_addr" > "$_c/ports/1/addr_traddr"
+  echo "$_port" > "$_c/ports/1/addr_trsvcid"
+  ln -s "$_c/subsystems/$_nqn" "$_c/ports/1/subsystems/$_nqn"
+}
+
+# ------------------------------------------------------------------ data
+# fill_files DIR COUNT MIB: COUNT files of MIB MiB random data, sums in DIR.sha256
+fill_files() {
+  _i=1
+  while [ "$_i" -le "$2" ]; do
+    dd if=/dev/urandom of="$1/f$_i.bin" bs=1M count="$3" 2>/dev/null || return 1
+    _i=$((_i + 1))
+  done
+  ( cd "$1" && sha256sum f*.bin ) > "/tmp/${1##*/}.sha256"
+}
+
+# verify_files DIR: check every file against the sums fill_files recorded
+verify_files() {
+  ( cd "$1" && sha256sum -c "/tmp/${1##*/}.sha256" ) > /tmp/verify.out 2>&1 && return 0
+  grep -v ': OK$' /tmp/verify.out | head -n 20; return 1
+}
+
+# drop_caches: make the next reads go to the device
+drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+
+# fs_roundtrip DEV SIZE_MB [FILE_MB]: mkfs.ext4, mount, write SIZE_MB of random
+# files (FILE_MB each, default 4) with sha256sums, umount, drop caches, remount,
+# verify every checksum, umount, e2fsck -fn (= fsck -fn). One PASS/FAIL line
+# per step; stops the script on a failure that makes later steps meaningless.
+fs_roundtrip() {
+  _dev="$1"; _fmb="${3:-4}"; _nf=$(( ($2 + _fmb - 1) / _fmb ))
+  must "mkfs.ext4 $_dev" mkfs.ext4 -F -q "$_dev"
+  mkdir -p /mnt/t
+  must "mount" mount -t ext4 "$_dev" /mnt/t
+  mkdir -p /mnt/t/data
+  _t0=$(date +%s)
+  must "write $_nf x $_fmb MiB files with sha256sums" fill_files /mnt/t/data "$_nf" "$_fmb"
+  must "sync" sync
+  echo "   (write+sync: $(( $(date +%s) - _t0 ))s)"
+  must "umount" umount /mnt/t
+  drop_caches
+  must "remount" mount -t ext4 "$_dev" /mnt/t
+  _t0=$(date +%s)
+  step "verify $_nf checksums after remount" verify_files /mnt/t/data
+  echo "   (read+verify: $(( $(date +%s) - _t0 ))s)"
+  df -h /mnt/t | tail -n1
+  must "umount after verify" umount /mnt/t
+  step "fsck -fn clean" e2fsck -fn "$_dev"
+}
