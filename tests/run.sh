@@ -61,7 +61,18 @@ for engine in uring epoll; do
   [ "$s" -eq 0 ] || status=$s
 done
 
+# --- Linux kernel initiator (open-iscsi in a qemu guest), both engines -------
+for args in "--engine uring" "--engine epoll --quick"; do
+  log "open-iscsi in a VM against zctarget ($args)"
+  set +e
+  tests/vm/zctarget-iscsi.sh $args 2>&1 | tee -a "$out"
+  s=${PIPESTATUS[0]}
+  set -e
+  [ "$s" -eq 0 ] || status=$s
+done
+
 echo
-awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+awk '/^[0-9]+ passed, [0-9]+ failed$/ { p += $1; f += $3; next }
+     /^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "%d passed, %d failed\n", p, f }' "$out"
 exit "$status"

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Issue #3 acceptance with the Linux kernel initiator (open-iscsi in a qemu
+# guest) against zctarget: filesystem round trip, mutual CHAP, a wrong CHAP
+# secret refused, and a target restart the session recovers from.
+#
+#   tests/vm/zctarget-iscsi.sh [--engine uring|epoll] [--bin PATH] [--quick]
+#
+# Prints one PASS/FAIL line per scenario and "N passed, N failed" last.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+engine=uring
+bin=build/debug/zctarget
+size=128
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --engine) engine=$2; shift 2 ;;
+    --bin) bin=$2; shift 2 ;;
+    --quick) size=32; shift ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+[ -x "$bin" ] || cargo build -q -p zctarget
+bin=$(readlink -f "$bin")
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+iqn=iqn.2026-11.io.zctarget:vm
+vm=tests/vm/vm-initiator.sh
+
+config() { # NAME [chap lines]
+  cat > "$work/$1.toml" <<CFG
+[server]
+iscsi_listen = ["127.0.0.1:3260"]
+nvme_listen = []
+io_engine = "$engine"
+
+[[volumes]]
+name = "v0"
+path = "$work/$1.img"
+size = "512MiB"
+
+[[iscsi_targets]]
+iqn = "$iqn"
+luns = ["v0"]
+${2:-}
+CFG
+}
+chap='chap = { username = "zcuser", secret = "zc-secret-0001" }
+mutual_chap = { username = "zctgt", secret = "zc-secret-0002" }'
+
+passed=0; failed=0
+scenario() { # NAME, then vm-initiator arguments
+  local name=$1; shift
+  if timeout 900 "$vm" --timeout 600 "$@" > "$work/$name.log" 2>&1; then
+    echo "PASS: $name"; passed=$((passed + 1))
+  else
+    echo "FAIL: $name"; failed=$((failed + 1))
+    grep -E "FAIL|error" "$work/$name.log" | tail -20 | sed 's/^/    /'
+  fi
+}
+
+config plain
+scenario "filesystem ${size} MiB, no auth ($engine)" --guest-script tests/vm/guest/iscsi-fs.sh \
+  --target-cmd "$bin serve --config $work/plain.toml" --wait-port 3260 \
+  --env IQN=$iqn --env PORT=3260 --env SIZE_MB=$size
+
+config chap "$chap"
+scenario "filesystem 32 MiB, mutual CHAP ($engine)" --guest-script tests/vm/guest/iscsi-fs.sh \
+  --target-cmd "$bin serve --config $work/chap.toml" --wait-port 3260 \
+  --env IQN=$iqn --env PORT=3260 --env SIZE_MB=32 \
+  --env CHAP_USER=zcuser --env CHAP_SECRET=zc-secret-0001 \
+  --env MUTUAL_USER=zctgt --env MUTUAL_SECRET=zc-secret-0002
+
+scenario "wrong CHAP secret refused ($engine)" --guest-script tests/vm/guest/iscsi-fs.sh \
+  --target-cmd "$bin serve --config $work/chap.toml" --wait-port 3260 \
+  --env IQN=$iqn --env PORT=3260 --env CHAP_USER=zcuser --env CHAP_SECRET=wrong-secret-99 \
+  --env EXPECT_LOGIN_FAIL=1
+
+config restart
+tests/vm/targets/restartable.sh --install >/dev/null 2>&1 || true
+scenario "target restart, session recovers ($engine)" --guest-script tests/vm/guest/iscsi-restart.sh \
+  --target-cmd "$PWD/tests/vm/targets/restartable.sh --control-port 9999 --wait-port 3260 -- $bin serve --config $work/restart.toml" \
+  --wait-port 3260 --env IQN=$iqn --env PORT=3260
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
