@@ -490,6 +490,30 @@ impl UringFile {
         (Segment::new(lease, off, len), Ok(()))
     }
 
+    /// Discard / write-zeroes: `fallocate(mode)` on the ring for files;
+    /// block devices, and filesystems without that mode (EOPNOTSUPP), go
+    /// through `sync_op` on the blocking pool, which has the fallbacks.
+    async fn fallocate_range(
+        &self,
+        offset: u64,
+        len: u64,
+        mode: i32,
+        sync_op: fn(&FileStore, u64, u64) -> io::Result<()>,
+    ) -> io::Result<()> {
+        if self.info.read_only {
+            return Err(read_only_error());
+        }
+        check_range(&self.info, offset, len)?;
+        if !self.store.block_device {
+            match self.file.fallocate(offset, len, mode).await {
+                Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {}
+                r => return r,
+            }
+        }
+        self.on_blocking_pool(move |s| sync_op(s, offset, len))
+            .await
+    }
+
     async fn on_blocking_pool(
         &self,
         f: impl FnOnce(&FileStore) -> io::Result<()> + Send + 'static,
@@ -580,56 +604,22 @@ impl Backend for UringFile {
     }
 
     async fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
-        if self.info.read_only {
-            return Err(read_only_error());
-        }
-        check_range(&self.info, offset, len)?;
-        if self.store.block_device {
-            return self
-                .on_blocking_pool(move |s| s.discard_sync(offset, len))
-                .await;
-        }
-        match self
-            .file
-            .fallocate(
-                offset,
-                len,
-                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-            )
-            .await
-        {
-            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
-                self.on_blocking_pool(move |s| s.discard_sync(offset, len))
-                    .await
-            }
-            r => r,
-        }
+        self.fallocate_range(
+            offset,
+            len,
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            FileStore::discard_sync,
+        )
+        .await
     }
 
     async fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
-        if self.info.read_only {
-            return Err(read_only_error());
-        }
-        check_range(&self.info, offset, len)?;
-        if self.store.block_device {
-            return self
-                .on_blocking_pool(move |s| s.write_zeroes_sync(offset, len))
-                .await;
-        }
-        match self
-            .file
-            .fallocate(
-                offset,
-                len,
-                libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE,
-            )
-            .await
-        {
-            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
-                self.on_blocking_pool(move |s| s.write_zeroes_sync(offset, len))
-                    .await
-            }
-            r => r,
-        }
+        self.fallocate_range(
+            offset,
+            len,
+            libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE,
+            FileStore::write_zeroes_sync,
+        )
+        .await
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::watch;
-use zctarget_backends::{BufferPool, Engine, Volume};
+use zctarget_backends::{BufferPool, Engine};
 use zctarget_config::Config;
 
 use crate::exports::Exports;
@@ -224,9 +224,4 @@ impl Daemon {
             Some(e) => Err(e),
         }
     }
-}
-
-/// The embedded default's volume list, for messages.
-pub fn volume_names(volumes: &[Arc<Volume>]) -> Vec<&str> {
-    volumes.iter().map(|v| v.name()).collect()
 }

@@ -230,21 +230,6 @@ impl Connection {
         Ok(())
     }
 
-    /// Data digest of payload bytes `[offset, offset + len)` — reads the
-    /// leased data, copies nothing; 0 when digests are off.
-    fn payload_digest(&self, list: &SegmentList, offset: usize, len: usize) -> u32 {
-        if !self.params.data_digest {
-            return 0;
-        }
-        let mut d = digest::DataDigest::new();
-        let mut parts: smallvec::SmallVec<[std::io::IoSlice<'_>; 8]> = smallvec::SmallVec::new();
-        list.io_slices_range(offset, len, &mut parts);
-        for p in &parts {
-            d.update(p);
-        }
-        d.finish()
-    }
-
     /// Sends a PDU whose data segment (if any) is control data.
     pub fn send_control(&self, bhs: [u8; BHS_LEN], data: &[u8]) -> anyhow::Result<()> {
         let mut msg = self.out.message(SegmentList::new());
@@ -334,7 +319,11 @@ impl Connection {
             }
             self.push_bhs(&mut msg, &din.encode())?;
             msg.push_payload(offset, n)?;
-            let crc = self.payload_digest(msg.payload(), offset, n);
+            let crc = if self.params.data_digest {
+                super::reader::payload_digest(msg.payload(), offset, n)
+            } else {
+                0
+            };
             self.push_trailer(&mut msg, n, crc)?;
             offset += n;
             data_sn += 1;
@@ -371,15 +360,11 @@ impl Connection {
     }
 
     /// Sends a Reject carrying the offending header.
-    pub(crate) fn send_reject_pdu(
+    pub(crate) fn send_reject(
         &self,
         reason: RejectReason,
         bad: &[u8; BHS_LEN],
     ) -> anyhow::Result<()> {
-        self.send_reject(reason, bad)
-    }
-
-    fn send_reject(&self, reason: RejectReason, bad: &[u8; BHS_LEN]) -> anyhow::Result<()> {
         let rej = Reject {
             reason,
             data_segment_len: BHS_LEN as u32,
@@ -445,7 +430,7 @@ impl Connection {
             // Wait for input without consuming any (cancel-safe), so that a
             // ping timer or shutdown never tears a PDU in half.
             tokio::select! {
-                r = self.out_stream_readable() => r?,
+                r = self.out.stream().readable() => r?,
                 _ = tokio::time::sleep(NOP_INTERVAL) => {
                     self.idle_ping()?;
                     continue;
@@ -463,16 +448,6 @@ impl Connection {
                 None => continue,
             }
         }
-    }
-
-    async fn out_stream_readable(&self) -> anyhow::Result<()> {
-        // The outbound owns the stream; readiness is shared.
-        self.out_stream().readable().await?;
-        Ok(())
-    }
-
-    fn out_stream(&self) -> &tokio::net::TcpStream {
-        self.out.stream()
     }
 
     fn idle_ping(&self) -> anyhow::Result<()> {

@@ -15,8 +15,7 @@ use crate::command::StatusPolicy;
 /// Largest single transfer accepted (advertised in the Block Limits VPD).
 pub const MAX_TRANSFER_BYTES: u32 = 8 << 20;
 
-const GOOD: u8 = 0x00;
-const CHECK_CONDITION: u8 = 0x02;
+use zctarget_protocol::scsi_lite::{CHECK_CONDITION, GOOD};
 
 /// Answers a command whose data transfer is larger than we accept.
 pub fn reject_too_large(conn: &Connection, cmd: &ScsiCommand) -> anyhow::Result<()> {
@@ -32,7 +31,7 @@ pub async fn run_command(
 ) -> anyhow::Result<()> {
     let Some(target) = conn.target.clone() else {
         // Discovery sessions carry no SCSI commands (RFC 7143 §6.2).
-        return conn.send_reject_pdu(RejectReason::ProtocolError, &cmd.encode());
+        return conn.send_reject(RejectReason::ProtocolError, &cmd.encode());
     };
     let edtl = cmd.expected_data_transfer_len;
     let lun_field = u64::from_be_bytes(cmd.lun);
@@ -51,7 +50,11 @@ pub async fn run_command(
 }
 
 /// Collects all the command's write data into its leased buffers.
-async fn collect(conn: &Connection, cmd: &ScsiCommand, entry: &TaskEntry) -> Option<SegmentList> {
+pub(crate) async fn collect(
+    conn: &Connection,
+    cmd: &ScsiCommand,
+    entry: &TaskEntry,
+) -> Option<SegmentList> {
     let state = entry.data_out.as_ref()?;
     conn.collect_write_data(cmd.itt, cmd.lun, entry, state)
         .await

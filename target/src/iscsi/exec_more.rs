@@ -9,11 +9,10 @@ use zctarget_protocol::iscsi::ScsiCommand;
 use zctarget_protocol::scsi_lite::{self as scsi, Plan, Sense};
 
 use super::connection::{Connection, Residual, TaskEntry};
-use super::exec::{block_size, send_data, sense_bytes, status, write};
+use super::exec::{block_size, collect, send_data, sense_bytes, status, write};
 use super::target::IscsiLun;
 
-const GOOD: u8 = 0x00;
-const CHECK_CONDITION: u8 = 0x02;
+use zctarget_protocol::scsi_lite::{CHECK_CONDITION, GOOD};
 
 /// Carries out a plan not handled by the common path in `exec`.
 pub(crate) async fn execute_other(
@@ -214,13 +213,6 @@ pub(crate) async fn execute_other(
             check(Sense::invalid_command_operation_code())
         }
     }
-}
-
-/// Collects the command's data-out.
-async fn collect(conn: &Connection, cmd: &ScsiCommand, entry: &TaskEntry) -> Option<SegmentList> {
-    let state = entry.data_out.as_ref()?;
-    conn.collect_write_data(cmd.itt, cmd.lun, entry, state)
-        .await
 }
 
 /// Compares `data` with the medium at `offset`; the first differing byte.

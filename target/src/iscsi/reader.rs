@@ -187,14 +187,7 @@ impl PduReader {
             }
         }
         let crc = if self.data_digest {
-            // Digests read the payload; they do not copy it.
-            let mut d = digest::DataDigest::new();
-            let mut parts: SmallVec<[std::io::IoSlice<'_>; INLINE_SEGMENTS]> = SmallVec::new();
-            payload.io_slices_range(offset, len, &mut parts);
-            for p in &parts {
-                d.update(p);
-            }
-            d.finish()
+            payload_digest(payload, offset, len)
         } else {
             0
         };
@@ -231,4 +224,16 @@ impl PduReader {
         }
         Ok(())
     }
+}
+
+/// The iSCSI data digest (CRC32C over the data and its padding) of payload
+/// bytes `[offset, offset + len)`: reads the leased data, copies nothing.
+pub fn payload_digest(payload: &SegmentList, offset: usize, len: usize) -> u32 {
+    let mut d = digest::DataDigest::new();
+    let mut parts: SmallVec<[std::io::IoSlice<'_>; INLINE_SEGMENTS]> = SmallVec::new();
+    payload.io_slices_range(offset, len, &mut parts);
+    for p in &parts {
+        d.update(p);
+    }
+    d.finish()
 }
