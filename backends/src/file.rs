@@ -44,6 +44,55 @@ impl FileStore {
         self.file.as_raw_fd()
     }
 
+    /// Allocation of `[offset, offset + len)`: `(offset, len, allocated)`
+    /// runs found with `lseek(SEEK_DATA / SEEK_HOLE)`, which works on
+    /// every Linux filesystem (ones without hole tracking report all
+    /// data). A block device reports one allocated run. At most
+    /// `max_runs` runs are returned (the last one may end early).
+    pub fn allocation(
+        &self,
+        offset: u64,
+        len: u64,
+        max_runs: usize,
+    ) -> io::Result<Vec<(u64, u64, bool)>> {
+        let end = offset.saturating_add(len);
+        if self.block_device {
+            return Ok(vec![(offset, len, true)]);
+        }
+        let seek = |from: u64, whence: libc::c_int| -> io::Result<Option<u64>> {
+            let from = libc::off_t::try_from(from).map_err(io::Error::other)?;
+            // SAFETY: lseek on a descriptor owned by `self.file`; it only
+            // moves the file offset, which no I/O here uses (all I/O is
+            // positional).
+            let r = unsafe { libc::lseek(self.fd(), from, whence) };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                // ENXIO: no data (SEEK_DATA) past `from` up to EOF.
+                return if e.raw_os_error() == Some(libc::ENXIO) {
+                    Ok(None)
+                } else {
+                    Err(e)
+                };
+            }
+            Ok(Some(r as u64))
+        };
+        let mut runs = Vec::new();
+        let mut at = offset;
+        while at < end && runs.len() < max_runs {
+            let data = seek(at, libc::SEEK_DATA)?.unwrap_or(end).min(end);
+            if data > at {
+                runs.push((at, data - at, false));
+                at = data;
+                continue;
+            }
+            let hole = seek(at, libc::SEEK_HOLE)?.unwrap_or(end).min(end);
+            let hole = hole.max(at + 1);
+            runs.push((at, hole - at, true));
+            at = hole;
+        }
+        Ok(runs)
+    }
+
     /// Reads `buf.len()` bytes at `offset` with `preadv`, looping on short
     /// reads; bytes past the end of a short file read as zeroes.
     fn preadv_all(&self, offset: u64, buf: &mut SegmentList) -> io::Result<()> {

@@ -167,6 +167,21 @@ impl Volume {
         }
     }
 
+    /// Which parts of `[offset, offset + len)` hold data: ordered
+    /// `(offset, len, allocated)` runs covering the range. Stores that
+    /// cannot tell report everything allocated. At most `max_runs` runs.
+    pub fn allocation(
+        &self,
+        offset: u64,
+        len: u64,
+        max_runs: usize,
+    ) -> io::Result<Vec<(u64, u64, bool)>> {
+        match &self.store {
+            Store::File(f) => f.allocation(offset, len, max_runs.max(1)),
+            _ => Ok(vec![(offset, len, true)]),
+        }
+    }
+
     /// Opens a handle for the calling reactor. On the uring engine this must
     /// run inside that reactor's tokio-uring runtime.
     pub fn open_handle(self: &Arc<Self>, engine: Engine) -> io::Result<VolumeHandle> {

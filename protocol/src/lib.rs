@@ -32,4 +32,3 @@ pub mod iscsi;
 pub mod nvme;
 pub mod nvme_tcp;
 pub mod scsi;
-pub mod scsi_lite;

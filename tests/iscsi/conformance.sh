@@ -65,7 +65,7 @@ done
 url="iscsi://127.0.0.1:$port/$iqn/0"
 log="$work/cu.log"
 set +e
-timeout 1800 iscsi-test-cu --dataloss --allow-sanitize -t "$tests" "$url" "$url" > "$log" 2>&1
+timeout 1800 iscsi-test-cu ${CU_ARGS:-} --dataloss --allow-sanitize -t "$tests" "$url" "$url" > "$log" 2>&1
 cu_status=$?
 set -e
 cp "$log" "${CONFORMANCE_LOG:-/tmp/zctarget-conformance.log}"

@@ -16,19 +16,20 @@ def classify(path):
         if test is None:
             return
         body = "".join(text)
-        # The test's own output ends at its verdict; what follows on the
-        # same line comes from libiscsi's teardown for the next test.
-        verdict = re.search(r"passed|FAILED", body)
-        if verdict and verdict.group(0) == "passed":
-            body = body[: verdict.end()]
-        if "FAILED" in body:
-            kind = "failed"
-        elif "[SKIPPED]" in body:
-            kind = "skipped"
-        elif "passed" in body:
-            kind = "passed"
-        else:
+        # CUnit's verdict starts a line ("passed" / "FAILED"); "[FAILED]"
+        # inside a line is a diagnostic the test printed (often about an
+        # error it expected). The test's own output ends at its verdict;
+        # what follows on the same line comes from libiscsi's teardown for
+        # the next test.
+        verdict = re.search(r"(?m)^(passed|FAILED)", body)
+        if verdict is None:
             kind = "failed"  # no verdict: crashed or aborted mid-test
+        elif verdict.group(1) == "FAILED":
+            kind = "failed"
+        elif "[SKIPPED]" in body[: verdict.end()]:
+            kind = "skipped"
+        else:
+            kind = "passed"
         results[f"{suite}.{test}"] = kind
 
     with open(path, errors="replace") as f:

@@ -27,7 +27,8 @@ pub(crate) fn read_capacity_16(info: &LunInfo, cdb: Cdb<'_>) -> Plan {
     crate::wire::put(&mut d, 0, &info.blocks.saturating_sub(1).to_be_bytes());
     put_be32(&mut d, 8, info.block_size);
     // Byte 12: P_TYPE/PROT_EN = 0. Byte 13: P_I_EXPONENT 0, LOGICAL BLOCKS
-    // PER PHYSICAL BLOCK EXPONENT 0. Bytes 14-15: LBPME, LBPRZ, LALBA 0.
+    // PER PHYSICAL BLOCK EXPONENT. Bytes 14-15: LBPME, LBPRZ, LALBA 0.
+    crate::wire::put(&mut d, 13, &[info.physical_block_exponent & 0x0F]);
     if info.thin_provisioning {
         crate::wire::put(&mut d, 14, &[0xC0]);
     }

@@ -67,6 +67,8 @@ pub const RECEIVE_COPY_RESULTS: u8 = 0x84;
 pub const READ_16: u8 = 0x88;
 /// COMPARE AND WRITE.
 pub const COMPARE_AND_WRITE: u8 = 0x89;
+/// ORWRITE(16).
+pub const ORWRITE_16: u8 = 0x8B;
 /// WRITE(16).
 pub const WRITE_16: u8 = 0x8A;
 /// WRITE AND VERIFY(16).

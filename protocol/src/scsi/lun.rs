@@ -44,7 +44,9 @@ pub struct LogicalUnit {
     sanitizing: bool,
     copy_targets: Vec<CopyTarget>,
     /// Last EXTENDED COPY: (list id, segments processed, ok).
-    last_copy: Option<(u8, u16, bool)>,
+    /// Held per I_T nexus (SPC-4 §6.18: results belong to the nexus
+    /// that sent the EXTENDED COPY).
+    last_copy: HashMap<u64, (u8, u16, bool)>,
 }
 
 /// Commands that run despite a pending unit attention (SAM-5 §5.14).
@@ -72,7 +74,7 @@ impl LogicalUnit {
             prevent: HashSet::new(),
             sanitizing: false,
             copy_targets,
-            last_copy: None,
+            last_copy: HashMap::new(),
         }
     }
 
@@ -131,6 +133,7 @@ impl LogicalUnit {
     pub fn nexus_lost(&mut self, nexus: u64) {
         self.ua.remove(nexus);
         self.ports.remove(&nexus);
+        self.last_copy.remove(&nexus);
         self.prevent.remove(&nexus);
         if self.spc2 == Some(nexus) {
             self.spc2 = None;
@@ -160,8 +163,9 @@ impl LogicalUnit {
     }
 
     /// An EXTENDED COPY finished: remembered for RECEIVE COPY RESULTS.
-    pub fn copy_done(&mut self, list_id: u8, segments_processed: u16, ok: bool) {
-        self.last_copy = Some((list_id, segments_processed, ok));
+    pub fn copy_done(&mut self, nexus: u64, list_id: u8, segments_processed: u16, ok: bool) {
+        self.last_copy
+            .insert(nexus, (list_id, segments_processed, ok));
     }
 
     fn port(&self, nexus: u64) -> String {
@@ -342,6 +346,7 @@ impl LogicalUnit {
             PRE_FETCH_10 | PRE_FETCH_16 => rw::pre_fetch(info, c)?,
             WRITE_SAME_10 | WRITE_SAME_16 => rw::write_same(info, swp, c, edtl)?,
             COMPARE_AND_WRITE => rw::compare_and_write(info, swp, c, edtl)?,
+            ORWRITE_16 => rw::or_write(info, swp, c)?,
             UNMAP if thin => {
                 if c.byte(1) & 0x01 != 0 && !thin {
                     return Err(Sense::invalid_cdb_field(1, Some(0)));
@@ -358,7 +363,7 @@ impl LogicalUnit {
                 }
             }
             SANITIZE => {
-                let p = sanitize::plan(info, c);
+                let p = sanitize::plan(info, swp, c);
                 if matches!(p, Plan::Sanitize { .. }) {
                     self.sanitizing = true;
                 }
@@ -404,8 +409,11 @@ impl LogicalUnit {
                         xcopy::operating_parameters(info.block_size),
                         alloc,
                     )),
-                    0x00 => match self.last_copy {
+                    // COPY STATUS: the held result is discarded once
+                    // returned (SPC-4 §6.18.3).
+                    0x00 => match self.last_copy.get(&nexus).copied() {
                         Some((id, n, ok)) if id == c.byte(2) => {
+                            self.last_copy.remove(&nexus);
                             Plan::DataIn(truncate(xcopy::copy_status(n, ok), alloc))
                         }
                         _ => return Err(Sense::invalid_cdb_field(2, None)),
@@ -503,11 +511,11 @@ impl LogicalUnit {
                     return Err(sense::WRITE_PROTECTED);
                 }
                 if list.segments.is_empty() {
-                    self.last_copy = Some((list.list_id, 0, true));
+                    self.last_copy.insert(nexus, (list.list_id, 0, true));
                     Plan::Good
                 } else {
                     let n = u16::try_from(list.segments.len()).unwrap_or(u16::MAX);
-                    self.last_copy = Some((list.list_id, n, true));
+                    self.last_copy.insert(nexus, (list.list_id, n, true));
                     Plan::ExtendedCopy {
                         list_id: list.list_id,
                         segments: list.segments,

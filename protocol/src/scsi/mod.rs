@@ -81,6 +81,12 @@ pub struct LunInfo {
     pub relative_port: u16,
     /// Target port group (VPD 0x83).
     pub target_port_group: u16,
+    /// LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT (READ CAPACITY(16)).
+    /// 0 by default: reporting 4 KiB physical blocks under 512-byte logical
+    /// blocks is truthful for file volumes, but libiscsi's
+    /// GetLBAStatus.UnmapSingle then expects a descriptor that does not
+    /// contain the requested LBA (see docs/CONFORMANCE.md).
+    pub physical_block_exponent: u8,
     /// MAXIMUM TRANSFER LENGTH in blocks (VPD 0xB0; 0 = no limit).
     pub max_transfer_blocks: u32,
     /// OPTIMAL TRANSFER LENGTH in blocks (VPD 0xB0).
@@ -95,7 +101,8 @@ pub struct LunInfo {
 
 impl LunInfo {
     /// A description with zctarget's identity strings and default limits
-    /// (8 MiB transfers, 64 Ki-block write same / unmap, 256 descriptors).
+    /// (8 MiB transfers, write same up to the same length, 64 Ki-block
+    /// unmap, 256 descriptors).
     pub fn new(lun: u16, blocks: u64, block_size: u32) -> Self {
         let bs = block_size.max(1);
         let mut product = [b' '; 16];
@@ -116,11 +123,14 @@ impl LunInfo {
             target_name: String::new(),
             relative_port: 1,
             target_port_group: 0,
+            physical_block_exponent: 0,
             max_transfer_blocks: (8u32 << 20) / bs,
             optimal_transfer_blocks: (1u32 << 20) / bs,
             max_unmap_blocks: 65536,
             max_unmap_descriptors: 256,
-            max_write_same_blocks: 65536,
+            // Kept within the transfer limit: an initiator that checks WRITE
+            // SAME by writing the same range first can do so in one command.
+            max_write_same_blocks: u64::from((8u32 << 20) / bs),
         }
     }
 }
@@ -190,6 +200,16 @@ pub enum Plan {
         /// First block.
         lba: u64,
         /// Number of blocks (never 0; data-out is twice this).
+        blocks: u32,
+        /// Force unit access.
+        fua: bool,
+    },
+    /// ORWRITE: atomically read `blocks` blocks at `lba`, OR the data-out
+    /// into them and write the result.
+    OrWrite {
+        /// First block.
+        lba: u64,
+        /// Number of blocks (never 0).
         blocks: u32,
         /// Force unit access.
         fua: bool,

@@ -78,6 +78,21 @@ pub(crate) const COMMANDS: &[Supported] = &[
         &[0x41, 0x18, 0xFF, 0xFF, 0xFF, 0xFF, 0x3F, 0xFF, 0xFF, 0x07],
     ),
     c(UNMAP, &[0x42, 0x01, 0, 0, 0, 0, 0x3F, 0xFF, 0xFF, 0x07]),
+    s(
+        SANITIZE,
+        0x01,
+        &[0x48, 0xBF, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0x07],
+    ),
+    s(
+        SANITIZE,
+        0x02,
+        &[0x48, 0xBF, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0x07],
+    ),
+    s(
+        SANITIZE,
+        0x1F,
+        &[0x48, 0xBF, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0x07],
+    ),
     c(
         MODE_SELECT_10,
         &[0x55, 0x11, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0x07],
@@ -152,6 +167,13 @@ pub(crate) const COMMANDS: &[Supported] = &[
     ),
     s(
         RECEIVE_COPY_RESULTS,
+        0x00,
+        &[
+            0x84, 0x1F, 0xFF, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0x07,
+        ],
+    ),
+    s(
+        RECEIVE_COPY_RESULTS,
         0x03,
         &[
             0x84, 0x1F, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0x07,
@@ -174,6 +196,13 @@ pub(crate) const COMMANDS: &[Supported] = &[
         WRITE_16,
         &[
             0x8A, 0x18, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+            0x3F, 0x07,
+        ],
+    ),
+    c(
+        ORWRITE_16,
+        &[
+            0x8B, 0x18, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
             0x3F, 0x07,
         ],
     ),
@@ -269,14 +298,18 @@ pub(crate) const COMMANDS: &[Supported] = &[
 ];
 
 /// Whether `opcode` (with service action `sa` for commands that have one)
-/// is in the table. `thin`: UNMAP is only supported on thin volumes.
+/// is in the table. `thin`: UNMAP and SANITIZE BLOCK ERASE are only
+/// supported on thin volumes.
 pub(crate) fn lookup(opcode: u8, sa: u8, thin: bool) -> Option<&'static Supported> {
-    if opcode == UNMAP && !thin {
-        return None;
-    }
     COMMANDS
         .iter()
+        .filter(|e| thin || !needs_thin(e))
         .find(|e| e.opcode == opcode && e.sa.is_none_or(|s| s == sa))
+}
+
+/// Commands that deallocate: offered only on thin-provisioned volumes.
+fn needs_thin(e: &Supported) -> bool {
+    e.opcode == UNMAP || (e.opcode == SANITIZE && e.sa == Some(0x02))
 }
 
 /// Whether any entry has `opcode` with a service action.
@@ -298,7 +331,7 @@ pub(crate) fn report(cdb: Cdb<'_>, thin: bool) -> Result<Vec<u8>, Sense> {
     match options {
         0 => {
             let mut d = vec![0u8; 4];
-            for e in COMMANDS.iter().filter(|e| thin || e.opcode != UNMAP) {
+            for e in COMMANDS.iter().filter(|e| thin || !needs_thin(e)) {
                 let mut desc = vec![0u8; 8];
                 put(&mut desc, 0, &[e.opcode]);
                 if let Some(sa) = e.sa {

@@ -51,6 +51,21 @@ fn no_protect(cdb: Cdb<'_>) -> Result<(), Sense> {
     }
 }
 
+/// TRANSFER LENGTH within the advertised MAXIMUM TRANSFER LENGTH (VPD
+/// 0xB0; SBC-3 §6.6.4: larger is INVALID FIELD IN CDB).
+fn within_max_transfer(info: &LunInfo, cdb: Cdb<'_>, n: u64) -> Result<(), Sense> {
+    if info.max_transfer_blocks != 0 && n > u64::from(info.max_transfer_blocks) {
+        let byte = match cdb.opcode() >> 5 {
+            0 => 4,
+            1 | 2 => 7,
+            5 => 6,
+            _ => 10,
+        };
+        return Err(Sense::invalid_cdb_field(byte, None));
+    }
+    Ok(())
+}
+
 fn blocks32(n: u64) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
@@ -72,6 +87,7 @@ pub(crate) fn read_write(
     }
     let (lba, n) = lba_len(cdb);
     check_range(info, lba, n)?;
+    within_max_transfer(info, cdb, n)?;
     if n == 0 {
         return Ok(Plan::Good);
     }
@@ -92,6 +108,9 @@ pub(crate) fn verify(info: &LunInfo, cdb: Cdb<'_>) -> Result<Plan, Sense> {
     }
     let (lba, n) = lba_len(cdb);
     check_range(info, lba, n)?;
+    if bytchk == 1 {
+        within_max_transfer(info, cdb, n)?;
+    }
     if n == 0 {
         return Ok(Plan::Good);
     }
@@ -112,6 +131,7 @@ pub(crate) fn write_and_verify(info: &LunInfo, swp: bool, cdb: Cdb<'_>) -> Resul
     write_protected(info, swp)?;
     let (lba, n) = lba_len(cdb);
     check_range(info, lba, n)?;
+    within_max_transfer(info, cdb, n)?;
     if n == 0 {
         return Ok(Plan::Good);
     }
@@ -186,16 +206,36 @@ pub(crate) fn compare_and_write(
     }
     write_protected(info, swp)?;
     check_range(info, lba, u64::from(n))?;
-    if n == 0 {
-        return Ok(Plan::Good);
-    }
+    // The data-out must be exactly twice the blocks; this also catches a
+    // length that wrapped the one-byte field (256 blocks reads as 0).
     let want = u64::from(n) * 2 * u64::from(info.block_size);
     if u64::from(edtl) != want {
         return Err(Sense::invalid_cdb_field(13, None));
     }
+    if n == 0 {
+        return Ok(Plan::Good);
+    }
     Ok(Plan::CompareAndWrite {
         lba,
         blocks: n,
+        fua,
+    })
+}
+
+/// ORWRITE(16) (SBC-3 §5.10): OR the data-out into the medium.
+pub(crate) fn or_write(info: &LunInfo, swp: bool, cdb: Cdb<'_>) -> Result<Plan, Sense> {
+    no_protect(cdb)?;
+    let fua = cdb.bit(1, 3);
+    write_protected(info, swp)?;
+    let (lba, n) = (cdb.u64(2), u64::from(cdb.u32(10)));
+    check_range(info, lba, n)?;
+    within_max_transfer(info, cdb, n)?;
+    if n == 0 {
+        return Ok(Plan::Good);
+    }
+    Ok(Plan::OrWrite {
+        lba,
+        blocks: blocks32(n),
         fua,
     })
 }

@@ -26,7 +26,17 @@ pub enum SanitizeAction {
 
 /// Plans SANITIZE from its CDB (the OVERWRITE pattern comes as parameter
 /// data).
-pub(crate) fn plan(info: &LunInfo, cdb: Cdb<'_>) -> Plan {
+/// `swp`: the control mode page's software write protect, which refuses
+/// SANITIZE like a read-only volume does.
+pub(crate) fn plan(info: &LunInfo, swp: bool, cdb: Cdb<'_>) -> Plan {
+    let write_protected = info.read_only || swp;
+    // Byte 1 bit 6 and bytes 2..=6 are reserved.
+    if cdb.bit(1, 6) {
+        return Plan::Check(Sense::invalid_cdb_field(1, Some(6)));
+    }
+    if let Some(b) = (2..=6u16).find(|&b| cdb.byte(usize::from(b)) != 0) {
+        return Plan::Check(Sense::invalid_cdb_field(b, None));
+    }
     let immed = cdb.bit(1, 7);
     let ause = cdb.bit(1, 5);
     let len = cdb.u16(7);
@@ -35,7 +45,7 @@ pub(crate) fn plan(info: &LunInfo, cdb: Cdb<'_>) -> Plan {
             if len == 0 {
                 return Plan::Check(Sense::invalid_cdb_field(7, None));
             }
-            if info.read_only {
+            if write_protected {
                 return Plan::Check(super::sense::WRITE_PROTECTED);
             }
             Plan::NeedParameterData {
@@ -47,7 +57,7 @@ pub(crate) fn plan(info: &LunInfo, cdb: Cdb<'_>) -> Plan {
             if len != 0 {
                 return Plan::Check(Sense::invalid_cdb_field(7, None));
             }
-            if info.read_only {
+            if write_protected {
                 return Plan::Check(super::sense::WRITE_PROTECTED);
             }
             Plan::Sanitize {

@@ -253,6 +253,16 @@ pub const COPY_TARGET_NOT_REACHABLE: Sense = Sense::new(key::COPY_ABORTED, 0x0D,
 /// COPY ABORTED, no additional sense (0A/00/00): a segment failed (e.g.
 /// its range lies beyond the end of the medium).
 pub const COPY_ABORTED: Sense = Sense::new(key::COPY_ABORTED, 0x00, 0x00);
+/// MEDIUM ERROR, UNRECOVERED READ ERROR (03/11/00): the backing store
+/// failed a read.
+pub const UNRECOVERED_READ_ERROR: Sense = Sense::new(key::MEDIUM_ERROR, 0x11, 0x00);
+/// MEDIUM ERROR, WRITE ERROR (03/0C/00): the backing store failed a write.
+pub const WRITE_ERROR: Sense = Sense::new(key::MEDIUM_ERROR, 0x0C, 0x00);
+/// HARDWARE ERROR, INTERNAL TARGET FAILURE (04/44/00).
+pub const INTERNAL_TARGET_FAILURE: Sense = Sense::new(key::HARDWARE_ERROR, 0x44, 0x00);
+/// ABORTED COMMAND, DATA PHASE ERROR (0B/4B/00): the transport's data
+/// transfer broke (e.g. an iSCSI Data-Out out of sequence).
+pub const DATA_PHASE_ERROR: Sense = Sense::new(key::ABORTED_COMMAND, 0x4B, 0x00);
 /// MISCOMPARE, MISCOMPARE DURING VERIFY OPERATION (0E/1D/00).
 pub const MISCOMPARE_DURING_VERIFY: Sense = Sense::new(key::MISCOMPARE, 0x1D, 0x00);
 

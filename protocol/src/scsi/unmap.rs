@@ -39,8 +39,11 @@ pub(crate) fn parse(info: &LunInfo, data: &[u8]) -> Result<Vec<(u64, u32)>, Sens
                 None,
             ));
         }
-        check_range(info, lba, u64::from(n))?;
+        // A descriptor of zero blocks deallocates nothing and is not
+        // range-checked (SBC-3 §5.28.2: it "shall not be considered an
+        // error"), even at or past the end of the medium.
         if n > 0 {
+            check_range(info, lba, u64::from(n))?;
             out.push((lba, n));
         }
     }

@@ -102,10 +102,13 @@ fn block_limits(info: &LunInfo) -> Vec<u8> {
     d
 }
 
-/// Block Device Characteristics (SBC-3 §6.5.2): non-rotating medium.
+/// Block Device Characteristics (SBC-3 §6.5.2): non-rotating medium;
+/// WABEREQ 01b: after a SANITIZE BLOCK ERASE reads succeed (deallocated
+/// blocks read as zeroes).
 fn block_device_characteristics() -> Vec<u8> {
     let mut d = vec![0u8; 60];
     put_be16(&mut d, 0, 1);
+    put(&mut d, 3, &[0x40]);
     d
 }
 

@@ -75,6 +75,12 @@ pub struct DataOutState {
     /// Target transfer tag of the R2T being answered (RESERVED_TAG for
     /// unsolicited data).
     pub ttt: Cell<u32>,
+    /// DataSN the next Data-Out of the current sequence must carry (0 at
+    /// the start of each R2T's sequence and of the unsolicited data).
+    pub next_data_sn: Cell<u32>,
+    /// A Data-Out broke the sequence (wrong DataSN): the command ends with
+    /// CHECK CONDITION instead of executing.
+    pub data_error: Cell<bool>,
     /// Woken when a burst is complete (F bit) or on abort.
     pub burst_done: Notify,
 }
@@ -388,6 +394,7 @@ impl Connection {
         state: &DataOutState,
     ) -> Option<SegmentList> {
         let expected = state.expected;
+        let stop = || entry.aborted.get() || state.data_error.get();
         let unsolicited_end = if self.params.initial_r2t {
             state.received.get()
         } else {
@@ -395,24 +402,25 @@ impl Connection {
         };
         // Wait for the unsolicited burst (the initiator sets F on its last
         // Data-Out).
-        while state.received.get() < unsolicited_end && !entry.aborted.get() {
+        while state.received.get() < unsolicited_end && !stop() {
             state.burst_done.notified().await;
         }
         let mut r2t_sn = 0;
-        while state.received.get() < expected && !entry.aborted.get() {
+        while state.received.get() < expected && !stop() {
             let offset = state.received.get();
             let len = (expected - offset).min(self.params.max_burst);
             let ttt = self.new_ttt();
             state.ttt.set(ttt);
+            state.next_data_sn.set(0);
             if self.send_r2t(itt, lun, ttt, r2t_sn, offset, len).is_err() {
                 return None;
             }
             r2t_sn += 1;
-            while state.received.get() < offset + len && !entry.aborted.get() {
+            while state.received.get() < offset + len && !stop() {
                 state.burst_done.notified().await;
             }
         }
-        if entry.aborted.get() {
+        if stop() {
             return None;
         }
         state.payload.borrow_mut().take()
@@ -609,6 +617,7 @@ impl Connection {
     fn on_task_mgmt(&self, req: TaskMgmtRequest) -> anyhow::Result<()> {
         let _ = self.accept_cmd_sn(req.immediate, req.cmd_sn);
         let lun = u64::from_be_bytes(req.lun);
+        let mut cold_reset_target = None;
         let response = match req.function {
             TaskMgmtFunction::AbortTask => {
                 let task = self.tasks.borrow().get(&req.referenced_task_tag).cloned();
@@ -633,18 +642,30 @@ impl Connection {
                         abort(t);
                     }
                     if let Some(l) = target.lun(lun) {
-                        l.reset(self.nexus);
+                        l.reset(zctarget_protocol::scsi::ResetKind::LogicalUnit, self.nexus);
                     }
                     TaskMgmtResponseCode::FunctionComplete
                 }
                 _ => TaskMgmtResponseCode::LunDoesNotExist,
             },
-            TaskMgmtFunction::TargetWarmReset => {
+            TaskMgmtFunction::TargetWarmReset | TaskMgmtFunction::TargetColdReset => {
+                let cold = req.function == TaskMgmtFunction::TargetColdReset;
                 for t in self.tasks.borrow().values() {
                     abort(t);
                 }
                 if let Some(target) = self.target.as_ref() {
-                    target.reset_all(self.nexus);
+                    let kind = if cold {
+                        zctarget_protocol::scsi::ResetKind::TargetCold
+                    } else {
+                        zctarget_protocol::scsi::ResetKind::TargetWarm
+                    };
+                    target.reset_all(kind, self.nexus);
+                    if cold {
+                        // RFC 7143 §11.5.1: a cold reset also ends every
+                        // session of the target, this one included, once
+                        // the response is queued.
+                        cold_reset_target = Some(target.export.config.iqn.clone());
+                    }
                 }
                 TaskMgmtResponseCode::FunctionComplete
             }
@@ -658,7 +679,11 @@ impl Connection {
             max_cmd_sn: self.max_cmd_sn(),
             ..Default::default()
         };
-        self.send_control(rsp.encode(), &[])
+        self.send_control(rsp.encode(), &[])?;
+        if let Some(iqn) = cold_reset_target {
+            self.reactor.shared.iscsi.sessions.kill_target(&iqn);
+        }
+        Ok(())
     }
 
     async fn on_data_out(
@@ -693,6 +718,23 @@ impl Connection {
             );
             return self.send_reject(RejectReason::ProtocolError, &header.bhs);
         }
+        if dout.data_sn != state.next_data_sn.get() {
+            // RFC 7143 §11.7.5: a DataSN gap or reordering is a protocol
+            // error. The PDU is rejected and the command ends with CHECK
+            // CONDITION; the session stays up.
+            *state.payload.borrow_mut() = Some(payload);
+            reader.skip_data(dout.data_segment_len).await?;
+            tracing::info!(
+                itt = dout.itt,
+                data_sn = dout.data_sn,
+                expected = state.next_data_sn.get(),
+                "Data-Out out of sequence; rejecting"
+            );
+            state.data_error.set(true);
+            state.burst_done.notify_one();
+            return self.send_reject(RejectReason::ProtocolError, &header.bhs);
+        }
+        state.next_data_sn.set(dout.data_sn.wrapping_add(1));
         let r = reader
             .read_data_into(
                 dout.data_segment_len,
@@ -771,6 +813,8 @@ impl Connection {
                 received: Cell::new(data_len),
                 expected: edtl,
                 ttt: Cell::new(RESERVED_TAG),
+                next_data_sn: Cell::new(0),
+                data_error: Cell::new(false),
                 burst_done: Notify::new(),
             }));
         }
@@ -786,7 +830,19 @@ impl Connection {
             async move {
                 let itt = cmd.itt;
                 if let Err(e) = super::exec::run_command(&conn, cmd, &entry).await {
-                    tracing::info!(error = %format!("{e:#}"), "command failed");
+                    tracing::warn!(error = %format!("{e:#}"), "command failed");
+                    // The initiator must not wait forever: the failure
+                    // ends the task with HARDWARE ERROR / INTERNAL TARGET
+                    // FAILURE (errors arise before the status is sent).
+                    if !entry.aborted.get() {
+                        let sense = zctarget_protocol::scsi::sense::INTERNAL_TARGET_FAILURE;
+                        let _ = conn.send_scsi_response(
+                            itt,
+                            super::exec::CHECK_CONDITION,
+                            &sense.fixed_format(),
+                            Residual::default(),
+                        );
+                    }
                 }
                 conn.tasks.borrow_mut().remove(&itt);
             }

@@ -6,7 +6,7 @@ use std::rc::Rc;
 use anyhow::Context;
 use zctarget_backends::{Backend, SegmentList};
 use zctarget_protocol::iscsi::{RejectReason, ScsiCommand};
-use zctarget_protocol::scsi_lite::{self as scsi, Plan, Sense};
+use zctarget_protocol::scsi::{self, sense, Plan, Sense, Status};
 
 use super::connection::{Connection, Residual, TaskEntry};
 use super::target::IscsiLun;
@@ -15,11 +15,14 @@ use crate::command::StatusPolicy;
 /// Largest single transfer accepted (advertised in the Block Limits VPD).
 pub const MAX_TRANSFER_BYTES: u32 = 8 << 20;
 
-use zctarget_protocol::scsi_lite::{CHECK_CONDITION, GOOD};
+/// SCSI status GOOD.
+pub(crate) const GOOD: u8 = Status::Good.code();
+/// SCSI status CHECK CONDITION.
+pub(crate) const CHECK_CONDITION: u8 = Status::CheckCondition.code();
 
 /// Answers a command whose data transfer is larger than we accept.
 pub fn reject_too_large(conn: &Connection, cmd: &ScsiCommand) -> anyhow::Result<()> {
-    let sense = Sense::invalid_field_in_cdb(7, None).fixed_format();
+    let sense = Sense::invalid_cdb_field(7, None).fixed_format();
     conn.send_scsi_response(cmd.itt, CHECK_CONDITION, &sense, Residual::default())
 }
 
@@ -36,17 +39,21 @@ pub async fn run_command(
     let edtl = cmd.expected_data_transfer_len;
     let lun_field = u64::from_be_bytes(cmd.lun);
     let lun = target.lun(lun_field).cloned();
-    let plan = match &lun {
+    let (plan, write_cache) = match &lun {
         Some(l) => {
             let mut unit = l
                 .unit
                 .lock()
                 .map_err(|_| anyhow::anyhow!("LUN state poisoned"))?;
-            unit.plan(conn.nexus, &conn.initiator_port, &cmd.cdb, edtl)
+            let plan = unit.plan(conn.nexus, &conn.initiator_port, &cmd.cdb, edtl);
+            (plan, unit.write_cache_enabled())
         }
-        None => scsi::plan_missing_lun(&cmd.cdb, &target.lun_numbers()),
+        None => (
+            scsi::plan_missing_lun(&cmd.cdb, &target.lun_numbers()),
+            true,
+        ),
     };
-    execute_plan(conn, &cmd, entry, lun.as_deref(), plan).await
+    execute_plan(conn, &cmd, entry, lun.as_deref(), plan, write_cache).await
 }
 
 /// Collects all the command's write data into its leased buffers.
@@ -56,8 +63,33 @@ pub(crate) async fn collect(
     entry: &TaskEntry,
 ) -> Option<SegmentList> {
     let state = entry.data_out.as_ref()?;
-    conn.collect_write_data(cmd.itt, cmd.lun, entry, state)
-        .await
+    let data = conn
+        .collect_write_data(cmd.itt, cmd.lun, entry, state)
+        .await;
+    if data.is_none() && state.data_error.get() {
+        // The data phase broke (a Data-Out out of sequence): the command
+        // ends here, ABORTED COMMAND / DATA PHASE ERROR.
+        let sense = sense::DATA_PHASE_ERROR.fixed_format();
+        let residual = Residual::of(cmd.expected_data_transfer_len, 0);
+        let _ = status(conn, entry, cmd.itt, CHECK_CONDITION, &sense, residual);
+    }
+    data
+}
+
+/// The command's write data; when the initiator announced none (EDTL 0
+/// on a command whose CDB transfers data) an empty list, so the command
+/// still completes with an overflow residual (RFC 7143 §11.4.5.2). None
+/// when the task was aborted while data was arriving.
+pub(crate) async fn collect_or_nothing(
+    conn: &Connection,
+    cmd: &ScsiCommand,
+    entry: &TaskEntry,
+    expected: usize,
+) -> Option<SegmentList> {
+    if entry.data_out.is_none() && expected > 0 {
+        return Some(SegmentList::new());
+    }
+    collect(conn, cmd, entry).await
 }
 
 /// Carries out a plan: I/O against the volume, data and status to the
@@ -68,6 +100,7 @@ pub(crate) async fn execute_plan(
     entry: &TaskEntry,
     lun: Option<&IscsiLun>,
     plan: Plan,
+    write_cache: bool,
 ) -> anyhow::Result<()> {
     let edtl = cmd.expected_data_transfer_len;
     let itt = cmd.itt;
@@ -92,7 +125,7 @@ pub(crate) async fn execute_plan(
             let s = sense_bytes(lun, &sense);
             status(conn, entry, itt, CHECK_CONDITION, &s, Residual::of(edtl, 0))
         }
-        Plan::Status(st) => status(conn, entry, itt, st, &[], Residual::of(edtl, 0)),
+        Plan::Status(st) => status(conn, entry, itt, st.code(), &[], Residual::of(edtl, 0)),
         Plan::Read {
             lba,
             blocks,
@@ -103,14 +136,17 @@ pub(crate) async fn execute_plan(
         }
         Plan::Write { lba, blocks, fua } => {
             let lun = lun.context("write on a missing LUN")?;
-            let Some(data) = collect(conn, cmd, entry).await else {
-                return Ok(());
-            };
             let bs = block_size(conn, lun);
             let len = (u64::from(blocks) * bs) as usize;
+            let Some(data) = collect_or_nothing(conn, cmd, entry, len).await else {
+                return Ok(());
+            };
+            // With the write cache off (caching mode page WCE=0) every
+            // write is durable before GOOD.
+            let fua = fua || !write_cache;
             write(conn, entry, itt, lun, lba * bs, data, len, fua, edtl).await
         }
-        other => super::exec_more::execute_other(conn, cmd, entry, lun, other).await,
+        other => super::exec_more::execute_other(conn, cmd, entry, lun, other, write_cache).await,
     }
 }
 
@@ -127,11 +163,7 @@ pub(crate) fn sense_bytes(lun: Option<&IscsiLun>, sense: &Sense) -> Vec<u8> {
     let descriptor = lun
         .and_then(|l| l.unit.lock().ok().map(|u| u.descriptor_sense()))
         .unwrap_or(false);
-    if descriptor {
-        sense.descriptor_format().to_vec()
-    } else {
-        sense.fixed_format().to_vec()
-    }
+    sense.encode(descriptor)
 }
 
 /// Sends the status unless the task was aborted.
@@ -225,7 +257,7 @@ async fn read(
     let (list, r) = volume.read(lba * bs, list).await;
     if let Err(e) = r {
         tracing::warn!(error = %e, lba, blocks, "read failed");
-        let sense = Sense::unrecovered_read_error(lba).fixed_format();
+        let sense = sense::UNRECOVERED_READ_ERROR.with_info(lba).fixed_format();
         return status(conn, entry, cmd.itt, CHECK_CONDITION, &sense, residual);
     }
     send_payload(conn, cmd, entry, list, len, residual).await
@@ -262,12 +294,14 @@ pub(crate) async fn write(
     match r {
         Ok(()) => status(conn, entry, itt, GOOD, &[], residual),
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            let sense = Sense::write_protected().fixed_format();
+            let sense = sense::WRITE_PROTECTED.fixed_format();
             status(conn, entry, itt, CHECK_CONDITION, &sense, residual)
         }
         Err(e) => {
             tracing::warn!(error = %e, offset, len, "write failed");
-            let sense = Sense::write_error(offset).fixed_format();
+            let sense = sense::WRITE_ERROR
+                .with_info(offset / bs as u64)
+                .fixed_format();
             status(conn, entry, itt, CHECK_CONDITION, &sense, residual)
         }
     }

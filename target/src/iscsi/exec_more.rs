@@ -1,18 +1,20 @@
 //! The less common SCSI plans: verify, write same, compare and write,
-//! synchronize cache, unmap, parameter-data commands, GET LBA STATUS.
+//! synchronize cache, pre-fetch, unmap, parameter-data commands, GET LBA
+//! STATUS, SANITIZE, EXTENDED COPY, PREEMPT AND ABORT.
 
 use std::rc::Rc;
 
 use anyhow::Context;
 use zctarget_backends::{Backend, SegmentList};
 use zctarget_protocol::iscsi::ScsiCommand;
-use zctarget_protocol::scsi_lite::{self as scsi, Plan, Sense};
+use zctarget_protocol::scsi::{self, sense, Plan, SanitizeAction, Sense};
 
 use super::connection::{Connection, Residual, TaskEntry};
-use super::exec::{block_size, collect, send_data, sense_bytes, status, write};
+use super::exec::{
+    block_size, collect, collect_or_nothing, send_data, sense_bytes, status, write,
+    CHECK_CONDITION, GOOD,
+};
 use super::target::IscsiLun;
-
-use zctarget_protocol::scsi_lite::{CHECK_CONDITION, GOOD};
 
 /// Carries out a plan not handled by the common path in `exec`.
 pub(crate) async fn execute_other(
@@ -21,11 +23,12 @@ pub(crate) async fn execute_other(
     entry: &TaskEntry,
     lun: Option<&IscsiLun>,
     plan: Plan,
+    write_cache: bool,
 ) -> anyhow::Result<()> {
     let itt = cmd.itt;
     let edtl = cmd.expected_data_transfer_len;
     let Some(lun) = lun else {
-        let sense = Sense::logical_unit_not_supported().fixed_format();
+        let sense = sense::LOGICAL_UNIT_NOT_SUPPORTED.fixed_format();
         return status(
             conn,
             entry,
@@ -46,13 +49,31 @@ pub(crate) async fn execute_other(
         status(conn, entry, itt, CHECK_CONDITION, &s, Residual::of(edtl, 0))
     };
     match plan {
-        Plan::SynchronizeCache { .. } => match volume.flush().await {
-            Ok(()) => status(conn, entry, itt, GOOD, &[], Residual::of(edtl, 0)),
-            Err(e) => {
-                tracing::warn!(error = %e, "flush failed");
-                check(Sense::write_error(0))
+        Plan::SynchronizeCache { immed, .. } => {
+            if immed {
+                // IMMED: GOOD once the command is validated; the flush
+                // still completes before the task ends.
+                status(conn, entry, itt, GOOD, &[], Residual::of(edtl, 0))?;
+                if let Err(e) = volume.flush().await {
+                    tracing::warn!(error = %e, "flush failed");
+                }
+                return Ok(());
             }
-        },
+            match volume.flush().await {
+                Ok(()) => status(conn, entry, itt, GOOD, &[], Residual::of(edtl, 0)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "flush failed");
+                    check(sense::WRITE_ERROR)
+                }
+            }
+        }
+        Plan::PreFetch { .. } => {
+            // Nothing is cached in userspace: the kernel's page cache (or
+            // the device) does its own read-ahead. GOOD says the range was
+            // valid and nothing more (SBC-3 §5.9: CONDITION MET only when
+            // the cache is known to hold it).
+            status(conn, entry, itt, GOOD, &[], Residual::of(edtl, 0))
+        }
         Plan::Verify {
             lba,
             blocks,
@@ -65,7 +86,7 @@ pub(crate) async fn execute_other(
                     let buf = conn.reactor.shared.pool.lease(len).await?;
                     let (_buf, r) = volume.read(lba * bs, buf).await;
                     if r.is_err() {
-                        return check(Sense::unrecovered_read_error(lba));
+                        return check(sense::UNRECOVERED_READ_ERROR.with_info(lba));
                     }
                 }
                 return status(conn, entry, itt, GOOD, &[], Residual::of(edtl, 0));
@@ -79,10 +100,10 @@ pub(crate) async fn execute_other(
             }
         }
         Plan::WriteAndVerify { lba, blocks } => {
-            let Some(data) = collect(conn, cmd, entry).await else {
+            let len = (u64::from(blocks) * bs) as usize;
+            let Some(data) = collect_or_nothing(conn, cmd, entry, len).await else {
                 return Ok(());
             };
-            let len = (u64::from(blocks) * bs) as usize;
             write(conn, entry, itt, lun, lba * bs, data, len, true, edtl).await
         }
         Plan::WriteSame {
@@ -109,18 +130,20 @@ pub(crate) async fn execute_other(
             } else if zero {
                 volume.write_zeroes(offset, len).await
             } else if let Some(block) = block {
-                write_same_pattern(conn, volume, offset, len, bs as usize, &block).await
+                let mut pattern = vec![0u8; bs as usize];
+                block.copy_to_slice(0, &mut pattern);
+                write_same_bytes(conn, volume, offset, len, &pattern).await
             } else {
                 volume.write_zeroes(offset, len).await
             };
             match r {
                 Ok(()) => status(conn, entry, itt, GOOD, &[], Residual::default()),
                 Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                    check(Sense::write_protected())
+                    check(sense::WRITE_PROTECTED)
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "write same failed");
-                    check(Sense::write_error(lba))
+                    check(sense::WRITE_ERROR.with_info(lba))
                 }
             }
         }
@@ -130,7 +153,7 @@ pub(crate) async fn execute_other(
             };
             let half = (u64::from(blocks) * bs) as usize;
             if data.len() < 2 * half {
-                return check(Sense::invalid_field_in_cdb(13, None));
+                return check(Sense::invalid_cdb_field(13, None));
             }
             // Atomic against other writers of this LUN that also take the
             // lock (COMPARE AND WRITE); plain writes are not serialised,
@@ -141,7 +164,7 @@ pub(crate) async fn execute_other(
             let medium = conn.reactor.shared.pool.lease(half).await?;
             let (medium, r) = volume.read(lba * bs, medium).await;
             if r.is_err() {
-                return check(Sense::unrecovered_read_error(lba));
+                return check(sense::UNRECOVERED_READ_ERROR.with_info(lba));
             }
             let mut current = vec![0u8; half];
             medium.copy_to_slice(0, &mut current);
@@ -154,10 +177,41 @@ pub(crate) async fn execute_other(
             data.copy_to_slice(half, &mut write_half);
             data.copy_from_slice(0, &write_half);
             data.truncate(half);
-            let (_data, r) = volume.write(lba * bs, data, fua).await;
+            let (_data, r) = volume.write(lba * bs, data, fua || !write_cache).await;
             match r {
                 Ok(()) => status(conn, entry, itt, GOOD, &[], Residual::default()),
-                Err(_) => check(Sense::write_error(lba)),
+                Err(_) => check(sense::WRITE_ERROR.with_info(lba)),
+            }
+        }
+        Plan::OrWrite { lba, blocks, fua } => {
+            let len = (u64::from(blocks) * bs) as usize;
+            let Some(mut data) = collect(conn, cmd, entry).await else {
+                return Ok(());
+            };
+            if data.len() < len {
+                return check(Sense::invalid_cdb_field(10, None));
+            }
+            data.truncate(len);
+            // Read-modify-write, atomic against COMPARE AND WRITE and other
+            // ORWRITEs of this LUN. A control-path command: the OR runs on
+            // a copy.
+            let _guard = lun.caw.lock().await;
+            let medium = conn.reactor.shared.pool.lease(len).await?;
+            let (medium, r) = volume.read(lba * bs, medium).await;
+            if r.is_err() {
+                return check(sense::UNRECOVERED_READ_ERROR.with_info(lba));
+            }
+            let mut merged = vec![0u8; len];
+            medium.copy_to_slice(0, &mut merged);
+            drop(medium);
+            let mut incoming = vec![0u8; len];
+            data.copy_to_slice(0, &mut incoming);
+            merged.iter_mut().zip(&incoming).for_each(|(m, d)| *m |= d);
+            data.copy_from_slice(0, &merged);
+            let (_data, r) = volume.write(lba * bs, data, fua || !write_cache).await;
+            match r {
+                Ok(()) => status(conn, entry, itt, GOOD, &[], Residual::of(edtl, len as u32)),
+                Err(_) => check(sense::WRITE_ERROR.with_info(lba)),
             }
         }
         Plan::Unmap(ranges) => {
@@ -167,7 +221,7 @@ pub(crate) async fn execute_other(
                 }
                 if let Err(e) = volume.discard(lba * bs, u64::from(blocks) * bs).await {
                     tracing::warn!(error = %e, "unmap failed");
-                    return check(Sense::write_error(lba));
+                    return check(sense::WRITE_ERROR.with_info(lba));
                 }
             }
             status(conn, entry, itt, GOOD, &[], Residual::default())
@@ -179,15 +233,16 @@ pub(crate) async fn execute_other(
             let mut bytes = vec![0u8; (len as usize).min(data.len())];
             data.copy_to_slice(0, &mut bytes);
             drop(data);
-            let next = {
+            let (next, write_cache) = {
                 let mut unit = lun
                     .unit
                     .lock()
                     .map_err(|_| anyhow::anyhow!("LUN state poisoned"))?;
-                unit.with_parameter_data(conn.nexus, &conn.initiator_port, then, &bytes)
+                let next = unit.with_parameter_data(conn.nexus, then, &bytes);
+                (next, unit.write_cache_enabled())
             };
             match next {
-                Plan::NeedParameterData { .. } => check(Sense::invalid_field_in_cdb(0, None)),
+                Plan::NeedParameterData { .. } => check(Sense::invalid_cdb_field(0, None)),
                 other => {
                     Box::pin(super::exec::execute_plan(
                         conn,
@@ -195,24 +250,196 @@ pub(crate) async fn execute_other(
                         entry,
                         Some(lun),
                         other,
+                        write_cache,
                     ))
                     .await
                 }
             }
         }
         Plan::GetLbaStatus { lba, alloc_len } => {
-            // Every block is reported mapped unless the volume can tell:
-            // a single descriptor to the end of the medium.
-            let blocks_total = volume.info().blocks();
-            let run = blocks_total.saturating_sub(lba).min(u64::from(u32::MAX)) as u32;
-            let data = scsi::encode_lba_status(lba, &[(lba, run, 0)], alloc_len);
+            // Descriptors from the backing file's holes and data (SEEK_HOLE
+            // / SEEK_DATA), as many as the allocation length can hold.
+            let capacity = volume.info().capacity;
+            let max_runs = (alloc_len.saturating_sub(8) / 16).clamp(1, 4096) as usize;
+            let runs = conn
+                .reactor
+                .shared
+                .exports
+                .volumes()
+                .get(lun.volume)
+                .map(|v| v.allocation(lba * bs, capacity - lba * bs, max_runs))
+                .transpose()
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "allocation map unavailable");
+                    None
+                })
+                .unwrap_or_else(|| vec![(lba * bs, capacity - lba * bs, true)]);
+            let descriptors: Vec<(u64, u32, u8)> = runs
+                .iter()
+                .map(|&(offset, len, allocated)| {
+                    let blocks = (len / bs).min(u64::from(u32::MAX)) as u32;
+                    let status = if allocated {
+                        scsi::ProvisioningStatus::Mapped
+                    } else {
+                        scsi::ProvisioningStatus::Deallocated
+                    };
+                    (offset / bs, blocks, status as u8)
+                })
+                .collect();
+            let data = scsi::encode_lba_status(lba, &descriptors, alloc_len);
             send_data(conn, cmd, entry, &data).await
+        }
+        Plan::Sanitize { action, immed } => {
+            // The unit answers SANITIZE IN PROGRESS until `sanitize_done`;
+            // the guard calls it however this task ends (error, abort,
+            // connection loss), so the LUN can never stay wedged.
+            let _done = SanitizeDone(lun);
+            if immed {
+                status(conn, entry, itt, GOOD, &[], Residual::default())?;
+            }
+            let r = sanitize(conn, volume, &action, bs).await;
+            if immed {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "background sanitize failed");
+                }
+                return Ok(());
+            }
+            match r {
+                Ok(()) => status(conn, entry, itt, GOOD, &[], Residual::default()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "sanitize failed");
+                    check(sense::WRITE_ERROR)
+                }
+            }
+        }
+        Plan::ExtendedCopy { list_id, segments } => {
+            let mut done = 0u16;
+            let mut failed = None;
+            for seg in &segments {
+                if entry.aborted.get() {
+                    failed = Some(sense::COPY_ABORTED);
+                    break;
+                }
+                if let Err(s) = copy_segment(conn, lun, seg).await {
+                    failed = Some(s);
+                    break;
+                }
+                done += 1;
+            }
+            if let Ok(mut unit) = lun.unit.lock() {
+                unit.copy_done(conn.nexus, list_id, done, failed.is_none());
+            }
+            match failed {
+                None => status(conn, entry, itt, GOOD, &[], Residual::default()),
+                Some(s) => check(s),
+            }
+        }
+        Plan::PreemptAndAbort { preempted } => {
+            // The preempted initiators' tasks on this connection end
+            // without status (SPC-4 §5.12.11.2.3); this command completes.
+            if preempted.iter().any(|p| *p == conn.initiator_port) {
+                for (tag, t) in conn.tasks.borrow().iter() {
+                    if *tag != itt && t.lun == entry.lun {
+                        t.aborted.set(true);
+                    }
+                }
+            }
+            status(conn, entry, itt, GOOD, &[], Residual::default())
         }
         other => {
             tracing::debug!(plan = ?other, "plan not supported by this frontend");
-            check(Sense::invalid_command_operation_code())
+            check(sense::INVALID_COMMAND_OPERATION_CODE)
         }
     }
+}
+
+/// Ends a LUN's SANITIZE state when dropped.
+struct SanitizeDone<'a>(&'a IscsiLun);
+
+impl Drop for SanitizeDone<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut unit) = self.0.unit.lock() {
+            unit.sanitize_done();
+        }
+    }
+}
+
+/// Carries out a SANITIZE action on the whole volume.
+async fn sanitize(
+    conn: &Connection,
+    volume: &zctarget_backends::VolumeHandle,
+    action: &SanitizeAction,
+    bs: u64,
+) -> std::io::Result<()> {
+    let len = volume.info().capacity;
+    match action {
+        SanitizeAction::BlockErase => volume.discard(0, len).await,
+        SanitizeAction::ExitFailureMode => Ok(()),
+        SanitizeAction::Overwrite {
+            pattern,
+            invert,
+            count,
+        } => {
+            // The initialization pattern is repeated to fill each block.
+            let bs = bs as usize;
+            let mut block: Vec<u8> = pattern.iter().copied().cycle().take(bs).collect();
+            for pass in 0..*count {
+                if pass > 0 && *invert {
+                    block.iter_mut().for_each(|b| *b = !*b);
+                }
+                if block.iter().all(|&b| b == 0) {
+                    volume.write_zeroes(0, len).await?;
+                } else {
+                    write_same_bytes(conn, volume, 0, len, &block).await?;
+                }
+            }
+            volume.flush().await
+        }
+    }
+}
+
+/// Copies one EXTENDED COPY segment, in chunks of at most 1 MiB through
+/// leased buffers.
+async fn copy_segment(
+    conn: &Connection,
+    lun: &IscsiLun,
+    seg: &scsi::CopySegment,
+) -> Result<(), Sense> {
+    let target = conn.target.as_ref().ok_or(sense::COPY_ABORTED)?;
+    let volume_of = |n: u16| {
+        target
+            .volume_of(n)
+            .and_then(|v| conn.reactor.volumes.get(v))
+            .ok_or(sense::COPY_TARGET_NOT_REACHABLE)
+    };
+    let src = volume_of(seg.src_lun)?;
+    let dst = volume_of(seg.dst_lun)?;
+    let bs = block_size(conn, lun);
+    let total = u64::from(seg.blocks) * bs;
+    let chunk = 1u64 << 20;
+    let mut done = 0u64;
+    while done < total {
+        let n = (total - done).min(chunk);
+        let buf = conn
+            .reactor
+            .shared
+            .pool
+            .lease(n as usize)
+            .await
+            .map_err(|_| sense::COPY_ABORTED)?;
+        let (buf, r) = src.read(seg.src_lba * bs + done, buf).await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "extended copy read failed");
+            return Err(sense::UNRECOVERED_READ_ERROR.with_info(seg.src_lba));
+        }
+        let (_buf, r) = dst.write(seg.dst_lba * bs + done, buf, false).await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "extended copy write failed");
+            return Err(sense::WRITE_ERROR.with_info(seg.dst_lba));
+        }
+        done += n;
+    }
+    Ok(())
 }
 
 /// Compares `data` with the medium at `offset`; the first differing byte.
@@ -235,36 +462,39 @@ async fn compare_with_medium(
     Ok(None)
 }
 
-/// WRITE SAME with a non-zero block: fills a leased buffer with copies of
-/// the block and writes it repeatedly.
-async fn write_same_pattern(
+/// Writes copies of `pattern` (one block) over `len` bytes at `offset`
+/// (WRITE SAME with a non-zero block, SANITIZE OVERWRITE): fills a leased
+/// buffer of up to 1 MiB once and writes it repeatedly.
+async fn write_same_bytes(
     conn: &Connection,
     volume: &zctarget_backends::VolumeHandle,
     offset: u64,
     len: u64,
-    bs: usize,
-    block: &SegmentList,
+    pattern: &[u8],
 ) -> std::io::Result<()> {
-    let mut pattern = vec![0u8; bs];
-    block.copy_to_slice(0, &mut pattern);
-    let chunk = (1usize << 20).min(len as usize).max(bs);
+    let bs = pattern.len().max(1);
+    let chunk = (1usize << 20).min(len as usize).max(bs) / bs * bs;
+    let mut buf = conn
+        .reactor
+        .shared
+        .pool
+        .lease(chunk)
+        .await
+        .map_err(std::io::Error::other)?;
+    let mut at = 0;
+    while at < chunk {
+        buf.copy_from_slice(at, pattern);
+        at += bs;
+    }
     let mut done = 0u64;
     while done < len {
         let n = (len - done).min(chunk as u64) as usize;
-        let mut buf = conn
-            .reactor
-            .shared
-            .pool
-            .lease(n)
-            .await
-            .map_err(std::io::Error::other)?;
-        let mut at = 0;
-        while at < n {
-            buf.copy_from_slice(at, &pattern);
-            at += bs;
+        if n < buf.len() {
+            buf.truncate(n);
         }
-        let (_buf, r) = volume.write(offset + done, buf, false).await;
+        let (back, r) = volume.write(offset + done, buf, false).await;
         r?;
+        buf = back;
         done += n as u64;
     }
     Ok(())

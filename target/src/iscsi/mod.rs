@@ -108,9 +108,6 @@ pub async fn serve_connection(reactor: Rc<Reactor>, stream: TcpStream) -> anyhow
         tsih = logged_in.session.tsih()
     );
     let nexus = registry.next_nexus.fetch_add(1, Ordering::Relaxed);
-    if let Some(t) = &target {
-        t.nexus_added(nexus);
-    }
     let sender = ZeroCopySender::new(
         Rc::clone(&stream),
         shared.zerocopy,
@@ -129,6 +126,9 @@ pub async fn serve_connection(reactor: Rc<Reactor>, stream: TcpStream) -> anyhow
         neg.next_stat_sn,
         neg.exp_cmd_sn,
     );
+    if let Some(t) = &target {
+        t.nexus_added(nexus, &conn.initiator_port);
+    }
     tracing::info!(parent: &span, ?params, "login complete");
     let killed = logged_in.session.killed.clone();
     let exit = Rc::clone(&conn)

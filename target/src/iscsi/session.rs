@@ -105,6 +105,17 @@ impl SessionTable {
         )
     }
 
+    /// Ends every session logged in to `target` (TARGET COLD RESET).
+    pub fn kill_target(&self, target: &str) {
+        if let Ok(map) = self.sessions.lock() {
+            for (key, entry) in map.iter() {
+                if key.target == target {
+                    let _ = entry.kill.send(true);
+                }
+            }
+        }
+    }
+
     /// Number of live sessions.
     pub fn len(&self) -> usize {
         self.sessions.lock().map_or(0, |m| m.len())

@@ -4,7 +4,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use zctarget_protocol::scsi_lite::{LogicalUnit, LunInfo};
+use zctarget_protocol::scsi::xcopy::CopyTarget;
+use zctarget_protocol::scsi::{LogicalUnit, LunInfo, ResetKind};
 
 use crate::exports::IscsiTargetExport;
 
@@ -23,10 +24,14 @@ pub struct IscsiLun {
 }
 
 impl IscsiLun {
-    /// LUN RESET from `nexus`.
-    pub fn reset(&self, nexus: u64) {
+    /// A reset of `kind` issued by `nexus`. After a LOGICAL UNIT RESET
+    /// every I_T nexus, the issuer's included, sees the BUS DEVICE RESET
+    /// unit attention (as Linux's LIO does and libiscsi's multipath test
+    /// expects); a target reset spares the issuer.
+    pub fn reset(&self, kind: ResetKind, nexus: u64) {
+        let issuer = (kind != ResetKind::LogicalUnit).then_some(nexus);
         if let Ok(mut u) = self.unit.lock() {
-            u.reset(nexus);
+            u.reset(kind, issuer);
         }
     }
 }
@@ -42,19 +47,39 @@ pub struct TargetRuntime {
 impl TargetRuntime {
     /// Builds the runtime for one configured target.
     pub fn new(export: IscsiTargetExport, volumes: &[Arc<zctarget_backends::Volume>]) -> Self {
-        let luns = export
+        let infos: Vec<(usize, LunInfo)> = export
             .luns
             .iter()
             .enumerate()
             .filter_map(|(n, &vol)| {
                 let volume = volumes.get(vol)?;
-                let info = lun_info(&export.config.iqn, n as u16, volume);
-                Some(Arc::new(IscsiLun {
-                    lun: n as u16,
+                Some((vol, lun_info(&export.config.iqn, n as u16, volume)))
+            })
+            .collect();
+        let numbers: Vec<u16> = infos.iter().map(|(_, i)| i.lun).collect();
+        // EXTENDED COPY may copy between any two LUNs of the target.
+        let copy_targets: Vec<CopyTarget> = infos
+            .iter()
+            .map(|(_, i)| CopyTarget {
+                naa: i.naa_designator,
+                lun: i.lun,
+                blocks: i.blocks,
+                block_size: i.block_size,
+            })
+            .collect();
+        let luns = infos
+            .into_iter()
+            .map(|(vol, info)| {
+                let lun = info.lun;
+                let mut unit = LogicalUnit::new(info);
+                unit.set_lun_list(&numbers);
+                unit.set_copy_targets(copy_targets.clone());
+                Arc::new(IscsiLun {
+                    lun,
                     volume: vol,
-                    unit: Mutex::new(LogicalUnit::new(info)),
+                    unit: Mutex::new(unit),
                     caw: tokio::sync::Mutex::new(()),
-                }))
+                })
             })
             .collect();
         Self { export, luns }
@@ -76,10 +101,10 @@ impl TargetRuntime {
 
     /// A new I_T nexus (login): it starts with a power-on/reset unit
     /// attention on every LUN.
-    pub fn nexus_added(&self, nexus: u64) {
+    pub fn nexus_added(&self, nexus: u64, initiator_port: &str) {
         for l in &self.luns {
             if let Ok(mut u) = l.unit.lock() {
-                u.nexus_added(nexus);
+                u.nexus_added(nexus, initiator_port);
             }
         }
     }
@@ -93,11 +118,16 @@ impl TargetRuntime {
         }
     }
 
-    /// TARGET WARM RESET from `nexus`.
-    pub fn reset_all(&self, nexus: u64) {
+    /// TARGET WARM / COLD RESET (`kind`) from `nexus`.
+    pub fn reset_all(&self, kind: ResetKind, nexus: u64) {
         for l in &self.luns {
-            l.reset(nexus);
+            l.reset(kind, nexus);
         }
+    }
+
+    /// The volume index of LUN `lun`, for EXTENDED COPY.
+    pub fn volume_of(&self, lun: u16) -> Option<usize> {
+        self.luns.iter().find(|l| l.lun == lun).map(|l| l.volume)
     }
 
     /// LUN numbers, for REPORT LUNS.
@@ -117,17 +147,13 @@ fn lun_info(iqn: &str, lun: u16, volume: &zctarget_backends::Volume) -> LunInfo 
     naa[0] = 0x60 | ((id[0] >> 4) & 0x0f);
     naa[1..16].copy_from_slice(&id[1..16]);
     let serial: String = id[..8].iter().map(|b| format!("{b:02x}")).collect();
-    let bs = info.block_size;
-    LunInfo::new(
-        info.blocks(),
-        bs,
-        info.read_only,
-        info.discard,
-        lun,
-        serial,
-        naa,
-        iqn.to_string(),
-    )
+    let mut lun_info = LunInfo::new(lun, info.blocks(), info.block_size);
+    lun_info.read_only = info.read_only;
+    lun_info.thin_provisioning = info.discard;
+    lun_info.unit_serial = serial;
+    lun_info.naa_designator = naa;
+    lun_info.target_name = iqn.to_string();
+    lun_info
 }
 
 /// 16 bytes derived from `a` and `b` (two CRC32C passes with different

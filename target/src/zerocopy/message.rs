@@ -5,14 +5,20 @@ use zctarget_backends::SegmentList;
 
 use smallvec::SmallVec;
 
-/// Capacity of a message's inline (header) area. One page holds the headers,
-/// digests and padding of dozens of PDUs.
+/// Initial capacity of a message's inline (header) area. One page holds the
+/// headers, digests and padding of dozens of PDUs; a message with more
+/// (a large read cut into many small PDUs) grows it.
 pub const INLINE_CAPACITY: usize = 4096;
 
-/// Heap storage for header bytes. Boxed so that its address is stable while
-/// a zero-copy send references it; recycled by the sender, never freed per
-/// message.
-pub(crate) type InlineBuf = Box<[u8; INLINE_CAPACITY]>;
+/// Largest inline area: bounds what one message may carry in headers (a
+/// 64 MiB read in 512-byte PDUs with both digests needs ~7 MiB).
+pub const INLINE_LIMIT: usize = 8 << 20;
+
+/// Heap storage for header bytes. It only grows while the message is being
+/// built, never after submission, so its address is stable while a
+/// zero-copy send references it; recycled by the sender (keeping its
+/// capacity), so steady state allocates nothing per message.
+pub(crate) type InlineBuf = Vec<u8>;
 
 /// One piece of a message on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +41,7 @@ impl Part {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum MessageError {
     /// The headers do not fit in the inline area.
-    #[error("message headers exceed {INLINE_CAPACITY} bytes")]
+    #[error("message headers exceed {INLINE_LIMIT} bytes")]
     InlineFull,
     /// A payload range lies outside the message's payload.
     #[error("payload range {offset}+{len} outside payload of {payload} bytes")]
@@ -73,7 +79,8 @@ pub struct Message {
 }
 
 impl Message {
-    pub(crate) fn new(inline: InlineBuf, payload: SegmentList, token: u64) -> Self {
+    pub(crate) fn new(mut inline: InlineBuf, payload: SegmentList, token: u64) -> Self {
+        inline.clear();
         Self {
             inline,
             inline_len: 0,
@@ -93,11 +100,10 @@ impl Message {
     pub fn push_header(&mut self, bytes: &[u8]) -> Result<&mut Self, MessageError> {
         let start = self.inline_len;
         let end = start + bytes.len();
-        let dst = self
-            .inline
-            .get_mut(start..end)
-            .ok_or(MessageError::InlineFull)?;
-        dst.copy_from_slice(bytes);
+        if end > INLINE_LIMIT {
+            return Err(MessageError::InlineFull);
+        }
+        self.inline.extend_from_slice(bytes);
         self.inline_len = end;
         self.push_part(Part::Inline {
             start: start as u32,
@@ -158,5 +164,29 @@ impl Message {
     /// The payload the message carries.
     pub fn payload(&self) -> &SegmentList {
         &self.payload
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_beyond_one_page_grow_the_inline_area_up_to_the_limit() {
+        let mut msg = Message::new(Vec::with_capacity(INLINE_CAPACITY), SegmentList::new(), 7);
+        let bhs = [0x25u8; 48];
+        // 200 PDU headers: more than a page, as a large read in small
+        // Data-In PDUs needs.
+        for _ in 0..200 {
+            msg.push_header(&bhs).expect("fits");
+        }
+        assert_eq!(msg.wire_len(), 200 * 48);
+        assert!(msg.inline.iter().all(|&b| b == 0x25));
+        let big = vec![0u8; INLINE_LIMIT];
+        assert_eq!(msg.push_header(&big).err(), Some(MessageError::InlineFull));
+        // A recycled buffer starts empty.
+        let recycled = Message::new(msg.inline, SegmentList::new(), 8);
+        assert_eq!(recycled.inline_len, 0);
+        assert!(recycled.inline.is_empty());
     }
 }

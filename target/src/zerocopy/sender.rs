@@ -164,7 +164,7 @@ impl ZeroCopySender {
         let inline = self
             .spare_inline
             .pop()
-            .unwrap_or_else(|| Box::new([0u8; INLINE_CAPACITY]));
+            .unwrap_or_else(|| Vec::with_capacity(INLINE_CAPACITY));
         Message::new(inline, payload, token)
     }
 
@@ -493,7 +493,10 @@ impl ZeroCopySender {
             zerocopy_calls,
             ..
         } = msg;
-        self.spare_inline.push(inline);
+        // A header area that grew for an unusual message is not kept.
+        if inline.capacity() <= 16 * INLINE_CAPACITY {
+            self.spare_inline.push(inline);
+        }
         self.completions.push_back(Completion {
             token,
             payload,
