@@ -15,7 +15,8 @@ log() { printf '\n== %s\n' "$*"; }
 # losetup (util-linux): the block-device backend test attaches a loop device.
 # libiscsi-bin: userspace iSCSI initiator tools used by protocol tests.
 # python3: the conformance summary parser; free-port picking.
-PACKAGES=(util-linux libiscsi-bin iproute2 python3)
+# libiscsi-dev, gcc, pkg-config: the concurrent-client stress test (C on libiscsi).
+PACKAGES=(util-linux libiscsi-bin libiscsi-dev gcc pkg-config iproute2 python3)
 
 install_packages() {
   local missing=()
@@ -56,6 +57,16 @@ for engine in uring epoll; do
   log "iscsi-test-cu --dataloss ALL against zctarget ($engine engine)"
   set +e
   tests/iscsi/conformance.sh --engine "$engine" --bin build/debug/zctarget 2>&1 | tee -a "$out"
+  s=${PIPESTATUS[0]}
+  set -e
+  [ "$s" -eq 0 ] || status=$s
+done
+
+# --- four concurrent libiscsi clients + COMPARE AND WRITE contention ---------
+for engine in uring epoll; do
+  log "iSCSI stress: 4 libiscsi clients against zctarget ($engine engine)"
+  set +e
+  tests/iscsi/stress.sh --engine "$engine" --bin build/debug/zctarget 2>&1 | tee -a "$out"
   s=${PIPESTATUS[0]}
   set -e
   [ "$s" -eq 0 ] || status=$s

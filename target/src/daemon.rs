@@ -217,6 +217,8 @@ impl Daemon {
                 leased = leaked.total_chunks - leaked.free_chunks,
                 "buffer leases outstanding at shutdown"
             );
+        } else {
+            tracing::info!(chunks = leaked.total_chunks, "buffer pool intact: every chunk free");
         }
         tracing::info!("shutdown complete");
         match first_error {

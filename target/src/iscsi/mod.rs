@@ -168,7 +168,14 @@ pub async fn serve_connection(reactor: Rc<Reactor>, stream: TcpStream) -> anyhow
     drop(logged_in);
     match exit {
         Ok(e) => {
-            tracing::info!(parent: &span, exit = ?e, "session ended");
+            let pool = shared.pool.stats();
+            tracing::info!(
+                parent: &span,
+                exit = ?e,
+                pool_free = pool.free_chunks,
+                pool_total = pool.total_chunks,
+                "session ended"
+            );
             Ok(())
         }
         Err(e) => Err(e),
