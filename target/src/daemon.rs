@@ -218,7 +218,10 @@ impl Daemon {
                 "buffer leases outstanding at shutdown"
             );
         } else {
-            tracing::info!(chunks = leaked.total_chunks, "buffer pool intact: every chunk free");
+            tracing::info!(
+                chunks = leaked.total_chunks,
+                "buffer pool intact: every chunk free"
+            );
         }
         tracing::info!("shutdown complete");
         match first_error {
