@@ -63,10 +63,12 @@ for engine in uring epoll; do
 done
 
 # --- four concurrent libiscsi clients + COMPARE AND WRITE contention ---------
-for engine in uring epoll; do
-  log "iSCSI stress: 4 libiscsi clients against zctarget ($engine engine)"
+# (strict status on uring, eager status — status in the last Data-In — on epoll)
+for run in "uring strict" "epoll eager"; do
+  set -- $run
+  log "iSCSI stress: 4 libiscsi clients against zctarget ($1 engine, $2 status)"
   set +e
-  tests/iscsi/stress.sh --engine "$engine" --bin build/debug/zctarget 2>&1 | tee -a "$out"
+  tests/iscsi/stress.sh --engine "$1" --policy "$2" --bin build/debug/zctarget 2>&1 | tee -a "$out"
   s=${PIPESTATUS[0]}
   set -e
   [ "$s" -eq 0 ] || status=$s

@@ -5,17 +5,20 @@
 # counter equal to the sum of successful increments, every session ending
 # with the buffer pool full again, and a clean SIGTERM exit.
 #
-#   tests/iscsi/stress.sh [--engine uring|epoll] [--bin PATH] [--seconds N]
+#   tests/iscsi/stress.sh [--engine uring|epoll] [--policy strict|eager]
+#                         [--bin PATH] [--seconds N]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 engine=uring
+policy=strict
 bin=build/debug/zctarget
 seconds=20
 clients=4
 while [ $# -gt 0 ]; do
   case $1 in
     --engine) engine=$2; shift 2 ;;
+    --policy) policy=$2; shift 2 ;;
     --bin) bin=$2; shift 2 ;;
     --seconds) seconds=$2; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
@@ -45,6 +48,7 @@ cat > "$work/zctarget.toml" <<CFG
 iscsi_listen = ["127.0.0.1:$port"]
 nvme_listen = []
 io_engine = "$engine"
+status_policy = "$policy"
 reactors = 2
 poison_on_release = true
 buffer_pool = "16MiB"
@@ -119,4 +123,4 @@ pid=
 [ "$rc" = 0 ] || fail "daemon exited $rc on SIGTERM"
 grep -q "buffer pool intact" "$work/daemon.log" || fail "leases outstanding at shutdown"
 
-echo "iscsi stress, $engine engine: $clients clients, $writes writes, $reads blocks verified, $sum compare-and-writes, 0 corrupt, pool $free/$total chunks free after logout"
+echo "iscsi stress, $engine engine, $policy status: $clients clients, $writes writes, $reads blocks verified, $sum compare-and-writes, 0 corrupt, pool $free/$total chunks free after logout"
