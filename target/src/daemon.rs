@@ -62,6 +62,8 @@ pub struct Shared {
     pub nvme_portals: Vec<SocketAddr>,
     /// iSCSI targets' run-time state and the session table.
     pub iscsi: crate::iscsi::IscsiRegistry,
+    /// NVMe/TCP subsystems and live controllers.
+    pub nvmf: crate::nvmf::NvmfRegistry,
 }
 
 /// A running daemon.
@@ -130,8 +132,10 @@ impl Daemon {
         }
 
         let iscsi = crate::iscsi::IscsiRegistry::new(&exports);
+        let nvmf = crate::nvmf::NvmfRegistry::new(&exports, nvme_portals.clone());
         let shared = Arc::new(Shared {
             iscsi,
+            nvmf,
             config,
             exports,
             pool,

@@ -1,1 +1,3 @@
 //! Shared helpers for zctarget integration tests.
+
+pub mod nvme_client;

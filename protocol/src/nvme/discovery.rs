@@ -49,9 +49,9 @@ pub struct DiscoveryEntry {
     pub eflags: u16,
     /// TRSVCID (bytes 32-63), ASCII, space padded: the TCP port.
     pub trsvcid: String,
-    /// TRADDR (bytes 256-511), ASCII, space padded: the address.
+    /// TRADDR (bytes 512-767), ASCII, space padded: the address.
     pub traddr: String,
-    /// SUBNQN (bytes 512-767), NUL padded.
+    /// SUBNQN (bytes 256-511), NUL padded.
     pub subnqn: String,
     /// TSAS (bytes 768-1023). For TCP, byte 0 is SECTYPE.
     pub tsas: [u8; 256],
@@ -95,8 +95,10 @@ impl DiscoveryEntry {
         put_le16(&mut b, 8, self.asqsz);
         put_le16(&mut b, 10, self.eflags);
         put_padded(&mut b, 32, 32, &self.trsvcid, b' ');
-        put_padded(&mut b, 256, 256, &self.traddr, b' ');
-        put_padded(&mut b, 512, 256, &self.subnqn, 0);
+        // Fabrics 1.1 Figure 38 (Linux: struct nvmf_disc_rsp_page_entry):
+        // SUBNQN at 256, TRADDR at 512.
+        put_padded(&mut b, 256, 256, &self.subnqn, 0);
+        put_padded(&mut b, 512, 256, &self.traddr, b' ');
         put(&mut b, 768, &self.tsas);
         b
     }

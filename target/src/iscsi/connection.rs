@@ -449,6 +449,8 @@ impl Connection {
             let header = match reader.read_header().await {
                 Ok(h) => h,
                 Err(ReadError::Closed) => return Ok(Exit::Closed),
+                // Stale readiness: back to waiting, timers included.
+                Err(ReadError::NotReady) => continue,
                 Err(e) => return Err(e).context("reading a PDU"),
             };
             match self.dispatch(reader, &header, &mut data).await? {

@@ -105,7 +105,7 @@ pub async fn login(
     let mut data = Vec::with_capacity(8192);
     loop {
         let header = reader
-            .read_header()
+            .next_header()
             .await
             .context("reading a Login Request")?;
         if header.bhs[0] & 0x3f != Opcode::LoginRequest as u8 {

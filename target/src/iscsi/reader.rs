@@ -20,6 +20,9 @@ pub enum ReadError {
     /// The socket failed or closed mid-PDU.
     #[error("connection: {0}")]
     Io(#[from] io::Error),
+    /// No PDU has started yet (stale readiness): wait again.
+    #[error("no data yet")]
+    NotReady,
     /// The peer closed the connection between PDUs.
     #[error("connection closed by the initiator")]
     Closed,
@@ -106,21 +109,20 @@ impl PduReader {
     /// the first byte.
     pub async fn read_header(&mut self) -> Result<Header, ReadError> {
         let mut bhs = [0u8; BHS_LEN];
-        // First byte separately so a clean close is told from a torn PDU.
-        loop {
-            self.stream.readable().await?;
-            match self.stream.try_read(&mut bhs) {
-                Ok(0) => return Err(ReadError::Closed),
-                Ok(n) => {
-                    if n < BHS_LEN {
-                        self.read_exact(&mut bhs[n..]).await?;
-                    }
-                    break;
+        // The caller waited for readiness; a first read that finds nothing
+        // means the readiness was stale — say so rather than block here
+        // where the caller's timers (NOP ping, shutdown) cannot fire. Zero
+        // bytes: a clean close, told apart from a torn PDU.
+        match self.stream.try_read(&mut bhs) {
+            Ok(0) => return Err(ReadError::Closed),
+            Ok(n) => {
+                if n < BHS_LEN {
+                    self.read_exact(&mut bhs[n..]).await?;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e.into()),
             }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(ReadError::NotReady),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Err(ReadError::NotReady),
+            Err(e) => return Err(e.into()),
         }
         let ahs_len = usize::from(bhs[4]) * 4;
         let mut ahs: SmallVec<[u8; 32]> = SmallVec::from_elem(0, ahs_len);
@@ -142,6 +144,18 @@ impl PduReader {
             });
         }
         Ok(header)
+    }
+
+    /// Waits for and reads the next header (no caller timers involved,
+    /// e.g. during login).
+    pub async fn next_header(&mut self) -> Result<Header, ReadError> {
+        loop {
+            self.stream.readable().await?;
+            match self.read_header().await {
+                Err(ReadError::NotReady) => continue,
+                other => return other,
+            }
+        }
     }
 
     /// Reads a data segment of `len` bytes into `buf` (control data).

@@ -1,0 +1,233 @@
+//! Reading NVMe/TCP PDUs from one connection: the common header, the rest
+//! of the header and its digest, padding up to PDO, data — control data into
+//! a `Vec`, write data straight into leased buffers — and the data digest.
+
+use std::io::{self, IoSliceMut};
+use std::rc::Rc;
+
+use smallvec::SmallVec;
+use tokio::net::TcpStream;
+use zctarget_backends::segment::INLINE_SEGMENTS;
+use zctarget_backends::SegmentList;
+use zctarget_protocol::nvme_tcp::digest::{self, DataDigest};
+use zctarget_protocol::nvme_tcp::{CommonHeader, PduError, PduLayout, PduType, CH_LEN};
+
+/// Why reading a PDU failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The socket failed or closed mid-PDU.
+    #[error("connection: {0}")]
+    Io(#[from] io::Error),
+    /// The peer closed the connection between PDUs.
+    #[error("connection closed by the host")]
+    Closed,
+    /// No PDU has started yet (the readiness that woke the caller was
+    /// stale): wait again, timers included.
+    #[error("no data yet")]
+    NotReady,
+    /// A malformed PDU; the header bytes read so far go in the C2HTermReq.
+    #[error("{error}")]
+    Pdu {
+        /// What is wrong.
+        error: PduError,
+        /// The offending header (as much as was read).
+        header: SmallVec<[u8; 72]>,
+    },
+    /// The data digest did not match.
+    #[error("data digest mismatch")]
+    DataDigest,
+}
+
+/// A PDU header read and checked, data not yet read.
+#[derive(Debug)]
+pub struct Header {
+    /// The common header.
+    pub ch: CommonHeader,
+    /// Where the rest lies.
+    pub layout: PduLayout,
+    /// The whole header (CH included), up to HLEN.
+    pub bytes: SmallVec<[u8; 72]>,
+}
+
+/// Reads PDUs from one connection.
+pub struct PduReader {
+    stream: Rc<TcpStream>,
+    /// Header digests negotiated.
+    pub header_digest: bool,
+    /// Data digests negotiated.
+    pub data_digest: bool,
+    /// Largest PLEN accepted.
+    pub max_plen: u32,
+}
+
+impl PduReader {
+    /// A reader before ICReq: no digests.
+    pub fn new(stream: Rc<TcpStream>, max_plen: u32) -> Self {
+        Self {
+            stream,
+            header_digest: false,
+            data_digest: false,
+            max_plen,
+        }
+    }
+
+    /// Reads exactly `buf.len()` bytes.
+    pub async fn read_exact(&self, buf: &mut [u8]) -> io::Result<()> {
+        let mut done = 0;
+        while done < buf.len() {
+            self.stream.readable().await?;
+            match self.stream.try_read(&mut buf[done..]) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the next PDU header (CH, PDU-specific header, header digest,
+    /// padding up to PDO). Call when the socket is readable. `Closed` when
+    /// the host closed cleanly between PDUs, `NotReady` when no byte of a
+    /// PDU is there yet.
+    pub async fn read_header(&mut self) -> Result<Header, ReadError> {
+        let mut ch = [0u8; CH_LEN];
+        // The caller waited for readiness; if it was stale, say so rather
+        // than block here where its timers cannot fire.
+        match self.stream.try_read(&mut ch) {
+            Ok(0) => return Err(ReadError::Closed),
+            Ok(n) => {
+                if n < CH_LEN {
+                    self.read_exact(&mut ch[n..]).await?;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(ReadError::NotReady),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Err(ReadError::NotReady),
+            Err(e) => return Err(e.into()),
+        }
+        let bad = |error: PduError, header: &[u8]| ReadError::Pdu {
+            error,
+            header: SmallVec::from_slice(header),
+        };
+        let parsed = CommonHeader::parse(&ch).map_err(|e| bad(e, &ch))?;
+        let layout = parsed
+            .validate(self.header_digest, self.data_digest, self.max_plen)
+            .map_err(|e| bad(e, &ch))?;
+        if parsed.pdu_type.is_term_req() {
+            // The rest of a TermReq is read by the caller as data.
+            let bytes = SmallVec::from_slice(&ch);
+            return Ok(Header {
+                ch: parsed,
+                layout,
+                bytes,
+            });
+        }
+        let mut bytes: SmallVec<[u8; 72]> = SmallVec::from_elem(0, layout.hlen);
+        bytes[..CH_LEN].copy_from_slice(&ch);
+        self.read_exact(&mut bytes[CH_LEN..]).await?;
+        if layout.header_digest {
+            let mut d = [0u8; 4];
+            self.read_exact(&mut d).await?;
+            if digest::from_wire(d) != digest::header_digest(&bytes) {
+                return Err(bad(PduError::HeaderDigest, &bytes));
+            }
+        }
+        let pad = layout.pad_len();
+        if pad > 0 {
+            let mut scratch = [0u8; 128];
+            self.read_exact(&mut scratch[..pad.min(128)]).await?;
+        }
+        Ok(Header {
+            ch: parsed,
+            layout,
+            bytes,
+        })
+    }
+
+    /// Reads the PDU's data into `buf` (control data) and checks its digest.
+    pub async fn read_data(&mut self, h: &Header, buf: &mut Vec<u8>) -> Result<(), ReadError> {
+        buf.clear();
+        buf.resize(h.layout.data_len, 0);
+        self.read_exact(buf).await?;
+        if h.layout.data_digest {
+            self.check_digest(digest::data_digest(buf)).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads the PDU's data straight into `payload` at `offset` (write data,
+    /// no copy) and checks its digest.
+    pub async fn read_data_into(
+        &mut self,
+        h: &Header,
+        payload: &mut SegmentList,
+        offset: usize,
+    ) -> Result<(), ReadError> {
+        let len = h.layout.data_len;
+        let mut done = 0;
+        while done < len {
+            self.stream.readable().await?;
+            let mut iov: SmallVec<[IoSliceMut<'_>; INLINE_SEGMENTS]> = SmallVec::new();
+            let described = payload.io_slices_mut_range(offset + done, len - done, &mut iov);
+            if described == 0 {
+                return Err(ReadError::Pdu {
+                    error: PduError::DataOutOfRange,
+                    header: h.bytes.clone(),
+                });
+            }
+            match self.stream.try_read_vectored(&mut iov) {
+                Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into()),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if h.layout.data_digest {
+            let mut d = DataDigest::default();
+            let mut parts: SmallVec<[std::io::IoSlice<'_>; INLINE_SEGMENTS]> = SmallVec::new();
+            payload.io_slices_range(offset, len, &mut parts);
+            for p in &parts {
+                d.update(p);
+            }
+            self.check_digest(d.finish()).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads and discards the PDU's data (digest still checked).
+    pub async fn skip_data(&mut self, h: &Header) -> Result<(), ReadError> {
+        let mut scratch = [0u8; 4096];
+        let mut left = h.layout.data_len;
+        let mut d = DataDigest::default();
+        while left > 0 {
+            let n = left.min(scratch.len());
+            self.read_exact(&mut scratch[..n]).await?;
+            d.update(&scratch[..n]);
+            left -= n;
+        }
+        if h.layout.data_digest {
+            self.check_digest(d.finish()).await?;
+        }
+        Ok(())
+    }
+
+    async fn check_digest(&mut self, crc: u32) -> Result<(), ReadError> {
+        let mut d = [0u8; 4];
+        self.read_exact(&mut d).await?;
+        if digest::from_wire(d) == crc {
+            Ok(())
+        } else {
+            Err(ReadError::DataDigest)
+        }
+    }
+}
+
+/// True for PDU types a host may send after the ICReq.
+pub fn host_pdu(t: PduType) -> bool {
+    matches!(
+        t,
+        PduType::CapsuleCmd | PduType::H2CData | PduType::H2CTermReq
+    )
+}
