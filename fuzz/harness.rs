@@ -159,3 +159,52 @@ pub fn nvme_tcp_pdu(data: &[u8]) {
     }
     let _ = nvme_tcp::digest::header_digest(data);
 }
+
+/// NVMe: an SQE (64 bytes) and in-capsule data, decoded and planned the way
+/// the frontend does — data pointer, Fabrics fields, and admin and I/O
+/// planning on a connected, enabled controller with two namespaces.
+pub fn nvme_capsule(data: &[u8]) {
+    use zctarget_protocol::nvme::fabrics::{self, Connect, ConnectData};
+    use zctarget_protocol::nvme::{Controller, ControllerConfig, NamespaceInfo, Sqe};
+    let Some(raw) = data.get(..64).and_then(|b| <[u8; 64]>::try_from(b).ok()) else {
+        return;
+    };
+    let rest = data.get(64..).unwrap_or_default();
+    let sqe = Sqe::parse(&raw);
+    assert_eq!(Sqe::parse(&sqe.encode()), sqe);
+    let _ = sqe.data_pointer(8192);
+    let _ = sqe.check_flags();
+    if sqe.is_fabrics() {
+        let _ = fabrics::FabricsCommand::parse(&sqe);
+        let _ = ConnectData::parse(rest);
+    }
+    let mut ro = NamespaceInfo::new(2, 1 << 20, 4096);
+    ro.read_only = true;
+    let cfg = ControllerConfig {
+        subnqn: "nqn.2026-11.io.zctarget:fuzz".into(),
+        namespaces: vec![NamespaceInfo::new(1, 1 << 16, 512), ro],
+        ..ControllerConfig::default()
+    };
+    let mut ctrl = Controller::new(cfg);
+    let connect = Connect {
+        recfmt: 0,
+        qid: 0,
+        sqsize: 31,
+        cattr: 0,
+        kato: 0,
+    };
+    let cd = ConnectData {
+        hostid: [1; 16],
+        cntlid: 0xFFFF,
+        subnqn: "nqn.2026-11.io.zctarget:fuzz".into(),
+        hostnqn: "nqn.2026-11.io.zctarget:host".into(),
+    }
+    .encode();
+    let _ = ctrl.connect(&connect.to_sqe(1, cd.len() as u32), &cd);
+    ctrl.write_cc(1 | (6 << 16) | (4 << 20));
+    let _ = ctrl.plan_io(&sqe);
+    let _ = ctrl.plan_admin(&sqe, rest);
+    if let Ok(ranges) = ctrl.dsm_ranges(1, rest) {
+        assert!(ranges.iter().all(|r| r.offset + r.len <= (1 << 16) * 512));
+    }
+}

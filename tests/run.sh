@@ -84,6 +84,16 @@ for args in "--engine uring" "--engine epoll --quick"; do
   [ "$s" -eq 0 ] || status=$s
 done
 
+# --- Linux kernel host (nvme-cli in a qemu guest), both engines --------------
+for args in "--engine uring" "--engine epoll --quick"; do
+  log "nvme-cli in a VM against zctarget ($args)"
+  set +e
+  tests/vm/zctarget-nvme.sh $args 2>&1 | tee -a "$out"
+  s=${PIPESTATUS[0]}
+  set -e
+  [ "$s" -eq 0 ] || status=$s
+done
+
 echo
 awk '/^[0-9]+ passed, [0-9]+ failed$/ { p += $1; f += $3; next }
      /^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

@@ -16,10 +16,11 @@ use zctarget_protocol::nvme_tcp;
 
 type Harness = fn(&[u8]);
 
-const TARGETS: [(&str, Harness); 3] = [
+const TARGETS: [(&str, Harness); 4] = [
     ("iscsi_bhs", harness::iscsi_bhs),
     ("iscsi_text", harness::iscsi_text),
     ("nvme_tcp_pdu", harness::nvme_tcp_pdu),
+    ("nvme_capsule", harness::nvme_capsule),
 ];
 
 fn corpus_dir(target: &str) -> PathBuf {
@@ -103,7 +104,114 @@ fn seeds() -> Vec<Seed> {
     let mut out = Vec::new();
     iscsi_seeds(&mut out);
     nvme_tcp_seeds(&mut out);
+    nvme_capsule_seeds(&mut out);
     out
+}
+
+/// SQEs the frontend plans, each with the data that would follow it.
+fn nvme_capsule_seeds(out: &mut Vec<Seed>) {
+    use zctarget_protocol::nvme::fabrics::{Connect, ConnectData};
+    use zctarget_protocol::nvme::{Sgl, Sqe};
+    let mut add = adder(out);
+    let with = |sqe: Sqe, data: &[u8]| {
+        let mut b = sqe.encode().to_vec();
+        b.extend_from_slice(data);
+        b
+    };
+    let io = |opcode: u8, slba: u64, nlb: u32, sgl: Sgl| {
+        let mut s = Sqe::new(opcode, 7);
+        s.nsid = 1;
+        s.dptr = sgl;
+        s.cdw10 = slba as u32;
+        s.cdw11 = (slba >> 32) as u32;
+        s.cdw12 = nlb;
+        s
+    };
+    add(
+        "nvme_capsule",
+        "read",
+        with(io(0x02, 8, 7, Sgl::transport(4096)), &[]),
+    );
+    add(
+        "nvme_capsule",
+        "write-in-capsule",
+        with(io(0x01, 0, 0, Sgl::in_capsule(512)), &[0x5a; 512]),
+    );
+    add(
+        "nvme_capsule",
+        "write-r2t",
+        with(io(0x01, 100, 255, Sgl::transport(131_072)), &[]),
+    );
+    add(
+        "nvme_capsule",
+        "write-ro-ns",
+        with(
+            {
+                let mut s = io(0x01, 0, 0, Sgl::in_capsule(4096));
+                s.nsid = 2;
+                s
+            },
+            &[1; 4096],
+        ),
+    );
+    add(
+        "nvme_capsule",
+        "compare",
+        with(io(0x05, 0, 0, Sgl::in_capsule(512)), &[0; 512]),
+    );
+    add(
+        "nvme_capsule",
+        "flush",
+        with(io(0x00, 0, 0, Sgl::transport(0)), &[]),
+    );
+    add(
+        "nvme_capsule",
+        "write-zeroes-deac",
+        with(io(0x08, 0, 7 | (1 << 25), Sgl::transport(0)), &[]),
+    );
+    let mut dsm = io(0x09, 0, 0, Sgl::in_capsule(32));
+    dsm.cdw10 = 1;
+    dsm.cdw11 = 1 << 2;
+    let mut ranges = Vec::new();
+    for (slba, n) in [(0u64, 8u32), (4096, 16)] {
+        ranges.extend_from_slice(&0u32.to_le_bytes());
+        ranges.extend_from_slice(&n.to_le_bytes());
+        ranges.extend_from_slice(&slba.to_le_bytes());
+    }
+    add("nvme_capsule", "dsm-deallocate", with(dsm, &ranges));
+    let mut identify = Sqe::new(0x06, 1);
+    identify.dptr = Sgl::transport(4096);
+    identify.cdw10 = 1;
+    add("nvme_capsule", "identify-ctrl", with(identify, &[]));
+    let mut log = Sqe::new(0x02, 2);
+    log.nsid = 0xFFFF_FFFF;
+    log.dptr = Sgl::transport(512);
+    log.cdw10 = 0x02 | (127 << 16);
+    add("nvme_capsule", "get-log-smart", with(log, &[]));
+    add("nvme_capsule", "keep-alive", with(Sqe::new(0x18, 3), &[]));
+    let cd = ConnectData {
+        hostid: [2; 16],
+        cntlid: 0xFFFF,
+        subnqn: "nqn.2026-11.io.zctarget:fuzz".into(),
+        hostnqn: "nqn.2026-11.io.zctarget:host".into(),
+    }
+    .encode();
+    let connect = Connect {
+        recfmt: 0,
+        qid: 1,
+        sqsize: 31,
+        cattr: 0,
+        kato: 0,
+    };
+    add(
+        "nvme_capsule",
+        "connect-io",
+        with(connect.to_sqe(4, 1024), &cd),
+    );
+    let mut prop = Sqe::new(0x7F, 5);
+    prop.nsid = 0x04;
+    prop.cdw10 = 1;
+    add("nvme_capsule", "property-get-cap", with(prop, &[]));
 }
 
 fn adder(out: &mut Vec<Seed>) -> impl FnMut(&'static str, &str, Vec<u8>) + '_ {

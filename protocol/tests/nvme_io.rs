@@ -286,9 +286,30 @@ fn dataset_management() {
         IoPlan::Dsm {
             nsid: 1,
             ranges: 2,
+            len: 32,
             in_capsule: true
         }
     );
+    // The Linux host sends its whole 4 KiB range page for one range.
+    s.cdw10 = 0;
+    s.dptr = Sgl::in_capsule(4096);
+    assert_eq!(
+        c.plan_io(&s),
+        IoPlan::Dsm {
+            nsid: 1,
+            ranges: 1,
+            len: 4096,
+            in_capsule: true
+        }
+    );
+    s.dptr = Sgl::in_capsule(4112);
+    assert_eq!(
+        c.plan_io(&s),
+        IoPlan::Error(Status::SGL_INVALID_DATA.dnr()),
+        "more than 256 ranges"
+    );
+    s.cdw10 = 1;
+    s.dptr = Sgl::in_capsule(32);
     s.cdw11 = 0;
     assert_eq!(c.plan_io(&s), IoPlan::Nop, "no deallocate: nothing to do");
     s.dptr = Sgl::in_capsule(16);

@@ -61,6 +61,9 @@ pub enum IoPlan {
         nsid: u32,
         /// Number of ranges (NR + 1).
         ranges: u16,
+        /// Bytes of data the host sends: at least `ranges` × 16; Linux
+        /// sends its whole 4 KiB range page (the extra bytes are ignored).
+        len: u32,
         /// The range list is in the capsule (else fetch it with R2T).
         in_capsule: bool,
     },
@@ -256,7 +259,10 @@ impl Controller {
                 // Dataset Management: CDW10 bits 7:0 NR (0's based), CDW11
                 // bit 2 AD (deallocate).
                 let ranges = (sqe.cdw10 & 0xFF) as u16 + 1;
-                if dp.len() != u32::from(ranges) * 16 {
+                // The buffer holds at least NR + 1 ranges; a longer one (the
+                // Linux host sends a whole page) is accepted, the rest
+                // ignored.
+                if dp.len() < u32::from(ranges) * 16 || dp.len() > 256 * 16 {
                     return Err(Status::SGL_INVALID_DATA.dnr());
                 }
                 if sqe.cdw11 & (1 << 2) == 0 || !ns.discard {
@@ -265,6 +271,7 @@ impl Controller {
                 Ok(IoPlan::Dsm {
                     nsid,
                     ranges,
+                    len: dp.len(),
                     in_capsule,
                 })
             }

@@ -607,10 +607,10 @@ impl Queue {
                 ..
             } => Some(self.expect_h2c(sqe.cid, len).await?),
             IoPlan::Dsm {
-                ranges,
+                len,
                 in_capsule: false,
                 ..
-            } => Some(self.expect_h2c(sqe.cid, u32::from(ranges) * 16).await?),
+            } => Some(self.expect_h2c(sqe.cid, len).await?),
             _ => None,
         };
         self.running.set(self.running.get() + 1);
@@ -628,6 +628,9 @@ impl Queue {
                 }
                 match result {
                     Ok(Some(c)) => {
+                        if !c.status.is_success() {
+                            tracing::debug!(status = ?c.status, "I/O command failed");
+                        }
                         let _ = q.send_completion(cid, c);
                     }
                     Ok(None) => {}

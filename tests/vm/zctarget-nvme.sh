@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Issue #4 acceptance with the Linux kernel host (nvme-cli in a qemu guest)
+# against zctarget: discovery, connect with 2 I/O queues with and without
+# digests, id-ctrl/id-ns, filesystem round trip, blkdiscard, fio verify, a
+# host NQN not in `hosts` refused, and a target restart the controller
+# reconnects from.
+#
+#   tests/vm/zctarget-nvme.sh [--engine uring|epoll] [--bin PATH] [--quick]
+#
+# Prints one PASS/FAIL line per scenario and "N passed, N failed" last.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+engine=uring
+bin=build/debug/zctarget
+size=128
+fio_size=64M
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --engine) engine=$2; shift 2 ;;
+    --bin) bin=$2; shift 2 ;;
+    --quick) size=32; fio_size=16M; shift ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+[ -x "$bin" ] || cargo build -q -p zctarget
+bin=$(readlink -f "$bin")
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+nqn=nqn.2026-11.io.zctarget:vm
+allowed=nqn.2014-08.org.nvmexpress:uuid:0c0ffee0-0000-4000-8000-00000000a11d
+stranger=nqn.2014-08.org.nvmexpress:uuid:0badbad0-0000-4000-8000-000000000bad
+vm=tests/vm/vm-initiator.sh
+
+config() { # NAME
+  cat > "$work/$1.toml" <<CFG
+[server]
+iscsi_listen = []
+nvme_listen = ["127.0.0.1:4420"]
+io_engine = "$engine"
+
+[[volumes]]
+name = "v0"
+path = "$work/$1.img"
+size = "512MiB"
+
+[[nvme_subsystems]]
+nqn = "$nqn"
+namespaces = ["v0"]
+hosts = ["$allowed"]
+CFG
+}
+
+passed=0; failed=0
+scenario() { # NAME, then vm-initiator arguments
+  local name=$1; shift
+  local log="$work/$(printf '%s' "$name" | tr -c 'A-Za-z0-9' '_').log"
+  if timeout 900 "$vm" --timeout 600 "$@" > "$log" 2>&1; then
+    echo "PASS: $name"; passed=$((passed + 1))
+  else
+    echo "FAIL: $name"; failed=$((failed + 1))
+    grep -E "FAIL|error" "$log" | tail -20 | sed 's/^/    /'
+  fi
+}
+
+config plain
+scenario "discover, connect -i 2, id-ctrl/id-ns, filesystem ${size} MiB, blkdiscard, fio verify ($engine)" \
+  --guest-script tests/vm/guest/nvme-fs.sh \
+  --target-cmd "$bin serve --config $work/plain.toml" --wait-port 4420 \
+  --env NQN=$nqn --env PORT=4420 --env HOSTNQN=$allowed --env SIZE_MB=$size \
+  --env RUN_FIO=1 --env FIO_SIZE=$fio_size
+
+config digests
+scenario "connect -g -G (header and data digests), filesystem 32 MiB ($engine)" \
+  --guest-script tests/vm/guest/nvme-fs.sh \
+  --target-cmd "$bin serve --config $work/digests.toml" --wait-port 4420 \
+  --env NQN=$nqn --env PORT=4420 --env HOSTNQN=$allowed --env SIZE_MB=32 --env DIGESTS=1
+
+scenario "host NQN not in hosts refused ($engine)" --guest-script tests/vm/guest/nvme-fs.sh \
+  --target-cmd "$bin serve --config $work/plain.toml" --wait-port 4420 \
+  --env NQN=$nqn --env PORT=4420 --env HOSTNQN=$stranger --env EXPECT_CONNECT_FAIL=1
+
+config restart
+tests/vm/targets/restartable.sh --install >/dev/null 2>&1 || true
+scenario "target restart, controller reconnects ($engine)" --guest-script tests/vm/guest/nvme-restart.sh \
+  --target-cmd "$PWD/tests/vm/targets/restartable.sh --control-port 9999 --wait-port 4420 -- $bin serve --config $work/restart.toml" \
+  --wait-port 4420 --env NQN=$nqn --env PORT=4420 --env HOSTNQN=$allowed
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
