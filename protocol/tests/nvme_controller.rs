@@ -666,10 +666,12 @@ fn discovery_controller() {
     assert_eq!(le16(e, 8), 32, "ASQSZ");
     assert_eq!(&e[32..36], b"4420");
     assert!(e[36..64].iter().all(|&b| b == b' '));
-    assert_eq!(&e[256..266], b"192.0.2.10");
-    assert_eq!(e[266], b' ');
-    assert_eq!(&e[512..512 + SUBNQN.len()], SUBNQN.as_bytes());
-    assert_eq!(e[512 + SUBNQN.len()], 0);
+    // Fabrics 1.1 Figure 38 / Linux nvmf_disc_rsp_page_entry: SUBNQN at
+    // 256 (NUL padded), TRADDR at 512 (space padded).
+    assert_eq!(&e[256..256 + SUBNQN.len()], SUBNQN.as_bytes());
+    assert_eq!(e[256 + SUBNQN.len()], 0);
+    assert_eq!(&e[512..522], b"192.0.2.10");
+    assert_eq!(e[522], b' ');
     assert_eq!(e[768], 0, "TSAS SECTYPE none");
     assert_eq!(p[2048 + 2], 3, "current discovery subsystem");
     // Second entry alone, by offset.
