@@ -11,4 +11,5 @@ pub mod logging;
 pub mod nvmf;
 pub mod outbound;
 pub mod reactor;
+pub mod sockio;
 pub mod zerocopy;

@@ -139,4 +139,27 @@ impl Outbound {
     pub fn into_sender(self: Rc<Self>) -> Result<ZeroCopySender, Rc<Self>> {
         Rc::try_unwrap(self).map(|o| o.sender.into_inner())
     }
+
+    /// Ends the send side of a closing connection: the writer drains
+    /// (bounded by `timeout`), then the sender closes, waiting for the
+    /// kernel's notifications and resetting the connection past `timeout` —
+    /// leases are released only after that. Logs what went wrong.
+    pub async fn shut_down(
+        self: Rc<Self>,
+        writer: tokio::task::JoinHandle<io::Result<()>>,
+        timeout: std::time::Duration,
+    ) {
+        self.close();
+        let _ = tokio::time::timeout(timeout, writer).await;
+        match self.into_sender() {
+            Ok(sender) => {
+                if sender.close(timeout).await.reset {
+                    tracing::warn!(
+                        "zero-copy notifications outstanding at teardown; connection reset"
+                    );
+                }
+            }
+            Err(_) => tracing::warn!("connection state still referenced at teardown"),
+        }
+    }
 }

@@ -153,18 +153,10 @@ pub async fn serve_connection(reactor: Rc<Reactor>, stream: TcpStream) -> anyhow
         t.nexus_lost(nexus);
     }
     drop(conn);
-    out.close();
-    let _ = tokio::time::timeout(TEARDOWN_TIMEOUT, writer).await;
     drop(reader);
-    match out.into_sender() {
-        Ok(sender) => {
-            let report = sender.close(TEARDOWN_TIMEOUT).await;
-            if report.reset {
-                tracing::warn!(parent: &span, "zero-copy notifications outstanding at teardown; connection reset");
-            }
-        }
-        Err(_) => tracing::warn!(parent: &span, "connection state still referenced at teardown"),
-    }
+    out.shut_down(writer, TEARDOWN_TIMEOUT)
+        .instrument(span.clone())
+        .await;
     drop(logged_in);
     match exit {
         Ok(e) => {

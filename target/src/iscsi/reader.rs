@@ -6,7 +6,7 @@
 //! Data-Out) straight into the command's leased [`SegmentList`], so payload is
 //! never copied in userspace. Padding and the data digest follow.
 
-use std::io::{self, IoSliceMut};
+use std::io;
 use std::rc::Rc;
 
 use smallvec::SmallVec;
@@ -91,18 +91,7 @@ impl PduReader {
 
     /// Reads exactly `buf.len()` bytes.
     async fn read_exact(&self, buf: &mut [u8]) -> io::Result<()> {
-        let mut done = 0;
-        while done < buf.len() {
-            self.stream.readable().await?;
-            match self.stream.try_read(&mut buf[done..]) {
-                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        crate::sockio::read_exact(&self.stream, buf).await
     }
 
     /// Reads the next header. `Closed` when the peer closed cleanly before
@@ -180,26 +169,7 @@ impl PduReader {
         offset: usize,
     ) -> Result<(), ReadError> {
         let len = len as usize;
-        let mut done = 0;
-        while done < len {
-            self.stream.readable().await?;
-            let mut iov: SmallVec<[IoSliceMut<'_>; INLINE_SEGMENTS]> = SmallVec::new();
-            let described = payload.io_slices_mut_range(offset + done, len - done, &mut iov);
-            if described == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "data beyond the command's buffer",
-                )
-                .into());
-            }
-            match self.stream.try_read_vectored(&mut iov) {
-                Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into()),
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        crate::sockio::read_into(&self.stream, payload, offset, len).await?;
         let crc = if self.data_digest {
             payload_digest(payload, offset, len)
         } else {

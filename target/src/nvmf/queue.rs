@@ -160,15 +160,8 @@ pub async fn serve(reactor: Rc<Reactor>, stream: TcpStream) -> anyhow::Result<()
             exit
         }
     };
-    out.close();
-    let _ = tokio::time::timeout(TEARDOWN_TIMEOUT, writer).await;
     drop(reader);
-    if let Ok(sender) = out.into_sender() {
-        let report = sender.close(TEARDOWN_TIMEOUT).await;
-        if report.reset {
-            tracing::warn!("zero-copy notifications outstanding at teardown; connection reset");
-        }
-    }
+    out.shut_down(writer, TEARDOWN_TIMEOUT).await;
     let pool = shared.pool.stats();
     match exit {
         Ok(e) => {
@@ -969,16 +962,7 @@ impl Queue {
         msg.push_header(&[0u8; 128][..pad])?;
         msg.push_payload(0, len)?;
         if self.ddgst {
-            let crc = {
-                let mut d = digest::DataDigest::new();
-                let mut parts: smallvec::SmallVec<[std::io::IoSlice<'_>; 8]> =
-                    smallvec::SmallVec::new();
-                msg.payload().io_slices_range(0, len, &mut parts);
-                for p in &parts {
-                    d.update(p);
-                }
-                d.finish()
-            };
+            let crc = msg.payload().crc32c_range(0, len);
             msg.push_header(&digest::to_wire(crc))?;
         }
         match policy {

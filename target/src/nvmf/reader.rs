@@ -2,12 +2,11 @@
 //! of the header and its digest, padding up to PDO, data — control data into
 //! a `Vec`, write data straight into leased buffers — and the data digest.
 
-use std::io::{self, IoSliceMut};
+use std::io;
 use std::rc::Rc;
 
 use smallvec::SmallVec;
 use tokio::net::TcpStream;
-use zctarget_backends::segment::INLINE_SEGMENTS;
 use zctarget_backends::SegmentList;
 use zctarget_protocol::nvme_tcp::digest::{self, DataDigest};
 use zctarget_protocol::nvme_tcp::{CommonHeader, PduError, PduLayout, PduType, CH_LEN};
@@ -73,18 +72,7 @@ impl PduReader {
 
     /// Reads exactly `buf.len()` bytes.
     pub async fn read_exact(&self, buf: &mut [u8]) -> io::Result<()> {
-        let mut done = 0;
-        while done < buf.len() {
-            self.stream.readable().await?;
-            match self.stream.try_read(&mut buf[done..]) {
-                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        crate::sockio::read_exact(&self.stream, buf).await
     }
 
     /// Reads the next PDU header (CH, PDU-specific header, header digest,
@@ -165,33 +153,18 @@ impl PduReader {
         offset: usize,
     ) -> Result<(), ReadError> {
         let len = h.layout.data_len;
-        let mut done = 0;
-        while done < len {
-            self.stream.readable().await?;
-            let mut iov: SmallVec<[IoSliceMut<'_>; INLINE_SEGMENTS]> = SmallVec::new();
-            let described = payload.io_slices_mut_range(offset + done, len - done, &mut iov);
-            if described == 0 {
-                return Err(ReadError::Pdu {
-                    error: PduError::DataOutOfRange,
-                    header: h.bytes.clone(),
-                });
-            }
-            match self.stream.try_read_vectored(&mut iov) {
-                Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into()),
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e.into()),
-            }
+        if offset
+            .checked_add(len)
+            .is_none_or(|end| end > payload.len())
+        {
+            return Err(ReadError::Pdu {
+                error: PduError::DataOutOfRange,
+                header: h.bytes.clone(),
+            });
         }
+        crate::sockio::read_into(&self.stream, payload, offset, len).await?;
         if h.layout.data_digest {
-            let mut d = DataDigest::default();
-            let mut parts: SmallVec<[std::io::IoSlice<'_>; INLINE_SEGMENTS]> = SmallVec::new();
-            payload.io_slices_range(offset, len, &mut parts);
-            for p in &parts {
-                d.update(p);
-            }
-            self.check_digest(d.finish()).await?;
+            self.check_digest(payload.crc32c_range(offset, len)).await?;
         }
         Ok(())
     }
