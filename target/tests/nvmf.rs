@@ -248,6 +248,14 @@ fn full_path(engine: &str, policy: &str) {
     );
     ok(io.read(2, 0, 8, BS));
 
+    // The SMART / Health log counts what the host did.
+    let smart = ok(admin.get_log_page(0x02, 512)).data;
+    let units_read = u128::from_le_bytes(smart[32..48].try_into().unwrap());
+    let reads = u128::from_le_bytes(smart[64..80].try_into().unwrap());
+    let writes = u128::from_le_bytes(smart[80..96].try_into().unwrap());
+    assert!(units_read >= 3, "data units read {units_read}");
+    assert!(reads >= 6 && writes >= 6, "reads {reads} writes {writes}");
+
     // A second I/O queue, then disconnect both.
     o.qid = 2;
     let (mut io2, r) = NvmeQueue::connect(d.addr(), &o).expect("io2");
@@ -344,6 +352,43 @@ fn malformed_pdus_end_only_their_connection() {
     h2c[16..20].copy_from_slice(&512u32.to_le_bytes());
     h2c.extend_from_slice(&[0u8; 512]);
     q.send_raw(&h2c).expect("send");
+    expect_term(&mut q, 1);
+
+    // H2CData beyond the R2T's range: FES 04h.
+    o.qid = 5;
+    let (mut q, r) = NvmeQueue::connect(d.addr(), &o).expect("io5");
+    assert!(r.status().is_success());
+    let mut sqe = zctarget_protocol::nvme::Sqe::new(0x01, 90);
+    sqe.nsid = 1;
+    sqe.dptr = zctarget_protocol::nvme::Sgl::transport(16384);
+    sqe.cdw12 = 31;
+    q.send_capsule(&sqe, &[]).expect("send");
+    let r2t = q.recv().expect("R2T");
+    assert_eq!(r2t.ch.pdu_type, zctarget_protocol::nvme_tcp::PduType::R2t);
+    let ttag = u16::from_le_bytes([r2t.header[10], r2t.header[11]]);
+    let h2c = zctarget_protocol::nvme_tcp::H2CData {
+        flags: zctarget_protocol::nvme_tcp::PduFlags::LAST_PDU,
+        pdo: 24,
+        plen: 24 + 8192,
+        cccid: 90,
+        ttag,
+        datao: 12288,
+        datal: 8192,
+    };
+    q.send_pdu(&h2c.encode(), &[0u8; 8192]).expect("send");
+    expect_term(&mut q, 4);
+
+    // PDO inside the header (PDO/PLEN mismatch): FES 01h.
+    let mut q = NvmeQueue::open(d.addr(), false, false).expect("open");
+    let capsule = zctarget_protocol::nvme_tcp::CapsuleCmd {
+        flags: zctarget_protocol::nvme_tcp::PduFlags::empty(),
+        pdo: 40,
+        plen: 72 + 512,
+        sqe: zctarget_protocol::nvme::Sqe::new(0x01, 91).encode(),
+    };
+    let mut raw = capsule.encode().to_vec();
+    raw.extend_from_slice(&[0u8; 512]);
+    q.send_raw(&raw).expect("send");
     expect_term(&mut q, 1);
 
     // Wrong header digest: FES 03h.

@@ -17,7 +17,7 @@ pub mod reader;
 
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::net::TcpStream;
@@ -77,6 +77,39 @@ pub struct ControllerEntry {
     /// Set to true to tear the controller down (keep-alive timeout, admin
     /// queue gone): every queue connection closes.
     pub kill: watch::Sender<bool>,
+    /// I/O counters for the SMART / Health log, updated by the I/O queues
+    /// (relaxed atomics: one add per completed command).
+    pub stats: IoStats,
+}
+
+/// A controller's I/O counters.
+#[derive(Debug, Default)]
+pub struct IoStats {
+    /// Bytes read by the host.
+    pub bytes_read: AtomicU64,
+    /// Bytes written by the host.
+    pub bytes_written: AtomicU64,
+    /// Read commands completed.
+    pub reads: AtomicU64,
+    /// Write commands completed.
+    pub writes: AtomicU64,
+    /// Commands that failed in the backend.
+    pub media_errors: AtomicU64,
+}
+
+impl IoStats {
+    /// The counters as the SMART / Health log reports them.
+    pub fn health(&self) -> zctarget_protocol::nvme::HealthCounters {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        zctarget_protocol::nvme::HealthCounters {
+            bytes_read: get(&self.bytes_read),
+            bytes_written: get(&self.bytes_written),
+            read_commands: get(&self.reads),
+            write_commands: get(&self.writes),
+            media_errors: get(&self.media_errors),
+            ..Default::default()
+        }
+    }
 }
 
 /// Daemon-wide NVMe/TCP state.
@@ -192,6 +225,7 @@ impl NvmfRegistry {
             ctrl: Mutex::new(ctrl),
             subsystem,
             kill,
+            stats: IoStats::default(),
         });
         if let Ok(mut m) = self.controllers.lock() {
             m.insert(cntlid, Arc::clone(&entry));

@@ -13,6 +13,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -512,6 +513,9 @@ impl Queue {
                 .lock()
                 .map_err(|_| anyhow::anyhow!("controller state poisoned"))?;
             let before = ctrl.keep_alive_seq();
+            if sqe.opcode == zctarget_protocol::nvme::admin_opcode::GET_LOG_PAGE {
+                ctrl.set_health(entry.stats.health());
+            }
             let plan = ctrl.plan_admin(sqe, data);
             if ctrl.keep_alive_seq() != before {
                 self.last_keep_alive.set(Instant::now());
@@ -769,6 +773,10 @@ impl Queue {
         h2c: Option<Rc<H2CState>>,
     ) -> anyhow::Result<Option<Completion>> {
         let ok = Some(Completion::SUCCESS);
+        let count = |bytes: &AtomicU64, cmds: &AtomicU64, n: u64| {
+            bytes.fetch_add(n, Ordering::Relaxed);
+            cmds.fetch_add(1, Ordering::Relaxed);
+        };
         // Write data that never fully arrived: a digest failure is
         // answered, a lost connection is not.
         let lost = || {
@@ -778,6 +786,7 @@ impl Queue {
         };
         let io_status = |e: std::io::Error, write: bool| {
             tracing::warn!(error = %e, "backend I/O failed");
+            entry.stats.media_errors.fetch_add(1, Ordering::Relaxed);
             let s = if e.kind() == std::io::ErrorKind::PermissionDenied {
                 Status::NS_WRITE_PROTECTED
             } else if write {
@@ -804,6 +813,7 @@ impl Queue {
                 if let Err(e) = r {
                     return Ok(io_status(e, false));
                 }
+                count(&entry.stats.bytes_read, &entry.stats.reads, u64::from(len));
                 self.send_read_data(sqe.cid, list, len as usize).await
             }
             IoPlan::Write {
@@ -825,7 +835,14 @@ impl Queue {
                     .unwrap_or(true);
                 let (_data, r) = vol.write(offset, data, fua || !wce).await;
                 Ok(match r {
-                    Ok(()) => ok,
+                    Ok(()) => {
+                        count(
+                            &entry.stats.bytes_written,
+                            &entry.stats.writes,
+                            u64::from(len),
+                        );
+                        ok
+                    }
                     Err(e) => io_status(e, true),
                 })
             }
