@@ -358,6 +358,57 @@ fn policy_never_copies_and_threshold_splits_by_size() {
     });
 }
 
+#[test]
+fn auto_mode_stops_zero_copy_after_the_kernel_keeps_copying() {
+    // On loopback every notification says "copied": in threshold (auto)
+    // mode the sender gives zero-copy up after a short streak, so later
+    // sends complete at once instead of waiting for the peer's ACK; in
+    // `Always` mode it never does.
+    on_both_engines(|| async {
+        let pool = BufferPool::new(8 << 20, 64 << 10, false).expect("pool");
+        for (policy, abandons) in [
+            (ZeroCopyPolicy::Threshold(16 << 10), true),
+            (ZeroCopyPolicy::Always, false),
+        ] {
+            let (tx, rx) = pair(1 << 20, None);
+            let reader = drain_thread(rx, Duration::ZERO);
+            let (mut sender, counters) = sender_on(tx, policy);
+            let mut zerocopy_per_message = Vec::new();
+            for token in 0..16u64 {
+                let payload = pool.lease(64 << 10).await.expect("lease");
+                let mut msg = sender.message(token, payload);
+                msg.push_payload(0, 64 << 10).expect("range");
+                sender.submit(msg);
+                // One at a time, each released before the next is sent.
+                sender.flush_all().await.expect("flush");
+                while let Some(c) = sender.take_completion() {
+                    zerocopy_per_message.push(c.zerocopy_calls > 0);
+                }
+            }
+            assert_eq!(zerocopy_per_message.len(), 16);
+            let abandoned = counters.zerocopy_abandoned.load(Ordering::Relaxed);
+            assert_eq!(
+                abandoned == 1,
+                abandons,
+                "{policy:?}: abandoned {abandoned}"
+            );
+            if abandons {
+                let limit = zctarget::zerocopy::COPIED_STREAK_LIMIT as usize;
+                assert!(zerocopy_per_message[..limit].iter().all(|&z| z));
+                assert!(
+                    zerocopy_per_message[limit + 1..].iter().all(|&z| !z),
+                    "{zerocopy_per_message:?}"
+                );
+            } else {
+                assert!(zerocopy_per_message.iter().all(|&z| z));
+            }
+            drop(sender);
+            reader.join().expect("reader");
+            assert!(pool.is_full());
+        }
+    });
+}
+
 /// Inner half of the ENOBUFS test: runs in a network namespace whose
 /// `net.core.optmem_max` is too small for zero-copy bookkeeping, so every
 /// `MSG_ZEROCOPY` call fails with ENOBUFS and must fall back to a copy.

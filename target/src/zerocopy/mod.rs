@@ -12,5 +12,6 @@ pub mod tracker;
 pub use message::{Message, MessageError, INLINE_CAPACITY};
 pub use sender::{
     CloseReport, Completion, Outcome, SenderCounters, ZeroCopyPolicy, ZeroCopySender,
+    COPIED_STREAK_LIMIT,
 };
 pub use tracker::NotificationTracker;

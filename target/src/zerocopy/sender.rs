@@ -62,6 +62,9 @@ pub struct SenderCounters {
     pub notifications: AtomicU64,
     /// Notifications saying the kernel copied after all.
     pub copied_notifications: AtomicU64,
+    /// Connections on which `auto` mode turned zero-copy off because the
+    /// kernel kept copying (see [`COPIED_STREAK_LIMIT`]).
+    pub zerocopy_abandoned: AtomicU64,
     /// `ENOBUFS` on a zero-copy call, retried as a copy.
     pub enobufs_fallbacks: AtomicU64,
     /// Connections reset because notifications did not arrive in time.
@@ -123,7 +126,17 @@ pub struct ZeroCopySender {
     spare_inline: Vec<InlineBuf>,
     counters: Arc<SenderCounters>,
     failed: bool,
+    /// Consecutive notifications that said the kernel copied anyway.
+    copied_streak: u32,
 }
+
+/// In `auto` (threshold) mode, this many consecutive "copied anyway"
+/// notifications turn zero-copy off for the socket: the route copies (e.g.
+/// loopback), so `MSG_ZEROCOPY` would only add page pinning and — worse —
+/// hold each payload until the peer's ACK, which a peer that delays ACKs
+/// sends up to ~40 ms later (the kernel's msg_zerocopy documentation
+/// suggests exactly this fallback).
+pub const COPIED_STREAK_LIMIT: u32 = 4;
 
 impl ZeroCopySender {
     /// A sender on `stream`. Enables `SO_ZEROCOPY` unless the policy is
@@ -146,6 +159,26 @@ impl ZeroCopySender {
             spare_inline: Vec::new(),
             counters,
             failed: false,
+            copied_streak: 0,
+        }
+    }
+
+    /// Counts a notification; in threshold mode a streak of copied ones
+    /// turns zero-copy off for this socket.
+    fn note_copied(&mut self, copied: bool) {
+        SenderCounters::add(&self.counters.notifications, 1);
+        if !copied {
+            self.copied_streak = 0;
+            return;
+        }
+        SenderCounters::add(&self.counters.copied_notifications, 1);
+        self.copied_streak = self.copied_streak.saturating_add(1);
+        if self.copied_streak >= COPIED_STREAK_LIMIT
+            && matches!(self.policy, ZeroCopyPolicy::Threshold(_))
+        {
+            self.policy = ZeroCopyPolicy::Never;
+            SenderCounters::add(&self.counters.zerocopy_abandoned, 1);
+            tracing::debug!("kernel copies on this route; zero-copy off for the connection");
         }
     }
 
@@ -305,10 +338,7 @@ impl ZeroCopySender {
                 .try_io(Interest::ERROR, || errqueue::recv_notification(fd));
             match got {
                 Ok(Some(ZeroCopyNotification { lo, hi, copied })) => {
-                    SenderCounters::add(&self.counters.notifications, 1);
-                    if copied {
-                        SenderCounters::add(&self.counters.copied_notifications, 1);
-                    }
+                    self.note_copied(copied);
                     self.tracker.notify(lo, hi, &mut released);
                 }
                 Ok(None) => continue,
@@ -317,10 +347,7 @@ impl ZeroCopySender {
                     // queued: read directly until the queue is really empty.
                     match errqueue::recv_notification(fd) {
                         Ok(Some(n)) => {
-                            SenderCounters::add(&self.counters.notifications, 1);
-                            if n.copied {
-                                SenderCounters::add(&self.counters.copied_notifications, 1);
-                            }
+                            self.note_copied(n.copied);
                             self.tracker.notify(n.lo, n.hi, &mut released);
                         }
                         Ok(None) => continue,

@@ -1,0 +1,130 @@
+//! A small NVMe/TCP load generator on the in-repo host: one admin queue,
+//! then `--queues` I/O queues, each driven by its own thread with one
+//! command in flight (so the queue depth is the number of queues), random
+//! reads (or writes) of `--bs` bytes for `--seconds`. Reports IOPS and
+//! throughput. There is no packaged userspace NVMe/TCP initiator to compare
+//! with; this measures the target with a simple, honest client.
+//!
+//!   zc-nvme-perf --addr 127.0.0.1:4420 --nqn NQN [--hostnqn H] [--queues 8]
+//!                [--bs 4096] [--seconds 10] [--write] [--blocks N]
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use zctarget_tests::nvme_client::{NvmeQueue, QueueOptions};
+
+struct Args {
+    addr: String,
+    nqn: String,
+    hostnqn: String,
+    queues: u16,
+    bs: usize,
+    seconds: u64,
+    write: bool,
+    blocks: Option<u64>,
+}
+
+fn args() -> anyhow::Result<Args> {
+    let mut a = Args {
+        addr: "127.0.0.1:4420".into(),
+        nqn: String::new(),
+        hostnqn: "nqn.2026-11.io.zctarget:perf-host".into(),
+        queues: 8,
+        bs: 4096,
+        seconds: 10,
+        write: false,
+        blocks: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let mut v = || it.next().context(format!("{k} needs a value"));
+        match k.as_str() {
+            "--addr" => a.addr = v()?,
+            "--nqn" => a.nqn = v()?,
+            "--hostnqn" => a.hostnqn = v()?,
+            "--queues" => a.queues = v()?.parse()?,
+            "--bs" => a.bs = v()?.parse()?,
+            "--seconds" => a.seconds = v()?.parse()?,
+            "--blocks" => a.blocks = Some(v()?.parse()?),
+            "--write" => a.write = true,
+            other => anyhow::bail!("unknown argument {other}"),
+        }
+    }
+    anyhow::ensure!(!a.nqn.is_empty(), "--nqn is required");
+    anyhow::ensure!(
+        a.queues >= 1 && a.seconds <= 3600,
+        "bad --queues or --seconds"
+    );
+    Ok(a)
+}
+
+fn main() -> anyhow::Result<()> {
+    let a = args()?;
+    let mut admin = NvmeQueue::admin(a.addr.as_str(), &QueueOptions::admin(&a.nqn, &a.hostnqn))
+        .context("admin queue")?;
+    let ns = admin.identify(0, 1)?;
+    let nsze = u64::from_le_bytes(ns.data[0..8].try_into()?);
+    let flbas = usize::from(ns.data[26] & 0x0f);
+    let lbads = ns.data[128 + flbas * 4 + 2];
+    let lba = 1usize << lbads;
+    let per_io = (a.bs / lba).max(1) as u32;
+    let span = a.blocks.unwrap_or(nsze).min(nsze) / u64::from(per_io);
+    anyhow::ensure!(span > 0, "namespace too small");
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let mut threads = Vec::new();
+    for q in 1..=a.queues {
+        let mut o = QueueOptions::admin(&a.nqn, &a.hostnqn);
+        o.qid = q;
+        o.cntlid = admin.cntlid;
+        let (mut io, r) = NvmeQueue::connect(a.addr.as_str(), &o).context("I/O queue")?;
+        anyhow::ensure!(
+            r.status().is_success(),
+            "I/O queue {q} refused: {:?}",
+            r.status()
+        );
+        let (stop, done) = (Arc::clone(&stop), Arc::clone(&done));
+        let write = a.write;
+        let data = vec![0x5au8; per_io as usize * lba];
+        threads.push(std::thread::spawn(move || -> anyhow::Result<()> {
+            let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(q);
+            while !stop.load(Ordering::Relaxed) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let slba = (x % span) * u64::from(per_io);
+                let r = if write {
+                    io.write(1, slba, &data, lba, false)?
+                } else {
+                    io.read(1, slba, per_io, lba)?
+                };
+                anyhow::ensure!(r.status().is_success(), "I/O failed: {:?}", r.status());
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
+        }));
+    }
+    let start = Instant::now();
+    std::thread::sleep(Duration::from_secs(a.seconds));
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = start.elapsed().as_secs_f64();
+    for t in threads {
+        t.join().map_err(|_| anyhow::anyhow!("worker panicked"))??;
+    }
+    let n = done.load(Ordering::Relaxed) as f64;
+    let bytes = n * (per_io as f64) * lba as f64;
+    println!(
+        "{} {} B x {} queues (qd {}), {:.1} s: {:.0} IOPS, {:.1} MB/s",
+        if a.write { "write" } else { "read" },
+        per_io as usize * lba,
+        a.queues,
+        a.queues,
+        elapsed,
+        n / elapsed,
+        bytes / elapsed / 1e6
+    );
+    let _ = admin.keep_alive();
+    Ok(())
+}
