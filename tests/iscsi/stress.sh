@@ -103,6 +103,7 @@ done
 sum=$(awk '{for (i = 1; i <= NF; i++) if ($i == "caw") s += $(i + 1)} END {print s + 0}' "$work"/client-*.out)
 writes=$(awk '{for (i = 1; i <= NF; i++) if ($i == "writes") s += $(i + 1)} END {print s + 0}' "$work"/client-*.out)
 reads=$(awk '{for (i = 1; i <= NF; i++) if ($i == "blocks_verified") s += $(i + 1)} END {print s + 0}' "$work"/client-*.out)
+torn=$(awk '{for (i = 1; i <= NF; i++) if ($i == "torn_reads") s += $(i + 1)} END {print s + 0}' "$work"/client-*.out)
 counter=$("$work/stress" "$url" "$prefix-control" read-counter) || fail "could not read the counter block"
 [ "$counter" = "$sum" ] || fail "COMPARE AND WRITE counter is $counter, clients counted $sum increments"
 [ "$sum" -gt 0 ] || fail "no COMPARE AND WRITE succeeded"
@@ -123,4 +124,4 @@ pid=
 [ "$rc" = 0 ] || fail "daemon exited $rc on SIGTERM"
 grep -q "buffer pool intact" "$work/daemon.log" || fail "leases outstanding at shutdown"
 
-echo "iscsi stress, $engine engine, $policy status: $clients clients, $writes writes, $reads blocks verified, $sum compare-and-writes, 0 corrupt, pool $free/$total chunks free after logout"
+echo "iscsi stress, $engine engine, $policy status: $clients clients, $writes writes, $reads blocks verified, $sum compare-and-writes, 0 corrupt ($torn reads torn by a racing overlapping write, whole on re-read), pool $free/$total chunks free after logout"
