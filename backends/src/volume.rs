@@ -6,7 +6,11 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
+
+use crate::stats::VolumeStats;
 
 use crate::backend::{Backend, BackendInfo, Engine};
 use crate::file::{EpollFile, FileStore, UringFile, BLKGETSIZE64, BLKSSZGET};
@@ -82,6 +86,7 @@ pub struct Volume {
     name: String,
     info: BackendInfo,
     store: Store,
+    stats: Arc<VolumeStats>,
 }
 
 impl std::fmt::Debug for Volume {
@@ -137,6 +142,7 @@ impl Volume {
             return Err(invalid("capacity is zero".into()));
         }
         Ok(Arc::new(Volume {
+            stats: Arc::default(),
             name: spec.name.clone(),
             info: BackendInfo {
                 capacity,
@@ -186,20 +192,29 @@ impl Volume {
     /// run inside that reactor's tokio-uring runtime.
     pub fn open_handle(self: &Arc<Self>, engine: Engine) -> io::Result<VolumeHandle> {
         let info = self.info.clone();
-        Ok(match &self.store {
-            Store::Null => VolumeHandle::Null(NullBackend { info }),
-            Store::Memory(store) => VolumeHandle::Memory(MemoryBackend {
+        let io = match &self.store {
+            Store::Null => HandleIo::Null(NullBackend { info }),
+            Store::Memory(store) => HandleIo::Memory(MemoryBackend {
                 info,
                 store: Arc::clone(store),
             }),
             Store::File(store) => match engine {
-                Engine::Uring => VolumeHandle::UringFile(UringFile::new(info, Arc::clone(store))?),
-                Engine::Epoll => VolumeHandle::EpollFile(EpollFile {
+                Engine::Uring => HandleIo::UringFile(UringFile::new(info, Arc::clone(store))?),
+                Engine::Epoll => HandleIo::EpollFile(EpollFile {
                     info,
                     store: Arc::clone(store),
                 }),
             },
+        };
+        Ok(VolumeHandle {
+            io,
+            stats: Arc::clone(&self.stats),
         })
+    }
+
+    /// I/O statistics over every reactor's handle.
+    pub fn stats(&self) -> &VolumeStats {
+        &self.stats
     }
 }
 
@@ -292,9 +307,17 @@ fn open_file(spec: &VolumeSpec, path: &PathBuf) -> Result<(File, u64, bool), Bac
     Ok((file, capacity - capacity % bs, false))
 }
 
-/// A volume as one reactor sees it: the I/O path for its engine.
+/// A volume as one reactor sees it: the I/O path for its engine, and the
+/// volume's statistics (every operation is counted and timed here, so both
+/// frontends are measured the same way).
 #[derive(Debug)]
-pub enum VolumeHandle {
+pub struct VolumeHandle {
+    io: HandleIo,
+    stats: Arc<VolumeStats>,
+}
+
+#[derive(Debug)]
+enum HandleIo {
     /// File or block device through io_uring.
     UringFile(UringFile),
     /// File or block device through the blocking pool.
@@ -307,11 +330,11 @@ pub enum VolumeHandle {
 
 macro_rules! dispatch {
     ($self:ident, $b:ident => $e:expr) => {
-        match $self {
-            VolumeHandle::UringFile($b) => $e,
-            VolumeHandle::EpollFile($b) => $e,
-            VolumeHandle::Null($b) => $e,
-            VolumeHandle::Memory($b) => $e,
+        match &$self.io {
+            HandleIo::UringFile($b) => $e,
+            HandleIo::EpollFile($b) => $e,
+            HandleIo::Null($b) => $e,
+            HandleIo::Memory($b) => $e,
         }
     };
 }
@@ -322,7 +345,11 @@ impl Backend for VolumeHandle {
     }
 
     async fn read(&self, offset: u64, buf: SegmentList) -> (SegmentList, io::Result<()>) {
-        dispatch!(self, b => b.read(offset, buf).await)
+        let start = Instant::now();
+        let len = buf.len() as u64;
+        let (buf, r) = dispatch!(self, b => b.read(offset, buf).await);
+        self.stats.record(false, len, start.elapsed(), r.is_ok());
+        (buf, r)
     }
 
     async fn write(
@@ -331,18 +358,39 @@ impl Backend for VolumeHandle {
         buf: SegmentList,
         fua: bool,
     ) -> (SegmentList, io::Result<()>) {
-        dispatch!(self, b => b.write(offset, buf, fua).await)
+        let start = Instant::now();
+        let len = buf.len() as u64;
+        let (buf, r) = dispatch!(self, b => b.write(offset, buf, fua).await);
+        self.stats.record(true, len, start.elapsed(), r.is_ok());
+        (buf, r)
     }
 
     async fn flush(&self) -> io::Result<()> {
-        dispatch!(self, b => b.flush().await)
+        let r = dispatch!(self, b => b.flush().await);
+        self.count(&self.stats.flushes, &r);
+        r
     }
 
     async fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
-        dispatch!(self, b => b.discard(offset, len).await)
+        let r = dispatch!(self, b => b.discard(offset, len).await);
+        self.count(&self.stats.discards, &r);
+        r
     }
 
     async fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
-        dispatch!(self, b => b.write_zeroes(offset, len).await)
+        let r = dispatch!(self, b => b.write_zeroes(offset, len).await);
+        self.count(&self.stats.discards, &r);
+        r
+    }
+}
+
+impl VolumeHandle {
+    fn count(&self, ok_counter: &AtomicU64, r: &io::Result<()>) {
+        let c = if r.is_ok() {
+            ok_counter
+        } else {
+            &self.stats.errors
+        };
+        c.fetch_add(1, Ordering::Relaxed);
     }
 }

@@ -37,7 +37,7 @@ use std::path::Path;
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
     BackendKind, Chap, Config, IoEngine, IscsiTarget, NvmeSubsystem, Server, StatusPolicy,
-    UnknownKeyword, Volume, ZeroCopyMode, ANY,
+    UnknownKeyword, Volume, VolumeMap, ZeroCopyMode, ANY,
 };
 pub use size::{ByteSize, SizeError};
 
@@ -87,19 +87,20 @@ impl Config {
                 block_size: Volume::DEFAULT_BLOCK_SIZE,
                 read_only: false,
                 direct_io: false,
+                preallocate: false,
                 backend: BackendKind::File,
             }],
             iscsi_targets: vec![IscsiTarget {
                 iqn: DEFAULT_IQN.to_owned(),
                 alias: None,
-                luns: vec![DEFAULT_VOLUME.to_owned()],
+                luns: VolumeMap::from_names(VolumeMap::LUN_BASE, [DEFAULT_VOLUME]),
                 initiators: vec![ANY.to_owned()],
                 chap: None,
                 mutual_chap: None,
             }],
             nvme_subsystems: vec![NvmeSubsystem {
                 nqn: DEFAULT_NQN.to_owned(),
-                namespaces: vec![DEFAULT_VOLUME.to_owned()],
+                namespaces: VolumeMap::from_names(VolumeMap::NSID_BASE, [DEFAULT_VOLUME]),
                 hosts: vec![ANY.to_owned()],
             }],
         }

@@ -1,5 +1,6 @@
 //! The typed, validated configuration handed to the daemon.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -47,6 +48,12 @@ pub struct Server {
     pub poison_on_release: bool,
     /// In `zerocopy = "auto"` mode, payloads smaller than this are copied. Default 10 KiB.
     pub zerocopy_threshold: ByteSize,
+    /// Prometheus endpoint (`/metrics`, `/healthz`, `/readyz`); off when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Admin API Unix socket; `None` (written `""`) disables it.
+    #[serde(serialize_with = "ser_opt_path_or_empty")]
+    pub admin_socket: Option<PathBuf>,
 }
 
 impl Server {
@@ -58,6 +65,10 @@ impl Server {
     pub const DEFAULT_BUFFER_POOL: ByteSize = ByteSize::mib(256);
     /// Default `zerocopy_threshold`.
     pub const DEFAULT_ZEROCOPY_THRESHOLD: ByteSize = ByteSize::kib(10);
+    /// Default `admin_socket`.
+    pub const DEFAULT_ADMIN_SOCKET: &'static str = "/run/zctarget/admin.sock";
+    /// The conventional `metrics_listen` (metrics stay off unless set).
+    pub const CONVENTIONAL_METRICS_LISTEN: &'static str = "127.0.0.1:9750";
 }
 
 impl Default for Server {
@@ -73,6 +84,8 @@ impl Default for Server {
             reactors: 0,
             poison_on_release: false,
             zerocopy_threshold: Self::DEFAULT_ZEROCOPY_THRESHOLD,
+            metrics_listen: None,
+            admin_socket: Some(PathBuf::from(Self::DEFAULT_ADMIN_SOCKET)),
         }
     }
 }
@@ -95,6 +108,10 @@ pub struct Volume {
     pub read_only: bool,
     /// Open the file with `O_DIRECT` (file backend only).
     pub direct_io: bool,
+    /// Allocate the whole file when creating it instead of leaving it
+    /// sparse (file backend only).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub preallocate: bool,
     /// Kind of backing store.
     pub backend: BackendKind,
 }
@@ -130,8 +147,8 @@ pub struct IscsiTarget {
     /// Human-readable TargetAlias.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alias: Option<String>,
-    /// Volume names exported as LUN 0, 1, ... in order.
-    pub luns: Vec<String>,
+    /// LUN number → volume name.
+    pub luns: VolumeMap,
     /// Allowed initiator names; `"*"` allows any.
     pub initiators: Vec<String>,
     /// Credentials the initiator must present.
@@ -147,10 +164,132 @@ pub struct IscsiTarget {
 pub struct NvmeSubsystem {
     /// Subsystem NQN.
     pub nqn: String,
-    /// Volume names exported as NSID 1, 2, ... in order.
-    pub namespaces: Vec<String>,
+    /// NSID → volume name.
+    pub namespaces: VolumeMap,
     /// Allowed host NQNs; `"*"` allows any.
     pub hosts: Vec<String>,
+}
+
+/// LUN or NSID → volume name. In the file either a list (positions number
+/// the entries: LUN 0, 1, ... or NSID 1, 2, ...) or a table with explicit
+/// numbers (`luns = { 0 = "a", 3 = "b" }`), so that removing an entry
+/// leaves the others' numbers alone.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VolumeMap {
+    base: u32,
+    entries: BTreeMap<u32, String>,
+}
+
+impl VolumeMap {
+    /// First LUN number.
+    pub const LUN_BASE: u32 = 0;
+    /// First NSID.
+    pub const NSID_BASE: u32 = 1;
+    /// Highest LUN (SAM flat addressing, 14 bits).
+    pub const MAX_LUN: u32 = 16383;
+    /// Highest NSID we export.
+    pub const MAX_NSID: u32 = 1024;
+
+    /// An empty map numbered from `base`.
+    pub fn new(base: u32) -> Self {
+        Self {
+            base,
+            entries: BTreeMap::new(),
+        }
+    }
+
+    /// A map numbering `names` from `base` in order.
+    pub fn from_names<S: Into<String>>(base: u32, names: impl IntoIterator<Item = S>) -> Self {
+        let mut m = Self::new(base);
+        for (n, name) in (base..).zip(names) {
+            m.entries.insert(n, name.into());
+        }
+        m
+    }
+
+    /// The highest number a map starting at `base` accepts.
+    pub fn max_number(base: u32) -> u32 {
+        if base == Self::NSID_BASE {
+            Self::MAX_NSID
+        } else {
+            Self::MAX_LUN
+        }
+    }
+
+    /// Maps `number` to `volume` (replacing what was there).
+    pub fn insert(&mut self, number: u32, volume: String) -> Option<String> {
+        self.entries.insert(number, volume)
+    }
+
+    /// Unmaps `number`.
+    pub fn remove(&mut self, number: u32) -> Option<String> {
+        self.entries.remove(&number)
+    }
+
+    /// The volume at `number`.
+    pub fn get(&self, number: u32) -> Option<&str> {
+        self.entries.get(&number).map(String::as_str)
+    }
+
+    /// The number `volume` is mapped at.
+    pub fn number_of(&self, volume: &str) -> Option<u32> {
+        self.entries
+            .iter()
+            .find_map(|(n, v)| (v == volume).then_some(*n))
+    }
+
+    /// The lowest free number.
+    pub fn next_free(&self) -> Option<u32> {
+        (self.base..=Self::max_number(self.base)).find(|n| !self.entries.contains_key(n))
+    }
+
+    /// (number, volume) in number order.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &str)> {
+        self.entries.iter().map(|(n, v)| (*n, v.as_str()))
+    }
+
+    /// Volume names in number order.
+    pub fn names(&self) -> Vec<&str> {
+        self.entries.values().map(String::as_str).collect()
+    }
+
+    /// Entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// No entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Whether the numbers run base, base + 1, ... without a gap (then the
+    /// map is written as a list).
+    fn is_dense(&self) -> bool {
+        self.entries
+            .keys()
+            .copied()
+            .eq(self.base..self.base + self.len() as u32)
+    }
+}
+
+impl Serialize for VolumeMap {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        if self.is_dense() {
+            let mut seq = s.serialize_seq(Some(self.len()))?;
+            for v in self.entries.values() {
+                seq.serialize_element(v)?;
+            }
+            seq.end()
+        } else {
+            let mut map = s.serialize_map(Some(self.len()))?;
+            for (n, v) in &self.entries {
+                map.serialize_entry(&n.to_string(), v)?;
+            }
+            map.end()
+        }
+    }
 }
 
 /// Wildcard entry in `initiators` / `hosts`.
@@ -269,5 +408,13 @@ fn ser_path<S: Serializer>(p: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error>
     match p {
         Some(p) => s.serialize_str(&p.to_string_lossy()),
         None => s.serialize_none(),
+    }
+}
+
+/// `None` is written as `""` (disabled), so it survives a round trip.
+fn ser_opt_path_or_empty<S: Serializer>(p: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
+    match p {
+        Some(p) => s.serialize_str(&p.to_string_lossy()),
+        None => s.serialize_str(""),
     }
 }

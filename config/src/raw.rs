@@ -39,6 +39,8 @@ pub(crate) struct RawServer {
     pub reactors: Option<Spanned<i64>>,
     pub poison_on_release: Option<bool>,
     pub zerocopy_threshold: Option<Spanned<RawSize>>,
+    pub metrics_listen: Option<Spanned<String>>,
+    pub admin_socket: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -50,6 +52,7 @@ pub(crate) struct RawVolume {
     pub block_size: Option<Spanned<i64>>,
     pub read_only: Option<bool>,
     pub direct_io: Option<Spanned<bool>>,
+    pub preallocate: Option<Spanned<bool>>,
     pub backend: Option<Spanned<String>>,
 }
 
@@ -58,7 +61,7 @@ pub(crate) struct RawVolume {
 pub(crate) struct RawIscsiTarget {
     pub iqn: Spanned<String>,
     pub alias: Option<Spanned<String>>,
-    pub luns: Option<Names>,
+    pub luns: Option<RawVolumeMap>,
     pub initiators: Option<Names>,
     pub chap: Option<Spanned<RawChap>>,
     pub mutual_chap: Option<Spanned<RawChap>>,
@@ -75,7 +78,7 @@ pub(crate) struct RawChap {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawNvmeSubsystem {
     pub nqn: Spanned<String>,
-    pub namespaces: Option<Names>,
+    pub namespaces: Option<RawVolumeMap>,
     pub hosts: Option<Names>,
 }
 
@@ -103,6 +106,49 @@ impl<'de> Deserialize<'de> for RawSize {
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<RawSize, E> {
                 Ok(RawSize::Text(v.to_owned()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A LUN / namespace map as written: a list (positions number the entries)
+/// or a table whose keys are the numbers, e.g. `luns = { 0 = "a", 3 = "b" }`.
+#[derive(Debug)]
+pub(crate) enum RawVolumeMap {
+    List(Names),
+    Table(Vec<(String, Spanned<String>)>),
+}
+
+impl<'de> Deserialize<'de> for RawVolumeMap {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // A hand-written visitor rather than `#[serde(untagged)]`: untagged
+        // enums buffer the input and lose the spans `Spanned` needs.
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawVolumeMap;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of volume names, or a table from number to volume name")
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<RawVolumeMap, A::Error> {
+                let mut out = Vec::new();
+                while let Some(v) = seq.next_element::<Spanned<String>>()? {
+                    out.push(v);
+                }
+                Ok(RawVolumeMap::List(out))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RawVolumeMap, A::Error> {
+                let mut out = Vec::new();
+                while let Some(k) = map.next_key::<String>()? {
+                    out.push((k, map.next_value::<Spanned<String>>()?));
+                }
+                Ok(RawVolumeMap::Table(out))
             }
         }
         d.deserialize_any(V)

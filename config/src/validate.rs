@@ -11,10 +11,13 @@ use toml::Spanned;
 
 use crate::error::{ConfigError, ConfigErrors};
 use crate::model::{
-    BackendKind, Chap, Config, IscsiTarget, NvmeSubsystem, Server, UnknownKeyword, Volume, ANY,
+    BackendKind, Chap, Config, IscsiTarget, NvmeSubsystem, Server, UnknownKeyword, Volume,
+    VolumeMap, ANY,
 };
 use crate::names::{check_iscsi_name, check_nqn};
-use crate::raw::{Names, RawChap, RawConfig, RawIscsiTarget, RawServer, RawSize, RawVolume};
+use crate::raw::{
+    Names, RawChap, RawConfig, RawIscsiTarget, RawServer, RawSize, RawVolume, RawVolumeMap,
+};
 use crate::size::ByteSize;
 
 /// Smallest accepted `server.buffer_pool`.
@@ -37,7 +40,7 @@ pub(crate) fn build(raw: RawConfig, text: &str, base_dir: &Path) -> Result<Confi
         .iter()
         .map(|v| v.get_ref().name.get_ref().clone())
         .collect();
-    let server = c.server(raw.server);
+    let server = c.server(raw.server, base_dir);
     let mut first_line = HashMap::new();
     let volumes = raw
         .volumes
@@ -69,9 +72,13 @@ pub(crate) fn build(raw: RawConfig, text: &str, base_dir: &Path) -> Result<Confi
             );
             NvmeSubsystem {
                 nqn,
-                namespaces: c.volume_refs(s.namespaces, &format!("{p}.namespaces"), &known, |j| {
-                    format!("NSID {}", j + 1)
-                }),
+                namespaces: c.volume_map(
+                    s.namespaces,
+                    &format!("{p}.namespaces"),
+                    &known,
+                    VolumeMap::NSID_BASE,
+                    "NSID",
+                ),
                 hosts: c.acl(s.hosts, &format!("{p}.hosts"), check_nqn, "host NQN"),
             }
         })
@@ -133,7 +140,7 @@ impl Checker<'_> {
         parsed.map_err(|m| self.err(value.span(), path, m)).ok()
     }
 
-    fn server(&mut self, s: RawServer) -> Server {
+    fn server(&mut self, s: RawServer, base_dir: &Path) -> Server {
         let d = Server::default();
         let mut seen = HashMap::new();
         let iscsi_listen = match s.iscsi_listen {
@@ -174,6 +181,20 @@ impl Checker<'_> {
         let threshold = s
             .zerocopy_threshold
             .and_then(|v| self.size(&v, "server.zerocopy_threshold"));
+        let metrics_listen = s.metrics_listen.and_then(|v| {
+            v.get_ref()
+                .parse::<SocketAddr>()
+                .map_err(|e| {
+                    let msg = format!("`{}` is not an address:port ({e})", v.get_ref());
+                    self.err(v.span(), "server.metrics_listen", msg)
+                })
+                .ok()
+        });
+        let admin_socket = match s.admin_socket {
+            None => d.admin_socket,
+            Some(v) if v.get_ref().is_empty() => None,
+            Some(v) => Some(base_dir.join(v.into_inner())),
+        };
         Server {
             iscsi_listen,
             nvme_listen,
@@ -190,6 +211,8 @@ impl Checker<'_> {
             reactors: reactors.unwrap_or(d.reactors),
             poison_on_release: s.poison_on_release.unwrap_or(d.poison_on_release),
             zerocopy_threshold: threshold.unwrap_or(d.zerocopy_threshold),
+            metrics_listen,
+            admin_socket,
         }
     }
 
@@ -315,6 +338,14 @@ impl Checker<'_> {
                 let msg = format!("`direct_io` only applies to `file` volumes, not `{kind}`");
                 self.err(d.span(), &format!("{p}.direct_io"), msg);
             }
+            if let Some(d) = v
+                .preallocate
+                .as_ref()
+                .filter(|d| *d.get_ref() && kind != BackendKind::File)
+            {
+                let msg = format!("`preallocate` only applies to `file` volumes, not `{kind}`");
+                self.err(d.span(), &format!("{p}.preallocate"), msg);
+            }
         }
         Volume {
             name,
@@ -323,6 +354,7 @@ impl Checker<'_> {
             block_size: block_size.unwrap_or(Volume::DEFAULT_BLOCK_SIZE),
             read_only: v.read_only.unwrap_or(false),
             direct_io: v.direct_io.is_some_and(|d| d.into_inner()),
+            preallocate: v.preallocate.is_some_and(|d| d.into_inner()),
             backend: backend.unwrap_or_default(),
         }
     }
@@ -371,7 +403,13 @@ impl Checker<'_> {
         IscsiTarget {
             iqn,
             alias,
-            luns: self.volume_refs(t.luns, &format!("{p}.luns"), known, |j| format!("LUN {j}")),
+            luns: self.volume_map(
+                t.luns,
+                &format!("{p}.luns"),
+                known,
+                VolumeMap::LUN_BASE,
+                "LUN",
+            ),
             initiators: self.acl(
                 t.initiators,
                 &format!("{p}.initiators"),
@@ -457,19 +495,49 @@ impl Checker<'_> {
     }
 
     /// Resolve LUN / namespace lists against the defined volume names.
-    fn volume_refs(
+    /// A LUN / namespace map: every name a defined volume, used once;
+    /// numbers from `base` up to [`VolumeMap::max_number`].
+    fn volume_map(
         &mut self,
-        list: Option<Names>,
+        raw: Option<RawVolumeMap>,
         key: &str,
         known: &[String],
-        slot: impl Fn(usize) -> String,
-    ) -> Vec<String> {
-        let mut used: HashMap<String, usize> = HashMap::new();
-        let mut out = Vec::new();
-        for (j, v) in list.unwrap_or_default().into_iter().enumerate() {
-            let path = format!("{key}[{j}]");
+        base: u32,
+        what: &str,
+    ) -> VolumeMap {
+        let entries: Vec<(String, Option<u32>, Spanned<String>)> = match raw {
+            None => Vec::new(),
+            Some(RawVolumeMap::List(list)) => list
+                .into_iter()
+                .enumerate()
+                .map(|(j, v)| {
+                    let number = u32::try_from(j).ok().and_then(|j| j.checked_add(base));
+                    (format!("{key}[{j}]"), number, v)
+                })
+                .collect(),
+            Some(RawVolumeMap::Table(table)) => table
+                .into_iter()
+                .map(|(k, v)| {
+                    let path = format!("{key}.{k}");
+                    let number = k.parse::<u32>().ok();
+                    if number.is_none() {
+                        let msg = format!("`{k}` is not a {what} number");
+                        self.err(v.span(), &path, msg);
+                    }
+                    (path, number, v)
+                })
+                .collect(),
+        };
+        let max = VolumeMap::max_number(base);
+        let mut map = VolumeMap::new(base);
+        let mut used: HashMap<String, u32> = HashMap::new();
+        for (path, number, v) in entries {
             let name = v.get_ref();
-            if !known.contains(name) {
+            let Some(number) = number else { continue };
+            if number < base || number > max {
+                let msg = format!("{what} {number} is out of range ({base}..={max})");
+                self.err(v.span(), &path, msg);
+            } else if !known.contains(name) {
                 let defined = if known.is_empty() {
                     "no volumes are defined".to_owned()
                 } else {
@@ -484,14 +552,14 @@ impl Checker<'_> {
                 self.err(
                     v.span(),
                     &path,
-                    format!("volume `{name}` is already exported as {}", slot(*first)),
+                    format!("volume `{name}` is already exported as {what} {first}"),
                 );
             } else {
-                used.insert(name.clone(), j);
+                used.insert(name.clone(), number);
+                map.insert(number, v.into_inner());
             }
-            out.push(v.into_inner());
         }
-        out
+        map
     }
 
     /// Access lists: `"*"` or valid names; defaults to `["*"]`.

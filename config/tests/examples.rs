@@ -51,10 +51,10 @@ fn embedded_default_contents() {
     assert_eq!(v.block_size, 512);
     assert_eq!(v.backend, BackendKind::File);
     assert_eq!(c.iscsi_targets[0].iqn, "iqn.2026-11.io.zctarget:default");
-    assert_eq!(c.iscsi_targets[0].luns, ["default"]);
+    assert_eq!(c.iscsi_targets[0].luns.names(), ["default"]);
     assert_eq!(c.iscsi_targets[0].initiators, ["*"]);
     assert_eq!(c.nvme_subsystems[0].nqn, "nqn.2026-11.io.zctarget:default");
-    assert_eq!(c.nvme_subsystems[0].namespaces, ["default"]);
+    assert_eq!(c.nvme_subsystems[0].namespaces.names(), ["default"]);
     assert_eq!(c.nvme_subsystems[0].hosts, ["*"]);
     c.validate().unwrap();
 }
@@ -91,7 +91,10 @@ fn full_example_contents() {
     assert_eq!(t.chap.as_ref().unwrap().username, "client1");
     assert_eq!(t.mutual_chap.as_ref().unwrap().username, "zctarget");
     assert_eq!(c.iscsi_targets[1].initiators, ["*"]);
-    assert_eq!(c.nvme_subsystems[0].namespaces, ["data", "golden-image"]);
+    assert_eq!(
+        c.nvme_subsystems[0].namespaces.names(),
+        ["data", "golden-image"]
+    );
     assert!(
         !format!("{t:?}").contains("s3cret"),
         "Debug must not print CHAP secrets"

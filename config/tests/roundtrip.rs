@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use zctarget_config::{
     BackendKind, ByteSize, Chap, Config, IoEngine, IscsiTarget, NvmeSubsystem, Server,
-    StatusPolicy, Volume, ZeroCopyMode,
+    StatusPolicy, Volume, VolumeMap, ZeroCopyMode,
 };
 
 fn round_trip(c: &Config) {
@@ -29,6 +29,8 @@ fn everything_non_default() -> Config {
             reactors: 7,
             poison_on_release: true,
             zerocopy_threshold: ByteSize(1000),
+            metrics_listen: Some("127.0.0.1:9750".parse().unwrap()),
+            admin_socket: None,
         },
         volumes: vec![
             Volume {
@@ -38,6 +40,7 @@ fn everything_non_default() -> Config {
                 block_size: 4096,
                 read_only: true,
                 direct_io: true,
+                preallocate: true,
                 backend: BackendKind::File,
             },
             Volume {
@@ -47,13 +50,20 @@ fn everything_non_default() -> Config {
                 block_size: 512,
                 read_only: false,
                 direct_io: false,
+                preallocate: false,
                 backend: BackendKind::Memory,
             },
         ],
         iscsi_targets: vec![IscsiTarget {
             iqn: "eui.02004567A425678D".into(),
             alias: Some("üñí \"quoted\"".into()),
-            luns: vec!["m".into(), "a".into()],
+            // A gap (LUN 1..4 unmapped): written as a table.
+            luns: {
+                let mut m = VolumeMap::new(VolumeMap::LUN_BASE);
+                m.insert(0, "m".into());
+                m.insert(5, "a".into());
+                m
+            },
             initiators: vec![],
             chap: Some(Chap {
                 username: "u".into(),
@@ -66,7 +76,7 @@ fn everything_non_default() -> Config {
         }],
         nvme_subsystems: vec![NvmeSubsystem {
             nqn: "nqn.2014-08.org.nvmexpress:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6".into(),
-            namespaces: vec!["a".into()],
+            namespaces: VolumeMap::from_names(VolumeMap::NSID_BASE, ["a"]),
             hosts: vec!["*".into(), "nqn.2026-11.com.example:h".into()],
         }],
     }
@@ -139,7 +149,7 @@ fn validate_checks_modified_configs() {
     let mut c = Config::embedded_default(Path::new("/data"));
     c.validate().unwrap();
     c.volumes.push(c.volumes[0].clone());
-    c.iscsi_targets[0].luns.push("ghost".into());
+    c.iscsi_targets[0].luns.insert(1, "ghost".into());
     let errs = c.validate().unwrap_err();
     let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(paths, ["volumes[1].name", "iscsi_targets[0].luns[1]"]);

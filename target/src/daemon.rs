@@ -42,14 +42,20 @@ impl std::fmt::Display for Protocol {
     }
 }
 
-/// What every reactor shares (read-only after start).
+/// What every reactor shares.
 pub struct Shared {
-    /// The configuration the daemon runs.
-    pub config: Config,
-    /// Volumes and their exports.
+    /// The `[server]` section the daemon started with (changes need a
+    /// restart).
+    pub server: zctarget_config::Server,
+    /// The live configuration: what administration changes, persists and
+    /// applies (see `live`).
+    pub live: crate::live::LiveConfig,
+    /// Open volumes by slot.
     pub exports: Exports,
     /// Payload memory for every connection.
     pub pool: BufferPool,
+    /// Connection, readiness and protocol-error counters (metrics).
+    pub counters: crate::metrics::Counters,
     /// Zero-copy counters, summed over all connections.
     pub sender_counters: Arc<SenderCounters>,
     /// The resolved I/O engine.
@@ -77,6 +83,15 @@ impl Daemon {
     /// Opens every volume, binds every listener and starts the reactors.
     /// Returns once all reactors are accepting.
     pub fn start(config: Config) -> anyhow::Result<Self> {
+        Self::start_with(config, None)
+    }
+
+    /// [`Daemon::start`], persisting administrative changes to
+    /// `config_path` (None: changes live only until restart).
+    pub fn start_with(
+        config: Config,
+        config_path: Option<std::path::PathBuf>,
+    ) -> anyhow::Result<Self> {
         let engine = crate::engine::resolve(config.server.io_engine)?;
         let exports = Exports::open(&config)?;
         let pool_bytes = usize::try_from(config.server.buffer_pool.0)
@@ -131,15 +146,18 @@ impl Daemon {
             }
         }
 
-        let iscsi = crate::iscsi::IscsiRegistry::new(&exports);
-        let nvmf = crate::nvmf::NvmfRegistry::new(&exports, nvme_portals.clone());
+        let iscsi = crate::iscsi::IscsiRegistry::new(&config.iscsi_targets, &exports);
+        let nvmf =
+            crate::nvmf::NvmfRegistry::new(&config.nvme_subsystems, &exports, nvme_portals.clone());
         let shared = Arc::new(Shared {
             iscsi,
             nvmf,
-            config,
+            server: config.server.clone(),
+            live: crate::live::LiveConfig::new(config, config_path),
             exports,
             pool,
             sender_counters: Arc::new(SenderCounters::default()),
+            counters: crate::metrics::Counters::default(),
             engine,
             zerocopy,
             iscsi_portals,
@@ -173,6 +191,10 @@ impl Daemon {
                 }
             }
         }
+        shared
+            .counters
+            .ready
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(
             engine = %shared.engine,
             reactors = reactor_count,
@@ -195,6 +217,10 @@ impl Daemon {
     /// [`SHUTDOWN_GRACE`]), flushes every volume.
     pub fn shutdown(self) -> anyhow::Result<()> {
         tracing::info!("shutting down: no new connections, waiting for in-flight commands");
+        self.shared
+            .counters
+            .ready
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         let _ = self.shutdown.send(true);
         let mut first_error = None;
         for handle in self.reactors {
@@ -209,7 +235,7 @@ impl Daemon {
                 }
             }
         }
-        for volume in self.shared.exports.volumes() {
+        for (_, volume) in self.shared.exports.volumes() {
             if let Err(e) = volume.sync() {
                 tracing::error!(volume = volume.name(), error = %e, "flush at shutdown failed");
                 first_error.get_or_insert(e.into());

@@ -1,129 +1,184 @@
-//! What the daemon exports: opened volumes, and the iSCSI targets and NVMe
-//! subsystems that map them.
+//! The live volume table: every open volume in a numbered slot.
+//!
+//! Slots are never reused, so a number held by a LUN, a namespace or a
+//! reactor's handle cache always means the same volume (or, once removed,
+//! nothing). The table is locked only when a volume is added or removed and
+//! when a reactor opens its handle for a slot the first time; commands use
+//! the reactor's cached handle.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use anyhow::Context;
 use zctarget_backends::{BackendKind, Volume, VolumeSpec};
-use zctarget_config::{self as config, Config};
+use zctarget_config as config;
 
-/// An iSCSI target and its LUNs (indices into [`Exports::volumes`]).
-#[derive(Debug, Clone)]
-pub struct IscsiTargetExport {
-    /// The configuration entry.
-    pub config: config::IscsiTarget,
-    /// LUN n → volume index.
-    pub luns: Vec<usize>,
-}
-
-/// An NVMe subsystem and its namespaces (NSID n+1 → volume index).
-#[derive(Debug, Clone)]
-pub struct NvmeSubsystemExport {
-    /// The configuration entry.
-    pub config: config::NvmeSubsystem,
-    /// Namespace n (NSID n+1) → volume index.
-    pub namespaces: Vec<usize>,
-}
-
-/// Volumes and their exports.
+/// Opened volumes by slot.
+#[derive(Default)]
 pub struct Exports {
-    volumes: Vec<Arc<Volume>>,
-    iscsi_targets: Vec<IscsiTargetExport>,
-    nvme_subsystems: Vec<NvmeSubsystemExport>,
+    slots: RwLock<Vec<Option<Arc<Volume>>>>,
+    /// Bumped on every removal, so reactors drop handles of removed slots.
+    generation: AtomicU64,
 }
 
 impl Exports {
     /// Opens (creating sparse files where needed) every configured volume.
-    pub fn open(config: &Config) -> anyhow::Result<Self> {
-        let mut volumes = Vec::with_capacity(config.volumes.len());
-        for v in &config.volumes {
-            let spec = VolumeSpec {
-                name: v.name.clone(),
-                kind: match v.backend {
-                    config::BackendKind::File => BackendKind::File,
-                    config::BackendKind::Null => BackendKind::Null,
-                    config::BackendKind::Memory => BackendKind::Memory,
-                },
-                path: v.path.clone(),
-                size: v.size.map(|s| s.0),
-                block_size: v.block_size,
-                read_only: v.read_only,
-                direct_io: v.direct_io,
-            };
-            let volume =
-                Volume::open(&spec).with_context(|| format!("opening volume {:?}", v.name))?;
-            tracing::info!(
-                volume = %v.name,
-                capacity = volume.info().capacity,
-                block_size = volume.info().block_size,
-                read_only = volume.info().read_only,
-                "volume open"
-            );
-            volumes.push(volume);
+    pub fn open(cfg: &config::Config) -> anyhow::Result<Self> {
+        let exports = Self::default();
+        for v in &cfg.volumes {
+            exports.add(open_volume(v)?);
         }
-        let index_of = |name: &str| -> anyhow::Result<usize> {
-            volumes
-                .iter()
-                .position(|v| v.name() == name)
-                .with_context(|| format!("no volume named {name:?}"))
+        Ok(exports)
+    }
+
+    /// Adds an opened volume; returns its slot.
+    pub fn add(&self, volume: Arc<Volume>) -> usize {
+        let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
+        slots.push(Some(volume));
+        slots.len() - 1
+    }
+
+    /// Puts `volume` in a new slot in place of the one in `old` (a
+    /// redefined volume), in one step so lookups by name never miss.
+    pub fn replace(&self, old: usize, volume: Arc<Volume>) -> usize {
+        let (new, previous) = {
+            let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
+            slots.push(Some(volume));
+            let previous = slots.get_mut(old).and_then(Option::take);
+            (slots.len() - 1, previous)
         };
-        let iscsi_targets = config
-            .iscsi_targets
+        self.generation.fetch_add(1, Ordering::Release);
+        if let Some(v) = previous {
+            if let Err(e) = v.sync() {
+                tracing::warn!(volume = v.name(), error = %e, "flush on replacement failed");
+            }
+        }
+        new
+    }
+
+    /// Removes the volume in `slot` (flushing it); in-flight commands keep
+    /// their handles until they finish.
+    pub fn remove(&self, slot: usize) -> Option<Arc<Volume>> {
+        let removed = {
+            let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
+            slots.get_mut(slot).and_then(Option::take)
+        };
+        self.generation.fetch_add(1, Ordering::Release);
+        if let Some(v) = &removed {
+            if let Err(e) = v.sync() {
+                tracing::warn!(volume = v.name(), error = %e, "flush on removal failed");
+            }
+        }
+        removed
+    }
+
+    /// The volume in `slot`.
+    pub fn get(&self, slot: usize) -> Option<Arc<Volume>> {
+        let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
+        slots.get(slot).cloned().flatten()
+    }
+
+    /// The slot of the volume named `name`.
+    pub fn slot_of(&self, name: &str) -> Option<usize> {
+        let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
+        slots
             .iter()
-            .map(|t| {
-                Ok(IscsiTargetExport {
-                    config: t.clone(),
-                    luns: t
-                        .luns
-                        .iter()
-                        .map(|l| index_of(l))
-                        .collect::<anyhow::Result<_>>()?,
-                })
-            })
-            .collect::<anyhow::Result<_>>()?;
-        let nvme_subsystems = config
-            .nvme_subsystems
+            .position(|v| v.as_ref().is_some_and(|v| v.name() == name))
+    }
+
+    /// Every open volume with its slot.
+    pub fn volumes(&self) -> Vec<(usize, Arc<Volume>)> {
+        let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
+        slots
             .iter()
-            .map(|s| {
-                Ok(NvmeSubsystemExport {
-                    config: s.clone(),
-                    namespaces: s
-                        .namespaces
-                        .iter()
-                        .map(|n| index_of(n))
-                        .collect::<anyhow::Result<_>>()?,
-                })
-            })
-            .collect::<anyhow::Result<_>>()?;
-        Ok(Self {
-            volumes,
-            iscsi_targets,
-            nvme_subsystems,
-        })
+            .enumerate()
+            .filter_map(|(i, v)| Some((i, Arc::clone(v.as_ref()?))))
+            .collect()
     }
 
-    /// Every volume.
-    pub fn volumes(&self) -> &[Arc<Volume>] {
-        &self.volumes
+    /// Changes whenever a volume is removed.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
+}
 
-    /// Every iSCSI target.
-    pub fn iscsi_targets(&self) -> &[IscsiTargetExport] {
-        &self.iscsi_targets
-    }
+/// Opens (creating if needed) the volume a config entry describes.
+pub fn open_volume(v: &config::Volume) -> anyhow::Result<Arc<Volume>> {
+    open_volume_with_progress(v, &mut |done, total| {
+        tracing::info!(volume = %v.name, done, total, "preallocating");
+    })
+}
 
-    /// The iSCSI target named `iqn`.
-    pub fn iscsi_target(&self, iqn: &str) -> Option<&IscsiTargetExport> {
-        self.iscsi_targets.iter().find(|t| t.config.iqn == iqn)
-    }
+/// Bytes allocated per step when preallocating (one progress report each).
+const PREALLOCATE_STEP: u64 = 1 << 30;
 
-    /// Every NVMe subsystem.
-    pub fn nvme_subsystems(&self) -> &[NvmeSubsystemExport] {
-        &self.nvme_subsystems
+/// [`open_volume`], reporting (bytes done, total) while a `preallocate`d
+/// file is being allocated.
+pub fn open_volume_with_progress(
+    v: &config::Volume,
+    progress: &mut dyn FnMut(u64, u64),
+) -> anyhow::Result<Arc<Volume>> {
+    if let (true, Some(path), Some(size)) = (v.preallocate, &v.path, v.size) {
+        if !path.exists() {
+            preallocate(path, size.0, progress)
+                .with_context(|| format!("preallocating {}", path.display()))?;
+        }
     }
+    let spec = VolumeSpec {
+        name: v.name.clone(),
+        kind: match v.backend {
+            config::BackendKind::File => BackendKind::File,
+            config::BackendKind::Null => BackendKind::Null,
+            config::BackendKind::Memory => BackendKind::Memory,
+        },
+        path: v.path.clone(),
+        size: v.size.map(|s| s.0),
+        block_size: v.block_size,
+        read_only: v.read_only,
+        direct_io: v.direct_io,
+    };
+    let volume = Volume::open(&spec).with_context(|| format!("opening volume {:?}", v.name))?;
+    tracing::info!(
+        volume = %v.name,
+        capacity = volume.info().capacity,
+        block_size = volume.info().block_size,
+        read_only = volume.info().read_only,
+        "volume open"
+    );
+    Ok(volume)
+}
 
-    /// The NVMe subsystem named `nqn`.
-    pub fn nvme_subsystem(&self, nqn: &str) -> Option<&NvmeSubsystemExport> {
-        self.nvme_subsystems.iter().find(|s| s.config.nqn == nqn)
+/// Creates `path` with `size` bytes allocated, in steps so progress can be
+/// shown. On failure the partial file is removed.
+fn preallocate(
+    path: &std::path::Path,
+    size: u64,
+    progress: &mut dyn FnMut(u64, u64),
+) -> anyhow::Result<()> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    let mut done = 0u64;
+    progress(0, size);
+    while done < size {
+        let step = PREALLOCATE_STEP.min(size - done);
+        let (Ok(offset), Ok(len)) = (i64::try_from(done), i64::try_from(step)) else {
+            break;
+        };
+        // SAFETY: plain syscall on a file descriptor `file` owns for the
+        // duration of the call; no memory is shared with the kernel.
+        let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, offset, len) };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            drop(file);
+            let _ = std::fs::remove_file(path);
+            return Err(e.into());
+        }
+        done += step;
+        progress(done, size);
     }
+    file.sync_all()?;
+    Ok(())
 }

@@ -1,13 +1,17 @@
 //! zctarget: the daemon's library half (runtime, listeners, zero-copy
 //! sender, retirement, frontends). `main.rs` is only the command-line edge.
 
+pub mod admin;
 pub mod command;
+pub mod ctl;
 pub mod daemon;
 pub mod engine;
 pub mod exports;
 pub mod iscsi;
 pub mod listener;
+pub mod live;
 pub mod logging;
+pub mod metrics;
 pub mod nvmf;
 pub mod outbound;
 pub mod reactor;

@@ -2,8 +2,9 @@
 //! tokio), its own `SO_REUSEPORT` listeners. A connection lives on the
 //! reactor that accepted it, so its state needs no locks.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
@@ -39,9 +40,11 @@ pub struct Reactor {
     pub id: usize,
     /// Daemon-wide state.
     pub shared: Arc<Shared>,
-    /// One handle per volume (same index as `Exports::volumes`), opened on
-    /// this thread so that uring I/O goes to this thread's ring.
-    pub volumes: Vec<VolumeHandle>,
+    /// Handles by volume slot (see `Exports`), opened on this thread at
+    /// first use so that uring I/O goes to this thread's ring.
+    handles: RefCell<Vec<Option<Rc<VolumeHandle>>>>,
+    /// `Exports::generation` when `handles` was last pruned.
+    handles_generation: Cell<u64>,
     /// Fires when the daemon shuts down.
     pub shutdown: watch::Receiver<bool>,
     connections: ConnectionTracker,
@@ -52,6 +55,41 @@ impl Reactor {
     pub fn shutting_down(&self) -> bool {
         *self.shutdown.borrow()
     }
+
+    /// This reactor's handle for the volume in `slot`; None once the
+    /// volume was removed. The handle is opened on first use; afterwards a
+    /// lookup costs one atomic load and a vector index.
+    pub fn volume(&self, slot: usize) -> Option<Rc<VolumeHandle>> {
+        let exports = &self.shared.exports;
+        let generation = exports.generation();
+        if generation != self.handles_generation.get() {
+            // A volume was removed: drop handles whose slot is empty now.
+            let mut handles = self.handles.borrow_mut();
+            for (i, h) in handles.iter_mut().enumerate() {
+                if h.is_some() && exports.get(i).is_none() {
+                    *h = None;
+                }
+            }
+            self.handles_generation.set(generation);
+        }
+        if let Some(Some(h)) = self.handles.borrow().get(slot) {
+            return Some(Rc::clone(h));
+        }
+        let volume = exports.get(slot)?;
+        let handle = match volume.open_handle(self.shared.engine) {
+            Ok(h) => Rc::new(h),
+            Err(e) => {
+                tracing::error!(volume = volume.name(), reactor = self.id, error = %e, "opening a volume handle");
+                return None;
+            }
+        };
+        let mut handles = self.handles.borrow_mut();
+        if handles.len() <= slot {
+            handles.resize(slot + 1, None);
+        }
+        handles[slot] = Some(Rc::clone(&handle));
+        Some(handle)
+    }
 }
 
 /// Counts live connections so shutdown can wait for them.
@@ -61,10 +99,12 @@ struct ConnectionTracker {
     idle: Notify,
 }
 
-struct ConnectionGuard(Rc<Reactor>);
+struct ConnectionGuard(Rc<Reactor>, Protocol);
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
+        let i = crate::metrics::Counters::index(self.1);
+        self.0.shared.counters.connections[i].fetch_sub(1, Ordering::Relaxed);
         let t = &self.0.connections;
         t.active.set(t.active.get().saturating_sub(1));
         if t.active.get() == 0 {
@@ -105,15 +145,16 @@ async fn reactor_main(
             // Failure is logged once by the backend; plain reads still work.
             let _ = zctarget_backends::register_pool_with_ring(&shared.pool);
         }
-        let volumes = shared
-            .exports
-            .volumes()
-            .iter()
-            .map(|v| {
-                v.open_handle(shared.engine)
-                    .with_context(|| format!("opening volume {} on reactor {}", v.name(), plan.id))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut volumes = Vec::new();
+        for (slot, v) in shared.exports.volumes() {
+            let h = v
+                .open_handle(shared.engine)
+                .with_context(|| format!("opening volume {} on reactor {}", v.name(), plan.id))?;
+            if volumes.len() <= slot {
+                volumes.resize(slot + 1, None);
+            }
+            volumes[slot] = Some(Rc::new(h));
+        }
         let mut listeners = Vec::with_capacity(plan.listeners.len());
         for (protocol, std_listener) in plan.listeners {
             listeners.push((protocol, TcpListener::from_std(std_listener)?));
@@ -132,8 +173,9 @@ async fn reactor_main(
     };
     let reactor = Rc::new(Reactor {
         id: plan.id,
+        handles_generation: Cell::new(shared.exports.generation()),
         shared,
-        volumes,
+        handles: RefCell::new(volumes),
         shutdown: shutdown.clone(),
         connections: ConnectionTracker::default(),
     });
@@ -181,7 +223,11 @@ async fn accept_loop(reactor: Rc<Reactor>, protocol: Protocol, listener: TcpList
                     }
                     let t = &reactor.connections;
                     t.active.set(t.active.get() + 1);
-                    let guard = ConnectionGuard(Rc::clone(&reactor));
+                    let counters = &reactor.shared.counters;
+                    let i = crate::metrics::Counters::index(protocol);
+                    counters.connections[i].fetch_add(1, Ordering::Relaxed);
+                    counters.connections_accepted[i].fetch_add(1, Ordering::Relaxed);
+                    let guard = ConnectionGuard(Rc::clone(&reactor), protocol);
                     let span = tracing::info_span!("conn", proto = %protocol, %peer, reactor = reactor.id);
                     let r = Rc::clone(&reactor);
                     tokio::task::spawn_local(async move {

@@ -90,7 +90,7 @@ fn serve(dir: &std::path::Path, extra: &str) -> (Daemon, String) {
         dir,
         "serve.toml",
         &format!(
-            "[server]\niscsi_listen = [\"127.0.0.1:0\"]\nnvme_listen = [\"127.0.0.1:0\"]\nreactors = 2\n{extra}\n\
+            "[server]\nadmin_socket = \"\"\niscsi_listen = [\"127.0.0.1:0\"]\nnvme_listen = [\"127.0.0.1:0\"]\nreactors = 2\n{extra}\n\
              [[volumes]]\nname = \"vol0\"\npath = \"vol0.img\"\nsize = \"64MiB\"\n\n\
              [[iscsi_targets]]\niqn = \"iqn.2026-11.io.zctarget:t\"\nluns = [\"vol0\"]\n\n\
              [[nvme_subsystems]]\nnqn = \"nqn.2026-11.io.zctarget:t\"\nnamespaces = [\"vol0\"]\n"

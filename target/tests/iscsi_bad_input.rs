@@ -44,7 +44,7 @@ fn start(engine: &str) -> Daemon {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let cfg = format!(
-        "[server]\niscsi_listen = [\"127.0.0.1:{port}\"]\nnvme_listen = []\n\
+        "[server]\nadmin_socket = \"\"\niscsi_listen = [\"127.0.0.1:{port}\"]\nnvme_listen = []\n\
          io_engine = \"{engine}\"\nreactors = 1\npoison_on_release = true\n\
          buffer_pool = \"16MiB\"\n\n\
          [[volumes]]\nname = \"v\"\nbackend = \"memory\"\nsize = \"16MiB\"\n\n\

@@ -79,7 +79,7 @@ fn start(engine: &str, policy: &str) -> Daemon {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let cfg = format!(
-        "[server]\niscsi_listen = []\nnvme_listen = [\"127.0.0.1:{port}\"]\n\
+        "[server]\nadmin_socket = \"\"\niscsi_listen = []\nnvme_listen = [\"127.0.0.1:{port}\"]\n\
          io_engine = \"{engine}\"\nstatus_policy = \"{policy}\"\nreactors = 2\n\
          poison_on_release = true\nbuffer_pool = \"32MiB\"\n\n\
          [[volumes]]\nname = \"data\"\npath = \"data.img\"\nsize = \"32MiB\"\n\n\

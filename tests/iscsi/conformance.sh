@@ -35,6 +35,7 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 iqn=iqn.2026-11.io.zctarget:conformance
 cat > "$work/zctarget.toml" <<CFG
 [server]
+admin_socket = ""
 iscsi_listen = ["127.0.0.1:$port"]
 nvme_listen = []
 io_engine = "$engine"

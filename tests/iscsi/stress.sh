@@ -45,6 +45,7 @@ iqn=iqn.2026-11.io.zctarget:stress
 prefix=iqn.2026-11.io.zctarget.test:stress-client
 cat > "$work/zctarget.toml" <<CFG
 [server]
+admin_socket = ""
 iscsi_listen = ["127.0.0.1:$port"]
 nvme_listen = []
 io_engine = "$engine"

@@ -29,6 +29,7 @@ vm=tests/vm/vm-initiator.sh
 config() { # NAME [chap lines]
   cat > "$work/$1.toml" <<CFG
 [server]
+admin_socket = ""
 iscsi_listen = ["127.0.0.1:3260"]
 nvme_listen = []
 io_engine = "$engine"

@@ -34,6 +34,7 @@ vm=tests/vm/vm-initiator.sh
 config() { # NAME
   cat > "$work/$1.toml" <<CFG
 [server]
+admin_socket = ""
 iscsi_listen = []
 nvme_listen = ["127.0.0.1:4420"]
 io_engine = "$engine"

@@ -10,6 +10,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -118,6 +119,8 @@ pub struct Connection {
     next_ttt: Cell<u32>,
     pub(crate) tasks: RefCell<HashMap<u32, Rc<TaskEntry>>>,
     nop_outstanding: Cell<Option<u32>>,
+    /// Counters the admin API reads (relaxed atomics, this thread writes).
+    pub session_info: Arc<super::session::SessionInfo>,
 }
 
 /// How full feature phase ended.
@@ -146,6 +149,7 @@ impl Connection {
         isid: [u8; 6],
         stat_sn: u32,
         exp_cmd_sn: u32,
+        session_info: Arc<super::session::SessionInfo>,
     ) -> Rc<Self> {
         let initiator_name = login_params.session.initiator_name.clone();
         let initiator_port = format!(
@@ -167,12 +171,13 @@ impl Connection {
             next_ttt: Cell::new(1),
             tasks: RefCell::new(HashMap::new()),
             nop_outstanding: Cell::new(None),
+            session_info,
         })
     }
 
     /// The status policy configured for the daemon.
     pub fn status_policy(&self) -> StatusPolicy {
-        match self.reactor.shared.config.server.status_policy {
+        match self.reactor.shared.server.status_policy {
             zctarget_config::StatusPolicy::Strict => StatusPolicy::Strict,
             zctarget_config::StatusPolicy::Eager => StatusPolicy::Eager,
         }
@@ -371,6 +376,10 @@ impl Connection {
         reason: RejectReason,
         bad: &[u8; BHS_LEN],
     ) -> anyhow::Result<()> {
+        self.reactor
+            .shared
+            .counters
+            .protocol_error(crate::daemon::Protocol::Iscsi, reject_kind(reason));
         let rej = Reject {
             reason,
             data_segment_len: BHS_LEN as u32,
@@ -666,7 +675,7 @@ impl Connection {
                         // RFC 7143 §11.5.1: a cold reset also ends every
                         // session of the target, this one included, once
                         // the response is queued.
-                        cold_reset_target = Some(target.export.config.iqn.clone());
+                        cold_reset_target = Some(target.iqn.clone());
                     }
                 }
                 TaskMgmtResponseCode::FunctionComplete
@@ -826,6 +835,8 @@ impl Connection {
             data_out,
         });
         self.tasks.borrow_mut().insert(cmd.itt, Rc::clone(&entry));
+        self.session_info.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.session_info.commands.fetch_add(1, Ordering::Relaxed);
         let conn = Rc::clone(self);
         let span = tracing::debug_span!("cmd", itt = cmd.itt, op = cmd.cdb[0]);
         tokio::task::spawn_local(
@@ -847,6 +858,7 @@ impl Connection {
                     }
                 }
                 conn.tasks.borrow_mut().remove(&itt);
+                conn.session_info.in_flight.fetch_sub(1, Ordering::Relaxed);
             }
             .instrument(span),
         );
@@ -890,5 +902,17 @@ impl Residual {
                 count: actual - expected,
             },
         }
+    }
+}
+
+/// Metric label for a Reject reason.
+fn reject_kind(reason: RejectReason) -> &'static str {
+    match reason {
+        RejectReason::DataDigestError => "data_digest",
+        RejectReason::CommandNotSupported => "command_not_supported",
+        RejectReason::InvalidPduField => "invalid_pdu_field",
+        RejectReason::TaskInProgress => "task_in_progress",
+        RejectReason::ProtocolError => "protocol_error",
+        _ => "reject_other",
     }
 }

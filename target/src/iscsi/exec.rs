@@ -38,7 +38,7 @@ pub async fn run_command(
     };
     let edtl = cmd.expected_data_transfer_len;
     let lun_field = u64::from_be_bytes(cmd.lun);
-    let lun = target.lun(lun_field).cloned();
+    let lun = target.lun(lun_field);
     let (plan, write_cache) = match &lun {
         Some(l) => {
             let mut unit = l
@@ -151,11 +151,8 @@ pub(crate) async fn execute_plan(
 }
 
 /// Block size of a LUN's volume.
-pub(crate) fn block_size(conn: &Connection, lun: &IscsiLun) -> u64 {
-    conn.reactor
-        .volumes
-        .get(lun.volume)
-        .map_or(512, |v| u64::from(v.info().block_size))
+pub(crate) fn block_size(_conn: &Connection, lun: &IscsiLun) -> u64 {
+    lun.block_size
 }
 
 /// Sense bytes in the format the LUN's control mode page asks for.
@@ -248,11 +245,7 @@ async fn read(
     if len == 0 || !cmd.read {
         return status(conn, entry, cmd.itt, GOOD, &[], residual);
     }
-    let volume = conn
-        .reactor
-        .volumes
-        .get(lun.volume)
-        .context("volume handle")?;
+    let volume = conn.reactor.volume(lun.volume).context("volume handle")?;
     let list = conn.reactor.shared.pool.lease(bytes as usize).await?;
     let (list, r) = volume.read(lba * bs, list).await;
     if let Err(e) = r {
@@ -275,11 +268,7 @@ pub(crate) async fn write(
     fua: bool,
     edtl: u32,
 ) -> anyhow::Result<()> {
-    let volume = conn
-        .reactor
-        .volumes
-        .get(lun.volume)
-        .context("volume handle")?;
+    let volume = conn.reactor.volume(lun.volume).context("volume handle")?;
     let residual = Residual::of(edtl, len as u32);
     // An initiator that sends less than the CDB asks for (EDTL too small)
     // gets what it sent written, in whole blocks, and an overflow residual.

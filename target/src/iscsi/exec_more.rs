@@ -39,11 +39,8 @@ pub(crate) async fn execute_other(
         );
     };
     let bs = block_size(conn, lun);
-    let volume = conn
-        .reactor
-        .volumes
-        .get(lun.volume)
-        .context("volume handle")?;
+    let volume = conn.reactor.volume(lun.volume).context("volume handle")?;
+    let volume = &*volume;
     let check = |sense: Sense| -> anyhow::Result<()> {
         let s = sense_bytes(Some(lun), &sense);
         status(conn, entry, itt, CHECK_CONDITION, &s, Residual::of(edtl, 0))
@@ -265,7 +262,6 @@ pub(crate) async fn execute_other(
                 .reactor
                 .shared
                 .exports
-                .volumes()
                 .get(lun.volume)
                 .map(|v| v.allocation(lba * bs, capacity - lba * bs, max_runs))
                 .transpose()
@@ -409,7 +405,7 @@ async fn copy_segment(
     let volume_of = |n: u16| {
         target
             .volume_of(n)
-            .and_then(|v| conn.reactor.volumes.get(v))
+            .and_then(|v| conn.reactor.volume(v))
             .ok_or(sense::COPY_TARGET_NOT_REACHABLE)
     };
     let src = volume_of(seg.src_lun)?;

@@ -52,19 +52,19 @@ fn credentials(c: &zctarget_config::Chap) -> Credentials {
 
 impl LoginPolicy for ExportPolicy<'_> {
     fn target(&self, target_name: &str) -> Option<TargetAuth> {
-        let t = self.shared.exports.iscsi_target(target_name)?;
+        let t = self.shared.iscsi.target(target_name)?.config();
         Some(TargetAuth {
-            chap: t.config.chap.as_ref().map(credentials),
-            mutual_chap: t.config.mutual_chap.as_ref().map(credentials),
-            alias: t.config.alias.clone(),
+            chap: t.chap.as_ref().map(credentials),
+            mutual_chap: t.mutual_chap.as_ref().map(credentials),
+            alias: t.alias.clone(),
         })
     }
 
     fn initiator_allowed(&self, target_name: &str, initiator_name: &str) -> bool {
         self.shared
-            .exports
-            .iscsi_target(target_name)
-            .is_some_and(|t| initiator_allowed(&t.config.initiators, initiator_name))
+            .iscsi
+            .target(target_name)
+            .is_some_and(|t| initiator_allowed(&t.config().initiators, initiator_name))
     }
 
     fn discovery_auth(&self) -> Option<TargetAuth> {
@@ -120,6 +120,9 @@ pub async fn login(
             LoginOutcome::Continue => {}
             LoginOutcome::Failed(status) => {
                 tracing::info!(?status, "login refused");
+                shared
+                    .counters
+                    .protocol_error(crate::daemon::Protocol::Iscsi, "login_refused");
             }
             LoginOutcome::Complete(negotiated) => {
                 let key = SessionKey {
@@ -127,7 +130,10 @@ pub async fn login(
                     isid: negotiated.isid,
                     target: negotiated.target_name.clone().unwrap_or_default(),
                 };
-                let (session, replaced) = sessions.register(key);
+                let peer = stream
+                    .peer_addr()
+                    .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+                let (session, replaced) = sessions.register(key, peer);
                 if replaced {
                     tracing::info!(
                         initiator = %negotiated.initiator_name,

@@ -22,13 +22,14 @@ pub mod text;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tracing::Instrument;
 use zctarget_protocol::iscsi::params::{Digest, SessionType};
 
+use crate::exports::Exports;
 use crate::outbound::Outbound;
 use crate::reactor::Reactor;
 use crate::zerocopy::ZeroCopySender;
@@ -39,8 +40,8 @@ use target::TargetRuntime;
 
 /// Daemon-wide iSCSI state: targets with their LUN state, and sessions.
 pub struct IscsiRegistry {
-    /// Targets by IQN.
-    pub targets: HashMap<String, Arc<TargetRuntime>>,
+    /// Targets by IQN (locked at login, discovery and administration only).
+    targets: RwLock<HashMap<String, Arc<TargetRuntime>>>,
     /// Live sessions.
     pub sessions: Arc<SessionTable>,
     next_nexus: AtomicU64,
@@ -48,21 +49,66 @@ pub struct IscsiRegistry {
 
 impl IscsiRegistry {
     /// Builds the run-time state of every configured target.
-    pub fn new(exports: &crate::exports::Exports) -> Self {
-        let targets = exports
-            .iscsi_targets()
-            .iter()
-            .map(|t| {
-                (
-                    t.config.iqn.clone(),
-                    Arc::new(TargetRuntime::new(t.clone(), exports.volumes())),
-                )
-            })
-            .collect();
-        Self {
-            targets,
+    pub fn new(targets: &[zctarget_config::IscsiTarget], exports: &Exports) -> Self {
+        let r = Self {
+            targets: RwLock::new(HashMap::new()),
             sessions: Arc::new(SessionTable::default()),
             next_nexus: AtomicU64::new(1),
+        };
+        r.apply(targets, exports);
+        r
+    }
+
+    /// The target named `iqn`.
+    pub fn target(&self, iqn: &str) -> Option<Arc<TargetRuntime>> {
+        let targets = self.targets.read().unwrap_or_else(|e| e.into_inner());
+        targets.get(iqn).cloned()
+    }
+
+    /// Every target, by name.
+    pub fn targets(&self) -> Vec<Arc<TargetRuntime>> {
+        let targets = self.targets.read().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<_> = targets.values().cloned().collect();
+        all.sort_by(|a, b| a.iqn.cmp(&b.iqn));
+        all
+    }
+
+    /// Brings the targets in line with `wanted`: new targets appear,
+    /// changed ones are updated in place (sessions stay; LUN changes raise
+    /// unit attentions), removed ones end their sessions. Sessions of
+    /// initiators an ACL no longer allows are ended too.
+    pub fn apply(&self, wanted: &[zctarget_config::IscsiTarget], exports: &Exports) {
+        let mut targets = self.targets.write().unwrap_or_else(|e| e.into_inner());
+        targets.retain(|iqn, _| {
+            let keep = wanted.iter().any(|t| &t.iqn == iqn);
+            if !keep {
+                tracing::info!(target = %iqn, "iSCSI target removed; ending its sessions");
+                self.sessions.kill_target(iqn);
+            }
+            keep
+        });
+        for cfg in wanted {
+            match targets.get(&cfg.iqn) {
+                Some(t) if *t.config() == *cfg => {}
+                Some(t) => {
+                    t.update(cfg.clone(), exports);
+                    for row in self.sessions.list() {
+                        if row.target == cfg.iqn
+                            && !login::initiator_allowed(&cfg.initiators, &row.initiator)
+                        {
+                            tracing::info!(initiator = %row.initiator, target = %cfg.iqn,
+                                "initiator no longer allowed; ending its session");
+                            self.sessions.kill_initiator(&cfg.iqn, &row.initiator);
+                        }
+                    }
+                }
+                None => {
+                    targets.insert(
+                        cfg.iqn.clone(),
+                        Arc::new(TargetRuntime::new(cfg.clone(), exports)),
+                    );
+                }
+            }
         }
     }
 }
@@ -98,7 +144,7 @@ pub async fn serve_connection(reactor: Rc<Reactor>, stream: TcpStream) -> anyhow
     reader.data_digest = params.data_digest;
     reader.max_data_segment = params.target_mrdsl;
     let target = match (neg.session_type, neg.target_name.as_deref()) {
-        (SessionType::Normal, Some(name)) => registry.targets.get(name).cloned(),
+        (SessionType::Normal, Some(name)) => registry.target(name),
         _ => None,
     };
     let span = tracing::info_span!(
@@ -125,6 +171,7 @@ pub async fn serve_connection(reactor: Rc<Reactor>, stream: TcpStream) -> anyhow
         neg.isid,
         neg.next_stat_sn,
         neg.exp_cmd_sn,
+        Arc::clone(&logged_in.session.info),
     );
     if let Some(t) = &target {
         t.nexus_added(nexus, &conn.initiator_port);

@@ -4,7 +4,7 @@
 //! initiator does this after every target restart or connection loss).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
@@ -24,6 +24,43 @@ struct Entry {
     tsih: u16,
     /// Set to true to make the session's connection drop (reinstatement).
     kill: watch::Sender<bool>,
+    info: Arc<SessionInfo>,
+}
+
+/// What the admin API shows about a session.
+#[derive(Debug)]
+pub struct SessionInfo {
+    /// The initiator's address.
+    pub peer: std::net::SocketAddr,
+    /// When it logged in.
+    pub since: std::time::SystemTime,
+    /// SCSI commands in flight (updated by the connection).
+    pub in_flight: AtomicU32,
+    /// SCSI commands received.
+    pub commands: AtomicU64,
+}
+
+/// One row of [`SessionTable::list`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionRow {
+    /// TSIH.
+    pub tsih: u16,
+    /// InitiatorName.
+    pub initiator: String,
+    /// ISID, hex.
+    pub isid: String,
+    /// TargetName ("" for discovery).
+    pub target: String,
+    /// Initiator address.
+    pub address: String,
+    /// Connections (zctarget runs one per session: MaxConnections=1).
+    pub connections: u32,
+    /// Commands in flight.
+    pub in_flight: u32,
+    /// Commands received.
+    pub commands: u64,
+    /// Seconds since login.
+    pub age_seconds: u64,
 }
 
 /// Every live session of the daemon (shared by all reactors; touched only at
@@ -41,6 +78,8 @@ pub struct SessionHandle {
     tsih: u16,
     /// Fires when another login reinstates this session.
     pub killed: watch::Receiver<bool>,
+    /// Counters shown by the admin API.
+    pub info: Arc<SessionInfo>,
 }
 
 impl SessionHandle {
@@ -82,12 +121,27 @@ impl SessionTable {
     /// Registers a new session for `key`, reinstating (killing) an existing
     /// one with the same key. Returns the handle and whether an old session
     /// was replaced.
-    pub fn register(self: &Arc<Self>, key: SessionKey) -> (SessionHandle, bool) {
+    pub fn register(
+        self: &Arc<Self>,
+        key: SessionKey,
+        peer: std::net::SocketAddr,
+    ) -> (SessionHandle, bool) {
         let tsih = self.allocate_tsih();
         let (kill, killed) = watch::channel(false);
+        let info = Arc::new(SessionInfo {
+            peer,
+            since: std::time::SystemTime::now(),
+            in_flight: AtomicU32::new(0),
+            commands: AtomicU64::new(0),
+        });
+        let entry = Entry {
+            tsih,
+            kill,
+            info: Arc::clone(&info),
+        };
         let replaced = match self.sessions.lock() {
             Ok(mut map) => map
-                .insert(key.clone(), Entry { tsih, kill })
+                .insert(key.clone(), entry)
                 .map(|old| {
                     let _ = old.kill.send(true);
                 })
@@ -100,6 +154,7 @@ impl SessionTable {
                 key,
                 tsih,
                 killed,
+                info,
             },
             replaced,
         )
@@ -114,6 +169,54 @@ impl SessionTable {
                 }
             }
         }
+    }
+
+    /// Ends every session of `initiator` on `target` (its ACL entry was
+    /// removed); returns how many.
+    pub fn kill_initiator(&self, target: &str, initiator: &str) -> usize {
+        self.kill_where(|k, _| k.target == target && k.initiator == initiator)
+    }
+
+    /// Ends the session with TSIH `tsih`; false if there is none.
+    pub fn kill_tsih(&self, tsih: u16) -> bool {
+        self.kill_where(|_, e| e.tsih == tsih) > 0
+    }
+
+    fn kill_where(&self, pred: impl Fn(&SessionKey, &Entry) -> bool) -> usize {
+        let mut n = 0;
+        if let Ok(map) = self.sessions.lock() {
+            for (_, entry) in map.iter().filter(|(k, e)| pred(k, e)) {
+                let _ = entry.kill.send(true);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Every live session, by TSIH.
+    pub fn list(&self) -> Vec<SessionRow> {
+        let now = std::time::SystemTime::now();
+        let mut rows: Vec<SessionRow> = self
+            .sessions
+            .lock()
+            .map(|map| {
+                map.iter()
+                    .map(|(k, e)| SessionRow {
+                        tsih: e.tsih,
+                        initiator: k.initiator.clone(),
+                        isid: k.isid.iter().map(|b| format!("{b:02x}")).collect(),
+                        target: k.target.clone(),
+                        address: e.info.peer.to_string(),
+                        connections: 1,
+                        in_flight: e.info.in_flight.load(Ordering::Relaxed),
+                        commands: e.info.commands.load(Ordering::Relaxed),
+                        age_seconds: now.duration_since(e.info.since).map_or(0, |d| d.as_secs()),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        rows.sort_by_key(|r| r.tsih);
+        rows
     }
 
     /// Number of live sessions.

@@ -2,19 +2,24 @@
 //! state (mode pages, reservations, unit attentions), shared by every
 //! session on every reactor.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
+use zctarget_config as config;
 use zctarget_protocol::scsi::xcopy::CopyTarget;
 use zctarget_protocol::scsi::{LogicalUnit, LunInfo, ResetKind};
 
-use crate::exports::IscsiTargetExport;
+use crate::exports::Exports;
 
 /// One LUN of a target.
 pub struct IscsiLun {
     /// LUN number.
     pub lun: u16,
-    /// Index of its volume in `Exports::volumes` (and reactor handles).
+    /// Slot of its volume in `Exports` (and in reactors' handle caches).
     pub volume: usize,
+    /// Logical block size in bytes.
+    pub block_size: u64,
     /// The SCSI state machine. Locked for planning a command (a short,
     /// non-blocking critical section); never held across I/O.
     pub unit: Mutex<LogicalUnit>,
@@ -36,58 +41,100 @@ impl IscsiLun {
     }
 }
 
-/// A target with its LUNs.
+/// A target with its LUNs. The configuration and the LUN table are
+/// swapped whole when an administrator changes them; a command loads the
+/// LUN table without taking a lock.
 pub struct TargetRuntime {
-    /// Its configuration and LUN map.
-    pub export: IscsiTargetExport,
-    /// LUN n at index n.
-    pub luns: Vec<Arc<IscsiLun>>,
+    /// Target name.
+    pub iqn: String,
+    config: ArcSwap<config::IscsiTarget>,
+    /// Sorted by LUN number.
+    luns: ArcSwap<Vec<Arc<IscsiLun>>>,
+    /// Live I_T nexuses → initiator port (so a LUN added later knows them).
+    nexuses: Mutex<HashMap<u64, String>>,
 }
 
 impl TargetRuntime {
     /// Builds the runtime for one configured target.
-    pub fn new(export: IscsiTargetExport, volumes: &[Arc<zctarget_backends::Volume>]) -> Self {
-        let infos: Vec<(usize, LunInfo)> = export
-            .luns
-            .iter()
-            .enumerate()
-            .filter_map(|(n, &vol)| {
-                let volume = volumes.get(vol)?;
-                Some((vol, lun_info(&export.config.iqn, n as u16, volume)))
-            })
-            .collect();
-        let numbers: Vec<u16> = infos.iter().map(|(_, i)| i.lun).collect();
+    pub fn new(cfg: config::IscsiTarget, exports: &Exports) -> Self {
+        let t = Self {
+            iqn: cfg.iqn.clone(),
+            config: ArcSwap::from_pointee(cfg.clone()),
+            luns: ArcSwap::from_pointee(Vec::new()),
+            nexuses: Mutex::new(HashMap::new()),
+        };
+        t.update(cfg, exports);
+        t
+    }
+
+    /// The target's current configuration (ACL, CHAP, alias, LUN map).
+    pub fn config(&self) -> Arc<config::IscsiTarget> {
+        self.config.load_full()
+    }
+
+    /// Applies a changed configuration: LUNs whose number and volume stay
+    /// keep their SCSI state; new LUNs start with a reset unit attention
+    /// for every nexus; every nexus sees REPORTED LUNS DATA HAS CHANGED
+    /// when the LUN list changed.
+    pub fn update(&self, cfg: config::IscsiTarget, exports: &Exports) {
+        let nexuses = self.nexuses.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self.luns.load_full();
+        let mut luns: Vec<Arc<IscsiLun>> = Vec::new();
+        for (number, name) in cfg.luns.iter() {
+            let Ok(number) = u16::try_from(number) else {
+                continue;
+            };
+            let Some(slot) = exports.slot_of(name) else {
+                continue;
+            };
+            if let Some(kept) = old.iter().find(|l| l.lun == number && l.volume == slot) {
+                luns.push(Arc::clone(kept));
+                continue;
+            }
+            let Some(volume) = exports.get(slot) else {
+                continue;
+            };
+            let mut unit = LogicalUnit::new(lun_info(&cfg.iqn, number, &volume));
+            for (nexus, port) in nexuses.iter() {
+                unit.nexus_added(*nexus, port);
+            }
+            luns.push(Arc::new(IscsiLun {
+                lun: number,
+                volume: slot,
+                block_size: u64::from(volume.info().block_size),
+                unit: Mutex::new(unit),
+                caw: tokio::sync::Mutex::new(()),
+            }));
+        }
+        luns.sort_by_key(|l| l.lun);
+        let numbers: Vec<u16> = luns.iter().map(|l| l.lun).collect();
         // EXTENDED COPY may copy between any two LUNs of the target.
-        let copy_targets: Vec<CopyTarget> = infos
+        let copy_targets: Vec<CopyTarget> = luns
             .iter()
-            .map(|(_, i)| CopyTarget {
-                naa: i.naa_designator,
-                lun: i.lun,
-                blocks: i.blocks,
-                block_size: i.block_size,
-            })
-            .collect();
-        let luns = infos
-            .into_iter()
-            .map(|(vol, info)| {
-                let lun = info.lun;
-                let mut unit = LogicalUnit::new(info);
-                unit.set_lun_list(&numbers);
-                unit.set_copy_targets(copy_targets.clone());
-                Arc::new(IscsiLun {
-                    lun,
-                    volume: vol,
-                    unit: Mutex::new(unit),
-                    caw: tokio::sync::Mutex::new(()),
+            .filter_map(|l| {
+                let u = l.unit.lock().ok()?;
+                let i = u.info();
+                Some(CopyTarget {
+                    naa: i.naa_designator,
+                    lun: i.lun,
+                    blocks: i.blocks,
+                    block_size: i.block_size,
                 })
             })
             .collect();
-        Self { export, luns }
+        for l in &luns {
+            if let Ok(mut u) = l.unit.lock() {
+                u.set_lun_list(&numbers);
+                u.set_copy_targets(copy_targets.clone());
+            }
+        }
+        self.luns.store(Arc::new(luns));
+        self.config.store(Arc::new(cfg));
     }
 
     /// The LUN addressed by an iSCSI LUN field (SAM-5 single level:
     /// peripheral `00 nn` or flat `40|hi lo`).
-    pub fn lun(&self, lun_field: u64) -> Option<&Arc<IscsiLun>> {
+    pub fn lun(&self, lun_field: u64) -> Option<Arc<IscsiLun>> {
         let top = (lun_field >> 48) as u16;
         let number = match top >> 14 {
             0 | 1 => top & 0x3fff,
@@ -96,13 +143,23 @@ impl TargetRuntime {
         if lun_field & 0x0000_ffff_ffff_ffff != 0 {
             return None;
         }
-        self.luns.get(number as usize)
+        let luns = self.luns.load();
+        luns.binary_search_by_key(&number, |l| l.lun)
+            .ok()
+            .map(|i| Arc::clone(&luns[i]))
+    }
+
+    /// Every LUN, in number order.
+    pub fn luns(&self) -> Arc<Vec<Arc<IscsiLun>>> {
+        self.luns.load_full()
     }
 
     /// A new I_T nexus (login): it starts with a power-on/reset unit
     /// attention on every LUN.
     pub fn nexus_added(&self, nexus: u64, initiator_port: &str) {
-        for l in &self.luns {
+        let mut nexuses = self.nexuses.lock().unwrap_or_else(|e| e.into_inner());
+        nexuses.insert(nexus, initiator_port.to_owned());
+        for l in self.luns.load().iter() {
             if let Ok(mut u) = l.unit.lock() {
                 u.nexus_added(nexus, initiator_port);
             }
@@ -111,7 +168,9 @@ impl TargetRuntime {
 
     /// An I_T nexus went away (logout, connection loss).
     pub fn nexus_lost(&self, nexus: u64) {
-        for l in &self.luns {
+        let mut nexuses = self.nexuses.lock().unwrap_or_else(|e| e.into_inner());
+        nexuses.remove(&nexus);
+        for l in self.luns.load().iter() {
             if let Ok(mut u) = l.unit.lock() {
                 u.nexus_lost(nexus);
             }
@@ -120,19 +179,23 @@ impl TargetRuntime {
 
     /// TARGET WARM / COLD RESET (`kind`) from `nexus`.
     pub fn reset_all(&self, kind: ResetKind, nexus: u64) {
-        for l in &self.luns {
+        for l in self.luns.load().iter() {
             l.reset(kind, nexus);
         }
     }
 
-    /// The volume index of LUN `lun`, for EXTENDED COPY.
+    /// The volume slot of LUN `lun`, for EXTENDED COPY.
     pub fn volume_of(&self, lun: u16) -> Option<usize> {
-        self.luns.iter().find(|l| l.lun == lun).map(|l| l.volume)
+        self.luns
+            .load()
+            .iter()
+            .find(|l| l.lun == lun)
+            .map(|l| l.volume)
     }
 
     /// LUN numbers, for REPORT LUNS.
     pub fn lun_numbers(&self) -> Vec<u16> {
-        self.luns.iter().map(|l| l.lun).collect()
+        self.luns.load().iter().map(|l| l.lun).collect()
     }
 }
 

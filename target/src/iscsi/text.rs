@@ -19,11 +19,11 @@ pub fn text_response(conn: &Connection, request: &[u8], initiator: &str) -> Vec<
         })
         .collect();
     let targets: Vec<TargetPortals> = shared
-        .exports
-        .iscsi_targets()
+        .iscsi
+        .targets()
         .iter()
-        .filter(|t| initiator_allowed(&t.config.initiators, initiator))
-        .map(|t| (t.config.iqn.clone(), portals.clone()))
+        .filter(|t| initiator_allowed(&t.config().initiators, initiator))
+        .map(|t| (t.iqn.clone(), portals.clone()))
         .collect();
     let mut params = conn.login_params.borrow_mut();
     login_fsm::text_response(&mut params, request, &targets).unwrap_or_default()

@@ -17,17 +17,19 @@ pub mod reader;
 
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
+use arc_swap::ArcSwap;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
+use zctarget_config as config;
 use zctarget_config::names::DISCOVERY_NQN;
 use zctarget_config::ANY;
 use zctarget_protocol::nvme::discovery::DiscoveryEntry;
-use zctarget_protocol::nvme::{Controller, ControllerConfig, NamespaceInfo};
+use zctarget_protocol::nvme::{AerCompletion, Controller, ControllerConfig, NamespaceInfo};
 
-use crate::exports::{Exports, NvmeSubsystemExport};
+use crate::exports::Exports;
 use crate::reactor::Reactor;
 
 /// NVM subsystem type in discovery log entries (SUBTYPE 2h).
@@ -41,29 +43,87 @@ pub const IN_CAPSULE_DATA: u32 = 8192;
 /// MAXH2CDATA advertised in the ICResp.
 pub const MAX_H2C_DATA: u32 = 128 * 1024;
 
-/// One exported NVM subsystem.
+/// One exported NVM subsystem. Its configuration and namespace table are
+/// swapped whole by administration; an I/O command loads the table without
+/// a lock.
 pub struct Subsystem {
-    /// Its configuration and namespace map.
-    pub export: NvmeSubsystemExport,
-    /// Namespace n at index n - 1.
-    pub namespaces: Vec<NamespaceInfo>,
+    /// Its NQN.
+    pub nqn: String,
+    config: ArcSwap<config::NvmeSubsystem>,
+    /// Sorted by NSID.
+    namespaces: ArcSwap<Vec<Namespace>>,
     /// Serial number reported by its controllers (stable: derived from
     /// the NQN).
     pub serial: String,
 }
 
+/// A namespace: its NSID, volume slot and identity.
+#[derive(Debug, Clone)]
+pub struct Namespace {
+    /// NSID.
+    pub nsid: u32,
+    /// Volume slot in `Exports`.
+    pub volume: usize,
+    /// What Identify reports.
+    pub info: NamespaceInfo,
+}
+
 impl Subsystem {
-    /// Whether `hostnqn` may connect.
-    pub fn allows(&self, hostnqn: &str) -> bool {
-        let hosts = &self.export.config.hosts;
-        hosts.is_empty() || hosts.iter().any(|h| h == ANY || h == hostnqn)
+    fn new(cfg: config::NvmeSubsystem, exports: &Exports) -> Self {
+        let serial = stable_id(&cfg.nqn, "serial")[..10]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let namespaces = build_namespaces(&cfg, exports);
+        Self {
+            nqn: cfg.nqn.clone(),
+            config: ArcSwap::from_pointee(cfg),
+            namespaces: ArcSwap::from_pointee(namespaces),
+            serial,
+        }
     }
 
-    /// Volume index of namespace `nsid`.
-    pub fn volume(&self, nsid: u32) -> Option<usize> {
-        let i = usize::try_from(nsid.checked_sub(1)?).ok()?;
-        self.export.namespaces.get(i).copied()
+    /// The current configuration (hosts, namespace map).
+    pub fn config(&self) -> Arc<config::NvmeSubsystem> {
+        self.config.load_full()
     }
+
+    /// Whether `hostnqn` may connect.
+    pub fn allows(&self, hostnqn: &str) -> bool {
+        host_allowed(&self.config.load().hosts, hostnqn)
+    }
+
+    /// Volume slot of namespace `nsid`.
+    pub fn volume(&self, nsid: u32) -> Option<usize> {
+        let ns = self.namespaces.load();
+        ns.binary_search_by_key(&nsid, |n| n.nsid)
+            .ok()
+            .map(|i| ns[i].volume)
+    }
+
+    /// Every namespace, in NSID order.
+    pub fn namespaces(&self) -> Arc<Vec<Namespace>> {
+        self.namespaces.load_full()
+    }
+}
+
+fn host_allowed(hosts: &[String], hostnqn: &str) -> bool {
+    hosts.is_empty() || hosts.iter().any(|h| h == ANY || h == hostnqn)
+}
+
+fn build_namespaces(cfg: &config::NvmeSubsystem, exports: &Exports) -> Vec<Namespace> {
+    cfg.namespaces
+        .iter()
+        .filter_map(|(nsid, name)| {
+            let slot = exports.slot_of(name)?;
+            let volume = exports.get(slot)?;
+            Some(Namespace {
+                nsid,
+                volume: slot,
+                info: namespace_info(&cfg.nqn, nsid, &volume),
+            })
+        })
+        .collect()
 }
 
 /// A live controller: its state machine, the subsystem it belongs to
@@ -80,6 +140,53 @@ pub struct ControllerEntry {
     /// I/O counters for the SMART / Health log, updated by the I/O queues
     /// (relaxed atomics: one add per completed command).
     pub stats: IoStats,
+    /// The host NQN that connected it.
+    pub hostnqn: String,
+    /// The host's address (admin queue).
+    pub host_address: Mutex<Option<std::net::SocketAddr>>,
+    /// Queues connected (admin included).
+    pub queues: AtomicU32,
+    /// I/O commands in flight over all queues.
+    pub in_flight: AtomicU32,
+    /// Asynchronous event completions waiting for the admin queue to send
+    /// them (raised by administration on another thread).
+    pub events: Mutex<Vec<AerCompletion>>,
+    /// Wakes the admin queue when `events` has something.
+    pub events_ready: Notify,
+}
+
+impl ControllerEntry {
+    /// Queues an AER completion for the admin queue.
+    fn post_event(&self, event: Option<AerCompletion>) {
+        if let Some(e) = event {
+            self.events
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(e);
+            self.events_ready.notify_one();
+        }
+    }
+}
+
+/// One row of [`NvmfRegistry::list_controllers`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ControllerRow {
+    /// CNTLID.
+    pub cntlid: u16,
+    /// Subsystem NQN (the discovery NQN for discovery controllers).
+    pub subsystem: String,
+    /// Host NQN.
+    pub host: String,
+    /// Host address of the admin queue.
+    pub address: String,
+    /// Connected queues, admin included.
+    pub queues: u32,
+    /// I/O commands in flight.
+    pub in_flight: u32,
+    /// Read / write commands completed.
+    pub reads: u64,
+    /// See `reads`.
+    pub writes: u64,
 }
 
 /// A controller's I/O counters.
@@ -114,54 +221,168 @@ impl IoStats {
 
 /// Daemon-wide NVMe/TCP state.
 pub struct NvmfRegistry {
-    subsystems: HashMap<String, Arc<Subsystem>>,
+    subsystems: RwLock<HashMap<String, Arc<Subsystem>>>,
     controllers: Mutex<HashMap<u16, Arc<ControllerEntry>>>,
     next_cntlid: AtomicU16,
     portals: Vec<std::net::SocketAddr>,
 }
 
 impl NvmfRegistry {
-    /// Builds the subsystems from the exports; `portals` are the NVMe/TCP
-    /// listeners discovery reports.
-    pub fn new(exports: &Exports, portals: Vec<std::net::SocketAddr>) -> Self {
-        let subsystems = exports
-            .nvme_subsystems()
-            .iter()
-            .map(|s| {
-                let namespaces = s
-                    .namespaces
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, &vol)| {
-                        let v = exports.volumes().get(vol)?;
-                        Some(namespace_info(&s.config.nqn, i as u32 + 1, v))
-                    })
-                    .collect();
-                let serial = stable_id(&s.config.nqn, "serial")[..10]
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect();
-                (
-                    s.config.nqn.clone(),
-                    Arc::new(Subsystem {
-                        export: s.clone(),
-                        namespaces,
-                        serial,
-                    }),
-                )
-            })
-            .collect();
-        Self {
-            subsystems,
+    /// Builds the subsystems; `portals` are the NVMe/TCP listeners
+    /// discovery reports.
+    pub fn new(
+        subsystems: &[config::NvmeSubsystem],
+        exports: &Exports,
+        portals: Vec<std::net::SocketAddr>,
+    ) -> Self {
+        let r = Self {
+            subsystems: RwLock::new(HashMap::new()),
             controllers: Mutex::new(HashMap::new()),
             next_cntlid: AtomicU16::new(1),
             portals,
-        }
+        };
+        r.apply(subsystems, exports);
+        r
     }
 
     /// A subsystem by NQN.
     pub fn subsystem(&self, nqn: &str) -> Option<Arc<Subsystem>> {
-        self.subsystems.get(nqn).cloned()
+        let subsystems = self.subsystems.read().unwrap_or_else(|e| e.into_inner());
+        subsystems.get(nqn).cloned()
+    }
+
+    /// Every subsystem, by NQN.
+    pub fn subsystems(&self) -> Vec<Arc<Subsystem>> {
+        let subsystems = self.subsystems.read().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<_> = subsystems.values().cloned().collect();
+        all.sort_by(|a, b| a.nqn.cmp(&b.nqn));
+        all
+    }
+
+    /// Brings the subsystems in line with `wanted`. Controllers of a
+    /// removed subsystem, or of a host its ACL no longer allows, are torn
+    /// down; a namespace added, removed or replaced raises the Namespace
+    /// Attribute Changed event on every controller of its subsystem;
+    /// discovery controllers get a Discovery Log Page Change event.
+    pub fn apply(&self, wanted: &[config::NvmeSubsystem], exports: &Exports) {
+        let mut subsystems = self.subsystems.write().unwrap_or_else(|e| e.into_inner());
+        let mut changed_listing = false;
+        let removed: Vec<String> = subsystems
+            .keys()
+            .filter(|nqn| !wanted.iter().any(|w| &w.nqn == *nqn))
+            .cloned()
+            .collect();
+        for nqn in removed {
+            subsystems.remove(&nqn);
+            changed_listing = true;
+            tracing::info!(subsystem = %nqn, "NVMe subsystem removed; tearing its controllers down");
+            for e in self.controllers_where(|e| e.subsystem.as_ref().is_some_and(|s| s.nqn == nqn))
+            {
+                self.remove_controller(e.ctrl.lock().map(|c| c.cntlid()).unwrap_or(0));
+            }
+        }
+        for cfg in wanted {
+            let Some(sub) = subsystems.get(&cfg.nqn).cloned() else {
+                subsystems.insert(
+                    cfg.nqn.clone(),
+                    Arc::new(Subsystem::new(cfg.clone(), exports)),
+                );
+                changed_listing = true;
+                continue;
+            };
+            if *sub.config() == *cfg {
+                continue;
+            }
+            if sub.config().hosts != cfg.hosts {
+                changed_listing = true;
+            }
+            let old = sub.namespaces();
+            let new = build_namespaces(cfg, exports);
+            sub.config.store(Arc::new(cfg.clone()));
+            sub.namespaces.store(Arc::new(new.clone()));
+            let controllers = self
+                .controllers_where(|e| e.subsystem.as_ref().is_some_and(|s| Arc::ptr_eq(s, &sub)));
+            for e in controllers {
+                if !host_allowed(&cfg.hosts, &e.hostnqn) {
+                    tracing::info!(host = %e.hostnqn, subsystem = %cfg.nqn,
+                        "host no longer allowed; tearing its controller down");
+                    self.remove_controller(e.ctrl.lock().map(|c| c.cntlid()).unwrap_or(0));
+                    continue;
+                }
+                let mut ctrl = e.ctrl.lock().unwrap_or_else(|e| e.into_inner());
+                for o in old.iter() {
+                    if !new.iter().any(|n| n.nsid == o.nsid) {
+                        let ev = ctrl.remove_namespace(o.nsid);
+                        e.post_event(ev);
+                    }
+                }
+                for n in &new {
+                    let same = old.iter().any(|o| o.nsid == n.nsid && o.volume == n.volume);
+                    if !same {
+                        let ev = ctrl.set_namespace(n.info.clone());
+                        e.post_event(ev);
+                    }
+                }
+            }
+        }
+        drop(subsystems);
+        if changed_listing {
+            for e in self.controllers_where(|e| e.subsystem.is_none()) {
+                let entries = self.discovery_entries(&e.hostnqn);
+                let ev = e
+                    .ctrl
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .set_discovery_entries(entries);
+                e.post_event(ev);
+            }
+        }
+    }
+
+    fn controllers_where(
+        &self,
+        pred: impl Fn(&ControllerEntry) -> bool,
+    ) -> Vec<Arc<ControllerEntry>> {
+        self.controllers
+            .lock()
+            .map(|m| m.values().filter(|e| pred(e)).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every live controller, by CNTLID.
+    pub fn list_controllers(&self) -> Vec<ControllerRow> {
+        let controllers = self
+            .controllers
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .map(|(id, e)| (*id, Arc::clone(e)))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        let mut rows: Vec<ControllerRow> = controllers
+            .into_iter()
+            .map(|(cntlid, e)| ControllerRow {
+                cntlid,
+                subsystem: e
+                    .subsystem
+                    .as_ref()
+                    .map_or_else(|| DISCOVERY_NQN.to_owned(), |s| s.nqn.clone()),
+                host: e.hostnqn.clone(),
+                address: e
+                    .host_address
+                    .lock()
+                    .ok()
+                    .and_then(|a| a.map(|a| a.to_string()))
+                    .unwrap_or_default(),
+                queues: e.queues.load(Ordering::Relaxed),
+                in_flight: e.in_flight.load(Ordering::Relaxed),
+                reads: e.stats.reads.load(Ordering::Relaxed),
+                writes: e.stats.writes.load(Ordering::Relaxed),
+            })
+            .collect();
+        rows.sort_by_key(|r| r.cntlid);
+        rows
     }
 
     /// A fresh controller ID (1..=0xFFEF, never reused while live).
@@ -196,7 +417,7 @@ impl NvmfRegistry {
             (cfg, None, Some(self.discovery_entries(hostnqn)))
         } else {
             let s = self.subsystem(subnqn)?;
-            let hosts = &s.export.config.hosts;
+            let hosts = &s.config().hosts;
             let allowed_hosts = if hosts.is_empty() || hosts.iter().any(|h| h == ANY) {
                 Vec::new()
             } else {
@@ -206,8 +427,10 @@ impl NvmfRegistry {
                 cntlid,
                 subnqn: subnqn.to_owned(),
                 serial: s.serial.clone(),
-                namespaces: s.namespaces.clone(),
-                max_nsid: u32::try_from(s.namespaces.len()).unwrap_or(u32::MAX).max(1),
+                namespaces: s.namespaces().iter().map(|n| n.info.clone()).collect(),
+                // Namespaces come and go at run time: NN is the highest
+                // NSID we ever export (hosts list the active ones).
+                max_nsid: config::VolumeMap::MAX_NSID,
                 max_queue_entries: QUEUE_ENTRIES,
                 mdts: MDTS,
                 in_capsule_data_size: IN_CAPSULE_DATA,
@@ -226,6 +449,12 @@ impl NvmfRegistry {
             subsystem,
             kill,
             stats: IoStats::default(),
+            hostnqn: hostnqn.to_owned(),
+            host_address: Mutex::new(None),
+            queues: AtomicU32::new(0),
+            in_flight: AtomicU32::new(0),
+            events: Mutex::new(Vec::new()),
+            events_ready: Notify::new(),
         });
         if let Ok(mut m) = self.controllers.lock() {
             m.insert(cntlid, Arc::clone(&entry));
@@ -259,14 +488,12 @@ impl NvmfRegistry {
     /// Discovery log entries `hostnqn` may see: every subsystem that allows
     /// it, on every listener.
     fn discovery_entries(&self, hostnqn: &str) -> Vec<DiscoveryEntry> {
-        let mut names: Vec<&String> = self.subsystems.keys().collect();
-        names.sort();
         let mut out = Vec::new();
-        for nqn in names {
-            let s = &self.subsystems[nqn];
+        for s in self.subsystems() {
             if !s.allows(hostnqn) {
                 continue;
             }
+            let nqn = &s.nqn;
             for (portid, addr) in self.portals.iter().enumerate() {
                 out.push(DiscoveryEntry::tcp(
                     u16::try_from(portid).unwrap_or(u16::MAX),

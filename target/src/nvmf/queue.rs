@@ -211,8 +211,13 @@ impl Queue {
                 killed = self.killed();
             }
             let kato = self.keep_alive_deadline();
+            let admin = self.admin_entry();
             tokio::select! {
                 r = self.out.stream().readable() => r?,
+                _ = wait_events(admin.as_deref()) => {
+                    self.send_events()?;
+                    continue;
+                }
                 _ = wait_killed(&mut killed) => return Ok(Exit::ControllerGone),
                 _ = shutdown.wait_for(|s| *s) => return Ok(Exit::Shutdown),
                 _ = sleep_until(kato) => {
@@ -232,6 +237,10 @@ impl Queue {
                 Err(ReadError::NotReady) => continue,
                 Err(ReadError::Pdu { error, header }) => {
                     tracing::info!(%error, "malformed PDU; sending C2HTermReq");
+                    self.reactor
+                        .shared
+                        .counters
+                        .protocol_error(crate::daemon::Protocol::NvmeTcp, "malformed_pdu");
                     send_term_req(&self.out, &error, &header);
                     return Ok(Exit::Terminated);
                 }
@@ -242,6 +251,27 @@ impl Queue {
                 None => continue,
             }
         }
+    }
+
+    /// The controller, when this is its admin queue.
+    fn admin_entry(&self) -> Option<Arc<ControllerEntry>> {
+        let b = self.bound.borrow();
+        let b = b.as_ref()?;
+        (b.qid == 0).then(|| Arc::clone(&b.entry))
+    }
+
+    /// Completes parked Asynchronous Event Requests with the events
+    /// administration raised.
+    fn send_events(&self) -> anyhow::Result<()> {
+        let Some(entry) = self.admin_entry() else {
+            return Ok(());
+        };
+        let events = std::mem::take(&mut *entry.events.lock().unwrap_or_else(|e| e.into_inner()));
+        for e in events {
+            tracing::info!(cid = e.cid, "asynchronous event completed");
+            self.send_completion(e.cid, e.completion)?;
+        }
+        Ok(())
     }
 
     fn keep_alive_deadline(&self) -> Option<Instant> {
@@ -264,6 +294,10 @@ impl Queue {
 
     /// Terminates the connection for a fatal transport error.
     fn fatal(&self, error: PduError, header: &[u8]) -> anyhow::Result<Option<Exit>> {
+        self.reactor
+            .shared
+            .counters
+            .protocol_error(crate::daemon::Protocol::NvmeTcp, "transport_error");
         tracing::info!(%error, "transport error; sending C2HTermReq");
         send_term_req(&self.out, &error, header);
         Ok(Some(Exit::Terminated))
@@ -400,6 +434,10 @@ impl Queue {
     fn data_error(&self, e: ReadError, h: &Header, cid: u16) -> anyhow::Result<Option<Exit>> {
         match e {
             ReadError::DataDigest => {
+                self.reactor
+                    .shared
+                    .counters
+                    .protocol_error(crate::daemon::Protocol::NvmeTcp, "data_digest");
                 tracing::info!(cid, "data digest error; command failed");
                 self.send_completion(cid, Completion::status(Status::TRANSIENT_TRANSPORT))?;
                 Ok(None)
@@ -471,6 +509,12 @@ impl Queue {
                     sq_entries = q.sq_entries,
                     "queue connected"
                 );
+                entry.queues.fetch_add(1, Ordering::Relaxed);
+                if qid == 0 {
+                    if let Ok(mut a) = entry.host_address.lock() {
+                        *a = self.out.stream().peer_addr().ok();
+                    }
+                }
                 *self.bound.borrow_mut() = Some(Bound {
                     qid,
                     cntlid,
@@ -611,6 +655,7 @@ impl Queue {
             _ => None,
         };
         self.running.set(self.running.get() + 1);
+        entry.in_flight.fetch_add(1, Ordering::Relaxed);
         let q = Rc::clone(self);
         let span = tracing::debug_span!("cmd", cid = sqe.cid, op = sqe.opcode);
         tokio::task::spawn_local(
@@ -637,6 +682,7 @@ impl Queue {
                     }
                 }
                 q.running.set(q.running.get() - 1);
+                entry.in_flight.fetch_sub(1, Ordering::Relaxed);
             }
             .instrument(span),
         );
@@ -757,9 +803,9 @@ impl Queue {
         &self,
         entry: &ControllerEntry,
         nsid: u32,
-    ) -> Option<&zctarget_backends::VolumeHandle> {
+    ) -> Option<Rc<zctarget_backends::VolumeHandle>> {
         let v = entry.subsystem.as_ref()?.volume(nsid)?;
-        self.reactor.volumes.get(v)
+        self.reactor.volume(v)
     }
 
     /// Runs one I/O command; the completion to send (None: already sent or
@@ -851,7 +897,7 @@ impl Queue {
                     return Ok(ok);
                 };
                 let nsids: Vec<u32> = if nsid == zctarget_protocol::nvme::NSID_ALL {
-                    (1..=sub.namespaces.len() as u32).collect()
+                    sub.namespaces().iter().map(|n| n.nsid).collect()
                 } else {
                     vec![nsid]
                 };
@@ -964,7 +1010,7 @@ impl Queue {
             .borrow()
             .as_ref()
             .is_some_and(|b| b.sqflow_disabled);
-        let policy = self.reactor.shared.config.server.status_policy;
+        let policy = self.reactor.shared.server.status_policy;
         // The SUCCESS flag may replace the CapsuleResp only when SQ flow
         // control is disabled (TCP transport 1.0 §3.6.2.9): the response
         // would carry SQHD.
@@ -1020,6 +1066,7 @@ impl Queue {
         .await;
         let bound = self.bound.borrow_mut().take();
         if let Some(b) = bound {
+            b.entry.queues.fetch_sub(1, Ordering::Relaxed);
             if b.qid == 0 {
                 self.registry().remove_controller(b.cntlid);
                 tracing::info!(cntlid = b.cntlid, "controller torn down");
@@ -1037,6 +1084,13 @@ async fn wait_killed(rx: &mut Option<watch::Receiver<bool>>) {
                 std::future::pending::<()>().await;
             }
         }
+        None => std::future::pending::<()>().await,
+    }
+}
+
+async fn wait_events(entry: Option<&ControllerEntry>) {
+    match entry {
+        Some(e) => e.events_ready.notified().await,
         None => std::future::pending::<()>().await,
     }
 }

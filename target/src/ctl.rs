@@ -1,0 +1,677 @@
+//! `zctarget ctl`: the admin API from the command line. Tables for people
+//! by default, the raw JSON result with `--json`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+
+use crate::admin::client;
+
+/// `zctarget ctl` arguments.
+#[derive(Args, Debug)]
+pub struct CtlArgs {
+    /// The daemon's admin socket.
+    #[arg(long, default_value = zctarget_config::Server::DEFAULT_ADMIN_SOCKET)]
+    socket: PathBuf,
+    /// Print the JSON result instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(subcommand)]
+    command: CtlCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum CtlCommand {
+    /// Engine, portals, pool, session and controller counts.
+    Status,
+    /// The running configuration (CHAP secrets hidden), or re-read the file.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Backing volumes.
+    Volume {
+        #[command(subcommand)]
+        action: VolumeAction,
+    },
+    /// iSCSI targets, LUNs, initiator ACLs, CHAP.
+    Iscsi {
+        #[command(subcommand)]
+        action: IscsiAction,
+    },
+    /// NVMe subsystems, namespaces, host ACLs.
+    Nvme {
+        #[command(subcommand)]
+        action: NvmeAction,
+    },
+    /// iSCSI sessions.
+    Session {
+        #[command(subcommand)]
+        action: SessionAction,
+    },
+    /// NVMe controllers.
+    Controller {
+        #[command(subcommand)]
+        action: ControllerAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigAction {
+    /// Print the running configuration as TOML.
+    Show,
+    /// Re-read the configuration file and apply the difference (as SIGHUP).
+    Reload,
+}
+
+#[derive(Subcommand, Debug)]
+enum VolumeAction {
+    /// List volumes and where they are exported.
+    List,
+    /// Create (or open an existing) volume.
+    Add {
+        /// Volume name.
+        name: String,
+        /// Backing file or block device (default: <name>.img next to the config file).
+        #[arg(long)]
+        path: Option<String>,
+        /// Size, e.g. 10GiB (needed to create a file, and for null/memory).
+        #[arg(long)]
+        size: Option<String>,
+        /// Logical block size: 512 or 4096.
+        #[arg(long)]
+        block_size: Option<u32>,
+        /// file, null or memory.
+        #[arg(long)]
+        backend: Option<String>,
+        /// Refuse writes.
+        #[arg(long)]
+        read_only: bool,
+        /// Open with O_DIRECT.
+        #[arg(long)]
+        direct_io: bool,
+        /// Allocate the whole file now instead of leaving it sparse.
+        #[arg(long)]
+        preallocate: bool,
+    },
+    /// Remove a volume (refused while exported, unless --force).
+    Remove {
+        /// Volume name.
+        name: String,
+        /// Also unmap it from every target and subsystem.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum IscsiAction {
+    /// Targets.
+    Target {
+        #[command(subcommand)]
+        action: TargetAction,
+    },
+    /// LUN maps.
+    Lun {
+        #[command(subcommand)]
+        action: LunAction,
+    },
+    /// Initiator ACL.
+    Initiator {
+        #[command(subcommand)]
+        action: AclAction,
+    },
+    /// CHAP credentials.
+    Chap {
+        #[command(subcommand)]
+        action: ChapAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TargetAction {
+    /// List targets.
+    List,
+    /// Add a target.
+    Add {
+        /// Target name (iqn./eui./naa.).
+        iqn: String,
+        /// TargetAlias.
+        #[arg(long)]
+        alias: Option<String>,
+        /// Allowed initiator (repeat; default "*": any).
+        #[arg(long = "initiator")]
+        initiators: Vec<String>,
+    },
+    /// Remove a target (refused with sessions, unless --force).
+    Remove {
+        /// Target name.
+        iqn: String,
+        /// End its sessions.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum LunAction {
+    /// Map a volume as a LUN (the lowest free number unless --lun).
+    Add {
+        /// Target name.
+        iqn: String,
+        /// Volume name.
+        volume: String,
+        /// LUN number.
+        #[arg(long)]
+        lun: Option<u32>,
+    },
+    /// Unmap a LUN.
+    Remove {
+        /// Target name.
+        iqn: String,
+        /// LUN number.
+        lun: u32,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AclAction {
+    /// Allow a name.
+    Add {
+        /// Target IQN / subsystem NQN.
+        owner: String,
+        /// Initiator name / host NQN ("*": any).
+        name: String,
+    },
+    /// Disallow a name (its sessions / controllers end).
+    Remove {
+        /// Target IQN / subsystem NQN.
+        owner: String,
+        /// Initiator name / host NQN.
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ChapAction {
+    /// Require CHAP (or, with --mutual, authenticate the target too).
+    Set {
+        /// Target name.
+        iqn: String,
+        /// CHAP user name.
+        #[arg(long)]
+        username: String,
+        /// Secret, 12..255 bytes.
+        #[arg(long)]
+        secret: String,
+        /// Set the target's credentials for mutual CHAP.
+        #[arg(long)]
+        mutual: bool,
+    },
+    /// Stop requiring CHAP (or only drop mutual CHAP).
+    Clear {
+        /// Target name.
+        iqn: String,
+        /// Only mutual CHAP.
+        #[arg(long)]
+        mutual: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum NvmeAction {
+    /// Subsystems.
+    Subsystem {
+        #[command(subcommand)]
+        action: SubsystemAction,
+    },
+    /// Namespaces.
+    Namespace {
+        #[command(subcommand)]
+        action: NamespaceAction,
+    },
+    /// Host ACL.
+    Host {
+        #[command(subcommand)]
+        action: AclAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SubsystemAction {
+    /// List subsystems.
+    List,
+    /// Add a subsystem.
+    Add {
+        /// Subsystem NQN.
+        nqn: String,
+        /// Allowed host NQN (repeat; default "*": any).
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+    },
+    /// Remove a subsystem (refused with controllers, unless --force).
+    Remove {
+        /// Subsystem NQN.
+        nqn: String,
+        /// Disconnect its controllers.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum NamespaceAction {
+    /// Attach a volume as a namespace (the lowest free NSID unless --nsid).
+    Add {
+        /// Subsystem NQN.
+        nqn: String,
+        /// Volume name.
+        volume: String,
+        /// NSID.
+        #[arg(long)]
+        nsid: Option<u32>,
+    },
+    /// Detach a namespace.
+    Remove {
+        /// Subsystem NQN.
+        nqn: String,
+        /// NSID.
+        nsid: u32,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SessionAction {
+    /// List iSCSI sessions.
+    List,
+    /// End a session.
+    Disconnect {
+        /// Its TSIH.
+        tsih: u16,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ControllerAction {
+    /// List NVMe controllers.
+    List,
+    /// Tear a controller down (every queue closes).
+    Disconnect {
+        /// Its CNTLID.
+        cntlid: u16,
+    },
+}
+
+/// Which table to print a result as.
+enum View {
+    Status,
+    Text(&'static str),
+    Table(&'static [&'static str]),
+    Changes,
+}
+
+fn request(c: CtlCommand) -> (&'static str, Value, View) {
+    use View::{Changes, Table};
+    match c {
+        CtlCommand::Status => ("status", json!({}), View::Status),
+        CtlCommand::Config {
+            action: ConfigAction::Show,
+        } => ("config.show", json!({}), View::Text("toml")),
+        CtlCommand::Config {
+            action: ConfigAction::Reload,
+        } => ("config.reload", json!({}), Changes),
+        CtlCommand::Volume { action } => match action {
+            VolumeAction::List => (
+                "volume.list",
+                json!({}),
+                Table(&[
+                    "name",
+                    "backend",
+                    "size",
+                    "block_size",
+                    "read_only",
+                    "path",
+                    "exported_as",
+                ]),
+            ),
+            VolumeAction::Add {
+                name,
+                path,
+                size,
+                block_size,
+                backend,
+                read_only,
+                direct_io,
+                preallocate,
+            } => (
+                "volume.add",
+                json!({"name": name, "path": path, "size": size, "block_size": block_size, "backend": backend,
+                       "read_only": read_only, "direct_io": direct_io, "preallocate": preallocate}),
+                Changes,
+            ),
+            VolumeAction::Remove { name, force } => (
+                "volume.remove",
+                json!({"name": name, "force": force}),
+                Changes,
+            ),
+        },
+        CtlCommand::Iscsi { action } => match action {
+            IscsiAction::Target {
+                action: TargetAction::List,
+            } => (
+                "iscsi.target.list",
+                json!({}),
+                Table(&["iqn", "alias", "luns", "initiators", "chap", "sessions"]),
+            ),
+            IscsiAction::Target {
+                action:
+                    TargetAction::Add {
+                        iqn,
+                        alias,
+                        initiators,
+                    },
+            } => (
+                "iscsi.target.add",
+                json!({"iqn": iqn, "alias": alias, "initiators": (!initiators.is_empty()).then_some(initiators)}),
+                Changes,
+            ),
+            IscsiAction::Target {
+                action: TargetAction::Remove { iqn, force },
+            } => (
+                "iscsi.target.remove",
+                json!({"iqn": iqn, "force": force}),
+                Changes,
+            ),
+            IscsiAction::Lun {
+                action: LunAction::Add { iqn, volume, lun },
+            } => (
+                "iscsi.lun.add",
+                json!({"iqn": iqn, "volume": volume, "lun": lun}),
+                Changes,
+            ),
+            IscsiAction::Lun {
+                action: LunAction::Remove { iqn, lun },
+            } => ("iscsi.lun.remove", json!({"iqn": iqn, "lun": lun}), Changes),
+            IscsiAction::Initiator {
+                action: AclAction::Add { owner, name },
+            } => (
+                "iscsi.initiator.add",
+                json!({"iqn": owner, "initiator": name}),
+                Changes,
+            ),
+            IscsiAction::Initiator {
+                action: AclAction::Remove { owner, name },
+            } => (
+                "iscsi.initiator.remove",
+                json!({"iqn": owner, "initiator": name}),
+                Changes,
+            ),
+            IscsiAction::Chap {
+                action:
+                    ChapAction::Set {
+                        iqn,
+                        username,
+                        secret,
+                        mutual,
+                    },
+            } => (
+                "iscsi.chap.set",
+                json!({"iqn": iqn, "username": username, "secret": secret, "mutual": mutual}),
+                Changes,
+            ),
+            IscsiAction::Chap {
+                action: ChapAction::Clear { iqn, mutual },
+            } => (
+                "iscsi.chap.clear",
+                json!({"iqn": iqn, "mutual": mutual}),
+                Changes,
+            ),
+        },
+        CtlCommand::Nvme { action } => match action {
+            NvmeAction::Subsystem {
+                action: SubsystemAction::List,
+            } => (
+                "nvme.subsystem.list",
+                json!({}),
+                Table(&["nqn", "namespaces", "hosts", "controllers"]),
+            ),
+            NvmeAction::Subsystem {
+                action: SubsystemAction::Add { nqn, hosts },
+            } => (
+                "nvme.subsystem.add",
+                json!({"nqn": nqn, "hosts": (!hosts.is_empty()).then_some(hosts)}),
+                Changes,
+            ),
+            NvmeAction::Subsystem {
+                action: SubsystemAction::Remove { nqn, force },
+            } => (
+                "nvme.subsystem.remove",
+                json!({"nqn": nqn, "force": force}),
+                Changes,
+            ),
+            NvmeAction::Namespace {
+                action: NamespaceAction::Add { nqn, volume, nsid },
+            } => (
+                "nvme.namespace.add",
+                json!({"nqn": nqn, "volume": volume, "nsid": nsid}),
+                Changes,
+            ),
+            NvmeAction::Namespace {
+                action: NamespaceAction::Remove { nqn, nsid },
+            } => (
+                "nvme.namespace.remove",
+                json!({"nqn": nqn, "nsid": nsid}),
+                Changes,
+            ),
+            NvmeAction::Host {
+                action: AclAction::Add { owner, name },
+            } => (
+                "nvme.host.add",
+                json!({"nqn": owner, "host": name}),
+                Changes,
+            ),
+            NvmeAction::Host {
+                action: AclAction::Remove { owner, name },
+            } => (
+                "nvme.host.remove",
+                json!({"nqn": owner, "host": name}),
+                Changes,
+            ),
+        },
+        CtlCommand::Session {
+            action: SessionAction::List,
+        } => (
+            "session.list",
+            json!({}),
+            Table(&[
+                "tsih",
+                "initiator",
+                "target",
+                "address",
+                "in_flight",
+                "commands",
+                "age_seconds",
+            ]),
+        ),
+        CtlCommand::Session {
+            action: SessionAction::Disconnect { tsih },
+        } => ("session.disconnect", json!({"tsih": tsih}), Changes),
+        CtlCommand::Controller {
+            action: ControllerAction::List,
+        } => (
+            "controller.list",
+            json!({}),
+            Table(&[
+                "cntlid",
+                "subsystem",
+                "host",
+                "address",
+                "queues",
+                "in_flight",
+                "reads",
+                "writes",
+            ]),
+        ),
+        CtlCommand::Controller {
+            action: ControllerAction::Disconnect { cntlid },
+        } => ("controller.disconnect", json!({"cntlid": cntlid}), Changes),
+    }
+}
+
+/// Runs `zctarget ctl`: exit 0 on success, 1 when the daemon refused, 2
+/// when it could not be reached.
+pub fn run(args: CtlArgs) -> ExitCode {
+    let (method, params, view) = request(args.command);
+    let mut progress = |p: &Value| {
+        let done = p.get("done").and_then(Value::as_u64).unwrap_or(0);
+        let total = p.get("total").and_then(Value::as_u64).unwrap_or(0).max(1);
+        let volume = p.get("volume").and_then(Value::as_str).unwrap_or("");
+        eprint!(
+            "\rcreating {volume}: {:3}% ({done} of {total} bytes)",
+            done * 100 / total
+        );
+        if done >= total {
+            eprintln!();
+        }
+        let _ = std::io::stderr().flush();
+    };
+    match client::call(&args.socket, method, params, &mut progress) {
+        Err(e) => {
+            eprintln!("zctarget ctl: {e:#}");
+            ExitCode::from(2)
+        }
+        Ok(Err(e)) => {
+            eprintln!("zctarget ctl: {method}: {}", e.message);
+            ExitCode::from(1)
+        }
+        Ok(Ok(result)) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&result).unwrap_or_default()
+                );
+            } else {
+                print!("{}", render(&view, &result));
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        Value::Array(items) => {
+            if items.is_empty() {
+                return "-".into();
+            }
+            items
+                .iter()
+                .map(|i| match i {
+                    // {"lun": 0, "volume": "a"} → "0:a"
+                    Value::Object(o) if o.len() == 2 => {
+                        o.values().map(cell).collect::<Vec<_>>().join(":")
+                    }
+                    other => cell(other),
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        }
+        other => other.to_string(),
+    }
+}
+
+fn render(view: &View, result: &Value) -> String {
+    match view {
+        View::Text(field) => result
+            .get(*field)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned(),
+        View::Status => {
+            let mut out = String::new();
+            if let Value::Object(o) = result {
+                for (k, v) in o {
+                    out += &format!("{k:<18} {}\n", cell(v));
+                }
+            }
+            out
+        }
+        View::Changes => {
+            let mut out = String::new();
+            for c in result
+                .get("changes")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                out += &format!("{}\n", cell(c));
+            }
+            for (k, label) in [("lun", "LUN"), ("nsid", "NSID")] {
+                if let Some(n) = result.get(k) {
+                    out += &format!("{label} {n}\n");
+                }
+            }
+            for c in result
+                .get("needs_restart")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                out += &format!("needs a restart: {}\n", cell(c));
+            }
+            if out.is_empty() {
+                out = match result.get("disconnected") {
+                    Some(d) => format!("disconnected {d}\n"),
+                    None => "no change\n".into(),
+                };
+            }
+            out
+        }
+        View::Table(columns) => {
+            let rows: Vec<Vec<String>> = result
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|r| {
+                            columns
+                                .iter()
+                                .map(|c| cell(r.get(*c).unwrap_or(&Value::Null)))
+                                .collect()
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let widths: Vec<usize> = columns
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    rows.iter()
+                        .map(|r| r[i].len())
+                        .chain([c.len()])
+                        .max()
+                        .unwrap_or(0)
+                })
+                .collect();
+            let line = |cells: Vec<String>| {
+                let mut l = cells
+                    .iter()
+                    .zip(&widths)
+                    .map(|(c, w)| format!("{c:<w$}"))
+                    .collect::<Vec<_>>()
+                    .join("  ");
+                l.truncate(l.trim_end().len());
+                l + "\n"
+            };
+            let mut out = line(columns.iter().map(|c| c.to_uppercase()).collect());
+            for r in rows {
+                out += &line(r);
+            }
+            out
+        }
+    }
+}

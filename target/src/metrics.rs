@@ -1,0 +1,427 @@
+//! Prometheus text endpoint (`server.metrics_listen`): `GET /metrics`,
+//! plus `GET /healthz` (the process answers) and `GET /readyz` (listeners
+//! up, not shutting down) for probes.
+//!
+//! The HTTP side is a few lines on a blocking thread rather than an HTTP
+//! crate: three fixed GET routes, no keep-alive, no bodies in; hyper or
+//! axum would bring a second async stack for that. Counters live where
+//! they are updated (volume handles, sessions, controllers, the zero-copy
+//! sender, the pool); this module only reads them.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use anyhow::Context;
+use zctarget_backends::{HistogramSnapshot, LATENCY_BUCKETS_US};
+
+use crate::daemon::{Protocol, Shared};
+
+/// Daemon-wide counters that have no better home.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Open connections: iSCSI, NVMe/TCP.
+    pub connections: [AtomicU64; 2],
+    /// Connections accepted since start: iSCSI, NVMe/TCP.
+    pub connections_accepted: [AtomicU64; 2],
+    /// Protocol errors by (protocol, kind). Locked only when an error
+    /// happens, never on the command path.
+    protocol_errors: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// Listeners are up and the daemon is not shutting down.
+    pub ready: AtomicBool,
+}
+
+impl Counters {
+    /// Index of `p` in the per-protocol arrays.
+    pub fn index(p: Protocol) -> usize {
+        match p {
+            Protocol::Iscsi => 0,
+            Protocol::NvmeTcp => 1,
+        }
+    }
+
+    /// Counts one protocol error of `kind` (a snake_case name).
+    pub fn protocol_error(&self, protocol: Protocol, kind: &'static str) {
+        let p = match protocol {
+            Protocol::Iscsi => "iscsi",
+            Protocol::NvmeTcp => "nvme_tcp",
+        };
+        *self
+            .protocol_errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((p, kind))
+            .or_default() += 1;
+    }
+}
+
+/// The running endpoint.
+pub struct MetricsServer {
+    /// The address bound (port resolved).
+    pub addr: SocketAddr,
+}
+
+/// Binds `addr` and serves scrapes on a background thread.
+pub fn start(addr: SocketAddr, shared: &Arc<Shared>) -> anyhow::Result<MetricsServer> {
+    let listener =
+        TcpListener::bind(addr).with_context(|| format!("binding the metrics endpoint {addr}"))?;
+    let addr = listener.local_addr()?;
+    let weak = Arc::downgrade(shared);
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                if let Err(e) = answer(stream, &weak) {
+                    tracing::debug!(error = %e, "metrics request");
+                }
+            }
+        })
+        .context("spawning the metrics thread")?;
+    tracing::info!(%addr, "metrics endpoint listening");
+    Ok(MetricsServer { addr })
+}
+
+fn answer(mut stream: TcpStream, shared: &Weak<Shared>) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let mut buf = [0u8; 2048];
+    let mut len = 0;
+    while len < buf.len() {
+        let n = stream.read(&mut buf[len..])?;
+        if n == 0 {
+            break;
+        }
+        len += n;
+        if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    let request = String::from_utf8_lossy(&buf[..len]);
+    let mut words = request.split_whitespace();
+    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    let shared = shared.upgrade();
+    let (status, ctype, body) = match (method, path, &shared) {
+        ("GET", "/metrics", Some(s)) => ("200 OK", "text/plain; version=0.0.4", render(s)),
+        ("GET", "/healthz", Some(_)) => ("200 OK", "text/plain", "ok\n".to_owned()),
+        ("GET", "/readyz", Some(s)) if s.counters.ready.load(Ordering::Relaxed) => {
+            ("200 OK", "text/plain", "ready\n".to_owned())
+        }
+        ("GET", "/readyz", _) => (
+            "503 Service Unavailable",
+            "text/plain",
+            "not ready\n".to_owned(),
+        ),
+        ("GET", _, _) => ("404 Not Found", "text/plain", "not found\n".to_owned()),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "only GET\n".to_owned(),
+        ),
+    };
+    write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    stream.flush()
+}
+
+/// Writes Prometheus text exposition format.
+struct Out(String);
+
+impl Out {
+    fn header(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        self.0.push_str(name);
+        if !labels.is_empty() {
+            self.0.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.0.push(',');
+                }
+                let v = v
+                    .replace('\\', "\\\\")
+                    .replace('"', "\\\"")
+                    .replace('\n', "\\n");
+                let _ = write!(self.0, "{k}=\"{v}\"");
+            }
+            self.0.push('}');
+        }
+        let _ = writeln!(self.0, " {value}");
+    }
+
+    fn histogram(&mut self, name: &str, labels: &[(&str, &str)], h: &HistogramSnapshot) {
+        for (i, count) in h.cumulative.iter().enumerate() {
+            let le = LATENCY_BUCKETS_US
+                .get(i)
+                .map_or_else(|| "+Inf".to_owned(), |us| format!("{}", *us as f64 / 1e6));
+            let mut l = labels.to_vec();
+            l.push(("le", &le));
+            self.sample(&format!("{name}_bucket"), &l, count);
+        }
+        self.sample(&format!("{name}_sum"), labels, h.sum_seconds);
+        self.sample(&format!("{name}_count"), labels, h.count);
+    }
+}
+
+/// The whole exposition.
+pub fn render(s: &Shared) -> String {
+    let mut o = Out(String::with_capacity(16 << 10));
+    let volumes = s.exports.volumes();
+    type Counter = fn(&zctarget_backends::VolumeStats) -> &AtomicU64;
+    let per_volume: [(&str, &str, Counter); 7] = [
+        (
+            "zctarget_volume_reads_total",
+            "Read operations completed.",
+            |v| &v.reads,
+        ),
+        ("zctarget_volume_read_bytes_total", "Bytes read.", |v| {
+            &v.read_bytes
+        }),
+        (
+            "zctarget_volume_writes_total",
+            "Write operations completed.",
+            |v| &v.writes,
+        ),
+        ("zctarget_volume_write_bytes_total", "Bytes written.", |v| {
+            &v.write_bytes
+        }),
+        ("zctarget_volume_flushes_total", "Flushes completed.", |v| {
+            &v.flushes
+        }),
+        (
+            "zctarget_volume_discards_total",
+            "Discard and write-zeroes operations completed.",
+            |v| &v.discards,
+        ),
+        (
+            "zctarget_volume_errors_total",
+            "Volume operations that failed.",
+            |v| &v.errors,
+        ),
+    ];
+    for (name, help, get) in per_volume {
+        o.header(name, "counter", help);
+        for (_, v) in &volumes {
+            o.sample(
+                name,
+                &[("volume", v.name())],
+                get(v.stats()).load(Ordering::Relaxed),
+            );
+        }
+    }
+    o.header(
+        "zctarget_volume_read_latency_seconds",
+        "histogram",
+        "Read latency at the volume.",
+    );
+    for (_, v) in &volumes {
+        let h = v.stats().read_latency.snapshot();
+        o.histogram(
+            "zctarget_volume_read_latency_seconds",
+            &[("volume", v.name())],
+            &h,
+        );
+    }
+    o.header(
+        "zctarget_volume_write_latency_seconds",
+        "histogram",
+        "Write latency at the volume.",
+    );
+    for (_, v) in &volumes {
+        let h = v.stats().write_latency.snapshot();
+        o.histogram(
+            "zctarget_volume_write_latency_seconds",
+            &[("volume", v.name())],
+            &h,
+        );
+    }
+    o.header("zctarget_volume_size_bytes", "gauge", "Volume capacity.");
+    for (_, v) in &volumes {
+        o.sample(
+            "zctarget_volume_size_bytes",
+            &[("volume", v.name())],
+            v.info().capacity,
+        );
+    }
+
+    let c = &s.counters;
+    o.header("zctarget_connections", "gauge", "Open TCP connections.");
+    o.header(
+        "zctarget_connections_accepted_total",
+        "counter",
+        "TCP connections accepted.",
+    );
+    for (p, i) in [("iscsi", 0), ("nvme_tcp", 1)] {
+        o.sample(
+            "zctarget_connections",
+            &[("protocol", p)],
+            c.connections[i].load(Ordering::Relaxed),
+        );
+        o.sample(
+            "zctarget_connections_accepted_total",
+            &[("protocol", p)],
+            c.connections_accepted[i].load(Ordering::Relaxed),
+        );
+    }
+    let sessions = s.iscsi.sessions.list();
+    o.header(
+        "zctarget_iscsi_sessions",
+        "gauge",
+        "Logged-in iSCSI sessions (discovery included).",
+    );
+    o.sample("zctarget_iscsi_sessions", &[], sessions.len());
+    let controllers = s.nvmf.list_controllers();
+    o.header(
+        "zctarget_nvme_controllers",
+        "gauge",
+        "Live NVMe controllers (discovery included).",
+    );
+    o.sample("zctarget_nvme_controllers", &[], controllers.len());
+    o.header(
+        "zctarget_nvme_queues",
+        "gauge",
+        "Connected NVMe queues (admin included).",
+    );
+    o.sample(
+        "zctarget_nvme_queues",
+        &[],
+        controllers.iter().map(|r| u64::from(r.queues)).sum::<u64>(),
+    );
+    o.header(
+        "zctarget_commands_in_flight",
+        "gauge",
+        "Commands received and not yet completed.",
+    );
+    o.sample(
+        "zctarget_commands_in_flight",
+        &[("protocol", "iscsi")],
+        sessions.iter().map(|r| u64::from(r.in_flight)).sum::<u64>(),
+    );
+    o.sample(
+        "zctarget_commands_in_flight",
+        &[("protocol", "nvme_tcp")],
+        controllers
+            .iter()
+            .map(|r| u64::from(r.in_flight))
+            .sum::<u64>(),
+    );
+    o.header(
+        "zctarget_protocol_errors_total",
+        "counter",
+        "Protocol errors answered (Reject, TermReq, digest errors, refused logins) by kind.",
+    );
+    for ((p, kind), n) in c
+        .protocol_errors
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+    {
+        o.sample(
+            "zctarget_protocol_errors_total",
+            &[("protocol", p), ("kind", kind)],
+            n,
+        );
+    }
+
+    let z = &s.sender_counters;
+    let zc: [(&str, &str, &AtomicU64); 9] = [
+        (
+            "zctarget_zerocopy_sends_total",
+            "sendmsg calls with MSG_ZEROCOPY.",
+            &z.zerocopy_calls,
+        ),
+        (
+            "zctarget_zerocopy_sent_bytes_total",
+            "Bytes sent with MSG_ZEROCOPY.",
+            &z.zerocopy_bytes,
+        ),
+        (
+            "zctarget_copy_sends_total",
+            "Copying sendmsg calls.",
+            &z.copy_calls,
+        ),
+        (
+            "zctarget_copy_sent_bytes_total",
+            "Bytes sent by copy.",
+            &z.copy_bytes,
+        ),
+        (
+            "zctarget_zerocopy_notifications_total",
+            "Zero-copy completion notifications read.",
+            &z.notifications,
+        ),
+        (
+            "zctarget_zerocopy_copied_notifications_total",
+            "Notifications saying the kernel copied after all.",
+            &z.copied_notifications,
+        ),
+        (
+            "zctarget_zerocopy_abandoned_total",
+            "Connections where auto mode stopped using zero-copy (kernel kept copying).",
+            &z.zerocopy_abandoned,
+        ),
+        (
+            "zctarget_zerocopy_fallbacks_total",
+            "Zero-copy sends retried as copies after ENOBUFS.",
+            &z.enobufs_fallbacks,
+        ),
+        (
+            "zctarget_zerocopy_teardown_resets_total",
+            "Connections reset because notifications did not arrive in time.",
+            &z.teardown_resets,
+        ),
+    ];
+    for (name, help, v) in zc {
+        o.header(name, "counter", help);
+        o.sample(name, &[], v.load(Ordering::Relaxed));
+    }
+
+    let pool = s.pool.stats();
+    o.header("zctarget_pool_chunks", "gauge", "Buffer pool chunks by state (leased chunks hold payloads in flight or pinned by zero-copy sends).");
+    o.sample(
+        "zctarget_pool_chunks",
+        &[("state", "free")],
+        pool.free_chunks,
+    );
+    o.sample(
+        "zctarget_pool_chunks",
+        &[("state", "leased")],
+        pool.total_chunks - pool.free_chunks,
+    );
+    o.header(
+        "zctarget_pool_chunk_size_bytes",
+        "gauge",
+        "Size of one pool chunk.",
+    );
+    o.sample("zctarget_pool_chunk_size_bytes", &[], pool.chunk_size);
+    o.header(
+        "zctarget_pool_leased_bytes",
+        "gauge",
+        "Payload bytes leased (pinned) from the pool.",
+    );
+    o.sample(
+        "zctarget_pool_leased_bytes",
+        &[],
+        (pool.total_chunks - pool.free_chunks) * pool.chunk_size,
+    );
+    o.header(
+        "zctarget_pool_backpressure_waits_total",
+        "counter",
+        "Lease requests that waited for free pool memory.",
+    );
+    o.sample(
+        "zctarget_pool_backpressure_waits_total",
+        &[],
+        pool.backpressure_waits,
+    );
+    o.0
+}
