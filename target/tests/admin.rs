@@ -1,0 +1,432 @@
+//! Live administration (issue #5): `zctarget ctl` against a running daemon
+//! changes exports live — an NVMe host sees a new namespace through an
+//! Asynchronous Event and can use it, loses a removed one — the changes
+//! are persisted so a restart comes back the same, SIGHUP applies an
+//! edited file, refusals change nothing, and the metrics endpoint counts
+//! the I/O.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+#[path = "../../tests/src/nvme_client.rs"]
+#[allow(dead_code)]
+mod nvme_client;
+
+use nvme_client::{NvmeQueue as Queue, QueueOptions};
+use zctarget_protocol::nvme::{Cqe, Sqe};
+use zctarget_protocol::nvme_tcp::{CapsuleResp, PduType};
+
+const BIN: &str = env!("CARGO_BIN_EXE_zctarget");
+const NQN: &str = "nqn.2026-11.io.zctarget.test:admin";
+const IQN: &str = "iqn.2026-11.io.zctarget.test:admin";
+const HOST: &str = "nqn.2026-11.io.zctarget.test:host";
+const BS: usize = 512;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+struct Daemon {
+    child: Child,
+    dir: PathBuf,
+    nvme_port: u16,
+    metrics_port: u16,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Daemon {
+    fn start(dir: &Path, engine: &str) -> Self {
+        let config = dir.join("zctarget.toml");
+        if !config.exists() {
+            let nvme_port = free_port();
+            let metrics_port = free_port();
+            let text = format!(
+                "[server]\nadmin_socket = \"admin.sock\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n\
+                 iscsi_listen = [\"127.0.0.1:0\"]\nnvme_listen = [\"127.0.0.1:{nvme_port}\"]\n\
+                 io_engine = \"{engine}\"\nreactors = 2\nbuffer_pool = \"16MiB\"\n\n\
+                 [[volumes]]\nname = \"base\"\npath = \"base.img\"\nsize = \"8MiB\"\n\n\
+                 [[iscsi_targets]]\niqn = \"{IQN}\"\nluns = [\"base\"]\n\n\
+                 [[nvme_subsystems]]\nnqn = \"{NQN}\"\nnamespaces = [\"base\"]\n"
+            );
+            std::fs::write(&config, text).expect("config");
+        }
+        let text = std::fs::read_to_string(&config).expect("read config");
+        let port_of = |key: &str| -> u16 {
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(key))
+                .unwrap_or_else(|| panic!("{key} in {text}"));
+            let digits: String = line
+                .rsplit(':')
+                .next()
+                .unwrap_or("")
+                .chars()
+                .filter(char::is_ascii_digit)
+                .collect();
+            digits.parse().expect("port")
+        };
+        let nvme_port = port_of("nvme_listen");
+        let metrics_port = port_of("metrics_listen");
+        let log = std::fs::File::create(dir.join("daemon.log")).expect("log");
+        let child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn");
+        let d = Self {
+            child,
+            dir: dir.to_path_buf(),
+            nvme_port,
+            metrics_port,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !(d.socket().exists() && TcpStream::connect(("127.0.0.1", nvme_port)).is_ok()) {
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not come up:\n{}",
+                d.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("admin.sock")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    /// Runs `zctarget ctl --socket ... args`.
+    fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .arg("ctl")
+            .arg("--socket")
+            .arg(self.socket())
+            .args(args)
+            .output()
+            .expect("run ctl")
+    }
+
+    /// `ctl` that must succeed; its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(
+            out.status.success(),
+            "ctl {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `ctl --json` result.
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&a)).expect("json")
+    }
+
+    fn stop(mut self) {
+        // SAFETY: plain kill(2) on the PID of the child this test spawned.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = self.child.try_wait().expect("wait") {
+                assert!(st.success(), "exit after SIGTERM: {st:?}\n{}", self.log());
+                return;
+            }
+            assert!(Instant::now() < deadline, "no exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn http_get(&self, path: &str) -> (u16, String) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.metrics_port)).expect("metrics");
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").expect("send");
+        let mut text = String::new();
+        s.read_to_string(&mut text).expect("read");
+        let code = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+        (code, body)
+    }
+
+    /// Value of the metric line `name{labels}`.
+    fn metric(&self, series: &str) -> Option<f64> {
+        let (_, body) = self.http_get("/metrics");
+        body.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+    }
+}
+
+fn admin_queue(port: u16) -> Queue {
+    Queue::admin(("127.0.0.1", port), &QueueOptions::admin(NQN, HOST)).expect("admin")
+}
+
+fn io_queue(port: u16, cntlid: u16) -> Queue {
+    let mut o = QueueOptions::admin(NQN, HOST);
+    o.qid = 1;
+    o.cntlid = cntlid;
+    let (q, r) = Queue::connect(("127.0.0.1", port), &o).expect("io queue");
+    assert!(r.status().is_success());
+    q
+}
+
+/// Active namespace list (Identify CNS 02h).
+fn active_nsids(q: &mut Queue) -> Vec<u32> {
+    let r = q.identify(0x02, 0).expect("identify");
+    r.data
+        .chunks(4)
+        .map(|c| u32::from_le_bytes(c.try_into().expect("4")))
+        .take_while(|&n| n != 0)
+        .collect()
+}
+
+/// Enables Namespace Attribute notices and posts an AER; returns its CID.
+fn arm_aer(q: &mut Queue) -> u16 {
+    let mut sf = Sqe::new(0x09, 0x700); // Set Features
+    sf.cdw10 = 0x0B; // Asynchronous Event Configuration
+    sf.cdw11 = 1 << 8; // Namespace Attribute Notices
+    assert!(q
+        .command(sf, &[], 0)
+        .expect("set features")
+        .status()
+        .is_success());
+    let aer = Sqe::new(0x0C, 0x701); // Asynchronous Event Request
+    q.send_capsule(&aer, &[]).expect("AER");
+    aer.cid
+}
+
+/// Waits for the completion of `cid` (an AER): its Dword 0.
+fn aer_completion(q: &mut Queue, cid: u16) -> u32 {
+    let pdu = q.recv().expect("AER completion");
+    assert_eq!(pdu.ch.pdu_type, PduType::CapsuleResp);
+    let r = CapsuleResp::parse(pdu.header[..24].try_into().expect("24")).expect("resp");
+    let cqe = Cqe::parse(&r.cqe);
+    assert_eq!(cqe.cid, cid);
+    assert!(cqe.status.is_success());
+    cqe.dw0
+}
+
+fn live_changes(engine: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::start(dir.path(), engine);
+
+    // Refusals change nothing: unknown volume, invalid name, in-use removal.
+    let before = std::fs::read_to_string(dir.path().join("zctarget.toml")).expect("cfg");
+    let out = d.ctl(&["iscsi", "lun", "add", IQN, "ghost"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let out = d.ctl(&["iscsi", "target", "add", "not-an-iqn"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not-an-iqn"));
+    let out = d.ctl(&["volume", "remove", "base"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exported as"));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("zctarget.toml")).expect("cfg"),
+        before,
+        "a refused change must not touch the file"
+    );
+
+    // A host connected before the change.
+    let mut admin = admin_queue(d.nvme_port);
+    let cntlid = admin.cntlid;
+    assert_eq!(active_nsids(&mut admin), [1]);
+    let aer = arm_aer(&mut admin);
+
+    // Add a volume and attach it as NSID 3 while the host is connected.
+    let out = d.ok(&["volume", "add", "extra", "--size", "4MiB"]);
+    assert!(out.contains("volume extra added"), "{out}");
+    let out = d.ok(&["nvme", "namespace", "add", NQN, "extra", "--nsid", "3"]);
+    assert!(out.contains("NSID 3"), "{out}");
+    let dw0 = aer_completion(&mut admin, aer);
+    assert_eq!(dw0 & 0x7, 0x2, "Notice event type: {dw0:#x}");
+    assert_eq!((dw0 >> 16) & 0xff, 0x04, "log page: Changed Namespace List");
+    let log = admin.get_log_page(0x04, 4096).expect("changed ns log");
+    assert_eq!(&log.data[..8], &[3, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(active_nsids(&mut admin), [1, 3]);
+
+    // The new namespace does I/O (on both reactors' queues).
+    for _ in 0..2 {
+        let mut io = io_queue(d.nvme_port, cntlid);
+        let data: Vec<u8> = (0..8 * BS).map(|i| (i * 7 % 251) as u8).collect();
+        assert!(io
+            .write(3, 10, &data, BS, true)
+            .expect("write")
+            .status()
+            .is_success());
+        let r = io.read(3, 10, 8, BS).expect("read");
+        assert!(r.status().is_success());
+        assert_eq!(r.data, data);
+    }
+
+    // The sessions/controllers listing shows the host with its queues.
+    let controllers = d.json(&["controller", "list"]);
+    let row = controllers
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|r| r["cntlid"] == cntlid)
+        .expect("our controller listed");
+    assert_eq!(row["host"], HOST);
+    assert!(row["address"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("127.0.0.1:"));
+
+    // Metrics count the I/O on the new volume.
+    let (code, _) = d.http_get("/readyz");
+    assert_eq!(code, 200);
+    let writes = d
+        .metric("zctarget_volume_writes_total{volume=\"extra\"}")
+        .expect("writes metric");
+    assert!(writes >= 2.0, "writes {writes}");
+    assert!(d
+        .metric("zctarget_volume_write_latency_seconds_count{volume=\"extra\"}")
+        .is_some_and(|n| n >= 2.0));
+
+    // Remove the namespace: the host is told, I/O to it fails cleanly.
+    let aer = arm_aer_again(&mut admin);
+    d.ok(&["nvme", "namespace", "remove", NQN, "3"]);
+    let dw0 = aer_completion(&mut admin, aer);
+    assert_eq!((dw0 >> 16) & 0xff, 0x04);
+    assert_eq!(active_nsids(&mut admin), [1]);
+    let mut io = io_queue(d.nvme_port, cntlid);
+    let r = io.read(3, 0, 1, BS).expect("read");
+    assert!(
+        !r.status().is_success(),
+        "read of a removed namespace succeeded"
+    );
+    assert!(io.read(1, 0, 1, BS).expect("read").status().is_success());
+
+    // Map it as an iSCSI LUN at a chosen number, then persist-and-restart.
+    d.ok(&["iscsi", "lun", "add", IQN, "extra", "--lun", "4"]);
+    d.ok(&[
+        "nvme",
+        "host",
+        "add",
+        NQN,
+        "nqn.2026-11.io.zctarget.test:other",
+    ]);
+    let targets = d.json(&["iscsi", "target", "list"]);
+    assert_eq!(targets[0]["luns"][1]["lun"], 4);
+
+    // Disconnect the controller from the admin side: its queues close.
+    d.ok(&["controller", "disconnect", &cntlid.to_string()]);
+    assert!(admin.closed_within(Duration::from_secs(10)));
+    drop(io);
+
+    let before = d.json(&["config", "show"]);
+    d.stop();
+    let d = Daemon::start(dir.path(), engine);
+    let after = d.json(&["config", "show"]);
+    assert_eq!(
+        before["toml"], after["toml"],
+        "restart must come back as it was"
+    );
+    let targets = d.json(&["iscsi", "target", "list"]);
+    assert_eq!(targets[0]["luns"][1]["volume"], "extra");
+    let subsystems = d.json(&["nvme", "subsystem", "list"]);
+    assert_eq!(subsystems[0]["hosts"].as_array().map(Vec::len), Some(2));
+
+    // SIGHUP applies an edited file: attach `extra` as NSID 2 by hand.
+    let path = dir.path().join("zctarget.toml");
+    let text = std::fs::read_to_string(&path).expect("cfg");
+    let edited = text.replace(
+        "namespaces = [\"base\"]",
+        "namespaces = [\"base\", \"extra\"]",
+    );
+    assert_ne!(text, edited, "config layout changed: {text}");
+    std::fs::write(&path, edited).expect("edit");
+    // SAFETY: plain kill(2) on the PID of the child this test spawned.
+    unsafe { libc::kill(d.child.id() as i32, libc::SIGHUP) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = d.json(&["nvme", "subsystem", "list"]);
+        if s[0]["namespaces"].as_array().map(Vec::len) == Some(2) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP not applied:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut admin = admin_queue(d.nvme_port);
+    assert_eq!(active_nsids(&mut admin), [1, 2]);
+
+    // Removing the volume with --force unmaps it everywhere.
+    d.ok(&["volume", "remove", "extra", "--force"]);
+    assert_eq!(active_nsids(&mut admin), [1]);
+    let volumes = d.json(&["volume", "list"]);
+    assert_eq!(volumes.as_array().map(Vec::len), Some(1));
+    d.stop();
+}
+
+fn arm_aer_again(q: &mut Queue) -> u16 {
+    // The event type stays masked until the log page is read (done above).
+    let aer = Sqe::new(0x0C, 0x702);
+    q.send_capsule(&aer, &[]).expect("AER");
+    aer.cid
+}
+
+#[test]
+fn live_changes_uring() {
+    live_changes("uring");
+}
+
+#[test]
+fn live_changes_epoll() {
+    live_changes("epoll");
+}
+
+#[test]
+fn admin_socket_is_private_and_speaks_json_rpc() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::start(dir.path(), "epoll");
+    let mode = std::fs::metadata(d.socket())
+        .expect("socket")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let mut s = std::os::unix::net::UnixStream::connect(d.socket()).expect("connect");
+    s.write_all(b"{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"nope\"}\nnot json\n")
+        .expect("send");
+    let mut r = std::io::BufReader::new(s);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut r, &mut line).expect("read");
+    let v: serde_json::Value = serde_json::from_str(&line).expect("json");
+    assert_eq!(v["id"], 7);
+    assert_eq!(v["error"]["code"], -32601);
+    line.clear();
+    std::io::BufRead::read_line(&mut r, &mut line).expect("read");
+    let v: serde_json::Value = serde_json::from_str(&line).expect("json");
+    assert_eq!(v["error"]["code"], -32700);
+    d.stop();
+    assert!(
+        !dir.path().join("admin.sock").exists(),
+        "socket removed at exit"
+    );
+}
