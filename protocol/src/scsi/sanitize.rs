@@ -24,6 +24,17 @@ pub enum SanitizeAction {
     ExitFailureMode,
 }
 
+impl SanitizeAction {
+    /// The service action's name, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SanitizeAction::Overwrite { .. } => "overwrite",
+            SanitizeAction::BlockErase => "block erase",
+            SanitizeAction::ExitFailureMode => "exit failure mode",
+        }
+    }
+}
+
 /// Plans SANITIZE from its CDB (the OVERWRITE pattern comes as parameter
 /// data).
 /// `swp`: the control mode page's software write protect, which refuses

@@ -53,6 +53,7 @@ pub async fn run_command(
             true,
         ),
     };
+    tracing::debug!(op = cmd.cdb[0], ?plan, "planned");
     execute_plan(conn, &cmd, entry, lun.as_deref(), plan, write_cache).await
 }
 

@@ -293,7 +293,10 @@ pub(crate) async fn execute_other(
             if immed {
                 status(conn, entry, itt, GOOD, &[], Residual::default())?;
             }
+            tracing::info!(lun = lun.lun, action = action.name(), "sanitize started");
+            let started = std::time::Instant::now();
             let r = sanitize(conn, volume, &action, bs).await;
+            tracing::info!(lun = lun.lun, ok = r.is_ok(), took = ?started.elapsed(), "sanitize finished");
             if immed {
                 if let Err(e) = r {
                     tracing::warn!(error = %e, "background sanitize failed");
@@ -376,18 +379,18 @@ async fn sanitize(
             invert,
             count,
         } => {
-            // The initialization pattern is repeated to fill each block.
+            // The initialization pattern is repeated to fill each block,
+            // and every block is really written — also for an all-zero
+            // pattern: fallocate(ZERO_RANGE / PUNCH_HOLE) would only unmap
+            // the blocks, leaving the old data in the filesystem's free
+            // space, which is what SANITIZE exists to prevent.
             let bs = bs as usize;
             let mut block: Vec<u8> = pattern.iter().copied().cycle().take(bs).collect();
             for pass in 0..*count {
                 if pass > 0 && *invert {
                     block.iter_mut().for_each(|b| *b = !*b);
                 }
-                if block.iter().all(|&b| b == 0) {
-                    volume.write_zeroes(0, len).await?;
-                } else {
-                    write_same_bytes(conn, volume, 0, len, &block).await?;
-                }
+                write_same_bytes(conn, volume, 0, len, &block).await?;
             }
             volume.flush().await
         }
