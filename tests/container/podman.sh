@@ -65,6 +65,12 @@ check() {
   shift
   if "$@"; then pass "$what"; else fail "$what"; fi
 }
+# abort WHAT: a failure the rest cannot run without.
+abort() {
+  fail "$1"
+  echo "$PASS passed, $FAIL failed"
+  exit 1
+}
 
 # --- what the test needs ----------------------------------------------------
 # runc: podman 4.3 with crun fails on hybrid cgroup hosts; netavark: the
@@ -78,7 +84,8 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing Debian packages: ${missing[*]}"
   timeout 300 apt-get update -qq || true
-  DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq "${missing[@]}" >/dev/null \
+    || abort "apt-get install ${missing[*]}"
 fi
 
 WORK=$(mktemp -d /tmp/zctarget-podman.XXXXXX)
@@ -211,7 +218,7 @@ fw_save
 log "cargo build --release (zctarget, zc-nvme-probe)"
 t0=$SECONDS
 CARGO_TARGET_DIR="$ROOT/build" cargo build --release --quiet \
-  -p zctarget -p zctarget-tests --bin zctarget --bin zc-nvme-probe
+  -p zctarget -p zctarget-tests --bin zctarget --bin zc-nvme-probe || abort "cargo build --release"
 BIN="$ROOT/build/release/zctarget"
 PROBE="$ROOT/build/release/zc-nvme-probe"
 echo "built in $((SECONDS - t0)) s"
@@ -307,19 +314,18 @@ else
     if ! timeout 900 debootstrap --variant=minbase bookworm "$rootfs" "$mirror" > "$WORK/debootstrap.log" 2>&1; then
       tail -20 "$WORK/debootstrap.log"
       rm -rf "$rootfs"
-      fail "debootstrap"
-      echo "$PASS passed, $FAIL failed"
-      exit 1
+      abort "debootstrap"
     fi
     # A runtime base: no package lists or caches.
     rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/cache/apt/archives/*.deb
-    tar --numeric-owner -C "$rootfs" -cf "$tarball.tmp" .
+    tar --numeric-owner -C "$rootfs" -cf "$tarball.tmp" . || abort "tar of the debootstrap'd tree"
     mv "$tarball.tmp" "$tarball"
     rm -rf "$rootfs"
   else
     echo "importing cached $tarball"
   fi
-  "${PODMAN[@]}" import --quiet --change 'CMD ["/bin/bash"]' "$tarball" "$BASE" >/dev/null
+  "${PODMAN[@]}" import --quiet --change 'CMD ["/bin/bash"]' "$tarball" "$BASE" >/dev/null \
+    || abort "podman import $tarball"
 fi
 check "base image $BASE ($((SECONDS - t0)) s)" "${PODMAN[@]}" image exists "$BASE"
 
@@ -333,9 +339,7 @@ if "${PODMAN[@]}" build --pull=never \
   pass "podman build ($((SECONDS - t0)) s)"
 else
   tail -30 "$WORK/build.log"
-  fail "podman build"
-  echo "$PASS passed, $FAIL failed"
-  exit 1
+  abort "podman build"
 fi
 image_sane() {
   local cfg
