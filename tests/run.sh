@@ -94,6 +94,15 @@ for args in "--engine uring" "--engine epoll --quick"; do
   [ "$s" -eq 0 ] || status=$s
 done
 
+# --- the deploy/ container image under podman, both engines -----------------
+# (default seccomp profile -> epoll; deploy/seccomp-io_uring.json -> io_uring)
+log "podman: the deploy/ image, iSCSI and NVMe/TCP from the host"
+set +e
+tests/container/podman.sh 2>&1 | tee -a "$out"
+s=${PIPESTATUS[0]}
+set -e
+[ "$s" -eq 0 ] || status=$s
+
 echo
 awk '/^[0-9]+ passed, [0-9]+ failed$/ { p += $1; f += $3; next }
      /^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
