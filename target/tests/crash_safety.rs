@@ -22,17 +22,18 @@ mod nvme_client;
 mod common;
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, Write};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::iscsi::{Iscsi, OP_DATA_IN, OP_SCSI_RESPONSE};
+use common::iscsi::{Iscsi, OP_DATA_IN, OP_R2T, OP_SCSI_RESPONSE};
 use common::{check_record, is_closed, record, start, Daemon, Found, Rng, Spec, HOST, IQN, NQN};
 use nvme_client::{NvmeQueue, QueueOptions};
 use zctarget_protocol::nvme::{Cqe, Sgl, Sqe};
-use zctarget_protocol::nvme_tcp::{C2HData, CapsuleResp, PduType};
+use zctarget_protocol::nvme_tcp::{C2HData, CapsuleCmd, CapsuleResp, H2CData, PduFlags, PduType};
 
 /// Logical block size of the test volume: one self-describing record.
 const BS: usize = 4096;
@@ -829,4 +830,279 @@ fn sigterm_with_io_in_flight_uring() {
 #[test]
 fn sigterm_with_io_in_flight_epoll() {
     sigterm_in_flight("epoll");
+}
+
+// ---------------------------------------------------------------------------
+// 3. Clients vanishing mid-command.
+
+/// Waits (bounded) until at least one byte can be read from `s`.
+fn await_bytes(s: &TcpStream) {
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut b = [0u8; 1];
+    assert!(matches!(s.peek(&mut b), Ok(1)), "no data arrived");
+}
+
+/// Closes with a RST (SO_LINGER 0) instead of a FIN.
+fn abort(s: &TcpStream) {
+    socket2::SockRef::from(s)
+        .set_linger(Some(Duration::ZERO))
+        .expect("SO_LINGER");
+}
+
+/// Waits (bounded) until `f` holds.
+fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+fn vanishing_clients(engine: &'static str) {
+    let t0 = Instant::now();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut d = start(dir.path(), &Spec::new(engine), &format!("{engine}-vanish"));
+    // Healthy sessions on both protocols; old data where the broken writes
+    // will aim.
+    let (mut admin, mut io) = nvme_pair(&d, 1);
+    let mut healthy =
+        Iscsi::login(d.iscsi_port, IQN, "iqn.2026-11.test:healthy", BS).expect("login");
+    let old: Vec<(u64, u64)> = (0..32).map(|b| (b, 1)).collect();
+    let old = records(&old, 1);
+    assert!(io
+        .write(1, 0, &old, BS, true)
+        .expect("write")
+        .status()
+        .is_success());
+    // The daemon's descriptors with only the healthy sessions open.
+    std::thread::sleep(Duration::from_millis(200));
+    let fds = d.fd_count();
+    let new: Vec<(u64, u64)> = (0..32).map(|b| (b, 2)).collect();
+    let new = records(&new, 2);
+
+    // NVMe/TCP: a write sent through R2T, half its H2CData, then gone.
+    let mut q = nvme_io(&d, admin.cntlid, 2);
+    let mut sqe = Sqe::new(0x01, 0x51);
+    sqe.nsid = 1;
+    sqe.dptr = Sgl::transport(64 << 10);
+    sqe.cdw12 = 15;
+    q.send_capsule(&sqe, &[]).expect("capsule");
+    let r2t = q.recv().expect("R2T");
+    assert_eq!(r2t.ch.pdu_type, PduType::R2t);
+    let h2c = H2CData {
+        flags: PduFlags::LAST_PDU,
+        pdo: 24,
+        plen: 24 + (64 << 10),
+        cccid: 0x51,
+        ttag: u16::from_le_bytes([r2t.header[10], r2t.header[11]]),
+        datao: 0,
+        datal: 64 << 10,
+    };
+    let mut raw = h2c.encode().to_vec();
+    raw.extend_from_slice(&new[..32 << 10]);
+    q.send_raw(&raw).expect("half H2CData");
+    drop(q);
+
+    // NVMe/TCP: an in-capsule write with half its data, then gone (RST).
+    let mut q = nvme_io(&d, admin.cntlid, 3);
+    let mut sqe = Sqe::new(0x01, 0x52);
+    sqe.nsid = 1;
+    sqe.dptr = Sgl::in_capsule(8192);
+    sqe.cdw12 = 1;
+    let capsule = CapsuleCmd {
+        flags: PduFlags::empty(),
+        pdo: 72,
+        plen: 72 + 8192,
+        sqe: sqe.encode(),
+    };
+    let mut raw = capsule.encode().to_vec();
+    raw.extend_from_slice(&new[..4096]);
+    q.send_raw(&raw).expect("half capsule data");
+    std::thread::sleep(Duration::from_millis(50));
+    abort(q.stream());
+    drop(q);
+
+    // NVMe/TCP: a 1 MiB read, closed before any data is read; and one
+    // reset once its data has started to arrive.
+    let mut q = nvme_io(&d, admin.cntlid, 4);
+    let mut sqe = Sqe::new(0x02, 0x53);
+    sqe.nsid = 1;
+    sqe.dptr = Sgl::transport(1 << 20);
+    sqe.cdw12 = 255;
+    q.send_capsule(&sqe, &[]).expect("read");
+    drop(q);
+    let mut q = nvme_io(&d, admin.cntlid, 5);
+    sqe.cid = 0x54;
+    q.send_capsule(&sqe, &[]).expect("read");
+    await_bytes(q.stream());
+    abort(q.stream());
+    drop(q);
+
+    // iSCSI: a write with half its solicited Data-Out, then gone.
+    let mut s = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-11.test:vanish-w", BS).expect("login");
+    let cdb = s.write_cdb(16, 64 << 10, true);
+    let cmd = s.command(&cdb, 0, 64 << 10);
+    s.send_pdu(&cmd.encode(), &[]).expect("command");
+    let r2t = s.next().expect("R2T");
+    assert_eq!(r2t.opcode(), OP_R2T);
+    let dout = zctarget_protocol::iscsi::DataOut {
+        final_bit: true,
+        data_segment_len: 64 << 10,
+        itt: cmd.itt,
+        ttt: r2t.be32(20),
+        exp_stat_sn: s.exp_stat_sn,
+        ..Default::default()
+    };
+    let mut raw = dout.encode().to_vec();
+    raw.extend_from_slice(&new[16 * BS..16 * BS + (32 << 10)]);
+    s.s.write_all(&raw).expect("half Data-Out");
+    drop(s);
+
+    // iSCSI: a 1 MiB read reset once its data has started to arrive; and a
+    // command header cut after 20 bytes.
+    let mut s = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-11.test:vanish-r", BS).expect("login");
+    let cdb = s.read_cdb(0, 256);
+    let cmd = s.command(&cdb, 1 << 20, 0);
+    s.send_pdu(&cmd.encode(), &[]).expect("command");
+    await_bytes(&s.s);
+    abort(&s.s);
+    drop(s);
+    let mut s = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-11.test:vanish-h", BS).expect("login");
+    let cmd = s.command(&[0; 6], 0, 0);
+    s.s.write_all(&cmd.encode()[..20]).expect("partial header");
+    drop(s);
+
+    // The healthy sessions never noticed, and no partial write was applied.
+    let fresh: Vec<(u64, u64)> = (32..48).map(|b| (b, 3)).collect();
+    let fresh = records(&fresh, 3);
+    assert!(io
+        .write(1, 32, &fresh, BS, false)
+        .expect("write")
+        .status()
+        .is_success());
+    assert_eq!(healthy.write(48, &fresh[..8 * BS], true).expect("write"), 0);
+    let r = io.read(1, 0, 56, BS).expect("read");
+    assert!(r.status().is_success());
+    assert!(r.data[..32 * BS] == old[..], "a partial write was applied");
+    assert!(r.data[32 * BS..48 * BS] == fresh[..]);
+    assert!(r.data[48 * BS..] == fresh[..8 * BS]);
+    let (st, data) = healthy.read(0, 48).expect("read");
+    assert_eq!(st, 0);
+    assert!(data == r.data[..48 * BS]);
+    assert!(admin
+        .keep_alive()
+        .expect("keep alive")
+        .status()
+        .is_success());
+
+    // Every vanished connection is gone on the daemon's side too, and the
+    // pool is full again (a probe queue's end reports it).
+    assert!(
+        eventually(Duration::from_secs(15), || d.fd_count() <= fds),
+        "daemon descriptors: {} now, {fds} before the broken clients\n{}",
+        d.fd_count(),
+        d.log()
+    );
+    let mut probe = nvme_io(&d, admin.cntlid, 6);
+    assert!(probe
+        .disconnect()
+        .expect("disconnect")
+        .status()
+        .is_success());
+    drop(probe);
+    assert!(
+        d.pool_full_after_disconnects(1),
+        "pool not full after the broken clients left:\n{}",
+        d.log()
+    );
+
+    // And the daemon stops cleanly with every chunk back.
+    drop((admin, io, healthy));
+    d.signal(libc::SIGTERM);
+    let st = d.wait_exit(Duration::from_secs(30)).expect("exit");
+    let log = d.log();
+    assert!(st.success(), "{st:?}\n{log}");
+    assert!(log.contains("buffer pool intact"), "{log}");
+    assert!(!log.contains("leases outstanding"), "{log}");
+    eprintln!(
+        "[{engine}] 7 vanishing clients: healthy sessions unaffected, partial writes not applied, \
+         descriptors back to {fds}, pool full; {:.1}s",
+        t0.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn clients_vanishing_mid_command_harm_nobody_uring() {
+    vanishing_clients("uring");
+}
+
+#[test]
+fn clients_vanishing_mid_command_harm_nobody_epoll() {
+    vanishing_clients("epoll");
+}
+
+/// A host that stops reading the data of its reads and whose controller is
+/// then torn down (keep-alive timeout): the daemon lets go of the
+/// connection — every chunk back, the socket closed — although the host
+/// keeps it open.
+fn stalled_reader_torn_down(engine: &'static str) {
+    let t0 = Instant::now();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut d = start(dir.path(), &Spec::new(engine), &format!("{engine}-stalled"));
+    std::thread::sleep(Duration::from_millis(200));
+    let fds = d.fd_count();
+    let mut o = QueueOptions::admin(NQN, HOST);
+    o.kato_ms = 1000;
+    let admin = NvmeQueue::admin(d.nvme_addr(), &o).expect("admin");
+    let mut q = nvme_io(&d, admin.cntlid, 1);
+    // 12 MiB of reads: more than the socket buffers hold; never read.
+    for cid in 0..12u16 {
+        let mut sqe = Sqe::new(0x02, 0x200 + cid);
+        sqe.nsid = 1;
+        sqe.dptr = Sgl::transport(1 << 20);
+        sqe.cdw12 = 255;
+        q.send_capsule(&sqe, &[]).expect("read");
+    }
+    await_bytes(q.stream());
+    // No Keep Alive: the controller goes after 1 s; its I/O queue's
+    // commands wait for a release that cannot come.
+    let gone = eventually(Duration::from_secs(30), || {
+        d.log().contains("exit=ControllerGone") && d.fd_count() <= fds
+    });
+    let log = d.log();
+    assert!(
+        gone,
+        "[{engine}] the stalled queue was not let go ({} descriptors, {fds} before):\n{log}",
+        d.fd_count()
+    );
+    let line = log
+        .lines()
+        .find(|l| l.contains("exit=ControllerGone"))
+        .expect("queue ended line");
+    assert!(line.contains("pool_free=256 pool_total=256"), "{line}");
+    let released = t0.elapsed();
+    drop((admin, q));
+    d.signal(libc::SIGTERM);
+    let st = d.wait_exit(Duration::from_secs(30)).expect("exit");
+    let log = d.log();
+    assert!(st.success(), "{st:?}\n{log}");
+    assert!(log.contains("buffer pool intact"), "{log}");
+    eprintln!(
+        "[{engine}] stalled reader torn down: connection and pool released {:.1}s after start",
+        released.as_secs_f64()
+    );
+}
+
+#[test]
+fn stalled_reader_is_let_go_when_its_controller_goes_uring() {
+    stalled_reader_torn_down("uring");
+}
+
+#[test]
+fn stalled_reader_is_let_go_when_its_controller_goes_epoll() {
+    stalled_reader_torn_down("epoll");
 }
