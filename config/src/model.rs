@@ -47,6 +47,10 @@ pub struct Server {
     pub poison_on_release: bool,
     /// In `zerocopy = "auto"` mode, payloads smaller than this are copied. Default 10 KiB.
     pub zerocopy_threshold: ByteSize,
+    /// Seconds a new connection may take to complete its login (iSCSI) or
+    /// its ICReq and Fabrics Connect (NVMe/TCP) before it is closed.
+    /// Default 30.
+    pub login_timeout_secs: u32,
 }
 
 impl Server {
@@ -58,6 +62,10 @@ impl Server {
     pub const DEFAULT_BUFFER_POOL: ByteSize = ByteSize::mib(256);
     /// Default `zerocopy_threshold`.
     pub const DEFAULT_ZEROCOPY_THRESHOLD: ByteSize = ByteSize::kib(10);
+    /// Default `login_timeout_secs`.
+    pub const DEFAULT_LOGIN_TIMEOUT_SECS: u32 = 30;
+    /// Largest `login_timeout_secs` accepted (one hour).
+    pub const MAX_LOGIN_TIMEOUT_SECS: u32 = 3600;
 }
 
 impl Default for Server {
@@ -73,6 +81,7 @@ impl Default for Server {
             reactors: 0,
             poison_on_release: false,
             zerocopy_threshold: Self::DEFAULT_ZEROCOPY_THRESHOLD,
+            login_timeout_secs: Self::DEFAULT_LOGIN_TIMEOUT_SECS,
         }
     }
 }

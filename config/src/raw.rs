@@ -39,6 +39,7 @@ pub(crate) struct RawServer {
     pub reactors: Option<Spanned<i64>>,
     pub poison_on_release: Option<bool>,
     pub zerocopy_threshold: Option<Spanned<RawSize>>,
+    pub login_timeout_secs: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -174,6 +174,20 @@ impl Checker<'_> {
         let threshold = s
             .zerocopy_threshold
             .and_then(|v| self.size(&v, "server.zerocopy_threshold"));
+        let login_timeout = s.login_timeout_secs.and_then(|t| {
+            let secs = u32::try_from(*t.get_ref())
+                .ok()
+                .filter(|s| (1..=Server::MAX_LOGIN_TIMEOUT_SECS).contains(s));
+            if secs.is_none() {
+                let msg = format!(
+                    "must be a number of seconds from 1 to {}, not {}",
+                    Server::MAX_LOGIN_TIMEOUT_SECS,
+                    t.get_ref()
+                );
+                self.err(t.span(), "server.login_timeout_secs", msg);
+            }
+            secs
+        });
         Server {
             iscsi_listen,
             nvme_listen,
@@ -190,6 +204,7 @@ impl Checker<'_> {
             reactors: reactors.unwrap_or(d.reactors),
             poison_on_release: s.poison_on_release.unwrap_or(d.poison_on_release),
             zerocopy_threshold: threshold.unwrap_or(d.zerocopy_threshold),
+            login_timeout_secs: login_timeout.unwrap_or(d.login_timeout_secs),
         }
     }
 

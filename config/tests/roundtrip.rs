@@ -29,6 +29,7 @@ fn everything_non_default() -> Config {
             reactors: 7,
             poison_on_release: true,
             zerocopy_threshold: ByteSize(1000),
+            login_timeout_secs: 5,
         },
         volumes: vec![
             Volume {

@@ -5,6 +5,9 @@
 //!   a byte) plus clients stalled in the middle of a PDU header: the daemon's
 //!   RSS stays bounded, and normal sessions on both protocols work beside
 //!   them with normal latency.
+//! - Connections that never complete their login (iSCSI) or ICReq/Connect
+//!   (NVMe/TCP) are closed after `server.login_timeout_secs`; sessions that
+//!   did log in are not.
 
 #[allow(dead_code)]
 #[path = "../../tests/src/nvme_client.rs"]
@@ -296,4 +299,153 @@ fn idle_connections_cost_little_and_slow_nobody_uring() {
 #[test]
 fn idle_connections_cost_little_and_slow_nobody_epoll() {
     idle_connections("epoll");
+}
+
+// ---------------------------------------------------------------------------
+// 2. The login timeout.
+
+/// Seconds given to `server.login_timeout_secs` here.
+const LOGIN_TIMEOUT: u64 = 2;
+
+/// Waits (bounded) for the daemon to close `s`; the time it took since
+/// `since`, or None.
+fn closed_after(s: &mut TcpStream, since: Instant) -> Option<Duration> {
+    let deadline = since + Duration::from_secs(LOGIN_TIMEOUT + 8);
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        match s.read(&mut buf) {
+            Ok(0) => return Some(since.elapsed()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Some(since.elapsed())
+            }
+            Err(_) => {}
+        }
+    }
+    None
+}
+
+fn login_timeout(engine: &'static str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut spec = Spec::new(engine);
+    spec.extra_server = format!("login_timeout_secs = {LOGIN_TIMEOUT}\n");
+    let mut d = start(dir.path(), &spec, &format!("{engine}-login-timeout"));
+    // Logged-in sessions, idle for longer than the timeout.
+    let (mut admin, mut io) = nvme_session(&d, 1);
+    let mut s = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-11.test:patient", BS).expect("login");
+
+    let mut clients: Vec<(&str, TcpStream, Instant)> = Vec::new();
+    let connect = |port: u16| {
+        (
+            TcpStream::connect(("127.0.0.1", port)).expect("connect"),
+            Instant::now(),
+        )
+    };
+    let (c, t) = connect(d.iscsi_port);
+    clients.push(("iSCSI, silent", c, t));
+    let (mut c, t) = connect(d.iscsi_port);
+    c.write_all(&half_login_bhs()).expect("send");
+    clients.push(("iSCSI, 20 of 48 header bytes", c, t));
+    // A Login Request that stays in the security stage: answered, then
+    // nothing more.
+    let (mut c, t) = connect(d.iscsi_port);
+    let text = format!(
+        "InitiatorName=iqn.2026-11.test:slow\0TargetName={IQN}\0SessionType=Normal\0AuthMethod=None\0"
+    );
+    let mut bhs = [0u8; 48];
+    bhs[0] = 0x43;
+    bhs[5..8].copy_from_slice(&(text.len() as u32).to_be_bytes()[1..]);
+    bhs[8..14].copy_from_slice(&[0x80, 0, 0, 0, 0, 7]);
+    bhs[16..20].copy_from_slice(&1u32.to_be_bytes());
+    let mut pdu = bhs.to_vec();
+    pdu.extend_from_slice(text.as_bytes());
+    pdu.resize(pdu.len().div_ceil(4) * 4, 0);
+    c.write_all(&pdu).expect("send");
+    c.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut rsp = [0u8; 48];
+    c.read_exact(&mut rsp).expect("Login Response");
+    assert_eq!((rsp[0] & 0x3f, rsp[36]), (0x23, 0), "{rsp:02x?}");
+    clients.push(("iSCSI, login left in the security stage", c, t));
+    let (c, t) = connect(d.nvme_port);
+    clients.push(("NVMe/TCP, silent", c, t));
+    let (mut c, t) = connect(d.nvme_port);
+    c.write_all(&icreq()[..64]).expect("send");
+    clients.push(("NVMe/TCP, half an ICReq", c, t));
+    let t = Instant::now();
+    clients.push((
+        "NVMe/TCP, ICReq only",
+        nvme_after_icreq(d.nvme_port, &[]),
+        t,
+    ));
+    let t = Instant::now();
+    let c = nvme_after_icreq(d.nvme_port, &half_capsule());
+    clients.push(("NVMe/TCP, ICReq and 30 of 72 capsule bytes", c, t));
+    let t = Instant::now();
+    let mut connect_pdu = connect_header();
+    connect_pdu.extend_from_slice(&[0u8; 512]);
+    let c = nvme_after_icreq(d.nvme_port, &connect_pdu);
+    clients.push(("NVMe/TCP, ICReq and half a Connect's data", c, t));
+
+    let limit = Duration::from_secs(LOGIN_TIMEOUT);
+    let mut report = Vec::new();
+    for (what, c, since) in clients.iter_mut() {
+        let took = closed_after(c, *since)
+            .unwrap_or_else(|| panic!("[{engine}] {what}: still open\n{}", d.log()));
+        report.push(format!("{what}: closed after {took:.2?}"));
+        assert!(
+            took + Duration::from_millis(300) >= limit,
+            "[{engine}] {what}: closed after {took:?}, before the {limit:?} timeout"
+        );
+        assert!(
+            took < limit + Duration::from_secs(3),
+            "[{engine}] {what}: closed only after {took:?}"
+        );
+    }
+    // The sessions that logged in are still there, past the timeout.
+    std::thread::sleep(Duration::from_millis(500));
+    nvme_op(&mut io, 7, 1);
+    assert!(admin
+        .keep_alive()
+        .expect("keep alive")
+        .status()
+        .is_success());
+    iscsi_op(&mut s, 7, 2);
+    let log = d.log();
+    assert_eq!(
+        log.matches("login not completed in time").count(),
+        3,
+        "{log}"
+    );
+    assert_eq!(log.matches("no ICReq within").count(), 2, "{log}");
+    assert_eq!(log.matches("no Connect within").count(), 3, "{log}");
+    eprintln!("[{engine}] login timeout {limit:?}: {}", report.join("; "));
+
+    // Connections waiting for their ICReq do not hold shutdown.
+    let _waiting: Vec<TcpStream> = (0..8)
+        .map(|_| TcpStream::connect(("127.0.0.1", d.nvme_port)).expect("connect"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    drop((admin, io, s));
+    let t = Instant::now();
+    d.signal(libc::SIGTERM);
+    let st = d.wait_exit(Duration::from_secs(30)).expect("exit");
+    assert!(st.success(), "{st:?}");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "[{engine}] shutdown took {:?} with connections waiting for their ICReq",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn connections_that_never_log_in_are_closed_after_the_login_timeout_uring() {
+    login_timeout("uring");
+}
+
+#[test]
+fn connections_that_never_log_in_are_closed_after_the_login_timeout_epoll() {
+    login_timeout("epoll");
 }
