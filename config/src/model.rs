@@ -54,6 +54,10 @@ pub struct Server {
     /// Admin API Unix socket; `None` (written `""`) disables it.
     #[serde(serialize_with = "ser_opt_path_or_empty")]
     pub admin_socket: Option<PathBuf>,
+    /// Seconds a new connection may take to complete its login (iSCSI) or
+    /// its ICReq and Fabrics Connect (NVMe/TCP) before it is closed.
+    /// Default 30.
+    pub login_timeout_secs: u32,
 }
 
 impl Server {
@@ -69,6 +73,10 @@ impl Server {
     pub const DEFAULT_ADMIN_SOCKET: &'static str = "/run/zctarget/admin.sock";
     /// The conventional `metrics_listen` (metrics stay off unless set).
     pub const CONVENTIONAL_METRICS_LISTEN: &'static str = "127.0.0.1:9750";
+    /// Default `login_timeout_secs`.
+    pub const DEFAULT_LOGIN_TIMEOUT_SECS: u32 = 30;
+    /// Largest `login_timeout_secs` accepted (one hour).
+    pub const MAX_LOGIN_TIMEOUT_SECS: u32 = 3600;
 }
 
 impl Default for Server {
@@ -86,6 +94,7 @@ impl Default for Server {
             zerocopy_threshold: Self::DEFAULT_ZEROCOPY_THRESHOLD,
             metrics_listen: None,
             admin_socket: Some(PathBuf::from(Self::DEFAULT_ADMIN_SOCKET)),
+            login_timeout_secs: Self::DEFAULT_LOGIN_TIMEOUT_SECS,
         }
     }
 }

@@ -41,6 +41,7 @@ pub(crate) struct RawServer {
     pub zerocopy_threshold: Option<Spanned<RawSize>>,
     pub metrics_listen: Option<Spanned<String>>,
     pub admin_socket: Option<Spanned<String>>,
+    pub login_timeout_secs: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

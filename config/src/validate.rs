@@ -195,6 +195,20 @@ impl Checker<'_> {
             Some(v) if v.get_ref().is_empty() => None,
             Some(v) => Some(base_dir.join(v.into_inner())),
         };
+        let login_timeout = s.login_timeout_secs.and_then(|t| {
+            let secs = u32::try_from(*t.get_ref())
+                .ok()
+                .filter(|s| (1..=Server::MAX_LOGIN_TIMEOUT_SECS).contains(s));
+            if secs.is_none() {
+                let msg = format!(
+                    "must be a number of seconds from 1 to {}, not {}",
+                    Server::MAX_LOGIN_TIMEOUT_SECS,
+                    t.get_ref()
+                );
+                self.err(t.span(), "server.login_timeout_secs", msg);
+            }
+            secs
+        });
         Server {
             iscsi_listen,
             nvme_listen,
@@ -213,6 +227,7 @@ impl Checker<'_> {
             zerocopy_threshold: threshold.unwrap_or(d.zerocopy_threshold),
             metrics_listen,
             admin_socket,
+            login_timeout_secs: login_timeout.unwrap_or(d.login_timeout_secs),
         }
     }
 

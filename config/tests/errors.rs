@@ -404,6 +404,13 @@ fn server_keywords_and_counts() {
         "not -1",
     );
     one(
+        "[server]\nlogin_timeout_secs = 0\n",
+        2,
+        22,
+        "server.login_timeout_secs",
+        "from 1 to 3600, not 0",
+    );
+    one(
         "[server]\nzerocopy_threshold = \"1 XB\"\n",
         2,
         22,

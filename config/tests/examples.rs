@@ -45,6 +45,7 @@ fn embedded_default_contents() {
     );
     assert_eq!(c.server.buffer_pool, ByteSize(256 << 20));
     assert_eq!(c.server.zerocopy_threshold, ByteSize(10 << 10));
+    assert_eq!(c.server.login_timeout_secs, 30);
     let v = c.volume("default").unwrap();
     assert_eq!(v.path.as_deref(), Some(Path::new("/data/default.img")));
     assert_eq!(v.size, Some(ByteSize(1 << 30)));
@@ -66,6 +67,7 @@ fn full_example_contents() {
     assert_eq!(c.server.io_engine, IoEngine::Auto);
     assert_eq!(c.server.status_policy, StatusPolicy::Eager);
     assert_eq!(c.server.reactors, 4);
+    assert_eq!(c.server.login_timeout_secs, 20);
     assert_eq!(c.server.iscsi_listen.len(), 2);
     assert_eq!(c.volumes.len(), 3);
     let golden = c.volume("golden-image").unwrap();

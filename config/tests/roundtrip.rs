@@ -31,6 +31,7 @@ fn everything_non_default() -> Config {
             zerocopy_threshold: ByteSize(1000),
             metrics_listen: Some("127.0.0.1:9750".parse().unwrap()),
             admin_socket: None,
+            login_timeout_secs: 5,
         },
         volumes: vec![
             Volume {

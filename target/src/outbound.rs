@@ -104,6 +104,24 @@ impl Outbound {
     /// The writer task: drives the sender until [`close`](Self::close) and
     /// everything is released, or the socket fails.
     pub async fn run_writer(self: Rc<Self>) -> io::Result<()> {
+        let r = Rc::clone(&self).drive().await;
+        if r.is_err() {
+            // The socket failed: nothing queued will be released by a send
+            // any more. Failing the waits lets the command tasks end (and
+            // drop their hold on the connection); the payloads stay in the
+            // sender until `shut_down` closes it.
+            self.fail_waiters();
+        }
+        r
+    }
+
+    /// Drops every waiter: their `send_tracked` receivers see an error.
+    fn fail_waiters(&self) {
+        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
+        drop(waiters);
+    }
+
+    async fn drive(self: Rc<Self>) -> io::Result<()> {
         loop {
             self.dispatch_completions();
             let interest = self.sender.borrow().interest();
@@ -141,19 +159,41 @@ impl Outbound {
     }
 
     /// Ends the send side of a closing connection: the writer drains
-    /// (bounded by `timeout`), then the sender closes, waiting for the
-    /// kernel's notifications and resetting the connection past `timeout` —
-    /// leases are released only after that. Logs what went wrong.
+    /// (bounded by `timeout`, then stopped), commands still waiting for a
+    /// release are failed, then the sender closes, waiting for the kernel's
+    /// notifications and resetting the connection past `timeout` — leases
+    /// are released only after that. Logs what went wrong.
     pub async fn shut_down(
         self: Rc<Self>,
         writer: tokio::task::JoinHandle<io::Result<()>>,
         timeout: std::time::Duration,
     ) {
         self.close();
-        let _ = tokio::time::timeout(timeout, writer).await;
+        let mut writer = writer;
+        let stalled = tokio::time::timeout(timeout, &mut writer).await.is_err();
+        if stalled {
+            // A peer that stopped reading: the writer cannot drain.
+            writer.abort();
+            let _ = writer.await;
+        }
+        // Commands still waiting for a release will not get it through this
+        // connection: fail their waits, and give their tasks (bounded) time
+        // to end and let go of the connection.
+        self.fail_waiters();
+        let deadline = tokio::time::Instant::now() + timeout;
+        while Rc::strong_count(&self) > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
         match self.into_sender() {
             Ok(sender) => {
-                if sender.close(timeout).await.reset {
+                // A peer that did not drain within `timeout` will not drain
+                // now either: reset at once.
+                let wait = if stalled {
+                    std::time::Duration::ZERO
+                } else {
+                    timeout
+                };
+                if sender.close(wait).await.reset {
                     tracing::warn!(
                         "zero-copy notifications outstanding at teardown; connection reset"
                     );

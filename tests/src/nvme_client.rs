@@ -481,6 +481,11 @@ impl NvmeQueue {
         self.stream.write_all(&out)
     }
 
+    /// The queue's socket (tests that peek at it or close it abruptly).
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
     /// Sends raw bytes (bad-input tests).
     pub fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.stream.write_all(bytes)

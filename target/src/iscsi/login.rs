@@ -3,6 +3,7 @@
 //! (reinstating an old one with the same ISID and initiator name).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use zctarget_protocol::iscsi::chap::{Credentials, CHAP_ENTROPY_LEN};
@@ -86,8 +87,28 @@ pub struct LoggedIn {
 }
 
 /// Runs the login phase on a fresh connection. `Ok(None)`: the login failed
-/// cleanly (a Login Response with an error status was sent).
+/// cleanly (a Login Response with an error status was sent), or did not
+/// complete within `server.login_timeout_secs` of the connection's start.
 pub async fn login(
+    shared: &Shared,
+    sessions: &Arc<SessionTable>,
+    stream: &tokio::net::TcpStream,
+    reader: &mut PduReader,
+) -> anyhow::Result<Option<LoggedIn>> {
+    let limit = Duration::from_secs(u64::from(shared.server.login_timeout_secs));
+    match tokio::time::timeout(limit, login_steps(shared, sessions, stream, reader)).await {
+        Ok(r) => r,
+        Err(_) => {
+            // Whatever was torn (a half-read PDU, a half-sent response)
+            // goes with the connection; a session registered by a last
+            // step that could not be answered is dropped again.
+            tracing::info!(timeout = ?limit, "login not completed in time; closing the connection");
+            Ok(None)
+        }
+    }
+}
+
+async fn login_steps(
     shared: &Shared,
     sessions: &Arc<SessionTable>,
     stream: &tokio::net::TcpStream,

@@ -42,8 +42,6 @@ const MAX_PLEN: u32 = MAX_H2C_DATA + 256;
 /// How long a closing connection waits for in-flight commands and
 /// zero-copy notifications.
 const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a new connection may take to send its ICReq and Connect.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Fabrics CONNECT fctype.
 const FCTYPE_CONNECT: u8 = 0x01;
 
@@ -102,6 +100,9 @@ pub struct Queue {
     next_ttag: Cell<u16>,
     /// Last Keep Alive (admin queue).
     last_keep_alive: Cell<Instant>,
+    /// The Connect must have been handled by then (`server.login_timeout_secs`
+    /// after the connection was accepted).
+    connect_deadline: Instant,
 }
 
 /// Serves one connection: ICReq, PDU loop, teardown.
@@ -109,12 +110,19 @@ pub async fn serve(reactor: Rc<Reactor>, stream: TcpStream) -> anyhow::Result<()
     let stream = Rc::new(stream);
     let shared = Arc::clone(&reactor.shared);
     let mut reader = PduReader::new(Rc::clone(&stream), MAX_PLEN);
+    let login_timeout = Duration::from_secs(u64::from(shared.server.login_timeout_secs));
+    let connect_deadline = Instant::now() + login_timeout;
     let mut ic = [0u8; IC_LEN];
-    match tokio::time::timeout(CONNECT_TIMEOUT, reader.read_exact(&mut ic)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-        Ok(Err(e)) => return Err(e).context("reading ICReq"),
-        Err(_) => anyhow::bail!("no ICReq within {CONNECT_TIMEOUT:?}"),
+    let mut shutdown = reactor.shutdown.clone();
+    tokio::select! {
+        r = tokio::time::timeout(login_timeout, reader.read_exact(&mut ic)) => match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Ok(Err(e)) => return Err(e).context("reading ICReq"),
+            Err(_) => anyhow::bail!("no ICReq within {login_timeout:?}"),
+        },
+        // Nothing is in flight before the ICReq: no reason to hold shutdown.
+        _ = shutdown.wait_for(|s| *s) => return Ok(()),
     }
     let sender = ZeroCopySender::new(
         Rc::clone(&stream),
@@ -155,6 +163,7 @@ pub async fn serve(reactor: Rc<Reactor>, stream: TcpStream) -> anyhow::Result<()
                 h2c: RefCell::new(HashMap::new()),
                 next_ttag: Cell::new(1),
                 last_keep_alive: Cell::new(Instant::now()),
+                connect_deadline,
             });
             let exit = Rc::clone(&q).run(&mut reader).await;
             q.teardown().await;
@@ -205,7 +214,11 @@ impl Queue {
         let mut shutdown = self.reactor.shutdown.clone();
         let mut data = Vec::with_capacity(8192);
         let mut killed: Option<watch::Receiver<bool>> = None;
-        let connected_by = Instant::now() + CONNECT_TIMEOUT;
+        let connected_by = self.connect_deadline;
+        let no_connect = || {
+            let waited = self.reactor.shared.server.login_timeout_secs;
+            anyhow::anyhow!("no Connect within {waited}s")
+        };
         loop {
             if killed.is_none() {
                 killed = self.killed();
@@ -228,10 +241,20 @@ impl Queue {
                     continue;
                 }
                 _ = tokio::time::sleep_until(connected_by.into()), if self.bound.borrow().is_none() => {
-                    anyhow::bail!("no Connect within {CONNECT_TIMEOUT:?}");
+                    return Err(no_connect());
                 }
             }
-            let header = match reader.read_header().await {
+            // Until the Connect is handled, the deadline also bounds a PDU
+            // that stops half-way.
+            let unbound = self.bound.borrow().is_none();
+            let header = if unbound {
+                tokio::time::timeout_at(connected_by.into(), reader.read_header())
+                    .await
+                    .map_err(|_| no_connect())?
+            } else {
+                reader.read_header().await
+            };
+            let header = match header {
                 Ok(h) => h,
                 Err(ReadError::Closed) => return Ok(Exit::Closed),
                 Err(ReadError::NotReady) => continue,
@@ -246,7 +269,17 @@ impl Queue {
                 }
                 Err(e) => return Err(e).context("reading a PDU"),
             };
-            match self.dispatch(reader, header, &mut data).await? {
+            let step = if unbound {
+                tokio::time::timeout_at(
+                    connected_by.into(),
+                    self.dispatch(reader, header, &mut data),
+                )
+                .await
+                .map_err(|_| no_connect())?
+            } else {
+                self.dispatch(reader, header, &mut data).await
+            };
+            match step? {
                 Some(exit) => return Ok(exit),
                 None => continue,
             }

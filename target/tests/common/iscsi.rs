@@ -1,0 +1,294 @@
+//! A minimal synchronous iSCSI initiator over a plain `TcpStream`: one
+//! Login Request straight to full feature phase (no digests, no immediate
+//! data, InitialR2T=Yes), READ(16) / WRITE(16) with FUA / SYNCHRONIZE
+//! CACHE(10), Data-Out answering R2Ts, NOP-In pings answered, and raw
+//! sends for pipelined or deliberately broken traffic. Errors are
+//! `io::Error`s so that a test can tell a closed connection from garbage.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use zctarget_protocol::iscsi::digest;
+use zctarget_protocol::iscsi::{DataOut, ScsiCommand, BHS_LEN};
+
+pub const OP_NOP_IN: u8 = 0x20;
+pub const OP_SCSI_RESPONSE: u8 = 0x21;
+pub const OP_LOGIN_RESPONSE: u8 = 0x23;
+pub const OP_DATA_IN: u8 = 0x25;
+pub const OP_R2T: u8 = 0x31;
+pub const OP_REJECT: u8 = 0x3f;
+static NEXT_ISID: AtomicU32 = AtomicU32::new(1);
+const RESERVED: u32 = 0xffff_ffff;
+/// Data-Out segment size (the target accepts 256 KiB).
+const DATA_OUT_CHUNK: usize = 64 << 10;
+
+fn invalid(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+/// A received PDU.
+#[derive(Debug)]
+pub struct Pdu {
+    pub bhs: [u8; BHS_LEN],
+    pub data: Vec<u8>,
+}
+
+impl Pdu {
+    pub fn opcode(&self) -> u8 {
+        self.bhs[0] & 0x3f
+    }
+    pub fn be32(&self, at: usize) -> u32 {
+        u32::from_be_bytes(self.bhs[at..at + 4].try_into().expect("4 bytes"))
+    }
+    pub fn itt(&self) -> u32 {
+        self.be32(16)
+    }
+}
+
+/// One logged-in session (one connection).
+pub struct Iscsi {
+    pub s: TcpStream,
+    pub cmd_sn: u32,
+    pub exp_stat_sn: u32,
+    pub max_cmd_sn: u32,
+    itt: u32,
+    pub bs: usize,
+}
+
+impl Iscsi {
+    /// Connects to `port` and logs in to `target` as `initiator`, then
+    /// clears the power-on unit attention. `bs`: the LUN's block size.
+    pub fn login(port: u16, target: &str, initiator: &str, bs: usize) -> io::Result<Self> {
+        let s = TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(Duration::from_secs(20)))?;
+        s.set_nodelay(true)?;
+        let mut me = Self {
+            s,
+            cmd_sn: 1,
+            exp_stat_sn: 0,
+            max_cmd_sn: 1,
+            itt: 0x1000,
+            bs,
+        };
+        let text = format!(
+            "InitiatorName={initiator}\0TargetName={target}\0SessionType=Normal\0\
+             HeaderDigest=None\0DataDigest=None\0ImmediateData=No\0InitialR2T=Yes\0\
+             MaxRecvDataSegmentLength=65536\0MaxBurstLength=262144\0\
+             FirstBurstLength=65536\0ErrorRecoveryLevel=0\0"
+        );
+        let mut bhs = [0u8; BHS_LEN];
+        bhs[0] = 0x40 | 0x03; // immediate, Login Request
+        bhs[1] = 0x80 | (1 << 2) | 3; // T, CSG operational, NSG full feature
+        bhs[5..8].copy_from_slice(&(text.len() as u32).to_be_bytes()[1..]);
+        // ISID: a qualifier unique in this process, so that parallel
+        // sessions never reinstate each other.
+        let q = (std::process::id() << 16) ^ NEXT_ISID.fetch_add(1, Ordering::Relaxed);
+        bhs[8..14].copy_from_slice(&[0x80, 0, 0, 0, 0, 0]);
+        bhs[10..14].copy_from_slice(&q.to_be_bytes());
+        bhs[16..20].copy_from_slice(&1u32.to_be_bytes());
+        bhs[24..28].copy_from_slice(&me.cmd_sn.to_be_bytes());
+        me.send_pdu(&bhs, text.as_bytes())?;
+        let rsp = me.recv()?;
+        if rsp.opcode() != OP_LOGIN_RESPONSE {
+            return Err(invalid(format!("login: opcode {:#x}", rsp.opcode())));
+        }
+        if (rsp.bhs[36], rsp.bhs[37]) != (0, 0) {
+            return Err(invalid(format!(
+                "login refused: class {} detail {}",
+                rsp.bhs[36], rsp.bhs[37]
+            )));
+        }
+        if rsp.bhs[1] & 0x83 != 0x83 {
+            return Err(invalid("login did not reach full feature phase"));
+        }
+        me.exp_stat_sn = rsp.be32(24).wrapping_add(1);
+        me.max_cmd_sn = rsp.be32(32);
+        // A new I_T nexus starts with a unit attention.
+        for _ in 0..3 {
+            if me.test_unit_ready()? == 0 {
+                return Ok(me);
+            }
+        }
+        Err(invalid("TEST UNIT READY never GOOD"))
+    }
+
+    /// Sends one PDU (BHS, data, padding).
+    pub fn send_pdu(&mut self, bhs: &[u8; BHS_LEN], data: &[u8]) -> io::Result<()> {
+        let mut out = bhs.to_vec();
+        out.extend_from_slice(data);
+        out.extend_from_slice(digest::padding(data.len()));
+        self.s.write_all(&out)
+    }
+
+    /// Receives one PDU.
+    pub fn recv(&mut self) -> io::Result<Pdu> {
+        let mut bhs = [0u8; BHS_LEN];
+        self.s.read_exact(&mut bhs)?;
+        let len = u32::from_be_bytes([0, bhs[5], bhs[6], bhs[7]]) as usize;
+        let mut data = vec![0u8; digest::padded_len(len)];
+        self.s.read_exact(&mut data)?;
+        data.truncate(len);
+        Ok(Pdu { bhs, data })
+    }
+
+    /// Receives the next PDU that is not a NOP-In; pings are answered.
+    /// Tracks ExpStatSN and MaxCmdSN.
+    pub fn next(&mut self) -> io::Result<Pdu> {
+        for _ in 0..1000 {
+            let p = self.recv()?;
+            if matches!(
+                p.opcode(),
+                OP_SCSI_RESPONSE | OP_DATA_IN | OP_R2T | OP_NOP_IN
+            ) {
+                let max = p.be32(32);
+                if (max.wrapping_sub(self.max_cmd_sn) as i32) > 0 {
+                    self.max_cmd_sn = max;
+                }
+            }
+            if p.opcode() == OP_NOP_IN {
+                let ttt = p.be32(20);
+                if ttt != RESERVED {
+                    let mut nop = [0u8; BHS_LEN];
+                    nop[0] = 0x40; // immediate NOP-Out
+                    nop[1] = 0x80;
+                    nop[16..20].copy_from_slice(&RESERVED.to_be_bytes());
+                    nop[20..24].copy_from_slice(&ttt.to_be_bytes());
+                    nop[24..28].copy_from_slice(&self.cmd_sn.to_be_bytes());
+                    nop[28..32].copy_from_slice(&self.exp_stat_sn.to_be_bytes());
+                    self.send_pdu(&nop, &[])?;
+                }
+                continue;
+            }
+            return Ok(p);
+        }
+        Err(invalid("too many NOP-Ins"))
+    }
+
+    /// Builds the next SCSI Command (CmdSN and ITT advance).
+    pub fn command(&mut self, cdb: &[u8], read_len: u32, write_len: u32) -> ScsiCommand {
+        self.itt = self.itt.wrapping_add(1);
+        let mut c = [0u8; 16];
+        c[..cdb.len()].copy_from_slice(cdb);
+        let cmd = ScsiCommand {
+            final_bit: true,
+            read: read_len > 0,
+            write: write_len > 0,
+            lun: [0; 8],
+            itt: self.itt,
+            expected_data_transfer_len: read_len.max(write_len),
+            cmd_sn: self.cmd_sn,
+            exp_stat_sn: self.exp_stat_sn,
+            cdb: c,
+            ..Default::default()
+        };
+        self.cmd_sn = self.cmd_sn.wrapping_add(1);
+        cmd
+    }
+
+    /// Whether the CmdSN window has room for one more command.
+    pub fn window_open(&self) -> bool {
+        (self.max_cmd_sn.wrapping_sub(self.cmd_sn) as i32) >= 0
+    }
+
+    /// Runs a command to its end: R2Ts answered from `write`, Data-In
+    /// collected. Returns the SCSI status and the data.
+    pub fn run(&mut self, cmd: &ScsiCommand, write: &[u8]) -> io::Result<(u8, Vec<u8>)> {
+        self.send_pdu(&cmd.encode(), &[])?;
+        let mut data = Vec::new();
+        for _ in 0..100_000 {
+            let pdu = self.next()?;
+            if pdu.opcode() != OP_REJECT && pdu.itt() != cmd.itt {
+                return Err(invalid(format!(
+                    "PDU {:#x} for ITT {:#x} while waiting for {:#x}",
+                    pdu.opcode(),
+                    pdu.itt(),
+                    cmd.itt
+                )));
+            }
+            match pdu.opcode() {
+                OP_R2T => {
+                    let ttt = pdu.be32(20);
+                    let offset = pdu.be32(40) as usize;
+                    let len = pdu.be32(44) as usize;
+                    if offset + len > write.len() {
+                        return Err(invalid("R2T beyond the command's data"));
+                    }
+                    for (sn, start) in (offset..offset + len).step_by(DATA_OUT_CHUNK).enumerate() {
+                        let end = (start + DATA_OUT_CHUNK).min(offset + len);
+                        let dout = DataOut {
+                            final_bit: end == offset + len,
+                            data_segment_len: (end - start) as u32,
+                            itt: cmd.itt,
+                            ttt,
+                            exp_stat_sn: self.exp_stat_sn,
+                            data_sn: sn as u32,
+                            buffer_offset: start as u32,
+                            ..Default::default()
+                        };
+                        self.send_pdu(&dout.encode(), &write[start..end])?;
+                    }
+                }
+                OP_DATA_IN => {
+                    if pdu.be32(40) as usize != data.len() {
+                        return Err(invalid("Data-In out of order"));
+                    }
+                    data.extend_from_slice(&pdu.data);
+                    if pdu.bhs[1] & 0x01 != 0 {
+                        self.exp_stat_sn = pdu.be32(24).wrapping_add(1);
+                        return Ok((pdu.bhs[3], data));
+                    }
+                }
+                OP_SCSI_RESPONSE => {
+                    self.exp_stat_sn = pdu.be32(24).wrapping_add(1);
+                    return Ok((pdu.bhs[3], data));
+                }
+                OP_REJECT => return Err(invalid(format!("Reject reason {:#x}", pdu.bhs[2]))),
+                other => return Err(invalid(format!("unexpected PDU opcode {other:#x}"))),
+            }
+        }
+        Err(invalid("command never ended"))
+    }
+
+    /// WRITE(16) of whole blocks at `lba`, FUA when asked. The SCSI status.
+    pub fn write(&mut self, lba: u64, data: &[u8], fua: bool) -> io::Result<u8> {
+        let cdb = self.write_cdb(lba, data.len(), fua);
+        let cmd = self.command(&cdb, 0, data.len() as u32);
+        Ok(self.run(&cmd, data)?.0)
+    }
+
+    pub fn write_cdb(&self, lba: u64, len: usize, fua: bool) -> Vec<u8> {
+        let mut cdb = vec![0x8a, if fua { 0x08 } else { 0 }];
+        cdb.extend_from_slice(&lba.to_be_bytes());
+        cdb.extend_from_slice(&((len / self.bs) as u32).to_be_bytes());
+        cdb.extend_from_slice(&[0, 0]);
+        cdb
+    }
+
+    pub fn read_cdb(&self, lba: u64, blocks: u32) -> Vec<u8> {
+        let mut cdb = vec![0x88, 0];
+        cdb.extend_from_slice(&lba.to_be_bytes());
+        cdb.extend_from_slice(&blocks.to_be_bytes());
+        cdb.extend_from_slice(&[0, 0]);
+        cdb
+    }
+
+    /// READ(16): status and data.
+    pub fn read(&mut self, lba: u64, blocks: u32) -> io::Result<(u8, Vec<u8>)> {
+        let cdb = self.read_cdb(lba, blocks);
+        let cmd = self.command(&cdb, blocks * self.bs as u32, 0);
+        self.run(&cmd, &[])
+    }
+
+    /// SYNCHRONIZE CACHE(10) of the whole LUN.
+    pub fn sync_cache(&mut self) -> io::Result<u8> {
+        let cmd = self.command(&[0x35, 0, 0, 0, 0, 0, 0, 0, 0, 0], 0, 0);
+        Ok(self.run(&cmd, &[])?.0)
+    }
+
+    pub fn test_unit_ready(&mut self) -> io::Result<u8> {
+        let cmd = self.command(&[0; 6], 0, 0);
+        Ok(self.run(&cmd, &[])?.0)
+    }
+}
