@@ -123,8 +123,15 @@ pub async fn serve_connection(reactor: Rc<Reactor>, stream: TcpStream) -> anyhow
     let mut reader = PduReader::new(Rc::clone(&stream));
     let shared = Arc::clone(&reactor.shared);
     let registry = &shared.iscsi;
-    let Some(logged_in) = login::login(&shared, &registry.sessions, &stream, &mut reader).await?
-    else {
+    // A connection still logging in when the daemon shuts down just closes
+    // (nothing is in flight yet), so it cannot hold shutdown for the grace
+    // period.
+    let mut shutdown = reactor.shutdown.clone();
+    let logged_in = tokio::select! {
+        r = login::login(&shared, &registry.sessions, &stream, &mut reader) => r?,
+        _ = shutdown.wait_for(|s| *s) => return Ok(()),
+    };
+    let Some(logged_in) = logged_in else {
         return Ok(());
     };
     let neg = &logged_in.negotiated;
