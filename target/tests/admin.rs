@@ -11,6 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "common/iscsi.rs"]
+#[allow(dead_code)]
+mod iscsi;
+
 #[path = "../../tests/src/nvme_client.rs"]
 #[allow(dead_code)]
 mod nvme_client;
@@ -36,6 +40,7 @@ struct Daemon {
     child: Child,
     dir: PathBuf,
     nvme_port: u16,
+    iscsi_port: u16,
     metrics_port: u16,
 }
 
@@ -51,10 +56,11 @@ impl Daemon {
         let config = dir.join("zctarget.toml");
         if !config.exists() {
             let nvme_port = free_port();
+            let iscsi_port = free_port();
             let metrics_port = free_port();
             let text = format!(
                 "[server]\nadmin_socket = \"admin.sock\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n\
-                 iscsi_listen = [\"127.0.0.1:0\"]\nnvme_listen = [\"127.0.0.1:{nvme_port}\"]\n\
+                 iscsi_listen = [\"127.0.0.1:{iscsi_port}\"]\nnvme_listen = [\"127.0.0.1:{nvme_port}\"]\n\
                  io_engine = \"{engine}\"\nreactors = 2\nbuffer_pool = \"16MiB\"\n\n\
                  [[volumes]]\nname = \"base\"\npath = \"base.img\"\nsize = \"8MiB\"\n\n\
                  [[iscsi_targets]]\niqn = \"{IQN}\"\nluns = [\"base\"]\n\n\
@@ -78,6 +84,7 @@ impl Daemon {
             digits.parse().expect("port")
         };
         let nvme_port = port_of("nvme_listen");
+        let iscsi_port = port_of("iscsi_listen");
         let metrics_port = port_of("metrics_listen");
         let log = std::fs::File::create(dir.join("daemon.log")).expect("log");
         let child = Command::new(BIN)
@@ -91,6 +98,7 @@ impl Daemon {
             child,
             dir: dir.to_path_buf(),
             nvme_port,
+            iscsi_port,
             metrics_port,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -319,7 +327,78 @@ fn live_changes(engine: &str) {
     );
     assert!(io.read(1, 0, 1, BS).expect("read").status().is_success());
 
-    // Map it as an iSCSI LUN at a chosen number, then persist-and-restart.
+    // iSCSI: a logged-in initiator learns of a LUN added at a chosen number
+    // (REPORTED LUNS DATA HAS CHANGED), can use it, and of its removal.
+    let mut s = iscsi::Iscsi::login(d.iscsi_port, IQN, "iqn.2026-11.io.zctarget.test:ini", BS)
+        .expect("iSCSI login");
+    let tur = [0u8; 6];
+    assert_eq!(s.run_on_lun(0, &tur, 0).expect("TUR").0, 0);
+    d.ok(&["iscsi", "lun", "add", IQN, "extra", "--lun", "4"]);
+    let (st, _, sense) = s.run_on_lun(0, &tur, 0).expect("TUR");
+    assert_eq!(st, 2, "CHECK CONDITION after the LUN map changed");
+    assert_eq!(
+        (sense[2] & 0xf, sense[12], sense[13]),
+        (6, 0x3f, 0x0e),
+        "{sense:02x?}"
+    );
+    let report_luns = [0xa0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0];
+    let (st, data, _) = s.run_on_lun(0, &report_luns, 256).expect("REPORT LUNS");
+    assert_eq!(st, 0);
+    assert_eq!(
+        u32::from_be_bytes(data[..4].try_into().expect("4")),
+        16,
+        "two LUNs"
+    );
+    assert_eq!(&data[8..10], &[0, 0]);
+    assert_eq!(&data[16..18], &[0, 4]);
+    // LUN 4 holds what the NVMe host wrote at LBA 10 (same volume).
+    let read16 = |lba: u64, blocks: u32| {
+        let mut c = vec![0x88, 0];
+        c.extend_from_slice(&lba.to_be_bytes());
+        c.extend_from_slice(&blocks.to_be_bytes());
+        c.extend_from_slice(&[0, 0]);
+        c
+    };
+    let (st, _, sense) = s
+        .run_on_lun(4, &read16(10, 8), 8 * BS as u32)
+        .expect("read");
+    assert_eq!(
+        (st, sense.get(2).map(|k| k & 0xf)),
+        (2, Some(6)),
+        "a new LUN starts with a reset UA"
+    );
+    let (st, data, _) = s
+        .run_on_lun(4, &read16(10, 8), 8 * BS as u32)
+        .expect("read");
+    assert_eq!(st, 0);
+    let expected: Vec<u8> = (0..8 * BS).map(|i| (i * 7 % 251) as u8).collect();
+    assert_eq!(data, expected);
+    // The session is listed with its initiator and address.
+    let sessions = d.json(&["session", "list"]);
+    let row = sessions
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|r| r["initiator"] == "iqn.2026-11.io.zctarget.test:ini")
+        .expect("session listed");
+    assert_eq!(row["target"], IQN);
+    let tsih = row["tsih"].as_u64().expect("tsih").to_string();
+    d.ok(&["iscsi", "lun", "remove", IQN, "4"]);
+    let (st, _, sense) = s.run_on_lun(0, &tur, 0).expect("TUR");
+    assert_eq!((st, sense[12], sense[13]), (2, 0x3f, 0x0e));
+    let (st, _, sense) = s.run_on_lun(4, &read16(0, 1), BS as u32).expect("read");
+    assert_eq!(
+        (st, sense[2] & 0xf, sense[12]),
+        (2, 5, 0x25),
+        "LOGICAL UNIT NOT SUPPORTED"
+    );
+    d.ok(&["session", "disconnect", &tsih]);
+    assert!(
+        s.run_on_lun(0, &tur, 0).is_err(),
+        "a disconnected session is closed"
+    );
+
+    // Map it again at LUN 4, then persist-and-restart.
     d.ok(&["iscsi", "lun", "add", IQN, "extra", "--lun", "4"]);
     d.ok(&[
         "nvme",

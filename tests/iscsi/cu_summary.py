@@ -3,7 +3,8 @@
 
 CUnit reports skipped tests as passed; a test is counted as skipped here
 when its own output carries a [SKIPPED] marker and it did not fail.
-Usage: cu_summary.py LOG [--list]  → prints per-class counts (and names).
+Usage: cu_summary.py LOG... [--list]  → prints per-class counts (and names)
+over every log (a test run in several invocations counts once).
 """
 import re
 import sys
@@ -53,7 +54,9 @@ def classify(path):
     return results
 
 def main():
-    results = classify(sys.argv[1])
+    results = {}
+    for path in (a for a in sys.argv[1:] if not a.startswith("--")):
+        results.update(classify(path))
     counts = {k: sum(1 for v in results.values() if v == k) for k in ("passed", "skipped", "failed")}
     if "--list" in sys.argv:
         for name, kind in sorted(results.items()):

@@ -79,6 +79,15 @@ impl TargetRuntime {
     pub fn update(&self, cfg: config::IscsiTarget, exports: &Exports) {
         let nexuses = self.nexuses.lock().unwrap_or_else(|e| e.into_inner());
         let old = self.luns.load_full();
+        // The LUN list a new unit starts with, so that it reports only the
+        // reset, not also a change of a list it never reported.
+        let mut numbers: Vec<u16> = cfg
+            .luns
+            .iter()
+            .filter(|(_, name)| exports.slot_of(name).is_some())
+            .filter_map(|(n, _)| u16::try_from(n).ok())
+            .collect();
+        numbers.sort_unstable();
         let mut luns: Vec<Arc<IscsiLun>> = Vec::new();
         for (number, name) in cfg.luns.iter() {
             let Ok(number) = u16::try_from(number) else {
@@ -95,6 +104,7 @@ impl TargetRuntime {
                 continue;
             };
             let mut unit = LogicalUnit::new(lun_info(&cfg.iqn, number, &volume));
+            unit.set_lun_list(&numbers);
             for (nexus, port) in nexuses.iter() {
                 unit.nexus_added(*nexus, port);
             }
@@ -107,7 +117,6 @@ impl TargetRuntime {
             }));
         }
         luns.sort_by_key(|l| l.lun);
-        let numbers: Vec<u16> = luns.iter().map(|l| l.lun).collect();
         // EXTENDED COPY may copy between any two LUNs of the target.
         let copy_targets: Vec<CopyTarget> = luns
             .iter()

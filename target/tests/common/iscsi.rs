@@ -251,6 +251,40 @@ impl Iscsi {
         Err(invalid("command never ended"))
     }
 
+    /// Runs a command that moves at most `read_len` bytes in, on LUN
+    /// `lun`: its status, Data-In, and the sense data of a CHECK CONDITION
+    /// (the SCSI Response's data segment without its length prefix).
+    pub fn run_on_lun(
+        &mut self,
+        lun: u16,
+        cdb: &[u8],
+        read_len: u32,
+    ) -> io::Result<(u8, Vec<u8>, Vec<u8>)> {
+        let mut cmd = self.command(cdb, read_len, 0);
+        cmd.lun = [0; 8];
+        cmd.lun[..2].copy_from_slice(&lun.to_be_bytes());
+        self.send_pdu(&cmd.encode(), &[])?;
+        let mut data = Vec::new();
+        loop {
+            let pdu = self.next()?;
+            match pdu.opcode() {
+                OP_DATA_IN if pdu.itt() == cmd.itt => {
+                    data.extend_from_slice(&pdu.data);
+                    if pdu.bhs[1] & 0x01 != 0 {
+                        self.exp_stat_sn = pdu.be32(24).wrapping_add(1);
+                        return Ok((pdu.bhs[3], data, Vec::new()));
+                    }
+                }
+                OP_SCSI_RESPONSE if pdu.itt() == cmd.itt => {
+                    self.exp_stat_sn = pdu.be32(24).wrapping_add(1);
+                    let sense = pdu.data.get(2..).unwrap_or_default().to_vec();
+                    return Ok((pdu.bhs[3], data, sense));
+                }
+                other => return Err(invalid(format!("unexpected PDU opcode {other:#x}"))),
+            }
+        }
+    }
+
     /// WRITE(16) of whole blocks at `lba`, FUA when asked. The SCSI status.
     pub fn write(&mut self, lba: u64, data: &[u8], fua: bool) -> io::Result<u8> {
         let cdb = self.write_cdb(lba, data.len(), fua);
