@@ -35,3 +35,34 @@ pub fn tune_connection(stream: &tokio::net::TcpStream) -> std::io::Result<()> {
     sock.set_keepalive(true)?;
     Ok(())
 }
+
+/// The address to advertise for a listener (SendTargets, the NVMe
+/// discovery log): itself, or — when it listens on the unspecified address
+/// (0.0.0.0 / ::) — the address the client reached us on, with the
+/// listener's port. A wildcard address in a portal list is useless to an
+/// initiator.
+pub fn advertised(listener: SocketAddr, local: Option<SocketAddr>) -> SocketAddr {
+    match local {
+        Some(l) if listener.ip().is_unspecified() && l.is_ipv4() == listener.is_ipv4() => {
+            SocketAddr::new(l.ip(), listener.port())
+        }
+        _ => listener,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::advertised;
+
+    #[test]
+    fn wildcard_listeners_advertise_the_reached_address() {
+        let any = "0.0.0.0:3260".parse().unwrap();
+        let local = Some("10.1.2.3:3260".parse().unwrap());
+        assert_eq!(advertised(any, local), "10.1.2.3:3260".parse().unwrap());
+        let fixed = "127.0.0.5:4420".parse().unwrap();
+        assert_eq!(advertised(fixed, local), fixed);
+        assert_eq!(advertised(any, None), any);
+        let any6 = "[::]:4420".parse().unwrap();
+        assert_eq!(advertised(any6, local), any6, "families differ: keep it");
+    }
+}

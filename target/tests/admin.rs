@@ -262,6 +262,20 @@ fn live_changes(engine: &str) {
     assert_eq!(active_nsids(&mut admin), [1]);
     let aer = arm_aer(&mut admin);
 
+    // A preallocated volume reports its progress to the operator.
+    let out = d.ctl(&["volume", "add", "big", "--size", "2GiB", "--preallocate"]);
+    assert!(out.status.success(), "{out:?}");
+    let progress = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        progress.contains("creating big") && progress.contains("100%"),
+        "{progress}"
+    );
+    let allocated = std::os::unix::fs::MetadataExt::blocks(
+        &std::fs::metadata(dir.path().join("big.img")).expect("big.img"),
+    ) * 512;
+    assert!(allocated >= 2 << 30, "preallocated, not sparse: {allocated}");
+    d.ok(&["volume", "remove", "big"]);
+
     // Add a volume and attach it as NSID 3 while the host is connected.
     let out = d.ok(&["volume", "add", "extra", "--size", "4MiB"]);
     assert!(out.contains("volume extra added"), "{out}");

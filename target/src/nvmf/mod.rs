@@ -144,6 +144,8 @@ pub struct ControllerEntry {
     pub hostnqn: String,
     /// The host's address (admin queue).
     pub host_address: Mutex<Option<std::net::SocketAddr>>,
+    /// Our address as the host reached it (admin queue).
+    pub local_address: Mutex<Option<std::net::SocketAddr>>,
     /// Queues connected (admin included).
     pub queues: AtomicU32,
     /// I/O commands in flight over all queues.
@@ -328,7 +330,8 @@ impl NvmfRegistry {
         drop(subsystems);
         if changed_listing {
             for e in self.controllers_where(|e| e.subsystem.is_none()) {
-                let entries = self.discovery_entries(&e.hostnqn);
+                let local = e.local_address.lock().ok().and_then(|a| *a);
+                let entries = self.discovery_entries(&e.hostnqn, local);
                 let ev = e
                     .ctrl
                     .lock()
@@ -404,7 +407,14 @@ impl NvmfRegistry {
 
     /// Creates a controller for an admin-queue Connect to `subnqn` (the
     /// discovery NQN or a subsystem); None if no such subsystem.
-    pub fn create_controller(&self, subnqn: &str, hostnqn: &str) -> Option<Arc<ControllerEntry>> {
+    /// `local`: the address the host reached us on (advertised for
+    /// wildcard listeners).
+    pub fn create_controller(
+        &self,
+        subnqn: &str,
+        hostnqn: &str,
+        local: Option<std::net::SocketAddr>,
+    ) -> Option<Arc<ControllerEntry>> {
         let cntlid = self.allocate_cntlid();
         let (cfg, subsystem, entries) = if subnqn == DISCOVERY_NQN {
             let cfg = ControllerConfig {
@@ -414,7 +424,7 @@ impl NvmfRegistry {
                 is_discovery: true,
                 ..ControllerConfig::default()
             };
-            (cfg, None, Some(self.discovery_entries(hostnqn)))
+            (cfg, None, Some(self.discovery_entries(hostnqn, local)))
         } else {
             let s = self.subsystem(subnqn)?;
             let hosts = &s.config().hosts;
@@ -451,6 +461,7 @@ impl NvmfRegistry {
             stats: IoStats::default(),
             hostnqn: hostnqn.to_owned(),
             host_address: Mutex::new(None),
+            local_address: Mutex::new(local),
             queues: AtomicU32::new(0),
             in_flight: AtomicU32::new(0),
             events: Mutex::new(Vec::new()),
@@ -487,7 +498,11 @@ impl NvmfRegistry {
 
     /// Discovery log entries `hostnqn` may see: every subsystem that allows
     /// it, on every listener.
-    fn discovery_entries(&self, hostnqn: &str) -> Vec<DiscoveryEntry> {
+    fn discovery_entries(
+        &self,
+        hostnqn: &str,
+        local: Option<std::net::SocketAddr>,
+    ) -> Vec<DiscoveryEntry> {
         let mut out = Vec::new();
         for s in self.subsystems() {
             if !s.allows(hostnqn) {
@@ -495,6 +510,7 @@ impl NvmfRegistry {
             }
             let nqn = &s.nqn;
             for (portid, addr) in self.portals.iter().enumerate() {
+                let addr = crate::listener::advertised(*addr, local);
                 out.push(DiscoveryEntry::tcp(
                     u16::try_from(portid).unwrap_or(u16::MAX),
                     &addr.ip().to_string(),

@@ -514,7 +514,7 @@ impl Queue {
         };
         let registry = self.registry();
         let entry = if qid == 0 {
-            registry.create_controller(&cd.subnqn, &cd.hostnqn)
+            registry.create_controller(&cd.subnqn, &cd.hostnqn, self.out.stream().local_addr().ok())
         } else {
             registry.controller(cd.cntlid)
         };
