@@ -273,7 +273,10 @@ fn live_changes(engine: &str) {
     let allocated = std::os::unix::fs::MetadataExt::blocks(
         &std::fs::metadata(dir.path().join("big.img")).expect("big.img"),
     ) * 512;
-    assert!(allocated >= 2 << 30, "preallocated, not sparse: {allocated}");
+    assert!(
+        allocated >= 2 << 30,
+        "preallocated, not sparse: {allocated}"
+    );
     d.ok(&["volume", "remove", "big"]);
 
     // Add a volume and attach it as NSID 3 while the host is connected.

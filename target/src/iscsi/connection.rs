@@ -34,8 +34,13 @@ use crate::reactor::Reactor;
 pub const QUEUE_DEPTH: u32 = 128;
 /// Idle time before the target pings with a NOP-In.
 pub const NOP_INTERVAL: Duration = Duration::from_secs(15);
-/// How long a ping may go unanswered before the connection is dropped.
-pub const NOP_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a ping may go unanswered (while nothing else arrives) before
+/// the connection is dropped: a dead peer is found 75 s after it went
+/// quiet. Generous on purpose: a live initiator may not read its socket
+/// for a while — a paused VM, a synchronous client between commands
+/// (libiscsi's test suite sleeps 60 s) — and dropping it costs a session
+/// reinstatement and unit attentions.
+pub const NOP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Operational parameters negotiated at login that full feature phase uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,7 +123,8 @@ pub struct Connection {
     exp_cmd_sn: Cell<u32>,
     next_ttt: Cell<u32>,
     pub(crate) tasks: RefCell<HashMap<u32, Rc<TaskEntry>>>,
-    nop_outstanding: Cell<Option<u32>>,
+    /// Our unanswered NOP-In ping: its TTT and when it went out.
+    nop_outstanding: Cell<Option<(u32, std::time::Instant)>>,
     /// Counters the admin API reads (relaxed atomics, this thread writes).
     pub session_info: Arc<super::session::SessionInfo>,
 }
@@ -446,9 +452,15 @@ impl Connection {
         loop {
             // Wait for input without consuming any (cancel-safe), so that a
             // ping timer or shutdown never tears a PDU in half.
+            let wait = match self.nop_outstanding.get() {
+                Some((_, sent)) => {
+                    (sent + NOP_TIMEOUT).saturating_duration_since(std::time::Instant::now())
+                }
+                None => NOP_INTERVAL,
+            };
             tokio::select! {
                 r = self.out.stream().readable() => r?,
-                _ = tokio::time::sleep(NOP_INTERVAL) => {
+                _ = tokio::time::sleep(wait) => {
                     self.idle_ping()?;
                     continue;
                 }
@@ -470,11 +482,17 @@ impl Connection {
     }
 
     fn idle_ping(&self) -> anyhow::Result<()> {
-        if let Some(ttt) = self.nop_outstanding.get() {
-            anyhow::bail!("initiator did not answer NOP-In ping {ttt:#x} within {NOP_TIMEOUT:?}");
+        if let Some((ttt, sent)) = self.nop_outstanding.get() {
+            if sent.elapsed() >= NOP_TIMEOUT {
+                anyhow::bail!(
+                    "initiator did not answer NOP-In ping {ttt:#x} within {NOP_TIMEOUT:?}"
+                );
+            }
+            return Ok(());
         }
         let ttt = self.new_ttt();
-        self.nop_outstanding.set(Some(ttt));
+        self.nop_outstanding
+            .set(Some((ttt, std::time::Instant::now())));
         let nop = NopIn {
             lun: [0; 8],
             itt: RESERVED_TAG,
@@ -564,7 +582,9 @@ impl Connection {
         reader.read_data(nop.data_segment_len, data).await?;
         if nop.itt == RESERVED_TAG {
             // Answer to our ping (or an unsolicited keepalive): no reply.
-            if nop.ttt != RESERVED_TAG && self.nop_outstanding.get() == Some(nop.ttt) {
+            if nop.ttt != RESERVED_TAG
+                && self.nop_outstanding.get().map(|(t, _)| t) == Some(nop.ttt)
+            {
                 self.nop_outstanding.set(None);
             }
             return Ok(());
