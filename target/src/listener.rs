@@ -32,9 +32,20 @@ pub fn bind_reuseport(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener>
 pub fn tune_connection(stream: &tokio::net::TcpStream) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let sock = socket2::SockRef::from(stream);
-    sock.set_keepalive(true)?;
+    // A peer that vanished (host crash, link cut) is found within about two
+    // minutes even while a PDU is half received, instead of the kernel's
+    // two-hour default.
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(std::time::Duration::from_secs(60))
+        .with_interval(std::time::Duration::from_secs(10))
+        .with_retries(6);
+    sock.set_tcp_keepalive(&keepalive)?;
     Ok(())
 }
+
+/// How long a PDU may take to arrive once its first byte has: a peer that
+/// is alive but stops in the middle of a PDU is dropped after this.
+pub const PDU_STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The address to advertise for a listener (SendTargets, the NVMe
 /// discovery log): itself, or — when it listens on the unspecified address

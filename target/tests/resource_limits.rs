@@ -449,3 +449,80 @@ fn connections_that_never_log_in_are_closed_after_the_login_timeout_uring() {
 fn connections_that_never_log_in_are_closed_after_the_login_timeout_epoll() {
     login_timeout("epoll");
 }
+
+// ---------------------------------------------------------------------------
+// 3. A logged-in peer that stops in the middle of a PDU.
+
+/// The daemon's `listener::PDU_STALL_TIMEOUT`.
+const PDU_STALL: Duration = Duration::from_secs(30);
+
+/// Waits (bounded) for the daemon to close `s`; the time since `since`.
+fn closed_within(s: &mut TcpStream, since: Instant, limit: Duration) -> Option<Duration> {
+    let mut buf = [0u8; 4096];
+    while since.elapsed() < limit {
+        s.set_read_timeout(Some(Duration::from_millis(250)))
+            .expect("timeout");
+        match s.read(&mut buf) {
+            Ok(0) => return Some(since.elapsed()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Some(since.elapsed())
+            }
+            Err(_) => {}
+        }
+    }
+    None
+}
+
+fn stalled_mid_pdu(engine: &'static str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = Spec::new(engine);
+    let d = start(dir.path(), &spec, &format!("{engine}-stall"));
+    // An iSCSI session and an NVMe I/O queue, both logged in, each stop
+    // 20 bytes into a command's header; an NVMe admin queue stays healthy.
+    let mut s = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-11.test:stall", BS).expect("login");
+    let cmd = s.command(&[0; 6], 0, 0);
+    s.s.write_all(&cmd.encode()[..20]).expect("send");
+    let since = Instant::now();
+    let (admin, io) = nvme_session(&d, 1);
+    let capsule = CapsuleCmd {
+        sqe: Sqe::new(0x00, 7).encode(),
+        ..CapsuleCmd::default()
+    };
+    io.stream()
+        .write_all(&capsule.encode()[..20])
+        .expect("send");
+    let mut iscsi_sock = s.s.try_clone().expect("clone");
+    let mut nvme_sock = io.stream().try_clone().expect("clone");
+    let limit = PDU_STALL + Duration::from_secs(10);
+    let t_iscsi = closed_within(&mut iscsi_sock, since, limit);
+    let t_nvme = closed_within(&mut nvme_sock, since, limit);
+    for (what, t) in [("iSCSI", t_iscsi), ("NVMe/TCP", t_nvme)] {
+        let t = t.unwrap_or_else(|| panic!("[{engine}] stalled {what} connection never closed"));
+        assert!(
+            t >= PDU_STALL - Duration::from_secs(1),
+            "[{engine}] {what} closed after {t:?}, before the stall timeout"
+        );
+    }
+    // The daemon serves new sessions as before (the old admin queue's
+    // controller has meanwhile expired its 30 s keep-alive: no keep-alives
+    // were sent).
+    drop(admin);
+    let (mut admin, mut io) = nvme_session(&d, 1);
+    assert!(admin
+        .keep_alive()
+        .expect("keep alive")
+        .status()
+        .is_success());
+    nvme_op(&mut io, 3, 1);
+    let mut s = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-11.test:after", BS).expect("login");
+    iscsi_op(&mut s, 4, 1);
+    drop(d);
+}
+
+#[test]
+fn peers_stalled_inside_a_pdu_are_dropped_after_the_stall_timeout() {
+    let uring = std::thread::spawn(|| stalled_mid_pdu("uring"));
+    stalled_mid_pdu("epoll");
+    uring.join().expect("uring run");
+}

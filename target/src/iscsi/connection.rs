@@ -467,7 +467,19 @@ impl Connection {
                 _ = killed.wait_for(|k| *k) => return Ok(Exit::Reinstated),
                 _ = shutdown.wait_for(|s| *s) => return Ok(Exit::Shutdown),
             }
-            let header = match reader.read_header().await {
+            let header = match tokio::time::timeout(
+                crate::listener::PDU_STALL_TIMEOUT,
+                reader.read_header(),
+            )
+            .await
+            {
+                Err(_) => anyhow::bail!(
+                    "PDU header incomplete after {:?}: dropping the connection",
+                    crate::listener::PDU_STALL_TIMEOUT
+                ),
+                Ok(r) => r,
+            };
+            let header = match header {
                 Ok(h) => h,
                 Err(ReadError::Closed) => return Ok(Exit::Closed),
                 // Stale readiness: back to waiting, timers included.

@@ -252,7 +252,14 @@ impl Queue {
                     .await
                     .map_err(|_| no_connect())?
             } else {
-                reader.read_header().await
+                tokio::time::timeout(crate::listener::PDU_STALL_TIMEOUT, reader.read_header())
+                    .await
+                    .map_err(|_| {
+                        anyhow::anyhow!(
+                            "PDU header incomplete after {:?}: dropping the queue",
+                            crate::listener::PDU_STALL_TIMEOUT
+                        )
+                    })?
             };
             let header = match header {
                 Ok(h) => h,
