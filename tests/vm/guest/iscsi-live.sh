@@ -50,8 +50,8 @@ check_pattern() {
 }
 dev_bytes() { echo $(( $(cat "/sys/block/${1#/dev/}/size") * 512 )); }
 gone() { [ ! -e "/sys/block/${1#/dev/}" ] && [ ! -b "$1" ]; }
-# the kernel's message for REPORTED LUNS DATA HAS CHANGED on LUN 0
-ua_count() { dmesg | grep -c ':0:0: LUN assignments on this target have changed'; }
+# the kernel's message for REPORTED LUNS DATA HAS CHANGED on LUN 0 (H:C:T:L in addr0)
+ua_count() { dmesg | grep -cF "sd $addr0: LUN assignments on this target have changed"; }
 lns_count() { dmesg | grep -c 'Add. Sense: Logical unit not supported'; }
 # read_bytes DEV: bytes a 4 KiB direct read of DEV returns ("fail" if it errs)
 read_bytes() {
@@ -69,6 +69,7 @@ must "node record" iscsi_add_node "$IQN" "$PORTAL"
 must "login" iscsiadm -m node -T "$IQN" -p "$PORTAL" --login
 dev0="$(iscsi_wait_lun "$IQN" 0 15)"
 must "LUN 0 block device ($dev0)" test -b "$dev0"
+addr0="$(basename "$(readlink -f "/sys/block/${dev0#/dev/}/device")")"
 must "one LUN" test "$(disks)" = "${dev0#/dev/} "
 pattern base 4
 must "direct write on LUN 0" put_pattern base "$dev0"
