@@ -45,7 +45,9 @@ dev_bytes() { echo $(( $(cat "/sys/block/${1#/dev/}/size") * 512 )); }
 gone() { [ ! -e "/sys/block/${1#/dev/}" ] && [ ! -b "$1" ]; }
 # the kernel logs this when a Namespace Attribute Changed AEN arrives
 aen_count() { dmesg | grep -c 'rescanning namespaces'; }
-since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
+# now: seconds since boot, 1/100 s resolution (busybox date has no %N)
+now() { cut -d" " -f1 /proc/uptime; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 ctrl_row() { awk -v s="$NQN" -v h="$HOSTNQN" '$2 == s && $3 == h' /tmp/host_ctl.out; }
 
 must "modprobe nvme-tcp" modprobe -a nvme-tcp nvme-fabrics
@@ -65,7 +67,7 @@ must "direct read-back on NSID 1" check_pattern base "$dev0"
 
 echo "== host: volume add $VOL --size ${VOL_MB}MiB, nvme namespace add $NQN $VOL"
 must "host: volume add $VOL" host_ctl volume add "$VOL" --size "${VOL_MB}MiB"
-aens=$(aen_count); t0=$(date +%s.%N)
+aens=$(aen_count); t0=$(now)
 must "host: nvme namespace add" host_ctl nvme namespace add "$NQN" "$VOL"
 cat /tmp/host_ctl.out
 nsid="$(awk '$1 == "NSID" { print $2 }' /tmp/host_ctl.out)"
@@ -92,7 +94,7 @@ must "host: controller list --json" host_ctl --json controller list
 step "--json names this host" grep -qF "\"$HOSTNQN\"" /tmp/host_ctl.out
 
 echo "== host: nvme namespace remove $NQN $nsid"
-aens=$(aen_count); t0=$(date +%s.%N)
+aens=$(aen_count); t0=$(now)
 must "host: nvme namespace remove" host_ctl nvme namespace remove "$NQN" "$nsid"
 must "NSID $nsid device goes away by itself within ${WAIT_SECS}s" wait_until "$WAIT_SECS" gone "$dev1"
 echo "   (gone $(since "$t0")s after the request)"
