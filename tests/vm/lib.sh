@@ -93,6 +93,27 @@ iscsi_wait_disk() {
   return 1
 }
 
+# iscsi_disk_lun IQN LUN: print /dev/sdX of LUN number LUN of a logged-in target
+iscsi_disk_lun() {
+  for _s in /sys/class/iscsi_session/session*; do
+    [ "$(cat "$_s/targetname" 2>/dev/null)" = "$1" ] || continue
+    for _b in "$_s"/device/target*/*:"$2"/block/*; do
+      [ -e "$_b" ] && { echo "/dev/${_b##*/}"; return 0; }
+    done
+  done
+  return 1
+}
+
+# iscsi_wait_lun IQN LUN [SECS]: wait for LUN's block device, print it
+iscsi_wait_lun() {
+  _i=0; _n=$(( ${3:-15} * 10 ))
+  while [ "$_i" -lt "$_n" ]; do
+    _d="$(iscsi_disk_lun "$1" "$2")" && [ -b "$_d" ] && { echo "$_d"; return 0; }
+    _i=$((_i + 1)); sleep 0.1
+  done
+  return 1
+}
+
 # ------------------------------------------------------------------ NVMe
 # nvme_dev_for NQN: print /dev/nvmeXnY of the first namespace of a connected
 # subsystem (also with native multipath, where namespaces hang off the subsystem)
@@ -110,6 +131,29 @@ nvme_wait_dev() {
   _i=0; _n=$(( ${2:-15} * 10 ))
   while [ "$_i" -lt "$_n" ]; do
     _d="$(nvme_dev_for "$1")" && { echo "$_d"; return 0; }
+    _i=$((_i + 1)); sleep 0.1
+  done
+  return 1
+}
+
+# nvme_dev_nsid NQN NSID: print /dev/nvmeXnY of namespace NSID of a connected
+# subsystem (the block device's sysfs "nsid"; its name's last number need not
+# be the NSID)
+nvme_dev_nsid() {
+  for _n in /sys/class/nvme-subsystem/*/nvme*n* /sys/class/nvme/*/nvme*n*; do
+    [ -e "$_n/nsid" ] || continue
+    _b="${_n##*/}"; [ -b "/dev/$_b" ] || continue
+    [ "$(cat "$_n/nsid")" = "$2" ] || continue
+    [ "$(cat "${_n%/*}/subsysnqn" 2>/dev/null)" = "$1" ] && { echo "/dev/$_b"; return 0; }
+  done
+  return 1
+}
+
+# nvme_wait_nsid NQN NSID [SECS]: wait for namespace NSID's block device, print it
+nvme_wait_nsid() {
+  _i=0; _n=$(( ${3:-15} * 10 ))
+  while [ "$_i" -lt "$_n" ]; do
+    _d="$(nvme_dev_nsid "$1" "$2")" && { echo "$_d"; return 0; }
     _i=$((_i + 1)); sleep 0.1
   done
   return 1
@@ -139,6 +183,32 @@ nvmet_setup_local() {
   echo "$_addr" > "$_c/ports/1/addr_traddr"
   echo "$_port" > "$_c/ports/1/addr_trsvcid"
   ln -s "$_c/subsystems/$_nqn" "$_c/ports/1/subsystems/$_nqn"
+}
+
+# ------------------------------------------------------------------ host
+# host_ctl ARGS...: ask targets/admin-hook.sh on the host (HOST_IP:CTL_PORT,
+# default 9999) to run `zctarget ctl ARGS`. Returns 0 when the host answered
+# "ok"; the command's output is then in /tmp/host_ctl.out. Otherwise the
+# host's "error ..." line (or why it could not be asked) is in
+# /tmp/host_ctl.err and printed. bash only (/dev/tcp). The hook serves one
+# connection at a time and listens again right after, so connecting is retried.
+host_ctl() {
+  _i=0; : > /tmp/host_ctl.out; : > /tmp/host_ctl.err
+  until exec 7<>"/dev/tcp/$HOST_IP/${CTL_PORT:-9999}"; do
+    _i=$((_i + 1))
+    [ "$_i" -ge 20 ] && { echo "cannot connect to $HOST_IP:${CTL_PORT:-9999}" | tee /tmp/host_ctl.err; return 1; }
+    sleep 0.5
+  done 2>/dev/null
+  echo "ctl $*" >&7
+  _st=""; IFS= read -r -t "${HOST_CTL_SECS:-90}" _st <&7
+  _i=0
+  while [ "$_i" -lt 1000 ] && IFS= read -r -t 10 _l <&7; do
+    printf '%s\n' "$_l" >> /tmp/host_ctl.out; _i=$((_i + 1))
+  done
+  exec 7<&-
+  [ "$_st" = ok ] && return 0
+  echo "host: ${_st:-no answer}" | tee /tmp/host_ctl.err
+  return 1
 }
 
 # ------------------------------------------------------------------ data

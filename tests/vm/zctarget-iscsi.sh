@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue #3 acceptance with the Linux kernel initiator (open-iscsi in a qemu
 # guest) against zctarget: filesystem round trip, mutual CHAP, a wrong CHAP
-# secret refused, and a target restart the session recovers from.
+# secret refused, a target restart the session recovers from, and live
+# administration (`zctarget ctl` maps/unmaps a LUN while logged in).
 #
 #   tests/vm/zctarget-iscsi.sh [--engine uring|epoll] [--bin PATH] [--quick]
 #
@@ -26,10 +27,10 @@ trap 'rm -rf "$work"' EXIT
 iqn=iqn.2026-11.io.zctarget:vm
 vm=tests/vm/vm-initiator.sh
 
-config() { # NAME [chap lines]
+config() { # NAME [chap lines] [ADMIN_SOCKET]
   cat > "$work/$1.toml" <<CFG
 [server]
-admin_socket = ""
+admin_socket = "${3:-}"
 iscsi_listen = ["127.0.0.1:3260"]
 nvme_listen = []
 io_engine = "$engine"
@@ -81,6 +82,13 @@ tests/vm/targets/restartable.sh --install >/dev/null 2>&1 || true
 scenario "target restart, session recovers ($engine)" --guest-script tests/vm/guest/iscsi-restart.sh \
   --target-cmd "$PWD/tests/vm/targets/restartable.sh --control-port 9999 --wait-port 3260 -- $bin serve --config $work/restart.toml" \
   --wait-port 3260 --env IQN=$iqn --env PORT=3260
+
+config live "" "$work/live.sock"
+tests/vm/targets/admin-hook.sh --install >/dev/null 2>&1 || true
+scenario "live admin: LUN mapped and unmapped while logged in, rescan, session list ($engine)" \
+  --guest-script tests/vm/guest/iscsi-live.sh \
+  --target-cmd "$PWD/tests/vm/targets/admin-hook.sh --control-port 9999 --socket $work/live.sock -- $bin serve --config $work/live.toml" \
+  --wait-port 3260 --env IQN=$iqn --env PORT=3260 --env VOL_MB=16
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

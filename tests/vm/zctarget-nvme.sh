@@ -2,8 +2,9 @@
 # Issue #4 acceptance with the Linux kernel host (nvme-cli in a qemu guest)
 # against zctarget: discovery, connect with 2 I/O queues with and without
 # digests, id-ctrl/id-ns, filesystem round trip, blkdiscard, fio verify, a
-# host NQN not in `hosts` refused, and a target restart the controller
-# reconnects from.
+# host NQN not in `hosts` refused, a target restart the controller
+# reconnects from, and live administration (`zctarget ctl` adds/removes a
+# namespace while the host is connected).
 #
 #   tests/vm/zctarget-nvme.sh [--engine uring|epoll] [--bin PATH] [--quick]
 #
@@ -31,10 +32,10 @@ allowed=nqn.2014-08.org.nvmexpress:uuid:0c0ffee0-0000-4000-8000-00000000a11d
 stranger=nqn.2014-08.org.nvmexpress:uuid:0badbad0-0000-4000-8000-000000000bad
 vm=tests/vm/vm-initiator.sh
 
-config() { # NAME
+config() { # NAME [ADMIN_SOCKET]
   cat > "$work/$1.toml" <<CFG
 [server]
-admin_socket = ""
+admin_socket = "${2:-}"
 iscsi_listen = []
 nvme_listen = ["127.0.0.1:4420"]
 io_engine = "$engine"
@@ -85,6 +86,13 @@ tests/vm/targets/restartable.sh --install >/dev/null 2>&1 || true
 scenario "target restart, controller reconnects ($engine)" --guest-script tests/vm/guest/nvme-restart.sh \
   --target-cmd "$PWD/tests/vm/targets/restartable.sh --control-port 9999 --wait-port 4420 -- $bin serve --config $work/restart.toml" \
   --wait-port 4420 --env NQN=$nqn --env PORT=4420 --env HOSTNQN=$allowed
+
+config live "$work/live.sock"
+tests/vm/targets/admin-hook.sh --install >/dev/null 2>&1 || true
+scenario "live admin: namespace added and removed while connected (AEN), controller list ($engine)" \
+  --guest-script tests/vm/guest/nvme-live.sh \
+  --target-cmd "$PWD/tests/vm/targets/admin-hook.sh --control-port 9999 --socket $work/live.sock -- $bin serve --config $work/live.toml" \
+  --wait-port 4420 --env NQN=$nqn --env PORT=4420 --env HOSTNQN=$allowed --env VOL_MB=16
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
