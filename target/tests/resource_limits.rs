@@ -307,26 +307,6 @@ fn idle_connections_cost_little_and_slow_nobody_epoll() {
 /// Seconds given to `server.login_timeout_secs` here.
 const LOGIN_TIMEOUT: u64 = 2;
 
-/// Waits (bounded) for the daemon to close `s`; the time it took since
-/// `since`, or None.
-fn closed_after(s: &mut TcpStream, since: Instant) -> Option<Duration> {
-    let deadline = since + Duration::from_secs(LOGIN_TIMEOUT + 8);
-    let mut buf = [0u8; 4096];
-    while Instant::now() < deadline {
-        s.set_read_timeout(Some(Duration::from_millis(200)))
-            .expect("timeout");
-        match s.read(&mut buf) {
-            Ok(0) => return Some(since.elapsed()),
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
-                return Some(since.elapsed())
-            }
-            Err(_) => {}
-        }
-    }
-    None
-}
-
 fn login_timeout(engine: &'static str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut spec = Spec::new(engine);
@@ -392,7 +372,7 @@ fn login_timeout(engine: &'static str) {
     let limit = Duration::from_secs(LOGIN_TIMEOUT);
     let mut report = Vec::new();
     for (what, c, since) in clients.iter_mut() {
-        let took = closed_after(c, *since)
+        let took = closed_within(c, *since, Duration::from_secs(LOGIN_TIMEOUT + 8))
             .unwrap_or_else(|| panic!("[{engine}] {what}: still open\n{}", d.log()));
         report.push(format!("{what}: closed after {took:.2?}"));
         assert!(
