@@ -330,6 +330,45 @@ fn live_changes(engine: &str) {
         .metric("zctarget_volume_write_latency_seconds_count{volume=\"extra\"}")
         .is_some_and(|n| n >= 2.0));
 
+    // Every family the issue asks for is exported, typed, with help text.
+    let (_, body) = d.http_get("/metrics");
+    for family in [
+        "zctarget_volume_reads_total",
+        "zctarget_volume_writes_total",
+        "zctarget_volume_read_bytes_total",
+        "zctarget_volume_write_bytes_total",
+        "zctarget_volume_read_latency_seconds",
+        "zctarget_volume_write_latency_seconds",
+        "zctarget_iscsi_sessions",
+        "zctarget_nvme_controllers",
+        "zctarget_connections",
+        "zctarget_commands_in_flight",
+        "zctarget_zerocopy_sends_total",
+        "zctarget_zerocopy_notifications_total",
+        "zctarget_zerocopy_copied_notifications_total",
+        "zctarget_zerocopy_fallbacks_total",
+        "zctarget_pool_leased_bytes",
+        "zctarget_pool_chunks",
+        "zctarget_pool_backpressure_waits_total",
+        "zctarget_protocol_errors_total",
+    ] {
+        assert!(
+            body.contains(&format!("# TYPE {family} ")),
+            "{family} missing:\n{body}"
+        );
+        assert!(
+            body.contains(&format!("# HELP {family} ")),
+            "{family} help missing"
+        );
+    }
+    // The admin queue is open (the I/O queues above are closed).
+    assert!(d
+        .metric("zctarget_connections{protocol=\"nvme_tcp\"}")
+        .is_some_and(|n| n >= 1.0));
+    assert!(
+        body.contains("zctarget_volume_write_latency_seconds_bucket{volume=\"extra\",le=\"+Inf\"}")
+    );
+
     // Remove the namespace: the host is told, I/O to it fails cleanly.
     let aer = arm_aer_again(&mut admin);
     d.ok(&["nvme", "namespace", "remove", NQN, "3"]);

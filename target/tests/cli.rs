@@ -241,3 +241,62 @@ fn no_arguments_serves_the_embedded_default_in_a_private_netns() {
     assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
     daemon.expect_clean_exit("SIGINT");
 }
+
+/// systemd's notify protocol (the unit is `Type=notify`): READY=1 once the
+/// listeners accept, RELOADING=1 then READY=1 around a SIGHUP re-read,
+/// STOPPING=1 at SIGTERM — read here from a datagram socket named by
+/// NOTIFY_SOCKET, as systemd would. Logs are JSON with `--log-format json`.
+#[test]
+fn serve_speaks_the_systemd_notify_protocol_and_logs_json() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock_path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&sock_path).expect("notify socket");
+    notify
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let cfg = write(
+        dir.path(),
+        "n.toml",
+        "[server]\nadmin_socket = \"\"\niscsi_listen = [\"127.0.0.1:0\"]\nnvme_listen = []\n\
+         reactors = 1\n\n[[volumes]]\nname = \"v\"\nbackend = \"memory\"\nsize = \"1MiB\"\n",
+    );
+    let log = std::fs::File::create(dir.path().join("log.json")).expect("log");
+    let child = Command::new(BIN)
+        .args(["--log-format", "json", "serve", "--config"])
+        .arg(&cfg)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn");
+    let mut daemon = Daemon { child };
+    let next = || {
+        let mut buf = [0u8; 512];
+        let n = notify.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert_eq!(next(), "READY=1\n");
+    let pid = daemon.child.id() as libc::pid_t;
+    // SAFETY: plain kill(2) on the child we spawned and still own.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    let reloading = next();
+    assert!(reloading.starts_with("RELOADING=1\n"), "{reloading}");
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+    assert_eq!(next(), "READY=1\n");
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    assert_eq!(next(), "STOPPING=1\n");
+    daemon.expect_clean_exit("SIGTERM");
+    let text = std::fs::read_to_string(dir.path().join("log.json")).expect("log");
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() >= 3, "{text}");
+    for l in &lines {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        assert!(
+            v.get("level").is_some() && v.get("timestamp").is_some(),
+            "{l}"
+        );
+    }
+    assert!(text.contains("SIGHUP received"), "{text}");
+}
