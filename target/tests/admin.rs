@@ -191,12 +191,20 @@ fn admin_queue(port: u16) -> Queue {
     Queue::admin(("127.0.0.1", port), &QueueOptions::admin(NQN, HOST)).expect("admin")
 }
 
+/// An I/O queue; each call takes a new QID (a closed queue's QID may still
+/// be in use until the daemon has seen the close).
 fn io_queue(port: u16, cntlid: u16) -> Queue {
+    static NEXT_QID: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(1);
     let mut o = QueueOptions::admin(NQN, HOST);
-    o.qid = 1;
+    o.qid = NEXT_QID.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 8 + 1;
     o.cntlid = cntlid;
     let (q, r) = Queue::connect(("127.0.0.1", port), &o).expect("io queue");
-    assert!(r.status().is_success());
+    assert!(
+        r.status().is_success(),
+        "connect qid {}: {:?}",
+        o.qid,
+        r.status()
+    );
     q
 }
 
@@ -453,6 +461,53 @@ fn live_changes(engine: &str) {
         s.run_on_lun(0, &tur, 0).is_err(),
         "a disconnected session is closed"
     );
+
+    // ACL and CHAP changes apply to logins from now on, and a session the
+    // new ACL no longer allows is ended.
+    let mut other =
+        iscsi::Iscsi::login(d.iscsi_port, IQN, "iqn.2026-11.io.zctarget.test:other", BS)
+            .expect("login while any initiator may");
+    d.ok(&[
+        "iscsi",
+        "initiator",
+        "add",
+        IQN,
+        "iqn.2026-11.io.zctarget.test:only",
+    ]);
+    d.ok(&["iscsi", "initiator", "remove", IQN, "*"]);
+    assert!(
+        other.run_on_lun(0, &tur, 0).is_err(),
+        "a session the ACL no longer allows is ended"
+    );
+    assert!(
+        iscsi::Iscsi::login(d.iscsi_port, IQN, "iqn.2026-11.io.zctarget.test:other", BS).is_err(),
+        "a login the ACL no longer allows is refused"
+    );
+    let mut only = iscsi::Iscsi::login(d.iscsi_port, IQN, "iqn.2026-11.io.zctarget.test:only", BS)
+        .expect("allowed initiator");
+    assert_eq!(only.run_on_lun(0, &tur, 0).expect("TUR").0, 0);
+    d.ok(&[
+        "iscsi",
+        "chap",
+        "set",
+        IQN,
+        "--username",
+        "u",
+        "--secret",
+        "0123456789ab",
+    ]);
+    assert!(
+        iscsi::Iscsi::login(d.iscsi_port, IQN, "iqn.2026-11.io.zctarget.test:only", BS).is_err(),
+        "CHAP now required"
+    );
+    assert_eq!(
+        only.run_on_lun(0, &tur, 0).expect("TUR").0,
+        0,
+        "existing session kept"
+    );
+    d.ok(&["iscsi", "chap", "clear", IQN]);
+    d.ok(&["iscsi", "initiator", "add", IQN, "*"]);
+    drop(only);
 
     // Map it again at LUN 4, then persist-and-restart.
     d.ok(&["iscsi", "lun", "add", IQN, "extra", "--lun", "4"]);
