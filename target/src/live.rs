@@ -135,40 +135,20 @@ pub fn commit(
             }
         }
     }
-    for t in &new.iscsi_targets {
-        match current.iscsi_targets.iter().find(|o| o.iqn == t.iqn) {
-            None => report.changes.push(format!("iSCSI target {} added", t.iqn)),
-            Some(o) if o != t => report
-                .changes
-                .push(format!("iSCSI target {} updated", t.iqn)),
-            Some(_) => {}
-        }
-    }
-    for o in &current.iscsi_targets {
-        if !new.iscsi_targets.iter().any(|t| t.iqn == o.iqn) {
-            report
-                .changes
-                .push(format!("iSCSI target {} removed", o.iqn));
-        }
-    }
-    for s in &new.nvme_subsystems {
-        match current.nvme_subsystems.iter().find(|o| o.nqn == s.nqn) {
-            None => report
-                .changes
-                .push(format!("NVMe subsystem {} added", s.nqn)),
-            Some(o) if o != s => report
-                .changes
-                .push(format!("NVMe subsystem {} updated", s.nqn)),
-            Some(_) => {}
-        }
-    }
-    for o in &current.nvme_subsystems {
-        if !new.nvme_subsystems.iter().any(|s| s.nqn == o.nqn) {
-            report
-                .changes
-                .push(format!("NVMe subsystem {} removed", o.nqn));
-        }
-    }
+    describe_changes(
+        &mut report.changes,
+        "iSCSI target",
+        &current.iscsi_targets,
+        &new.iscsi_targets,
+        |t| &t.iqn,
+    );
+    describe_changes(
+        &mut report.changes,
+        "NVMe subsystem",
+        &current.nvme_subsystems,
+        &new.nvme_subsystems,
+        |s| &s.nqn,
+    );
     shared.iscsi.apply(&new.iscsi_targets, exports);
     shared.nvmf.apply(&new.nvme_subsystems, exports);
     for (slot, v) in exports.volumes() {
@@ -185,6 +165,28 @@ pub fn commit(
     }
     *current = new;
     Ok(report)
+}
+
+/// "<what> <name> added / updated / removed" for each entry, by name.
+fn describe_changes<T: PartialEq>(
+    out: &mut Vec<String>,
+    what: &str,
+    old: &[T],
+    new: &[T],
+    name: impl Fn(&T) -> &String,
+) {
+    for n in new {
+        match old.iter().find(|o| name(o) == name(n)) {
+            None => out.push(format!("{what} {} added", name(n))),
+            Some(o) if o != n => out.push(format!("{what} {} updated", name(n))),
+            Some(_) => {}
+        }
+    }
+    for o in old {
+        if !new.iter().any(|n| name(n) == name(o)) {
+            out.push(format!("{what} {} removed", name(o)));
+        }
+    }
 }
 
 /// Names of the `[server]` settings that differ.
