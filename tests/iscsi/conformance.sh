@@ -113,14 +113,14 @@ if [ -f "$work/cu-linux.log" ]; then cat "$work/cu-linux.log" >> "${CONFORMANCE_
 cp "$work/daemon.log" "${CONFORMANCE_DAEMON_LOG:-/tmp/zctarget-conformance-daemon.log}"
 grep -h -A6 -E '^Run Summary' "${logs[@]}" || true
 summary=$(tests/iscsi/cu_summary.py "${logs[@]}" --list)
-echo "$summary" | grep -E '^(failed|skipped)' | sed 's/^/  /'
+echo "$summary" | grep -E '^(failed|skipped)' | sed 's/^/  /' || true
 totals=$(echo "$summary" | tail -1)
 read -r passed _ failed _ skipped _ <<< "$totals"
 echo "iscsi-test-cu, $engine engine: $passed real passes, $skipped skips, $failed failing (exit $cu_status)"
 if [ -n "${linux_summary:-}" ]; then
   read -r l_passed _ l_failed _ l_skipped _ <<< "$(echo "$linux_summary" | tail -1)"
   echo "iscsi-test-cu -t LINUX, $engine engine: $l_passed real passes, $l_skipped skips, $l_failed failing"
-  echo "$linux_summary" | grep -E '^failed' | sed 's/^/  LINUX /'
+  echo "$linux_summary" | grep -E '^failed' | sed 's/^/  LINUX /' || true
   summary=$(printf '%s\n%s\n' "$summary" "$linux_summary")
 fi
 
