@@ -44,17 +44,17 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Ctl(args)) = cli.command {
-        return zctarget::ctl::run(args);
-    }
-    logging::init(cli.log_format);
     let command = cli.command.unwrap_or(Command::Serve {
         config: None,
         data_dir: PathBuf::from("zctarget-data"),
     });
+    // `ctl` prints its own results; the daemon's log setup is not for it.
+    if !matches!(command, Command::Ctl(_)) {
+        logging::init(cli.log_format);
+    }
     match command {
         Command::CheckConfig { file } => check_config(&file),
-        Command::Ctl(_) => ExitCode::SUCCESS,
+        Command::Ctl(args) => zctarget::ctl::run(args),
         Command::Serve { config, data_dir } => match serve(config.as_deref(), &data_dir) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

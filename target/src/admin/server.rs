@@ -97,9 +97,8 @@ fn serve_client(stream: UnixStream, shared: &Weak<Shared>) -> std::io::Result<()
         let Some(shared) = shared.upgrade() else {
             return Ok(());
         };
-        let mut progress_out = out.try_clone()?;
         let response = handle_line(&shared, &line, &mut |v| {
-            let _ = writeln!(progress_out, "{v}");
+            let _ = writeln!(out, "{v}");
         });
         if let Some(r) = response {
             writeln!(out, "{r}")?;

@@ -137,7 +137,7 @@ pub(crate) async fn execute_plan(
         }
         Plan::Write { lba, blocks, fua } => {
             let lun = lun.context("write on a missing LUN")?;
-            let bs = block_size(conn, lun);
+            let bs = lun.block_size;
             let len = (u64::from(blocks) * bs) as usize;
             let Some(data) = collect_or_nothing(conn, cmd, entry, len).await else {
                 return Ok(());
@@ -149,11 +149,6 @@ pub(crate) async fn execute_plan(
         }
         other => super::exec_more::execute_other(conn, cmd, entry, lun, other, write_cache).await,
     }
-}
-
-/// Block size of a LUN's volume.
-pub(crate) fn block_size(_conn: &Connection, lun: &IscsiLun) -> u64 {
-    lun.block_size
 }
 
 /// Sense bytes in the format the LUN's control mode page asks for.
@@ -236,7 +231,7 @@ async fn read(
     lba: u64,
     blocks: u32,
 ) -> anyhow::Result<()> {
-    let bs = block_size(conn, lun);
+    let bs = lun.block_size;
     let edtl = cmd.expected_data_transfer_len;
     let bytes = u64::from(blocks) * bs;
     let residual = Residual::of(edtl, bytes.min(u64::from(u32::MAX)) as u32);
@@ -273,7 +268,7 @@ pub(crate) async fn write(
     let residual = Residual::of(edtl, len as u32);
     // An initiator that sends less than the CDB asks for (EDTL too small)
     // gets what it sent written, in whole blocks, and an overflow residual.
-    let bs = block_size(conn, lun) as usize;
+    let bs = lun.block_size as usize;
     let len = len.min(data.len() / bs * bs);
     if len == 0 {
         return status(conn, entry, itt, GOOD, &[], residual);

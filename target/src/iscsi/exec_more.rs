@@ -11,8 +11,7 @@ use zctarget_protocol::scsi::{self, sense, Plan, SanitizeAction, Sense};
 
 use super::connection::{Connection, Residual, TaskEntry};
 use super::exec::{
-    block_size, collect, collect_or_nothing, send_data, sense_bytes, status, write,
-    CHECK_CONDITION, GOOD,
+    collect, collect_or_nothing, send_data, sense_bytes, status, write, CHECK_CONDITION, GOOD,
 };
 use super::target::IscsiLun;
 
@@ -38,7 +37,7 @@ pub(crate) async fn execute_other(
             Residual::of(edtl, 0),
         );
     };
-    let bs = block_size(conn, lun);
+    let bs = lun.block_size;
     let volume = conn.reactor.volume(lun.volume).context("volume handle")?;
     let volume = &*volume;
     let check = |sense: Sense| -> anyhow::Result<()> {
@@ -413,7 +412,7 @@ async fn copy_segment(
     };
     let src = volume_of(seg.src_lun)?;
     let dst = volume_of(seg.dst_lun)?;
-    let bs = block_size(conn, lun);
+    let bs = lun.block_size;
     let total = u64::from(seg.blocks) * bs;
     let chunk = 1u64 << 20;
     let mut done = 0u64;

@@ -79,23 +79,18 @@ impl TargetRuntime {
     pub fn update(&self, cfg: config::IscsiTarget, exports: &Exports) {
         let nexuses = self.nexuses.lock().unwrap_or_else(|e| e.into_inner());
         let old = self.luns.load_full();
-        // The LUN list a new unit starts with, so that it reports only the
-        // reset, not also a change of a list it never reported.
-        let mut numbers: Vec<u16> = cfg
+        // (LUN number, volume slot) of every mapping whose volume is open.
+        let wanted: Vec<(u16, usize)> = cfg
             .luns
             .iter()
-            .filter(|(_, name)| exports.slot_of(name).is_some())
-            .filter_map(|(n, _)| u16::try_from(n).ok())
+            .filter_map(|(n, name)| Some((u16::try_from(n).ok()?, exports.slot_of(name)?)))
             .collect();
+        // The LUN list a new unit starts with, so that it reports only the
+        // reset, not also a change of a list it never reported.
+        let mut numbers: Vec<u16> = wanted.iter().map(|&(n, _)| n).collect();
         numbers.sort_unstable();
         let mut luns: Vec<Arc<IscsiLun>> = Vec::new();
-        for (number, name) in cfg.luns.iter() {
-            let Ok(number) = u16::try_from(number) else {
-                continue;
-            };
-            let Some(slot) = exports.slot_of(name) else {
-                continue;
-            };
+        for &(number, slot) in &wanted {
             if let Some(kept) = old.iter().find(|l| l.lun == number && l.volume == slot) {
                 luns.push(Arc::clone(kept));
                 continue;
