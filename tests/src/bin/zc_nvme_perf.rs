@@ -15,53 +15,37 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use zctarget_tests::nvme_client::{NvmeQueue, QueueOptions};
 
+/// Load generator for an NVMe/TCP target, on the in-repo host.
+#[derive(clap::Parser)]
 struct Args {
+    /// Target address.
+    #[arg(long, default_value = "127.0.0.1:4420")]
     addr: String,
+    /// Subsystem NQN.
+    #[arg(long)]
     nqn: String,
+    /// Host NQN.
+    #[arg(long, default_value = "nqn.2026-11.io.zctarget:perf-host")]
     hostnqn: String,
+    /// I/O queues (= queue depth: one command in flight per queue).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     queues: u16,
+    /// Bytes per command.
+    #[arg(long, default_value_t = 4096)]
     bs: usize,
+    /// Duration.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(..=3600))]
     seconds: u64,
+    /// Random writes instead of reads.
+    #[arg(long)]
     write: bool,
+    /// Blocks of the namespace to address (default: all).
+    #[arg(long)]
     blocks: Option<u64>,
 }
 
-fn args() -> anyhow::Result<Args> {
-    let mut a = Args {
-        addr: "127.0.0.1:4420".into(),
-        nqn: String::new(),
-        hostnqn: "nqn.2026-11.io.zctarget:perf-host".into(),
-        queues: 8,
-        bs: 4096,
-        seconds: 10,
-        write: false,
-        blocks: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(k) = it.next() {
-        let mut v = || it.next().context(format!("{k} needs a value"));
-        match k.as_str() {
-            "--addr" => a.addr = v()?,
-            "--nqn" => a.nqn = v()?,
-            "--hostnqn" => a.hostnqn = v()?,
-            "--queues" => a.queues = v()?.parse()?,
-            "--bs" => a.bs = v()?.parse()?,
-            "--seconds" => a.seconds = v()?.parse()?,
-            "--blocks" => a.blocks = Some(v()?.parse()?),
-            "--write" => a.write = true,
-            other => anyhow::bail!("unknown argument {other}"),
-        }
-    }
-    anyhow::ensure!(!a.nqn.is_empty(), "--nqn is required");
-    anyhow::ensure!(
-        a.queues >= 1 && a.seconds <= 3600,
-        "bad --queues or --seconds"
-    );
-    Ok(a)
-}
-
 fn main() -> anyhow::Result<()> {
-    let a = args()?;
+    let a = <Args as clap::Parser>::parse();
     let mut admin = NvmeQueue::admin(a.addr.as_str(), &QueueOptions::admin(&a.nqn, &a.hostnqn))
         .context("admin queue")?;
     let ns = admin.identify(0, 1)?;

@@ -19,39 +19,21 @@ use zctarget_tests::nvme_client::{
 /// Bytes written and read back.
 const PROBE_LEN: usize = 4096;
 
+/// One end-to-end check of an NVMe/TCP target.
+#[derive(clap::Parser)]
 struct Args {
+    /// Target address.
+    #[arg(long, default_value = "127.0.0.1:4420")]
     addr: String,
+    /// Subsystem NQN.
+    #[arg(long)]
     nqn: String,
+    /// Host NQN.
+    #[arg(long, default_value = "nqn.2026-11.io.zctarget:probe-host")]
     hostnqn: String,
+    /// Byte offset of the block written and read back.
+    #[arg(long, default_value_t = 1 << 20)]
     offset: u64,
-}
-
-fn args() -> anyhow::Result<Args> {
-    let mut a = Args {
-        addr: "127.0.0.1:4420".into(),
-        nqn: String::new(),
-        hostnqn: "nqn.2026-11.io.zctarget:probe-host".into(),
-        offset: 1 << 20,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(k) = it.next() {
-        let mut v = || it.next().context(format!("{k} needs a value"));
-        match k.as_str() {
-            "--addr" => a.addr = v()?,
-            "--nqn" => a.nqn = v()?,
-            "--hostnqn" => a.hostnqn = v()?,
-            "--offset" => a.offset = v()?.parse().context("--offset")?,
-            "-h" | "--help" => {
-                println!(
-                    "zc-nvme-probe --addr IP:PORT --nqn SUBNQN [--hostnqn HOSTNQN] [--offset BYTES]"
-                );
-                std::process::exit(0);
-            }
-            other => anyhow::bail!("unknown argument {other}"),
-        }
-    }
-    ensure!(!a.nqn.is_empty(), "--nqn is required");
-    Ok(a)
 }
 
 /// A completed command with a successful status.
@@ -104,7 +86,7 @@ fn main() -> ExitCode {
 }
 
 fn probe() -> anyhow::Result<()> {
-    let a = args()?;
+    let a = <Args as clap::Parser>::parse();
     let addr = a.addr.as_str();
 
     // Discovery.
