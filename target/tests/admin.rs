@@ -11,9 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-#[path = "common/iscsi.rs"]
 #[allow(dead_code)]
-mod iscsi;
+mod common;
 
 #[path = "../../tests/src/nvme_client.rs"]
 #[allow(dead_code)]
@@ -28,13 +27,6 @@ const NQN: &str = "nqn.2026-11.io.zctarget.test:admin";
 const IQN: &str = "iqn.2026-11.io.zctarget.test:admin";
 const HOST: &str = "nqn.2026-11.io.zctarget.test:host";
 const BS: usize = 512;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
 
 struct Daemon {
     child: Child,
@@ -55,9 +47,7 @@ impl Daemon {
     fn start(dir: &Path, engine: &str) -> Self {
         let config = dir.join("zctarget.toml");
         if !config.exists() {
-            let nvme_port = free_port();
-            let iscsi_port = free_port();
-            let metrics_port = free_port();
+            let [nvme_port, iscsi_port, metrics_port] = common::free_ports();
             let text = format!(
                 "[server]\nadmin_socket = \"admin.sock\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n\
                  iscsi_listen = [\"127.0.0.1:{iscsi_port}\"]\nnvme_listen = [\"127.0.0.1:{nvme_port}\"]\n\
@@ -393,8 +383,9 @@ fn live_changes(engine: &str) {
 
     // iSCSI: a logged-in initiator learns of a LUN added at a chosen number
     // (REPORTED LUNS DATA HAS CHANGED), can use it, and of its removal.
-    let mut s = iscsi::Iscsi::login(d.iscsi_port, IQN, "iqn.2026-11.io.zctarget.test:ini", BS)
-        .expect("iSCSI login");
+    let mut s =
+        common::iscsi::Iscsi::login(d.iscsi_port, IQN, "iqn.2026-11.io.zctarget.test:ini", BS)
+            .expect("iSCSI login");
     let tur = [0u8; 6];
     assert_eq!(s.run_on_lun(0, &tur, 0).expect("TUR").0, 0);
     d.ok(&["iscsi", "lun", "add", IQN, "extra", "--lun", "4"]);
@@ -465,7 +456,7 @@ fn live_changes(engine: &str) {
     // ACL and CHAP changes apply to logins from now on, and a session the
     // new ACL no longer allows is ended.
     let mut other =
-        iscsi::Iscsi::login(d.iscsi_port, IQN, "iqn.2026-11.io.zctarget.test:other", BS)
+        common::iscsi::Iscsi::login(d.iscsi_port, IQN, "iqn.2026-11.io.zctarget.test:other", BS)
             .expect("login while any initiator may");
     d.ok(&[
         "iscsi",
@@ -480,11 +471,13 @@ fn live_changes(engine: &str) {
         "a session the ACL no longer allows is ended"
     );
     assert!(
-        iscsi::Iscsi::login(d.iscsi_port, IQN, "iqn.2026-11.io.zctarget.test:other", BS).is_err(),
+        common::iscsi::Iscsi::login(d.iscsi_port, IQN, "iqn.2026-11.io.zctarget.test:other", BS)
+            .is_err(),
         "a login the ACL no longer allows is refused"
     );
-    let mut only = iscsi::Iscsi::login(d.iscsi_port, IQN, "iqn.2026-11.io.zctarget.test:only", BS)
-        .expect("allowed initiator");
+    let mut only =
+        common::iscsi::Iscsi::login(d.iscsi_port, IQN, "iqn.2026-11.io.zctarget.test:only", BS)
+            .expect("allowed initiator");
     assert_eq!(only.run_on_lun(0, &tur, 0).expect("TUR").0, 0);
     d.ok(&[
         "iscsi",
@@ -497,7 +490,8 @@ fn live_changes(engine: &str) {
         "0123456789ab",
     ]);
     assert!(
-        iscsi::Iscsi::login(d.iscsi_port, IQN, "iqn.2026-11.io.zctarget.test:only", BS).is_err(),
+        common::iscsi::Iscsi::login(d.iscsi_port, IQN, "iqn.2026-11.io.zctarget.test:only", BS)
+            .is_err(),
         "CHAP now required"
     );
     assert_eq!(

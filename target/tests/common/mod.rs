@@ -65,18 +65,23 @@ impl Drop for Daemon {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    free_ports::<1>()[0]
+}
+
+/// `N` distinct free loopback ports: all bound at once before any is
+/// released, so the kernel cannot hand out the same one twice.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("free port"))
+        .collect();
+    std::array::from_fn(|i| listeners[i].local_addr().expect("local addr").port())
 }
 
 /// Starts `zctarget serve` in `dir` (volume `data.img`, exported as LUN 0
 /// of [`IQN`] and namespace 1 of [`NQN`]) on fresh loopback ports, and waits
 /// (bounded) until both listeners accept. `tag` names the log file.
 pub fn start(dir: &Path, spec: &Spec, tag: &str) -> Daemon {
-    let iscsi_port = free_port();
-    let nvme_port = free_port();
+    let [iscsi_port, nvme_port] = free_ports();
     let cfg = format!(
         "[server]\nadmin_socket = \"\"\niscsi_listen = [\"127.0.0.1:{iscsi_port}\"]\nnvme_listen = [\"127.0.0.1:{nvme_port}\"]\n\
          io_engine = \"{}\"\nreactors = 2\npoison_on_release = true\nbuffer_pool = \"{}\"\n{}\n\
