@@ -95,9 +95,17 @@ impl FileStore {
 
     /// Reads `buf.len()` bytes at `offset` with `preadv`, looping on short
     /// reads; bytes past the end of a short file read as zeroes.
-    fn preadv_all(&self, offset: u64, buf: &mut SegmentList) -> io::Result<()> {
+    /// Reads `buf[done..]` at `offset + done` with `preadv2(flags)`; returns
+    /// how far it got. With `RWF_NOWAIT` it stops (`Ok` short of the end)
+    /// where the data is not in the page cache instead of blocking.
+    fn preadv_from(
+        &self,
+        offset: u64,
+        buf: &mut SegmentList,
+        mut done: usize,
+        flags: libc::c_int,
+    ) -> io::Result<usize> {
         let total = buf.len();
-        let mut done = 0;
         while done < total {
             let mut iov: SmallVec<[IoSliceMut<'_>; INLINE_SEGMENTS]> = SmallVec::new();
             buf.io_slices_mut_range(done, total - done, &mut iov);
@@ -105,11 +113,12 @@ impl FileStore {
             // SAFETY: `iov` describes memory exclusively borrowed from `buf`
             // for this call; IoSliceMut is ABI-compatible with iovec.
             let n = unsafe {
-                libc::preadv(
+                libc::preadv2(
                     self.fd(),
                     iov.as_ptr().cast(),
                     iovcnt,
                     (offset + done as u64) as libc::off_t,
+                    flags,
                 )
             };
             if n < 0 {
@@ -117,20 +126,24 @@ impl FileStore {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
+                if flags & libc::RWF_NOWAIT != 0 && nowait_refused(&e) {
+                    return Ok(done);
+                }
                 return Err(e);
             }
             drop(iov);
             if n == 0 {
                 zero_from(buf, done);
-                return Ok(());
+                return Ok(total);
             }
             done += n as usize;
         }
-        Ok(())
+        Ok(done)
     }
 
-    /// Writes all of `buf` at `offset` with `pwritev`.
-    fn pwritev_all(&self, offset: u64, buf: &SegmentList) -> io::Result<()> {
+    /// Writes `buf` at `offset` with `pwritev2(RWF_NOWAIT)`; returns how
+    /// far it got before the kernel would have blocked.
+    fn pwritev_nowait(&self, offset: u64, buf: &SegmentList) -> io::Result<usize> {
         let total = buf.len();
         let mut done = 0;
         while done < total {
@@ -140,11 +153,48 @@ impl FileStore {
             // SAFETY: `iov` describes memory borrowed from `buf` for this
             // call; IoSlice is ABI-compatible with iovec.
             let n = unsafe {
-                libc::pwritev(
+                libc::pwritev2(
                     self.fd(),
                     iov.as_ptr().cast(),
                     iovcnt,
                     (offset + done as u64) as libc::off_t,
+                    libc::RWF_NOWAIT,
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                if nowait_refused(&e) {
+                    return Ok(done);
+                }
+                return Err(e);
+            }
+            if n == 0 {
+                return Ok(done);
+            }
+            done += n as usize;
+        }
+        Ok(done)
+    }
+
+    /// Writes `buf[done..]` at `offset + done` (blocking).
+    fn pwritev_from(&self, offset: u64, buf: &SegmentList, done: usize) -> io::Result<()> {
+        let mut at = done;
+        let total = buf.len();
+        while at < total {
+            let mut iov: SmallVec<[IoSlice<'_>; INLINE_SEGMENTS]> = SmallVec::new();
+            buf.io_slices_range(at, total - at, &mut iov);
+            let iovcnt = iov.len().min(libc::UIO_MAXIOV as usize) as libc::c_int;
+            // SAFETY: `iov` describes memory borrowed from `buf` for this
+            // call; IoSlice is ABI-compatible with iovec.
+            let n = unsafe {
+                libc::pwritev(
+                    self.fd(),
+                    iov.as_ptr().cast(),
+                    iovcnt,
+                    (offset + at as u64) as libc::off_t,
                 )
             };
             if n < 0 {
@@ -160,7 +210,7 @@ impl FileStore {
                     "pwritev wrote nothing",
                 ));
             }
-            done += n as usize;
+            at += n as usize;
         }
         Ok(())
     }
@@ -300,7 +350,17 @@ fn zero_from(buf: &mut SegmentList, from: usize) {
     }
 }
 
-/// A file volume driven from tokio's blocking pool (the epoll engine).
+/// `RWF_NOWAIT` said "would block" (or is not supported here).
+fn nowait_refused(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EAGAIN) | Some(libc::EOPNOTSUPP) | Some(libc::EINVAL)
+    )
+}
+
+/// A file volume driven from tokio's blocking pool (the epoll engine);
+/// I/O the page cache can serve at once runs on the reactor
+/// (`RWF_NOWAIT`) instead of hopping to a thread.
 #[derive(Debug, Clone)]
 pub struct EpollFile {
     pub(crate) info: BackendInfo,
@@ -328,13 +388,23 @@ impl Backend for EpollFile {
         if let Err(e) = check_range(&self.info, offset, buf.len() as u64) {
             return (buf, Err(e));
         }
+        // First from the page cache without blocking, on the reactor.
+        let mut buf = buf;
+        let done = match self
+            .store
+            .preadv_from(offset, &mut buf, 0, libc::RWF_NOWAIT)
+        {
+            Ok(n) if n == buf.len() => return (buf, Ok(())),
+            Ok(n) => n,
+            Err(e) => return (buf, Err(e)),
+        };
         let store = Arc::clone(&self.store);
         // The list moves into the blocking task and comes back with the
         // result; if the task died its leases were dropped there, after the
         // syscall finished with them.
         match tokio::task::spawn_blocking(move || {
             let mut buf = buf;
-            let r = store.preadv_all(offset, &mut buf);
+            let r = store.preadv_from(offset, &mut buf, done, 0).map(|_| ());
             (buf, r)
         })
         .await
@@ -359,9 +429,19 @@ impl Backend for EpollFile {
         if let Err(e) = check_range(&self.info, offset, buf.len() as u64) {
             return (buf, Err(e));
         }
+        // A buffered write the page cache takes at once runs on the
+        // reactor; FUA (a sync follows) and the rest go to a thread.
+        let mut done = 0;
+        if !fua {
+            match self.store.pwritev_nowait(offset, &buf) {
+                Ok(n) if n == buf.len() => return (buf, Ok(())),
+                Ok(n) => done = n,
+                Err(e) => return (buf, Err(e)),
+            }
+        }
         let store = Arc::clone(&self.store);
         match tokio::task::spawn_blocking(move || {
-            let mut r = store.pwritev_all(offset, &buf);
+            let mut r = store.pwritev_from(offset, &buf, done);
             if r.is_ok() && fua {
                 r = store.sync();
             }

@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::Notify;
-use tracing::Instrument;
 use zctarget_backends::SegmentList;
 use zctarget_protocol::iscsi::{
     digest, DataIn, DataOut, LogoutRequest, LogoutResponse, LogoutResponseCode, NopIn, NopOut, Pdu,
@@ -1051,30 +1050,29 @@ impl Connection {
         self.session_info.in_flight.fetch_add(1, Ordering::Relaxed);
         self.session_info.commands.fetch_add(1, Ordering::Relaxed);
         let conn = Rc::clone(self);
-        let span = tracing::debug_span!("cmd", itt = cmd.itt, op = cmd.cdb[0]);
-        tokio::task::spawn_local(
-            async move {
-                let itt = cmd.itt;
-                if let Err(e) = super::exec::run_command(&conn, cmd, &entry).await {
-                    tracing::warn!(error = %format!("{e:#}"), "command failed");
-                    // The initiator must not wait forever: the failure
-                    // ends the task with HARDWARE ERROR / INTERNAL TARGET
-                    // FAILURE (errors arise before the status is sent).
-                    if !entry.aborted.get() {
-                        let sense = zctarget_protocol::scsi::sense::INTERNAL_TARGET_FAILURE;
-                        let _ = conn.send_scsi_response(
-                            itt,
-                            super::exec::CHECK_CONDITION,
-                            &sense.fixed_format(),
-                            Residual::default(),
-                        );
-                    }
+        // No tracing span per command: entering and leaving one on every
+        // poll costs more than the rest of the bookkeeping; failures log
+        // their ITT instead.
+        tokio::task::spawn_local(async move {
+            let itt = cmd.itt;
+            if let Err(e) = super::exec::run_command(&conn, cmd, &entry).await {
+                tracing::warn!(error = %format!("{e:#}"), itt, op = cmd.cdb[0], "command failed");
+                // The initiator must not wait forever: the failure
+                // ends the task with HARDWARE ERROR / INTERNAL TARGET
+                // FAILURE (errors arise before the status is sent).
+                if !entry.aborted.get() {
+                    let sense = zctarget_protocol::scsi::sense::INTERNAL_TARGET_FAILURE;
+                    let _ = conn.send_scsi_response(
+                        itt,
+                        super::exec::CHECK_CONDITION,
+                        &sense.fixed_format(),
+                        Residual::default(),
+                    );
                 }
-                conn.tasks.borrow_mut().remove(&itt);
-                conn.session_info.in_flight.fetch_sub(1, Ordering::Relaxed);
             }
-            .instrument(span),
-        );
+            conn.tasks.borrow_mut().remove(&itt);
+            conn.session_info.in_flight.fetch_sub(1, Ordering::Relaxed);
+        });
         Ok(())
     }
 }

@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
-use tracing::Instrument;
 use zctarget_backends::{Backend, SegmentList};
 use zctarget_protocol::nvme::fabrics::{ConnectData, CONNECT_DATA_LEN};
 use zctarget_protocol::nvme::{AdminPlan, Completion, IoPlan, Sqe, Status};
@@ -752,47 +751,44 @@ impl Queue {
         self.running.set(self.running.get() + 1);
         entry.in_flight.fetch_add(1, Ordering::Relaxed);
         let q = Rc::clone(self);
-        let span = tracing::debug_span!("cmd", cid = sqe.cid, op = sqe.opcode);
-        tokio::task::spawn_local(
-            async move {
-                let cid = sqe.cid;
-                let h2c = match h2c_len {
-                    Some(len) => q.expect_h2c(cid, len).await,
-                    None => Ok(None),
-                };
-                let result = match h2c {
-                    Ok(h2c) => {
-                        let r = q
-                            .execute(&entry, sqe, plan, capsule_data, h2c.clone())
-                            .await;
-                        (r, h2c)
-                    }
-                    // The queue is closing: nothing to answer.
-                    Err(()) => (Ok(None), None),
-                };
-                let (result, h2c) = result;
-                if let Some(s) = &h2c {
-                    q.h2c.borrow_mut().remove(&cid);
-                    s.payload.borrow_mut().take();
+        // No tracing span per command (see the iSCSI frontend).
+        tokio::task::spawn_local(async move {
+            let cid = sqe.cid;
+            let h2c = match h2c_len {
+                Some(len) => q.expect_h2c(cid, len).await,
+                None => Ok(None),
+            };
+            let result = match h2c {
+                Ok(h2c) => {
+                    let r = q
+                        .execute(&entry, sqe, plan, capsule_data, h2c.clone())
+                        .await;
+                    (r, h2c)
                 }
-                match result {
-                    Ok(Some(c)) => {
-                        if !c.status.is_success() {
-                            tracing::debug!(status = ?c.status, "I/O command failed");
-                        }
-                        let _ = q.send_completion(cid, c);
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %format!("{e:#}"), "command failed");
-                        let _ = q.send_completion(cid, Completion::status(Status::INTERNAL));
-                    }
-                }
-                q.running.set(q.running.get() - 1);
-                entry.in_flight.fetch_sub(1, Ordering::Relaxed);
+                // The queue is closing: nothing to answer.
+                Err(()) => (Ok(None), None),
+            };
+            let (result, h2c) = result;
+            if let Some(s) = &h2c {
+                q.h2c.borrow_mut().remove(&cid);
+                s.payload.borrow_mut().take();
             }
-            .instrument(span),
-        );
+            match result {
+                Ok(Some(c)) => {
+                    if !c.status.is_success() {
+                        tracing::debug!(status = ?c.status, "I/O command failed");
+                    }
+                    let _ = q.send_completion(cid, c);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), cid, "command failed");
+                    let _ = q.send_completion(cid, Completion::status(Status::INTERNAL));
+                }
+            }
+            q.running.set(q.running.get() - 1);
+            entry.in_flight.fetch_sub(1, Ordering::Relaxed);
+        });
         Ok(None)
     }
 

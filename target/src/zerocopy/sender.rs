@@ -327,7 +327,9 @@ impl ZeroCopySender {
 
     /// Reads the error queue dry and releases every message it completes.
     fn reap_notifications(&mut self) {
-        if !self.zerocopy_enabled {
+        // Only while zero-copy sends await their notification: otherwise the
+        // error queue has nothing for us and reading it costs a syscall.
+        if !self.zerocopy_enabled || self.tracker.in_flight() == 0 {
             return;
         }
         let fd = self.stream.as_raw_fd();
