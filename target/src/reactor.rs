@@ -16,6 +16,10 @@ use zctarget_backends::{Engine, VolumeHandle};
 
 use crate::daemon::{Protocol, Shared, SHUTDOWN_GRACE};
 
+/// How long a reactor's reaper may still wait for zero-copy notifications
+/// of closed connections at shutdown before quarantining their buffers.
+const REAPER_SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// What a reactor thread is given at start.
 pub struct ReactorPlan {
     /// Reactor number (also the CPU it is pinned to, modulo the CPU count).
@@ -171,6 +175,9 @@ async fn reactor_main(
             return Err(e);
         }
     };
+    // Closed connections' zero-copy pages are released here as their
+    // notifications arrive (after a reset too); see `zerocopy::reaper`.
+    let reaper = crate::zerocopy::reaper::start(crate::zerocopy::reaper::REAPER_LINGER);
     let reactor = Rc::new(Reactor {
         id: plan.id,
         handles_generation: Cell::new(shared.exports.generation()),
@@ -209,6 +216,11 @@ async fn reactor_main(
             "connections still busy after the shutdown grace period; resetting them"
         );
     }
+    // Shutdown must not wait forever: give the reaper a short last chance,
+    // then quarantine what the kernel never notified. Senders dropped with
+    // the runtime below (connections past the grace period) find no reaper
+    // and quarantine at once.
+    reaper.finish(REAPER_SHUTDOWN_WAIT).await;
     Ok(())
 }
 
