@@ -14,10 +14,11 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 use tokio_uring::buf::fixed::FixedBuf;
-use tokio_uring::buf::BoundedBuf;
 
 use crate::backend::{check_range, read_only_error, Backend, BackendInfo};
-use crate::uring_buf::FixedIo;
+use crate::pool::Lease;
+use crate::ring_op::{OpFixed, OpLease};
+use crate::uring_buf::check_out_fixed;
 use crate::{Segment, SegmentList, INLINE_SEGMENTS};
 
 /// `BLKZEROOUT` = _IO(0x12, 127).
@@ -432,17 +433,23 @@ impl UringFile {
 
     async fn read_segment(&self, seg: Segment, pos: u64) -> (Segment, io::Result<()>) {
         let (lease, off, len) = seg.into_parts();
-        let mut lease = match FixedIo::check_out(lease) {
-            Ok((io, buf)) => return self.fixed_op(false, io, buf, off, len, pos).await,
+        let mut lease = match check_out_fixed(lease) {
+            Ok((buf, lease)) => return self.fixed_op(false, buf, lease, off, len, pos).await,
             Err(lease) => lease,
         };
         let mut done = 0;
         while done < len {
-            let (res, slice) = self
+            // The lease moves into the operation and comes back with its
+            // completion; if this future is dropped first, tokio-uring drops
+            // it at the completion.
+            let (res, op) = self
                 .file
-                .read_at(lease.slice(off + done..off + len), pos + done as u64)
+                .read_at(
+                    OpLease::new(lease, off + done, off + len),
+                    pos + done as u64,
+                )
                 .await;
-            lease = slice.into_inner();
+            lease = op.into_lease();
             match res {
                 Ok(0) => {
                     if let Some(rest) = lease.as_mut_slice().get_mut(off + done..off + len) {
@@ -459,32 +466,34 @@ impl UringFile {
     }
 
     /// Reads into (`write == false`) or writes from a registered (fixed)
-    /// buffer. If this future is dropped mid-operation, `io` parks the lease
-    /// until the kernel is done with the chunk.
+    /// buffer. The `FixedBuf` and the lease move into each operation
+    /// together: if this future is dropped mid-operation, both are dropped
+    /// at its completion, so the lease returns to the pool exactly then.
     async fn fixed_op(
         &self,
         write: bool,
-        io: FixedIo,
-        mut buf: FixedBuf,
+        buf: FixedBuf,
+        lease: Lease,
         off: usize,
         len: usize,
         pos: u64,
     ) -> (Segment, io::Result<()>) {
+        let (mut buf, mut lease) = (buf, lease);
         let mut done = 0;
         let mut result = Ok(());
         while done < len {
-            let range = buf.slice(off + done..off + len);
+            let op = OpFixed::new(buf, lease, off + done, off + len);
             let at = pos + done as u64;
-            let (res, slice) = if write {
-                self.file.write_fixed_at(range, at).await
+            let (res, op) = if write {
+                self.file.write_fixed_at(op, at).await
             } else {
-                self.file.read_fixed_at(range, at).await
+                self.file.read_fixed_at(op, at).await
             };
-            buf = slice.into_inner();
+            (buf, lease) = op.into_parts();
             match res {
                 // End of a short file: the rest reads as zeroes.
                 Ok(0) if !write => {
-                    if let Some(rest) = buf.get_mut(off + done..off + len) {
+                    if let Some(rest) = lease.as_mut_slice().get_mut(off + done..off + len) {
                         rest.fill(0);
                     }
                     break;
@@ -504,23 +513,28 @@ impl UringFile {
                 }
             }
         }
-        (Segment::new(io.finish(buf), off, len), result)
+        // Checked in before the lease can go back to the pool.
+        drop(buf);
+        (Segment::new(lease, off, len), result)
     }
 
     async fn write_segment(&self, seg: Segment, pos: u64) -> (Segment, io::Result<()>) {
         let (lease, off, len) = seg.into_parts();
-        let mut lease = match FixedIo::check_out(lease) {
-            Ok((io, buf)) => return self.fixed_op(true, io, buf, off, len, pos).await,
+        let mut lease = match check_out_fixed(lease) {
+            Ok((buf, lease)) => return self.fixed_op(true, buf, lease, off, len, pos).await,
             Err(lease) => lease,
         };
         let mut done = 0;
         while done < len {
-            let (res, slice) = self
+            let (res, op) = self
                 .file
-                .write_at(lease.slice(off + done..off + len), pos + done as u64)
+                .write_at(
+                    OpLease::new(lease, off + done, off + len),
+                    pos + done as u64,
+                )
                 .submit()
                 .await;
-            lease = slice.into_inner();
+            lease = op.into_lease();
             match res {
                 Ok(0) => {
                     return (

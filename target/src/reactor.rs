@@ -20,6 +20,10 @@ use crate::daemon::{Protocol, Shared, SHUTDOWN_GRACE};
 /// of closed connections at shutdown before quarantining their buffers.
 const REAPER_SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// How long a stopping uring reactor cancels and waits for disk operations
+/// still in flight before it quarantines their buffers (see `run_uring`).
+const RING_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What a reactor thread is given at start.
 pub struct ReactorPlan {
     /// Reactor number (also the CPU it is pinned to, modulo the CPU count).
@@ -126,7 +130,12 @@ pub fn run(
 ) -> anyhow::Result<()> {
     pin_to_cpu(plan.id);
     match shared.engine {
-        Engine::Uring => tokio_uring::start(reactor_main(plan, shared, shutdown, ready)),
+        // Disk operations keep their buffers until their completion is seen,
+        // also when the ring is torn down (see `run_uring`).
+        Engine::Uring => {
+            zctarget_backends::run_uring(reactor_main(plan, shared, shutdown, ready), RING_DRAIN)
+                .context("building the io_uring reactor runtime")?
+        }
         Engine::Epoll => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
