@@ -299,7 +299,12 @@ async fn reap_orphan(state: Rc<State>, mut orphan: Orphan) {
         let nap = (deadline - now).min(POLL_CAP);
         let stream = Rc::clone(&orphan.stream);
         tokio::select! {
-            _ = stream.ready(Interest::ERROR) => {}
+            ready = stream.ready(Interest::ERROR) => {
+                if ready.is_err() {
+                    // No readiness to wait on: fall back to the periodic read.
+                    tokio::time::sleep(nap).await;
+                }
+            }
             _ = tokio::time::sleep(nap) => {}
             _ = state.stop_wake.notified() => {}
         }

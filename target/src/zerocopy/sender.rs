@@ -17,11 +17,9 @@ use tokio::net::TcpStream;
 use zctarget_backends::SegmentList;
 
 use super::errqueue;
-use super::message::{InlineBuf, Message, Part, INLINE_CAPACITY};
+use super::message::{describe, InlineBuf, Message, INLINE_CAPACITY, MAX_IOVECS};
 use super::tracker::NotificationTracker;
 
-/// Most iovecs handed to one `sendmsg` (the kernel's `UIO_MAXIOV` is 1024).
-const MAX_IOVECS: usize = 256;
 /// Most bytes offered to one `sendmsg`.
 const MAX_BYTES_PER_CALL: usize = 4 << 20;
 
@@ -563,45 +561,4 @@ impl Drop for ZeroCopySender {
             self.reset_and_orphan();
         }
     }
-}
-
-/// Appends iovecs for `msg` from byte `skip` on. Returns bytes described.
-fn describe<'a>(
-    msg: &'a Message,
-    skip: usize,
-    iov: &mut SmallVec<[IoSlice<'a>; MAX_IOVECS]>,
-) -> usize {
-    let mut skip = skip;
-    let mut described = 0;
-    for part in &msg.parts {
-        if iov.len() >= MAX_IOVECS {
-            break;
-        }
-        let len = part.len();
-        if skip >= len {
-            skip -= len;
-            continue;
-        }
-        match *part {
-            Part::Inline { start, len } => {
-                let (s, l) = (start as usize + skip, len as usize - skip);
-                if let Some(bytes) = msg.inline.get(s..s + l) {
-                    iov.push(IoSlice::new(bytes));
-                    described += l;
-                }
-            }
-            Part::Payload { offset, len } => {
-                let room = MAX_IOVECS - iov.len();
-                let mut tmp: SmallVec<[IoSlice<'a>; 16]> = SmallVec::new();
-                msg.payload
-                    .io_slices_range(offset as usize + skip, len as usize - skip, &mut tmp);
-                for s in tmp.into_iter().take(room) {
-                    described += s.len();
-                    iov.push(s);
-                }
-            }
-        }
-        skip = 0;
-    }
-    described
 }
