@@ -21,6 +21,7 @@ mod ring_tests;
 pub mod segment;
 pub mod stats;
 mod uring_buf;
+mod uring_file;
 pub mod volume;
 
 pub use backend::{check_range, read_only_error, Backend, BackendInfo, Engine};
