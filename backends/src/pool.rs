@@ -12,7 +12,7 @@
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crossbeam_queue::ArrayQueue;
@@ -60,6 +60,9 @@ pub struct PoolStats {
     pub chunk_size: usize,
     /// How many lease requests had to wait because the pool was empty.
     pub backpressure_waits: u64,
+    /// Chunks withheld for good because the kernel may still reference
+    /// them (see [`Lease::quarantine`]); they are neither free nor leased.
+    pub quarantined_chunks: usize,
 }
 
 /// A bounded pool of aligned payload buffers. Cheap to clone (shared handle).
@@ -85,6 +88,7 @@ pub(crate) struct PoolInner {
     reserve_permits: Semaphore,
     poison: bool,
     waits: AtomicU64,
+    quarantined: AtomicUsize,
 }
 
 // SAFETY: `base` points to memory owned by the pool for its whole life. Each
@@ -164,6 +168,7 @@ impl BufferPool {
                 reserve_permits: Semaphore::new(reserved),
                 poison,
                 waits: AtomicU64::new(0),
+                quarantined: AtomicUsize::new(0),
             }),
         })
     }
@@ -185,6 +190,7 @@ impl BufferPool {
             free_chunks: self.free_chunks(),
             chunk_size: self.inner.chunk_size,
             backpressure_waits: self.inner.waits.load(Ordering::Relaxed),
+            quarantined_chunks: self.inner.quarantined.load(Ordering::Relaxed),
         }
     }
 
@@ -199,7 +205,8 @@ impl BufferPool {
         (self.inner.chunks - self.inner.reserved) * self.inner.chunk_size
     }
 
-    /// Whether every chunk is back in the pool (no lease outstanding).
+    /// Whether every chunk is back in the pool (no lease outstanding, none
+    /// quarantined).
     pub fn is_full(&self) -> bool {
         self.free_chunks() == self.inner.chunks
     }
@@ -407,6 +414,20 @@ impl Lease {
     /// Whether this lease belongs to `pool`.
     pub fn belongs_to(&self, pool: &BufferPool) -> bool {
         Arc::ptr_eq(&self.pool, pool.inner())
+    }
+
+    /// Withholds the chunk for good: for memory the kernel may still
+    /// reference (a zero-copy send never notified, an io_uring operation
+    /// whose completion never came). The chunk never returns to the pool
+    /// and is not poisoned (that would write under the kernel); the pool's
+    /// memory is kept alive (this lease's reference to it is leaked), and
+    /// [`PoolStats::quarantined_chunks`] counts it. Returns the bytes
+    /// withheld.
+    pub fn quarantine(self) -> usize {
+        let bytes = self.pool.chunk_size;
+        self.pool.quarantined.fetch_add(1, Ordering::Relaxed);
+        std::mem::forget(self);
+        bytes
     }
 }
 

@@ -249,15 +249,19 @@ impl Daemon {
                 first_error.get_or_insert(e.into());
             }
         }
-        let leaked = self.shared.pool.stats();
-        if leaked.free_chunks != leaked.total_chunks {
-            tracing::error!(
-                leased = leaked.total_chunks - leaked.free_chunks,
-                "buffer leases outstanding at shutdown"
+        let pool = self.shared.pool.stats();
+        let leased = pool.total_chunks - pool.free_chunks - pool.quarantined_chunks;
+        if pool.quarantined_chunks > 0 {
+            tracing::warn!(
+                quarantined = pool.quarantined_chunks,
+                "buffer chunks quarantined (the kernel never released them)"
             );
-        } else {
+        }
+        if leased > 0 {
+            tracing::error!(leased, "buffer leases outstanding at shutdown");
+        } else if pool.quarantined_chunks == 0 {
             tracing::info!(
-                chunks = leaked.total_chunks,
+                chunks = pool.total_chunks,
                 "buffer pool intact: every chunk free"
             );
         }
