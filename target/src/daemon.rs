@@ -93,7 +93,6 @@ impl Daemon {
         config_path: Option<std::path::PathBuf>,
     ) -> anyhow::Result<Self> {
         let engine = crate::engine::resolve(config.server.io_engine)?;
-        let exports = Exports::open(&config)?;
         let pool_bytes = usize::try_from(config.server.buffer_pool.0)
             .context("buffer_pool does not fit in memory")?;
         let pool = BufferPool::new(pool_bytes, POOL_CHUNK_SIZE, config.server.poison_on_release)
@@ -110,8 +109,10 @@ impl Daemon {
             n => n,
         };
 
-        // Bind every listener once per reactor. The first bind resolves port
-        // 0, and the others reuse the resolved port (SO_REUSEPORT).
+        // Bind every portal once, before opening any volume (a second daemon
+        // on the same configuration stops here, naming the portal, and
+        // touches no file); every reactor accepts on a duplicate of the
+        // socket.
         let mut plans: Vec<ReactorPlan> = (0..reactor_count).map(ReactorPlan::new).collect();
         let mut iscsi_portals = Vec::new();
         let mut nvme_portals = Vec::new();
@@ -128,23 +129,24 @@ impl Daemon {
                     .map(|a| (Protocol::NvmeTcp, *a)),
             );
         for (protocol, addr) in wanted {
-            let first = crate::listener::bind_reuseport(addr)
-                .with_context(|| format!("{protocol} listener"))?;
-            let actual = first.local_addr()?;
+            let what = format!("{protocol} portal");
+            let listener = crate::listener::bind_portal(&what, addr)?;
+            let actual = listener
+                .local_addr()
+                .with_context(|| format!("{what} {addr}: local address"))?;
+            tracing::info!(%protocol, portal = %actual, "listening");
             match protocol {
                 Protocol::Iscsi => iscsi_portals.push(actual),
                 Protocol::NvmeTcp => nvme_portals.push(actual),
             }
-            let mut first = Some(first);
             for plan in plans.iter_mut() {
-                let listener = match first.take() {
-                    Some(l) => l,
-                    None => crate::listener::bind_reuseport(actual)
-                        .with_context(|| format!("{protocol} listener"))?,
-                };
-                plan.listeners.push((protocol, listener));
+                let dup = listener
+                    .try_clone()
+                    .with_context(|| format!("{what} {actual}: duplicating the socket"))?;
+                plan.listeners.push((protocol, dup));
             }
         }
+        let exports = Exports::open(&config)?;
 
         let iscsi = crate::iscsi::IscsiRegistry::new(&config.iscsi_targets, &exports);
         let nvmf =

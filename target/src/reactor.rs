@@ -1,6 +1,7 @@
 //! A reactor: one thread, one single-threaded runtime (tokio-uring or plain
-//! tokio), its own `SO_REUSEPORT` listeners. A connection lives on the
-//! reactor that accepted it, so its state needs no locks.
+//! tokio), accepting on its duplicate of each portal's one listening socket
+//! (see `listener`). A connection lives on the reactor that accepted it, so
+//! its state needs no locks.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -20,7 +21,7 @@ use crate::daemon::{Protocol, Shared, SHUTDOWN_GRACE};
 pub struct ReactorPlan {
     /// Reactor number (also the CPU it is pinned to, modulo the CPU count).
     pub id: usize,
-    /// Its listeners.
+    /// Its duplicates of the portals' listening sockets.
     pub listeners: Vec<(Protocol, std::net::TcpListener)>,
 }
 
@@ -241,6 +242,11 @@ async fn accept_loop(reactor: Rc<Reactor>, protocol: Protocol, listener: TcpList
                             Err(e) => tracing::info!(error = %format!("{e:#}"), "connection ended"),
                         }
                     }.instrument(span));
+                    // Every reactor is woken for a new connection; letting
+                    // this one's other tasks (the connection just spawned)
+                    // run before accepting again gives the others a chance
+                    // at the next one, so a burst is spread out.
+                    tokio::task::yield_now().await;
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
