@@ -32,6 +32,8 @@ pub struct Spec {
     pub buffer_pool: &'static str,
     /// More `[server]` lines.
     pub extra_server: String,
+    /// `admin_socket` ("" = none).
+    pub admin_socket: &'static str,
 }
 
 impl Spec {
@@ -42,6 +44,7 @@ impl Spec {
             block_size: 4096,
             buffer_pool: "16MiB",
             extra_server: String::new(),
+            admin_socket: "",
         }
     }
 }
@@ -94,11 +97,12 @@ pub fn start(dir: &Path, spec: &Spec, tag: &str) -> Daemon {
 /// returns at once (ports still 0 are learnt by [`Daemon::wait_listening`]).
 pub fn spawn(dir: &Path, spec: &Spec, tag: &str, [iscsi_port, nvme_port]: [u16; 2]) -> Daemon {
     let cfg = format!(
-        "[server]\nadmin_socket = \"\"\niscsi_listen = [\"127.0.0.1:{iscsi_port}\"]\nnvme_listen = [\"127.0.0.1:{nvme_port}\"]\n\
+        "[server]\nadmin_socket = \"{}\"\niscsi_listen = [\"127.0.0.1:{iscsi_port}\"]\nnvme_listen = [\"127.0.0.1:{nvme_port}\"]\n\
          io_engine = \"{}\"\nreactors = 2\npoison_on_release = true\nbuffer_pool = \"{}\"\n{}\n\
          [[volumes]]\nname = \"data\"\npath = \"data.img\"\nsize = \"{}\"\nblock_size = {}\n\n\
          [[iscsi_targets]]\niqn = \"{IQN}\"\nluns = [\"data\"]\n\n\
          [[nvme_subsystems]]\nnqn = \"{NQN}\"\nnamespaces = [\"data\"]\nhosts = [\"{HOST}\"]\n",
+        spec.admin_socket,
         spec.engine,
         spec.buffer_pool,
         spec.extra_server,
