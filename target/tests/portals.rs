@@ -38,7 +38,7 @@ fn all_connections_reach(d: &Daemon, marked: &[u8]) {
         let name = format!("iqn.2026-11.test:probe-{i}");
         let mut s = Iscsi::login(d.iscsi_port, IQN, &name, BS).expect("iSCSI login");
         let (st, data) = s.read(0, 1).expect("iSCSI read");
-        assert_eq!(st, 0, "iSCSI read status");
+        assert_eq!(st, 0, "iSCSI read status\n{}", d.log());
         assert!(data == marked, "iSCSI connection {i} read another file");
     }
     for i in 0..4 {
@@ -206,4 +206,36 @@ fn ctl_volume_add_of_a_file_another_daemon_serves_is_refused() {
     let out = ctl(&socket, &["volume", "remove", "own"]);
     assert!(out.status.success(), "{out:?}\n{}", second.log());
     assert!(lockable(&own), "a removed volume's file is still locked");
+}
+
+/// A volume redefined by a SIGHUP reload (same file, new size) is reopened
+/// while the old definition still holds the file's lock: it shares that
+/// lock instead of refusing its own daemon, and the file stays locked.
+#[test]
+fn sighup_redefining_a_volume_keeps_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = Spec::new("epoll");
+    let d = start(dir.path(), &spec, "d");
+    mark(&d, 1);
+    let config = dir.path().join("d.toml");
+    let text = std::fs::read_to_string(&config).expect("config");
+    let edited = text.replace("size = \"8MiB\"", "size = \"16MiB\"");
+    assert_ne!(text, edited);
+    std::fs::write(&config, edited).expect("edit config");
+    d.signal(libc::SIGHUP);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !d.log().contains("configuration applied") {
+        assert!(
+            std::time::Instant::now() < deadline && !d.log().contains("ERROR"),
+            "reload did not apply:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(d.log().contains("volume data redefined"), "{}", d.log());
+    assert!(!lockable(&dir.path().join("data.img")), "not locked");
+    // I/O after the redefinition is not checked here: an iSCSI target or
+    // NVMe subsystem whose own configuration is unchanged keeps its LUN /
+    // namespace on the old, now empty slot (reported in issue #11's
+    // thread; the frontends are being reshaped elsewhere).
 }
