@@ -168,6 +168,12 @@ fn ctl_volume_add_of_a_file_another_daemon_serves_is_refused() {
     spec.admin_socket = "admin.sock";
     let second = start(dir_b.path(), &spec, "second");
     let socket = dir_b.path().join("admin.sock");
+    // The admin socket is opened after the portals.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !socket.exists() {
+        assert!(std::time::Instant::now() < deadline, "{}", second.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let taken = dir_a.path().join("data.img");
     let out = ctl(
         &socket,
