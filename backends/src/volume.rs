@@ -69,8 +69,8 @@ pub enum BackendError {
     /// The file is locked: another daemon (or another volume of this one)
     /// serves it.
     #[error(
-        "volume {volume}: {path} is locked by {holder}; it is already being served \
-         (two daemons must not serve one file)"
+        "volume {volume}: {path} is locked by {holder}: it is already being served \
+         (one file is served by one volume of one daemon only)"
     )]
     Locked {
         /// Volume name.
