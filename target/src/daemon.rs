@@ -70,6 +70,11 @@ pub struct Shared {
     pub iscsi: crate::iscsi::IscsiRegistry,
     /// NVMe/TCP subsystems and live controllers.
     pub nvmf: crate::nvmf::NvmfRegistry,
+    /// Connections served (or being handed over) per reactor: where an
+    /// accepted connection goes (see `reactor`).
+    pub reactor_load: Vec<std::sync::atomic::AtomicUsize>,
+    /// Each reactor's inbox for connections another reactor accepted.
+    pub reactor_inboxes: Vec<tokio::sync::mpsc::UnboundedSender<crate::reactor::HandedOver>>,
 }
 
 /// A running daemon.
@@ -148,6 +153,12 @@ impl Daemon {
         }
         let exports = Exports::open(&config)?;
 
+        let mut reactor_inboxes = Vec::with_capacity(reactor_count);
+        for plan in plans.iter_mut() {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            reactor_inboxes.push(tx);
+            plan.inbox = Some(rx);
+        }
         let iscsi = crate::iscsi::IscsiRegistry::new(&config.iscsi_targets, &exports);
         let nvmf =
             crate::nvmf::NvmfRegistry::new(&config.nvme_subsystems, &exports, nvme_portals.clone());
@@ -164,6 +175,8 @@ impl Daemon {
             zerocopy,
             iscsi_portals,
             nvme_portals,
+            reactor_load: (0..reactor_count).map(|_| Default::default()).collect(),
+            reactor_inboxes,
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
