@@ -100,8 +100,16 @@ impl Daemon {
         let engine = crate::engine::resolve(config.server.io_engine)?;
         let pool_bytes = usize::try_from(config.server.buffer_pool.0)
             .context("buffer_pool does not fit in memory")?;
-        let pool = BufferPool::new(pool_bytes, POOL_CHUNK_SIZE, config.server.poison_on_release)
-            .context("creating the buffer pool")?;
+        // An eighth of the pool is the reserve for data hosts send unasked
+        // (see `admission`).
+        let reserve = pool_bytes / POOL_CHUNK_SIZE / 8;
+        let pool = BufferPool::with_reserve(
+            pool_bytes,
+            POOL_CHUNK_SIZE,
+            config.server.poison_on_release,
+            reserve,
+        )
+        .context("creating the buffer pool")?;
         let zerocopy = match config.server.zerocopy {
             zctarget_config::ZeroCopyMode::Always => ZeroCopyPolicy::Always,
             zctarget_config::ZeroCopyMode::Never => ZeroCopyPolicy::Never,
