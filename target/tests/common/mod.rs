@@ -131,6 +131,28 @@ pub fn spawn(dir: &Path, spec: &Spec, tag: &str, [iscsi_port, nvme_port]: [u16; 
     }
 }
 
+/// Waits (bounded) for a daemon started with port 0 for `protocol`
+/// ("iscsi", "nvme-tcp") to log the port it bound and to accept on it;
+/// panics with the log if it exits first. Letting the daemon pick avoids
+/// the race of a port picked by the test, released, and handed to another
+/// test's daemon before this one binds it.
+pub fn wait_logged_port(child: &mut Child, log_path: &Path, protocol: &str) -> u16 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = std::fs::read_to_string(log_path).unwrap_or_default();
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!("daemon exited during start-up ({st:?}):\n{log}");
+        }
+        if let Some(port) = logged_port(&log, protocol) {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+        assert!(Instant::now() < deadline, "daemon did not listen:\n{log}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// The port of the daemon's `protocol` listener, from its "listening" log
 /// line (`protocol=iscsi portal=127.0.0.1:3260`).
 fn logged_port(log: &str, protocol: &str) -> Option<u16> {
