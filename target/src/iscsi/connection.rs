@@ -551,7 +551,7 @@ impl Connection {
                 None => NOP_INTERVAL,
             };
             tokio::select! {
-                r = self.out.stream().readable() => r?,
+                r = reader.readable() => r?,
                 _ = tokio::time::sleep(wait) => {
                     self.idle_ping()?;
                     continue;

@@ -243,7 +243,7 @@ impl Queue {
             let kato = self.keep_alive_deadline();
             let admin = self.admin_entry();
             tokio::select! {
-                r = self.out.stream().readable() => r?,
+                r = reader.readable() => r?,
                 _ = wait_events(admin.as_deref()) => {
                     self.send_events()?;
                     continue;
