@@ -5,7 +5,7 @@
 //! - [`SegmentList`]: one command's payload, moved into each asynchronous
 //!   operation and handed back by its completion.
 //! - [`Backend`]: block storage a volume is exported from (file or block
-//!   device on io_uring or the blocking pool, null, memory), opened as a
+//!   device on io_uring or the blocking pool, Ceph RBD, null, memory), opened as a
 //!   shared [`Volume`] and used through per-reactor [`VolumeHandle`]s.
 //!
 //! This crate knows nothing of iSCSI or NVMe.
@@ -16,6 +16,7 @@ mod lock;
 pub mod memory;
 pub mod null;
 pub mod pool;
+pub mod rbd;
 mod ring_op;
 #[cfg(test)]
 mod ring_tests;

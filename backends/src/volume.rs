@@ -17,6 +17,7 @@ use crate::file::{EpollFile, FileStore, UringFile, BLKGETSIZE64, BLKSSZGET};
 use crate::lock::FileLock;
 use crate::memory::{MemoryBackend, MemoryStore};
 use crate::null::NullBackend;
+use crate::rbd::{Image, RbdBackend, RbdError, RbdSpec};
 use crate::SegmentList;
 
 /// What stores a volume's blocks.
@@ -30,6 +31,8 @@ pub enum BackendKind {
     Null,
     /// RAM (tests).
     Memory,
+    /// A Ceph RBD image (`VolumeSpec::rbd`).
+    Rbd,
 }
 
 /// How to open a volume (the daemon maps its configuration onto this).
@@ -49,6 +52,8 @@ pub struct VolumeSpec {
     pub read_only: bool,
     /// Open with `O_DIRECT`.
     pub direct_io: bool,
+    /// The image of an RBD volume.
+    pub rbd: Option<RbdSpec>,
 }
 
 /// Why a volume could not be opened.
@@ -80,6 +85,14 @@ pub enum BackendError {
         /// Who holds the lock, as far as known ("process 1234 (zctarget)").
         holder: String,
     },
+    /// An RBD image could not be opened (or is locked by another client).
+    #[error("volume {volume}: {source}")]
+    Rbd {
+        /// Volume name.
+        volume: String,
+        /// What went wrong.
+        source: RbdError,
+    },
     /// The specification cannot work.
     #[error("volume {volume}: {reason}")]
     Invalid {
@@ -94,6 +107,7 @@ enum Store {
     File(Arc<FileStore>),
     Null,
     Memory(Arc<MemoryStore>),
+    Rbd(Arc<Image>),
 }
 
 /// One opened backing store, shared by every reactor.
@@ -155,6 +169,22 @@ impl Volume {
                 lock = Some(file_lock);
                 let store = FileStore { file, block_device };
                 (Store::File(Arc::new(store)), capacity, true, true)
+            }
+            BackendKind::Rbd => {
+                let rbd = spec
+                    .rbd
+                    .as_ref()
+                    .ok_or_else(|| invalid("an rbd volume needs its pool and image".into()))?;
+                let image = crate::rbd::open(rbd, spec.size, spec.read_only).map_err(|source| {
+                    BackendError::Rbd {
+                        volume: spec.name.clone(),
+                        source,
+                    }
+                })?;
+                let capacity = spec.size.unwrap_or(image.size()).min(image.size());
+                // No volatile cache: rbd_cache is off, a completed write is
+                // on the OSDs. Discards read back zeroes (see rbd/mod.rs).
+                (Store::Rbd(image), capacity - capacity % bs, true, false)
             }
         };
         if capacity == 0 {
@@ -225,6 +255,10 @@ impl Volume {
                     store: Arc::clone(store),
                 }),
             },
+            Store::Rbd(image) => HandleIo::Rbd(RbdBackend {
+                info,
+                image: Arc::clone(image),
+            }),
         };
         Ok(VolumeHandle {
             io,
@@ -352,6 +386,8 @@ enum HandleIo {
     Null(NullBackend),
     /// Memory.
     Memory(MemoryBackend),
+    /// Ceph RBD (either engine: librbd does its own I/O).
+    Rbd(RbdBackend),
 }
 
 macro_rules! dispatch {
@@ -361,6 +397,7 @@ macro_rules! dispatch {
             HandleIo::EpollFile($b) => $e,
             HandleIo::Null($b) => $e,
             HandleIo::Memory($b) => $e,
+            HandleIo::Rbd($b) => $e,
         }
     };
 }

@@ -15,6 +15,7 @@ fn file_volume(dir: &std::path::Path, size: u64) -> std::sync::Arc<Volume> {
         block_size: 512,
         read_only: false,
         direct_io: false,
+        rbd: None,
     })
     .expect("open volume")
 }
@@ -67,6 +68,7 @@ fn memory_volume_reports_everything_allocated() {
         block_size: 512,
         read_only: false,
         direct_io: false,
+        rbd: None,
     })
     .expect("open");
     assert_eq!(

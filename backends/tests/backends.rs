@@ -36,6 +36,7 @@ fn spec(name: &str, kind: BackendKind, path: Option<PathBuf>, size: u64) -> Volu
         block_size: 512,
         read_only: false,
         direct_io: false,
+        rbd: None,
     }
 }
 

@@ -33,6 +33,7 @@ fn volume(dev: &str) -> std::sync::Arc<Volume> {
         block_size: 512,
         read_only: true,
         direct_io: true,
+        rbd: None,
     })
     .expect("open the throttled loop device")
 }

@@ -136,6 +136,7 @@ pub fn open_volume_with_progress(
         block_size: v.block_size,
         read_only: v.read_only,
         direct_io: v.direct_io,
+        rbd: None,
     };
     let volume = Volume::open(&spec).with_context(|| format!("opening volume {:?}", v.name))?;
     tracing::info!(

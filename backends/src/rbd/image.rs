@@ -1,0 +1,196 @@
+//! An opened RBD image: open (creating it when missing and a size is
+//! given), size, and the exclusive lock that makes one daemon its only
+//! writer.
+
+use std::ffi::c_char;
+use std::ptr;
+
+use super::client::{cstr, Ioctx};
+use super::ffi::{self, ImageInfo, ImageT, Lib, LOCK_MODE_EXCLUSIVE};
+use super::RbdError;
+
+/// An open image. Closing it (drop) waits for its in-flight operations.
+pub struct Image {
+    lib: &'static Lib,
+    pub(super) handle: ImageT,
+    /// `pool[/namespace]/image`, for messages.
+    name: String,
+    size: u64,
+    /// Dropped after the image is closed (field order).
+    _ioctx: Ioctx,
+}
+
+// SAFETY: librbd's image handle is thread-safe: I/O may be submitted from any
+// thread and completions run on librbd's threads. Only `Drop` closes it, and
+// `Drop` has the image to itself.
+unsafe impl Send for Image {}
+// SAFETY: as above; every method takes `&self` and librbd locks internally.
+unsafe impl Sync for Image {}
+
+impl std::fmt::Debug for Image {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Image")
+            .field("name", &self.name)
+            .field("size", &self.size)
+            .finish()
+    }
+}
+
+impl Image {
+    /// Opens `image` in `ioctx`: read-only without a lock, or for writing
+    /// holding the exclusive lock. A missing image is created with `create`
+    /// bytes when that is given (and the volume is writable).
+    pub fn open(
+        ioctx: Ioctx,
+        shown: String,
+        image: &str,
+        create: Option<u64>,
+        read_only: bool,
+    ) -> Result<Image, RbdError> {
+        let lib = ioctx.lib();
+        let cname = cstr("image", image)?;
+        let fail = |what: &str, rc: i32| RbdError::Image {
+            image: shown.clone(),
+            what: what.to_owned(),
+            source: ffi::errno(rc),
+        };
+        let open = || {
+            let mut h: ImageT = ptr::null_mut();
+            // SAFETY: a valid ioctx; the out pointer is our local; a NULL
+            // snapshot name opens the head; librbd copies the name.
+            let rc = unsafe {
+                if read_only {
+                    (lib.rbd_open_read_only)(ioctx.handle, cname.as_ptr(), &mut h, ptr::null())
+                } else {
+                    (lib.rbd_open)(ioctx.handle, cname.as_ptr(), &mut h, ptr::null())
+                }
+            };
+            (rc, h)
+        };
+        let (mut rc, mut handle) = open();
+        if rc == -libc::ENOENT {
+            match create {
+                Some(size) if !read_only => {
+                    let mut order = 0;
+                    // SAFETY: a valid ioctx; `order` 0 asks for the default
+                    // object size; librbd copies the name.
+                    let created =
+                        unsafe { (lib.rbd_create)(ioctx.handle, cname.as_ptr(), size, &mut order) };
+                    if created < 0 && created != -libc::EEXIST {
+                        return Err(fail("creating", created));
+                    }
+                    tracing::info!(image = %shown, size, "rbd image created");
+                    (rc, handle) = open();
+                }
+                _ => {
+                    return Err(RbdError::Invalid(format!(
+                        "rbd image {shown} does not exist and no size is given to create it"
+                    )))
+                }
+            }
+        }
+        if rc < 0 {
+            return Err(fail("opening", rc));
+        }
+        // From here on Drop closes the handle on every error path.
+        let mut img = Image {
+            lib,
+            handle,
+            name: shown.clone(),
+            size: 0,
+            _ioctx: ioctx,
+        };
+        // SAFETY: all-zero is a valid `ImageInfo` (integers and byte arrays).
+        let mut info: ImageInfo = unsafe { std::mem::zeroed() };
+        // SAFETY: an open image; `info` is our local of the size we pass.
+        let rc = unsafe { (lib.rbd_stat)(handle, &mut info, std::mem::size_of::<ImageInfo>()) };
+        if rc < 0 {
+            return Err(fail("reading the size of", rc));
+        }
+        img.size = info.size;
+        if !read_only {
+            img.lock()?;
+        }
+        Ok(img)
+    }
+
+    /// Takes the exclusive lock. Acquired explicitly, librbd will not hand
+    /// it over when another client asks, so a second writer is refused.
+    fn lock(&self) -> Result<(), RbdError> {
+        // SAFETY: an open image.
+        let rc = unsafe { (self.lib.rbd_lock_acquire)(self.handle, LOCK_MODE_EXCLUSIVE) };
+        match rc {
+            0 => Ok(()),
+            _ if rc == -libc::EROFS || rc == -libc::EBUSY => Err(RbdError::Locked {
+                image: self.name.clone(),
+                holder: self.owners().unwrap_or_else(|| "another client".into()),
+            }),
+            _ if rc == -libc::EINVAL => Err(RbdError::Invalid(format!(
+                "rbd image {} cannot be locked (does it lack the exclusive-lock feature?); \
+                 zctarget serves an image only while it holds its exclusive lock",
+                self.name
+            ))),
+            _ => Err(RbdError::Image {
+                image: self.name.clone(),
+                what: "taking the exclusive lock of".into(),
+                source: ffi::errno(rc),
+            }),
+        }
+    }
+
+    /// The clients holding the lock, e.g. "client.4123", as far as known.
+    fn owners(&self) -> Option<String> {
+        let mut mode = 0;
+        let mut owners: [*mut c_char; 8] = [ptr::null_mut(); 8];
+        let mut n: libc::size_t = owners.len();
+        // SAFETY: an open image; `owners` has room for `n` pointers, which
+        // librbd fills with strings we free with the cleanup call below.
+        let rc = unsafe {
+            (self.lib.rbd_lock_get_owners)(self.handle, &mut mode, owners.as_mut_ptr(), &mut n)
+        };
+        if rc < 0 || n == 0 {
+            return None;
+        }
+        let names: Vec<String> = owners[..n.min(owners.len())]
+            .iter()
+            .filter(|p| !p.is_null())
+            .map(|&p| {
+                // SAFETY: librbd wrote NUL-terminated strings, alive until
+                // the cleanup call below.
+                unsafe { std::ffi::CStr::from_ptr(p) }
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        // SAFETY: exactly the pointers and count librbd returned.
+        unsafe { (self.lib.rbd_lock_get_owners_cleanup)(owners.as_mut_ptr(), n) };
+        Some(names.join(", "))
+    }
+
+    /// `pool[/namespace]/image`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The image's size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub(super) fn lib(&self) -> &'static Lib {
+        self.lib
+    }
+}
+
+impl Drop for Image {
+    fn drop(&mut self) {
+        // SAFETY: the last reference to the image (handles and the volume
+        // hold it in an Arc; operations in flight do not, and rbd_close
+        // waits for them). Never called on a librbd thread: completion
+        // callbacks hold no Image.
+        let rc = unsafe { (self.lib.rbd_close)(self.handle) };
+        if rc < 0 {
+            tracing::warn!(image = %self.name, error = %ffi::errno(rc), "closing rbd image");
+        }
+    }
+}

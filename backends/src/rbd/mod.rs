@@ -1,0 +1,182 @@
+//! Volumes on Ceph RBD images, through librbd's C API loaded at run time.
+//!
+//! - `ffi`: the hand-written binding (and why no crate fits);
+//! - `client`: Ceph clients (`rados_t`), one per conf/user/keyring, shared;
+//! - `image`: open/create/size/exclusive lock of an image;
+//! - `aio`: operations that own their buffers until librbd's callback ran.
+//!
+//! Every client runs with `rbd_cache = false` (a completed write is on the
+//! OSDs, so FUA is a plain write and flush is `rbd_aio_flush`) and
+//! `rbd_skip_partial_discard = false` (a discard reads back zeroes).
+
+mod aio;
+mod client;
+mod ffi;
+mod image;
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use client::ClientKey;
+pub use image::Image;
+
+use crate::backend::{check_range, read_only_error, Backend, BackendInfo};
+use crate::SegmentList;
+use aio::Op;
+
+/// Where an RBD volume lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RbdSpec {
+    /// Pool name.
+    pub pool: String,
+    /// RADOS namespace inside the pool.
+    pub namespace: Option<String>,
+    /// Image name.
+    pub image: String,
+    /// ceph.conf (`None`: librados' default search).
+    pub ceph_conf: Option<PathBuf>,
+    /// cephx user without `client.`; `admin` when `None`.
+    pub ceph_user: Option<String>,
+    /// Keyring overriding the conf's.
+    pub keyring: Option<PathBuf>,
+}
+
+impl RbdSpec {
+    /// `pool[/namespace]/image`, as `rbd` writes it.
+    pub fn display(&self) -> String {
+        match &self.namespace {
+            Some(ns) => format!("{}/{ns}/{}", self.pool, self.image),
+            None => format!("{}/{}", self.pool, self.image),
+        }
+    }
+}
+
+/// Why an RBD image could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum RbdError {
+    /// librbd/librados could not be loaded.
+    #[error("{0}")]
+    Library(String),
+    /// A client-level call failed.
+    #[error("ceph: {what}: {source}")]
+    Client {
+        /// What we were doing.
+        what: String,
+        /// The errno.
+        source: io::Error,
+    },
+    /// An image-level call failed.
+    #[error("rbd image {image}: {what}: {source}")]
+    Image {
+        /// `pool/image`.
+        image: String,
+        /// What we were doing, e.g. "opening".
+        what: String,
+        /// The errno.
+        source: io::Error,
+    },
+    /// Another client holds the image's exclusive lock.
+    #[error(
+        "rbd image {image} is locked by {holder}: another zctarget (or rbd client) serves it \
+         for writing; an image is written by one daemon only"
+    )]
+    Locked {
+        /// `pool/image`.
+        image: String,
+        /// Lock owners as librbd names them.
+        holder: String,
+    },
+    /// The specification cannot work.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Opens (creating when missing and `create` is given) an image; writable
+/// images hold the exclusive lock until dropped.
+pub fn open(spec: &RbdSpec, create: Option<u64>, read_only: bool) -> Result<Arc<Image>, RbdError> {
+    let key = ClientKey {
+        ceph_conf: spec.ceph_conf.clone(),
+        user: spec.ceph_user.clone().unwrap_or_else(|| "admin".into()),
+        keyring: spec.keyring.clone(),
+    };
+    let cluster = client::Cluster::get(&key)?;
+    let ioctx = cluster.ioctx(&spec.pool, spec.namespace.as_deref())?;
+    Image::open(ioctx, spec.display(), &spec.image, create, read_only).map(Arc::new)
+}
+
+/// One reactor's handle on an RBD volume. Completions come back to the
+/// task that submitted, on this reactor, through a oneshot per operation.
+#[derive(Debug)]
+pub struct RbdBackend {
+    /// Facts about the volume.
+    pub info: BackendInfo,
+    /// The image (shared by the volume's handles).
+    pub image: Arc<Image>,
+}
+
+impl RbdBackend {
+    async fn data(&self, op: Op, buf: SegmentList, what: &str) -> (SegmentList, io::Result<()>) {
+        let (buf, rc) = aio::run(&self.image, op, Some(buf)).await;
+        (buf.unwrap_or_default(), aio::result(rc, what, &self.image))
+    }
+
+    async fn plain(&self, op: Op, what: &str) -> io::Result<()> {
+        let (_, rc) = aio::run(&self.image, op, None).await;
+        aio::result(rc, what, &self.image)
+    }
+}
+
+impl Backend for RbdBackend {
+    fn info(&self) -> &BackendInfo {
+        &self.info
+    }
+
+    async fn read(&self, offset: u64, buf: SegmentList) -> (SegmentList, io::Result<()>) {
+        if let Err(e) = check_range(&self.info, offset, buf.len() as u64) {
+            return (buf, Err(e));
+        }
+        self.data(Op::Read(offset), buf, "read").await
+    }
+
+    async fn write(
+        &self,
+        offset: u64,
+        buf: SegmentList,
+        _fua: bool,
+    ) -> (SegmentList, io::Result<()>) {
+        // With rbd_cache off a completed write is on the OSDs: FUA needs
+        // nothing more.
+        if self.info.read_only {
+            return (buf, Err(read_only_error()));
+        }
+        if let Err(e) = check_range(&self.info, offset, buf.len() as u64) {
+            return (buf, Err(e));
+        }
+        self.data(Op::Write(offset), buf, "write").await
+    }
+
+    async fn flush(&self) -> io::Result<()> {
+        if self.info.read_only {
+            return Ok(());
+        }
+        self.plain(Op::Flush, "flush").await
+    }
+
+    async fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        if self.info.read_only {
+            return Err(read_only_error());
+        }
+        check_range(&self.info, offset, len)?;
+        self.plain(Op::Discard(offset, len), "discard").await
+    }
+
+    async fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
+        if self.info.read_only {
+            return Err(read_only_error());
+        }
+        check_range(&self.info, offset, len)?;
+        self.plain(Op::WriteZeroes(offset, len), "write zeroes")
+            .await
+    }
+}
