@@ -36,8 +36,8 @@ use std::path::Path;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
-    BackendKind, Chap, Config, IoEngine, IscsiTarget, NvmeSubsystem, Server, StatusPolicy,
-    UnknownKeyword, Volume, VolumeMap, ZeroCopyMode, ANY,
+    BackendKind, Chap, Config, IoEngine, IscsiTarget, NvmeSubsystem, RbdImage, Server,
+    StatusPolicy, UnknownKeyword, Volume, VolumeMap, ZeroCopyMode, ANY,
 };
 pub use size::{ByteSize, SizeError};
 
@@ -89,6 +89,7 @@ impl Config {
                 direct_io: false,
                 preallocate: false,
                 backend: BackendKind::File,
+                rbd: None,
             }],
             iscsi_targets: vec![IscsiTarget {
                 iqn: DEFAULT_IQN.to_owned(),

@@ -123,6 +123,32 @@ pub struct Volume {
     pub preallocate: bool,
     /// Kind of backing store.
     pub backend: BackendKind,
+    /// The image of an `rbd` volume (its keys sit in the volume's table).
+    #[serde(flatten)]
+    pub rbd: Option<RbdImage>,
+}
+
+/// Where an `rbd` volume's image lives: `pool`, `image`, optionally
+/// `namespace`, and the Ceph client to reach it with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RbdImage {
+    /// RADOS pool.
+    pub pool: String,
+    /// Image name; created with the volume's `size` when missing.
+    pub image: String,
+    /// RADOS namespace inside the pool.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// ceph.conf, resolved against the config file's folder; librados'
+    /// default search (`$CEPH_CONF`, /etc/ceph/ceph.conf, ...) when unset.
+    #[serde(serialize_with = "ser_path", skip_serializing_if = "Option::is_none")]
+    pub ceph_conf: Option<PathBuf>,
+    /// cephx user id without `client.`; `admin` when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ceph_user: Option<String>,
+    /// Keyring overriding the conf's, resolved like `ceph_conf`.
+    #[serde(serialize_with = "ser_path", skip_serializing_if = "Option::is_none")]
+    pub keyring: Option<PathBuf>,
 }
 
 impl Volume {
@@ -403,6 +429,8 @@ keyword_enum! {
         Null = "null",
         /// RAM-backed; needs `size`.
         Memory = "memory",
+        /// A Ceph RBD image (`pool`, `image`; `size` creates it when missing).
+        Rbd = "rbd",
     }
 }
 

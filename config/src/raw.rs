@@ -55,6 +55,12 @@ pub(crate) struct RawVolume {
     pub direct_io: Option<Spanned<bool>>,
     pub preallocate: Option<Spanned<bool>>,
     pub backend: Option<Spanned<String>>,
+    pub pool: Option<Spanned<String>>,
+    pub image: Option<Spanned<String>>,
+    pub namespace: Option<Spanned<String>>,
+    pub ceph_conf: Option<Spanned<String>>,
+    pub ceph_user: Option<Spanned<String>>,
+    pub keyring: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -20,6 +20,8 @@ use crate::raw::{
 };
 use crate::size::ByteSize;
 
+mod rbd;
+
 /// Smallest accepted `server.buffer_pool`.
 const MIN_BUFFER_POOL: u64 = ByteSize::MIB;
 /// `server.buffer_pool` granularity (page size).
@@ -298,7 +300,7 @@ impl Checker<'_> {
             first_line.insert(name.clone(), self.line_of(&v.name.span()));
         }
 
-        let backend = self.keyword::<BackendKind>(v.backend, &format!("{p}.backend"));
+        let backend = self.keyword::<BackendKind>(v.backend.clone(), &format!("{p}.backend"));
         let block_size = match &v.block_size {
             None => Some(Volume::DEFAULT_BLOCK_SIZE),
             Some(b) if matches!(b.get_ref(), 512 | 4096) => u32::try_from(*b.get_ref()).ok(),
@@ -342,8 +344,12 @@ impl Checker<'_> {
                 }
                 _ => {}
             }
-            if kind != BackendKind::File && v.size.is_none() {
-                self.err(table, &size_path, format!("a `{kind}` volume needs `size`"));
+            if matches!(kind, BackendKind::Null | BackendKind::Memory) && v.size.is_none() {
+                self.err(
+                    table.clone(),
+                    &size_path,
+                    format!("a `{kind}` volume needs `size`"),
+                );
             }
             if let Some(d) = v
                 .direct_io
@@ -362,6 +368,7 @@ impl Checker<'_> {
                 self.err(d.span(), &format!("{p}.preallocate"), msg);
             }
         }
+        let rbd = self.rbd_image(&p, table, backend, &v, base_dir);
         Volume {
             name,
             path,
@@ -371,6 +378,7 @@ impl Checker<'_> {
             direct_io: v.direct_io.is_some_and(|d| d.into_inner()),
             preallocate: v.preallocate.is_some_and(|d| d.into_inner()),
             backend: backend.unwrap_or_default(),
+            rbd,
         }
     }
 

@@ -616,3 +616,59 @@ nqn = \"not-an-nqn\"
         lines[2]
     );
 }
+
+// ---- rbd volumes ----
+
+#[test]
+fn rbd_volume_keys() {
+    let rbd = "[[volumes]]\nname = \"r\"\nbackend = \"rbd\"\n";
+    // pool and image are required, reported at the table.
+    let errs = errors(&format!("{rbd}image = \"i\"\n"));
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert_eq!(errs[0].path, "volumes[0].pool");
+    assert!(errs[0].message.contains("needs `pool`"), "{}", errs[0]);
+    one(
+        &format!("{rbd}pool = \"rbd\"\nimage = \"a/b\"\n"),
+        5,
+        9,
+        "volumes[0].image",
+        "must not contain '/'",
+    );
+    one(
+        &format!("{rbd}pool = \"rbd\"\nimage = \"i\"\npath = \"x.img\"\n"),
+        6,
+        8,
+        "volumes[0].path",
+        "has no backing file",
+    );
+    one(
+        &format!("{rbd}pool = \"rbd\"\nimage = \"i\"\nceph_user = \"client.admin\"\n"),
+        6,
+        13,
+        "volumes[0].ceph_user",
+        "without the `client.` prefix (e.g. `admin`)",
+    );
+    one(
+        &format!("{rbd}pool = \"\"\nimage = \"i\"\n"),
+        4,
+        8,
+        "volumes[0].pool",
+        "must not be empty",
+    );
+    one(
+        &format!("{VOL}pool = \"rbd\"\n"),
+        5,
+        8,
+        "volumes[0].pool",
+        "`pool` only applies to `rbd` volumes, not `file`",
+    );
+    // No size: the image must exist (checked when it is opened).
+    let c = Config::from_toml_str(
+        &format!("{rbd}pool = \"rbd\"\nimage = \"i\"\nceph_conf = \"ceph.conf\"\n"),
+        Path::new("/base"),
+    )
+    .expect("valid");
+    let r = c.volumes[0].rbd.as_ref().expect("rbd");
+    assert_eq!(r.ceph_conf.as_deref(), Some(Path::new("/base/ceph.conf")));
+    assert_eq!((r.pool.as_str(), r.image.as_str()), ("rbd", "i"));
+}

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use zctarget_config::{
-    BackendKind, ByteSize, Chap, Config, IoEngine, IscsiTarget, NvmeSubsystem, Server,
+    BackendKind, ByteSize, Chap, Config, IoEngine, IscsiTarget, NvmeSubsystem, RbdImage, Server,
     StatusPolicy, Volume, VolumeMap, ZeroCopyMode,
 };
 
@@ -43,6 +43,7 @@ fn everything_non_default() -> Config {
                 direct_io: true,
                 preallocate: true,
                 backend: BackendKind::File,
+                rbd: None,
             },
             Volume {
                 name: "m".into(),
@@ -53,6 +54,25 @@ fn everything_non_default() -> Config {
                 direct_io: false,
                 preallocate: false,
                 backend: BackendKind::Memory,
+                rbd: None,
+            },
+            Volume {
+                name: "r".into(),
+                path: None,
+                size: Some(ByteSize(1 << 30)),
+                block_size: 4096,
+                read_only: false,
+                direct_io: false,
+                preallocate: false,
+                backend: BackendKind::Rbd,
+                rbd: Some(RbdImage {
+                    pool: "rbd".into(),
+                    image: "vol r".into(),
+                    namespace: Some("tenant".into()),
+                    ceph_conf: Some(PathBuf::from("/etc/ceph/ceph.conf")),
+                    ceph_user: Some("zctarget".into()),
+                    keyring: None,
+                }),
             },
         ],
         iscsi_targets: vec![IscsiTarget {

@@ -84,9 +84,11 @@ enum VolumeAction {
         /// Logical block size: 512 or 4096.
         #[arg(long)]
         block_size: Option<u32>,
-        /// file, null or memory.
+        /// file, null, memory or rbd.
         #[arg(long)]
         backend: Option<String>,
+        #[command(flatten)]
+        rbd: Box<RbdArgs>,
         /// Refuse writes.
         #[arg(long)]
         read_only: bool,
@@ -105,6 +107,29 @@ enum VolumeAction {
         #[arg(long)]
         force: bool,
     },
+}
+
+/// Where an `--backend rbd` volume's image lives.
+#[derive(Args, Debug)]
+struct RbdArgs {
+    /// RBD pool (rbd volumes).
+    #[arg(long)]
+    pool: Option<String>,
+    /// RBD image; created with --size when missing (rbd volumes).
+    #[arg(long)]
+    image: Option<String>,
+    /// RADOS namespace in the pool (rbd volumes).
+    #[arg(long)]
+    namespace: Option<String>,
+    /// ceph.conf (default: librados' search, e.g. /etc/ceph/ceph.conf).
+    #[arg(long)]
+    ceph_conf: Option<String>,
+    /// cephx user id without `client.` (default: admin).
+    #[arg(long)]
+    ceph_user: Option<String>,
+    /// Keyring overriding the conf's.
+    #[arg(long)]
+    keyring: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -343,13 +368,16 @@ fn request(c: CtlCommand) -> (&'static str, Value, View) {
                 size,
                 block_size,
                 backend,
+                rbd,
                 read_only,
                 direct_io,
                 preallocate,
             } => (
                 "volume.add",
                 json!({"name": name, "path": path, "size": size, "block_size": block_size, "backend": backend,
-                       "read_only": read_only, "direct_io": direct_io, "preallocate": preallocate}),
+                       "read_only": read_only, "direct_io": direct_io, "preallocate": preallocate,
+                       "pool": rbd.pool, "image": rbd.image, "namespace": rbd.namespace,
+                       "ceph_conf": rbd.ceph_conf, "ceph_user": rbd.ceph_user, "keyring": rbd.keyring}),
                 Changes,
             ),
             VolumeAction::Remove { name, force } => (

@@ -258,11 +258,16 @@ impl Daemon {
                 }
             }
         }
-        for (_, volume) in self.shared.exports.volumes() {
+        for (slot, volume) in self.shared.exports.volumes() {
             if let Err(e) = volume.sync() {
                 tracing::error!(volume = volume.name(), error = %e, "flush at shutdown failed");
                 first_error.get_or_insert(e.into());
             }
+            // Close it now rather than at exit: an RBD image releases its
+            // exclusive lock (a process that just exits leaves the lock to
+            // expire with its watch), its Ceph client shuts down.
+            drop(volume);
+            drop(self.shared.exports.remove(slot));
         }
         let pool = self.shared.pool.stats();
         let leased = pool.total_chunks - pool.free_chunks - pool.quarantined_chunks;

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use anyhow::Context;
+use zctarget_backends::rbd::RbdSpec;
 use zctarget_backends::{BackendKind, Volume, VolumeSpec};
 use zctarget_config as config;
 
@@ -130,13 +131,21 @@ pub fn open_volume_with_progress(
             config::BackendKind::File => BackendKind::File,
             config::BackendKind::Null => BackendKind::Null,
             config::BackendKind::Memory => BackendKind::Memory,
+            config::BackendKind::Rbd => BackendKind::Rbd,
         },
         path: v.path.clone(),
         size: v.size.map(|s| s.0),
         block_size: v.block_size,
         read_only: v.read_only,
         direct_io: v.direct_io,
-        rbd: None,
+        rbd: v.rbd.as_ref().map(|r| RbdSpec {
+            pool: r.pool.clone(),
+            namespace: r.namespace.clone(),
+            image: r.image.clone(),
+            ceph_conf: r.ceph_conf.clone(),
+            ceph_user: r.ceph_user.clone(),
+            keyring: r.keyring.clone(),
+        }),
     };
     let volume = Volume::open(&spec).with_context(|| format!("opening volume {:?}", v.name))?;
     tracing::info!(

@@ -4,7 +4,9 @@
 
 use serde::Deserialize;
 use serde_json::{json, Value};
-use zctarget_config::{BackendKind, ByteSize, Chap, Config, IscsiTarget, NvmeSubsystem, VolumeMap};
+use zctarget_config::{
+    BackendKind, ByteSize, Chap, Config, IscsiTarget, NvmeSubsystem, RbdImage, VolumeMap,
+};
 
 use super::RpcError;
 use crate::daemon::Shared;
@@ -155,7 +157,12 @@ fn volume_list(shared: &Shared) -> Value {
             json!({
                 "name": v.name,
                 "backend": v.backend.as_str(),
-                "path": v.path.as_ref().map(|p| p.display().to_string()),
+                "path": v.path.as_ref().map(|p| p.display().to_string()).or_else(|| {
+                    v.rbd.as_ref().map(|r| match &r.namespace {
+                        Some(ns) => format!("rbd:{}/{ns}/{}", r.pool, r.image),
+                        None => format!("rbd:{}/{}", r.pool, r.image),
+                    })
+                }),
                 "size": open.as_ref().map(|o| o.info().capacity),
                 "block_size": v.block_size,
                 "read_only": v.read_only,
@@ -180,6 +187,51 @@ struct VolumeAdd {
     direct_io: bool,
     #[serde(default)]
     preallocate: bool,
+    pool: Option<String>,
+    image: Option<String>,
+    namespace: Option<String>,
+    ceph_conf: Option<String>,
+    ceph_user: Option<String>,
+    keyring: Option<String>,
+}
+
+/// The image of an `rbd` volume being added; `None` for other backends,
+/// which must not name one.
+fn rbd_image(p: &VolumeAdd, backend: BackendKind) -> Result<Option<RbdImage>, RpcError> {
+    let absolute = |s: &Option<String>| {
+        s.as_deref()
+            .map(std::path::absolute)
+            .transpose()
+            .map_err(|e| RpcError::params(e.to_string()))
+    };
+    if backend != BackendKind::Rbd {
+        let given = [
+            &p.pool,
+            &p.image,
+            &p.namespace,
+            &p.ceph_conf,
+            &p.ceph_user,
+            &p.keyring,
+        ];
+        if given.iter().any(|o| o.is_some()) {
+            return Err(RpcError::params(format!(
+                "pool, image, namespace, ceph_conf, ceph_user and keyring apply to rbd \
+                 volumes, not {backend}"
+            )));
+        }
+        return Ok(None);
+    }
+    let (Some(pool), Some(image)) = (&p.pool, &p.image) else {
+        return Err(RpcError::params("an rbd volume needs --pool and --image"));
+    };
+    Ok(Some(RbdImage {
+        pool: pool.clone(),
+        image: image.clone(),
+        namespace: p.namespace.clone(),
+        ceph_conf: absolute(&p.ceph_conf)?,
+        ceph_user: p.ceph_user.clone(),
+        keyring: absolute(&p.keyring)?,
+    }))
 }
 
 fn volume_add(shared: &Shared, p: VolumeAdd, notify: &mut dyn FnMut(Value)) -> RpcResult {
@@ -213,6 +265,7 @@ fn volume_add(shared: &Shared, p: VolumeAdd, notify: &mut dyn FnMut(Value)) -> R
         }
         (None, _) => None,
     };
+    let rbd = rbd_image(&p, backend)?;
     change(shared, notify, |c| {
         if c.volume(&p.name).is_some() {
             return Err(RpcError::refused(format!("volume {} exists", p.name)));
@@ -228,6 +281,7 @@ fn volume_add(shared: &Shared, p: VolumeAdd, notify: &mut dyn FnMut(Value)) -> R
             direct_io: p.direct_io,
             preallocate: p.preallocate,
             backend,
+            rbd: rbd.clone(),
         });
         Ok(())
     })

@@ -34,6 +34,9 @@ pub struct Spec {
     pub extra_server: String,
     /// `admin_socket` ("" = none).
     pub admin_socket: &'static str,
+    /// The volume's keys other than `name` and `block_size`, replacing the
+    /// file `data.img` of `volume_size` (e.g. an rbd image).
+    pub volume: Option<String>,
 }
 
 impl Spec {
@@ -45,6 +48,7 @@ impl Spec {
             buffer_pool: "16MiB",
             extra_server: String::new(),
             admin_socket: "",
+            volume: None,
         }
     }
 }
@@ -99,14 +103,17 @@ pub fn spawn(dir: &Path, spec: &Spec, tag: &str, [iscsi_port, nvme_port]: [u16; 
     let cfg = format!(
         "[server]\nadmin_socket = \"{}\"\niscsi_listen = [\"127.0.0.1:{iscsi_port}\"]\nnvme_listen = [\"127.0.0.1:{nvme_port}\"]\n\
          io_engine = \"{}\"\nreactors = 2\npoison_on_release = true\nbuffer_pool = \"{}\"\n{}\n\
-         [[volumes]]\nname = \"data\"\npath = \"data.img\"\nsize = \"{}\"\nblock_size = {}\n\n\
+         [[volumes]]\nname = \"data\"\n{}\nblock_size = {}\n\n\
          [[iscsi_targets]]\niqn = \"{IQN}\"\nluns = [\"data\"]\n\n\
          [[nvme_subsystems]]\nnqn = \"{NQN}\"\nnamespaces = [\"data\"]\nhosts = [\"{HOST}\"]\n",
         spec.admin_socket,
         spec.engine,
         spec.buffer_pool,
         spec.extra_server,
-        spec.volume_size,
+        spec.volume.clone().unwrap_or_else(|| format!(
+            "path = \"data.img\"\nsize = \"{}\"",
+            spec.volume_size
+        )),
         spec.block_size
     );
     let cfg_path = dir.join(format!("{tag}.toml"));
