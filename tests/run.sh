@@ -16,7 +16,10 @@ log() { printf '\n== %s\n' "$*"; }
 # libiscsi-bin: userspace iSCSI initiator tools used by protocol tests.
 # python3: the conformance summary parser; free-port picking.
 # libiscsi-dev, gcc, pkg-config: the concurrent-client stress test (C on libiscsi).
-PACKAGES=(util-linux libiscsi-bin libiscsi-dev gcc pkg-config iproute2 python3)
+# ceph-mon, ceph-osd, ceph-common, librbd-dev, uuid-runtime: the throwaway Ceph
+#   cluster of the RBD volume tests (tests/ceph/cluster.sh).
+PACKAGES=(util-linux libiscsi-bin libiscsi-dev gcc pkg-config iproute2 python3
+          ceph-mon ceph-osd ceph-common librbd-dev uuid-runtime)
 
 install_packages() {
   local missing=()
@@ -44,13 +47,31 @@ log "cargo clippy --all-targets -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 # --- tests --------------------------------------------------------------------
-log "cargo test (workspace)"
 out=$(mktemp)
-trap 'rm -f "$out"' EXIT
+# A throwaway Ceph cluster (one monitor, one OSD on a sparse file, loopback)
+# for the RBD volume tests (backends/tests/rbd.rs, target/tests/rbd.rs), which
+# run once, inside the workspace run below, and skip when
+# ZCTARGET_TEST_CEPH_CONF is unset.
+ceph_dir=$(mktemp -d /tmp/zctarget-ceph.XXXXXX)
+trap 'DIR="$ceph_dir" tests/ceph/cluster.sh stop >/dev/null 2>&1; rm -f "$out"' EXIT
+ceph_status=0
+mon_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+log "Ceph test cluster (tests/ceph/cluster.sh, monitor on 127.0.0.1:$mon_port)"
+if DIR="$ceph_dir" MON_PORT="$mon_port" tests/ceph/cluster.sh start; then
+  export ZCTARGET_TEST_CEPH_CONF="$ceph_dir/ceph.conf"
+else
+  echo "the Ceph test cluster did not start: the RBD tests will be skipped" >&2
+  ceph_status=1
+fi
+
+log "cargo test (workspace)"
 set +e
 cargo test --workspace --no-fail-fast 2>&1 | tee "$out"
 status=${PIPESTATUS[0]}
 set -e
+[ "$ceph_status" -eq 0 ] || status=$ceph_status
+DIR="$ceph_dir" tests/ceph/cluster.sh stop
+unset ZCTARGET_TEST_CEPH_CONF
 
 # --- iSCSI conformance (libiscsi iscsi-test-cu), both engines ---------------
 for engine in uring epoll; do

@@ -11,6 +11,8 @@
 
 mod aio;
 mod client;
+#[cfg(test)]
+mod copy_check;
 mod ffi;
 mod image;
 
