@@ -326,7 +326,9 @@ impl Connection {
 
     /// Sends `len` bytes of `payload` as Data-In PDUs (each within the
     /// initiator's MaxRecvDataSegmentLength). With `status`, the last Data-In
-    /// carries it (S bit). Returns the receiver of the message's release.
+    /// carries it (S bit), and nobody waits for the pages' release (they
+    /// return to the pool when it comes); without, returns the future of the
+    /// release.
     pub fn send_data_in(
         &self,
         itt: u32,
@@ -334,7 +336,7 @@ impl Connection {
         payload: SegmentList,
         len: usize,
         status: Option<(u8, Residual)>,
-    ) -> anyhow::Result<tokio::sync::oneshot::Receiver<crate::zerocopy::Completion>> {
+    ) -> anyhow::Result<Option<crate::outbound::Released>> {
         let mrdsl = self.params.initiator_mrdsl.max(512) as usize;
         let mut msg = self.out.message(payload);
         let mut offset = 0usize;
@@ -378,7 +380,11 @@ impl Connection {
                 break;
             }
         }
-        Ok(self.out.send_tracked(msg))
+        if status.is_some() {
+            self.out.send(msg);
+            return Ok(None);
+        }
+        Ok(Some(self.out.send_tracked(msg)))
     }
 
     /// Sends an R2T for `[offset, offset + len)` of command `itt`.

@@ -229,13 +229,14 @@ async fn send_payload(
     match conn.status_policy() {
         StatusPolicy::Eager => {
             // Status rides on the last Data-In; the buffers stay pinned
-            // until the kernel releases them (the completion is dropped).
-            let _release =
-                conn.send_data_in(cmd.itt, cmd.lun, list, len, Some((GOOD, residual)))?;
+            // until the kernel releases them (nobody waits for that).
+            conn.send_data_in(cmd.itt, cmd.lun, list, len, Some((GOOD, residual)))?;
             Ok(())
         }
         StatusPolicy::Strict => {
-            let release = conn.send_data_in(cmd.itt, cmd.lun, list, len, None)?;
+            let release = conn
+                .send_data_in(cmd.itt, cmd.lun, list, len, None)?
+                .context("data send not tracked")?;
             // Strict: the status goes only after the kernel released every
             // page of the data.
             let done = release.await.context("data send aborted")?;
