@@ -1,6 +1,6 @@
 //! The asynchronous NVMe/TCP load generator (`tests/src/perf/`, binary
-//! `zc-nvme-perf`) against the real daemon: it completes I/O at queue depth
-//! > 1 on several queues with no error and every read matching what was
+//! `zc-nvme-perf`) against the real daemon: it completes I/O at queue
+//! depths above 1 on several queues with no error and every read matching what was
 //! written — reads and writes, in-capsule and R2T sizes, strict and eager
 //! status (eager with SQ flow control disabled ends reads with the C2HData
 //! SUCCESS flag), both engines — and it counts and reports commands the
