@@ -4,9 +4,11 @@
 #
 #   - Debian's tgt (tgtd, `bs-type rdwr` LUN on a tmpfs file),
 #   - zctarget (release build, reactors = 1) with io_engine "uring" and "epoll",
-#     the volume on the same kind of tmpfs file,
+#     the volume on the same kind of tmpfs file (1 GiB each),
 #
-# iSCSI through tests/bench/iscsi-load.c (libiscsi, asynchronous, QD 32):
+# all three running at once, the runs of each workload alternating between
+# them (a burst of load from elsewhere then hits all three alike). iSCSI
+# through tests/bench/iscsi-load.c (libiscsi, asynchronous, QD 32):
 # 4 KiB random read and write, 128 KiB sequential read and write; NVMe/TCP
 # (zctarget only) through zc-nvme-perf with the same shapes on one queue of
 # QD 32. Also the target's CPU per I/O (utime+stime of the target process
@@ -133,59 +135,42 @@ TIMER=()
 [ -x /usr/bin/time ] && TIMER=(/usr/bin/time -o "$WORK/client.time" -f "%U %S")
 median() { sort -g | awk 'NF {v[++n]=$1} END {if (n == 0) print "nan"; else print v[int((n + 1) / 2)]}'; }
 
-declare -A IOPS MBPS CPU IDLE
+declare -A IOPS MBPS CPU IDLE IOPS_L MBPS_L CPU_L
 RAW="$WORK/raw.txt"
 : >"$RAW"
 
-# run_case TARGET_KEY WORKLOAD_KEY PID CMD... : runs CMD on CPU 1, RUNS times;
-# records median IOPS, MB/s and target CPU µs per I/O.
-run_case() {
-    local key="$1|$2" pid=$3 r out t0 t1 iops mbps ios
+# run_once KEY RUN PID CMD... : runs CMD on CPU 1 once; appends its IOPS, MB/s
+# and the target's CPU µs per I/O to KEY's lists.
+run_once() {
+    local key=$1 r=$2 pid=$3 out t0 t1 iops mbps ios cpu client
     shift 3
-    local iops_l="" mbps_l="" cpu_l=""
-    for r in $(seq "$RUNS"); do
-        t0=$(ticks "$pid")
-        : >"$WORK/client.time"
-        if ! out=$(timeout $((RUN_SECONDS + 60)) taskset -c 1 "${TIMER[@]}" "$@" 2>"$WORK/client.err"); then
-            log "$key run $r failed: $(tail -5 "$WORK/client.err") $out"
-            echo "$key run $r FAILED" >>"$RAW"
-            continue
-        fi
-        t1=$(ticks "$pid")
-        case "$1" in
-        "$NVME_PERF")
-            iops=$(echo "$out" | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["iops"]))')
-            mbps=$(echo "$out" | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["mbps"], 1))')
-            ios=$(echo "$out" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["ios"]); sys.exit(d["errors"] > 0)') \
-                || log "$key: the target failed commands"
-            ;;
-        *)
-            iops=$(echo "$out" | sed -n 's/.*iops=\([0-9.]*\).*/\1/p')
-            mbps=$(echo "$out" | sed -n 's/.*mbps=\([0-9.]*\).*/\1/p')
-            ios=$(echo "$out" | sed -n 's/.* ios=\([0-9]*\).*/\1/p')
-            ;;
-        esac
-        local cpu
-        cpu=$(awk -v d=$((t1 - t0)) -v hz="$HZ" -v n="$ios" 'BEGIN { printf "%.1f", (n > 0 ? d * 1e6 / hz / n : 0) }')
-        local client
-        client=$(awk -v n="$ios" '{ if (n > 0) printf "%.1f", ($1 + $2) * 1e6 / n }' "$WORK/client.time")
-        echo "$key run $r: iops $iops MB/s $mbps ios $ios target-cpu-us/io $cpu client-cpu-us/io ${client:-?}" >>"$RAW"
-        log "$key run $r: $iops IOPS, $mbps MB/s, target CPU $cpu us/IO"
-        iops_l+="$iops"$'\n'
-        mbps_l+="$mbps"$'\n'
-        cpu_l+="$cpu"$'\n'
-    done
-    IOPS[$key]=$(printf '%s' "$iops_l" | median)
-    MBPS[$key]=$(printf '%s' "$mbps_l" | median)
-    CPU[$key]=$(printf '%s' "$cpu_l" | median)
-}
-
-idle_cpu() { # TARGET_KEY PID: CPU ms the target used while idle for IDLE_SECONDS
-    local t0 t1
-    t0=$(ticks "$2")
-    sleep "$IDLE_SECONDS"
-    t1=$(ticks "$2")
-    IDLE[$1]=$(awk -v d=$((t1 - t0)) -v hz="$HZ" 'BEGIN { printf "%.0f", d * 1000 / hz }')
+    t0=$(ticks "$pid")
+    : >"$WORK/client.time"
+    if ! out=$(timeout $((RUN_SECONDS + 60)) taskset -c 1 "${TIMER[@]}" "$@" 2>"$WORK/client.err"); then
+        log "$key run $r failed: $(tail -5 "$WORK/client.err") $out"
+        echo "$key run $r FAILED" >>"$RAW"
+        return 0
+    fi
+    t1=$(ticks "$pid")
+    case "$1" in
+    "$NVME_PERF")
+        iops=$(echo "$out" | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["iops"]))')
+        mbps=$(echo "$out" | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["mbps"], 1))')
+        ios=$(echo "$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["ios"])')
+        ;;
+    *)
+        iops=$(echo "$out" | sed -n 's/.*iops=\([0-9.]*\).*/\1/p')
+        mbps=$(echo "$out" | sed -n 's/.*mbps=\([0-9.]*\).*/\1/p')
+        ios=$(echo "$out" | sed -n 's/.* ios=\([0-9]*\).*/\1/p')
+        ;;
+    esac
+    cpu=$(awk -v d=$((t1 - t0)) -v hz="$HZ" -v n="$ios" 'BEGIN { printf "%.1f", (n > 0 ? d * 1e6 / hz / n : 0) }')
+    client=$(awk -v n="$ios" '{ if (n > 0) printf "%.1f", ($1 + $2) * 1e6 / n }' "$WORK/client.time")
+    echo "$key run $r: iops $iops MB/s $mbps ios $ios target-cpu-us/io $cpu client-cpu-us/io ${client:-?}" >>"$RAW"
+    log "$key run $r: $iops IOPS, $mbps MB/s, target CPU $cpu us/IO"
+    IOPS_L[$key]+="$iops"$'\n'
+    MBPS_L[$key]+="$mbps"$'\n'
+    CPU_L[$key]+="$cpu"$'\n'
 }
 
 ISCSI_WORKLOADS=(r4k w4k r128k w128k)
@@ -198,22 +183,18 @@ declare -A NVME_ARGS=([r4k]="--pattern rand --rw read --bs 4096"
 declare -A LABEL=([r4k]="4 KiB random read, QD 32" [w4k]="4 KiB random write, QD 32"
     [r128k]="128 KiB sequential read, QD 32" [w128k]="128 KiB sequential write, QD 32")
 
-iscsi_suite() { # TARGET_KEY PID URL
-    local w
-    for w in "${ISCSI_WORKLOADS[@]}"; do
-        # shellcheck disable=SC2086
-        run_case "$1" "iscsi-$w" "$2" "$ISCSI_LOAD" -t "$RUN_SECONDS" ${ISCSI_ARGS[$w]} "$3"
-    done
+# One 1 GiB volume file per target on tmpfs, pages allocated (not sparse).
+make_volume() {
+    dd if=/dev/zero of="$1" bs=1M count=1024 status=none
 }
 
-# One 1 GiB volume file on tmpfs, pages allocated (not a sparse file), used by
-# every target in turn.
-VOL="$WORK/vol.img"
-dd if=/dev/zero of="$VOL" bs=1M count=1024 status=none
+declare -A PID_OF ISCSI_URL NVME_ADDR
+NQN=nqn.2026-12.io.zctarget.bench:zc
 
 # --- tgt -----------------------------------------------------------------------
-bench_tgt() {
+start_tgt() {
     local port iqn=iqn.2026-12.io.zctarget.bench:tgt pid i
+    make_volume "$WORK/tgt.img"
     port=$(free_port)
     TGT_CP=$((20000 + RANDOM % 12000)) # tgtadm accepts up to 32767
     while [ -e "/var/run/tgtd/socket.$TGT_CP" ]; do TGT_CP=$((TGT_CP + 1)); done
@@ -227,26 +208,22 @@ bench_tgt() {
     done
     tgtadm -C "$TGT_CP" --lld iscsi --op new --mode target --tid 1 -T "$iqn"
     tgtadm -C "$TGT_CP" --lld iscsi --op new --mode logicalunit --tid 1 --lun 1 \
-        -b "$VOL" --bstype rdwr
+        -b "$WORK/tgt.img" --bstype rdwr
     tgtadm -C "$TGT_CP" --lld iscsi --op bind --mode target --tid 1 -I ALL
     wait_listen "$port" "$pid"
-    sleep 1
-    idle_cpu tgt "$pid"
-    iscsi_suite tgt "$pid" "iscsi://127.0.0.1:$port/$iqn/1"
-    stop_pid "$pid"
-    PIDS=()
-    rm -f "/var/run/tgtd/socket.$TGT_CP" "/var/run/tgtd/socket.$TGT_CP.lock"
-    TGT_CP=""
+    PID_OF[tgt]=$pid
+    ISCSI_URL[tgt]="iscsi://127.0.0.1:$port/$iqn/1"
 }
 
 # --- zctarget --------------------------------------------------------------------
-bench_zctarget() { # ENGINE
-    local engine=$1 key="zc-$1" iport nport pid w
-    local iqn=iqn.2026-12.io.zctarget.bench:zc nqn=nqn.2026-12.io.zctarget.bench:zc
+start_zctarget() { # ENGINE
+    local engine=$1 key="zc-$1" iport nport pid
+    local iqn=iqn.2026-12.io.zctarget.bench:zc
+    make_volume "$WORK/$key.img"
     iport=$(free_port)
     nport=$(free_port)
     while [ "$nport" = "$iport" ]; do nport=$(free_port); done
-    cat >"$WORK/$key.toml" <<EOF
+    cat >"$WORK/$key.toml" <<TOML
 [server]
 admin_socket = ""
 iscsi_listen = ["127.0.0.1:$iport"]
@@ -257,7 +234,7 @@ buffer_pool = "256MiB"
 
 [[volumes]]
 name = "bench"
-path = "$VOL"
+path = "$WORK/$key.img"
 size = "1GiB"
 
 [[iscsi_targets]]
@@ -265,31 +242,53 @@ iqn = "$iqn"
 luns = ["bench"]
 
 [[nvme_subsystems]]
-nqn = "$nqn"
+nqn = "$NQN"
 namespaces = ["bench"]
-EOF
+TOML
     log "zctarget ($engine): iSCSI 127.0.0.1:$iport, NVMe/TCP 127.0.0.1:$nport"
     taskset -c 0 "$ZCTARGET" serve --config "$WORK/$key.toml" >"$WORK/$key.log" 2>&1 &
     pid=$!
     PIDS+=("$pid")
     wait_listen "$iport" "$pid"
     wait_listen "$nport" "$pid"
-    sleep 1
-    idle_cpu "$key" "$pid"
-    iscsi_suite "$key" "$pid" "iscsi://127.0.0.1:$iport/$iqn/0"
-    for w in "${ISCSI_WORKLOADS[@]}"; do
-        # shellcheck disable=SC2086
-        run_case "$key" "nvme-$w" "$pid" "$NVME_PERF" --addr "127.0.0.1:$nport" --nqn "$nqn" \
-            --queues 1 --qd 32 --seconds "$RUN_SECONDS" --json ${NVME_ARGS[$w]}
-    done
-    stop_pid "$pid"
-    PIDS=()
+    PID_OF[$key]=$pid
+    ISCSI_URL[$key]="iscsi://127.0.0.1:$iport/$iqn/0"
+    NVME_ADDR[$key]="127.0.0.1:$nport"
 }
 
+# All three targets run at once (an idle target sleeps: see the idle CPU), and
+# the runs of one workload alternate between them, so a burst of load from
+# elsewhere on the machine spreads over all of them instead of skewing one.
 START=$(date -u '+%Y-%m-%d %H:%M UTC')
-bench_tgt
-bench_zctarget uring
-bench_zctarget epoll
+start_tgt
+start_zctarget uring
+start_zctarget epoll
+TARGETS=(tgt zc-uring zc-epoll)
+sleep 1
+declare -A T0
+for t in "${TARGETS[@]}"; do T0[$t]=$(ticks "${PID_OF[$t]}"); done
+sleep "$IDLE_SECONDS"
+for t in "${TARGETS[@]}"; do
+    IDLE[$t]=$(awk -v d=$(($(ticks "${PID_OF[$t]}") - T0[$t])) -v hz="$HZ" 'BEGIN { printf "%.0f", d * 1000 / hz }')
+done
+for w in "${ISCSI_WORKLOADS[@]}"; do
+    for r in $(seq "$RUNS"); do
+        for t in "${TARGETS[@]}"; do
+            # shellcheck disable=SC2086
+            run_once "$t|iscsi-$w" "$r" "${PID_OF[$t]}" "$ISCSI_LOAD" -t "$RUN_SECONDS" ${ISCSI_ARGS[$w]} "${ISCSI_URL[$t]}"
+        done
+        for t in zc-uring zc-epoll; do
+            # shellcheck disable=SC2086
+            run_once "$t|nvme-$w" "$r" "${PID_OF[$t]}" "$NVME_PERF" --addr "${NVME_ADDR[$t]}" --nqn "$NQN" \
+                --queues 1 --qd 32 --seconds "$RUN_SECONDS" --json ${NVME_ARGS[$w]}
+        done
+    done
+done
+for key in "${!IOPS_L[@]}"; do
+    IOPS[$key]=$(printf '%s' "${IOPS_L[$key]}" | median)
+    MBPS[$key]=$(printf '%s' "${MBPS_L[$key]}" | median)
+    CPU[$key]=$(printf '%s' "${CPU_L[$key]}" | median)
+done
 
 # --- the table -----------------------------------------------------------------
 fmt_iops() { awk -v v="$1" -v m="$2" 'BEGIN { if (v == "" || v == "nan") print "—"; else printf "%.1f k (%.0f MB/s)", v / 1000, m }'; }
@@ -297,7 +296,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || a == "nan" 
 cpu() { [ -n "${1:-}" ] && [ "$1" != nan ] && echo "$1" || echo "—"; }
 {
     echo "Measured $START on $(hostname): $(nproc) CPUs, Linux $(uname -r); ${RUN_SECONDS} s per run, median of $RUNS run(s)."
-    echo "Target on CPU 0, client on CPU 1, 127.0.0.1, 1 GiB volume file on tmpfs; IOPS (MB/s), ratio = zctarget ÷ tgt."
+    echo "Target on CPU 0, client on CPU 1, 127.0.0.1, a 1 GiB tmpfs volume file each, runs alternating between targets; IOPS (MB/s), ratio = zctarget ÷ tgt."
     echo
     echo "| workload | tgt | zctarget uring | ratio | zctarget epoll | ratio |"
     echo "|---|---:|---:|---:|---:|---:|"
