@@ -9,16 +9,15 @@
 
 use std::fs::File;
 use std::io::{self, IoSlice, IoSliceMut};
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use smallvec::SmallVec;
-use tokio_uring::buf::fixed::FixedBuf;
-use tokio_uring::buf::BoundedBuf;
 
 use crate::backend::{check_range, read_only_error, Backend, BackendInfo};
-use crate::uring_buf::FixedIo;
-use crate::{Segment, SegmentList, INLINE_SEGMENTS};
+use crate::{SegmentList, INLINE_SEGMENTS};
+
+pub use crate::uring_file::UringFile;
 
 /// `BLKZEROOUT` = _IO(0x12, 127).
 const BLKZEROOUT: libc::c_ulong = 0x127f;
@@ -95,9 +94,17 @@ impl FileStore {
 
     /// Reads `buf.len()` bytes at `offset` with `preadv`, looping on short
     /// reads; bytes past the end of a short file read as zeroes.
-    fn preadv_all(&self, offset: u64, buf: &mut SegmentList) -> io::Result<()> {
+    /// Reads `buf[done..]` at `offset + done` with `preadv2(flags)`; returns
+    /// how far it got. With `RWF_NOWAIT` it stops (`Ok` short of the end)
+    /// where the data is not in the page cache instead of blocking.
+    fn preadv_from(
+        &self,
+        offset: u64,
+        buf: &mut SegmentList,
+        mut done: usize,
+        flags: libc::c_int,
+    ) -> io::Result<usize> {
         let total = buf.len();
-        let mut done = 0;
         while done < total {
             let mut iov: SmallVec<[IoSliceMut<'_>; INLINE_SEGMENTS]> = SmallVec::new();
             buf.io_slices_mut_range(done, total - done, &mut iov);
@@ -105,11 +112,12 @@ impl FileStore {
             // SAFETY: `iov` describes memory exclusively borrowed from `buf`
             // for this call; IoSliceMut is ABI-compatible with iovec.
             let n = unsafe {
-                libc::preadv(
+                libc::preadv2(
                     self.fd(),
                     iov.as_ptr().cast(),
                     iovcnt,
                     (offset + done as u64) as libc::off_t,
+                    flags,
                 )
             };
             if n < 0 {
@@ -117,20 +125,24 @@ impl FileStore {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
+                if flags & libc::RWF_NOWAIT != 0 && nowait_refused(&e) {
+                    return Ok(done);
+                }
                 return Err(e);
             }
             drop(iov);
             if n == 0 {
                 zero_from(buf, done);
-                return Ok(());
+                return Ok(total);
             }
             done += n as usize;
         }
-        Ok(())
+        Ok(done)
     }
 
-    /// Writes all of `buf` at `offset` with `pwritev`.
-    fn pwritev_all(&self, offset: u64, buf: &SegmentList) -> io::Result<()> {
+    /// Writes `buf` at `offset` with `pwritev2(RWF_NOWAIT)`; returns how
+    /// far it got before the kernel would have blocked.
+    fn pwritev_nowait(&self, offset: u64, buf: &SegmentList) -> io::Result<usize> {
         let total = buf.len();
         let mut done = 0;
         while done < total {
@@ -140,11 +152,48 @@ impl FileStore {
             // SAFETY: `iov` describes memory borrowed from `buf` for this
             // call; IoSlice is ABI-compatible with iovec.
             let n = unsafe {
-                libc::pwritev(
+                libc::pwritev2(
                     self.fd(),
                     iov.as_ptr().cast(),
                     iovcnt,
                     (offset + done as u64) as libc::off_t,
+                    libc::RWF_NOWAIT,
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                if nowait_refused(&e) {
+                    return Ok(done);
+                }
+                return Err(e);
+            }
+            if n == 0 {
+                return Ok(done);
+            }
+            done += n as usize;
+        }
+        Ok(done)
+    }
+
+    /// Writes `buf[done..]` at `offset + done` (blocking).
+    fn pwritev_from(&self, offset: u64, buf: &SegmentList, done: usize) -> io::Result<()> {
+        let mut at = done;
+        let total = buf.len();
+        while at < total {
+            let mut iov: SmallVec<[IoSlice<'_>; INLINE_SEGMENTS]> = SmallVec::new();
+            buf.io_slices_range(at, total - at, &mut iov);
+            let iovcnt = iov.len().min(libc::UIO_MAXIOV as usize) as libc::c_int;
+            // SAFETY: `iov` describes memory borrowed from `buf` for this
+            // call; IoSlice is ABI-compatible with iovec.
+            let n = unsafe {
+                libc::pwritev(
+                    self.fd(),
+                    iov.as_ptr().cast(),
+                    iovcnt,
+                    (offset + at as u64) as libc::off_t,
                 )
             };
             if n < 0 {
@@ -160,7 +209,7 @@ impl FileStore {
                     "pwritev wrote nothing",
                 ));
             }
-            done += n as usize;
+            at += n as usize;
         }
         Ok(())
     }
@@ -300,7 +349,17 @@ fn zero_from(buf: &mut SegmentList, from: usize) {
     }
 }
 
-/// A file volume driven from tokio's blocking pool (the epoll engine).
+/// `RWF_NOWAIT` said "would block" (or is not supported here).
+fn nowait_refused(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EAGAIN) | Some(libc::EOPNOTSUPP) | Some(libc::EINVAL)
+    )
+}
+
+/// A file volume driven from tokio's blocking pool (the epoll engine);
+/// I/O the page cache can serve at once runs on the reactor
+/// (`RWF_NOWAIT`) instead of hopping to a thread.
 #[derive(Debug, Clone)]
 pub struct EpollFile {
     pub(crate) info: BackendInfo,
@@ -328,13 +387,23 @@ impl Backend for EpollFile {
         if let Err(e) = check_range(&self.info, offset, buf.len() as u64) {
             return (buf, Err(e));
         }
+        // First from the page cache without blocking, on the reactor.
+        let mut buf = buf;
+        let done = match self
+            .store
+            .preadv_from(offset, &mut buf, 0, libc::RWF_NOWAIT)
+        {
+            Ok(n) if n == buf.len() => return (buf, Ok(())),
+            Ok(n) => n,
+            Err(e) => return (buf, Err(e)),
+        };
         let store = Arc::clone(&self.store);
         // The list moves into the blocking task and comes back with the
         // result; if the task died its leases were dropped there, after the
         // syscall finished with them.
         match tokio::task::spawn_blocking(move || {
             let mut buf = buf;
-            let r = store.preadv_all(offset, &mut buf);
+            let r = store.preadv_from(offset, &mut buf, done, 0).map(|_| ());
             (buf, r)
         })
         .await
@@ -359,9 +428,19 @@ impl Backend for EpollFile {
         if let Err(e) = check_range(&self.info, offset, buf.len() as u64) {
             return (buf, Err(e));
         }
+        // A buffered write the page cache takes at once runs on the
+        // reactor; FUA (a sync follows) and the rest go to a thread.
+        let mut done = 0;
+        if !fua {
+            match self.store.pwritev_nowait(offset, &buf) {
+                Ok(n) if n == buf.len() => return (buf, Ok(())),
+                Ok(n) => done = n,
+                Err(e) => return (buf, Err(e)),
+            }
+        }
         let store = Arc::clone(&self.store);
         match tokio::task::spawn_blocking(move || {
-            let mut r = store.pwritev_all(offset, &buf);
+            let mut r = store.pwritev_from(offset, &buf, done);
             if r.is_ok() && fua {
                 r = store.sync();
             }
@@ -396,279 +475,5 @@ impl Backend for EpollFile {
         check_range(&self.info, offset, len)?;
         self.blocking(move |s| s.write_zeroes_sync(offset, len))
             .await
-    }
-}
-
-/// A file volume driven through the reactor's io_uring (tokio-uring).
-pub struct UringFile {
-    pub(crate) info: BackendInfo,
-    pub(crate) store: Arc<FileStore>,
-    /// This reactor's descriptor (a dup of the store's), registered with
-    /// its ring's runtime.
-    pub(crate) file: tokio_uring::fs::File,
-}
-
-impl std::fmt::Debug for UringFile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UringFile")
-            .field("info", &self.info)
-            .finish()
-    }
-}
-
-impl UringFile {
-    /// Opens a handle for the current tokio-uring runtime.
-    pub(crate) fn new(info: BackendInfo, store: Arc<FileStore>) -> io::Result<Self> {
-        let dup = store.file.try_clone()?;
-        // SAFETY: `into_raw_fd` gives us sole ownership of the duplicated
-        // descriptor, which `from_raw_fd` then takes over.
-        let std_file = unsafe { File::from_raw_fd(dup.into_raw_fd()) };
-        Ok(Self {
-            info,
-            store,
-            file: tokio_uring::fs::File::from_std(std_file),
-        })
-    }
-
-    async fn read_segment(&self, seg: Segment, pos: u64) -> (Segment, io::Result<()>) {
-        let (lease, off, len) = seg.into_parts();
-        let mut lease = match FixedIo::check_out(lease) {
-            Ok((io, buf)) => return self.fixed_op(false, io, buf, off, len, pos).await,
-            Err(lease) => lease,
-        };
-        let mut done = 0;
-        while done < len {
-            let (res, slice) = self
-                .file
-                .read_at(lease.slice(off + done..off + len), pos + done as u64)
-                .await;
-            lease = slice.into_inner();
-            match res {
-                Ok(0) => {
-                    if let Some(rest) = lease.as_mut_slice().get_mut(off + done..off + len) {
-                        rest.fill(0);
-                    }
-                    break;
-                }
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return (Segment::new(lease, off, len), Err(e)),
-            }
-        }
-        (Segment::new(lease, off, len), Ok(()))
-    }
-
-    /// Reads into (`write == false`) or writes from a registered (fixed)
-    /// buffer. If this future is dropped mid-operation, `io` parks the lease
-    /// until the kernel is done with the chunk.
-    async fn fixed_op(
-        &self,
-        write: bool,
-        io: FixedIo,
-        mut buf: FixedBuf,
-        off: usize,
-        len: usize,
-        pos: u64,
-    ) -> (Segment, io::Result<()>) {
-        let mut done = 0;
-        let mut result = Ok(());
-        while done < len {
-            let range = buf.slice(off + done..off + len);
-            let at = pos + done as u64;
-            let (res, slice) = if write {
-                self.file.write_fixed_at(range, at).await
-            } else {
-                self.file.read_fixed_at(range, at).await
-            };
-            buf = slice.into_inner();
-            match res {
-                // End of a short file: the rest reads as zeroes.
-                Ok(0) if !write => {
-                    if let Some(rest) = buf.get_mut(off + done..off + len) {
-                        rest.fill(0);
-                    }
-                    break;
-                }
-                Ok(0) => {
-                    result = Err(io::Error::new(
-                        io::ErrorKind::WriteZero,
-                        "write wrote nothing",
-                    ));
-                    break;
-                }
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
-            }
-        }
-        (Segment::new(io.finish(buf), off, len), result)
-    }
-
-    async fn write_segment(&self, seg: Segment, pos: u64) -> (Segment, io::Result<()>) {
-        let (lease, off, len) = seg.into_parts();
-        let mut lease = match FixedIo::check_out(lease) {
-            Ok((io, buf)) => return self.fixed_op(true, io, buf, off, len, pos).await,
-            Err(lease) => lease,
-        };
-        let mut done = 0;
-        while done < len {
-            let (res, slice) = self
-                .file
-                .write_at(lease.slice(off + done..off + len), pos + done as u64)
-                .submit()
-                .await;
-            lease = slice.into_inner();
-            match res {
-                Ok(0) => {
-                    return (
-                        Segment::new(lease, off, len),
-                        Err(io::Error::new(
-                            io::ErrorKind::WriteZero,
-                            "write wrote nothing",
-                        )),
-                    )
-                }
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return (Segment::new(lease, off, len), Err(e)),
-            }
-        }
-        (Segment::new(lease, off, len), Ok(()))
-    }
-
-    /// Discard / write-zeroes: `fallocate(mode)` on the ring for files;
-    /// block devices, and filesystems without that mode (EOPNOTSUPP), go
-    /// through `sync_op` on the blocking pool, which has the fallbacks.
-    async fn fallocate_range(
-        &self,
-        offset: u64,
-        len: u64,
-        mode: i32,
-        sync_op: fn(&FileStore, u64, u64) -> io::Result<()>,
-    ) -> io::Result<()> {
-        if self.info.read_only {
-            return Err(read_only_error());
-        }
-        check_range(&self.info, offset, len)?;
-        if !self.store.block_device {
-            match self.file.fallocate(offset, len, mode).await {
-                Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {}
-                r => return r,
-            }
-        }
-        self.on_blocking_pool(move |s| sync_op(s, offset, len))
-            .await
-    }
-
-    async fn on_blocking_pool(
-        &self,
-        f: impl FnOnce(&FileStore) -> io::Result<()> + Send + 'static,
-    ) -> io::Result<()> {
-        let store = Arc::clone(&self.store);
-        tokio::task::spawn_blocking(move || f(&store))
-            .await
-            .map_err(|e| io::Error::other(format!("blocking task failed: {e}")))?
-    }
-}
-
-/// Runs one operation per segment concurrently and reassembles the list in
-/// its original order.
-async fn per_segment<'a, F, Fut>(
-    buf: SegmentList,
-    offset: u64,
-    op: F,
-) -> (SegmentList, io::Result<()>)
-where
-    F: Fn(Segment, u64) -> Fut,
-    Fut: std::future::Future<Output = (Segment, io::Result<()>)> + 'a,
-{
-    if buf.segment_count() == 1 {
-        // The common case (up to one chunk): no join, no allocation.
-        let mut segments = buf.into_segments();
-        if let Some(seg) = segments.pop() {
-            let (seg, r) = op(seg, offset).await;
-            segments.push(seg);
-            return (SegmentList::from_segments(segments), r);
-        }
-        return (SegmentList::from_segments(segments), Ok(()));
-    }
-    let mut pos = offset;
-    let ops: Vec<Fut> = buf
-        .into_segments()
-        .into_iter()
-        .map(|seg| {
-            let at = pos;
-            pos += seg.len() as u64;
-            op(seg, at)
-        })
-        .collect();
-    let results = futures_util::future::join_all(ops).await;
-    let mut segments: SmallVec<[Segment; INLINE_SEGMENTS]> = SmallVec::new();
-    let mut first_err = Ok(());
-    for (seg, r) in results {
-        if let (Err(e), true) = (r, first_err.is_ok()) {
-            first_err = Err(e);
-        }
-        segments.push(seg);
-    }
-    (SegmentList::from_segments(segments), first_err)
-}
-
-impl Backend for UringFile {
-    fn info(&self) -> &BackendInfo {
-        &self.info
-    }
-
-    async fn read(&self, offset: u64, buf: SegmentList) -> (SegmentList, io::Result<()>) {
-        if let Err(e) = check_range(&self.info, offset, buf.len() as u64) {
-            return (buf, Err(e));
-        }
-        per_segment(buf, offset, |seg, at| self.read_segment(seg, at)).await
-    }
-
-    async fn write(
-        &self,
-        offset: u64,
-        buf: SegmentList,
-        fua: bool,
-    ) -> (SegmentList, io::Result<()>) {
-        if self.info.read_only {
-            return (buf, Err(read_only_error()));
-        }
-        if let Err(e) = check_range(&self.info, offset, buf.len() as u64) {
-            return (buf, Err(e));
-        }
-        let (buf, r) = per_segment(buf, offset, |seg, at| self.write_segment(seg, at)).await;
-        if r.is_ok() && fua {
-            return (buf, self.file.sync_data().await);
-        }
-        (buf, r)
-    }
-
-    async fn flush(&self) -> io::Result<()> {
-        self.file.sync_data().await
-    }
-
-    async fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
-        self.fallocate_range(
-            offset,
-            len,
-            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-            FileStore::discard_sync,
-        )
-        .await
-    }
-
-    async fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
-        self.fallocate_range(
-            offset,
-            len,
-            libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE,
-            FileStore::write_zeroes_sync,
-        )
-        .await
     }
 }

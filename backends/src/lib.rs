@@ -15,14 +15,19 @@ pub mod file;
 pub mod memory;
 pub mod null;
 pub mod pool;
+mod ring_op;
+#[cfg(test)]
+mod ring_tests;
 pub mod segment;
 pub mod stats;
 mod uring_buf;
+mod uring_file;
 pub mod volume;
 
 pub use backend::{check_range, read_only_error, Backend, BackendInfo, Engine};
 pub use pool::{BufferPool, Lease, PoolError, PoolStats, POISON_BYTE, POOL_ALIGN};
+pub use ring_op::{ops_in_flight, run_uring};
 pub use segment::{Segment, SegmentList, INLINE_SEGMENTS};
 pub use stats::{Histogram, HistogramSnapshot, VolumeStats, LATENCY_BUCKETS_US};
-pub use uring_buf::{fixed_buffers_registered, parked_leases, register_pool_with_ring};
+pub use uring_buf::{fixed_buffers_registered, register_pool_with_ring};
 pub use volume::{BackendError, BackendKind, Volume, VolumeHandle, VolumeSpec};

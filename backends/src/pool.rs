@@ -12,7 +12,7 @@
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crossbeam_queue::ArrayQueue;
@@ -60,6 +60,9 @@ pub struct PoolStats {
     pub chunk_size: usize,
     /// How many lease requests had to wait because the pool was empty.
     pub backpressure_waits: u64,
+    /// Chunks withheld for good because the kernel may still reference
+    /// them (see [`Lease::quarantine`]); they are neither free nor leased.
+    pub quarantined_chunks: usize,
 }
 
 /// A bounded pool of aligned payload buffers. Cheap to clone (shared handle).
@@ -76,8 +79,16 @@ pub(crate) struct PoolInner {
     free: ArrayQueue<u32>,
     /// One permit per free chunk; waiting on it is the back-pressure.
     permits: Semaphore,
+    /// Chunks `0..reserved` form the reserve: never waited for, leased
+    /// only by [`BufferPool::try_lease_reserve`] and as the fallback of
+    /// [`BufferPool::try_lease_unasked`] (data a host sends unasked must
+    /// find buffers *now*, also while waiters queue for the rest).
+    reserved: usize,
+    reserve_free: ArrayQueue<u32>,
+    reserve_permits: Semaphore,
     poison: bool,
     waits: AtomicU64,
+    quarantined: AtomicUsize,
 }
 
 // SAFETY: `base` points to memory owned by the pool for its whole life. Each
@@ -104,6 +115,18 @@ impl BufferPool {
     /// `chunk_size` must be a non-zero multiple of [`POOL_ALIGN`]; `total_bytes`
     /// is rounded down to whole chunks and must hold at least one.
     pub fn new(total_bytes: usize, chunk_size: usize, poison: bool) -> Result<Self, PoolError> {
+        Self::with_reserve(total_bytes, chunk_size, poison, 0)
+    }
+
+    /// Like [`new`](Self::new), with `reserve` of the chunks set apart for
+    /// requests that must not wait (see [`try_lease_reserve`](Self::try_lease_reserve));
+    /// at least one chunk stays outside the reserve.
+    pub fn with_reserve(
+        total_bytes: usize,
+        chunk_size: usize,
+        poison: bool,
+        reserve: usize,
+    ) -> Result<Self, PoolError> {
         if chunk_size == 0 || chunk_size % POOL_ALIGN != 0 {
             return Err(PoolError::Geometry(
                 "chunk size must be a non-zero multiple of 4096",
@@ -122,10 +145,15 @@ impl BufferPool {
         // SAFETY: `layout` has a non-zero size (chunks >= 1, chunk_size >= 4096).
         let ptr = unsafe { alloc_zeroed(layout) };
         let base = NonNull::new(ptr).ok_or(PoolError::OutOfMemory(size))?;
-        let free = ArrayQueue::new(chunks);
-        for index in 0..chunks {
-            // Cannot fail: the queue was created with exactly `chunks` slots.
+        let reserved = reserve.min(chunks - 1);
+        let free = ArrayQueue::new(chunks - reserved);
+        for index in reserved..chunks {
+            // Cannot fail: the queue was created with exactly that many slots.
             let _ = free.push(index as u32);
+        }
+        let reserve_free = ArrayQueue::new(reserved.max(1));
+        for index in 0..reserved {
+            let _ = reserve_free.push(index as u32);
         }
         Ok(Self {
             inner: Arc::new(PoolInner {
@@ -134,9 +162,13 @@ impl BufferPool {
                 chunk_size,
                 chunks,
                 free,
-                permits: Semaphore::new(chunks),
+                permits: Semaphore::new(chunks - reserved),
+                reserved,
+                reserve_free,
+                reserve_permits: Semaphore::new(reserved),
                 poison,
                 waits: AtomicU64::new(0),
+                quarantined: AtomicUsize::new(0),
             }),
         })
     }
@@ -155,18 +187,26 @@ impl BufferPool {
     pub fn stats(&self) -> PoolStats {
         PoolStats {
             total_chunks: self.inner.chunks,
-            free_chunks: self.inner.permits.available_permits(),
+            free_chunks: self.free_chunks(),
             chunk_size: self.inner.chunk_size,
             backpressure_waits: self.inner.waits.load(Ordering::Relaxed),
+            quarantined_chunks: self.inner.quarantined.load(Ordering::Relaxed),
         }
     }
 
     /// Number of chunks free right now.
     pub fn free_chunks(&self) -> usize {
-        self.inner.permits.available_permits()
+        self.inner.permits.available_permits() + self.inner.reserve_permits.available_permits()
     }
 
-    /// Whether every chunk is back in the pool (no lease outstanding).
+    /// Bytes the waiting [`lease`](Self::lease) can ever grant at once
+    /// (the pool less its reserve).
+    pub fn leasable_bytes(&self) -> usize {
+        (self.inner.chunks - self.inner.reserved) * self.inner.chunk_size
+    }
+
+    /// Whether every chunk is back in the pool (no lease outstanding, none
+    /// quarantined).
     pub fn is_full(&self) -> bool {
         self.free_chunks() == self.inner.chunks
     }
@@ -198,6 +238,12 @@ impl BufferPool {
         Ok(self.take_chunks(n, bytes))
     }
 
+    /// Counts a request turned away for lack of buffers (back-pressure
+    /// that did not wait: the frontend answered "busy").
+    pub fn note_backpressure(&self) {
+        self.inner.waits.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Like [`lease`](Self::lease) but returns `None` instead of waiting.
     pub fn try_lease(&self, bytes: usize) -> Result<Option<SegmentList>, PoolError> {
         let n = self.check_request(bytes)?;
@@ -211,14 +257,42 @@ impl BufferPool {
         }
     }
 
+    /// Chunks from the reserve only, without waiting. For a holder that
+    /// may then wait for more (the reserve bounds how much such holders
+    /// pin, so the rest of the pool always drains).
+    pub fn try_lease_reserve(&self, bytes: usize) -> Result<Option<SegmentList>, PoolError> {
+        let n = self.chunks_for(bytes.max(1));
+        if n > self.inner.reserved {
+            return Ok(None);
+        }
+        match self.inner.reserve_permits.try_acquire_many(n as u32) {
+            Ok(p) => {
+                p.forget();
+                Ok(Some(self.take_from(&self.inner.reserve_free, n, bytes)))
+            }
+            Err(tokio::sync::TryAcquireError::NoPermits) => Ok(None),
+            Err(tokio::sync::TryAcquireError::Closed) => Err(PoolError::Closed),
+        }
+    }
+
+    /// For data a host sends unasked: the pool if chunks are free now, else
+    /// the reserve; `None` if neither has them.
+    pub fn try_lease_unasked(&self, bytes: usize) -> Result<Option<SegmentList>, PoolError> {
+        match self.try_lease(bytes) {
+            Ok(None) | Err(PoolError::TooLarge { .. }) => self.try_lease_reserve(bytes),
+            other => other,
+        }
+    }
+
     /// Wakes every waiter with [`PoolError::Closed`]; used at shutdown.
     pub fn close(&self) {
         self.inner.permits.close();
+        self.inner.reserve_permits.close();
     }
 
     fn check_request(&self, bytes: usize) -> Result<usize, PoolError> {
         let n = self.chunks_for(bytes.max(1));
-        if n > self.inner.chunks {
+        if n > self.inner.chunks - self.inner.reserved {
             return Err(PoolError::TooLarge {
                 requested: bytes,
                 total: self.total_bytes(),
@@ -231,10 +305,15 @@ impl BufferPool {
     /// and permits are only ever added after an index is pushed back, so the
     /// queue holds at least `n` indices.
     fn take_chunks(&self, n: usize, bytes: usize) -> SegmentList {
+        self.take_from(&self.inner.free, n, bytes)
+    }
+
+    /// Pops `n` indices from `queue` (whose permits the caller holds).
+    fn take_from(&self, queue: &ArrayQueue<u32>, n: usize, bytes: usize) -> SegmentList {
         let mut segments: SmallVec<[Segment; crate::segment::INLINE_SEGMENTS]> = SmallVec::new();
         let mut remaining = bytes;
         for _ in 0..n {
-            let Some(index) = self.inner.free.pop() else {
+            let Some(index) = queue.pop() else {
                 // Unreachable by the permit invariant above; if it ever broke,
                 // handing out fewer bytes is caught by the length check below
                 // rather than corrupting memory.
@@ -336,6 +415,20 @@ impl Lease {
     pub fn belongs_to(&self, pool: &BufferPool) -> bool {
         Arc::ptr_eq(&self.pool, pool.inner())
     }
+
+    /// Withholds the chunk for good: for memory the kernel may still
+    /// reference (a zero-copy send never notified, an io_uring operation
+    /// whose completion never came). The chunk never returns to the pool
+    /// and is not poisoned (that would write under the kernel); the pool's
+    /// memory is kept alive (this lease's reference to it is leaked), and
+    /// [`PoolStats::quarantined_chunks`] counts it. Returns the bytes
+    /// withheld.
+    pub fn quarantine(self) -> usize {
+        let bytes = self.pool.chunk_size;
+        self.pool.quarantined.fetch_add(1, Ordering::Relaxed);
+        std::mem::forget(self);
+        bytes
+    }
 }
 
 impl Drop for Lease {
@@ -345,8 +438,13 @@ impl Drop for Lease {
         }
         // The queue has room for every index and this index is not in it
         // (only its single lease could put it back), so push cannot fail.
-        let _ = self.pool.free.push(self.index);
-        self.pool.permits.add_permits(1);
+        if (self.index as usize) < self.pool.reserved {
+            let _ = self.pool.reserve_free.push(self.index);
+            self.pool.reserve_permits.add_permits(1);
+        } else {
+            let _ = self.pool.free.push(self.index);
+            self.pool.permits.add_permits(1);
+        }
     }
 }
 

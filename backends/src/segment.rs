@@ -146,6 +146,16 @@ impl SegmentList {
         self.segments
     }
 
+    /// Quarantines every lease (see [`Lease::quarantine`]): the memory
+    /// may still be referenced by the kernel and must never be reused.
+    /// Returns the bytes withheld.
+    pub fn quarantine(self) -> usize {
+        self.into_segments()
+            .into_iter()
+            .map(|s| s.into_lease().quarantine())
+            .sum()
+    }
+
     /// Iterates over the payload as byte slices.
     pub fn slices(&self) -> impl Iterator<Item = &[u8]> {
         self.segments.iter().map(Segment::as_slice)

@@ -2,21 +2,22 @@
 //!
 //! - [`Lease`] implements `IoBuf`/`IoBufMut`, so a lease (or a `Slice` of it)
 //!   can be *moved* into a tokio-uring operation, which owns it until the
-//!   completion arrives — even if the future awaiting it is dropped.
+//!   completion arrives — even if the future awaiting it is dropped. The file
+//!   backend moves leases in as [`OpLease`](crate::ring_op) so the ring's
+//!   teardown can account for them.
 //! - [`register_pool_with_ring`] registers the pool's chunks as io_uring
 //!   fixed buffers on the calling reactor's ring; the file I/O then uses
 //!   `read_fixed_at`/`write_fixed_at` for leases of that pool.
 //!
 //! With fixed buffers the operation owns a `FixedBuf` (a second, non-owning
-//! view of the chunk), not the lease. If the future awaiting such an
-//! operation is dropped mid-flight, the lease must still not return to the
-//! pool before the kernel is done: [`FixedIo`] then *parks* the lease, and a
-//! parked lease is released only once its `FixedBuf` has been checked back in
-//! (that happens at the operation's completion) — see [`Registration::sweep`].
+//! view of the chunk) *and* the lease, together (`ring_op::OpFixed`): if the
+//! future awaiting such an operation is dropped mid-flight, tokio-uring keeps
+//! both until the completion and drops them then — the `FixedBuf` is checked
+//! back in first, then the lease returns to the pool. Nothing waits for a
+//! later I/O on the reactor.
 
 use std::cell::RefCell;
 use std::io;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio_uring::buf::fixed::{FixedBuf, FixedBufRegistry};
@@ -59,21 +60,13 @@ unsafe impl IoBufMut for Lease {
 /// with a higher index use plain (unregistered) reads and writes.
 pub const MAX_FIXED_BUFFERS: usize = 1024;
 
-/// Leases whose fixed-buffer operation was abandoned mid-flight.
-#[derive(Default)]
-struct Parked {
-    leases: RefCell<Vec<Lease>>,
-}
-
 /// A non-owning view of one pool chunk, registered with the ring. It holds a
 /// clone of the pool so the memory outlives the registry (which lives as long
-/// as the ring or any in-flight fixed operation), and a clone of the parked
-/// list so parked leases are released at the latest when the registry goes.
+/// as the ring or any in-flight fixed operation).
 struct PoolChunk {
     ptr: *mut u8,
     len: usize,
     _pool: BufferPool,
-    _parked: Rc<Parked>,
 }
 
 // SAFETY: `ptr..ptr + len` is one chunk inside the pool allocation, kept
@@ -109,20 +102,6 @@ unsafe impl IoBufMut for PoolChunk {
 struct Registration {
     pool: BufferPool,
     registry: FixedBufRegistry<PoolChunk>,
-    parked: Rc<Parked>,
-}
-
-impl Registration {
-    /// Releases parked leases whose operations have completed: a chunk can be
-    /// checked out again exactly when its `FixedBuf` was checked in, i.e. the
-    /// abandoned operation's completion arrived and dropped it.
-    fn sweep(&self) {
-        let mut parked = self.parked.leases.borrow_mut();
-        if parked.is_empty() {
-            return;
-        }
-        parked.retain(|lease| self.registry.check_out(lease.index() as usize).is_none());
-    }
 }
 
 thread_local! {
@@ -154,13 +133,11 @@ pub fn register_pool_with_ring(pool: &BufferPool) -> io::Result<()> {
     let (base, total) = pool.region();
     let chunk = pool.chunk_size();
     let count = (total / chunk).min(MAX_FIXED_BUFFERS);
-    let parked = Rc::new(Parked::default());
     let chunks = (0..count).map(|i| PoolChunk {
         // `i * chunk < total`: the pointer stays inside the allocation.
         ptr: base.as_ptr().wrapping_add(i * chunk),
         len: chunk,
         _pool: pool.clone(),
-        _parked: Rc::clone(&parked),
     });
     let registry = FixedBufRegistry::new(chunks);
     if let Err(e) = registry.register() {
@@ -186,7 +163,6 @@ pub fn register_pool_with_ring(pool: &BufferPool) -> io::Result<()> {
         *r.borrow_mut() = Some(Registration {
             pool: pool.clone(),
             registry,
-            parked,
         });
     });
     // The registration belongs to this runtime's ring: forget it when the
@@ -207,9 +183,8 @@ impl Drop for ClearOnDrop {
         // `try_with`: this may run during thread-local destruction.
         let _ = REGISTRATION.try_with(|r| {
             if let Ok(mut r) = r.try_borrow_mut() {
-                // Parked leases are not released here: the registry (and
-                // with it the parked list) lives on inside the ring driver
-                // and any in-flight `FixedBuf` until the kernel is done.
+                // In-flight fixed operations keep their `FixedBuf` (and with
+                // it the registry) and their lease until their completion.
                 r.take();
             }
         });
@@ -222,68 +197,19 @@ pub fn fixed_buffers_registered() -> bool {
     REGISTRATION.with(|r| r.borrow().is_some())
 }
 
-/// Number of leases parked on this thread after abandoned fixed operations
-/// (for tests and diagnostics).
-pub fn parked_leases() -> usize {
+/// Checks out the fixed buffer of `lease`'s chunk if its pool is registered
+/// on this thread and the chunk index is registered; otherwise gives the
+/// lease back for plain I/O. The caller moves both into the operation
+/// together (`ring_op::OpFixed`).
+pub(crate) fn check_out_fixed(lease: Lease) -> Result<(FixedBuf, Lease), Lease> {
     REGISTRATION.with(|r| {
-        r.borrow().as_ref().map_or(0, |reg| {
-            reg.sweep();
-            reg.parked.leases.borrow().len()
-        })
+        let r = r.borrow();
+        let Some(reg) = r.as_ref().filter(|reg| lease.belongs_to(&reg.pool)) else {
+            return Err(lease);
+        };
+        match reg.registry.check_out(lease.index() as usize) {
+            Some(buf) => Ok((buf, lease)),
+            None => Err(lease),
+        }
     })
-}
-
-/// A lease whose chunk is in use by a fixed-buffer operation.
-///
-/// Holds the lease while the kernel uses the chunk through a `FixedBuf`; if
-/// dropped before [`finish`](Self::finish) (the awaiting future was
-/// cancelled), it parks the lease instead of returning it to the pool.
-pub(crate) struct FixedIo {
-    lease: Option<Lease>,
-    parked: Rc<Parked>,
-}
-
-impl FixedIo {
-    /// Checks out the fixed buffer for `lease` if its pool is registered on
-    /// this thread and the chunk index is registered. Otherwise gives the
-    /// lease back for plain I/O.
-    pub(crate) fn check_out(lease: Lease) -> Result<(FixedIo, FixedBuf), Lease> {
-        REGISTRATION.with(|r| {
-            let r = r.borrow();
-            let Some(reg) = r.as_ref().filter(|reg| lease.belongs_to(&reg.pool)) else {
-                return Err(lease);
-            };
-            reg.sweep();
-            match reg.registry.check_out(lease.index() as usize) {
-                Some(buf) => Ok((
-                    FixedIo {
-                        lease: Some(lease),
-                        parked: Rc::clone(&reg.parked),
-                    },
-                    buf,
-                )),
-                None => Err(lease),
-            }
-        })
-    }
-
-    /// The operation completed (its `FixedBuf` came back and is dropped by
-    /// the caller): the lease is free to use again.
-    pub(crate) fn finish(mut self, buf: FixedBuf) -> Lease {
-        drop(buf);
-        match self.lease.take() {
-            Some(lease) => lease,
-            // `lease` is `Some` from construction until `finish`, which
-            // consumes `self`; this arm cannot run.
-            None => unreachable!("FixedIo finished twice"),
-        }
-    }
-}
-
-impl Drop for FixedIo {
-    fn drop(&mut self) {
-        if let Some(lease) = self.lease.take() {
-            self.parked.leases.borrow_mut().push(lease);
-        }
-    }
 }

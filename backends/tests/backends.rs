@@ -269,10 +269,10 @@ fn loop_device_block_backend_on_both_engines() {
 }
 
 /// A fixed-buffer read whose future is dropped mid-flight must not return
-/// its lease to the pool before the kernel completes: it is parked, and
-/// released only after the completion.
+/// its lease to the pool before the kernel completes: the operation keeps
+/// it, and drops it at the completion — with no further I/O on the reactor.
 #[test]
-fn cancelled_fixed_buffer_read_parks_its_lease_until_completion() {
+fn cancelled_fixed_buffer_read_holds_its_lease_until_completion() {
     let dir = disk_dir();
     let path = dir.path().join("cancel.img");
     let volume = Volume::open(&spec("c", BackendKind::File, Some(path), 64 << 20)).expect("open");
@@ -281,7 +281,7 @@ fn cancelled_fixed_buffer_read_parks_its_lease_until_completion() {
         zctarget_backends::register_pool_with_ring(&pool).expect("fixed buffers");
         let h = volume.open_handle(Engine::Uring).expect("handle");
         let mut cancelled = 0;
-        let mut saw_parked = 0;
+        let mut saw_in_flight = 0;
         for _ in 0..64 {
             let buf = pool.lease(4 << 20).await.expect("lease");
             // Poll the read once (submits it), then drop it.
@@ -289,21 +289,21 @@ fn cancelled_fixed_buffer_read_parks_its_lease_until_completion() {
             let dropped = tokio::time::timeout(std::time::Duration::from_nanos(1), fut).await;
             if dropped.is_err() {
                 cancelled += 1;
-                if zctarget_backends::parked_leases() > 0 {
-                    // Parked leases are not in the pool while the kernel works.
+                if zctarget_backends::ops_in_flight() > 0 {
+                    // Held by the operations while the kernel works.
                     assert!(!pool.is_full());
-                    saw_parked += 1;
+                    saw_in_flight += 1;
                 }
             }
             // A read that finished in time hands its buffer back here.
             drop(dropped);
-            // Whatever was parked is released once the completions are in.
+            // The abandoned operations release their leases at completion.
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-            while zctarget_backends::parked_leases() > 0 || !pool.is_full() {
+            while zctarget_backends::ops_in_flight() > 0 || !pool.is_full() {
                 assert!(
                     std::time::Instant::now() < deadline,
-                    "leases never released: {} parked, {} of {} free",
-                    zctarget_backends::parked_leases(),
+                    "leases never released: {} operations in flight, {} of {} free",
+                    zctarget_backends::ops_in_flight(),
                     pool.free_chunks(),
                     pool.stats().total_chunks
                 );
@@ -311,6 +311,9 @@ fn cancelled_fixed_buffer_read_parks_its_lease_until_completion() {
             }
         }
         assert!(cancelled > 0, "no read was cancelled mid-flight");
-        assert!(saw_parked > 0, "no cancelled fixed-buffer read was parked");
+        assert!(
+            saw_in_flight > 0,
+            "no cancelled fixed-buffer read was still in flight"
+        );
     });
 }

@@ -96,8 +96,16 @@ impl Daemon {
         let exports = Exports::open(&config)?;
         let pool_bytes = usize::try_from(config.server.buffer_pool.0)
             .context("buffer_pool does not fit in memory")?;
-        let pool = BufferPool::new(pool_bytes, POOL_CHUNK_SIZE, config.server.poison_on_release)
-            .context("creating the buffer pool")?;
+        // An eighth of the pool is the reserve for data hosts send unasked
+        // (see `admission`).
+        let reserve = pool_bytes / POOL_CHUNK_SIZE / 8;
+        let pool = BufferPool::with_reserve(
+            pool_bytes,
+            POOL_CHUNK_SIZE,
+            config.server.poison_on_release,
+            reserve,
+        )
+        .context("creating the buffer pool")?;
         let zerocopy = match config.server.zerocopy {
             zctarget_config::ZeroCopyMode::Always => ZeroCopyPolicy::Always,
             zctarget_config::ZeroCopyMode::Never => ZeroCopyPolicy::Never,
@@ -241,15 +249,19 @@ impl Daemon {
                 first_error.get_or_insert(e.into());
             }
         }
-        let leaked = self.shared.pool.stats();
-        if leaked.free_chunks != leaked.total_chunks {
-            tracing::error!(
-                leased = leaked.total_chunks - leaked.free_chunks,
-                "buffer leases outstanding at shutdown"
+        let pool = self.shared.pool.stats();
+        let leased = pool.total_chunks - pool.free_chunks - pool.quarantined_chunks;
+        if pool.quarantined_chunks > 0 {
+            tracing::warn!(
+                quarantined = pool.quarantined_chunks,
+                "buffer chunks quarantined (the kernel never released them)"
             );
-        } else {
+        }
+        if leased > 0 {
+            tracing::error!(leased, "buffer leases outstanding at shutdown");
+        } else if pool.quarantined_chunks == 0 {
             tracing::info!(
-                chunks = leaked.total_chunks,
+                chunks = pool.total_chunks,
                 "buffer pool intact: every chunk free"
             );
         }

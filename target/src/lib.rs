@@ -2,6 +2,7 @@
 //! sender, retirement, frontends). `main.rs` is only the command-line edge.
 
 pub mod admin;
+pub mod admission;
 pub mod command;
 pub mod ctl;
 pub mod daemon;

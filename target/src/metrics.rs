@@ -384,6 +384,16 @@ pub fn render(s: &Shared) -> String {
         o.header(name, "counter", help);
         o.sample(name, &[], v.load(Ordering::Relaxed));
     }
+    o.header(
+        "zctarget_zerocopy_quarantined_bytes",
+        "gauge",
+        "Pool bytes withheld for good: sent zero-copy and never notified after the connection's reset (never reused).",
+    );
+    o.sample(
+        "zctarget_zerocopy_quarantined_bytes",
+        &[],
+        z.quarantined_bytes.load(Ordering::Relaxed),
+    );
 
     let pool = s.pool.stats();
     o.header("zctarget_pool_chunks", "gauge", "Buffer pool chunks by state (leased chunks hold payloads in flight or pinned by zero-copy sends).");
@@ -392,10 +402,12 @@ pub fn render(s: &Shared) -> String {
         &[("state", "free")],
         pool.free_chunks,
     );
+    let leased = pool.total_chunks - pool.free_chunks - pool.quarantined_chunks;
+    o.sample("zctarget_pool_chunks", &[("state", "leased")], leased);
     o.sample(
         "zctarget_pool_chunks",
-        &[("state", "leased")],
-        pool.total_chunks - pool.free_chunks,
+        &[("state", "quarantined")],
+        pool.quarantined_chunks,
     );
     o.header(
         "zctarget_pool_chunk_size_bytes",
@@ -408,11 +420,7 @@ pub fn render(s: &Shared) -> String {
         "gauge",
         "Payload bytes leased (pinned) from the pool.",
     );
-    o.sample(
-        "zctarget_pool_leased_bytes",
-        &[],
-        (pool.total_chunks - pool.free_chunks) * pool.chunk_size,
-    );
+    o.sample("zctarget_pool_leased_bytes", &[], leased * pool.chunk_size);
     o.header(
         "zctarget_pool_backpressure_waits_total",
         "counter",

@@ -52,13 +52,13 @@ impl Outbound {
         self.sender.borrow_mut().message(token, payload)
     }
 
-    /// Queues `msg` and tries to write it at once. Its payload is dropped
-    /// (returned to the pool) when the kernel releases it.
+    /// Queues `msg` for the writer task, which runs after the commands
+    /// ready in this reactor pass and writes everything queued by then in
+    /// as few `sendmsg` calls as it can (many PDUs, many commands per call).
+    /// Its payload is dropped (returned to the pool) when the kernel
+    /// releases it.
     pub fn send(&self, msg: Message) {
-        let mut s = self.sender.borrow_mut();
-        s.submit(msg);
-        let _ = s.try_progress();
-        drop(s);
+        self.sender.borrow_mut().submit(msg);
         self.wake.notify_one();
     }
 

@@ -16,6 +16,14 @@ use zctarget_backends::{Engine, VolumeHandle};
 
 use crate::daemon::{Protocol, Shared, SHUTDOWN_GRACE};
 
+/// How long a reactor's reaper may still wait for zero-copy notifications
+/// of closed connections at shutdown before quarantining their buffers.
+const REAPER_SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How long a stopping uring reactor cancels and waits for disk operations
+/// still in flight before it quarantines their buffers (see `run_uring`).
+const RING_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What a reactor thread is given at start.
 pub struct ReactorPlan {
     /// Reactor number (also the CPU it is pinned to, modulo the CPU count).
@@ -122,7 +130,12 @@ pub fn run(
 ) -> anyhow::Result<()> {
     pin_to_cpu(plan.id);
     match shared.engine {
-        Engine::Uring => tokio_uring::start(reactor_main(plan, shared, shutdown, ready)),
+        // Disk operations keep their buffers until their completion is seen,
+        // also when the ring is torn down (see `run_uring`).
+        Engine::Uring => {
+            zctarget_backends::run_uring(reactor_main(plan, shared, shutdown, ready), RING_DRAIN)
+                .context("building the io_uring reactor runtime")?
+        }
         Engine::Epoll => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -171,6 +184,9 @@ async fn reactor_main(
             return Err(e);
         }
     };
+    // Closed connections' zero-copy pages are released here as their
+    // notifications arrive (after a reset too); see `zerocopy::reaper`.
+    let reaper = crate::zerocopy::reaper::start(crate::zerocopy::reaper::REAPER_LINGER);
     let reactor = Rc::new(Reactor {
         id: plan.id,
         handles_generation: Cell::new(shared.exports.generation()),
@@ -209,6 +225,11 @@ async fn reactor_main(
             "connections still busy after the shutdown grace period; resetting them"
         );
     }
+    // Shutdown must not wait forever: give the reaper a short last chance,
+    // then quarantine what the kernel never notified. Senders dropped with
+    // the runtime below (connections past the grace period) find no reaper
+    // and quarantine at once.
+    reaper.finish(REAPER_SHUTDOWN_WAIT).await;
     Ok(())
 }
 

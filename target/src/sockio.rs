@@ -1,56 +1,181 @@
-//! Reading from a connection's socket on its reactor: exact reads, and
-//! reads straight into leased buffers (the zero-copy receive path). Shared
-//! by the iSCSI and NVMe/TCP PDU readers.
+//! Reading from a connection's socket on its reactor, shared by the iSCSI
+//! and NVMe/TCP PDU readers.
+//!
+//! One `recv` should yield many small PDUs (a host at queue depth 32 sends
+//! 32 command headers back to back), so headers are read through a small
+//! read-ahead window: a read that finds the window empty asks the kernel for
+//! up to [`READ_AHEAD`] bytes, and the next headers are parsed from what
+//! came along. Payload (write data) goes straight into the command's leases
+//! with vectored reads; only the part of it that arrived inside the window
+//! (at most [`READ_AHEAD`] bytes per `recv`) is copied out of it — the same
+//! trade SPDK's socket layer makes: a `memcpy` of a few KiB is cheaper than
+//! a second system call.
 
 use std::io::{self, IoSliceMut};
+use std::rc::Rc;
 
 use smallvec::SmallVec;
 use tokio::net::TcpStream;
 use zctarget_backends::{SegmentList, INLINE_SEGMENTS};
 
-/// Reads exactly `buf.len()` bytes.
-pub async fn read_exact(stream: &TcpStream, buf: &mut [u8]) -> io::Result<()> {
-    let mut done = 0;
-    while done < buf.len() {
-        stream.readable().await?;
-        match stream.try_read(&mut buf[done..]) {
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => done += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+/// Size of the read-ahead window.
+pub const READ_AHEAD: usize = 8192;
+
+/// A connection's receive side: the socket and its read-ahead window.
+pub struct Receiver {
+    stream: Rc<TcpStream>,
+    buf: Box<[u8; READ_AHEAD]>,
+    start: usize,
+    end: usize,
 }
 
-/// Reads `len` bytes straight into `payload` at `offset` with vectored
-/// reads over the leases — no intermediate buffer. `InvalidInput` when the
-/// range lies beyond the payload.
-pub async fn read_into(
-    stream: &TcpStream,
-    payload: &mut SegmentList,
-    offset: usize,
-    len: usize,
-) -> io::Result<()> {
-    let mut done = 0;
-    while done < len {
-        stream.readable().await?;
-        let mut iov: SmallVec<[IoSliceMut<'_>; INLINE_SEGMENTS]> = SmallVec::new();
-        let described = payload.io_slices_mut_range(offset + done, len - done, &mut iov);
-        if described == 0 {
+impl Receiver {
+    /// A receiver with an empty window.
+    pub fn new(stream: Rc<TcpStream>) -> Self {
+        Self {
+            stream,
+            buf: Box::new([0u8; READ_AHEAD]),
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// Bytes received but not yet consumed.
+    pub fn buffered(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Waits until there is something to read: at once when bytes are
+    /// buffered (the socket may have nothing more to say about them).
+    pub async fn readable(&self) -> io::Result<()> {
+        if self.buffered() > 0 {
+            return Ok(());
+        }
+        self.stream.readable().await
+    }
+
+    /// One non-blocking `recv` into the window. `Ok(0)`: the peer closed;
+    /// `WouldBlock` passes through (stale readiness).
+    /// Called only with an empty window, which it rewinds.
+    fn fill(&mut self) -> io::Result<usize> {
+        debug_assert_eq!(self.start, self.end);
+        self.start = 0;
+        self.end = 0;
+        let n = self.stream.try_read(&mut self.buf[self.end..])?;
+        self.end += n;
+        Ok(n)
+    }
+
+    /// Takes up to `out.len()` buffered bytes; returns how many.
+    fn take(&mut self, out: &mut [u8]) -> usize {
+        let n = out.len().min(self.buffered());
+        out[..n].copy_from_slice(&self.buf[self.start..self.start + n]);
+        self.start += n;
+        n
+    }
+
+    /// The first bytes of a new PDU, without waiting: `Ok(0)` when the peer
+    /// closed cleanly, `WouldBlock` when nothing has arrived (stale
+    /// readiness: the caller goes back to its timers), else how many of
+    /// `out` were filled (at least one).
+    pub fn try_read_start(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.buffered() == 0 {
+            let n = self.fill()?;
+            if n == 0 {
+                return Ok(0);
+            }
+        }
+        Ok(self.take(out))
+    }
+
+    /// Reads exactly `out.len()` bytes (headers, control data) through the
+    /// window.
+    pub async fn read_exact(&mut self, out: &mut [u8]) -> io::Result<()> {
+        let mut done = self.take(out);
+        while done < out.len() {
+            if out.len() - done >= READ_AHEAD {
+                // Large control data: straight in, no window.
+                self.stream.readable().await?;
+                match self.stream.try_read(&mut out[done..]) {
+                    Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                    Ok(n) => done += n,
+                    Err(e) if retry(&e) => {}
+                    Err(e) => return Err(e),
+                }
+                continue;
+            }
+            self.stream.readable().await?;
+            match self.fill() {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(_) => done += self.take(&mut out[done..]),
+                Err(e) if retry(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads `len` bytes into `payload` at `offset`: what the window holds
+    /// is copied, the rest lands in the leases by vectored reads — no
+    /// intermediate buffer. `InvalidInput` when the range lies beyond the
+    /// payload.
+    pub async fn read_into(
+        &mut self,
+        payload: &mut SegmentList,
+        offset: usize,
+        len: usize,
+    ) -> io::Result<()> {
+        if offset + len > payload.len() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "data beyond the command's buffer",
             ));
         }
-        match stream.try_read_vectored(&mut iov) {
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => done += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+        let have = len.min(self.buffered());
+        if have > 0 {
+            payload.copy_from_slice(offset, &self.buf[self.start..self.start + have]);
+            self.start += have;
         }
+        let mut done = have;
+        while done < len {
+            self.stream.readable().await?;
+            let mut iov: SmallVec<[IoSliceMut<'_>; INLINE_SEGMENTS]> = SmallVec::new();
+            payload.io_slices_mut_range(offset + done, len - done, &mut iov);
+            match self.stream.try_read_vectored(&mut iov) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => done += n,
+                Err(e) if retry(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
-    Ok(())
+
+    /// Reads and discards `len` bytes, feeding them to `seen` (digests).
+    pub async fn skip(&mut self, len: usize, mut seen: impl FnMut(&[u8])) -> io::Result<()> {
+        let mut left = len;
+        while left > 0 {
+            if self.buffered() == 0 {
+                self.stream.readable().await?;
+                match self.fill() {
+                    Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                    Ok(_) => {}
+                    Err(e) if retry(&e) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            let n = left.min(self.buffered());
+            seen(&self.buf[self.start..self.start + n]);
+            self.start += n;
+            left -= n;
+        }
+        Ok(())
+    }
+}
+
+fn retry(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
 }

@@ -92,6 +92,7 @@ const OP_LOGIN_RESPONSE: u8 = 0x23;
 const OP_DATA_IN: u8 = 0x25;
 const OP_R2T: u8 = 0x31;
 const OP_REJECT: u8 = 0x3f;
+const OP_LOGOUT_RESPONSE: u8 = 0x26;
 
 struct Initiator {
     s: TcpStream,
@@ -346,6 +347,28 @@ impl Initiator {
         self.run(&cmd, &[])
     }
 
+    /// Sends a Logout Request (`reason`, `cid`) and returns the Logout
+    /// Response (other PDUs before it are skipped).
+    fn logout(&mut self, reason: u8, cid: u16) -> Option<Pdu> {
+        self.itt += 1;
+        let mut bhs = [0u8; BHS_LEN];
+        bhs[0] = 0x40 | 0x06; // immediate Logout Request
+        bhs[1] = 0x80 | reason;
+        bhs[16..20].copy_from_slice(&self.itt.to_be_bytes());
+        bhs[20..22].copy_from_slice(&cid.to_be_bytes());
+        bhs[24..28].copy_from_slice(&self.cmd_sn.to_be_bytes());
+        bhs[28..32].copy_from_slice(&self.exp_stat_sn.to_be_bytes());
+        self.send(&bhs, &[]);
+        for _ in 0..16 {
+            let p = self.next(Duration::from_secs(15)).ok().flatten()?;
+            if p.opcode() == OP_LOGOUT_RESPONSE {
+                self.exp_stat_sn = p.be32(24).wrapping_add(1);
+                return Some(p);
+            }
+        }
+        None
+    }
+
     /// Whether the target closed the connection within a few seconds.
     fn closed_soon(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -478,6 +501,33 @@ fn bad_pdus_on(engine: &str) {
     }
     assert_eq!(good_data(dd.read(100, 8)), before[..4096].to_vec());
 
+    // A Data-Out whose Target Transfer Tag is not the outstanding R2T's
+    // (RFC 7143 §11.7.4): Reject (invalid PDU field), the command ends with
+    // CHECK CONDITION, nothing is written.
+    let mut tt = Initiator::login(d.port, "iqn.2026-11.test:ttt", false, false);
+    let cmd = tt.command(&[0x8a, 0, 0, 0, 0, 0, 0, 0, 0, 100, 0, 0, 0, 8], 0, &new);
+    tt.send(&cmd.encode(), &[]);
+    let r2t = tt.next(Duration::from_secs(5)).ok().flatten().expect("R2T");
+    assert_eq!(r2t.opcode(), OP_R2T);
+    let dout = DataOut {
+        final_bit: true,
+        data_segment_len: new.len() as u32,
+        itt: cmd.itt,
+        ttt: r2t.be32(20) ^ 0x5a5a,
+        exp_stat_sn: tt.exp_stat_sn,
+        ..Default::default()
+    };
+    tt.send(&dout.encode(), &new);
+    match tt.next(Duration::from_secs(5)) {
+        Ok(Some(p)) => assert_eq!((p.opcode(), p.bhs[2]), (OP_REJECT, 0x09), "wrong TTT"),
+        _ => panic!("Data-Out with a wrong TTT not rejected"),
+    }
+    match tt.next(Duration::from_secs(5)) {
+        Ok(Some(p)) => assert_eq!((p.opcode(), p.bhs[3]), (OP_SCSI_RESPONSE, 2)),
+        _ => panic!("no CHECK CONDITION after a wrong TTT"),
+    }
+    assert_eq!(good_data(tt.read(100, 8)), before[..4096].to_vec());
+
     // Through all of it the first session kept working.
     assert_eq!(good_data(healthy.read(100, 128)), before);
 }
@@ -498,4 +548,38 @@ fn crc32c_digests_round_trip_256_kib() {
     // every digest checked in `recv`.
     assert_eq!(i.write(2048, &data), Outcome::Status(0, vec![]));
     assert_eq!(good_data(i.read(2048, 512)), data);
+}
+
+/// Logout (issue #11, defect 8): another CID gets "CID not found", reason 2
+/// "recovery not supported" and the connection stays; a Logout while a
+/// write waits for its Data-Out is answered at once and the connection
+/// closes.
+#[test]
+fn logout_answers_per_rfc_7143() {
+    let d = start("uring");
+    let new = pattern(4096, 99);
+    // Logout for another CID: CID not found; for connection recovery:
+    // not supported (RFC 7143 §11.15.1). The connection stays.
+    let mut lo = Initiator::login(d.port, "iqn.2026-11.test:logout", false, false);
+    for (reason, cid, expected) in [(1u8, 7u16, 1u8), (2, 0, 2)] {
+        let rsp = lo.logout(reason, cid).expect("logout answered");
+        assert_eq!(rsp.opcode(), OP_LOGOUT_RESPONSE);
+        assert_eq!(rsp.bhs[2], expected, "logout reason {reason} cid {cid}");
+    }
+    assert_eq!(lo.test_unit_ready(), Outcome::Status(0, vec![]));
+    // A Logout while a write waits for its Data-Out: answered at once (the
+    // write is terminated), the connection then closes.
+    let cmd = lo.command(&[0x8a, 0, 0, 0, 0, 0, 0, 0, 0, 100, 0, 0, 0, 8], 0, &new);
+    lo.send(&cmd.encode(), &[]);
+    let r2t = lo.next(Duration::from_secs(5)).ok().flatten().expect("R2T");
+    assert_eq!(r2t.opcode(), OP_R2T);
+    let t = Instant::now();
+    let rsp = lo.logout(0, 0).expect("logout answered");
+    assert_eq!((rsp.opcode(), rsp.bhs[2]), (OP_LOGOUT_RESPONSE, 0));
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "logout with a write awaiting Data-Out took {:?}",
+        t.elapsed()
+    );
+    assert!(lo.closed_soon(), "connection not closed after logout");
 }

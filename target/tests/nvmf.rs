@@ -475,3 +475,67 @@ fn silent_host_is_torn_down_after_keep_alive_timeout() {
     let (_q, r) = NvmeQueue::connect(d.addr(), &o).expect("connect");
     assert!(!r.status().is_success());
 }
+
+/// The next CapsuleResp's status (a hostile host's view).
+fn next_status(q: &mut NvmeQueue) -> Status {
+    let pdu = q.recv().expect("response");
+    assert_eq!(
+        pdu.ch.pdu_type,
+        zctarget_protocol::nvme_tcp::PduType::CapsuleResp,
+        "expected a CapsuleResp"
+    );
+    let r = zctarget_protocol::nvme_tcp::CapsuleResp::parse(
+        pdu.header[..24].try_into().expect("24 bytes"),
+    )
+    .expect("CapsuleResp");
+    zctarget_protocol::nvme::Cqe::parse(&r.cqe).status
+}
+
+/// In-capsule data must be exactly what the SGL describes, and the SGL
+/// exactly the transfer (issue #11, defect 7): anything else is Data SGL
+/// Length Invalid and nothing reaches the volume.
+#[test]
+fn in_capsule_data_must_match_its_sgl() {
+    use zctarget_protocol::nvme::{Sgl, Sqe};
+    let d = start("uring", "strict");
+    let admin = NvmeQueue::admin(d.addr(), &QueueOptions::admin(NQN, HOST)).expect("admin");
+    let mut o = QueueOptions::admin(NQN, HOST);
+    o.qid = 1;
+    o.cntlid = admin.cntlid;
+    let (mut q, _) = NvmeQueue::connect(d.addr(), &o).expect("io");
+    let before = pattern(4096, 5);
+    ok(q.write(1, 64, &before, BS, false));
+    let junk = pattern(8192, 6);
+    // (blocks, SGL, descriptor kind, bytes carried)
+    let cases = [
+        (8u32, 4096u32, true, 1024usize),
+        (8, 4096, true, 1225),
+        (8, 4096, true, 8192),
+        (1, 512, true, 1024),
+        (2, 512, true, 512),
+        (8, 4096, false, 1024),
+    ];
+    for (i, &(blocks, sgl, in_capsule, carried)) in cases.iter().enumerate() {
+        let mut sqe = Sqe::new(0x01, 0x300 + i as u16);
+        sqe.nsid = 1;
+        sqe.dptr = if in_capsule {
+            Sgl::in_capsule(sgl)
+        } else {
+            Sgl::transport(sgl)
+        };
+        sqe.cdw10 = 64;
+        sqe.cdw12 = blocks - 1;
+        q.send_capsule(&sqe, &junk[..carried]).expect("send");
+        let st = next_status(&mut q);
+        assert_eq!(
+            st.kind(),
+            (0, 0x0F),
+            "case {i} ({blocks} blocks, SGL {sgl}, carried {carried}): {st:?}"
+        );
+        assert!(st.dnr, "case {i}: must not be retried");
+    }
+    // Nothing was written; the queue still works.
+    assert_eq!(ok(q.read(1, 64, 8, BS)).data, before);
+    ok(q.write(1, 64, &junk[..4096], BS, false));
+    assert_eq!(ok(q.read(1, 64, 8, BS)).data, junk[..4096].to_vec());
+}

@@ -448,7 +448,8 @@ impl NvmeQueue {
         self.send_pdu(&bytes, data)
     }
 
-    fn send_h2c(
+    /// Sends one H2CData PDU (pipelining drivers answer R2Ts themselves).
+    pub fn send_h2c(
         &mut self,
         cccid: u16,
         ttag: u16,

@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::Notify;
-use tracing::Instrument;
 use zctarget_backends::SegmentList;
 use zctarget_protocol::iscsi::{
     digest, DataIn, DataOut, LogoutRequest, LogoutResponse, LogoutResponseCode, NopIn, NopOut, Pdu,
@@ -26,6 +25,7 @@ use zctarget_protocol::iscsi::{
 
 use super::reader::{Header, PduReader, ReadError};
 use super::target::TargetRuntime;
+use crate::admission::{Admission, HostDataGrant, HOST_DATA_TIMEOUT};
 use crate::command::StatusPolicy;
 use crate::outbound::Outbound;
 use crate::reactor::Reactor;
@@ -41,6 +41,10 @@ pub const NOP_INTERVAL: Duration = Duration::from_secs(15);
 /// (libiscsi's test suite sleeps 60 s) — and dropping it costs a session
 /// reinstatement and unit attentions.
 pub const NOP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a Logout waits for the connection's aborted tasks to let go
+/// of their buffers (they only finish disk I/O or a send) before answering.
+const LOGOUT_DRAIN: Duration = Duration::from_secs(5);
 
 /// Operational parameters negotiated at login that full feature phase uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +67,8 @@ pub struct FfpParams {
     pub initial_r2t: bool,
     /// MaxOutstandingR2T.
     pub max_outstanding_r2t: u32,
+    /// This connection's CID (Logout names it).
+    pub cid: u16,
 }
 
 /// Serial number arithmetic (RFC 1982) on 32-bit sequence numbers.
@@ -72,8 +78,15 @@ pub fn sn_lt(a: u32, b: u32) -> bool {
 
 /// A write command waiting for Data-Out.
 pub struct DataOutState {
-    /// The payload, out while the reader fills it.
+    /// The payload, out while the reader fills it. `None` until the
+    /// command's task has leased it (data asked for by R2T), or for good
+    /// when the command was refused for lack of buffers (`busy`).
     pub payload: RefCell<Option<SegmentList>>,
+    /// Holds the connection's admission quota until all data is in.
+    pub grant: RefCell<Option<HostDataGrant>>,
+    /// No buffers were free for the data the initiator sent unasked: it is
+    /// drained, and the command ends with TASK SET FULL.
+    pub busy: bool,
     /// Bytes received so far (immediate + unsolicited + solicited).
     pub received: Cell<u32>,
     /// Expected data transfer length.
@@ -127,6 +140,12 @@ pub struct Connection {
     nop_outstanding: Cell<Option<(u32, std::time::Instant)>>,
     /// Counters the admin API reads (relaxed atomics, this thread writes).
     pub session_info: Arc<super::session::SessionInfo>,
+    /// Buffer admission for write data (never waited for by the reader).
+    pub admission: Rc<Admission>,
+    /// Set when a command task finds the connection must end (the
+    /// initiator did not send data it was asked for); the reader exits.
+    fatal: RefCell<Option<String>>,
+    fatal_notify: Notify,
 }
 
 /// How full feature phase ended.
@@ -158,6 +177,7 @@ impl Connection {
         session_info: Arc<super::session::SessionInfo>,
     ) -> Rc<Self> {
         let initiator_name = login_params.session.initiator_name.clone();
+        let reactor_pool = reactor.shared.pool.clone();
         let initiator_port = format!(
             "{},i,0x{}",
             initiator_name,
@@ -178,7 +198,17 @@ impl Connection {
             tasks: RefCell::new(HashMap::new()),
             nop_outstanding: Cell::new(None),
             session_info,
+            admission: Admission::new(reactor_pool),
+            fatal: RefCell::new(None),
+            fatal_notify: Notify::new(),
         })
+    }
+
+    /// Ends the connection from a command task: the reader stops at its
+    /// next turn (the error is logged there).
+    pub(crate) fn fail(&self, why: String) {
+        self.fatal.borrow_mut().get_or_insert(why);
+        self.fatal_notify.notify_one();
     }
 
     /// The status policy configured for the daemon.
@@ -399,8 +429,11 @@ impl Connection {
 
     /// Collects the write data of a command: immediate data is already in
     /// `state`; unsolicited Data-Out up to FirstBurstLength when InitialR2T
-    /// is off, then R2Ts of up to MaxBurstLength until everything is in.
-    /// Returns the filled payload, or `None` if the task was aborted.
+    /// is off; then — once the command's buffers are leased (NeedBuffer,
+    /// waited for here, never in the reader) — R2Ts of up to MaxBurstLength
+    /// until everything is in. Returns the filled payload, or `None` if the
+    /// task was aborted, the data phase broke, or the command was refused
+    /// for lack of buffers (`state.busy`).
     pub(crate) async fn collect_write_data(
         &self,
         itt: u32,
@@ -409,7 +442,6 @@ impl Connection {
         state: &DataOutState,
     ) -> Option<SegmentList> {
         let expected = state.expected;
-        let stop = || entry.aborted.get() || state.data_error.get();
         let unsolicited_end = if self.params.initial_r2t {
             state.received.get()
         } else {
@@ -417,11 +449,42 @@ impl Connection {
         };
         // Wait for the unsolicited burst (the initiator sets F on its last
         // Data-Out).
-        while state.received.get() < unsolicited_end && !stop() {
-            state.burst_done.notified().await;
+        if !self.wait_data(itt, entry, state, unsolicited_end).await || state.busy {
+            return None;
+        }
+        let have = state.payload.borrow().as_ref().map_or(0, |p| p.len());
+        if have < expected as usize && state.received.get() < expected {
+            // NeedBuffer: lease (within the connection's quota) what the
+            // command still needs before asking for it; the reader keeps
+            // reading meanwhile. A partial lease (immediate data) is bounded
+            // by the pool's reserve, not by the quota.
+            state.grant.borrow_mut().take();
+            let ended = async {
+                while !stopped(entry, state) {
+                    state.burst_done.notified().await;
+                }
+            };
+            let leased = tokio::select! {
+                r = self.admission.lease_solicited(expected as usize - have) => r,
+                () = ended => return None,
+            };
+            match leased {
+                Ok((list, grant)) => {
+                    let mut payload = state.payload.borrow_mut();
+                    let whole = payload.get_or_insert_with(SegmentList::new);
+                    for seg in list.into_segments() {
+                        whole.push(seg);
+                    }
+                    *state.grant.borrow_mut() = Some(grant);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, itt, "no buffers for write data");
+                    return None;
+                }
+            }
         }
         let mut r2t_sn = 0;
-        while state.received.get() < expected && !stop() {
+        while state.received.get() < expected && !stopped(entry, state) {
             let offset = state.received.get();
             let len = (expected - offset).min(self.params.max_burst);
             let ttt = self.new_ttt();
@@ -431,14 +494,42 @@ impl Connection {
                 return None;
             }
             r2t_sn += 1;
-            while state.received.get() < offset + len && !stop() {
-                state.burst_done.notified().await;
+            if !self.wait_data(itt, entry, state, offset + len).await {
+                return None;
             }
         }
-        if stop() {
+        if stopped(entry, state) {
             return None;
         }
+        // Everything is in: the quota is free for the next command.
+        state.grant.borrow_mut().take();
         state.payload.borrow_mut().take()
+    }
+
+    /// Waits until `until` bytes of the command's data are in. `false`: the
+    /// task was aborted or the data phase broke, or the initiator sent
+    /// nothing for [`HOST_DATA_TIMEOUT`] (then the connection ends, which
+    /// returns every buffer it held).
+    async fn wait_data(
+        &self,
+        itt: u32,
+        entry: &TaskEntry,
+        state: &DataOutState,
+        until: u32,
+    ) -> bool {
+        while state.received.get() < until && !stopped(entry, state) {
+            let burst = state.burst_done.notified();
+            if tokio::time::timeout(HOST_DATA_TIMEOUT, burst)
+                .await
+                .is_err()
+            {
+                self.fail(format!(
+                    "initiator sent no data for ITT {itt:#x} within {HOST_DATA_TIMEOUT:?}"
+                ));
+                return false;
+            }
+        }
+        !stopped(entry, state)
     }
 
     /// Full feature phase until logout, close, reinstatement or shutdown.
@@ -459,13 +550,17 @@ impl Connection {
                 None => NOP_INTERVAL,
             };
             tokio::select! {
-                r = self.out.stream().readable() => r?,
+                r = reader.readable() => r?,
                 _ = tokio::time::sleep(wait) => {
                     self.idle_ping()?;
                     continue;
                 }
                 _ = killed.wait_for(|k| *k) => return Ok(Exit::Reinstated),
                 _ = shutdown.wait_for(|s| *s) => return Ok(Exit::Shutdown),
+                () = self.fatal_notify.notified() => {}
+            }
+            if let Some(why) = self.fatal.borrow_mut().take() {
+                anyhow::bail!(why);
             }
             let header = match tokio::time::timeout(
                 crate::listener::PDU_STALL_TIMEOUT,
@@ -564,8 +659,9 @@ impl Connection {
             }
             Pdu::LogoutRequest(req) => {
                 reader.skip_data(data_len).await?;
-                self.on_logout(req).await?;
-                return Ok(Some(Exit::Logout));
+                if self.on_logout(req).await? {
+                    return Ok(Some(Exit::Logout));
+                }
             }
             Pdu::TaskMgmtRequest(req) => {
                 reader.skip_data(data_len).await?;
@@ -635,17 +731,39 @@ impl Connection {
         self.send_control(rsp.encode(), &text)
     }
 
-    async fn on_logout(&self, req: LogoutRequest) -> anyhow::Result<()> {
+    /// Logout (RFC 7143 §11.14, §11.15). Closing the session or this
+    /// connection terminates the connection's tasks (ERL 0): they are
+    /// aborted — a write waiting for Data-Out ends at once instead of
+    /// holding the reader — and the response goes out once the running
+    /// ones have let go of their buffers (bounded). `Ok(true)`: the
+    /// connection closes.
+    async fn on_logout(&self, req: LogoutRequest) -> anyhow::Result<bool> {
+        use zctarget_protocol::iscsi::LogoutReason;
         let _ = self.accept_cmd_sn(req.immediate, req.cmd_sn);
-        // Let running commands finish before answering (bounded).
-        let _ = tokio::time::timeout(Duration::from_secs(10), async {
-            while !self.tasks.borrow().is_empty() {
-                tokio::time::sleep(Duration::from_millis(1)).await;
+        let response = match req.reason {
+            LogoutReason::CloseSession => LogoutResponseCode::ClosedSuccessfully,
+            LogoutReason::CloseConnection if req.cid == self.params.cid => {
+                LogoutResponseCode::ClosedSuccessfully
             }
-        })
-        .await;
+            // MaxConnections=1: no other connection of this session exists.
+            LogoutReason::CloseConnection => LogoutResponseCode::CidNotFound,
+            // ErrorRecoveryLevel 0: no connection recovery.
+            _ => LogoutResponseCode::RecoveryNotSupported,
+        };
+        let closes = response == LogoutResponseCode::ClosedSuccessfully;
+        if closes {
+            for t in self.tasks.borrow().values() {
+                abort(t);
+            }
+            let _ = tokio::time::timeout(LOGOUT_DRAIN, async {
+                while !self.tasks.borrow().is_empty() {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            })
+            .await;
+        }
         let rsp = LogoutResponse {
-            response: LogoutResponseCode::ClosedSuccessfully,
+            response,
             itt: req.itt,
             stat_sn: self.take_stat_sn(),
             exp_cmd_sn: self.exp_cmd_sn(),
@@ -654,7 +772,8 @@ impl Connection {
             time2retain: 0,
             ..Default::default()
         };
-        self.send_control(rsp.encode(), &[])
+        self.send_control(rsp.encode(), &[])?;
+        Ok(closes)
     }
 
     fn on_task_mgmt(&self, req: TaskMgmtRequest) -> anyhow::Result<()> {
@@ -745,14 +864,13 @@ impl Connection {
             return self.send_reject(RejectReason::InvalidPduField, &header.bhs);
         };
         let end = dout.buffer_offset.checked_add(dout.data_segment_len);
-        let taken = state.payload.borrow_mut().take();
-        let (Some(end), Some(mut payload)) = (end, taken) else {
+        let Some(end) = end.filter(|&e| e <= state.expected) else {
             reader.skip_data(dout.data_segment_len).await?;
-            return self.send_reject(RejectReason::InvalidPduField, &header.bhs);
+            tracing::info!(itt = dout.itt, "Data-Out beyond the expected length");
+            return self.send_reject(RejectReason::ProtocolError, &header.bhs);
         };
-        if end > state.expected || dout.buffer_offset != state.received.get() {
-            // Beyond the expected length, or out of order (DataPDUInOrder).
-            *state.payload.borrow_mut() = Some(payload);
+        if dout.buffer_offset != state.received.get() {
+            // Out of order (DataPDUInOrder=Yes).
             reader.skip_data(dout.data_segment_len).await?;
             tracing::info!(
                 itt = dout.itt,
@@ -761,11 +879,25 @@ impl Connection {
             );
             return self.send_reject(RejectReason::ProtocolError, &header.bhs);
         }
+        if dout.ttt != state.ttt.get() {
+            // RFC 7143 §11.7.4: the TTT must be the outstanding R2T's
+            // (0xffffffff for unsolicited data). A mismatch is rejected and
+            // the command ends with CHECK CONDITION (its data phase broke).
+            reader.skip_data(dout.data_segment_len).await?;
+            tracing::info!(
+                itt = dout.itt,
+                ttt = dout.ttt,
+                expected = state.ttt.get(),
+                "Data-Out with a wrong Target Transfer Tag; rejecting"
+            );
+            state.data_error.set(true);
+            state.burst_done.notify_one();
+            return self.send_reject(RejectReason::InvalidPduField, &header.bhs);
+        }
         if dout.data_sn != state.next_data_sn.get() {
             // RFC 7143 §11.7.5: a DataSN gap or reordering is a protocol
             // error. The PDU is rejected and the command ends with CHECK
             // CONDITION; the session stays up.
-            *state.payload.borrow_mut() = Some(payload);
             reader.skip_data(dout.data_segment_len).await?;
             tracing::info!(
                 itt = dout.itt,
@@ -777,28 +909,39 @@ impl Connection {
             state.burst_done.notify_one();
             return self.send_reject(RejectReason::ProtocolError, &header.bhs);
         }
-        state.next_data_sn.set(dout.data_sn.wrapping_add(1));
-        let r = reader
-            .read_data_into(
-                dout.data_segment_len,
-                &mut payload,
-                dout.buffer_offset as usize,
-            )
-            .await;
-        *state.payload.borrow_mut() = Some(payload);
-        match r {
-            Ok(()) => {}
-            Err(ReadError::DataDigest) => {
-                // ERL 0: a data digest error on Data-Out is fatal for the
-                // command; reject it and abort the task.
-                self.send_reject(RejectReason::DataDigestError, &header.bhs)?;
-                if let Some(e) = entry.as_ref() {
-                    abort(e);
+        if state.busy {
+            // Refused for lack of buffers: the unsolicited data is drained.
+            reader.skip_data(dout.data_segment_len).await?;
+        } else {
+            let taken = state.payload.borrow_mut().take();
+            let Some(mut payload) = taken else {
+                // Data nobody asked for (no R2T outstanding yet).
+                reader.skip_data(dout.data_segment_len).await?;
+                return self.send_reject(RejectReason::InvalidPduField, &header.bhs);
+            };
+            let r = reader
+                .read_data_into(
+                    dout.data_segment_len,
+                    &mut payload,
+                    dout.buffer_offset as usize,
+                )
+                .await;
+            *state.payload.borrow_mut() = Some(payload);
+            match r {
+                Ok(()) => {}
+                Err(ReadError::DataDigest) => {
+                    // ERL 0: a data digest error on Data-Out is fatal for the
+                    // command; reject it and abort the task.
+                    self.send_reject(RejectReason::DataDigestError, &header.bhs)?;
+                    if let Some(e) = entry.as_ref() {
+                        abort(e);
+                    }
+                    return Ok(());
                 }
-                return Ok(());
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => return Err(e.into()),
         }
+        state.next_data_sn.set(dout.data_sn.wrapping_add(1));
         state.received.set(end);
         if dout.final_bit || end >= state.expected {
             state.burst_done.notify_one();
@@ -833,26 +976,63 @@ impl Connection {
         let wants_data = cmd.write && cmd.expected_data_transfer_len > 0;
         let mut data_out = None;
         if wants_data {
-            // Lease the whole transfer now (back-pressure: wait for the
-            // pool), then receive immediate data straight into it.
             let edtl = cmd.expected_data_transfer_len;
-            let max = super::exec::MAX_TRANSFER_BYTES;
+            // Nor more than the pool could ever grant at once.
+            let max = super::exec::MAX_TRANSFER_BYTES
+                .min(u32::try_from(self.admission.max_solicited()).unwrap_or(u32::MAX));
             if edtl > max {
                 reader.skip_data(data_len).await?;
                 return super::exec::reject_too_large(self, &cmd);
             }
-            let mut payload = self
-                .reactor
-                .shared
-                .pool
-                .lease(edtl as usize)
-                .await
-                .context("leasing write buffers")?;
-            if data_len > 0 {
-                reader.read_data_into(data_len, &mut payload, 0).await?;
+            // Data the initiator sends unasked (immediate, unsolicited) is
+            // already on the wire: buffers now, or the data is drained and
+            // the command answered TASK SET FULL. Data asked for by R2T is
+            // leased by the command's task (NeedBuffer), never here.
+            let unasked = data_len > 0 || !self.params.initial_r2t;
+            let mut payload = None;
+            let mut grant = None;
+            let mut busy = false;
+            if unasked {
+                let whole = self
+                    .admission
+                    .try_now(edtl as usize, data_len == edtl)
+                    .unwrap_or(None);
+                // Else only the immediate data, from the pool's reserve; the
+                // task leases the rest before its R2Ts (NeedBuffer).
+                let part = || {
+                    let rest = (edtl - data_len) as usize;
+                    let aligned = data_len as usize % zctarget_backends::POOL_ALIGN == 0;
+                    if data_len == 0 || !aligned || rest > self.admission.max_solicited() {
+                        return None;
+                    }
+                    self.admission
+                        .try_partial(data_len as usize)
+                        .unwrap_or(None)
+                };
+                match whole.or_else(part) {
+                    Some((p, g)) => {
+                        payload = Some(p);
+                        grant = Some(g);
+                    }
+                    None => busy = true,
+                }
+            }
+            match payload.as_mut() {
+                Some(p) if data_len > 0 => reader.read_data_into(data_len, p, 0).await?,
+                _ => reader.skip_data(data_len).await?,
+            }
+            if busy {
+                self.reactor.shared.pool.note_backpressure();
+                tracing::debug!(
+                    itt = cmd.itt,
+                    edtl,
+                    "no buffers for unsolicited data: TASK SET FULL"
+                );
             }
             data_out = Some(Rc::new(DataOutState {
-                payload: RefCell::new(Some(payload)),
+                payload: RefCell::new(payload),
+                grant: RefCell::new(grant),
+                busy,
                 received: Cell::new(data_len),
                 expected: edtl,
                 ttt: Cell::new(RESERVED_TAG),
@@ -870,36 +1050,40 @@ impl Connection {
         self.session_info.in_flight.fetch_add(1, Ordering::Relaxed);
         self.session_info.commands.fetch_add(1, Ordering::Relaxed);
         let conn = Rc::clone(self);
-        let span = tracing::debug_span!("cmd", itt = cmd.itt, op = cmd.cdb[0]);
-        tokio::task::spawn_local(
-            async move {
-                let itt = cmd.itt;
-                if let Err(e) = super::exec::run_command(&conn, cmd, &entry).await {
-                    tracing::warn!(error = %format!("{e:#}"), "command failed");
-                    // The initiator must not wait forever: the failure
-                    // ends the task with HARDWARE ERROR / INTERNAL TARGET
-                    // FAILURE (errors arise before the status is sent).
-                    if !entry.aborted.get() {
-                        let sense = zctarget_protocol::scsi::sense::INTERNAL_TARGET_FAILURE;
-                        let _ = conn.send_scsi_response(
-                            itt,
-                            super::exec::CHECK_CONDITION,
-                            &sense.fixed_format(),
-                            Residual::default(),
-                        );
-                    }
+        // No tracing span per command: entering and leaving one on every
+        // poll costs more than the rest of the bookkeeping; failures log
+        // their ITT instead.
+        tokio::task::spawn_local(async move {
+            let itt = cmd.itt;
+            if let Err(e) = super::exec::run_command(&conn, cmd, &entry).await {
+                tracing::warn!(error = %format!("{e:#}"), itt, op = cmd.cdb[0], "command failed");
+                // The initiator must not wait forever: the failure
+                // ends the task with HARDWARE ERROR / INTERNAL TARGET
+                // FAILURE (errors arise before the status is sent).
+                if !entry.aborted.get() {
+                    let sense = zctarget_protocol::scsi::sense::INTERNAL_TARGET_FAILURE;
+                    let _ = conn.send_scsi_response(
+                        itt,
+                        super::exec::CHECK_CONDITION,
+                        &sense.fixed_format(),
+                        Residual::default(),
+                    );
                 }
-                conn.tasks.borrow_mut().remove(&itt);
-                conn.session_info.in_flight.fetch_sub(1, Ordering::Relaxed);
             }
-            .instrument(span),
-        );
+            conn.tasks.borrow_mut().remove(&itt);
+            conn.session_info.in_flight.fetch_sub(1, Ordering::Relaxed);
+        });
         Ok(())
     }
 }
 
+/// Whether a command's data phase is over early: aborted, or broken.
+fn stopped(entry: &TaskEntry, state: &DataOutState) -> bool {
+    entry.aborted.get() || state.data_error.get()
+}
+
 /// Marks a task aborted and wakes it if it waits for data.
-fn abort(task: &TaskEntry) {
+pub(crate) fn abort(task: &TaskEntry) {
     task.aborted.set(true);
     if let Some(d) = &task.data_out {
         d.burst_done.notify_one();

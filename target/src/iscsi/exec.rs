@@ -37,6 +37,16 @@ pub async fn run_command(
         return conn.send_reject(RejectReason::ProtocolError, &cmd.encode());
     };
     let edtl = cmd.expected_data_transfer_len;
+    if let Some(state) = entry.data_out.as_ref().filter(|d| d.busy) {
+        // No buffers were free for the data the initiator sent unasked: it
+        // is drained (the unsolicited burst included), then the initiator
+        // is told to retry later (SAM-5 TASK SET FULL).
+        let _ = conn
+            .collect_write_data(cmd.itt, cmd.lun, entry, state)
+            .await;
+        let st = Status::TaskSetFull.code();
+        return status(conn, entry, cmd.itt, st, &[], Residual::of(edtl, 0));
+    }
     let lun_field = u64::from_be_bytes(cmd.lun);
     let lun = target.lun(lun_field);
     let (plan, write_cache) = match &lun {

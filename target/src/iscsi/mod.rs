@@ -146,6 +146,7 @@ pub async fn serve_connection(reactor: Rc<Reactor>, stream: TcpStream) -> anyhow
         immediate_data: p.session.immediate_data,
         initial_r2t: p.session.initial_r2t,
         max_outstanding_r2t: u32::from(p.session.max_outstanding_r2t),
+        cid: neg.cid,
     };
     reader.header_digest = params.header_digest;
     reader.data_digest = params.data_digest;

@@ -11,6 +11,8 @@ use std::rc::Rc;
 
 use smallvec::SmallVec;
 use tokio::net::TcpStream;
+
+use crate::sockio::Receiver;
 use zctarget_backends::{SegmentList, INLINE_SEGMENTS};
 use zctarget_protocol::iscsi::{digest, Bhs, BhsError, BHS_LEN};
 
@@ -69,7 +71,7 @@ impl Header {
 
 /// Reads PDUs from one connection.
 pub struct PduReader {
-    stream: Rc<TcpStream>,
+    rx: Receiver,
     /// CRC32C header digests negotiated.
     pub header_digest: bool,
     /// CRC32C data digests negotiated.
@@ -82,7 +84,7 @@ impl PduReader {
     /// A reader before login: no digests, 8 KiB data segments (RFC default).
     pub fn new(stream: Rc<TcpStream>) -> Self {
         Self {
-            stream,
+            rx: Receiver::new(stream),
             header_digest: false,
             data_digest: false,
             max_data_segment: 8192,
@@ -90,8 +92,14 @@ impl PduReader {
     }
 
     /// Reads exactly `buf.len()` bytes.
-    async fn read_exact(&self, buf: &mut [u8]) -> io::Result<()> {
-        crate::sockio::read_exact(&self.stream, buf).await
+    async fn read_exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        self.rx.read_exact(buf).await
+    }
+
+    /// Waits until a PDU can be read: at once when bytes are already
+    /// buffered.
+    pub async fn readable(&self) -> io::Result<()> {
+        self.rx.readable().await
     }
 
     /// Reads the next header. `Closed` when the peer closed cleanly before
@@ -102,7 +110,7 @@ impl PduReader {
         // means the readiness was stale — say so rather than block here
         // where the caller's timers (NOP ping, shutdown) cannot fire. Zero
         // bytes: a clean close, told apart from a torn PDU.
-        match self.stream.try_read(&mut bhs) {
+        match self.rx.try_read_start(&mut bhs) {
             Ok(0) => return Err(ReadError::Closed),
             Ok(n) => {
                 if n < BHS_LEN {
@@ -139,7 +147,7 @@ impl PduReader {
     /// e.g. during login).
     pub async fn next_header(&mut self) -> Result<Header, ReadError> {
         loop {
-            self.stream.readable().await?;
+            self.rx.readable().await?;
             match self.read_header().await {
                 Err(ReadError::NotReady) => continue,
                 other => return other,
@@ -169,7 +177,7 @@ impl PduReader {
         offset: usize,
     ) -> Result<(), ReadError> {
         let len = len as usize;
-        crate::sockio::read_into(&self.stream, payload, offset, len).await?;
+        self.rx.read_into(payload, offset, len).await?;
         let crc = if self.data_digest {
             payload_digest(payload, offset, len)
         } else {
@@ -180,15 +188,15 @@ impl PduReader {
 
     /// Reads and discards a data segment (for PDUs we answer without data).
     pub async fn skip_data(&mut self, len: u32) -> Result<(), ReadError> {
-        let mut scratch = [0u8; 4096];
-        let mut left = len as usize;
         let mut d = digest::DataDigest::new();
-        while left > 0 {
-            let n = left.min(scratch.len());
-            self.read_exact(&mut scratch[..n]).await?;
-            d.update(&scratch[..n]);
-            left -= n;
-        }
+        let digest = self.data_digest;
+        self.rx
+            .skip(len as usize, |b| {
+                if digest {
+                    d.update(b)
+                }
+            })
+            .await?;
         self.read_trailer(len as usize, d.finish()).await
     }
 

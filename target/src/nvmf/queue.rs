@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
-use tracing::Instrument;
 use zctarget_backends::{Backend, SegmentList};
 use zctarget_protocol::nvme::fabrics::{ConnectData, CONNECT_DATA_LEN};
 use zctarget_protocol::nvme::{AdminPlan, Completion, IoPlan, Sqe, Status};
@@ -32,6 +31,7 @@ use zctarget_protocol::nvme_tcp::{
 
 use super::reader::{Header, PduReader, ReadError};
 use super::{ControllerEntry, MAX_H2C_DATA};
+use crate::admission::{Admission, HostDataGrant, HOST_DATA_TIMEOUT};
 use crate::outbound::Outbound;
 use crate::reactor::Reactor;
 use crate::zerocopy::ZeroCopySender;
@@ -65,6 +65,8 @@ pub enum Exit {
 /// Write data arriving by H2CData for one command.
 struct H2CState {
     payload: RefCell<Option<SegmentList>>,
+    /// The connection's admission quota, held until all data is in.
+    grant: RefCell<Option<HostDataGrant>>,
     ttag: u16,
     expected: u32,
     received: Cell<u32>,
@@ -103,6 +105,15 @@ pub struct Queue {
     /// The Connect must have been handled by then (`server.login_timeout_secs`
     /// after the connection was accepted).
     connect_deadline: Instant,
+    /// Buffer admission for write data (never waited for by the reader).
+    admission: Rc<Admission>,
+    /// Set by a command task that finds the queue must end (the host did
+    /// not send data it was asked for); the reader exits.
+    fatal: RefCell<Option<String>>,
+    fatal_notify: Notify,
+    /// Teardown started: commands still waiting for buffers give up.
+    closing: Cell<bool>,
+    closed: Notify,
 }
 
 /// Serves one connection: ICReq, PDU loop, teardown.
@@ -164,6 +175,11 @@ pub async fn serve(reactor: Rc<Reactor>, stream: TcpStream) -> anyhow::Result<()
                 next_ttag: Cell::new(1),
                 last_keep_alive: Cell::new(Instant::now()),
                 connect_deadline,
+                admission: Admission::new(shared.pool.clone()),
+                fatal: RefCell::new(None),
+                fatal_notify: Notify::new(),
+                closing: Cell::new(false),
+                closed: Notify::new(),
             });
             let exit = Rc::clone(&q).run(&mut reader).await;
             q.teardown().await;
@@ -226,7 +242,7 @@ impl Queue {
             let kato = self.keep_alive_deadline();
             let admin = self.admin_entry();
             tokio::select! {
-                r = self.out.stream().readable() => r?,
+                r = reader.readable() => r?,
                 _ = wait_events(admin.as_deref()) => {
                     self.send_events()?;
                     continue;
@@ -243,6 +259,10 @@ impl Queue {
                 _ = tokio::time::sleep_until(connected_by.into()), if self.bound.borrow().is_none() => {
                     return Err(no_connect());
                 }
+                () = self.fatal_notify.notified() => {}
+            }
+            if let Some(why) = self.fatal.borrow_mut().take() {
+                anyhow::bail!(why);
             }
             // Until the Connect is handled, the deadline also bounds a PDU
             // that stops half-way.
@@ -636,47 +656,81 @@ impl Queue {
             .map_err(|_| anyhow::anyhow!("controller state poisoned"))?
             .plan_io(&sqe);
         let in_capsule_len = h.layout.data_len;
+        let capsule_len = match plan {
+            IoPlan::Write {
+                len,
+                in_capsule: true,
+                ..
+            }
+            | IoPlan::Dsm {
+                len,
+                in_capsule: true,
+                ..
+            }
+            | IoPlan::Compare {
+                len,
+                in_capsule: true,
+                ..
+            } => Some(len as usize),
+            _ => None,
+        };
         // Write data that came in the capsule goes straight into leased
         // buffers; control data (DSM ranges, compare data) too, then copied
         // out where needed.
         let mut capsule_data = None;
-        if in_capsule_len > 0 {
-            let wants = matches!(
-                plan,
-                IoPlan::Write {
-                    in_capsule: true,
-                    ..
-                } | IoPlan::Dsm {
-                    in_capsule: true,
-                    ..
-                } | IoPlan::Compare {
-                    in_capsule: true,
-                    ..
+        match capsule_len {
+            Some(len) if len != in_capsule_len => {
+                // The capsule must carry exactly what its SGL describes (and
+                // the SGL what the command transfers, checked by the plan):
+                // nothing reaches the backend otherwise.
+                tracing::info!(
+                    cid = sqe.cid,
+                    sgl = len,
+                    carried = in_capsule_len,
+                    "in-capsule data length differs from the SGL"
+                );
+                return self
+                    .refuse_capsule(reader, h, sqe.cid, Status::SGL_INVALID_DATA.dnr())
+                    .await;
+            }
+            Some(len) => match self.admission.try_now(len, true) {
+                Ok(Some((mut list, _grant))) => {
+                    if let Err(e) = reader.read_data_into(h, &mut list, 0).await {
+                        return self.data_error(e, h, sqe.cid);
+                    }
+                    capsule_data = Some(list);
                 }
-            );
-            if wants {
-                let mut list = self
-                    .reactor
-                    .shared
-                    .pool
-                    .lease(in_capsule_len)
-                    .await
-                    .context("leasing in-capsule data buffers")?;
-                if let Err(e) = reader.read_data_into(h, &mut list, 0).await {
+                Ok(None) | Err(_) => {
+                    // The data is on the wire and no buffers are free now:
+                    // drained, and the host retries (Command Interrupted,
+                    // no DNR).
+                    self.reactor.shared.pool.note_backpressure();
+                    return self
+                        .refuse_capsule(reader, h, sqe.cid, Status::CMD_INTERRUPTED)
+                        .await;
+                }
+            },
+            None if in_capsule_len > 0 && !matches!(plan, IoPlan::Error(_)) => {
+                // Data in a capsule whose SGL does not describe in-capsule
+                // data.
+                return self
+                    .refuse_capsule(reader, h, sqe.cid, Status::SGL_INVALID_DATA.dnr())
+                    .await;
+            }
+            None if in_capsule_len > 0 => {
+                if let Err(e) = reader.skip_data(h).await {
                     return self.data_error(e, h, sqe.cid);
                 }
-                capsule_data = Some(list);
-            } else if let Err(e) = reader.skip_data(h).await {
-                return self.data_error(e, h, sqe.cid);
             }
+            None => {}
         }
         if plan == IoPlan::Disconnect {
             self.send_completion(sqe.cid, Completion::SUCCESS)?;
             return Ok(Some(Exit::Disconnected));
         }
-        // Data to fetch with R2T is registered before the task starts so
-        // that H2CData arriving next finds its buffers.
-        let h2c = match plan {
+        // Data fetched with R2T: the command's task leases its buffers
+        // (NeedBuffer) and only then sends the R2T; the reader goes on.
+        let h2c_len = match plan {
             IoPlan::Write {
                 len,
                 in_capsule: false,
@@ -686,63 +740,96 @@ impl Queue {
                 len,
                 in_capsule: false,
                 ..
-            } => Some(self.expect_h2c(sqe.cid, len).await?),
-            IoPlan::Dsm {
+            }
+            | IoPlan::Dsm {
                 len,
                 in_capsule: false,
                 ..
-            } => Some(self.expect_h2c(sqe.cid, len).await?),
+            } => Some(len),
             _ => None,
         };
         self.running.set(self.running.get() + 1);
         entry.in_flight.fetch_add(1, Ordering::Relaxed);
         let q = Rc::clone(self);
-        let span = tracing::debug_span!("cmd", cid = sqe.cid, op = sqe.opcode);
-        tokio::task::spawn_local(
-            async move {
-                let cid = sqe.cid;
-                let result = q
-                    .execute(&entry, sqe, plan, capsule_data, h2c.clone())
-                    .await;
-                if let Some(s) = &h2c {
-                    q.h2c.borrow_mut().remove(&cid);
-                    s.payload.borrow_mut().take();
+        // No tracing span per command (see the iSCSI frontend).
+        tokio::task::spawn_local(async move {
+            let cid = sqe.cid;
+            let h2c = match h2c_len {
+                Some(len) => q.expect_h2c(cid, len).await,
+                None => Ok(None),
+            };
+            let result = match h2c {
+                Ok(h2c) => {
+                    let r = q
+                        .execute(&entry, sqe, plan, capsule_data, h2c.clone())
+                        .await;
+                    (r, h2c)
                 }
-                match result {
-                    Ok(Some(c)) => {
-                        if !c.status.is_success() {
-                            tracing::debug!(status = ?c.status, "I/O command failed");
-                        }
-                        let _ = q.send_completion(cid, c);
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %format!("{e:#}"), "command failed");
-                        let _ = q.send_completion(cid, Completion::status(Status::INTERNAL));
-                    }
-                }
-                q.running.set(q.running.get() - 1);
-                entry.in_flight.fetch_sub(1, Ordering::Relaxed);
+                // The queue is closing: nothing to answer.
+                Err(()) => (Ok(None), None),
+            };
+            let (result, h2c) = result;
+            if let Some(s) = &h2c {
+                q.h2c.borrow_mut().remove(&cid);
+                s.payload.borrow_mut().take();
             }
-            .instrument(span),
-        );
+            match result {
+                Ok(Some(c)) => {
+                    if !c.status.is_success() {
+                        tracing::debug!(status = ?c.status, "I/O command failed");
+                    }
+                    let _ = q.send_completion(cid, c);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), cid, "command failed");
+                    let _ = q.send_completion(cid, Completion::status(Status::INTERNAL));
+                }
+            }
+            q.running.set(q.running.get() - 1);
+            entry.in_flight.fetch_sub(1, Ordering::Relaxed);
+        });
         Ok(None)
     }
 
-    /// Leases buffers for `len` bytes of H2C data for command `cid` and
-    /// sends the R2T for all of it.
-    async fn expect_h2c(&self, cid: u16, len: u32) -> anyhow::Result<Rc<H2CState>> {
-        let payload = self
-            .reactor
-            .shared
-            .pool
-            .lease(len as usize)
-            .await
-            .context("leasing write buffers")?;
+    /// Answers a capsule whose data cannot be taken, after draining it.
+    async fn refuse_capsule(
+        &self,
+        reader: &mut PduReader,
+        h: &Header,
+        cid: u16,
+        status: Status,
+    ) -> anyhow::Result<Option<Exit>> {
+        if let Err(e) = reader.skip_data(h).await {
+            return self.data_error(e, h, cid);
+        }
+        self.send_completion(cid, Completion::status(status))?;
+        Ok(None)
+    }
+
+    /// Leases buffers for `len` bytes of H2C data for command `cid` (within
+    /// the connection's quota, waiting if need be) and sends the R2T for all
+    /// of it. `Err`: the queue is closing.
+    async fn expect_h2c(&self, cid: u16, len: u32) -> Result<Option<Rc<H2CState>>, ()> {
+        let closed = async {
+            loop {
+                let n = self.closed.notified();
+                if self.closing.get() {
+                    return;
+                }
+                n.await;
+            }
+        };
+        let leased = tokio::select! {
+            r = self.admission.lease_solicited(len as usize) => r.map_err(|_| ())?,
+            () = closed => return Err(()),
+        };
+        let (payload, grant) = leased;
         let ttag = self.next_ttag.get();
         self.next_ttag.set(ttag.wrapping_add(1).max(1));
         let state = Rc::new(H2CState {
             payload: RefCell::new(Some(payload)),
+            grant: RefCell::new(Some(grant)),
             ttag,
             expected: len,
             received: Cell::new(0),
@@ -764,12 +851,18 @@ impl Queue {
         }
         let bytes = r2t.encode();
         let mut msg = self.out.message(SegmentList::new());
-        msg.push_header(&bytes)?;
-        if self.hdgst {
-            msg.push_header(&digest::to_wire(digest::header_digest(&bytes)))?;
+        if msg.push_header(&bytes).is_err() {
+            return Err(());
+        }
+        if self.hdgst
+            && msg
+                .push_header(&digest::to_wire(digest::header_digest(&bytes)))
+                .is_err()
+        {
+            return Err(());
         }
         self.out.send(msg);
-        Ok(state)
+        Ok(Some(state))
     }
 
     async fn on_h2c_data(&self, reader: &mut PduReader, h: Header) -> anyhow::Result<Option<Exit>> {
@@ -831,11 +924,21 @@ impl Queue {
     /// first.
     async fn collect(&self, s: &H2CState) -> Option<SegmentList> {
         while s.received.get() < s.expected && !s.aborted.get() {
-            s.done.notified().await;
+            if tokio::time::timeout(HOST_DATA_TIMEOUT, s.done.notified())
+                .await
+                .is_err()
+            {
+                *self.fatal.borrow_mut() = Some(format!(
+                    "host sent no data for an R2T within {HOST_DATA_TIMEOUT:?}"
+                ));
+                self.fatal_notify.notify_one();
+                return None;
+            }
         }
         if s.aborted.get() {
             return None;
         }
+        s.grant.borrow_mut().take();
         s.payload.borrow_mut().take()
     }
 
@@ -1094,6 +1197,8 @@ impl Queue {
     /// Ends the queue: running commands finish or are abandoned, the
     /// controller forgets this queue (admin queue: the whole controller).
     async fn teardown(&self) {
+        self.closing.set(true);
+        self.closed.notify_waiters();
         for s in self.h2c.borrow().values() {
             s.aborted.set(true);
             s.done.notify_one();

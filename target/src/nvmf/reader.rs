@@ -50,7 +50,7 @@ pub struct Header {
 
 /// Reads PDUs from one connection.
 pub struct PduReader {
-    stream: Rc<TcpStream>,
+    rx: crate::sockio::Receiver,
     /// Header digests negotiated.
     pub header_digest: bool,
     /// Data digests negotiated.
@@ -63,7 +63,7 @@ impl PduReader {
     /// A reader before ICReq: no digests.
     pub fn new(stream: Rc<TcpStream>, max_plen: u32) -> Self {
         Self {
-            stream,
+            rx: crate::sockio::Receiver::new(stream),
             header_digest: false,
             data_digest: false,
             max_plen,
@@ -71,8 +71,14 @@ impl PduReader {
     }
 
     /// Reads exactly `buf.len()` bytes.
-    pub async fn read_exact(&self, buf: &mut [u8]) -> io::Result<()> {
-        crate::sockio::read_exact(&self.stream, buf).await
+    pub async fn read_exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        self.rx.read_exact(buf).await
+    }
+
+    /// Waits until a PDU can be read: at once when bytes are already
+    /// buffered.
+    pub async fn readable(&self) -> io::Result<()> {
+        self.rx.readable().await
     }
 
     /// Reads the next PDU header (CH, PDU-specific header, header digest,
@@ -83,7 +89,7 @@ impl PduReader {
         let mut ch = [0u8; CH_LEN];
         // The caller waited for readiness; if it was stale, say so rather
         // than block here where its timers cannot fire.
-        match self.stream.try_read(&mut ch) {
+        match self.rx.try_read_start(&mut ch) {
             Ok(0) => return Err(ReadError::Closed),
             Ok(n) => {
                 if n < CH_LEN {
@@ -162,7 +168,7 @@ impl PduReader {
                 header: h.bytes.clone(),
             });
         }
-        crate::sockio::read_into(&self.stream, payload, offset, len).await?;
+        self.rx.read_into(payload, offset, len).await?;
         if h.layout.data_digest {
             self.check_digest(payload.crc32c_range(offset, len)).await?;
         }
@@ -171,15 +177,8 @@ impl PduReader {
 
     /// Reads and discards the PDU's data (digest still checked).
     pub async fn skip_data(&mut self, h: &Header) -> Result<(), ReadError> {
-        let mut scratch = [0u8; 4096];
-        let mut left = h.layout.data_len;
         let mut d = DataDigest::default();
-        while left > 0 {
-            let n = left.min(scratch.len());
-            self.read_exact(&mut scratch[..n]).await?;
-            d.update(&scratch[..n]);
-            left -= n;
-        }
+        self.rx.skip(h.layout.data_len, |b| d.update(b)).await?;
         if h.layout.data_digest {
             self.check_digest(d.finish()).await?;
         }

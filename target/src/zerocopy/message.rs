@@ -1,9 +1,13 @@
 //! An outbound message: protocol header bytes interleaved with ranges of a
 //! command's payload, written to the socket as one unit.
 
-use zctarget_backends::SegmentList;
+use std::io::IoSlice;
 
 use smallvec::SmallVec;
+use zctarget_backends::SegmentList;
+
+/// Most iovecs handed to one `sendmsg` (the kernel's `UIO_MAXIOV` is 1024).
+pub(crate) const MAX_IOVECS: usize = 256;
 
 /// Initial capacity of a message's inline (header) area. One page holds the
 /// headers, digests and padding of dozens of PDUs; a message with more
@@ -165,6 +169,47 @@ impl Message {
     pub fn payload(&self) -> &SegmentList {
         &self.payload
     }
+}
+
+/// Appends iovecs for `msg` from byte `skip` on. Returns bytes described.
+pub(crate) fn describe<'a>(
+    msg: &'a Message,
+    skip: usize,
+    iov: &mut SmallVec<[IoSlice<'a>; MAX_IOVECS]>,
+) -> usize {
+    let mut skip = skip;
+    let mut described = 0;
+    for part in &msg.parts {
+        if iov.len() >= MAX_IOVECS {
+            break;
+        }
+        let len = part.len();
+        if skip >= len {
+            skip -= len;
+            continue;
+        }
+        match *part {
+            Part::Inline { start, len } => {
+                let (s, l) = (start as usize + skip, len as usize - skip);
+                if let Some(bytes) = msg.inline.get(s..s + l) {
+                    iov.push(IoSlice::new(bytes));
+                    described += l;
+                }
+            }
+            Part::Payload { offset, len } => {
+                let room = MAX_IOVECS - iov.len();
+                let mut tmp: SmallVec<[IoSlice<'a>; 16]> = SmallVec::new();
+                msg.payload
+                    .io_slices_range(offset as usize + skip, len as usize - skip, &mut tmp);
+                for s in tmp.into_iter().take(room) {
+                    described += s.len();
+                    iov.push(s);
+                }
+            }
+        }
+        skip = 0;
+    }
+    described
 }
 
 #[cfg(test)]

@@ -16,12 +16,10 @@ use tokio::io::Interest;
 use tokio::net::TcpStream;
 use zctarget_backends::SegmentList;
 
-use super::errqueue::{self, ZeroCopyNotification};
-use super::message::{InlineBuf, Message, Part, INLINE_CAPACITY};
+use super::errqueue;
+use super::message::{describe, InlineBuf, Message, INLINE_CAPACITY, MAX_IOVECS};
 use super::tracker::NotificationTracker;
 
-/// Most iovecs handed to one `sendmsg` (the kernel's `UIO_MAXIOV` is 1024).
-const MAX_IOVECS: usize = 256;
 /// Most bytes offered to one `sendmsg`.
 const MAX_BYTES_PER_CALL: usize = 4 << 20;
 
@@ -69,6 +67,9 @@ pub struct SenderCounters {
     pub enobufs_fallbacks: AtomicU64,
     /// Connections reset because notifications did not arrive in time.
     pub teardown_resets: AtomicU64,
+    /// Pool bytes quarantined for good: sent zero-copy, and the kernel never
+    /// notified them after the reset (see `zerocopy::reaper`).
+    pub quarantined_bytes: AtomicU64,
 }
 
 impl SenderCounters {
@@ -104,10 +105,15 @@ pub struct Completion {
 pub struct CloseReport {
     /// Every message was notified before the deadline.
     pub drained: bool,
-    /// The connection had to be reset to release pages.
+    /// The connection was reset (the deadline passed, or it had failed).
     pub reset: bool,
-    /// Everything still held, now released.
+    /// Messages released by the close: notified, or never handed to a
+    /// zero-copy call.
     pub released: Vec<Completion>,
+    /// Messages the kernel may still reference after the reset, handed to
+    /// the reactor's reaper: each is released when its notification
+    /// arrives, or quarantined (never released) if it never does.
+    pub orphaned: usize,
 }
 
 /// Writes messages to one TCP connection and tracks zero-copy releases.
@@ -126,6 +132,8 @@ pub struct ZeroCopySender {
     spare_inline: Vec<InlineBuf>,
     counters: Arc<SenderCounters>,
     failed: bool,
+    /// The connection was reset: later releases are `Aborted`.
+    reset: bool,
     /// Consecutive notifications that said the kernel copied anyway.
     copied_streak: u32,
 }
@@ -159,25 +167,29 @@ impl ZeroCopySender {
             spare_inline: Vec::new(),
             counters,
             failed: false,
+            reset: false,
             copied_streak: 0,
         }
     }
 
     /// Counts a notification; in threshold mode a streak of copied ones
     /// turns zero-copy off for this socket.
-    fn note_copied(&mut self, copied: bool) {
-        SenderCounters::add(&self.counters.notifications, 1);
+    fn note_copied(
+        counters: &SenderCounters,
+        streak: &mut u32,
+        policy: &mut ZeroCopyPolicy,
+        copied: bool,
+    ) {
+        SenderCounters::add(&counters.notifications, 1);
         if !copied {
-            self.copied_streak = 0;
+            *streak = 0;
             return;
         }
-        SenderCounters::add(&self.counters.copied_notifications, 1);
-        self.copied_streak = self.copied_streak.saturating_add(1);
-        if self.copied_streak >= COPIED_STREAK_LIMIT
-            && matches!(self.policy, ZeroCopyPolicy::Threshold(_))
-        {
-            self.policy = ZeroCopyPolicy::Never;
-            SenderCounters::add(&self.counters.zerocopy_abandoned, 1);
+        SenderCounters::add(&counters.copied_notifications, 1);
+        *streak = streak.saturating_add(1);
+        if *streak >= COPIED_STREAK_LIMIT && matches!(*policy, ZeroCopyPolicy::Threshold(_)) {
+            *policy = ZeroCopyPolicy::Never;
+            SenderCounters::add(&counters.zerocopy_abandoned, 1);
             tracing::debug!("kernel copies on this route; zero-copy off for the connection");
         }
     }
@@ -296,25 +308,20 @@ impl ZeroCopySender {
     }
 
     /// Tears the connection's send side down without releasing pages early:
-    /// writes what it can and waits for every notification until `timeout`;
-    /// past it, resets the connection (which purges the kernel's queue and
-    /// with it the last page references) and only then releases the rest.
+    /// writes what it can and waits for every notification until `timeout`.
+    /// Past it, resets the connection and hands the messages the kernel may
+    /// still reference to the reactor's reaper (see [`super::reaper`]): a
+    /// reset purges the socket's queues, not skbs already in a qdisc or a
+    /// NIC ring, so a lease returns only when its notification arrives.
     pub async fn close(mut self, timeout: Duration) -> CloseReport {
         let drained = tokio::time::timeout(timeout, self.flush_all())
             .await
             .is_ok_and(|r| r.is_ok());
         let mut reset = false;
+        let mut orphaned = 0;
         if !drained || self.in_flight() > 0 {
             reset = true;
-            SenderCounters::add(&self.counters.teardown_resets, 1);
-            let fd = self.stream.as_raw_fd();
-            if let Err(e) = errqueue::abort_connection(fd) {
-                tracing::debug!(error = %e, "reset on teardown");
-            }
-            // Whatever the kernel notifies after the purge is counted; the
-            // rest is released below, after the reset.
-            self.reap_notifications();
-            self.abort_all();
+            orphaned = self.reset_and_orphan();
         }
         let mut released = Vec::with_capacity(self.completions.len());
         released.extend(self.completions.drain(..));
@@ -322,45 +329,70 @@ impl ZeroCopySender {
             drained: drained && !reset,
             reset,
             released,
+            orphaned,
         }
+    }
+
+    /// Resets the connection, releases what the kernel cannot reference
+    /// (notified, or never sent zero-copy) and hands the rest to the
+    /// reaper. Returns how many messages were handed over.
+    fn reset_and_orphan(&mut self) -> usize {
+        SenderCounters::add(&self.counters.teardown_resets, 1);
+        if let Err(e) = errqueue::abort_connection(self.stream.as_raw_fd()) {
+            tracing::debug!(error = %e, "reset on teardown");
+        }
+        self.reset = true;
+        self.failed = true;
+        self.queue.clear();
+        self.reap_notifications();
+        let keys: Vec<usize> = self.messages.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            let tracked = self.messages.get(key).is_some_and(|m| m.tracked);
+            // No later call will carry a tracked message: it completes once
+            // the values it has are notified.
+            if !tracked || self.tracker.written(&key).is_some() {
+                if let Some(msg) = self.messages.try_remove(key) {
+                    self.finish(msg, Outcome::Aborted);
+                }
+            }
+        }
+        if self.messages.is_empty() {
+            return 0;
+        }
+        let handed = self.messages.len();
+        super::reaper::adopt(super::reaper::Orphan {
+            stream: Rc::clone(&self.stream),
+            tracker: std::mem::take(&mut self.tracker),
+            messages: std::mem::take(&mut self.messages),
+            counters: Arc::clone(&self.counters),
+        });
+        handed
     }
 
     /// Reads the error queue dry and releases every message it completes.
     fn reap_notifications(&mut self) {
-        if !self.zerocopy_enabled {
+        // Only while zero-copy sends await their notification: otherwise the
+        // error queue has nothing for us and reading it costs a syscall.
+        if !self.zerocopy_enabled || self.tracker.in_flight() == 0 {
             return;
         }
-        let fd = self.stream.as_raw_fd();
         let mut released: SmallVec<[usize; 16]> = SmallVec::new();
-        loop {
-            let got = self
-                .stream
-                .try_io(Interest::ERROR, || errqueue::recv_notification(fd));
-            match got {
-                Ok(Some(ZeroCopyNotification { lo, hi, copied })) => {
-                    self.note_copied(copied);
-                    self.tracker.notify(lo, hi, &mut released);
-                }
-                Ok(None) => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    // Readiness may not be flagged yet although entries are
-                    // queued: read directly until the queue is really empty.
-                    match errqueue::recv_notification(fd) {
-                        Ok(Some(n)) => {
-                            self.note_copied(n.copied);
-                            self.tracker.notify(n.lo, n.hi, &mut released);
-                        }
-                        Ok(None) => continue,
-                        Err(_) => break,
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => break,
-            }
-        }
+        let (counters, streak, policy) =
+            (&self.counters, &mut self.copied_streak, &mut self.policy);
+        super::reaper::read_errqueue(
+            &self.stream,
+            &mut self.tracker,
+            |copied| Self::note_copied(counters, streak, policy, copied),
+            &mut released,
+        );
+        let outcome = if self.reset {
+            Outcome::Aborted
+        } else {
+            Outcome::Sent
+        };
         for key in released {
             if let Some(msg) = self.messages.try_remove(key) {
-                self.finish(msg, Outcome::Sent);
+                self.finish(msg, outcome);
             }
         }
     }
@@ -487,7 +519,8 @@ impl ZeroCopySender {
     fn fail(&mut self) {
         self.failed = true;
         // Nothing more will be written. Messages the kernel still references
-        // are released by `close` after the reset; unwritten, untracked ones
+        // are released as their notifications arrive (here, or after the
+        // reset by `close`/drop and the reaper); unwritten, untracked ones
         // can go now.
         let queued: Vec<usize> = self.queue.drain(..).collect();
         for key in queued {
@@ -496,18 +529,6 @@ impl ZeroCopySender {
                 if let Some(msg) = self.messages.try_remove(key) {
                     self.finish(msg, Outcome::Aborted);
                 }
-            }
-        }
-    }
-
-    fn abort_all(&mut self) {
-        self.queue.clear();
-        let mut abandoned: Vec<usize> = Vec::new();
-        self.tracker.abandon_all(&mut abandoned);
-        let keys: Vec<usize> = self.messages.iter().map(|(k, _)| k).collect();
-        for key in keys {
-            if let Some(msg) = self.messages.try_remove(key) {
-                self.finish(msg, Outcome::Aborted);
             }
         }
     }
@@ -535,53 +556,11 @@ impl ZeroCopySender {
 
 impl Drop for ZeroCopySender {
     fn drop(&mut self) {
-        // Dropping a sender with messages the kernel may still reference
-        // would free their leases early. Reset the connection first so the
-        // kernel lets go, exactly like `close` past its deadline.
+        // Messages the kernel may still reference must not be freed here:
+        // reset like `close` past its deadline and hand them to the reaper,
+        // which releases each one when its notification arrives.
         if self.tracker.in_flight() > 0 {
-            let _ = errqueue::abort_connection(self.stream.as_raw_fd());
-            SenderCounters::add(&self.counters.teardown_resets, 1);
+            self.reset_and_orphan();
         }
     }
-}
-
-/// Appends iovecs for `msg` from byte `skip` on. Returns bytes described.
-fn describe<'a>(
-    msg: &'a Message,
-    skip: usize,
-    iov: &mut SmallVec<[IoSlice<'a>; MAX_IOVECS]>,
-) -> usize {
-    let mut skip = skip;
-    let mut described = 0;
-    for part in &msg.parts {
-        if iov.len() >= MAX_IOVECS {
-            break;
-        }
-        let len = part.len();
-        if skip >= len {
-            skip -= len;
-            continue;
-        }
-        match *part {
-            Part::Inline { start, len } => {
-                let (s, l) = (start as usize + skip, len as usize - skip);
-                if let Some(bytes) = msg.inline.get(s..s + l) {
-                    iov.push(IoSlice::new(bytes));
-                    described += l;
-                }
-            }
-            Part::Payload { offset, len } => {
-                let room = MAX_IOVECS - iov.len();
-                let mut tmp: SmallVec<[IoSlice<'a>; 16]> = SmallVec::new();
-                msg.payload
-                    .io_slices_range(offset as usize + skip, len as usize - skip, &mut tmp);
-                for s in tmp.into_iter().take(room) {
-                    described += s.len();
-                    iov.push(s);
-                }
-            }
-        }
-        skip = 0;
-    }
-    described
 }

@@ -61,6 +61,26 @@ impl Iscsi {
     /// Connects to `port` and logs in to `target` as `initiator`, then
     /// clears the power-on unit attention. `bs`: the LUN's block size.
     pub fn login(port: u16, target: &str, initiator: &str, bs: usize) -> io::Result<Self> {
+        Self::login_with(
+            port,
+            target,
+            initiator,
+            bs,
+            "ImmediateData=No\0InitialR2T=Yes\0MaxRecvDataSegmentLength=65536\0\
+             MaxBurstLength=262144\0FirstBurstLength=65536\0",
+        )
+        .map(|(me, _)| me)
+    }
+
+    /// Like [`login`](Self::login) with the given operational keys
+    /// (`Key=Value\0...`); also returns the keys the target answered.
+    pub fn login_with(
+        port: u16,
+        target: &str,
+        initiator: &str,
+        bs: usize,
+        keys: &str,
+    ) -> io::Result<(Self, std::collections::HashMap<String, String>)> {
         let s = TcpStream::connect(("127.0.0.1", port))?;
         s.set_read_timeout(Some(Duration::from_secs(20)))?;
         s.set_nodelay(true)?;
@@ -74,9 +94,7 @@ impl Iscsi {
         };
         let text = format!(
             "InitiatorName={initiator}\0TargetName={target}\0SessionType=Normal\0\
-             HeaderDigest=None\0DataDigest=None\0ImmediateData=No\0InitialR2T=Yes\0\
-             MaxRecvDataSegmentLength=65536\0MaxBurstLength=262144\0\
-             FirstBurstLength=65536\0ErrorRecoveryLevel=0\0"
+             HeaderDigest=None\0DataDigest=None\0{keys}ErrorRecoveryLevel=0\0"
         );
         let mut bhs = [0u8; BHS_LEN];
         bhs[0] = 0x40 | 0x03; // immediate, Login Request
@@ -105,10 +123,19 @@ impl Iscsi {
         }
         me.exp_stat_sn = rsp.be32(24).wrapping_add(1);
         me.max_cmd_sn = rsp.be32(32);
+        let answered = rsp
+            .data
+            .split(|&b| b == 0)
+            .filter_map(|kv| {
+                let kv = std::str::from_utf8(kv).ok()?;
+                let (k, v) = kv.split_once('=')?;
+                Some((k.to_owned(), v.to_owned()))
+            })
+            .collect();
         // A new I_T nexus starts with a unit attention.
         for _ in 0..3 {
             if me.test_unit_ready()? == 0 {
-                return Ok(me);
+                return Ok((me, answered));
             }
         }
         Err(invalid("TEST UNIT READY never GOOD"))
