@@ -81,6 +81,26 @@ fn epoll_eager_completes_io_at_depth() {
     workloads("epoll", "eager");
 }
 
+/// A pool far smaller than the data in flight: the target answers some
+/// in-capsule writes with Command Interrupted (its retryable busy); the
+/// generator counts and resubmits them, and every block still verifies.
+#[test]
+fn busy_target_is_retried_not_failed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut spec = Spec::new("uring");
+    spec.buffer_pool = "1MiB";
+    let d = common::start(dir.path(), &spec, "perf-busy");
+    let mut c = config(&d);
+    c.queues = 4;
+    c.qd = 64;
+    c.rw = Rw::Mix;
+    c.mix_read_pct = 20;
+    c.verify = true;
+    let r = perf::run(&c).expect("perf run");
+    check_clean(&r, "small pool");
+    eprintln!("busy answers: {}", r.busy);
+}
+
 #[test]
 fn failed_commands_are_counted_and_reported() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -22,7 +22,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use zctarget_protocol::nvme::{io_opcode, Sgl, Sqe, Status};
+use zctarget_protocol::nvme::{io_opcode, Sct, Sgl, Sqe, Status};
 use zctarget_protocol::nvme_tcp::{digest, CapsuleCmd, CommonHeader, PduFlags};
 
 use super::hist::Histogram;
@@ -86,6 +86,9 @@ pub struct Stats {
     pub errors: u64,
     /// Reads whose data did not match the pattern (whole run).
     pub verify_failures: u64,
+    /// Commands the target answered with Command Interrupted (retryable
+    /// busy), resubmitted (whole run).
+    pub busy: u64,
     /// Reads ended by the C2HData SUCCESS flag instead of a CapsuleResp
     /// (whole run).
     pub success_flag: u64,
@@ -223,6 +226,7 @@ pub fn run(conns: Vec<Conn>, geo: &Geometry, phase: &Phase) -> anyhow::Result<(V
                 errors: w.stats.errors,
                 verify_failures: w.stats.verify_failures,
                 success_flag: w.stats.success_flag,
+                busy: w.stats.busy,
                 samples: std::mem::take(&mut w.stats.samples),
                 ..Stats::default()
             };
@@ -318,9 +322,9 @@ impl Worker<'_> {
             self.submitting = false;
             return Ok(false);
         }
-        let Some(cid) = q.free.pop() else {
+        if q.free.is_empty() {
             return Ok(false);
-        };
+        }
         let write = match self.phase.rw {
             Rw::Read => false,
             Rw::Write => true,
@@ -335,6 +339,17 @@ impl Worker<'_> {
             }
         };
         let slba = self.geo.start + idx * u64::from(self.geo.nlb);
+        self.submitted += 1;
+        self.submit_at(q, write, slba);
+        Ok(true)
+    }
+
+    /// Queues a read or write of one command's blocks at `slba` on `q`,
+    /// which has a free slot.
+    fn submit_at(&mut self, q: &mut Queue, write: bool, slba: u64) {
+        let Some(cid) = q.free.pop() else {
+            return;
+        };
         let len = self.geo.nlb as usize * self.geo.lba;
         let mut sqe = Sqe::new(
             if write {
@@ -385,8 +400,6 @@ impl Worker<'_> {
             bad_data: false,
         };
         q.inflight += 1;
-        self.submitted += 1;
-        Ok(true)
     }
 
     fn sample(&mut self, s: String) {
@@ -405,6 +418,16 @@ impl Worker<'_> {
         q.free.push(cid);
         let what = if s.write { "write" } else { "read" };
         let len = self.geo.nlb as usize * self.geo.lba;
+        if status.sct == Sct::Generic && status.sc == Status::CMD_INTERRUPTED.sc && !status.dnr {
+            // The target's retryable "busy" (no buffers for the data now):
+            // the same command again, as a host would; not an I/O done.
+            self.stats.busy += 1;
+            // A pre-fill (limited phase) must write every block it owns.
+            if self.submitting || self.phase.limit.is_some() {
+                self.submit_at(q, s.write, s.slba);
+            }
+            return Ok(());
+        }
         if !status.is_success() {
             self.stats.errors += 1;
             self.sample(format!(

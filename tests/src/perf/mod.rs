@@ -113,6 +113,9 @@ pub struct Report {
     pub error_samples: Vec<String>,
     /// Reads the target ended with the C2HData SUCCESS flag (no CapsuleResp).
     pub c2h_success: u64,
+    /// Commands answered with Command Interrupted (the target's retryable
+    /// busy) and resubmitted.
+    pub busy: u64,
     pub bs: usize,
     /// Measured window (mean over threads).
     pub elapsed: Duration,
@@ -140,7 +143,7 @@ impl Report {
         let mut s = format!(
             "{}\n{:.1} s: {:.0} IOPS, {:.1} MB/s ({} reads, {} writes)\n\
              latency us: avg {:.1}  p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}\n\
-             errors: {}  verify failures: {}  reads ended by C2HData SUCCESS: {}\n",
+             errors: {}  verify failures: {}  busy (retried): {}  reads ended by C2HData SUCCESS: {}\n",
             self.label,
             self.elapsed.as_secs_f64(),
             self.iops(),
@@ -155,6 +158,7 @@ impl Report {
             Self::us(h.max_ns() as f64),
             self.errors,
             self.verify_failures,
+            self.busy,
             self.c2h_success,
         );
         for e in &self.error_samples {
@@ -186,6 +190,7 @@ impl Report {
             "errors": self.errors,
             "verify_failures": self.verify_failures,
             "c2h_success": self.c2h_success,
+            "busy": self.busy,
             "error_samples": self.error_samples,
         })
     }
@@ -368,6 +373,7 @@ pub fn run(cfg: &PerfConfig) -> anyhow::Result<Report> {
         verify_failures: 0,
         error_samples: Vec::new(),
         c2h_success: 0,
+        busy: 0,
         bs: cfg.bs,
         elapsed: Duration::ZERO,
         latency: Histogram::default(),
@@ -377,6 +383,7 @@ pub fn run(cfg: &PerfConfig) -> anyhow::Result<Report> {
         report.errors += s.errors;
         report.verify_failures += s.verify_failures;
         report.c2h_success += s.success_flag;
+        report.busy += s.busy;
         for e in &s.samples {
             if report.error_samples.len() < 10 {
                 report.error_samples.push(e.clone());
