@@ -12,6 +12,7 @@
 
 pub mod backend;
 pub mod file;
+mod lock;
 pub mod memory;
 pub mod null;
 pub mod pool;

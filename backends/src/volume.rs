@@ -14,6 +14,7 @@ use crate::stats::VolumeStats;
 
 use crate::backend::{Backend, BackendInfo, Engine};
 use crate::file::{EpollFile, FileStore, UringFile, BLKGETSIZE64, BLKSSZGET};
+use crate::lock::FileLock;
 use crate::memory::{MemoryBackend, MemoryStore};
 use crate::null::NullBackend;
 use crate::SegmentList;
@@ -65,6 +66,20 @@ pub enum BackendError {
         /// The error.
         source: io::Error,
     },
+    /// The file is locked: another daemon (or another volume of this one)
+    /// serves it.
+    #[error(
+        "volume {volume}: {path} is locked by {holder}: it is already being served \
+         (one file is served by one volume of one daemon only)"
+    )]
+    Locked {
+        /// Volume name.
+        volume: String,
+        /// The file.
+        path: String,
+        /// Who holds the lock, as far as known ("process 1234 (zctarget)").
+        holder: String,
+    },
     /// The specification cannot work.
     #[error("volume {volume}: {reason}")]
     Invalid {
@@ -87,6 +102,8 @@ pub struct Volume {
     info: BackendInfo,
     store: Store,
     stats: Arc<VolumeStats>,
+    /// The file's lock (file and block volumes), held while the volume is.
+    _lock: Option<Arc<FileLock>>,
 }
 
 impl std::fmt::Debug for Volume {
@@ -113,6 +130,7 @@ impl Volume {
             )));
         }
         let bs = u64::from(spec.block_size);
+        let mut lock = None;
         let (store, capacity, discard, volatile_cache) = match spec.kind {
             BackendKind::Null | BackendKind::Memory => {
                 let size = spec
@@ -133,7 +151,8 @@ impl Volume {
                     .path
                     .clone()
                     .ok_or_else(|| invalid("a file or block volume needs a path".into()))?;
-                let (file, capacity, block_device) = open_file(spec, &path)?;
+                let (file, file_lock, capacity, block_device) = open_file(spec, &path)?;
+                lock = Some(file_lock);
                 let store = FileStore { file, block_device };
                 (Store::File(Arc::new(store)), capacity, true, true)
             }
@@ -152,6 +171,7 @@ impl Volume {
                 volatile_cache,
             },
             store,
+            _lock: lock,
         }))
     }
 
@@ -218,7 +238,12 @@ impl Volume {
     }
 }
 
-fn open_file(spec: &VolumeSpec, path: &PathBuf) -> Result<(File, u64, bool), BackendError> {
+/// Opens (creating if allowed) and locks the file, then sizes it: the lock
+/// comes before anything that could change a file another daemon serves.
+fn open_file(
+    spec: &VolumeSpec,
+    path: &PathBuf,
+) -> Result<(File, Arc<FileLock>, u64, bool), BackendError> {
     let io_err = |action: &'static str, source: io::Error| BackendError::Io {
         volume: spec.name.clone(),
         action,
@@ -257,6 +282,7 @@ fn open_file(spec: &VolumeSpec, path: &PathBuf) -> Result<(File, u64, bool), Bac
         opts.custom_flags(libc::O_DIRECT);
     }
     let file = opts.open(path).map_err(|e| io_err("opening", e))?;
+    let lock = crate::lock::lock(path, &file, &spec.name)?;
     if is_block {
         let mut size: u64 = 0;
         // SAFETY: BLKGETSIZE64 writes one u64 through the pointer, which
@@ -286,7 +312,7 @@ fn open_file(spec: &VolumeSpec, path: &PathBuf) -> Result<(File, u64, bool), Bac
             )));
         }
         let capacity = spec.size.unwrap_or(size).min(size);
-        return Ok((file, capacity - capacity % bs, true));
+        return Ok((file, lock, capacity - capacity % bs, true));
     }
     let len = file.metadata().map_err(|e| io_err("inspecting", e))?.len();
     let capacity = match spec.size {
@@ -304,7 +330,7 @@ fn open_file(spec: &VolumeSpec, path: &PathBuf) -> Result<(File, u64, bool), Bac
         }
         None => len,
     };
-    Ok((file, capacity - capacity % bs, false))
+    Ok((file, lock, capacity - capacity % bs, false))
 }
 
 /// A volume as one reactor sees it: the I/O path for its engine, and the

@@ -70,6 +70,11 @@ pub struct Shared {
     pub iscsi: crate::iscsi::IscsiRegistry,
     /// NVMe/TCP subsystems and live controllers.
     pub nvmf: crate::nvmf::NvmfRegistry,
+    /// Connections served (or being handed over) per reactor: where an
+    /// accepted connection goes (see `reactor`).
+    pub reactor_load: Vec<std::sync::atomic::AtomicUsize>,
+    /// Each reactor's inbox for connections another reactor accepted.
+    pub reactor_inboxes: Vec<tokio::sync::mpsc::UnboundedSender<crate::reactor::HandedOver>>,
 }
 
 /// A running daemon.
@@ -93,7 +98,6 @@ impl Daemon {
         config_path: Option<std::path::PathBuf>,
     ) -> anyhow::Result<Self> {
         let engine = crate::engine::resolve(config.server.io_engine)?;
-        let exports = Exports::open(&config)?;
         let pool_bytes = usize::try_from(config.server.buffer_pool.0)
             .context("buffer_pool does not fit in memory")?;
         // An eighth of the pool is the reserve for data hosts send unasked
@@ -118,8 +122,10 @@ impl Daemon {
             n => n,
         };
 
-        // Bind every listener once per reactor. The first bind resolves port
-        // 0, and the others reuse the resolved port (SO_REUSEPORT).
+        // Bind every portal once, before opening any volume (a second daemon
+        // on the same configuration stops here, naming the portal, and
+        // touches no file); every reactor accepts on a duplicate of the
+        // socket.
         let mut plans: Vec<ReactorPlan> = (0..reactor_count).map(ReactorPlan::new).collect();
         let mut iscsi_portals = Vec::new();
         let mut nvme_portals = Vec::new();
@@ -136,24 +142,31 @@ impl Daemon {
                     .map(|a| (Protocol::NvmeTcp, *a)),
             );
         for (protocol, addr) in wanted {
-            let first = crate::listener::bind_reuseport(addr)
-                .with_context(|| format!("{protocol} listener"))?;
-            let actual = first.local_addr()?;
+            let what = format!("{protocol} portal");
+            let listener = crate::listener::bind_portal(&what, addr)?;
+            let actual = listener
+                .local_addr()
+                .with_context(|| format!("{what} {addr}: local address"))?;
+            tracing::info!(%protocol, portal = %actual, "listening");
             match protocol {
                 Protocol::Iscsi => iscsi_portals.push(actual),
                 Protocol::NvmeTcp => nvme_portals.push(actual),
             }
-            let mut first = Some(first);
             for plan in plans.iter_mut() {
-                let listener = match first.take() {
-                    Some(l) => l,
-                    None => crate::listener::bind_reuseport(actual)
-                        .with_context(|| format!("{protocol} listener"))?,
-                };
-                plan.listeners.push((protocol, listener));
+                let dup = listener
+                    .try_clone()
+                    .with_context(|| format!("{what} {actual}: duplicating the socket"))?;
+                plan.listeners.push((protocol, dup));
             }
         }
+        let exports = Exports::open(&config)?;
 
+        let mut reactor_inboxes = Vec::with_capacity(reactor_count);
+        for plan in plans.iter_mut() {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            reactor_inboxes.push(tx);
+            plan.inbox = Some(rx);
+        }
         let iscsi = crate::iscsi::IscsiRegistry::new(&config.iscsi_targets, &exports);
         let nvmf =
             crate::nvmf::NvmfRegistry::new(&config.nvme_subsystems, &exports, nvme_portals.clone());
@@ -170,6 +183,8 @@ impl Daemon {
             zerocopy,
             iscsi_portals,
             nvme_portals,
+            reactor_load: (0..reactor_count).map(|_| Default::default()).collect(),
+            reactor_inboxes,
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();

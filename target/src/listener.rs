@@ -1,5 +1,13 @@
-//! Listening sockets: one per address per reactor, all bound with
-//! `SO_REUSEPORT` so the kernel spreads connections over the reactors.
+//! Listening sockets: one per portal, owned by this daemon alone, shared by
+//! every reactor.
+//!
+//! A portal is bound once with `SO_REUSEADDR` only — never `SO_REUSEPORT`,
+//! which would let any other process of the same user join the port's group
+//! and silently take half the new connections (a second zctarget started on
+//! the same configuration). Each reactor accepts on its own duplicate of
+//! that one descriptor: every reactor waiting on it is woken, one `accept`
+//! wins each connection, so connections go to whichever reactor gets there
+//! first.
 
 use std::net::SocketAddr;
 
@@ -9,21 +17,32 @@ use socket2::{Domain, Protocol, Socket, Type};
 /// Backlog of each listener.
 const BACKLOG: i32 = 1024;
 
-/// A non-blocking std listener on `addr` with `SO_REUSEADDR` and
-/// `SO_REUSEPORT`; convert it with `tokio::net::TcpListener::from_std` on the
-/// reactor that will accept on it.
-pub fn bind_reuseport(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+/// A non-blocking std listener on `addr` (`SO_REUSEADDR`, so a restart is
+/// not held up by the previous run's connections in TIME-WAIT; no
+/// `SO_REUSEPORT`, so nobody else can bind the port while we hold it).
+/// `what` names the portal in errors ("iscsi portal"). Give each reactor a
+/// `try_clone` and convert it with `tokio::net::TcpListener::from_std` there.
+pub fn bind_portal(what: &str, addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-        .context("creating listening socket")?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket.set_nonblocking(true)?;
+        .with_context(|| format!("{what} {addr}: creating the listening socket"))?;
     socket
-        .bind(&addr.into())
-        .with_context(|| format!("binding {addr}"))?;
+        .set_reuse_address(true)
+        .with_context(|| format!("{what} {addr}: SO_REUSEADDR"))?;
+    socket
+        .set_nonblocking(true)
+        .with_context(|| format!("{what} {addr}: O_NONBLOCK"))?;
+    if let Err(e) = socket.bind(&addr.into()) {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            anyhow::bail!(
+                "{what} {addr}: address already in use (another zctarget, or another \
+                 program, is listening there)"
+            );
+        }
+        return Err(e).with_context(|| format!("{what} {addr}: binding"));
+    }
     socket
         .listen(BACKLOG)
-        .with_context(|| format!("listening on {addr}"))?;
+        .with_context(|| format!("{what} {addr}: listening"))?;
     Ok(socket.into())
 }
 

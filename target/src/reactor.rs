@@ -1,6 +1,10 @@
 //! A reactor: one thread, one single-threaded runtime (tokio-uring or plain
-//! tokio), its own `SO_REUSEPORT` listeners. A connection lives on the
-//! reactor that accepted it, so its state needs no locks.
+//! tokio), accepting on its duplicate of each portal's one listening socket
+//! (see `listener`). Every reactor is woken for a new connection and one
+//! `accept` wins; the winner keeps it, or hands it to the reactor serving
+//! the fewest connections, so connections are spread evenly whichever
+//! thread the kernel woke first. A connection then lives on one reactor, so
+//! its state needs no locks.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -10,6 +14,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::{watch, Notify};
 use tracing::Instrument;
 use zctarget_backends::{Engine, VolumeHandle};
@@ -28,9 +34,15 @@ const RING_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 pub struct ReactorPlan {
     /// Reactor number (also the CPU it is pinned to, modulo the CPU count).
     pub id: usize,
-    /// Its listeners.
+    /// Its duplicates of the portals' listening sockets.
     pub listeners: Vec<(Protocol, std::net::TcpListener)>,
+    /// Connections other reactors accepted for this one.
+    pub inbox: Option<UnboundedReceiver<HandedOver>>,
 }
+
+/// A connection accepted by one reactor for another: its protocol, the
+/// socket (deregistered from the accepting reactor) and the peer.
+pub type HandedOver = (Protocol, std::net::TcpStream, std::net::SocketAddr);
 
 impl ReactorPlan {
     /// An empty plan for reactor `id`.
@@ -38,6 +50,7 @@ impl ReactorPlan {
         Self {
             id,
             listeners: Vec::new(),
+            inbox: None,
         }
     }
 }
@@ -113,6 +126,7 @@ impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         let i = crate::metrics::Counters::index(self.1);
         self.0.shared.counters.connections[i].fetch_sub(1, Ordering::Relaxed);
+        self.0.shared.reactor_load[self.0.id].fetch_sub(1, Ordering::Relaxed);
         let t = &self.0.connections;
         t.active.set(t.active.get().saturating_sub(1));
         if t.active.get() == 0 {
@@ -148,11 +162,12 @@ pub fn run(
 }
 
 async fn reactor_main(
-    plan: ReactorPlan,
+    mut plan: ReactorPlan,
     shared: Arc<Shared>,
     shutdown: watch::Receiver<bool>,
     ready: Sender<anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
+    let inbox = plan.inbox.take();
     let setup = async {
         if shared.engine == Engine::Uring {
             // Failure is logged once by the backend; plain reads still work.
@@ -196,6 +211,12 @@ async fn reactor_main(
         connections: ConnectionTracker::default(),
     });
     let mut accepts = Vec::new();
+    if let Some(inbox) = inbox {
+        accepts.push(tokio::task::spawn_local(inbox_loop(
+            Rc::clone(&reactor),
+            inbox,
+        )));
+    }
     for (protocol, listener) in listeners {
         accepts.push(tokio::task::spawn_local(accept_loop(
             Rc::clone(&reactor),
@@ -238,31 +259,7 @@ async fn accept_loop(reactor: Rc<Reactor>, protocol: Protocol, listener: TcpList
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    if let Err(e) = crate::listener::tune_connection(&stream) {
-                        tracing::debug!(%peer, error = %e, "socket options");
-                    }
-                    let t = &reactor.connections;
-                    t.active.set(t.active.get() + 1);
-                    let counters = &reactor.shared.counters;
-                    let i = crate::metrics::Counters::index(protocol);
-                    counters.connections[i].fetch_add(1, Ordering::Relaxed);
-                    counters.connections_accepted[i].fetch_add(1, Ordering::Relaxed);
-                    let guard = ConnectionGuard(Rc::clone(&reactor), protocol);
-                    let span = tracing::info_span!("conn", proto = %protocol, %peer, reactor = reactor.id);
-                    let r = Rc::clone(&reactor);
-                    tokio::task::spawn_local(async move {
-                        let _guard = guard;
-                        let result = match protocol {
-                            Protocol::Iscsi => crate::iscsi::serve_connection(r, stream).await,
-                            Protocol::NvmeTcp => crate::nvmf::serve_connection(r, stream).await,
-                        };
-                        match result {
-                            Ok(()) => tracing::debug!("connection closed"),
-                            Err(e) => tracing::info!(error = %format!("{e:#}"), "connection ended"),
-                        }
-                    }.instrument(span));
-                }
+                Ok((stream, peer)) => dispatch(&reactor, protocol, stream, peer),
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
@@ -272,6 +269,97 @@ async fn accept_loop(reactor: Rc<Reactor>, protocol: Protocol, listener: TcpList
             _ = shutdown.wait_for(|stop| *stop) => break,
         }
     }
+}
+
+/// Serves an accepted connection here, or hands it to the reactor with the
+/// fewest connections (this one on a tie). The target's load is counted at
+/// once, so a burst accepted by one reactor is spread too.
+fn dispatch(
+    reactor: &Rc<Reactor>,
+    protocol: Protocol,
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+) {
+    let loads = &reactor.shared.reactor_load;
+    let mine = loads[reactor.id].load(Ordering::Relaxed);
+    let target = loads
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.load(Ordering::Relaxed), i))
+        .min()
+        .filter(|&(load, _)| load < mine)
+        .map_or(reactor.id, |(_, i)| i);
+    loads[target].fetch_add(1, Ordering::Relaxed);
+    if target == reactor.id {
+        serve(reactor, protocol, stream, peer);
+        return;
+    }
+    let handed = stream.into_std().map_err(|e| e.to_string()).and_then(|s| {
+        reactor.shared.reactor_inboxes[target]
+            .send((protocol, s, peer))
+            .map_err(|_| "the reactor is gone".to_owned())
+    });
+    if let Err(e) = handed {
+        // The connection is closed (shutdown under way, or a failed
+        // deregistration); the client sees a reset and may retry.
+        loads[target].fetch_sub(1, Ordering::Relaxed);
+        tracing::debug!(%peer, target, error = %e, "handing a connection over failed");
+    }
+}
+
+/// Serves connections other reactors accepted for this one, until shutdown.
+async fn inbox_loop(reactor: Rc<Reactor>, mut inbox: UnboundedReceiver<HandedOver>) {
+    let mut shutdown = reactor.shutdown.clone();
+    loop {
+        tokio::select! {
+            handed = inbox.recv() => match handed {
+                Some((protocol, std_stream, peer)) => match TcpStream::from_std(std_stream) {
+                    Ok(stream) => serve(&reactor, protocol, stream, peer),
+                    Err(e) => {
+                        reactor.shared.reactor_load[reactor.id].fetch_sub(1, Ordering::Relaxed);
+                        tracing::warn!(%peer, error = %e, "taking over a connection");
+                    }
+                },
+                None => break,
+            },
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        }
+    }
+    // Connections still queued are closed; their load is given back.
+    inbox.close();
+    while let Ok(_dropped) = inbox.try_recv() {
+        reactor.shared.reactor_load[reactor.id].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Runs one connection on this reactor (its load is already counted).
+fn serve(reactor: &Rc<Reactor>, protocol: Protocol, stream: TcpStream, peer: std::net::SocketAddr) {
+    if let Err(e) = crate::listener::tune_connection(&stream) {
+        tracing::debug!(%peer, error = %e, "socket options");
+    }
+    let t = &reactor.connections;
+    t.active.set(t.active.get() + 1);
+    let counters = &reactor.shared.counters;
+    let i = crate::metrics::Counters::index(protocol);
+    counters.connections[i].fetch_add(1, Ordering::Relaxed);
+    counters.connections_accepted[i].fetch_add(1, Ordering::Relaxed);
+    let guard = ConnectionGuard(Rc::clone(reactor), protocol);
+    let span = tracing::info_span!("conn", proto = %protocol, %peer, reactor = reactor.id);
+    let r = Rc::clone(reactor);
+    tokio::task::spawn_local(
+        async move {
+            let _guard = guard;
+            let result = match protocol {
+                Protocol::Iscsi => crate::iscsi::serve_connection(r, stream).await,
+                Protocol::NvmeTcp => crate::nvmf::serve_connection(r, stream).await,
+            };
+            match result {
+                Ok(()) => tracing::debug!("connection closed"),
+                Err(e) => tracing::info!(error = %format!("{e:#}"), "connection ended"),
+            }
+        }
+        .instrument(span),
+    );
 }
 
 /// Pins the calling thread to one CPU (reactor id modulo the CPUs we may

@@ -116,13 +116,74 @@ fn read_all(d: &Daemon, blocks: u64) -> Vec<u8> {
         let (st, data) = s.read(lba, n).expect("iSCSI read");
         assert_eq!(st, 0, "iSCSI read status");
         let at = lba as usize * BS;
-        assert!(
-            data == bytes[at..at + data.len()],
-            "iSCSI and NVMe/TCP disagree about blocks {lba}..{}",
-            lba + u64::from(n)
-        );
+        if data != bytes[at..at + data.len()] {
+            panic!(
+                "iSCSI and NVMe/TCP disagree about blocks {lba}..{}\n{}",
+                lba + u64::from(n),
+                disagreement(
+                    d,
+                    lba,
+                    n,
+                    &bytes[at..at + data.len()],
+                    &data,
+                    &mut io,
+                    &mut s
+                )
+            );
+        }
     }
     bytes
+}
+
+/// Explains a disagreement between the protocols: per block, what NVMe/TCP
+/// and iSCSI returned, what a second read through each returns now, and
+/// what the file holds (pread, bypassing the daemon); and who listens on
+/// the daemon's ports (another process there would have served some of the
+/// connections).
+fn disagreement(
+    d: &Daemon,
+    lba: u64,
+    n: u32,
+    nvme: &[u8],
+    iscsi: &[u8],
+    io: &mut NvmeQueue,
+    s: &mut Iscsi,
+) -> String {
+    use std::os::unix::fs::FileExt;
+    let nvme_again = io.read(1, lba, n, BS).map(|r| r.data).unwrap_or_default();
+    let iscsi_again = s.read(lba, n).map(|(_, data)| data).unwrap_or_default();
+    let mut file = vec![0u8; n as usize * BS];
+    let file_note = match std::fs::File::open(d.dir().join("data.img"))
+        .and_then(|f| f.read_exact_at(&mut file, lba * BS as u64))
+    {
+        Ok(()) => String::new(),
+        Err(e) => format!(" (pread failed: {e})"),
+    };
+    let show = |bytes: &[u8], i: usize, b: u64| match bytes.get(i * BS..(i + 1) * BS) {
+        Some(block) => common::describe_block(block, b),
+        None => "-".to_owned(),
+    };
+    let mut out = format!(
+        "daemon pid {}; listeners on the iSCSI port {}: pids {:?}; on the NVMe/TCP port {}: pids {:?}\n\
+         block: NVMe/TCP | iSCSI | NVMe/TCP again | iSCSI again | file{file_note}\n",
+        d.pid(),
+        d.iscsi_port,
+        common::port_owners(d.iscsi_port),
+        d.nvme_port,
+        common::port_owners(d.nvme_port),
+    );
+    for i in 0..n as usize {
+        let b = lba + i as u64;
+        out += &format!(
+            "{b}: {} | {} | {} | {} | {}\n",
+            show(nvme, i, b),
+            show(iscsi, i, b),
+            show(&nvme_again, i, b),
+            show(&iscsi_again, i, b),
+            show(&file, i, b)
+        );
+    }
+    out
 }
 
 /// What a verification found.

@@ -8,6 +8,9 @@
 //! `TcpStream`, the protocol crate's PDU encoders, digests computed by the
 //! test.
 
+#[allow(dead_code)]
+mod common;
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -33,18 +36,10 @@ impl Drop for Daemon {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 fn start(engine: &str) -> Daemon {
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
     let cfg = format!(
-        "[server]\nadmin_socket = \"\"\niscsi_listen = [\"127.0.0.1:{port}\"]\nnvme_listen = []\n\
+        "[server]\nadmin_socket = \"\"\niscsi_listen = [\"127.0.0.1:0\"]\nnvme_listen = []\n\
          io_engine = \"{engine}\"\nreactors = 1\npoison_on_release = true\n\
          buffer_pool = \"16MiB\"\n\n\
          [[volumes]]\nname = \"v\"\nbackend = \"memory\"\nsize = \"16MiB\"\n\n\
@@ -52,18 +47,17 @@ fn start(engine: &str) -> Daemon {
     );
     let path = dir.path().join("z.toml");
     std::fs::write(&path, cfg).expect("config");
-    let child = Command::new(BIN)
+    let log_path = dir.path().join("daemon.log");
+    let log = std::fs::File::create(&log_path).expect("log");
+    let mut child = Command::new(BIN)
         .args(["serve", "--config"])
         .arg(&path)
+        .env("RUST_LOG", "info")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("spawn zctarget");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "daemon did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let port = common::wait_logged_port(&mut child, &log_path, "iscsi");
     Daemon {
         child,
         port,

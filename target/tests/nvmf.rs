@@ -9,7 +9,9 @@
 #[path = "../../tests/src/nvme_client.rs"]
 mod nvme_client;
 
-use std::net::TcpStream;
+#[allow(dead_code)]
+mod common;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -68,18 +70,10 @@ impl Daemon {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 fn start(engine: &str, policy: &str) -> Daemon {
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
     let cfg = format!(
-        "[server]\nadmin_socket = \"\"\niscsi_listen = []\nnvme_listen = [\"127.0.0.1:{port}\"]\n\
+        "[server]\nadmin_socket = \"\"\niscsi_listen = []\nnvme_listen = [\"127.0.0.1:0\"]\n\
          io_engine = \"{engine}\"\nstatus_policy = \"{policy}\"\nreactors = 2\n\
          poison_on_release = true\nbuffer_pool = \"32MiB\"\n\n\
          [[volumes]]\nname = \"data\"\npath = \"data.img\"\nsize = \"32MiB\"\n\n\
@@ -88,8 +82,9 @@ fn start(engine: &str, policy: &str) -> Daemon {
     );
     let path = dir.path().join("z.toml");
     std::fs::write(&path, cfg).expect("config");
-    let log = std::fs::File::create(dir.path().join("daemon.log")).expect("log");
-    let child = Command::new(BIN)
+    let log_path = dir.path().join("daemon.log");
+    let log = std::fs::File::create(&log_path).expect("log");
+    let mut child = Command::new(BIN)
         .args(["serve", "--config"])
         .arg(&path)
         .env("RUST_LOG", "info")
@@ -97,11 +92,7 @@ fn start(engine: &str, policy: &str) -> Daemon {
         .stderr(log)
         .spawn()
         .expect("spawn zctarget");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "daemon did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let port = common::wait_logged_port(&mut child, &log_path, "nvme-tcp");
     Daemon { child, port, dir }
 }
 

@@ -541,38 +541,39 @@ impl Connection {
         let mut shutdown = self.reactor.shutdown.clone();
         let mut data = Vec::with_capacity(8192);
         loop {
-            // Wait for input without consuming any (cancel-safe), so that a
-            // ping timer or shutdown never tears a PDU in half.
-            let wait = match self.nop_outstanding.get() {
-                Some((_, sent)) => {
-                    (sent + NOP_TIMEOUT).saturating_duration_since(std::time::Instant::now())
+            if reader.buffered() == 0 {
+                // Wait for input without consuming any (cancel-safe), so
+                // that a ping timer or shutdown never tears a PDU in half.
+                let wait = match self.nop_outstanding.get() {
+                    Some((_, sent)) => {
+                        (sent + NOP_TIMEOUT).saturating_duration_since(std::time::Instant::now())
+                    }
+                    None => NOP_INTERVAL,
+                };
+                tokio::select! {
+                    r = reader.readable() => r?,
+                    _ = tokio::time::sleep(wait) => {
+                        self.idle_ping()?;
+                        continue;
+                    }
+                    _ = killed.wait_for(|k| *k) => return Ok(Exit::Reinstated),
+                    _ = shutdown.wait_for(|s| *s) => return Ok(Exit::Shutdown),
+                    () = self.fatal_notify.notified() => {}
                 }
-                None => NOP_INTERVAL,
-            };
-            tokio::select! {
-                r = reader.readable() => r?,
-                _ = tokio::time::sleep(wait) => {
-                    self.idle_ping()?;
-                    continue;
-                }
-                _ = killed.wait_for(|k| *k) => return Ok(Exit::Reinstated),
-                _ = shutdown.wait_for(|s| *s) => return Ok(Exit::Shutdown),
-                () = self.fatal_notify.notified() => {}
+            } else if *killed.borrow() {
+                // PDUs already received are parsed without arming timers;
+                // the exits are still checked between them.
+                return Ok(Exit::Reinstated);
+            } else if *shutdown.borrow() {
+                return Ok(Exit::Shutdown);
             }
             if let Some(why) = self.fatal.borrow_mut().take() {
                 anyhow::bail!(why);
             }
-            let header = match tokio::time::timeout(
-                crate::listener::PDU_STALL_TIMEOUT,
-                reader.read_header(),
-            )
-            .await
-            {
-                Err(_) => anyhow::bail!(
-                    "PDU header incomplete after {:?}: dropping the connection",
-                    crate::listener::PDU_STALL_TIMEOUT
-                ),
-                Ok(r) => r,
+            let stall = crate::listener::PDU_STALL_TIMEOUT;
+            let Some(header) = crate::sockio::stall_bounded(reader.read_header(), stall).await
+            else {
+                anyhow::bail!("PDU header incomplete after {stall:?}: dropping the connection");
             };
             let header = match header {
                 Ok(h) => h,

@@ -157,7 +157,19 @@ pub(crate) async fn execute_plan(
             let fua = fua || !write_cache;
             write(conn, entry, itt, lun, lba * bs, data, len, fua, edtl).await
         }
-        other => super::exec_more::execute_other(conn, cmd, entry, lun, other, write_cache).await,
+        // The rarer commands run boxed: their state would otherwise make
+        // every command's future (moved into its task at spawn) large.
+        other => {
+            Box::pin(super::exec_more::execute_other(
+                conn,
+                cmd,
+                entry,
+                lun,
+                other,
+                write_cache,
+            ))
+            .await
+        }
     }
 }
 

@@ -32,6 +32,8 @@ pub struct Spec {
     pub buffer_pool: &'static str,
     /// More `[server]` lines.
     pub extra_server: String,
+    /// `admin_socket` ("" = none).
+    pub admin_socket: &'static str,
 }
 
 impl Spec {
@@ -42,6 +44,7 @@ impl Spec {
             block_size: 4096,
             buffer_pool: "16MiB",
             extra_server: String::new(),
+            admin_socket: "",
         }
     }
 }
@@ -80,15 +83,31 @@ pub fn free_ports<const N: usize>() -> [u16; N] {
 /// Starts `zctarget serve` in `dir` (volume `data.img`, exported as LUN 0
 /// of [`IQN`] and namespace 1 of [`NQN`]) on fresh loopback ports, and waits
 /// (bounded) until both listeners accept. `tag` names the log file.
+///
+/// The daemon binds port 0 itself and the ports are read from its log: a
+/// port picked by the test and released before the daemon binds it could
+/// be handed to a daemon of a concurrently running test in between.
 pub fn start(dir: &Path, spec: &Spec, tag: &str) -> Daemon {
-    let [iscsi_port, nvme_port] = free_ports();
+    let mut d = spawn(dir, spec, tag, [0, 0]);
+    d.wait_listening();
+    d
+}
+
+/// Spawns `zctarget serve` like [`start`] on the given ports (0: any), and
+/// returns at once (ports still 0 are learnt by [`Daemon::wait_listening`]).
+pub fn spawn(dir: &Path, spec: &Spec, tag: &str, [iscsi_port, nvme_port]: [u16; 2]) -> Daemon {
     let cfg = format!(
-        "[server]\nadmin_socket = \"\"\niscsi_listen = [\"127.0.0.1:{iscsi_port}\"]\nnvme_listen = [\"127.0.0.1:{nvme_port}\"]\n\
+        "[server]\nadmin_socket = \"{}\"\niscsi_listen = [\"127.0.0.1:{iscsi_port}\"]\nnvme_listen = [\"127.0.0.1:{nvme_port}\"]\n\
          io_engine = \"{}\"\nreactors = 2\npoison_on_release = true\nbuffer_pool = \"{}\"\n{}\n\
          [[volumes]]\nname = \"data\"\npath = \"data.img\"\nsize = \"{}\"\nblock_size = {}\n\n\
          [[iscsi_targets]]\niqn = \"{IQN}\"\nluns = [\"data\"]\n\n\
          [[nvme_subsystems]]\nnqn = \"{NQN}\"\nnamespaces = [\"data\"]\nhosts = [\"{HOST}\"]\n",
-        spec.engine, spec.buffer_pool, spec.extra_server, spec.volume_size, spec.block_size
+        spec.admin_socket,
+        spec.engine,
+        spec.buffer_pool,
+        spec.extra_server,
+        spec.volume_size,
+        spec.block_size
     );
     let cfg_path = dir.join(format!("{tag}.toml"));
     std::fs::write(&cfg_path, cfg).expect("config");
@@ -103,24 +122,46 @@ pub fn start(dir: &Path, spec: &Spec, tag: &str) -> Daemon {
         .stderr(log)
         .spawn()
         .expect("spawn zctarget");
-    let mut d = Daemon {
+    Daemon {
         child,
         iscsi_port,
         nvme_port,
         log_path,
         started,
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    for port in [iscsi_port, nvme_port] {
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(st)) = d.child.try_wait() {
-                panic!("daemon exited during start-up ({st:?}):\n{}", d.log());
-            }
-            assert!(Instant::now() < deadline, "daemon did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
     }
-    d
+}
+
+/// Waits (bounded) for a daemon started with port 0 for `protocol`
+/// ("iscsi", "nvme-tcp") to log the port it bound and to accept on it;
+/// panics with the log if it exits first. Letting the daemon pick avoids
+/// the race of a port picked by the test, released, and handed to another
+/// test's daemon before this one binds it.
+pub fn wait_logged_port(child: &mut Child, log_path: &Path, protocol: &str) -> u16 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = std::fs::read_to_string(log_path).unwrap_or_default();
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!("daemon exited during start-up ({st:?}):\n{log}");
+        }
+        if let Some(port) = logged_port(&log, protocol) {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+        assert!(Instant::now() < deadline, "daemon did not listen:\n{log}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The port of the daemon's `protocol` listener, from its "listening" log
+/// line (`protocol=iscsi portal=127.0.0.1:3260`).
+fn logged_port(log: &str, protocol: &str) -> Option<u16> {
+    log.lines()
+        .filter(|l| l.contains(" listening ") && l.contains(&format!("protocol={protocol} ")))
+        .find_map(|l| {
+            let portal = l.split("portal=").nth(1)?.split_whitespace().next()?;
+            portal.rsplit(':').next()?.parse().ok()
+        })
 }
 
 /// Errors meaning "the connection went away" (daemon killed, or it closed
@@ -136,6 +177,40 @@ pub fn is_closed(e: &io::Error) -> bool {
 }
 
 impl Daemon {
+    /// Waits (bounded) until the daemon listens on both portals, learning
+    /// ports it was given as 0 from its log; panics with the log if it
+    /// exits first.
+    pub fn wait_listening(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!("daemon exited during start-up ({st:?}):\n{}", self.log());
+            }
+            let log = self.log();
+            if self.iscsi_port == 0 {
+                self.iscsi_port = logged_port(&log, "iscsi").unwrap_or(0);
+            }
+            if self.nvme_port == 0 {
+                self.nvme_port = logged_port(&log, "nvme-tcp").unwrap_or(0);
+            }
+            let up = |port: u16| port != 0 && TcpStream::connect(("127.0.0.1", port)).is_ok();
+            if up(self.iscsi_port) && up(self.nvme_port) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not listen:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The folder holding the daemon's configuration, log and volume.
+    pub fn dir(&self) -> &Path {
+        self.log_path.parent().expect("log in a folder")
+    }
+
     pub fn nvme_addr(&self) -> (&'static str, u16) {
         ("127.0.0.1", self.nvme_port)
     }
@@ -317,6 +392,56 @@ pub fn check_record(bytes: &[u8], block: u64) -> Result<Found, String> {
     Ok(Found::Version(version))
 }
 
+/// One block as a short description: "v<version> w<writer>", "blank" or
+/// why it is not a record (for failure reports).
+pub fn describe_block(bytes: &[u8], block: u64) -> String {
+    match check_record(bytes, block) {
+        Ok(Found::Blank) => "blank".to_owned(),
+        Ok(Found::Version(v)) => {
+            let writer = u64::from_le_bytes(bytes[24..32].try_into().expect("8 bytes"));
+            format!("v{v} w{writer}")
+        }
+        Err(e) => e,
+    }
+}
+
+/// PIDs of the processes holding a listening TCP socket on `port` (from
+/// /proc/net/tcp{,6} and /proc/*/fd; for failure reports).
+pub fn port_owners(port: u16) -> Vec<u32> {
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state), Some(inode)) = (f.get(1), f.get(3), f.get(9)) else {
+                continue;
+            };
+            let p = local
+                .rsplit(':')
+                .next()
+                .and_then(|h| u16::from_str_radix(h, 16).ok());
+            if *state == "0A" && p == Some(port) {
+                inodes.push(format!("socket:[{inode}]"));
+            }
+        }
+    }
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let fds = std::fs::read_dir(entry.path().join("fd"));
+        let holds = fds.into_iter().flatten().flatten().any(|fd| {
+            std::fs::read_link(fd.path())
+                .is_ok_and(|l| inodes.iter().any(|i| l.as_os_str() == i.as_str()))
+        });
+        if holds {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
 /// A small xorshift generator (seeded per test, printed, so a failure can
 /// be replayed by hand).
 #[derive(Debug, Clone)]
@@ -327,8 +452,15 @@ impl Rng {
         Self(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
     }
 
-    /// A seed from the clock.
+    /// A seed from `ZC_TEST_SEED` (to replay a failure), else from the
+    /// clock.
     pub fn seed() -> u64 {
+        if let Some(seed) = std::env::var("ZC_TEST_SEED")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            return seed;
+        }
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
