@@ -46,7 +46,8 @@ const MEMORY_FS: [libc::c_long; 2] = [0x0102_1994, 0x8584_58f6];
 impl FileStore {
     /// The store of an open file or block device.
     pub fn new(file: File, block_device: bool) -> Self {
-        let memory_backed = !block_device && {
+        let regular = file.metadata().is_ok_and(|m| m.file_type().is_file());
+        let memory_backed = !block_device && regular && {
             // SAFETY: statfs is plain old data; fstatfs fills it for the
             // open descriptor and reads nothing else.
             let mut st: libc::statfs = unsafe { std::mem::zeroed() };
@@ -74,6 +75,18 @@ impl FileStore {
         } else {
             None
         }
+    }
+
+    /// Reads all of `buf` at `offset` on the calling thread (memory-backed
+    /// files).
+    pub(crate) fn read_inline(&self, offset: u64, buf: &mut SegmentList) -> io::Result<()> {
+        self.preadv_from(offset, buf, 0, 0).map(|_| ())
+    }
+
+    /// Writes all of `buf` at `offset` on the calling thread (memory-backed
+    /// files).
+    pub(crate) fn write_inline(&self, offset: u64, buf: &SegmentList) -> io::Result<()> {
+        self.pwritev_from(offset, buf, 0)
     }
 
     /// Notes that `RWF_NOWAIT` is refused as unsupported.
