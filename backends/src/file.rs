@@ -207,17 +207,17 @@ impl FileStore {
         Ok(done)
     }
 
-    /// Writes `buf` at `offset` with `pwritev2(flags)` (`RWF_NOWAIT`, or 0
-    /// for a memory-backed file); returns how far it got before the kernel
-    /// would have blocked.
-    fn pwritev_inline(
+    /// Writes `buf[done..]` at `offset + done` with `pwritev2(flags)`;
+    /// returns how far it got. With `RWF_NOWAIT` it stops (`Ok` short of
+    /// the end) where the kernel would have blocked.
+    fn pwritev_from_flags(
         &self,
         offset: u64,
         buf: &SegmentList,
+        mut done: usize,
         flags: libc::c_int,
     ) -> io::Result<usize> {
         let total = buf.len();
-        let mut done = 0;
         while done < total {
             let mut iov: SmallVec<[IoSlice<'_>; INLINE_SEGMENTS]> = SmallVec::new();
             buf.io_slices_range(done, total - done, &mut iov);
@@ -245,47 +245,33 @@ impl FileStore {
                 return Err(e);
             }
             if n == 0 {
-                return Ok(done);
+                if flags & libc::RWF_NOWAIT != 0 {
+                    return Ok(done);
+                }
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "pwritev wrote nothing",
+                ));
             }
             done += n as usize;
         }
         Ok(done)
     }
 
+    /// Writes `buf` at `offset` with `pwritev2(flags)` (`RWF_NOWAIT`, or 0
+    /// for a memory-backed file); returns how far it got.
+    fn pwritev_inline(
+        &self,
+        offset: u64,
+        buf: &SegmentList,
+        flags: libc::c_int,
+    ) -> io::Result<usize> {
+        self.pwritev_from_flags(offset, buf, 0, flags)
+    }
+
     /// Writes `buf[done..]` at `offset + done` (blocking).
     fn pwritev_from(&self, offset: u64, buf: &SegmentList, done: usize) -> io::Result<()> {
-        let mut at = done;
-        let total = buf.len();
-        while at < total {
-            let mut iov: SmallVec<[IoSlice<'_>; INLINE_SEGMENTS]> = SmallVec::new();
-            buf.io_slices_range(at, total - at, &mut iov);
-            let iovcnt = iov.len().min(libc::UIO_MAXIOV as usize) as libc::c_int;
-            // SAFETY: `iov` describes memory borrowed from `buf` for this
-            // call; IoSlice is ABI-compatible with iovec.
-            let n = unsafe {
-                libc::pwritev(
-                    self.fd(),
-                    iov.as_ptr().cast(),
-                    iovcnt,
-                    (offset + at as u64) as libc::off_t,
-                )
-            };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::WriteZero,
-                    "pwritev wrote nothing",
-                ));
-            }
-            at += n as usize;
-        }
-        Ok(())
+        self.pwritev_from_flags(offset, buf, done, 0).map(|_| ())
     }
 
     /// Deallocates a range (reads back as zeroes afterwards).
