@@ -88,12 +88,12 @@ pub(crate) struct PoolInner {
     free_low: ArrayQueue<u32>,
     /// One permit per free chunk; waiting on it is the back-pressure.
     permits: Semaphore,
-    /// Chunks `0..reserved` form the reserve: never waited for, leased
+    /// The last `reserved` chunks form the reserve: never waited for, leased
     /// only by [`BufferPool::try_lease_reserve`] and as the fallback of
     /// [`BufferPool::try_lease_unasked`] (data a host sends unasked must
     /// find buffers *now*, also while waiters queue for the rest).
     reserved: usize,
-    /// End of the preferred range (`free_low` holds `reserved..low_end`).
+    /// End of the preferred range (`free_low` holds `0..low_end`).
     low_end: usize,
     reserve_free: ArrayQueue<u32>,
     reserve_permits: Semaphore,
@@ -157,18 +157,21 @@ impl BufferPool {
         let ptr = unsafe { alloc_zeroed(layout) };
         let base = NonNull::new(ptr).ok_or(PoolError::OutOfMemory(size))?;
         let reserved = reserve.min(chunks - 1);
-        let low_end = PREFERRED_CHUNKS.clamp(reserved, chunks);
-        let free = ArrayQueue::new((chunks - low_end).max(1));
-        for index in low_end..chunks {
+        // The reserve sits at the end, so that the preferred (registered)
+        // chunks at the start serve everyday leases.
+        let general = chunks - reserved;
+        let low_end = PREFERRED_CHUNKS.min(general);
+        let free = ArrayQueue::new((general - low_end).max(1));
+        for index in low_end..general {
             // Cannot fail: the queue was created with exactly that many slots.
             let _ = free.push(index as u32);
         }
-        let free_low = ArrayQueue::new((low_end - reserved).max(1));
-        for index in reserved..low_end {
+        let free_low = ArrayQueue::new(low_end.max(1));
+        for index in 0..low_end {
             let _ = free_low.push(index as u32);
         }
         let reserve_free = ArrayQueue::new(reserved.max(1));
-        for index in 0..reserved {
+        for index in general..chunks {
             let _ = reserve_free.push(index as u32);
         }
         Ok(Self {
@@ -463,7 +466,7 @@ impl Drop for Lease {
         // The queue has room for every index and this index is not in it
         // (only its single lease could put it back), so push cannot fail.
         let index = self.index as usize;
-        if index < self.pool.reserved {
+        if index >= self.pool.chunks - self.pool.reserved {
             let _ = self.pool.reserve_free.push(self.index);
             self.pool.reserve_permits.add_permits(1);
         } else {
