@@ -35,6 +35,14 @@ const RUN: Duration = Duration::from_secs(4);
 /// Bound on the whole scenario: a wedged target fails here, not by hanging.
 const WEDGE: Duration = Duration::from_secs(20);
 
+/// The scenarios run one at a time: each loads both cores on its own, and
+/// five at once on a 2-core machine measure the machine, not the target.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn spec(engine: &'static str, clients: usize) -> Spec {
     let mut s = Spec::new(engine);
     s.buffer_pool = "4MiB";
@@ -353,6 +361,7 @@ enum Client {
 /// Runs `clients` writers at once against one daemon; every one must
 /// complete writes, and the whole run must end within [`WEDGE`].
 fn pressure(engine: &'static str, clients: &[Client]) {
+    let _one_at_a_time = serial();
     let dir = tempfile::tempdir().unwrap();
     let mut d = common::start(dir.path(), &spec(engine, clients.len()), "pressure");
     let (iscsi, nvme) = (d.iscsi_port, d.nvme_port);
@@ -449,6 +458,7 @@ fn nvme_writers_keep_completing_with_a_4mib_pool_epoll() {
 /// its connection's quota: another host's writes keep completing.
 #[test]
 fn a_host_that_never_sends_its_data_starves_nobody() {
+    let _one_at_a_time = serial();
     let dir = tempfile::tempdir().unwrap();
     let mut d = common::start(dir.path(), &spec("uring", 2), "hostile");
     // Hostile: QD 32 of 1 MiB writes, R2T only, Data-Out never sent.
