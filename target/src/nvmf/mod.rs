@@ -378,7 +378,11 @@ impl NvmfRegistry {
                     .subsystem
                     .as_ref()
                     .map_or_else(|| DISCOVERY_NQN.to_owned(), |s| s.nqn.clone()),
-                host: e.hostnqn.clone(),
+                host: if e.hostnqn.is_empty() {
+                    "(empty HOSTNQN)".to_owned()
+                } else {
+                    e.hostnqn.clone()
+                },
                 address: e
                     .host_address
                     .lock()

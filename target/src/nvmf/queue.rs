@@ -549,6 +549,9 @@ impl Queue {
                 return Ok(None);
             }
         };
+        if qid == 0 && cd.hostnqn.is_empty() {
+            tracing::info!(subnqn = %cd.subnqn, "Connect with an empty HOSTNQN");
+        }
         let registry = self.registry();
         let entry = if qid == 0 {
             registry.create_controller(&cd.subnqn, &cd.hostnqn, self.out.stream().local_addr().ok())

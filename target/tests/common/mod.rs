@@ -34,6 +34,8 @@ pub struct Spec {
     pub extra_server: String,
     /// `admin_socket` ("" = none).
     pub admin_socket: &'static str,
+    /// The NVMe subsystem's `hosts` ACL entry ("*": any host).
+    pub nvme_host: &'static str,
 }
 
 impl Spec {
@@ -45,6 +47,7 @@ impl Spec {
             buffer_pool: "16MiB",
             extra_server: String::new(),
             admin_socket: "",
+            nvme_host: HOST,
         }
     }
 }
@@ -101,13 +104,14 @@ pub fn spawn(dir: &Path, spec: &Spec, tag: &str, [iscsi_port, nvme_port]: [u16; 
          io_engine = \"{}\"\nreactors = 2\npoison_on_release = true\nbuffer_pool = \"{}\"\n{}\n\
          [[volumes]]\nname = \"data\"\npath = \"data.img\"\nsize = \"{}\"\nblock_size = {}\n\n\
          [[iscsi_targets]]\niqn = \"{IQN}\"\nluns = [\"data\"]\n\n\
-         [[nvme_subsystems]]\nnqn = \"{NQN}\"\nnamespaces = [\"data\"]\nhosts = [\"{HOST}\"]\n",
+         [[nvme_subsystems]]\nnqn = \"{NQN}\"\nnamespaces = [\"data\"]\nhosts = [\"{}\"]\n",
         spec.admin_socket,
         spec.engine,
         spec.buffer_pool,
         spec.extra_server,
         spec.volume_size,
-        spec.block_size
+        spec.block_size,
+        spec.nvme_host
     );
     let cfg_path = dir.join(format!("{tag}.toml"));
     std::fs::write(&cfg_path, cfg).expect("config");
