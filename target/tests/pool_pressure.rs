@@ -10,22 +10,17 @@
 //! On the old code (reader leasing write buffers before reading on) every
 //! scenario here wedges: no write completes and SIGTERM needs the grace.
 
-#[allow(dead_code)]
-mod common;
-#[path = "../../tests/src/nvme_client.rs"]
-#[allow(dead_code)]
-mod nvme_client;
-
 use std::collections::HashMap;
 use std::io;
 use std::time::{Duration, Instant};
 
-use common::iscsi::Iscsi;
-use common::{Daemon, Spec, HOST, IQN, NQN};
-use nvme_client::{NvmeQueue, QueueOptions};
 use zctarget_protocol::iscsi::{DataOut, RESERVED_TAG};
 use zctarget_protocol::nvme::{Cqe, Sgl, Sqe, Status};
 use zctarget_protocol::nvme_tcp::{CapsuleResp, PduType, R2t};
+use zctarget_tests::iscsi::{self, Iscsi};
+use zctarget_tests::nvme_client::{NvmeQueue, QueueOptions};
+use zctarget_tests::spec::{self, Spec, HOST, IQN, NQN};
+use zctarget_tests::{logs, Daemon};
 
 const BS: usize = 4096;
 const IO: usize = 1 << 20;
@@ -145,7 +140,7 @@ fn iscsi_writer(port: u16, client: usize, unsolicited: bool) -> io::Result<Tally
         }
         let p = c.next()?;
         match p.opcode() {
-            common::iscsi::OP_R2T => {
+            iscsi::OP_R2T => {
                 let itt = p.itt();
                 let ttt = p.be32(20);
                 let offset = p.be32(40) as usize;
@@ -156,7 +151,7 @@ fn iscsi_writer(port: u16, client: usize, unsolicited: bool) -> io::Result<Tally
                 let data = data.clone();
                 send_data_out(&mut c, itt, ttt, &data, offset, offset + len, target_mrdsl)?;
             }
-            common::iscsi::OP_SCSI_RESPONSE => {
+            iscsi::OP_SCSI_RESPONSE => {
                 c.exp_stat_sn = p.be32(24).wrapping_add(1);
                 let itt = p.itt();
                 let Some((slot, s, _)) = outstanding.remove(&itt) else {
@@ -354,7 +349,7 @@ enum Client {
 /// complete writes, and the whole run must end within [`WEDGE`].
 fn pressure(engine: &'static str, clients: &[Client]) {
     let dir = tempfile::tempdir().unwrap();
-    let mut d = common::start(dir.path(), &spec(engine, clients.len()), "pressure");
+    let mut d = spec::start(dir.path(), &spec(engine, clients.len()), "pressure");
     let (iscsi, nvme) = (d.iscsi_port, d.nvme_port);
     let started = Instant::now();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -411,11 +406,7 @@ fn stop_promptly(d: &mut Daemon) {
         "shutdown took {:?}",
         t.elapsed()
     );
-    assert!(
-        d.log().contains("buffer pool intact"),
-        "pool not intact:\n{}",
-        d.log()
-    );
+    assert!(logs::pool_intact(&d.log()), "pool not intact:\n{}", d.log());
 }
 
 #[test]
@@ -450,7 +441,7 @@ fn nvme_writers_keep_completing_with_a_4mib_pool_epoll() {
 #[test]
 fn a_host_that_never_sends_its_data_starves_nobody() {
     let dir = tempfile::tempdir().unwrap();
-    let mut d = common::start(dir.path(), &spec("uring", 2), "hostile");
+    let mut d = spec::start(dir.path(), &spec("uring", 2), "hostile");
     // Hostile: QD 32 of 1 MiB writes, R2T only, Data-Out never sent.
     let mut hostile = Iscsi::login(
         d.iscsi_port,
