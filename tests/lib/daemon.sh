@@ -123,9 +123,10 @@ zc_wait_listening() {
 }
 
 # zc_stop_pid [-g] PID [SIGNAL] [SECS]: send SIGNAL (default TERM) to PID
-# (with -g to its process group), wait at most SECS (default 10) for it to
-# exit, then SIGKILL. Sets ZC_STATUS: its exit status if it is our child,
-# 0 if it is not and it exited, 124 if it had to be killed.
+# (with -g to its process group, which is then SIGKILLed whatever is left
+# of it), wait at most SECS (default 10) for it to exit, then SIGKILL.
+# Sets ZC_STATUS: its exit status if it is our child, 0 if it is not and it
+# exited, 124 if it had to be killed (then returns 1).
 zc_stop_pid() {
   local group=0 pid sig secs i
   if [ "$1" = -g ]; then group=1; shift; fi
@@ -140,11 +141,11 @@ zc_stop_pid() {
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
-  if kill -0 "$pid" 2>/dev/null; then
-    if [ "$group" = 1 ]; then kill -KILL -- "-$pid" 2>/dev/null; fi
+  if kill -0 "$pid" 2>/dev/null; then ZC_STATUS=124; fi
+  if [ "$group" = 1 ]; then kill -KILL -- "-$pid" 2>/dev/null; fi
+  if [ "$ZC_STATUS" = 124 ]; then
     kill -KILL "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
-    ZC_STATUS=124
     return 1
   fi
   wait "$pid" 2>/dev/null || ZC_STATUS=$?
