@@ -1078,11 +1078,7 @@ fn vanishing_clients(engine: &'static str) {
 
     // And the daemon stops cleanly with every chunk back.
     drop((admin, io, healthy));
-    d.signal(libc::SIGTERM);
-    let st = d.wait_exit(Duration::from_secs(30)).expect("exit");
-    let log = d.log();
-    assert!(st.success(), "{st:?}\n{log}");
-    assert!(logs::pool_intact(&log), "{log}");
+    let log = d.stop_intact(Duration::from_secs(30));
     assert!(!log.contains("leases outstanding"), "{log}");
     eprintln!(
         "[{engine}] 7 vanishing clients: healthy sessions unaffected, partial writes not applied, \
@@ -1142,11 +1138,7 @@ fn stalled_reader_torn_down(engine: &'static str) {
     assert!(line.contains("pool_free=256 pool_total=256"), "{line}");
     let released = t0.elapsed();
     drop((admin, q));
-    d.signal(libc::SIGTERM);
-    let st = d.wait_exit(Duration::from_secs(30)).expect("exit");
-    let log = d.log();
-    assert!(st.success(), "{st:?}\n{log}");
-    assert!(logs::pool_intact(&log), "{log}");
+    d.stop_intact(Duration::from_secs(30));
     eprintln!(
         "[{engine}] stalled reader torn down: connection and pool released {:.1}s after start",
         released.as_secs_f64()

@@ -20,7 +20,7 @@ use zctarget_tests::nvme_client::{NvmeQueue, QueueOptions};
 use zctarget_tests::procfs::raise_nofile;
 use zctarget_tests::records::record;
 use zctarget_tests::spec::{start, Spec, HOST, IQN, NQN};
-use zctarget_tests::{logs, Daemon};
+use zctarget_tests::Daemon;
 
 const BS: usize = 4096;
 const IDLE_PER_PROTOCOL: usize = 256;
@@ -276,11 +276,7 @@ fn idle_connections(engine: &'static str) {
         d.fd_count()
     );
     drop((admin, io, s));
-    d.signal(libc::SIGTERM);
-    let st = d.wait_exit(Duration::from_secs(30)).expect("exit");
-    let log = d.log();
-    assert!(st.success(), "{st:?}\n{log}");
-    assert!(logs::pool_intact(&log), "{log}");
+    d.stop_intact(Duration::from_secs(30));
     eprintln!(
         "[{engine}] idle connections test {:.1}s",
         t0.elapsed().as_secs_f64()

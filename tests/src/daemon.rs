@@ -260,6 +260,17 @@ impl Daemon {
         self.expect_clean_exit("SIGTERM");
     }
 
+    /// SIGTERM, then a bounded wait (`within`) for exit 0 with "buffer pool
+    /// intact" in the log; returns the log for further checks.
+    pub fn stop_intact(&mut self, within: Duration) -> String {
+        self.signal(libc::SIGTERM);
+        let st = self.wait_exit(within).expect("daemon did not exit");
+        let log = self.log();
+        assert!(st.success(), "{st:?}\n{log}");
+        assert!(logs::pool_intact(&log), "pool not intact:\n{log}");
+        log
+    }
+
     /// Runs `zctarget ctl --socket <admin socket> args`.
     pub fn ctl(&self, args: &[&str]) -> Output {
         let socket = self.expect.admin_socket.as_ref().expect("admin_socket set");

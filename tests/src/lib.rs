@@ -9,11 +9,13 @@
 //! - [`nvme_client`]: the NVMe/TCP host;
 //! - [`logs`]: what tests read from a daemon's log (ports, pool checks);
 //! - [`records`]: self-describing data blocks and a replayable generator;
-//! - [`procfs`]: RSS, descriptors, listeners of a process.
+//! - [`procfs`]: RSS, descriptors, listeners of a process;
+//! - [`netns`]: a test binary run again in a private network namespace.
 
 pub mod daemon;
 pub mod iscsi;
 pub mod logs;
+pub mod netns;
 pub mod nvme_client;
 pub mod procfs;
 pub mod records;
