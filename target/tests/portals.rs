@@ -189,7 +189,8 @@ fn ctl_volume_add_of_a_file_another_daemon_serves_is_refused() {
 
 /// A volume redefined by a SIGHUP reload (same file, new size) is reopened
 /// while the old definition still holds the file's lock: it shares that
-/// lock instead of refusing its own daemon, and the file stays locked.
+/// lock instead of refusing its own daemon, the file stays locked, and the
+/// targets that export it follow it to its new slot.
 #[test]
 fn sighup_redefining_a_volume_keeps_its_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -213,8 +214,9 @@ fn sighup_redefining_a_volume_keeps_its_file() {
     }
     assert!(d.log().contains("volume data redefined"), "{}", d.log());
     assert!(!lockable(&dir.path().join("data.img")), "not locked");
-    // I/O after the redefinition is not checked here: an iSCSI target or
-    // NVMe subsystem whose own configuration is unchanged keeps its LUN /
-    // namespace on the old, now empty slot (reported in issue #11's
-    // thread; the frontends are being reshaped elsewhere).
+    // The target and subsystem, whose own configuration did not change,
+    // now map the redefined volume: I/O works through both protocols (it
+    // failed with "volume handle" when they kept the old slot).
+    let marked = mark(&d, 2);
+    all_connections_reach(&d, &marked);
 }

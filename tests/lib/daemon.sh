@@ -15,8 +15,10 @@
 # address ("listening protocol=iscsi portal=127.0.0.1:41234"): no port is
 # picked by the script and released for someone else to take first.
 # Every wait is bounded. The daemon is stopped by its PID, never by name.
-# Also used by tests/vm/targets/*.sh (zc_stop_pid, zc_wait_port) and
-# tests/vm/zctarget-*.sh (zc_scenario).
+# Also used by tests/vm/targets/*.sh (zc_stop_pid, zc_wait_port),
+# tests/vm/zctarget-*.sh (zc_scenario), tests/bench/compare.sh and
+# tests/container/podman.sh (zc_free_ports, for ports that must be known
+# before the server starts).
 
 ZC_PID=""
 ZC_LOG=""
@@ -94,7 +96,8 @@ zc_wait_port() {
 }
 
 # zc_wait_listening PROTOCOL... : wait (ZC_START_SECS, default 20 s) until
-# the daemon started by zc_start logged a listener for each PROTOCOL
+# the daemon ZC_PID logging to ZC_LOG (set by zc_start, or by the caller
+# for a daemon started otherwise) logged a listener for each PROTOCOL
 # (iscsi, nvme-tcp) and accepts on it. Sets ZC_ISCSI_PORT / ZC_NVME_PORT.
 # On failure (timeout, or the daemon exited) prints the log's tail, returns 1.
 zc_wait_listening() {

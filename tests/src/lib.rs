@@ -10,13 +10,15 @@
 //! - [`logs`]: what tests read from a daemon's log (ports, pool checks);
 //! - [`records`]: self-describing data blocks and a replayable generator;
 //! - [`procfs`]: RSS, descriptors, listeners of a process;
-//! - [`netns`]: a test binary run again in a private network namespace.
+//! - [`netns`]: a test binary run again in a private network namespace;
+//! - [`perf`]: the load engine and latency histogram of `zc-nvme-perf`.
 
 pub mod daemon;
 pub mod iscsi;
 pub mod logs;
 pub mod netns;
 pub mod nvme_client;
+pub mod perf;
 pub mod procfs;
 pub mod records;
 pub mod spec;

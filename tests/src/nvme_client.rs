@@ -41,6 +41,10 @@ pub struct QueueOptions {
     pub kato_ms: u32,
     /// In-capsule data limit to use for writes (the controller's IOCCSZ).
     pub in_capsule: usize,
+    /// SQSIZE for Connect (0's based).
+    pub sqsize: u16,
+    /// CATTR for Connect (bit 2: disable SQ flow control).
+    pub cattr: u8,
 }
 
 impl QueueOptions {
@@ -56,6 +60,8 @@ impl QueueOptions {
             ddgst: false,
             kato_ms: 30_000,
             in_capsule: 8192,
+            sqsize: 31,
+            cattr: 0,
         }
     }
 }
@@ -144,8 +150,8 @@ impl NvmeQueue {
         let c = Connect {
             recfmt: 0,
             qid: o.qid,
-            sqsize: 31,
-            cattr: 0,
+            sqsize: o.sqsize,
+            cattr: o.cattr,
             kato: if o.qid == 0 { o.kato_ms } else { 0 },
         };
         let data = ConnectData {
@@ -480,6 +486,12 @@ impl NvmeQueue {
             out.extend_from_slice(&digest::to_wire(digest::data_digest(data)));
         }
         self.stream.write_all(&out)
+    }
+
+    /// The socket and the negotiated header and data digests, for a
+    /// caller that drives the queue itself (the load generator).
+    pub fn into_parts(self) -> (TcpStream, bool, bool) {
+        (self.stream, self.hdgst, self.ddgst)
     }
 
     /// The queue's socket (tests that peek at it or close it abruptly).

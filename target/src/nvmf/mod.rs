@@ -292,7 +292,14 @@ impl NvmfRegistry {
                 changed_listing = true;
                 continue;
             };
-            if *sub.config() == *cfg {
+            let slots_current =
+                sub.namespaces()
+                    .iter()
+                    .map(|n| (n.nsid, n.volume))
+                    .eq(build_namespaces(cfg, exports)
+                        .iter()
+                        .map(|n| (n.nsid, n.volume)));
+            if *sub.config() == *cfg && slots_current {
                 continue;
             }
             if sub.config().hosts != cfg.hosts {
