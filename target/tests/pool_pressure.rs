@@ -242,7 +242,6 @@ fn nvme_io_queue(port: u16, cntlid: u16) -> io::Result<NvmeQueue> {
 fn nvme_writer(port: u16, client: usize) -> io::Result<Tally> {
     let admin = NvmeQueue::admin(("127.0.0.1", port), &QueueOptions::admin(NQN, HOST))?;
     let mut q = nvme_io_queue(port, admin.cntlid)?;
-    let maxh2c = q.maxh2cdata.max(4096) as usize;
     let mut tally = Tally::default();
     let mut outstanding: HashMap<u16, (usize, u64, Vec<u8>)> = HashMap::new();
     // The queue was connected with 32 entries: at most 31 outstanding.
@@ -282,19 +281,7 @@ fn nvme_writer(port: u16, client: usize) -> io::Result<Tally> {
                     return Err(invalid(format!("R2T for unknown CID {}", r.cccid)));
                 };
                 let data = data.clone();
-                let (start, stop) = (r.r2to as usize, (r.r2to + r.r2tl) as usize);
-                let mut off = start;
-                while off < stop {
-                    let n = maxh2c.min(stop - off);
-                    q.send_h2c(
-                        r.cccid,
-                        r.ttag,
-                        off as u32,
-                        &data[off..off + n],
-                        off + n == stop,
-                    )?;
-                    off += n;
-                }
+                q.answer_r2t(&r, &data)?;
             }
             PduType::CapsuleResp => {
                 let r = CapsuleResp::parse(

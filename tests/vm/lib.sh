@@ -257,8 +257,19 @@ gone() { [ ! -e "/sys/block/${1#/dev/}" ] && [ ! -b "$1" ]; }
 
 # ------------------------------------------------------------------ restart
 # The target restart tests (guest/*-restart.sh) against the host's
-# targets/restartable.sh on HOST_IP:CTL_PORT; a filesystem is mounted on
-# /mnt/t with a file written by fill_files in /mnt/t/before. bash only.
+# targets/restartable.sh on HOST_IP:CTL_PORT, on the filesystem that
+# restart_prepare made. bash only.
+
+# restart_prepare DEV: mkfs.ext4 on DEV, mounted on /mnt/t, a file written
+# and synced in /mnt/t/before (stops the script on failure)
+restart_prepare() {
+  must "mkfs.ext4" mkfs.ext4 -F -q "$1"
+  mkdir -p /mnt/t
+  must "mount" mount -t ext4 "$1" /mnt/t
+  mkdir -p /mnt/t/before
+  must "write file before restart" fill_files /mnt/t/before 1 16
+  must "sync" sync
+}
 
 # restart_target_down DELAY SIGNAL: ask for a restart (DELAY s outage, the
 # target stopped with SIGNAL), which must answer "down"; then start a direct

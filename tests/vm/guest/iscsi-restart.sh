@@ -37,12 +37,7 @@ iscsi_set "$IQN" "$PORTAL" node.session.timeo.replacement_timeout $((RECOVER_SEC
 must "login" iscsiadm -m node -T "$IQN" -p "$PORTAL" --login
 dev="$(iscsi_wait_disk "$IQN" 15)"
 must "LUN block device" test -b "$dev"
-must "mkfs.ext4" mkfs.ext4 -F -q "$dev"
-mkdir -p /mnt/t
-must "mount" mount -t ext4 "$dev" /mnt/t
-mkdir -p /mnt/t/before
-must "write file before restart" fill_files /mnt/t/before 1 16
-must "sync" sync
+restart_prepare "$dev"
 restart_target_down "$RESTART_DELAY" "$RESTART_SIGNAL"
 # informational: did the initiator notice the outage?
 outage_seen "session state" LOGGED_IN "$RESTART_DELAY" iscsi_session_state "$IQN"

@@ -30,12 +30,7 @@ for c in /sys/class/nvme/nvme*; do
   [ "$(cat "$c/subsysnqn" 2>/dev/null)" = "$NQN" ] && { ctrl="${c##*/}"; break; }
 done
 must "controller" test -n "$ctrl"
-must "mkfs.ext4" mkfs.ext4 -F -q "$dev"
-mkdir -p /mnt/t
-must "mount" mount -t ext4 "$dev" /mnt/t
-mkdir -p /mnt/t/before
-must "write file before restart" fill_files /mnt/t/before 1 16
-must "sync" sync
+restart_prepare "$dev"
 restart_target_down "$RESTART_DELAY" TERM
 # shellcheck disable=SC2317  # called by outage_seen
 ctrl_state() { cat "/sys/class/nvme/$ctrl/state" 2>/dev/null; }
