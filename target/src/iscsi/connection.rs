@@ -886,35 +886,28 @@ impl Connection {
             );
             return self.send_reject(RejectReason::ProtocolError, &header.bhs);
         }
-        if dout.ttt != state.ttt.get() {
-            // RFC 7143 §11.7.4: the TTT must be the outstanding R2T's
-            // (0xffffffff for unsolicited data). A mismatch is rejected and
-            // the command ends with CHECK CONDITION (its data phase broke).
+        // RFC 7143 §11.7.4: the TTT must be the outstanding R2T's
+        // (0xffffffff for unsolicited data); §11.7.5: a DataSN gap or
+        // reordering is a protocol error. Either way the PDU is rejected and
+        // the command ends with CHECK CONDITION; the session stays up.
+        let broken = if dout.ttt != state.ttt.get() {
+            Some((RejectReason::InvalidPduField, "wrong Target Transfer Tag"))
+        } else if dout.data_sn != state.next_data_sn.get() {
+            Some((RejectReason::ProtocolError, "DataSN out of sequence"))
+        } else {
+            None
+        };
+        if let Some((reason, what)) = broken {
             reader.skip_data(dout.data_segment_len).await?;
             tracing::info!(
                 itt = dout.itt,
                 ttt = dout.ttt,
-                expected = state.ttt.get(),
-                "Data-Out with a wrong Target Transfer Tag; rejecting"
-            );
-            state.data_error.set(true);
-            state.burst_done.notify_one();
-            return self.send_reject(RejectReason::InvalidPduField, &header.bhs);
-        }
-        if dout.data_sn != state.next_data_sn.get() {
-            // RFC 7143 §11.7.5: a DataSN gap or reordering is a protocol
-            // error. The PDU is rejected and the command ends with CHECK
-            // CONDITION; the session stays up.
-            reader.skip_data(dout.data_segment_len).await?;
-            tracing::info!(
-                itt = dout.itt,
                 data_sn = dout.data_sn,
-                expected = state.next_data_sn.get(),
-                "Data-Out out of sequence; rejecting"
+                "Data-Out rejected: {what}"
             );
             state.data_error.set(true);
             state.burst_done.notify_one();
-            return self.send_reject(RejectReason::ProtocolError, &header.bhs);
+            return self.send_reject(reason, &header.bhs);
         }
         if state.busy {
             // Refused for lack of buffers: the unsolicited data is drained.
