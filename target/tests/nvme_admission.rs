@@ -2,15 +2,9 @@
 //! unless told otherwise. Where any host may connect it is admitted (and
 //! logged); an ACL refuses it with Connect Invalid Host.
 
-#[allow(dead_code)]
-mod common;
-#[path = "../../tests/src/nvme_client.rs"]
-#[allow(dead_code)]
-mod nvme_client;
-
-use common::{Spec, NQN};
-use nvme_client::{NvmeQueue, QueueOptions};
 use zctarget_protocol::nvme::Status;
+use zctarget_tests::nvme_client::{NvmeQueue, QueueOptions};
+use zctarget_tests::spec::{self, Spec, NQN};
 
 #[test]
 fn an_empty_hostnqn_is_a_host_like_any_other() {
@@ -18,7 +12,7 @@ fn an_empty_hostnqn_is_a_host_like_any_other() {
     let dir = tempfile::tempdir().unwrap();
     let mut spec = Spec::new("epoll");
     spec.nvme_host = "*";
-    let d = common::start(dir.path(), &spec, "open");
+    let d = spec::start(dir.path(), &spec, "open");
     let admin = NvmeQueue::admin(d.nvme_addr(), &QueueOptions::admin(NQN, ""))
         .expect("admin queue with an empty HOSTNQN");
     let mut o = QueueOptions::admin(NQN, "");
@@ -37,7 +31,7 @@ fn an_empty_hostnqn_is_a_host_like_any_other() {
 
     // An ACL: refused.
     let dir = tempfile::tempdir().unwrap();
-    let d = common::start(dir.path(), &Spec::new("epoll"), "acl");
+    let d = spec::start(dir.path(), &Spec::new("epoll"), "acl");
     let (_q, r) = NvmeQueue::connect(d.nvme_addr(), &QueueOptions::admin(NQN, "")).expect("open");
     assert_eq!(r.status(), Status::CONNECT_INVALID_HOST.dnr());
 }

@@ -6,24 +6,16 @@
 //! SUCCESS flag), both engines — and it counts and reports commands the
 //! target fails. Runs are ~1 s each; nothing here asserts a speed.
 
-#[allow(dead_code)]
-mod common;
-#[allow(dead_code)]
-#[path = "../../tests/src/nvme_client.rs"]
-mod nvme_client;
-#[allow(dead_code)]
-#[path = "../../tests/src/perf/mod.rs"]
-mod perf;
-
 use std::time::Duration;
 
-use common::{Spec, HOST, NQN};
-use perf::{Pattern, PerfConfig, Rw};
+use zctarget_tests::perf::{self, Pattern, PerfConfig, Rw};
+use zctarget_tests::spec::{self, Spec, HOST, NQN};
+use zctarget_tests::Daemon;
 
 /// 8 MiB volume of 4096-byte blocks.
 const BLOCKS: u64 = 2048;
 
-fn config(d: &common::Daemon) -> PerfConfig {
+fn config(d: &Daemon) -> PerfConfig {
     let mut c = PerfConfig::new(&format!("127.0.0.1:{}", d.nvme_port), NQN);
     c.hostnqn = HOST.to_owned();
     c.queues = 2;
@@ -42,7 +34,7 @@ fn workloads(engine: &'static str, policy: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut spec = Spec::new(engine);
     spec.extra_server = format!("status_policy = \"{policy}\"");
-    let d = common::start(dir.path(), &spec, "perf");
+    let d = spec::start(dir.path(), &spec, "perf");
     // In-capsule writes (4 KiB), R2T writes (64 KiB), mixed with verified
     // reads over the whole volume; then sequential reads on two threads.
     for (bs, rw) in [(4096, Rw::Mix), (65536, Rw::Mix), (16384, Rw::Write)] {
@@ -89,7 +81,7 @@ fn busy_target_is_retried_not_failed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut spec = Spec::new("uring");
     spec.buffer_pool = "1MiB";
-    let d = common::start(dir.path(), &spec, "perf-busy");
+    let d = spec::start(dir.path(), &spec, "perf-busy");
     let mut c = config(&d);
     c.queues = 4;
     c.qd = 64;
@@ -104,7 +96,7 @@ fn busy_target_is_retried_not_failed() {
 #[test]
 fn failed_commands_are_counted_and_reported() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let d = common::start(dir.path(), &Spec::new("epoll"), "perf-errors");
+    let d = spec::start(dir.path(), &Spec::new("epoll"), "perf-errors");
     // 64 blocks from 8 before the end: 8 of every 64 commands are in range.
     let mut c = config(&d);
     c.offset_blocks = BLOCKS - 8;

@@ -41,11 +41,13 @@ while [ $# -gt 0 ]; do
     esac
 done
 case "$RUN_SECONDS$RUNS" in *[!0-9]*) echo "compare.sh: --seconds and --runs take integers" >&2; exit 1 ;; esac
-[ "$RUN_SECONDS" -ge 1 ] && [ "$RUN_SECONDS" -le 600 ] || { echo "--seconds must be 1..600" >&2; exit 1; }
-[ "$RUNS" -ge 1 ] && [ "$RUNS" -le 9 ] || { echo "--runs must be 1..9" >&2; exit 1; }
+if [ "$RUN_SECONDS" -lt 1 ] || [ "$RUN_SECONDS" -gt 600 ]; then echo "--seconds must be 1..600" >&2; exit 1; fi
+if [ "$RUNS" -lt 1 ] || [ "$RUNS" -gt 9 ]; then echo "--runs must be 1..9" >&2; exit 1; fi
 [ "$(nproc)" -ge 2 ] || { echo "compare.sh: needs 2 CPUs (target on 0, client on 1)" >&2; exit 1; }
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=tests/lib/daemon.sh
+. "$ROOT/tests/lib/daemon.sh"
 log() { echo "compare.sh: $*" >&2; }
 
 # --- what it needs -----------------------------------------------------------
@@ -67,15 +69,8 @@ WORK=$(mktemp -d /dev/shm/zc-bench.XXXXXX)
 PIDS=()
 TGT_CP=""
 stop_pid() {
-    local pid=$1 i
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for i in $(seq 30); do
-        kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-        sleep 0.1
-    done
-    # tgtd ignores SIGTERM while it has targets.
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+    # SIGKILL after 3 s: tgtd ignores SIGTERM while it has targets.
+    zc_stop_pid "$1" TERM 3 || true
 }
 cleanup() {
     local pid
@@ -103,22 +98,9 @@ ISCSI_LOAD="$WORK/iscsi-load"
 
 # --- helpers -----------------------------------------------------------------
 HZ=$(getconf CLK_TCK)
-# A free 127.0.0.1 port (bound, then released) that nothing listens on.
-free_port() {
-    local p
-    while :; do
-        p=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-        ss -Htln "sport = :$p" | grep -q . || { echo "$p"; return; }
-    done
-}
 wait_listen() { # port pid
-    local i
-    for i in $(seq 200); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        kill -0 "$2" 2>/dev/null || { log "target (pid $2) exited during start-up"; return 1; }
-        sleep 0.1
-    done
-    log "nothing listens on $1 after 20 s"
+    zc_wait_port "$1" 20 "$2" && return 0
+    log "nothing listens on $1 after 20 s, or the target (pid $2) exited during start-up"
     return 1
 }
 ticks() { # utime+stime of the whole process (all threads), in clock ticks
@@ -195,7 +177,8 @@ NQN=nqn.2026-12.io.zctarget.bench:zc
 start_tgt() {
     local port iqn=iqn.2026-12.io.zctarget.bench:tgt pid i
     make_volume "$WORK/tgt.img"
-    port=$(free_port)
+    # tgtd cannot bind port 0 and say which port it got: one picked here.
+    port=$(zc_free_ports 1)
     TGT_CP=$((20000 + RANDOM % 12000)) # tgtadm accepts up to 32767
     while [ -e "/var/run/tgtd/socket.$TGT_CP" ]; do TGT_CP=$((TGT_CP + 1)); done
     log "tgt: tgtd on 127.0.0.1:$port (control port $TGT_CP)"
@@ -220,14 +203,11 @@ start_zctarget() { # ENGINE
     local engine=$1 key="zc-$1" iport nport pid
     local iqn=iqn.2026-12.io.zctarget.bench:zc
     make_volume "$WORK/$key.img"
-    iport=$(free_port)
-    nport=$(free_port)
-    while [ "$nport" = "$iport" ]; do nport=$(free_port); done
     cat >"$WORK/$key.toml" <<TOML
 [server]
 admin_socket = ""
-iscsi_listen = ["127.0.0.1:$iport"]
-nvme_listen = ["127.0.0.1:$nport"]
+iscsi_listen = ["127.0.0.1:0"]
+nvme_listen = ["127.0.0.1:0"]
 io_engine = "$engine"
 reactors = 1
 buffer_pool = "256MiB"
@@ -245,12 +225,14 @@ luns = ["bench"]
 nqn = "$NQN"
 namespaces = ["bench"]
 TOML
-    log "zctarget ($engine): iSCSI 127.0.0.1:$iport, NVMe/TCP 127.0.0.1:$nport"
     taskset -c 0 "$ZCTARGET" serve --config "$WORK/$key.toml" >"$WORK/$key.log" 2>&1 &
     pid=$!
     PIDS+=("$pid")
-    wait_listen "$iport" "$pid"
-    wait_listen "$nport" "$pid"
+    # The daemon binds port 0 and logs the ports it got.
+    ZC_PID=$pid ZC_LOG="$WORK/$key.log"
+    zc_wait_listening iscsi nvme-tcp || return 1
+    iport=$ZC_ISCSI_PORT nport=$ZC_NVME_PORT ZC_PID=""
+    log "zctarget ($engine): iSCSI 127.0.0.1:$iport, NVMe/TCP 127.0.0.1:$nport"
     PID_OF[$key]=$pid
     ISCSI_URL[$key]="iscsi://127.0.0.1:$iport/$iqn/0"
     NVME_ADDR[$key]="127.0.0.1:$nport"

@@ -400,24 +400,7 @@ impl NvmeQueue {
                             .map_err(|_| invalid("short R2T"))?,
                     )
                     .map_err(|e| invalid(e.to_string()))?;
-                    let start = r.r2to as usize;
-                    let end = start + r.r2tl as usize;
-                    if end > data.len() {
-                        return Err(invalid("R2T beyond the command's data"));
-                    }
-                    let step = self.maxh2cdata.max(4096) as usize;
-                    let mut off = start;
-                    while off < end {
-                        let n = step.min(end - off);
-                        self.send_h2c(
-                            r.cccid,
-                            r.ttag,
-                            off as u32,
-                            &data[off..off + n],
-                            off + n == end,
-                        )?;
-                        off += n;
-                    }
+                    self.answer_r2t(&r, data)?;
                 }
                 PduType::C2HTermReq => {
                     return Err(io::Error::new(
@@ -446,6 +429,31 @@ impl NvmeQueue {
             (header_end + data.len() + if self.ddgst && !data.is_empty() { 4 } else { 0 }) as u32;
         let bytes = c.encode();
         self.send_pdu(&bytes, data)
+    }
+
+    /// Answers an R2T with the range it asks for of `data` (the whole
+    /// command's data), in H2CData PDUs of at most MAXH2CDATA (4 KiB at
+    /// least).
+    pub fn answer_r2t(&mut self, r: &R2t, data: &[u8]) -> io::Result<()> {
+        let start = r.r2to as usize;
+        let end = start + r.r2tl as usize;
+        if end > data.len() {
+            return Err(invalid("R2T beyond the command's data"));
+        }
+        let step = self.maxh2cdata.max(4096) as usize;
+        let mut off = start;
+        while off < end {
+            let n = step.min(end - off);
+            self.send_h2c(
+                r.cccid,
+                r.ttag,
+                off as u32,
+                &data[off..off + n],
+                off + n == end,
+            )?;
+            off += n;
+        }
+        Ok(())
     }
 
     /// Sends one H2CData PDU (pipelining drivers answer R2Ts themselves).

@@ -6,8 +6,7 @@
 //! queue. Latency of every command goes into a histogram (`hist`).
 //!
 //! The binary is `zc-nvme-perf` (`tests/src/bin/zc_nvme_perf.rs`); the
-//! integration test `target/tests/nvme_perf.rs` includes this module by path
-//! and calls [`run`] directly.
+//! integration test `target/tests/nvme_perf.rs` calls [`run`] directly.
 
 mod engine;
 mod hist;
