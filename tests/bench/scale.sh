@@ -12,6 +12,7 @@
 # Every process it starts is stopped by PID on exit.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=tests/lib/daemon.sh
 . tests/lib/daemon.sh
 
 SECONDS_RUN=5
@@ -22,10 +23,13 @@ while [ $# -gt 0 ]; do
     esac
 done
 case "$SECONDS_RUN" in '' | *[!0-9]*) echo "--seconds takes an integer" >&2; exit 1 ;; esac
-[ "$SECONDS_RUN" -ge 1 ] && [ "$SECONDS_RUN" -le 600 ] || { echo "--seconds must be 1..600" >&2; exit 1; }
+if [ "$SECONDS_RUN" -lt 1 ] || [ "$SECONDS_RUN" -gt 600 ]; then
+    echo "--seconds must be 1..600" >&2
+    exit 1
+fi
 
 cargo build --release -q -p zctarget --bin zctarget -p zctarget-tests --bin zc-nvme-perf >&2
-BIN=build/release/zctarget
+ZC_BIN=build/release/zctarget
 PERF=build/release/zc-nvme-perf
 work=$(mktemp -d /dev/shm/zc-scale.XXXXXX)
 trap 'zc_stop KILL 5 >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
@@ -55,7 +59,6 @@ nqn = "$NQN"
 namespaces = ["v"]
 hosts = ["*"]
 CFG
-    ZC_BIN=$BIN
     zc_start "$work/z.toml" "$work/daemon-$reactors.log"
     zc_wait_listening nvme || { cat "$work/daemon-$reactors.log" >&2; exit 1; }
     for queues in 1 2 4; do
