@@ -31,9 +31,75 @@ pub(crate) const BLKSSZGET: libc::c_ulong = 0x1268;
 pub struct FileStore {
     pub(crate) file: File,
     pub(crate) block_device: bool,
+    /// The file lives in memory (tmpfs, ramfs): reading or writing it is a
+    /// memory copy that never waits for a device, so the epoll engine does
+    /// it on the reactor instead of hopping to a thread.
+    pub(crate) memory_backed: bool,
+    /// `RWF_NOWAIT` works on this file (cleared the first time the kernel
+    /// says it is not supported, so that no call is wasted on it again).
+    nowait: std::sync::atomic::AtomicBool,
 }
 
+/// `TMPFS_MAGIC` and `RAMFS_MAGIC` (statfs(2)).
+const MEMORY_FS: [libc::c_long; 2] = [0x0102_1994, 0x8584_58f6];
+
 impl FileStore {
+    /// The store of an open file or block device.
+    pub fn new(file: File, block_device: bool) -> Self {
+        let regular = file.metadata().is_ok_and(|m| m.file_type().is_file());
+        let memory_backed = !block_device && regular && {
+            // SAFETY: statfs is plain old data; fstatfs fills it for the
+            // open descriptor and reads nothing else.
+            let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+            // SAFETY: `file` is open for the duration of the call and `st`
+            // is a valid, exclusively borrowed statfs.
+            let r = unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) };
+            r == 0 && MEMORY_FS.contains(&(st.f_type as libc::c_long))
+        };
+        Self {
+            file,
+            block_device,
+            memory_backed,
+            nowait: std::sync::atomic::AtomicBool::new(true),
+        }
+    }
+
+    /// How the epoll engine may try I/O on the reactor first: `Some(0)` in
+    /// full (memory-backed), `Some(RWF_NOWAIT)` from the page cache, `None`
+    /// not at all.
+    fn inline_flags(&self) -> Option<libc::c_int> {
+        if self.memory_backed {
+            Some(0)
+        } else if self.nowait.load(std::sync::atomic::Ordering::Relaxed) {
+            Some(libc::RWF_NOWAIT)
+        } else {
+            None
+        }
+    }
+
+    /// Reads all of `buf` at `offset` on the calling thread (memory-backed
+    /// files).
+    pub(crate) fn read_inline(&self, offset: u64, buf: &mut SegmentList) -> io::Result<()> {
+        self.preadv_from(offset, buf, 0, 0).map(|_| ())
+    }
+
+    /// Writes all of `buf` at `offset` on the calling thread (memory-backed
+    /// files).
+    pub(crate) fn write_inline(&self, offset: u64, buf: &SegmentList) -> io::Result<()> {
+        self.pwritev_from(offset, buf, 0)
+    }
+
+    /// Notes that `RWF_NOWAIT` is refused as unsupported.
+    fn note_nowait_error(&self, e: &io::Error) {
+        if matches!(
+            e.raw_os_error(),
+            Some(libc::EOPNOTSUPP) | Some(libc::EINVAL)
+        ) {
+            self.nowait
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     /// fsync(2)-class flush (data and the metadata needed to read it).
     pub fn sync(&self) -> io::Result<()> {
         self.file.sync_data()
@@ -126,6 +192,7 @@ impl FileStore {
                     continue;
                 }
                 if flags & libc::RWF_NOWAIT != 0 && nowait_refused(&e) {
+                    self.note_nowait_error(&e);
                     return Ok(done);
                 }
                 return Err(e);
@@ -140,11 +207,17 @@ impl FileStore {
         Ok(done)
     }
 
-    /// Writes `buf` at `offset` with `pwritev2(RWF_NOWAIT)`; returns how
-    /// far it got before the kernel would have blocked.
-    fn pwritev_nowait(&self, offset: u64, buf: &SegmentList) -> io::Result<usize> {
+    /// Writes `buf[done..]` at `offset + done` with `pwritev2(flags)`;
+    /// returns how far it got. With `RWF_NOWAIT` it stops (`Ok` short of
+    /// the end) where the kernel would have blocked.
+    fn pwritev_from_flags(
+        &self,
+        offset: u64,
+        buf: &SegmentList,
+        mut done: usize,
+        flags: libc::c_int,
+    ) -> io::Result<usize> {
         let total = buf.len();
-        let mut done = 0;
         while done < total {
             let mut iov: SmallVec<[IoSlice<'_>; INLINE_SEGMENTS]> = SmallVec::new();
             buf.io_slices_range(done, total - done, &mut iov);
@@ -157,7 +230,7 @@ impl FileStore {
                     iov.as_ptr().cast(),
                     iovcnt,
                     (offset + done as u64) as libc::off_t,
-                    libc::RWF_NOWAIT,
+                    flags,
                 )
             };
             if n < 0 {
@@ -165,53 +238,40 @@ impl FileStore {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                if nowait_refused(&e) {
+                if flags & libc::RWF_NOWAIT != 0 && nowait_refused(&e) {
+                    self.note_nowait_error(&e);
                     return Ok(done);
                 }
                 return Err(e);
             }
             if n == 0 {
-                return Ok(done);
+                if flags & libc::RWF_NOWAIT != 0 {
+                    return Ok(done);
+                }
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "pwritev wrote nothing",
+                ));
             }
             done += n as usize;
         }
         Ok(done)
     }
 
+    /// Writes `buf` at `offset` with `pwritev2(flags)` (`RWF_NOWAIT`, or 0
+    /// for a memory-backed file); returns how far it got.
+    fn pwritev_inline(
+        &self,
+        offset: u64,
+        buf: &SegmentList,
+        flags: libc::c_int,
+    ) -> io::Result<usize> {
+        self.pwritev_from_flags(offset, buf, 0, flags)
+    }
+
     /// Writes `buf[done..]` at `offset + done` (blocking).
     fn pwritev_from(&self, offset: u64, buf: &SegmentList, done: usize) -> io::Result<()> {
-        let mut at = done;
-        let total = buf.len();
-        while at < total {
-            let mut iov: SmallVec<[IoSlice<'_>; INLINE_SEGMENTS]> = SmallVec::new();
-            buf.io_slices_range(at, total - at, &mut iov);
-            let iovcnt = iov.len().min(libc::UIO_MAXIOV as usize) as libc::c_int;
-            // SAFETY: `iov` describes memory borrowed from `buf` for this
-            // call; IoSlice is ABI-compatible with iovec.
-            let n = unsafe {
-                libc::pwritev(
-                    self.fd(),
-                    iov.as_ptr().cast(),
-                    iovcnt,
-                    (offset + at as u64) as libc::off_t,
-                )
-            };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::WriteZero,
-                    "pwritev wrote nothing",
-                ));
-            }
-            at += n as usize;
-        }
-        Ok(())
+        self.pwritev_from_flags(offset, buf, done, 0).map(|_| ())
     }
 
     /// Deallocates a range (reads back as zeroes afterwards).
@@ -431,8 +491,8 @@ impl Backend for EpollFile {
         // A buffered write the page cache takes at once runs on the
         // reactor; FUA (a sync follows) and the rest go to a thread.
         let mut done = 0;
-        if !fua {
-            match self.store.pwritev_nowait(offset, &buf) {
+        if let Some(flags) = self.store.inline_flags().filter(|_| !fua) {
+            match self.store.pwritev_inline(offset, &buf, flags) {
                 Ok(n) if n == buf.len() => return (buf, Ok(())),
                 Ok(n) => done = n,
                 Err(e) => return (buf, Err(e)),
@@ -475,5 +535,44 @@ impl Backend for EpollFile {
         check_range(&self.info, offset, len)?;
         self.blocking(move |s| s.write_zeroes_sync(offset, len))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store_in(dir: &std::path::Path) -> FileStore {
+        let path = dir.join("f");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .expect("open");
+        FileStore::new(file, false)
+    }
+
+    #[test]
+    fn memory_backed_files_are_recognised() {
+        if std::path::Path::new("/dev/shm").is_dir() {
+            let shm = tempfile::tempdir_in("/dev/shm").expect("tempdir");
+            let s = store_in(shm.path());
+            assert!(s.memory_backed);
+            assert_eq!(s.inline_flags(), Some(0));
+        }
+        let disk = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).expect("tempdir");
+        let s = store_in(disk.path());
+        assert!(!s.memory_backed);
+        assert_eq!(s.inline_flags(), Some(libc::RWF_NOWAIT));
+        s.note_nowait_error(&io::Error::from_raw_os_error(libc::EAGAIN));
+        assert_eq!(
+            s.inline_flags(),
+            Some(libc::RWF_NOWAIT),
+            "EAGAIN: still supported"
+        );
+        s.note_nowait_error(&io::Error::from_raw_os_error(libc::EOPNOTSUPP));
+        assert_eq!(s.inline_flags(), None, "unsupported: not tried again");
     }
 }

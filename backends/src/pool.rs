@@ -24,6 +24,10 @@ use crate::segment::{Segment, SegmentList};
 /// Alignment of every chunk: a page, which is also what `O_DIRECT` needs.
 pub const POOL_ALIGN: usize = 4096;
 
+/// Chunks at the start of the pool preferred by leases: io_uring registers
+/// this many as fixed buffers (see `uring_buf::MAX_FIXED_BUFFERS`).
+pub const PREFERRED_CHUNKS: usize = 1024;
+
 /// Byte written over a chunk when it returns to the pool and poisoning is on.
 pub const POISON_BYTE: u8 = 0xA5;
 
@@ -77,13 +81,20 @@ pub(crate) struct PoolInner {
     chunk_size: usize,
     chunks: usize,
     free: ArrayQueue<u32>,
+    /// Free chunks with an index below [`PREFERRED_CHUNKS`] (outside the
+    /// reserve): taken before `free`, so that while the pool is not busy
+    /// every lease is one of the chunks io_uring has registered as fixed
+    /// buffers, instead of the free list cycling through the whole pool.
+    free_low: ArrayQueue<u32>,
     /// One permit per free chunk; waiting on it is the back-pressure.
     permits: Semaphore,
-    /// Chunks `0..reserved` form the reserve: never waited for, leased
+    /// The last `reserved` chunks form the reserve: never waited for, leased
     /// only by [`BufferPool::try_lease_reserve`] and as the fallback of
     /// [`BufferPool::try_lease_unasked`] (data a host sends unasked must
     /// find buffers *now*, also while waiters queue for the rest).
     reserved: usize,
+    /// End of the preferred range (`free_low` holds `0..low_end`).
+    low_end: usize,
     reserve_free: ArrayQueue<u32>,
     reserve_permits: Semaphore,
     poison: bool,
@@ -146,13 +157,21 @@ impl BufferPool {
         let ptr = unsafe { alloc_zeroed(layout) };
         let base = NonNull::new(ptr).ok_or(PoolError::OutOfMemory(size))?;
         let reserved = reserve.min(chunks - 1);
-        let free = ArrayQueue::new(chunks - reserved);
-        for index in reserved..chunks {
+        // The reserve sits at the end, so that the preferred (registered)
+        // chunks at the start serve everyday leases.
+        let general = chunks - reserved;
+        let low_end = PREFERRED_CHUNKS.min(general);
+        let free = ArrayQueue::new((general - low_end).max(1));
+        for index in low_end..general {
             // Cannot fail: the queue was created with exactly that many slots.
             let _ = free.push(index as u32);
         }
+        let free_low = ArrayQueue::new(low_end.max(1));
+        for index in 0..low_end {
+            let _ = free_low.push(index as u32);
+        }
         let reserve_free = ArrayQueue::new(reserved.max(1));
-        for index in 0..reserved {
+        for index in general..chunks {
             let _ = reserve_free.push(index as u32);
         }
         Ok(Self {
@@ -162,6 +181,8 @@ impl BufferPool {
                 chunk_size,
                 chunks,
                 free,
+                free_low,
+                low_end,
                 permits: Semaphore::new(chunks - reserved),
                 reserved,
                 reserve_free,
@@ -305,7 +326,7 @@ impl BufferPool {
     /// and permits are only ever added after an index is pushed back, so the
     /// queue holds at least `n` indices.
     fn take_chunks(&self, n: usize, bytes: usize) -> SegmentList {
-        self.take_from(&self.inner.free, n, bytes)
+        self.take_from(&self.inner.free_low, n, bytes)
     }
 
     /// Pops `n` indices from `queue` (whose permits the caller holds).
@@ -313,7 +334,13 @@ impl BufferPool {
         let mut segments: SmallVec<[Segment; crate::segment::INLINE_SEGMENTS]> = SmallVec::new();
         let mut remaining = bytes;
         for _ in 0..n {
-            let Some(index) = queue.pop() else {
+            // The general list: its preferred part first, then the rest.
+            let popped = queue.pop().or_else(|| {
+                std::ptr::eq(queue, &self.inner.free_low)
+                    .then(|| self.inner.free.pop())
+                    .flatten()
+            });
+            let Some(index) = popped else {
                 // Unreachable by the permit invariant above; if it ever broke,
                 // handing out fewer bytes is caught by the length check below
                 // rather than corrupting memory.
@@ -438,11 +465,16 @@ impl Drop for Lease {
         }
         // The queue has room for every index and this index is not in it
         // (only its single lease could put it back), so push cannot fail.
-        if (self.index as usize) < self.pool.reserved {
+        let index = self.index as usize;
+        if index >= self.pool.chunks - self.pool.reserved {
             let _ = self.pool.reserve_free.push(self.index);
             self.pool.reserve_permits.add_permits(1);
         } else {
-            let _ = self.pool.free.push(self.index);
+            if index < self.pool.low_end {
+                let _ = self.pool.free_low.push(self.index);
+            } else {
+                let _ = self.pool.free.push(self.index);
+            }
             self.pool.permits.add_permits(1);
         }
     }

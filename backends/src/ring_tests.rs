@@ -40,10 +40,7 @@ fn fifo() -> (tempfile::TempDir, UringFile, File) {
         discard: false,
         volatile_cache: false,
     };
-    let store = Arc::new(FileStore {
-        file,
-        block_device: false,
-    });
+    let store = Arc::new(FileStore::new(file, false));
     let uring = UringFile::new(info, store).expect("uring file");
     (dir, uring, writer)
 }

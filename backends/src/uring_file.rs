@@ -259,6 +259,13 @@ impl Backend for UringFile {
         if let Err(e) = check_range(&self.info, offset, buf.len() as u64) {
             return (buf, Err(e));
         }
+        if self.store.memory_backed {
+            // tmpfs cannot complete an io_uring read without a kernel
+            // worker thread (no non-blocking path): the copy is done here.
+            let mut buf = buf;
+            let r = self.store.read_inline(offset, &mut buf);
+            return (buf, r);
+        }
         per_segment(buf, offset, |seg, at| self.read_segment(seg, at)).await
     }
 
@@ -274,7 +281,13 @@ impl Backend for UringFile {
         if let Err(e) = check_range(&self.info, offset, buf.len() as u64) {
             return (buf, Err(e));
         }
-        let (buf, r) = per_segment(buf, offset, |seg, at| self.write_segment(seg, at)).await;
+        let (buf, r) = if self.store.memory_backed {
+            // As for reads: a memory copy, done here.
+            let r = self.store.write_inline(offset, &buf);
+            (buf, r)
+        } else {
+            per_segment(buf, offset, |seg, at| self.write_segment(seg, at)).await
+        };
         if r.is_ok() && fua {
             return (buf, self.file.sync_data().await);
         }

@@ -167,7 +167,7 @@ impl Volume {
                     .ok_or_else(|| invalid("a file or block volume needs a path".into()))?;
                 let (file, file_lock, capacity, block_device) = open_file(spec, &path)?;
                 lock = Some(file_lock);
-                let store = FileStore { file, block_device };
+                let store = FileStore::new(file, block_device);
                 (Store::File(Arc::new(store)), capacity, true, true)
             }
             BackendKind::Rbd => {

@@ -318,3 +318,17 @@ fn cancelled_fixed_buffer_read_holds_its_lease_until_completion() {
         );
     });
 }
+
+/// A file in memory (tmpfs: no `RWF_NOWAIT`, I/O done on the reactor by
+/// the epoll engine) round-trips like any other.
+#[test]
+fn file_on_tmpfs_on_both_engines() {
+    let shm = Path::new("/dev/shm");
+    if !shm.is_dir() {
+        eprintln!("skipped: no /dev/shm");
+        return;
+    }
+    let dir = tempfile::tempdir_in(shm).expect("tempdir");
+    file_round_trip(Engine::Epoll, dir.path(), false);
+    file_round_trip(Engine::Uring, dir.path(), false);
+}

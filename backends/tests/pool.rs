@@ -151,3 +151,28 @@ fn truncate_returns_surplus_chunks() {
     assert_eq!(list.len(), 70 << 10);
     assert_eq!(pool.free_chunks(), 6);
 }
+
+/// While the pool is not busy, leases keep coming from its first
+/// `PREFERRED_CHUNKS` chunks (the ones io_uring registers as fixed
+/// buffers) instead of the free list cycling through the whole pool.
+#[test]
+fn leases_prefer_the_registered_chunks() {
+    use zctarget_backends::pool::PREFERRED_CHUNKS;
+    let chunks = 2 * PREFERRED_CHUNKS;
+    let pool = BufferPool::new(chunks * 4096, 4096, false).unwrap();
+    for _ in 0..(3 * chunks) {
+        let l = pool.try_lease(2 * 4096).unwrap().unwrap();
+        for seg in l.segments() {
+            assert!(
+                (seg.lease().index() as usize) < PREFERRED_CHUNKS,
+                "lease of chunk {}",
+                seg.lease().index()
+            );
+        }
+    }
+    // Under load the rest of the pool is used too.
+    let all = pool.try_lease(chunks * 4096).unwrap().unwrap();
+    assert_eq!(all.len(), chunks * 4096);
+    drop(all);
+    assert!(pool.is_full());
+}

@@ -271,6 +271,41 @@ fn allowed_hosts() {
     assert_eq!(r.completion.dw0, (1 << 16) | 512);
 }
 
+/// SPDK's host sends an empty HOSTNQN: admitted where any host is
+/// (no ACL), refused by an ACL (Connect Invalid Host); a HOSTNQN that is
+/// not UTF-8 is still invalid.
+#[test]
+fn empty_hostnqn() {
+    let with_host = |hostnqn: &str| {
+        let mut d = ConnectData::parse(&connect_data(SUBNQN, 0xFFFF)).unwrap();
+        d.hostnqn = hostnqn.into();
+        d.encode()
+    };
+    let parsed = ConnectData::parse(&with_host("")).unwrap();
+    assert_eq!(parsed.hostnqn, "");
+    let mut open = Controller::new(cfg());
+    let r = open.connect(&connect_sqe(0, 31, 0), &with_host(""));
+    assert!(
+        r.completion.status.is_success(),
+        "{:?}",
+        r.completion.status
+    );
+    let mut acl = Controller::new(ControllerConfig {
+        allowed_hosts: vec![HOSTNQN.into()],
+        ..cfg()
+    });
+    let r = acl.connect(&connect_sqe(0, 31, 0), &with_host(""));
+    assert_eq!(r.completion.status, Status::CONNECT_INVALID_HOST.dnr());
+    let mut bad = with_host("");
+    bad[512] = 0xFF;
+    let r = Controller::new(cfg()).connect(&connect_sqe(0, 31, 0), &bad);
+    assert_eq!(
+        r.completion.dw0,
+        (1 << 16) | 512,
+        "invalid parameter HOSTNQN"
+    );
+}
+
 #[test]
 fn io_queue_connect() {
     let mut c = connected(cfg());

@@ -166,14 +166,18 @@ mod tests {
         BufferPool::new(chunks * CHUNK, CHUNK, false).unwrap()
     }
 
-    #[test]
-    fn unasked_data_finds_the_reserve_while_waiters_queue() {
+    /// Runs `f` on a current-thread runtime inside a LocalSet.
+    fn local<F: std::future::Future<Output = ()>>(f: F) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        let local = tokio::task::LocalSet::new();
-        local.block_on(&rt, async {
+        tokio::task::LocalSet::new().block_on(&rt, f);
+    }
+
+    #[test]
+    fn unasked_data_finds_the_reserve_while_waiters_queue() {
+        local(async {
             let p = BufferPool::with_reserve(8 * CHUNK, CHUNK, false, 2).unwrap();
             let a = Admission::new(p.clone());
             let b = Admission::new(p.clone());
@@ -244,12 +248,7 @@ mod tests {
 
     #[test]
     fn solicited_waits_for_quota_then_pool() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let local = tokio::task::LocalSet::new();
-        local.block_on(&rt, async {
+        local(async {
             let p = pool(16);
             let a = Admission::new(p.clone());
             let (l1, g1) = a.lease_solicited(2 * CHUNK).await.unwrap();

@@ -7,12 +7,15 @@
 //! Protocol-neutral: the iSCSI and NVMe/TCP frontends both use it.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
 
+use slab::Slab;
 use tokio::net::TcpStream;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::Notify;
 use zctarget_backends::SegmentList;
 
 use crate::zerocopy::{Completion, Message, ZeroCopySender};
@@ -23,8 +26,87 @@ pub struct Outbound {
     sender: RefCell<ZeroCopySender>,
     wake: Notify,
     next_token: Cell<u64>,
-    waiters: RefCell<HashMap<u64, oneshot::Sender<Completion>>>,
+    /// Tracked messages' releases, by slab key (carried in the token with
+    /// [`TRACKED`] set): entries are reused, so waiting for a release costs
+    /// no allocation and no channel per command.
+    waiters: RefCell<Slab<Waiter>>,
     closing: Cell<bool>,
+}
+
+/// Token bit marking a tracked message; the low bits are its waiter's key.
+const TRACKED: u64 = 1 << 63;
+
+/// The state of one tracked message's release.
+// The completion lives inline: slab entries are reused, while boxing it
+// would allocate per command — what this table exists to avoid.
+#[allow(clippy::large_enum_variant)]
+enum Waiter {
+    /// Not released yet; the task to wake when it is.
+    Waiting(Option<Waker>),
+    /// Released: the completion, for the waiting task to take.
+    Released(Completion),
+    /// The connection failed first.
+    Failed,
+    /// Its [`Released`] future was dropped: the completion is just dropped.
+    Abandoned,
+}
+
+/// The connection failed before the message was released.
+#[derive(Debug, thiserror::Error)]
+#[error("connection failed before the send was released")]
+pub struct SendAborted;
+
+/// Resolves when a tracked message's pages are released (see
+/// [`Outbound::send_tracked`]).
+pub struct Released {
+    out: Rc<Outbound>,
+    key: usize,
+    done: bool,
+}
+
+impl Future for Released {
+    type Output = Result<Completion, SendAborted>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let key = self.key;
+        let mut waiters = self.out.waiters.borrow_mut();
+        let outcome = match waiters.get_mut(key) {
+            Some(Waiter::Waiting(w)) => {
+                if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *w = Some(cx.waker().clone());
+                }
+                return Poll::Pending;
+            }
+            Some(Waiter::Released(_)) => match waiters.try_remove(key) {
+                Some(Waiter::Released(c)) => Ok(c),
+                _ => Err(SendAborted),
+            },
+            _ => {
+                let _ = waiters.try_remove(key);
+                Err(SendAborted)
+            }
+        };
+        drop(waiters);
+        self.done = true;
+        Poll::Ready(outcome)
+    }
+}
+
+impl Drop for Released {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let mut waiters = self.out.waiters.borrow_mut();
+        match waiters.get_mut(self.key) {
+            Some(w @ Waiter::Waiting(_)) => *w = Waiter::Abandoned,
+            Some(_) => {
+                // Released or failed already: nobody will take it.
+                let _ = waiters.try_remove(self.key);
+            }
+            None => {}
+        }
+    }
 }
 
 impl Outbound {
@@ -35,7 +117,7 @@ impl Outbound {
             sender: RefCell::new(sender),
             wake: Notify::new(),
             next_token: Cell::new(1),
-            waiters: RefCell::new(HashMap::new()),
+            waiters: RefCell::new(Slab::new()),
             closing: Cell::new(false),
         })
     }
@@ -62,14 +144,18 @@ impl Outbound {
         self.wake.notify_one();
     }
 
-    /// Queues `msg` and returns a receiver that yields its completion (the
+    /// Queues `msg` and returns a future that yields its completion (the
     /// payload handed back) once the kernel has released every page.
-    pub fn send_tracked(&self, msg: Message) -> oneshot::Receiver<Completion> {
-        let (tx, rx) = oneshot::channel();
-        self.waiters.borrow_mut().insert(msg.token(), tx);
+    pub fn send_tracked(self: &Rc<Self>, mut msg: Message) -> Released {
+        let key = self.waiters.borrow_mut().insert(Waiter::Waiting(None));
+        msg.token = TRACKED | key as u64;
         self.send(msg);
         self.dispatch_completions();
-        rx
+        Released {
+            out: Rc::clone(self),
+            key,
+            done: false,
+        }
     }
 
     /// Whether the socket failed.
@@ -86,10 +172,26 @@ impl Outbound {
         loop {
             let next = self.sender.borrow_mut().take_completion();
             let Some(c) = next else { break };
-            let waiter = self.waiters.borrow_mut().remove(&c.token);
-            if let Some(tx) = waiter {
-                // A waiter that went away just drops the payload.
-                let _ = tx.send(c);
+            if c.token & TRACKED == 0 {
+                // Untracked: the payload just returns to the pool.
+                continue;
+            }
+            let key = (c.token & !TRACKED) as usize;
+            let mut waiters = self.waiters.borrow_mut();
+            match waiters.get_mut(key) {
+                Some(Waiter::Waiting(w)) => {
+                    let waker = w.take();
+                    waiters[key] = Waiter::Released(c);
+                    drop(waiters);
+                    if let Some(w) = waker {
+                        w.wake();
+                    }
+                }
+                Some(Waiter::Abandoned) => {
+                    // A waiter that went away just drops the payload.
+                    let _ = waiters.try_remove(key);
+                }
+                _ => {}
             }
         }
     }
@@ -115,10 +217,30 @@ impl Outbound {
         r
     }
 
-    /// Drops every waiter: their `send_tracked` receivers see an error.
+    /// Fails every waiting release: their `send_tracked` futures see an
+    /// error (the payloads stay in the sender until it closes).
     fn fail_waiters(&self) {
-        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
+        let mut wake = Vec::new();
+        let mut waiters = self.waiters.borrow_mut();
+        let keys: Vec<usize> = waiters.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            match &mut waiters[key] {
+                Waiter::Waiting(w) => {
+                    if let Some(w) = w.take() {
+                        wake.push(w);
+                    }
+                    waiters[key] = Waiter::Failed;
+                }
+                Waiter::Abandoned => {
+                    let _ = waiters.try_remove(key);
+                }
+                _ => {}
+            }
+        }
         drop(waiters);
+        for w in wake {
+            w.wake();
+        }
     }
 
     async fn drive(self: Rc<Self>) -> io::Result<()> {

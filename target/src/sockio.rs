@@ -173,6 +173,22 @@ impl Receiver {
     }
 }
 
+/// Runs `fut` with a stall bound of `limit`, arming the timer only if the
+/// first poll does not finish it: a PDU whose bytes are already here (the
+/// common case under load) costs no clock read and no timer.
+/// `None`: `limit` passed.
+pub async fn stall_bounded<F: std::future::Future>(
+    fut: F,
+    limit: std::time::Duration,
+) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx))).await;
+    match first {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => tokio::time::timeout(limit, fut).await.ok(),
+    }
+}
+
 fn retry(e: &io::Error) -> bool {
     matches!(
         e.kind(),

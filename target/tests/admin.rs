@@ -5,124 +5,53 @@
 //! edited file, refusals change nothing, and the metrics endpoint counts
 //! the I/O.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-#[allow(dead_code)]
-mod common;
-
-#[path = "../../tests/src/nvme_client.rs"]
-#[allow(dead_code)]
-mod nvme_client;
-
-use nvme_client::{NvmeQueue as Queue, QueueOptions};
 use zctarget_protocol::nvme::{Cqe, Sqe};
 use zctarget_protocol::nvme_tcp::{CapsuleResp, PduType};
+use zctarget_tests::iscsi::Iscsi;
+use zctarget_tests::nvme_client::{NvmeQueue as Queue, QueueOptions};
+use zctarget_tests::Daemon;
 
-const BIN: &str = env!("CARGO_BIN_EXE_zctarget");
 const NQN: &str = "nqn.2026-11.io.zctarget.test:admin";
 const IQN: &str = "iqn.2026-11.io.zctarget.test:admin";
 const HOST: &str = "nqn.2026-11.io.zctarget.test:host";
 const BS: usize = 512;
 
-struct Daemon {
-    child: Child,
-    dir: PathBuf,
-    nvme_port: u16,
-    iscsi_port: u16,
-    metrics_port: u16,
+/// Starts the daemon on `dir/zctarget.toml`, written first if it does not
+/// exist yet (a restart reads the file the daemon persisted).
+fn start(dir: &Path, engine: &str) -> Daemon {
+    let config = dir.join("zctarget.toml");
+    if !config.exists() {
+        let text = format!(
+            "[server]\nadmin_socket = \"admin.sock\"\nmetrics_listen = \"127.0.0.1:0\"\n\
+             iscsi_listen = [\"127.0.0.1:0\"]\nnvme_listen = [\"127.0.0.1:0\"]\n\
+             io_engine = \"{engine}\"\nreactors = 2\nbuffer_pool = \"16MiB\"\n\n\
+             [[volumes]]\nname = \"base\"\npath = \"base.img\"\nsize = \"8MiB\"\n\n\
+             [[iscsi_targets]]\niqn = \"{IQN}\"\nluns = [\"base\"]\n\n\
+             [[nvme_subsystems]]\nnqn = \"{NQN}\"\nnamespaces = [\"base\"]\n"
+        );
+        std::fs::write(&config, text).expect("config");
+    }
+    Daemon::start(&config, &dir.join("daemon.log"))
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Daemon {
-    fn start(dir: &Path, engine: &str) -> Self {
-        let config = dir.join("zctarget.toml");
-        if !config.exists() {
-            let [nvme_port, iscsi_port, metrics_port] = common::free_ports();
-            let text = format!(
-                "[server]\nadmin_socket = \"admin.sock\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n\
-                 iscsi_listen = [\"127.0.0.1:{iscsi_port}\"]\nnvme_listen = [\"127.0.0.1:{nvme_port}\"]\n\
-                 io_engine = \"{engine}\"\nreactors = 2\nbuffer_pool = \"16MiB\"\n\n\
-                 [[volumes]]\nname = \"base\"\npath = \"base.img\"\nsize = \"8MiB\"\n\n\
-                 [[iscsi_targets]]\niqn = \"{IQN}\"\nluns = [\"base\"]\n\n\
-                 [[nvme_subsystems]]\nnqn = \"{NQN}\"\nnamespaces = [\"base\"]\n"
-            );
-            std::fs::write(&config, text).expect("config");
-        }
-        let text = std::fs::read_to_string(&config).expect("read config");
-        let port_of = |key: &str| -> u16 {
-            let line = text
-                .lines()
-                .find(|l| l.starts_with(key))
-                .unwrap_or_else(|| panic!("{key} in {text}"));
-            let digits: String = line
-                .rsplit(':')
-                .next()
-                .unwrap_or("")
-                .chars()
-                .filter(char::is_ascii_digit)
-                .collect();
-            digits.parse().expect("port")
-        };
-        let nvme_port = port_of("nvme_listen");
-        let iscsi_port = port_of("iscsi_listen");
-        let metrics_port = port_of("metrics_listen");
-        let log = std::fs::File::create(dir.join("daemon.log")).expect("log");
-        let child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn");
-        let d = Self {
-            child,
-            dir: dir.to_path_buf(),
-            nvme_port,
-            iscsi_port,
-            metrics_port,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !(d.socket().exists() && TcpStream::connect(("127.0.0.1", nvme_port)).is_ok()) {
-            assert!(
-                Instant::now() < deadline,
-                "daemon did not come up:\n{}",
-                d.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        d
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.join("admin.sock")
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
-    }
-
-    /// Runs `zctarget ctl --socket ... args`.
-    fn ctl(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .arg("ctl")
-            .arg("--socket")
-            .arg(self.socket())
-            .args(args)
-            .output()
-            .expect("run ctl")
-    }
-
+/// `zctarget ctl` through the daemon's admin socket.
+trait Admin {
+    fn socket(&self) -> PathBuf;
     /// `ctl` that must succeed; its stdout.
+    fn ok(&self, args: &[&str]) -> String;
+    /// `ctl --json` result.
+    fn json(&self, args: &[&str]) -> serde_json::Value;
+}
+
+impl Admin for Daemon {
+    fn socket(&self) -> PathBuf {
+        self.dir().join("admin.sock")
+    }
+
     fn ok(&self, args: &[&str]) -> String {
         let out = self.ctl(args);
         assert!(
@@ -134,46 +63,10 @@ impl Daemon {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// `ctl --json` result.
     fn json(&self, args: &[&str]) -> serde_json::Value {
         let mut a = vec!["--json"];
         a.extend_from_slice(args);
         serde_json::from_str(&self.ok(&a)).expect("json")
-    }
-
-    fn stop(mut self) {
-        // SAFETY: plain kill(2) on the PID of the child this test spawned.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(st) = self.child.try_wait().expect("wait") {
-                assert!(st.success(), "exit after SIGTERM: {st:?}\n{}", self.log());
-                return;
-            }
-            assert!(Instant::now() < deadline, "no exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn http_get(&self, path: &str) -> (u16, String) {
-        let mut s = TcpStream::connect(("127.0.0.1", self.metrics_port)).expect("metrics");
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").expect("send");
-        let mut text = String::new();
-        s.read_to_string(&mut text).expect("read");
-        let code = text
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
-        (code, body)
-    }
-
-    /// Value of the metric line `name{labels}`.
-    fn metric(&self, series: &str) -> Option<f64> {
-        let (_, body) = self.http_get("/metrics");
-        body.lines()
-            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
     }
 }
 
@@ -236,7 +129,7 @@ fn aer_completion(q: &mut Queue, cid: u16) -> u32 {
 
 fn live_changes(engine: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let d = Daemon::start(dir.path(), engine);
+    let d = start(dir.path(), engine);
 
     // Refusals change nothing: unknown volume, invalid name, in-use removal.
     let before = std::fs::read_to_string(dir.path().join("zctarget.toml")).expect("cfg");
@@ -383,9 +276,8 @@ fn live_changes(engine: &str) {
 
     // iSCSI: a logged-in initiator learns of a LUN added at a chosen number
     // (REPORTED LUNS DATA HAS CHANGED), can use it, and of its removal.
-    let mut s =
-        common::iscsi::Iscsi::login(d.iscsi_port, IQN, "iqn.2026-11.io.zctarget.test:ini", BS)
-            .expect("iSCSI login");
+    let mut s = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-11.io.zctarget.test:ini", BS)
+        .expect("iSCSI login");
     let tur = [0u8; 6];
     assert_eq!(s.run_on_lun(0, &tur, 0).expect("TUR").0, 0);
     d.ok(&["iscsi", "lun", "add", IQN, "extra", "--lun", "4"]);
@@ -455,9 +347,8 @@ fn live_changes(engine: &str) {
 
     // ACL and CHAP changes apply to logins from now on, and a session the
     // new ACL no longer allows is ended.
-    let mut other =
-        common::iscsi::Iscsi::login(d.iscsi_port, IQN, "iqn.2026-11.io.zctarget.test:other", BS)
-            .expect("login while any initiator may");
+    let mut other = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-11.io.zctarget.test:other", BS)
+        .expect("login while any initiator may");
     d.ok(&[
         "iscsi",
         "initiator",
@@ -471,13 +362,11 @@ fn live_changes(engine: &str) {
         "a session the ACL no longer allows is ended"
     );
     assert!(
-        common::iscsi::Iscsi::login(d.iscsi_port, IQN, "iqn.2026-11.io.zctarget.test:other", BS)
-            .is_err(),
+        Iscsi::login(d.iscsi_port, IQN, "iqn.2026-11.io.zctarget.test:other", BS).is_err(),
         "a login the ACL no longer allows is refused"
     );
-    let mut only =
-        common::iscsi::Iscsi::login(d.iscsi_port, IQN, "iqn.2026-11.io.zctarget.test:only", BS)
-            .expect("allowed initiator");
+    let mut only = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-11.io.zctarget.test:only", BS)
+        .expect("allowed initiator");
     assert_eq!(only.run_on_lun(0, &tur, 0).expect("TUR").0, 0);
     d.ok(&[
         "iscsi",
@@ -490,8 +379,7 @@ fn live_changes(engine: &str) {
         "0123456789ab",
     ]);
     assert!(
-        common::iscsi::Iscsi::login(d.iscsi_port, IQN, "iqn.2026-11.io.zctarget.test:only", BS)
-            .is_err(),
+        Iscsi::login(d.iscsi_port, IQN, "iqn.2026-11.io.zctarget.test:only", BS).is_err(),
         "CHAP now required"
     );
     assert_eq!(
@@ -522,7 +410,7 @@ fn live_changes(engine: &str) {
 
     let before = d.json(&["config", "show"]);
     d.stop();
-    let d = Daemon::start(dir.path(), engine);
+    let d = start(dir.path(), engine);
     let after = d.json(&["config", "show"]);
     assert_eq!(
         before["toml"], after["toml"],
@@ -542,8 +430,7 @@ fn live_changes(engine: &str) {
     );
     assert_ne!(text, edited, "config layout changed: {text}");
     std::fs::write(&path, edited).expect("edit");
-    // SAFETY: plain kill(2) on the PID of the child this test spawned.
-    unsafe { libc::kill(d.child.id() as i32, libc::SIGHUP) };
+    d.signal(libc::SIGHUP);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let s = d.json(&["nvme", "subsystem", "list"]);
@@ -589,7 +476,7 @@ fn live_changes_epoll() {
 fn admin_socket_is_private_and_speaks_json_rpc() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().expect("tempdir");
-    let d = Daemon::start(dir.path(), "epoll");
+    let d = start(dir.path(), "epoll");
     let mode = std::fs::metadata(d.socket())
         .expect("socket")
         .permissions()

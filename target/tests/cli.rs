@@ -3,8 +3,10 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use zctarget_tests::Daemon;
 
 const BIN: &str = env!("CARGO_BIN_EXE_zctarget");
 
@@ -54,35 +56,6 @@ fn check_config_accepts_valid_and_lists_every_problem_with_location() {
     assert!(err.contains("bad.toml:9:"), "lun location missing: {err}");
 }
 
-struct Daemon {
-    child: Child,
-}
-
-impl Daemon {
-    /// Waits (bounded) for the daemon to exit after `signal`; it must exit 0.
-    fn expect_clean_exit(&mut self, signal: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let status = loop {
-            if let Some(st) = self.child.try_wait().expect("wait") {
-                break st;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "daemon did not exit after {signal}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        assert!(status.success(), "exit status after {signal}: {status:?}");
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Starts `zctarget serve --config` on free ports and returns it with the
 /// attach text it printed (which names the ports).
 fn serve(dir: &std::path::Path, extra: &str) -> (Daemon, String) {
@@ -114,7 +87,7 @@ fn serve(dir: &std::path::Path, extra: &str) -> (Daemon, String) {
             break;
         }
     }
-    (Daemon { child }, text)
+    (Daemon::adopt(child), text)
 }
 
 fn port_after(text: &str, marker: &str) -> u16 {
@@ -162,9 +135,7 @@ fn serve_prints_attach_lines_answers_logins_and_stops_on_sigterm() {
     assert_eq!((rsp[36], rsp[37]), (2, 7));
 
     // SIGTERM: exit 0 promptly.
-    let pid = daemon.child.id() as libc::pid_t;
-    // SAFETY: plain kill(2) on the child we spawned and still own.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    daemon.signal(libc::SIGTERM);
     daemon.expect_clean_exit("SIGTERM");
 }
 
@@ -212,7 +183,7 @@ fn no_arguments_serves_the_embedded_default_in_a_private_netns() {
             break;
         }
     }
-    let mut daemon = Daemon { child };
+    let mut daemon = Daemon::adopt(child);
     assert!(
         text.contains("iscsiadm -m discovery -t sendtargets -p 127.0.0.1:3260"),
         "{text}"
@@ -236,9 +207,7 @@ fn no_arguments_serves_the_embedded_default_in_a_private_netns() {
     assert!(meta.blocks() * 512 < 1 << 20, "default volume is sparse");
     // SIGINT (Ctrl-C) stops it cleanly. `sh` exec'd into zctarget, so the
     // child's PID is the daemon's.
-    let pid = daemon.child.id() as libc::pid_t;
-    // SAFETY: plain kill(2) on the child we spawned and still own.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    daemon.signal(libc::SIGINT);
     daemon.expect_clean_exit("SIGINT");
 }
 
@@ -270,22 +239,19 @@ fn serve_speaks_the_systemd_notify_protocol_and_logs_json() {
         .stderr(log)
         .spawn()
         .expect("spawn");
-    let mut daemon = Daemon { child };
+    let mut daemon = Daemon::adopt(child);
     let next = || {
         let mut buf = [0u8; 512];
         let n = notify.recv(&mut buf).expect("a notification");
         String::from_utf8_lossy(&buf[..n]).into_owned()
     };
     assert_eq!(next(), "READY=1\n");
-    let pid = daemon.child.id() as libc::pid_t;
-    // SAFETY: plain kill(2) on the child we spawned and still own.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    daemon.signal(libc::SIGHUP);
     let reloading = next();
     assert!(reloading.starts_with("RELOADING=1\n"), "{reloading}");
     assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
     assert_eq!(next(), "READY=1\n");
-    // SAFETY: as above.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    daemon.signal(libc::SIGTERM);
     assert_eq!(next(), "STOPPING=1\n");
     daemon.expect_clean_exit("SIGTERM");
     let text = std::fs::read_to_string(dir.path().join("log.json")).expect("log");

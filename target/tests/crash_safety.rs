@@ -14,13 +14,6 @@
 //!   read): other sessions keep working, the partial write is not applied,
 //!   the pool and the file descriptors come back.
 
-#[allow(dead_code)]
-#[path = "../../tests/src/nvme_client.rs"]
-mod nvme_client;
-
-#[allow(dead_code)]
-mod common;
-
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::TcpStream;
@@ -29,11 +22,13 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::iscsi::{Iscsi, OP_DATA_IN, OP_R2T, OP_SCSI_RESPONSE};
-use common::{check_record, is_closed, record, start, Daemon, Found, Rng, Spec, HOST, IQN, NQN};
-use nvme_client::{NvmeQueue, QueueOptions};
 use zctarget_protocol::nvme::{Cqe, Sgl, Sqe};
 use zctarget_protocol::nvme_tcp::{C2HData, CapsuleCmd, CapsuleResp, H2CData, PduFlags, PduType};
+use zctarget_tests::iscsi::{Iscsi, OP_DATA_IN, OP_R2T, OP_SCSI_RESPONSE};
+use zctarget_tests::nvme_client::{NvmeQueue, QueueOptions};
+use zctarget_tests::records::{check_record, describe_block, record, Found, Rng};
+use zctarget_tests::spec::{start, Spec, HOST, IQN, NQN};
+use zctarget_tests::{is_closed, logs, procfs, Daemon};
 
 /// Logical block size of the test volume: one self-describing record.
 const BS: usize = 4096;
@@ -160,7 +155,7 @@ fn disagreement(
         Err(e) => format!(" (pread failed: {e})"),
     };
     let show = |bytes: &[u8], i: usize, b: u64| match bytes.get(i * BS..(i + 1) * BS) {
-        Some(block) => common::describe_block(block, b),
+        Some(block) => describe_block(block, b),
         None => "-".to_owned(),
     };
     let mut out = format!(
@@ -168,9 +163,9 @@ fn disagreement(
          block: NVMe/TCP | iSCSI | NVMe/TCP again | iSCSI again | file{file_note}\n",
         d.pid(),
         d.iscsi_port,
-        common::port_owners(d.iscsi_port),
+        procfs::port_owners(d.iscsi_port),
         d.nvme_port,
-        common::port_owners(d.nvme_port),
+        procfs::port_owners(d.nvme_port),
     );
     for i in 0..n as usize {
         let b = lba + i as u64;
@@ -847,7 +842,7 @@ fn sigterm_in_flight(engine: &'static str) {
         );
         assert!(e.closed, "[{engine}] {kind} client never saw the close");
     }
-    assert!(log.contains("buffer pool intact"), "{log}");
+    assert!(logs::pool_intact(&log), "{log}");
     assert!(!log.contains("leases outstanding"), "{log}");
     assert!(
         !log.contains("still busy after the shutdown grace period"),
@@ -1083,11 +1078,7 @@ fn vanishing_clients(engine: &'static str) {
 
     // And the daemon stops cleanly with every chunk back.
     drop((admin, io, healthy));
-    d.signal(libc::SIGTERM);
-    let st = d.wait_exit(Duration::from_secs(30)).expect("exit");
-    let log = d.log();
-    assert!(st.success(), "{st:?}\n{log}");
-    assert!(log.contains("buffer pool intact"), "{log}");
+    let log = d.stop_intact(Duration::from_secs(30));
     assert!(!log.contains("leases outstanding"), "{log}");
     eprintln!(
         "[{engine}] 7 vanishing clients: healthy sessions unaffected, partial writes not applied, \
@@ -1147,11 +1138,7 @@ fn stalled_reader_torn_down(engine: &'static str) {
     assert!(line.contains("pool_free=256 pool_total=256"), "{line}");
     let released = t0.elapsed();
     drop((admin, q));
-    d.signal(libc::SIGTERM);
-    let st = d.wait_exit(Duration::from_secs(30)).expect("exit");
-    let log = d.log();
-    assert!(st.success(), "{st:?}\n{log}");
-    assert!(log.contains("buffer pool intact"), "{log}");
+    d.stop_intact(Duration::from_secs(30));
     eprintln!(
         "[{engine}] stalled reader torn down: connection and pool released {:.1}s after start",
         released.as_secs_f64()

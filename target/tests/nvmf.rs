@@ -5,95 +5,28 @@
 //! read-only namespaces, digests, malformed PDUs, keep-alive expiry — on
 //! both engines. The Linux host runs in `tests/vm/zctarget-nvme.sh`.
 
-#[allow(dead_code)]
-#[path = "../../tests/src/nvme_client.rs"]
-mod nvme_client;
+use std::time::Duration;
 
-#[allow(dead_code)]
-mod common;
-
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-use nvme_client::{parse_discovery_log, NvmeQueue, QueueOptions, DISCOVERY_NQN};
 use zctarget_protocol::nvme::Status;
+use zctarget_tests::nvme_client::{
+    self, parse_discovery_log, NvmeQueue, QueueOptions, DISCOVERY_NQN,
+};
+use zctarget_tests::Daemon;
 
-const BIN: &str = env!("CARGO_BIN_EXE_zctarget");
 const NQN: &str = "nqn.2026-11.io.zctarget.test:nvmf";
 const HOST: &str = "nqn.2026-11.io.zctarget.test:host-a";
 const STRANGER: &str = "nqn.2026-11.io.zctarget.test:stranger";
 const BS: usize = 512;
 
-struct Daemon {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Daemon {
-    fn addr(&self) -> (&'static str, u16) {
-        ("127.0.0.1", self.port)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
-    }
-
-    /// Waits for the last "queue ended" line to report the pool full.
-    fn pool_full_after_disconnect(&self) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            let log = self.log();
-            if let Some(line) = log.lines().rev().find(|l| l.contains("queue ended")) {
-                let field = |name: &str| {
-                    line.split(name)
-                        .nth(1)
-                        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
-                        .and_then(|n| n.parse::<u64>().ok())
-                };
-                if let (Some(f), Some(t)) = (field("pool_free="), field("pool_total=")) {
-                    if f == t {
-                        return true;
-                    }
-                }
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        false
-    }
-}
-
 fn start(engine: &str, policy: &str) -> Daemon {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = format!(
+    Daemon::start_temp(&format!(
         "[server]\nadmin_socket = \"\"\niscsi_listen = []\nnvme_listen = [\"127.0.0.1:0\"]\n\
          io_engine = \"{engine}\"\nstatus_policy = \"{policy}\"\nreactors = 2\n\
          poison_on_release = true\nbuffer_pool = \"32MiB\"\n\n\
          [[volumes]]\nname = \"data\"\npath = \"data.img\"\nsize = \"32MiB\"\n\n\
          [[volumes]]\nname = \"ro\"\nbackend = \"memory\"\nsize = \"4MiB\"\nread_only = true\n\n\
          [[nvme_subsystems]]\nnqn = \"{NQN}\"\nnamespaces = [\"data\", \"ro\"]\nhosts = [\"{HOST}\"]\n"
-    );
-    let path = dir.path().join("z.toml");
-    std::fs::write(&path, cfg).expect("config");
-    let log_path = dir.path().join("daemon.log");
-    let log = std::fs::File::create(&log_path).expect("log");
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&path)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn zctarget");
-    let port = common::wait_logged_port(&mut child, &log_path, "nvme-tcp");
-    Daemon { child, port, dir }
+    ))
 }
 
 fn pattern(len: usize, seed: u64) -> Vec<u8> {
@@ -134,17 +67,17 @@ fn full_path(engine: &str, policy: &str) {
 
     // Discovery: the allowed host sees the subsystem on the listener; a
     // stranger sees nothing.
-    let mut disc =
-        NvmeQueue::admin(d.addr(), &QueueOptions::admin(DISCOVERY_NQN, HOST)).expect("discovery");
+    let mut disc = NvmeQueue::admin(d.nvme_addr(), &QueueOptions::admin(DISCOVERY_NQN, HOST))
+        .expect("discovery");
     let page = ok(disc.get_log_page(0x70, 4096)).data;
     let (_gen, recs) = parse_discovery_log(&page);
     assert_eq!(recs.len(), 1, "{recs:?}");
     assert_eq!(recs[0].subnqn, NQN);
     assert_eq!(recs[0].traddr, "127.0.0.1");
-    assert_eq!(recs[0].trsvcid, d.port.to_string());
+    assert_eq!(recs[0].trsvcid, d.nvme_port.to_string());
     assert_eq!((recs[0].trtype, recs[0].adrfam, recs[0].subtype), (3, 1, 2));
     drop(disc);
-    let mut disc = NvmeQueue::admin(d.addr(), &QueueOptions::admin(DISCOVERY_NQN, STRANGER))
+    let mut disc = NvmeQueue::admin(d.nvme_addr(), &QueueOptions::admin(DISCOVERY_NQN, STRANGER))
         .expect("discovery");
     let page = ok(disc.get_log_page(0x70, 4096)).data;
     assert!(parse_discovery_log(&page).1.is_empty());
@@ -152,7 +85,7 @@ fn full_path(engine: &str, policy: &str) {
 
     // The host ACL.
     let (_q, r) =
-        NvmeQueue::connect(d.addr(), &QueueOptions::admin(NQN, STRANGER)).expect("connect");
+        NvmeQueue::connect(d.nvme_addr(), &QueueOptions::admin(NQN, STRANGER)).expect("connect");
     assert_eq!(
         r.status().kind(),
         Status::CONNECT_INVALID_HOST.kind(),
@@ -160,14 +93,15 @@ fn full_path(engine: &str, policy: &str) {
         r.status()
     );
     let (_q, r) = NvmeQueue::connect(
-        d.addr(),
+        d.nvme_addr(),
         &QueueOptions::admin("nqn.2026-11.io.zctarget.test:nope", HOST),
     )
     .expect("connect");
     assert!(!r.status().is_success());
 
     // Admin queue, controller enabled, identify.
-    let mut admin = NvmeQueue::admin(d.addr(), &QueueOptions::admin(NQN, HOST)).expect("admin");
+    let mut admin =
+        NvmeQueue::admin(d.nvme_addr(), &QueueOptions::admin(NQN, HOST)).expect("admin");
     let ctrl = ok(admin.identify(1, 0)).data;
     assert_eq!(ctrl.len(), 4096);
     let subnqn = String::from_utf8_lossy(&ctrl[768..1024])
@@ -190,7 +124,7 @@ fn full_path(engine: &str, policy: &str) {
     let mut o = QueueOptions::admin(NQN, HOST);
     o.qid = 1;
     o.cntlid = admin.cntlid;
-    let (mut io, r) = NvmeQueue::connect(d.addr(), &o).expect("io connect");
+    let (mut io, r) = NvmeQueue::connect(d.nvme_addr(), &o).expect("io connect");
     assert!(r.status().is_success(), "{:?}", r.status());
 
     for (i, len) in [512usize, 4096, 8192, 64 << 10, 300 << 10, 1 << 20]
@@ -249,7 +183,7 @@ fn full_path(engine: &str, policy: &str) {
 
     // A second I/O queue, then disconnect both.
     o.qid = 2;
-    let (mut io2, r) = NvmeQueue::connect(d.addr(), &o).expect("io2");
+    let (mut io2, r) = NvmeQueue::connect(d.nvme_addr(), &o).expect("io2");
     assert!(r.status().is_success());
     ok(io2.read(1, 0, 8, BS));
     ok(io2.disconnect());
@@ -259,7 +193,7 @@ fn full_path(engine: &str, policy: &str) {
     drop(io);
     drop(admin);
     assert!(
-        d.pool_full_after_disconnect(),
+        d.pool_full_after_disconnects(1),
         "pool not full after disconnect:\n{}",
         d.log()
     );
@@ -281,11 +215,11 @@ fn digests_round_trip() {
     let mut o = QueueOptions::admin(NQN, HOST);
     o.hdgst = true;
     o.ddgst = true;
-    let mut admin = NvmeQueue::admin(d.addr(), &o).expect("admin");
+    let mut admin = NvmeQueue::admin(d.nvme_addr(), &o).expect("admin");
     ok(admin.identify(1, 0));
     o.qid = 1;
     o.cntlid = admin.cntlid;
-    let (mut io, r) = NvmeQueue::connect(d.addr(), &o).expect("io");
+    let (mut io, r) = NvmeQueue::connect(d.nvme_addr(), &o).expect("io");
     assert!(r.status().is_success());
     for (i, len) in [4096usize, 256 << 10].into_iter().enumerate() {
         let data = pattern(len, 40 + i as u64);
@@ -297,11 +231,12 @@ fn digests_round_trip() {
 #[test]
 fn malformed_pdus_end_only_their_connection() {
     let d = start("uring", "strict");
-    let mut admin = NvmeQueue::admin(d.addr(), &QueueOptions::admin(NQN, HOST)).expect("admin");
+    let mut admin =
+        NvmeQueue::admin(d.nvme_addr(), &QueueOptions::admin(NQN, HOST)).expect("admin");
     let mut o = QueueOptions::admin(NQN, HOST);
     o.qid = 1;
     o.cntlid = admin.cntlid;
-    let (mut good, _) = NvmeQueue::connect(d.addr(), &o).expect("io");
+    let (mut good, _) = NvmeQueue::connect(d.nvme_addr(), &o).expect("io");
     ok(good.write(1, 0, &pattern(4096, 1), BS, false));
 
     let expect_term = |q: &mut NvmeQueue, fes: u16| {
@@ -316,12 +251,12 @@ fn malformed_pdus_end_only_their_connection() {
     };
 
     // Unknown PDU type: FES 01h (invalid PDU header field).
-    let mut q = NvmeQueue::open(d.addr(), false, false).expect("open");
+    let mut q = NvmeQueue::open(d.nvme_addr(), false, false).expect("open");
     q.send_raw(&[0x0A, 0, 8, 0, 8, 0, 0, 0]).expect("send");
     expect_term(&mut q, 1);
 
     // HLEN wrong for a CapsuleCmd.
-    let mut q = NvmeQueue::open(d.addr(), false, false).expect("open");
+    let mut q = NvmeQueue::open(d.nvme_addr(), false, false).expect("open");
     let mut bad = vec![0u8; 72];
     bad[0] = 0x04;
     bad[2] = 60;
@@ -331,7 +266,7 @@ fn malformed_pdus_end_only_their_connection() {
 
     // H2CData for a command that asked for none.
     o.qid = 2;
-    let (mut q, r) = NvmeQueue::connect(d.addr(), &o).expect("io2");
+    let (mut q, r) = NvmeQueue::connect(d.nvme_addr(), &o).expect("io2");
     assert!(r.status().is_success());
     let mut h2c = vec![0u8; 24];
     h2c[0] = 0x06;
@@ -347,7 +282,7 @@ fn malformed_pdus_end_only_their_connection() {
 
     // H2CData beyond the R2T's range: FES 04h.
     o.qid = 5;
-    let (mut q, r) = NvmeQueue::connect(d.addr(), &o).expect("io5");
+    let (mut q, r) = NvmeQueue::connect(d.nvme_addr(), &o).expect("io5");
     assert!(r.status().is_success());
     let mut sqe = zctarget_protocol::nvme::Sqe::new(0x01, 90);
     sqe.nsid = 1;
@@ -370,7 +305,7 @@ fn malformed_pdus_end_only_their_connection() {
     expect_term(&mut q, 4);
 
     // PDO inside the header (PDO/PLEN mismatch): FES 01h.
-    let mut q = NvmeQueue::open(d.addr(), false, false).expect("open");
+    let mut q = NvmeQueue::open(d.nvme_addr(), false, false).expect("open");
     let capsule = zctarget_protocol::nvme_tcp::CapsuleCmd {
         flags: zctarget_protocol::nvme_tcp::PduFlags::empty(),
         pdo: 40,
@@ -387,7 +322,7 @@ fn malformed_pdus_end_only_their_connection() {
     hd.hdgst = true;
     hd.qid = 3;
     hd.cntlid = admin.cntlid;
-    let (mut q, r) = NvmeQueue::connect(d.addr(), &hd).expect("io3");
+    let (mut q, r) = NvmeQueue::connect(d.nvme_addr(), &hd).expect("io3");
     assert!(r.status().is_success());
     let mut sqe = zctarget_protocol::nvme::Sqe::new(0x00, 77);
     sqe.nsid = 1;
@@ -403,7 +338,7 @@ fn malformed_pdus_end_only_their_connection() {
     expect_term(&mut q, 3);
 
     // A command before Connect: Command Sequence Error, connection stays.
-    let mut q = NvmeQueue::open(d.addr(), false, false).expect("open");
+    let mut q = NvmeQueue::open(d.nvme_addr(), false, false).expect("open");
     let s = status(q.flush(1));
     assert_eq!(s.kind(), Status::CMD_SEQ_ERROR.kind());
 
@@ -413,7 +348,7 @@ fn malformed_pdus_end_only_their_connection() {
     dd.ddgst = true;
     dd.qid = 4;
     dd.cntlid = admin.cntlid;
-    let (mut q, r) = NvmeQueue::connect(d.addr(), &dd).expect("io4");
+    let (mut q, r) = NvmeQueue::connect(d.nvme_addr(), &dd).expect("io4");
     assert!(r.status().is_success());
     let mut sqe = zctarget_protocol::nvme::Sqe::new(0x01, 78);
     sqe.nsid = 1;
@@ -444,10 +379,10 @@ fn silent_host_is_torn_down_after_keep_alive_timeout() {
     let d = start("epoll", "strict");
     let mut o = QueueOptions::admin(NQN, HOST);
     o.kato_ms = 1000;
-    let mut admin = NvmeQueue::admin(d.addr(), &o).expect("admin");
+    let mut admin = NvmeQueue::admin(d.nvme_addr(), &o).expect("admin");
     o.qid = 1;
     o.cntlid = admin.cntlid;
-    let (mut io, r) = NvmeQueue::connect(d.addr(), &o).expect("io");
+    let (mut io, r) = NvmeQueue::connect(d.nvme_addr(), &o).expect("io");
     assert!(r.status().is_success());
     ok(io.read(1, 0, 1, BS));
     // No Keep Alive: both queues close within a few seconds.
@@ -463,7 +398,7 @@ fn silent_host_is_torn_down_after_keep_alive_timeout() {
     assert!(d.log().contains("keep-alive timeout"));
     // The controller is gone: an I/O queue cannot join it any more.
     o.qid = 2;
-    let (_q, r) = NvmeQueue::connect(d.addr(), &o).expect("connect");
+    let (_q, r) = NvmeQueue::connect(d.nvme_addr(), &o).expect("connect");
     assert!(!r.status().is_success());
 }
 
@@ -489,11 +424,11 @@ fn next_status(q: &mut NvmeQueue) -> Status {
 fn in_capsule_data_must_match_its_sgl() {
     use zctarget_protocol::nvme::{Sgl, Sqe};
     let d = start("uring", "strict");
-    let admin = NvmeQueue::admin(d.addr(), &QueueOptions::admin(NQN, HOST)).expect("admin");
+    let admin = NvmeQueue::admin(d.nvme_addr(), &QueueOptions::admin(NQN, HOST)).expect("admin");
     let mut o = QueueOptions::admin(NQN, HOST);
     o.qid = 1;
     o.cntlid = admin.cntlid;
-    let (mut q, _) = NvmeQueue::connect(d.addr(), &o).expect("io");
+    let (mut q, _) = NvmeQueue::connect(d.nvme_addr(), &o).expect("io");
     let before = pattern(4096, 5);
     ok(q.write(1, 64, &before, BS, false));
     let junk = pattern(8192, 6);

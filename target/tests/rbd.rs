@@ -13,21 +13,16 @@
 //! Skipped, with the reason printed, unless `ZCTARGET_TEST_CEPH_CONF` names
 //! the cluster's ceph.conf.
 
-#[allow(dead_code)]
-#[path = "../../tests/src/nvme_client.rs"]
-mod nvme_client;
-
-#[allow(dead_code)]
-mod common;
-
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::iscsi::Iscsi;
-use common::{check_record, is_closed, record, spawn, Daemon, Found, Rng, Spec, HOST, IQN, NQN};
-use nvme_client::{NvmeQueue, QueueOptions, Reply};
 use zctarget_protocol::nvme::Status;
+use zctarget_tests::iscsi::Iscsi;
+use zctarget_tests::nvme_client::{NvmeQueue, QueueOptions, Reply};
+use zctarget_tests::records::{check_record, record, Found, Rng};
+use zctarget_tests::spec::{spawn, Spec, HOST, IQN, NQN};
+use zctarget_tests::{is_closed, Daemon};
 
 const BS: usize = 4096;
 
@@ -295,11 +290,7 @@ fn rbd_ctl_volume_add() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let ctl = |args: &[&str]| {
-        let out = std::process::Command::new(common::BIN)
-            .args(["ctl", "--socket", spec.admin_socket])
-            .args(args)
-            .output()
-            .expect("run ctl");
+        let out = d.ctl(args);
         let text = String::from_utf8_lossy(&out.stdout).into_owned()
             + &String::from_utf8_lossy(&out.stderr);
         (out.status.success(), text)

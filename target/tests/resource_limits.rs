@@ -9,22 +9,18 @@
 //!   (NVMe/TCP) are closed after `server.login_timeout_secs`; sessions that
 //!   did log in are not.
 
-#[allow(dead_code)]
-#[path = "../../tests/src/nvme_client.rs"]
-mod nvme_client;
-
-#[allow(dead_code)]
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::iscsi::Iscsi;
-use common::{raise_nofile, record, start, Daemon, Spec, HOST, IQN, NQN};
-use nvme_client::{NvmeQueue, QueueOptions};
 use zctarget_protocol::nvme::{Sgl, Sqe};
 use zctarget_protocol::nvme_tcp::{CapsuleCmd, ICReq, PduFlags, IC_LEN};
+use zctarget_tests::iscsi::Iscsi;
+use zctarget_tests::nvme_client::{NvmeQueue, QueueOptions};
+use zctarget_tests::procfs::raise_nofile;
+use zctarget_tests::records::record;
+use zctarget_tests::spec::{start, Spec, HOST, IQN, NQN};
+use zctarget_tests::Daemon;
 
 const BS: usize = 4096;
 const IDLE_PER_PROTOCOL: usize = 256;
@@ -280,11 +276,7 @@ fn idle_connections(engine: &'static str) {
         d.fd_count()
     );
     drop((admin, io, s));
-    d.signal(libc::SIGTERM);
-    let st = d.wait_exit(Duration::from_secs(30)).expect("exit");
-    let log = d.log();
-    assert!(st.success(), "{st:?}\n{log}");
-    assert!(log.contains("buffer pool intact"), "{log}");
+    d.stop_intact(Duration::from_secs(30));
     eprintln!(
         "[{engine}] idle connections test {:.1}s",
         t0.elapsed().as_secs_f64()

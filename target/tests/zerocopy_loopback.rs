@@ -452,35 +452,14 @@ fn enobufs_inner() {
 /// a copying send for that call, counted, with the data intact.
 #[test]
 fn enobufs_falls_back_to_copy() {
-    let exe = std::env::current_exe().expect("test binary");
-    let script = format!(
-        "ip link set lo up && echo 0 > /proc/sys/net/core/optmem_max && exec {} --ignored --exact enobufs_inner --nocapture",
-        exe.display()
-    );
-    let out = std::process::Command::new("unshare")
-        .args(["--net", "sh", "-c", &script])
-        .env("ZCTARGET_ENOBUFS_INNER", "1")
-        .output();
-    let out = match out {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("SKIPPED: cannot run unshare: {e}");
-            return;
-        }
-    };
-    let text = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() && text.is_empty() {
-        eprintln!(
-            "SKIPPED: no private network namespace with its own optmem_max: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    let Some(text) = zctarget_tests::netns::rerun_in_netns(
+        "echo 0 > /proc/sys/net/core/optmem_max",
+        "--ignored --exact enobufs_inner --nocapture",
+        "ZCTARGET_ENOBUFS_INNER",
+        "its own optmem_max",
+    ) else {
         return;
-    }
-    assert!(
-        out.status.success(),
-        "inner test failed:\n{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    };
     assert!(
         text.contains("ENOBUFS fallbacks:"),
         "inner test did not run:\n{text}"

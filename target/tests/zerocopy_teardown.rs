@@ -182,37 +182,14 @@ fn inner_shutdown_quarantines() {
 /// in a slow `tbf` qdisc.
 #[test]
 fn zerocopy_teardown_below_the_socket() {
-    let exe = std::env::current_exe().expect("test binary");
-    let script = format!(
-        "ip link set lo up && \
-         tc qdisc add dev lo root tbf rate 2mbit burst 64kb limit 64mb && \
-         exec {} --ignored --test-threads=1 inner_ --nocapture",
-        exe.display()
-    );
-    let out = std::process::Command::new("unshare")
-        .args(["--net", "sh", "-c", &script])
-        .env("ZCTARGET_TEARDOWN_INNER", "1")
-        .output();
-    let out = match out {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("SKIPPED: cannot run unshare: {e}");
-            return;
-        }
-    };
-    let text = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() && text.is_empty() {
-        eprintln!(
-            "SKIPPED: no private network namespace with a tbf qdisc: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    let Some(text) = zctarget_tests::netns::rerun_in_netns(
+        "tc qdisc add dev lo root tbf rate 2mbit burst 64kb limit 64mb",
+        "--ignored --test-threads=1 inner_ --nocapture",
+        "ZCTARGET_TEARDOWN_INNER",
+        "a tbf qdisc",
+    ) else {
         return;
-    }
-    assert!(
-        out.status.success(),
-        "inner tests failed:\n{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    };
     assert_eq!(
         text.matches("TEARDOWN INNER OK").count(),
         3,

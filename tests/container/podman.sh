@@ -32,6 +32,8 @@
 #   tests/container/podman.sh [--keep]     --keep: leave the image and logs
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=tests/lib/daemon.sh
+. tests/lib/daemon.sh
 ROOT=$PWD
 START=$SECONDS
 
@@ -355,17 +357,6 @@ check "image: user, entrypoint, config, exposed ports, volume, stop signal" imag
 IQN=iqn.2026-11.io.zctarget:data
 NQN=nqn.2026-11.io.zctarget:data
 
-free_ports() {
-  python3 -c '
-import socket, sys
-ss = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    ss.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in ss))' "$1"
-}
-
 # wait_log CONTAINER PATTERN SECONDS: until the log matches or the container ends.
 wait_log() {
   local i
@@ -421,7 +412,7 @@ run_case() {
   shift 5
   local name="zctarget-ci-$$-$n" data="$WORK/data$n" t0=$SECONDS fails_before=$FAIL
   local p_iscsi p_nvme p_metrics
-  read -r p_iscsi p_nvme p_metrics < <(free_ports 3)
+  read -r p_iscsi p_nvme p_metrics < <(zc_free_ports 3)
   local ports=(-p "127.0.0.1:$p_iscsi:3260" -p "127.0.0.1:$p_nvme:4420")
   [ "$METRICS" = 1 ] && ports+=(-p "127.0.0.1:$p_metrics:9750")
   log "run $n: $what (iSCSI 127.0.0.1:$p_iscsi, NVMe/TCP 127.0.0.1:$p_nvme)"
@@ -490,7 +481,7 @@ run_case() {
   code=$(timeout 20 podman inspect -f '{{.State.ExitCode}}' "$name" 2>/dev/null || echo "?")
   check "run $n: podman stop (SIGTERM) -> exit code 0 (got $code, $((SECONDS - t1)) s)" test "$code" = 0
   podman logs "$name" > "$logf" 2>&1 || true
-  check "run $n: log shows \"buffer pool intact\"" grep -q "buffer pool intact" "$logf"
+  check "run $n: log shows \"buffer pool intact\"" zc_pool_intact "$logf"
   check "run $n: log shows \"shutdown complete\"" grep -q "shutdown complete" "$logf"
   if [ "$FAIL" -gt "$fails_before" ]; then
     echo "  --- container log (last 15 lines)"

@@ -10,10 +10,12 @@
 # least the floor written there.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=tests/lib/daemon.sh
+. tests/lib/daemon.sh
 
 engine=uring
 tests=ALL
-bin=build/release/zctarget
+bin=
 while [ $# -gt 0 ]; do
   case "$1" in
     --engine) engine=$2; shift 2 ;;
@@ -22,21 +24,21 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
-[ -x "$bin" ] || cargo build --release -q -p zctarget
+ZC_BIN=$(zc_bin "$bin" release)
 
 work=$(mktemp -d)
+# shellcheck disable=SC2317  # run by the EXIT trap
 cleanup() {
-  [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+  zc_stop TERM 30 || true
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 iqn=iqn.2026-11.io.zctarget:conformance
 cat > "$work/zctarget.toml" <<CFG
 [server]
 admin_socket = ""
-iscsi_listen = ["127.0.0.1:$port"]
+iscsi_listen = ["127.0.0.1:0"]
 nvme_listen = []
 io_engine = "$engine"
 reactors = 1
@@ -62,12 +64,9 @@ size = "8GiB"
 iqn = "$iqn"
 luns = ["scratch", "scratch2", "sanitize-scratch"]
 CFG
-"$bin" serve --config "$work/zctarget.toml" > "$work/stdout" 2> "$work/daemon.log" &
-pid=$!
-for _ in $(seq 100); do
-  grep -q "Stop with" "$work/stdout" 2>/dev/null && break
-  sleep 0.1
-done
+zc_start "$work/zctarget.toml" "$work/daemon.log"
+zc_wait_listening iscsi
+port=$ZC_ISCSI_PORT
 
 url="iscsi://127.0.0.1:$port/$iqn/0"
 log="$work/cu.log"
@@ -87,12 +86,13 @@ else
   selection=$tests
   reset_run=0
 fi
+read -ra cu_args <<< "${CU_ARGS:-}"
 set +e
-timeout 1800 iscsi-test-cu ${CU_ARGS:-} --dataloss --allow-sanitize -t "$selection" "$url" "$url" > "$log" 2>&1
+timeout 1800 iscsi-test-cu "${cu_args[@]}" --dataloss --allow-sanitize -t "$selection" "$url" "$url" > "$log" 2>&1
 cu_status=$?
 if [ "$reset_run" = 1 ]; then
   url2="iscsi://127.0.0.1:$port/$iqn/2"
-  timeout 900 iscsi-test-cu ${CU_ARGS:-} --dataloss --allow-sanitize -t ALL.Sanitize.Reset "$url2" "$url2" > "$work/cu-reset.log" 2>&1
+  timeout 900 iscsi-test-cu "${cu_args[@]}" --dataloss --allow-sanitize -t ALL.Sanitize.Reset "$url2" "$url2" > "$work/cu-reset.log" 2>&1
   st=$?; [ "$cu_status" -eq 0 ] && cu_status=$st
   # The lone run's verdict replaces the one from inside ALL (cu_summary.py
   # lets later logs win); both are printed.
@@ -104,7 +104,7 @@ if [ "$reset_run" = 1 ]; then
   # The LINUX family (the tests meant for Linux's SG_IO path, here over
   # iSCSI; a subset of ALL's test functions, multipath included), counted
   # on its own.
-  timeout 900 iscsi-test-cu ${CU_ARGS:-} --dataloss --allow-sanitize -t LINUX "$url" "$url" > "$work/cu-linux.log" 2>&1
+  timeout 900 iscsi-test-cu "${cu_args[@]}" --dataloss --allow-sanitize -t LINUX "$url" "$url" > "$work/cu-linux.log" 2>&1
   linux_summary=$(tests/iscsi/cu_summary.py "$work/cu-linux.log" --list)
 fi
 set -e

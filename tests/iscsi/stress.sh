@@ -9,10 +9,12 @@
 #                         [--bin PATH] [--seconds N]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=tests/lib/daemon.sh
+. tests/lib/daemon.sh
 
 engine=uring
 policy=strict
-bin=build/debug/zctarget
+bin=
 seconds=20
 clients=4
 while [ $# -gt 0 ]; do
@@ -24,29 +26,29 @@ while [ $# -gt 0 ]; do
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
-[ -x "$bin" ] || cargo build -q -p zctarget
+ZC_BIN=$(zc_bin "$bin")
 
 if ! pkg-config --exists libiscsi 2>/dev/null || ! command -v gcc >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q libiscsi-dev gcc pkg-config >/dev/null
 fi
 
 work=$(mktemp -d)
-pid=
+# shellcheck disable=SC2317  # run by the EXIT trap
 cleanup() {
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+  zc_stop TERM 30 || true
   rm -rf "$work"
 }
 trap cleanup EXIT
 
+# shellcheck disable=SC2046  # pkg-config prints several words
 gcc -O2 -Wall -Wextra -Werror -o "$work/stress" tests/iscsi/stress.c $(pkg-config --cflags --libs libiscsi)
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 iqn=iqn.2026-11.io.zctarget:stress
 prefix=iqn.2026-11.io.zctarget.test:stress-client
 cat > "$work/zctarget.toml" <<CFG
 [server]
 admin_socket = ""
-iscsi_listen = ["127.0.0.1:$port"]
+iscsi_listen = ["127.0.0.1:0"]
 nvme_listen = []
 io_engine = "$engine"
 status_policy = "$policy"
@@ -64,12 +66,9 @@ iqn = "$iqn"
 luns = ["shared"]
 initiators = ["$prefix-0", "$prefix-1", "$prefix-2", "$prefix-3", "$prefix-control"]
 CFG
-"$bin" serve --config "$work/zctarget.toml" > "$work/stdout" 2> "$work/daemon.log" &
-pid=$!
-for _ in $(seq 100); do
-  grep -q "Stop with" "$work/stdout" 2>/dev/null && break
-  sleep 0.1
-done
+zc_start "$work/zctarget.toml" "$work/daemon.log"
+zc_wait_listening iscsi
+port=$ZC_ISCSI_PORT
 
 url="iscsi://127.0.0.1:$port/$iqn/0"
 fail() {
@@ -113,16 +112,12 @@ counter=$("$work/stress" "$url" "$prefix-control" read-counter) || fail "could n
 sleep 0.5
 ended=$(grep -c "session ended" "$work/daemon.log" || true)
 [ "$ended" -ge $((clients + 2)) ] || fail "only $ended sessions ended"
-last=$(grep "session ended" "$work/daemon.log" | tail -1)
-free=$(sed -n 's/.*pool_free=\([0-9]*\).*/\1/p' <<<"$last")
-total=$(sed -n 's/.*pool_total=\([0-9]*\).*/\1/p' <<<"$last")
-[ -n "$free" ] && [ "$free" = "$total" ] || fail "pool not full after logout: $free of $total chunks free"
+pool_ok=1
+pool=$(zc_pool_full_after_logout "$work/daemon.log") || pool_ok=0
+read -r free total <<< "$pool"
+[ "$pool_ok" = 1 ] || fail "pool not full after logout: $free of $total chunks free"
 
-kill -TERM "$pid"
-rc=0
-wait "$pid" || rc=$?
-pid=
-[ "$rc" = 0 ] || fail "daemon exited $rc on SIGTERM"
-grep -q "buffer pool intact" "$work/daemon.log" || fail "leases outstanding at shutdown"
+zc_stop TERM 30 || fail "daemon exited $ZC_STATUS on SIGTERM"
+zc_pool_intact "$work/daemon.log" || fail "leases outstanding at shutdown"
 
 echo "iscsi stress, $engine engine, $policy status: $clients clients, $writes writes, $reads blocks verified, $sum compare-and-writes, 0 corrupt ($torn reads torn by a racing overlapping write, whole on re-read), pool $free/$total chunks free after logout"

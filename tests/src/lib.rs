@@ -1,3 +1,39 @@
-//! Shared helpers for zctarget integration tests.
+//! The test kit of zctarget: everything its integration tests
+//! (`target/tests/*.rs`) and benchmarks (`src/bin/`) share.
+//!
+//! - [`daemon`]: a running `zctarget serve` (ports learnt from its log,
+//!   signals, bounded waits, `ctl`, metrics), killed on drop;
+//! - [`spec`]: the standard file-backed daemon of the crash, limit, pool
+//!   and portal tests;
+//! - [`iscsi`]: a raw synchronous iSCSI initiator;
+//! - [`nvme_client`]: the NVMe/TCP host;
+//! - [`logs`]: what tests read from a daemon's log (ports, pool checks);
+//! - [`records`]: self-describing data blocks and a replayable generator;
+//! - [`procfs`]: RSS, descriptors, listeners of a process;
+//! - [`netns`]: a test binary run again in a private network namespace;
+//! - [`perf`]: the load engine and latency histogram of `zc-nvme-perf`.
 
+pub mod daemon;
+pub mod iscsi;
+pub mod logs;
+pub mod netns;
 pub mod nvme_client;
+pub mod perf;
+pub mod procfs;
+pub mod records;
+pub mod spec;
+
+pub use daemon::Daemon;
+
+/// Errors meaning "the connection went away" (daemon killed, or it closed
+/// the connection) rather than a protocol violation or a hang.
+pub fn is_closed(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        e.kind(),
+        ErrorKind::UnexpectedEof
+            | ErrorKind::ConnectionReset
+            | ErrorKind::BrokenPipe
+            | ErrorKind::ConnectionAborted
+    ) && !e.to_string().contains("C2HTermReq")
+}

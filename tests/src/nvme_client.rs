@@ -41,6 +41,10 @@ pub struct QueueOptions {
     pub kato_ms: u32,
     /// In-capsule data limit to use for writes (the controller's IOCCSZ).
     pub in_capsule: usize,
+    /// SQSIZE for Connect (0's based).
+    pub sqsize: u16,
+    /// CATTR for Connect (bit 2: disable SQ flow control).
+    pub cattr: u8,
 }
 
 impl QueueOptions {
@@ -56,6 +60,8 @@ impl QueueOptions {
             ddgst: false,
             kato_ms: 30_000,
             in_capsule: 8192,
+            sqsize: 31,
+            cattr: 0,
         }
     }
 }
@@ -144,8 +150,8 @@ impl NvmeQueue {
         let c = Connect {
             recfmt: 0,
             qid: o.qid,
-            sqsize: 31,
-            cattr: 0,
+            sqsize: o.sqsize,
+            cattr: o.cattr,
             kato: if o.qid == 0 { o.kato_ms } else { 0 },
         };
         let data = ConnectData {
@@ -394,24 +400,7 @@ impl NvmeQueue {
                             .map_err(|_| invalid("short R2T"))?,
                     )
                     .map_err(|e| invalid(e.to_string()))?;
-                    let start = r.r2to as usize;
-                    let end = start + r.r2tl as usize;
-                    if end > data.len() {
-                        return Err(invalid("R2T beyond the command's data"));
-                    }
-                    let step = self.maxh2cdata.max(4096) as usize;
-                    let mut off = start;
-                    while off < end {
-                        let n = step.min(end - off);
-                        self.send_h2c(
-                            r.cccid,
-                            r.ttag,
-                            off as u32,
-                            &data[off..off + n],
-                            off + n == end,
-                        )?;
-                        off += n;
-                    }
+                    self.answer_r2t(&r, data)?;
                 }
                 PduType::C2HTermReq => {
                     return Err(io::Error::new(
@@ -440,6 +429,31 @@ impl NvmeQueue {
             (header_end + data.len() + if self.ddgst && !data.is_empty() { 4 } else { 0 }) as u32;
         let bytes = c.encode();
         self.send_pdu(&bytes, data)
+    }
+
+    /// Answers an R2T with the range it asks for of `data` (the whole
+    /// command's data), in H2CData PDUs of at most MAXH2CDATA (4 KiB at
+    /// least).
+    pub fn answer_r2t(&mut self, r: &R2t, data: &[u8]) -> io::Result<()> {
+        let start = r.r2to as usize;
+        let end = start + r.r2tl as usize;
+        if end > data.len() {
+            return Err(invalid("R2T beyond the command's data"));
+        }
+        let step = self.maxh2cdata.max(4096) as usize;
+        let mut off = start;
+        while off < end {
+            let n = step.min(end - off);
+            self.send_h2c(
+                r.cccid,
+                r.ttag,
+                off as u32,
+                &data[off..off + n],
+                off + n == end,
+            )?;
+            off += n;
+        }
+        Ok(())
     }
 
     /// Sends one H2CData PDU (pipelining drivers answer R2Ts themselves).
@@ -480,6 +494,12 @@ impl NvmeQueue {
             out.extend_from_slice(&digest::to_wire(digest::data_digest(data)));
         }
         self.stream.write_all(&out)
+    }
+
+    /// The socket and the negotiated header and data digests, for a
+    /// caller that drives the queue itself (the load generator).
+    pub fn into_parts(self) -> (TcpStream, bool, bool) {
+        (self.stream, self.hdgst, self.ddgst)
     }
 
     /// The queue's socket (tests that peek at it or close it abruptly).

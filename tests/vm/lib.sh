@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # tests/vm/lib.sh - helpers for guest scripts run by vm-initiator.sh.
 # Copied into the guest as /guest/lib.sh; source it: . /guest/lib.sh
 # Works in busybox ash and bash. Every wait is bounded.
@@ -230,6 +231,104 @@ verify_files() {
 
 # drop_caches: make the next reads go to the device
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+
+# pattern NAME MIB: a random pattern file /tmp/NAME.pat
+pattern() { dd if=/dev/urandom of="/tmp/$1.pat" bs=1M count="$2" 2>/dev/null; }
+# put_pattern NAME DEV: direct write of /tmp/NAME.pat at the start of DEV
+put_pattern() {
+  timeout 60 dd if="/tmp/$1.pat" of="$2" bs=1M oflag=direct conv=fsync 2>/tmp/dd.err ||
+    { cat /tmp/dd.err; return 1; }
+}
+# check_pattern NAME DEV: direct read of DEV's start matches /tmp/NAME.pat
+check_pattern() {
+  _mb=$(( $(stat -c %s "/tmp/$1.pat") / 1048576 ))
+  _want="$(sha256sum < "/tmp/$1.pat" | cut -d' ' -f1)"
+  _got="$(timeout 60 dd if="$2" bs=1M count="$_mb" iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1)"
+  [ "$_got" = "$_want" ] || { echo "   sha256 $_got, want $_want"; return 1; }
+}
+# dev_bytes DEV: the block device's size in bytes
+dev_bytes() { echo $(( $(cat "/sys/block/${1#/dev/}/size") * 512 )); }
+# now: seconds since boot, 1/100 s resolution (busybox date has no %N)
+now() { cut -d" " -f1 /proc/uptime; }
+# since T: seconds (one decimal) since now() said T
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+# gone DEV: the block device has disappeared
+gone() { [ ! -e "/sys/block/${1#/dev/}" ] && [ ! -b "$1" ]; }
+
+# ------------------------------------------------------------------ restart
+# The target restart tests (guest/*-restart.sh) against the host's
+# targets/restartable.sh on HOST_IP:CTL_PORT, on the filesystem that
+# restart_prepare made. bash only.
+
+# restart_prepare DEV: mkfs.ext4 on DEV, mounted on /mnt/t, a file written
+# and synced in /mnt/t/before (stops the script on failure)
+restart_prepare() {
+  must "mkfs.ext4" mkfs.ext4 -F -q "$1"
+  mkdir -p /mnt/t
+  must "mount" mount -t ext4 "$1" /mnt/t
+  mkdir -p /mnt/t/before
+  must "write file before restart" fill_files /mnt/t/before 1 16
+  must "sync" sync
+}
+
+# restart_target_down DELAY SIGNAL: ask for a restart (DELAY s outage, the
+# target stopped with SIGNAL), which must answer "down"; then start a direct
+# write to /mnt/t/during.bin that the outage must hold (HELD_PID). The
+# control connection stays open on fd 3 for restart_target_up.
+restart_target_down() {
+  dd if=/dev/urandom of=/tmp/during.pat bs=1M count=8 2>/dev/null
+  echo "== asking the host to restart the target (control port $HOST_IP:$CTL_PORT, ${1}s outage, SIG$2)"
+  # (one connection per restart: the wrapper serves each accepted connection once)
+  exec 3<>"/dev/tcp/$HOST_IP/$CTL_PORT" || { step_fail "connect to control port"; finish; }
+  echo "restart $1 $2" >&3
+  _reply=""; read -r -t 30 _reply <&3
+  must "target stopped (host says '$_reply')" test "$_reply" = down
+  T_DOWN=$(date +%s)
+  # a write issued during the outage: must be held and completed after recovery
+  dd if=/tmp/during.pat of=/mnt/t/during.bin bs=1M oflag=direct conv=fsync 2>/tmp/dd-during.err &
+  HELD_PID=$!
+}
+
+# outage_seen WHAT UP SECS CMD...: informational: whether CMD (printing the
+# connection's state) showed something else than UP within SECS
+outage_seen() {
+  _what=$1; _up=$2; _n=$(( $3 * 5 )); shift 3; _seen=""
+  _i=0
+  while [ "$_i" -lt "$_n" ]; do
+    _s="$("$@")"; [ "$_s" != "$_up" ] && { _seen="$_s"; break; }
+    _i=$((_i + 1)); sleep 0.2
+  done
+  echo "INFO: $_what during the outage: ${_seen:-still $_up (outage not noticed yet)}"
+}
+
+# restart_target_up DELAY: the host must answer "up" (within DELAY + 60 s)
+restart_target_up() {
+  _reply=""; read -r -t $(( $1 + 60 )) _reply <&3
+  exec 3>&-
+  must "target restarted (host says '$_reply')" test "$_reply" = up
+}
+
+# restart_verify SECS WHEN: the held write completes (within SECS), the
+# file written before and the data written during the outage verify, and a
+# direct write after WHEN ("recovery", "reconnect") reads back
+restart_verify() {
+  _i=0
+  while [ "$_i" -lt $(( $1 * 2 )) ] && kill -0 "$HELD_PID" 2>/dev/null; do
+    _i=$((_i + 1)); sleep 0.5
+  done
+  if kill -0 "$HELD_PID" 2>/dev/null; then
+    step_fail "write issued during the outage completed" "still blocked"; kill "$HELD_PID"
+  else
+    wait "$HELD_PID"; step "write issued during the outage completed" test $? -eq 0 || cat /tmp/dd-during.err
+  fi
+  drop_caches
+  step "file written before the restart verifies" verify_files /mnt/t/before
+  step "data written during the outage verifies" bash -c "cmp /tmp/during.pat /mnt/t/during.bin"
+  dd if=/dev/urandom of=/tmp/after.pat bs=1M count=8 2>/dev/null
+  step "direct write after $2" dd if=/tmp/after.pat of=/mnt/t/after.bin bs=1M oflag=direct conv=fsync
+  step "direct read-back after $2 matches" \
+    bash -c "dd if=/mnt/t/after.bin bs=1M iflag=direct 2>/dev/null | cmp - /tmp/after.pat"
+}
 
 # fs_roundtrip DEV SIZE_MB [FILE_MB]: mkfs.ext4, mount, write SIZE_MB of random
 # files (FILE_MB each, default 4) with sha256sums, umount, drop caches, remount,

@@ -8,9 +8,11 @@
 #
 # Prints one PASS/FAIL line per scenario and "N passed, N failed" last.
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 2
+# shellcheck source=tests/lib/daemon.sh
+. tests/lib/daemon.sh
 engine=uring
-bin=build/debug/zctarget
+bin=
 size=128
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -20,8 +22,7 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
-[ -x "$bin" ] || cargo build -q -p zctarget
-bin=$(readlink -f "$bin")
+bin=$(zc_bin "$bin") || exit 1
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 iqn=iqn.2026-11.io.zctarget:vm
@@ -49,15 +50,10 @@ CFG
 chap='chap = { username = "zcuser", secret = "zc-secret-0001" }
 mutual_chap = { username = "zctgt", secret = "zc-secret-0002" }'
 
-passed=0; failed=0
 scenario() { # NAME, then vm-initiator arguments
   local name=$1; shift
-  if timeout 900 "$vm" --timeout 600 "$@" > "$work/$name.log" 2>&1; then
-    echo "PASS: $name"; passed=$((passed + 1))
-  else
-    echo "FAIL: $name"; failed=$((failed + 1))
-    grep -E "FAIL|error" "$work/$name.log" | tail -20 | sed 's/^/    /'
-  fi
+  zc_scenario "$name" "$work/$(printf '%s' "$name" | tr -c 'A-Za-z0-9' '_').log" \
+    timeout 900 "$vm" --timeout 600 "$@"
 }
 
 config plain
@@ -90,5 +86,4 @@ scenario "live admin: LUN mapped and unmapped while logged in, rescan, session l
   --target-cmd "$PWD/tests/vm/targets/admin-hook.sh --control-port 9999 --socket $work/live.sock -- $bin serve --config $work/live.toml" \
   --wait-port 3260 --env IQN=$iqn --env PORT=3260 --env VOL_MB=16
 
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+zc_summary

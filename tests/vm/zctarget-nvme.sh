@@ -10,9 +10,11 @@
 #
 # Prints one PASS/FAIL line per scenario and "N passed, N failed" last.
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 2
+# shellcheck source=tests/lib/daemon.sh
+. tests/lib/daemon.sh
 engine=uring
-bin=build/debug/zctarget
+bin=
 size=128
 fio_size=64M
 while [ $# -gt 0 ]; do
@@ -23,8 +25,7 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
-[ -x "$bin" ] || cargo build -q -p zctarget
-bin=$(readlink -f "$bin")
+bin=$(zc_bin "$bin") || exit 1
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 nqn=nqn.2026-11.io.zctarget:vm
@@ -52,16 +53,10 @@ hosts = ["$allowed"]
 CFG
 }
 
-passed=0; failed=0
 scenario() { # NAME, then vm-initiator arguments
   local name=$1; shift
-  local log="$work/$(printf '%s' "$name" | tr -c 'A-Za-z0-9' '_').log"
-  if timeout 900 "$vm" --timeout 600 "$@" > "$log" 2>&1; then
-    echo "PASS: $name"; passed=$((passed + 1))
-  else
-    echo "FAIL: $name"; failed=$((failed + 1))
-    grep -E "FAIL|error" "$log" | tail -20 | sed 's/^/    /'
-  fi
+  zc_scenario "$name" "$work/$(printf '%s' "$name" | tr -c 'A-Za-z0-9' '_').log" \
+    timeout 900 "$vm" --timeout 600 "$@"
 }
 
 config plain
@@ -94,5 +89,4 @@ scenario "live admin: namespace added and removed while connected (AEN), control
   --target-cmd "$PWD/tests/vm/targets/admin-hook.sh --control-port 9999 --socket $work/live.sock -- $bin serve --config $work/live.toml" \
   --wait-port 4420 --env NQN=$nqn --env PORT=4420 --env HOSTNQN=$allowed --env VOL_MB=16
 
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+zc_summary

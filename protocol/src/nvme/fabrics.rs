@@ -200,9 +200,9 @@ impl ConnectData {
         if data.len() != CONNECT_DATA_LEN {
             return Err(Completion::status(Status::SGL_INVALID_DATA.dnr()));
         }
-        let nqn = |off: u16| -> Result<String, Completion> {
+        let nqn = |off: u16, may_be_empty: bool| -> Result<String, Completion> {
             nul_terminated(data, usize::from(off), 256)
-                .filter(|s| !s.is_empty() && s.len() <= NQN_MAX_LEN)
+                .filter(|s| (may_be_empty || !s.is_empty()) && s.len() <= NQN_MAX_LEN)
                 .and_then(|s| std::str::from_utf8(s).ok())
                 .map(str::to_owned)
                 .ok_or_else(|| invalid_param(true, off))
@@ -210,8 +210,11 @@ impl ConnectData {
         Ok(ConnectData {
             hostid: super::bytes::array(data, 0),
             cntlid: le16(data, 16),
-            subnqn: nqn(connect_data_offset::SUBNQN)?,
-            hostnqn: nqn(connect_data_offset::HOSTNQN)?,
+            subnqn: nqn(connect_data_offset::SUBNQN, false)?,
+            // SPDK's host sends an empty HOSTNQN unless told otherwise; like
+            // Linux nvmet and SPDK's target, the empty name is a host like
+            // any other: admitted where any host is, refused by an ACL.
+            hostnqn: nqn(connect_data_offset::HOSTNQN, true)?,
         })
     }
 

@@ -326,7 +326,9 @@ impl Connection {
 
     /// Sends `len` bytes of `payload` as Data-In PDUs (each within the
     /// initiator's MaxRecvDataSegmentLength). With `status`, the last Data-In
-    /// carries it (S bit). Returns the receiver of the message's release.
+    /// carries it (S bit), and nobody waits for the pages' release (they
+    /// return to the pool when it comes); without, returns the future of the
+    /// release.
     pub fn send_data_in(
         &self,
         itt: u32,
@@ -334,7 +336,7 @@ impl Connection {
         payload: SegmentList,
         len: usize,
         status: Option<(u8, Residual)>,
-    ) -> anyhow::Result<tokio::sync::oneshot::Receiver<crate::zerocopy::Completion>> {
+    ) -> anyhow::Result<Option<crate::outbound::Released>> {
         let mrdsl = self.params.initiator_mrdsl.max(512) as usize;
         let mut msg = self.out.message(payload);
         let mut offset = 0usize;
@@ -378,7 +380,11 @@ impl Connection {
                 break;
             }
         }
-        Ok(self.out.send_tracked(msg))
+        if status.is_some() {
+            self.out.send(msg);
+            return Ok(None);
+        }
+        Ok(Some(self.out.send_tracked(msg)))
     }
 
     /// Sends an R2T for `[offset, offset + len)` of command `itt`.
@@ -541,38 +547,39 @@ impl Connection {
         let mut shutdown = self.reactor.shutdown.clone();
         let mut data = Vec::with_capacity(8192);
         loop {
-            // Wait for input without consuming any (cancel-safe), so that a
-            // ping timer or shutdown never tears a PDU in half.
-            let wait = match self.nop_outstanding.get() {
-                Some((_, sent)) => {
-                    (sent + NOP_TIMEOUT).saturating_duration_since(std::time::Instant::now())
+            if reader.buffered() == 0 {
+                // Wait for input without consuming any (cancel-safe), so
+                // that a ping timer or shutdown never tears a PDU in half.
+                let wait = match self.nop_outstanding.get() {
+                    Some((_, sent)) => {
+                        (sent + NOP_TIMEOUT).saturating_duration_since(std::time::Instant::now())
+                    }
+                    None => NOP_INTERVAL,
+                };
+                tokio::select! {
+                    r = reader.readable() => r?,
+                    _ = tokio::time::sleep(wait) => {
+                        self.idle_ping()?;
+                        continue;
+                    }
+                    _ = killed.wait_for(|k| *k) => return Ok(Exit::Reinstated),
+                    _ = shutdown.wait_for(|s| *s) => return Ok(Exit::Shutdown),
+                    () = self.fatal_notify.notified() => {}
                 }
-                None => NOP_INTERVAL,
-            };
-            tokio::select! {
-                r = reader.readable() => r?,
-                _ = tokio::time::sleep(wait) => {
-                    self.idle_ping()?;
-                    continue;
-                }
-                _ = killed.wait_for(|k| *k) => return Ok(Exit::Reinstated),
-                _ = shutdown.wait_for(|s| *s) => return Ok(Exit::Shutdown),
-                () = self.fatal_notify.notified() => {}
+            } else if *killed.borrow() {
+                // PDUs already received are parsed without arming timers;
+                // the exits are still checked between them.
+                return Ok(Exit::Reinstated);
+            } else if *shutdown.borrow() {
+                return Ok(Exit::Shutdown);
             }
             if let Some(why) = self.fatal.borrow_mut().take() {
                 anyhow::bail!(why);
             }
-            let header = match tokio::time::timeout(
-                crate::listener::PDU_STALL_TIMEOUT,
-                reader.read_header(),
-            )
-            .await
-            {
-                Err(_) => anyhow::bail!(
-                    "PDU header incomplete after {:?}: dropping the connection",
-                    crate::listener::PDU_STALL_TIMEOUT
-                ),
-                Ok(r) => r,
+            let stall = crate::listener::PDU_STALL_TIMEOUT;
+            let Some(header) = crate::sockio::stall_bounded(reader.read_header(), stall).await
+            else {
+                anyhow::bail!("PDU header incomplete after {stall:?}: dropping the connection");
             };
             let header = match header {
                 Ok(h) => h,
@@ -879,35 +886,28 @@ impl Connection {
             );
             return self.send_reject(RejectReason::ProtocolError, &header.bhs);
         }
-        if dout.ttt != state.ttt.get() {
-            // RFC 7143 §11.7.4: the TTT must be the outstanding R2T's
-            // (0xffffffff for unsolicited data). A mismatch is rejected and
-            // the command ends with CHECK CONDITION (its data phase broke).
+        // RFC 7143 §11.7.4: the TTT must be the outstanding R2T's
+        // (0xffffffff for unsolicited data); §11.7.5: a DataSN gap or
+        // reordering is a protocol error. Either way the PDU is rejected and
+        // the command ends with CHECK CONDITION; the session stays up.
+        let broken = if dout.ttt != state.ttt.get() {
+            Some((RejectReason::InvalidPduField, "wrong Target Transfer Tag"))
+        } else if dout.data_sn != state.next_data_sn.get() {
+            Some((RejectReason::ProtocolError, "DataSN out of sequence"))
+        } else {
+            None
+        };
+        if let Some((reason, what)) = broken {
             reader.skip_data(dout.data_segment_len).await?;
             tracing::info!(
                 itt = dout.itt,
                 ttt = dout.ttt,
-                expected = state.ttt.get(),
-                "Data-Out with a wrong Target Transfer Tag; rejecting"
-            );
-            state.data_error.set(true);
-            state.burst_done.notify_one();
-            return self.send_reject(RejectReason::InvalidPduField, &header.bhs);
-        }
-        if dout.data_sn != state.next_data_sn.get() {
-            // RFC 7143 §11.7.5: a DataSN gap or reordering is a protocol
-            // error. The PDU is rejected and the command ends with CHECK
-            // CONDITION; the session stays up.
-            reader.skip_data(dout.data_segment_len).await?;
-            tracing::info!(
-                itt = dout.itt,
                 data_sn = dout.data_sn,
-                expected = state.next_data_sn.get(),
-                "Data-Out out of sequence; rejecting"
+                "Data-Out rejected: {what}"
             );
             state.data_error.set(true);
             state.burst_done.notify_one();
-            return self.send_reject(RejectReason::ProtocolError, &header.bhs);
+            return self.send_reject(reason, &header.bhs);
         }
         if state.busy {
             // Refused for lack of buffers: the unsolicited data is drained.

@@ -157,7 +157,19 @@ pub(crate) async fn execute_plan(
             let fua = fua || !write_cache;
             write(conn, entry, itt, lun, lba * bs, data, len, fua, edtl).await
         }
-        other => super::exec_more::execute_other(conn, cmd, entry, lun, other, write_cache).await,
+        // The rarer commands run boxed: their state would otherwise make
+        // every command's future (moved into its task at spawn) large.
+        other => {
+            Box::pin(super::exec_more::execute_other(
+                conn,
+                cmd,
+                entry,
+                lun,
+                other,
+                write_cache,
+            ))
+            .await
+        }
     }
 }
 
@@ -217,13 +229,14 @@ async fn send_payload(
     match conn.status_policy() {
         StatusPolicy::Eager => {
             // Status rides on the last Data-In; the buffers stay pinned
-            // until the kernel releases them (the completion is dropped).
-            let _release =
-                conn.send_data_in(cmd.itt, cmd.lun, list, len, Some((GOOD, residual)))?;
+            // until the kernel releases them (nobody waits for that).
+            conn.send_data_in(cmd.itt, cmd.lun, list, len, Some((GOOD, residual)))?;
             Ok(())
         }
         StatusPolicy::Strict => {
-            let release = conn.send_data_in(cmd.itt, cmd.lun, list, len, None)?;
+            let release = conn
+                .send_data_in(cmd.itt, cmd.lun, list, len, None)?
+                .context("data send not tracked")?;
             // Strict: the status goes only after the kernel released every
             // page of the data.
             let done = release.await.context("data send aborted")?;

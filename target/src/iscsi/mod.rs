@@ -89,7 +89,7 @@ impl IscsiRegistry {
         });
         for cfg in wanted {
             match targets.get(&cfg.iqn) {
-                Some(t) if *t.config() == *cfg => {}
+                Some(t) if *t.config() == *cfg && t.slots_current(exports) => {}
                 Some(t) => {
                     t.update(cfg.clone(), exports);
                     for row in self.sessions.list() {

@@ -96,6 +96,11 @@ impl PduReader {
         self.rx.read_exact(buf).await
     }
 
+    /// Bytes received and not yet parsed.
+    pub fn buffered(&self) -> usize {
+        self.rx.buffered()
+    }
+
     /// Waits until a PDU can be read: at once when bytes are already
     /// buffered.
     pub async fn readable(&self) -> io::Result<()> {

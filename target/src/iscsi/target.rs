@@ -76,6 +76,22 @@ impl TargetRuntime {
     /// keep their SCSI state; new LUNs start with a reset unit attention
     /// for every nexus; every nexus sees REPORTED LUNS DATA HAS CHANGED
     /// when the LUN list changed.
+    /// Whether every mapped LUN still points at the slot its volume name
+    /// resolves to (a volume redefined under the same name gets a new slot).
+    pub fn slots_current(&self, exports: &Exports) -> bool {
+        let luns = self.luns.load();
+        let cfg = self.config();
+        let current = cfg.luns.iter().all(|(n, name)| {
+            let slot = exports.slot_of(name);
+            let mapped = luns
+                .iter()
+                .find(|l| u32::from(l.lun) == n)
+                .map(|l| l.volume);
+            slot == mapped
+        });
+        current
+    }
+
     pub fn update(&self, cfg: config::IscsiTarget, exports: &Exports) {
         let nexuses = self.nexuses.lock().unwrap_or_else(|e| e.into_inner());
         let old = self.luns.load_full();

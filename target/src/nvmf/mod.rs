@@ -292,7 +292,14 @@ impl NvmfRegistry {
                 changed_listing = true;
                 continue;
             };
-            if *sub.config() == *cfg {
+            let slots_current =
+                sub.namespaces()
+                    .iter()
+                    .map(|n| (n.nsid, n.volume))
+                    .eq(build_namespaces(cfg, exports)
+                        .iter()
+                        .map(|n| (n.nsid, n.volume)));
+            if *sub.config() == *cfg && slots_current {
                 continue;
             }
             if sub.config().hosts != cfg.hosts {
@@ -371,7 +378,11 @@ impl NvmfRegistry {
                     .subsystem
                     .as_ref()
                     .map_or_else(|| DISCOVERY_NQN.to_owned(), |s| s.nqn.clone()),
-                host: e.hostnqn.clone(),
+                host: if e.hostnqn.is_empty() {
+                    "(empty HOSTNQN)".to_owned()
+                } else {
+                    e.hostnqn.clone()
+                },
                 address: e
                     .host_address
                     .lock()

@@ -239,27 +239,39 @@ impl Queue {
             if killed.is_none() {
                 killed = self.killed();
             }
-            let kato = self.keep_alive_deadline();
-            let admin = self.admin_entry();
-            tokio::select! {
-                r = reader.readable() => r?,
-                _ = wait_events(admin.as_deref()) => {
-                    self.send_events()?;
-                    continue;
+            let io_queue = self.bound.borrow().as_ref().is_some_and(|b| b.qid != 0);
+            if io_queue && reader.buffered() > 0 {
+                // PDUs already received on an I/O queue are parsed without
+                // arming timers; the exits are still checked between them.
+                if killed.as_ref().is_some_and(|k| *k.borrow()) {
+                    return Ok(Exit::ControllerGone);
                 }
-                _ = wait_killed(&mut killed) => return Ok(Exit::ControllerGone),
-                _ = shutdown.wait_for(|s| *s) => return Ok(Exit::Shutdown),
-                _ = sleep_until(kato) => {
-                    if self.keep_alive_expired() {
-                        tracing::warn!("keep-alive timeout: tearing the controller down");
-                        return Ok(Exit::KeepAliveExpired);
+                if *shutdown.borrow() {
+                    return Ok(Exit::Shutdown);
+                }
+            } else {
+                let kato = self.keep_alive_deadline();
+                let admin = self.admin_entry();
+                tokio::select! {
+                    r = reader.readable() => r?,
+                    _ = wait_events(admin.as_deref()) => {
+                        self.send_events()?;
+                        continue;
                     }
-                    continue;
+                    _ = wait_killed(&mut killed) => return Ok(Exit::ControllerGone),
+                    _ = shutdown.wait_for(|s| *s) => return Ok(Exit::Shutdown),
+                    _ = sleep_until(kato) => {
+                        if self.keep_alive_expired() {
+                            tracing::warn!("keep-alive timeout: tearing the controller down");
+                            return Ok(Exit::KeepAliveExpired);
+                        }
+                        continue;
+                    }
+                    _ = tokio::time::sleep_until(connected_by.into()), if self.bound.borrow().is_none() => {
+                        return Err(no_connect());
+                    }
+                    () = self.fatal_notify.notified() => {}
                 }
-                _ = tokio::time::sleep_until(connected_by.into()), if self.bound.borrow().is_none() => {
-                    return Err(no_connect());
-                }
-                () = self.fatal_notify.notified() => {}
             }
             if let Some(why) = self.fatal.borrow_mut().take() {
                 anyhow::bail!(why);
@@ -272,13 +284,11 @@ impl Queue {
                     .await
                     .map_err(|_| no_connect())?
             } else {
-                tokio::time::timeout(crate::listener::PDU_STALL_TIMEOUT, reader.read_header())
+                let stall = crate::listener::PDU_STALL_TIMEOUT;
+                crate::sockio::stall_bounded(reader.read_header(), stall)
                     .await
-                    .map_err(|_| {
-                        anyhow::anyhow!(
-                            "PDU header incomplete after {:?}: dropping the queue",
-                            crate::listener::PDU_STALL_TIMEOUT
-                        )
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("PDU header incomplete after {stall:?}: dropping the queue")
                     })?
             };
             let header = match header {
@@ -539,6 +549,9 @@ impl Queue {
                 return Ok(None);
             }
         };
+        if qid == 0 && cd.hostnqn.is_empty() {
+            tracing::info!(subnqn = %cd.subnqn, "Connect with an empty HOSTNQN");
+        }
         let registry = self.registry();
         let entry = if qid == 0 {
             registry.create_controller(&cd.subnqn, &cd.hostnqn, self.out.stream().local_addr().ok())

@@ -10,6 +10,7 @@
 #   CHAP_USER, CHAP_SECRET          one-way CHAP (node.session.auth.username/password)
 #   MUTUAL_USER, MUTUAL_SECRET      mutual CHAP (node.session.auth.username_in/password_in)
 #   EXPECT_LOGIN_FAIL=1             negative test: the login must be refused
+# shellcheck source=tests/vm/lib.sh
 . /guest/lib.sh
 PORT="${PORT:-3260}"
 PORTAL="$HOST_IP:$PORT"
@@ -49,7 +50,7 @@ must "session LOGGED_IN" test "$(iscsi_session_state "$IQN")" = LOGGED_IN
 iscsiadm -m session
 dev="$(iscsi_wait_disk "$IQN" 15)"
 must "LUN block device" test -b "$dev"
-echo "== $dev: $(( $(cat /sys/block/${dev#/dev/}/size) / 2048 )) MiB, $(cat /sys/block/${dev#/dev/}/device/vendor) $(cat /sys/block/${dev#/dev/}/device/model)"
+echo "== $dev: $(( $(cat /sys/block/"${dev#/dev/}"/size) / 2048 )) MiB, $(cat /sys/block/"${dev#/dev/}"/device/vendor) $(cat /sys/block/"${dev#/dev/}"/device/model)"
 
 fs_roundtrip "$dev" "$SIZE_MB" "$FILE_MB"
 step "logout" iscsiadm -m node -T "$IQN" -p "$PORTAL" --logout

@@ -26,6 +26,7 @@
 #   7. LUN 0 kept working throughout (checked after each change); logout
 #
 # Env: PORT=3260, IQN, CTL_PORT=9999, VOL=live1, VOL_MB=16, WAIT_SECS=30
+# shellcheck source=tests/vm/lib.sh
 . /guest/lib.sh
 PORT="${PORT:-3260}"
 PORTAL="$HOST_IP:$PORT"
@@ -34,22 +35,6 @@ VOL="${VOL:-live1}"
 VOL_MB="${VOL_MB:-16}"
 WAIT_SECS="${WAIT_SECS:-30}"
 
-# pattern NAME MIB: a random pattern file /tmp/NAME.pat
-pattern() { dd if=/dev/urandom of="/tmp/$1.pat" bs=1M count="$2" 2>/dev/null; }
-# put_pattern NAME DEV: direct write of /tmp/NAME.pat at the start of DEV
-put_pattern() {
-  timeout 60 dd if="/tmp/$1.pat" of="$2" bs=1M oflag=direct conv=fsync 2>/tmp/dd.err ||
-    { cat /tmp/dd.err; return 1; }
-}
-# check_pattern NAME DEV: direct read of DEV's start matches /tmp/NAME.pat
-check_pattern() {
-  _mb=$(( $(stat -c %s "/tmp/$1.pat") / 1048576 ))
-  _want="$(sha256sum < "/tmp/$1.pat" | cut -d' ' -f1)"
-  _got="$(timeout 60 dd if="$2" bs=1M count="$_mb" iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1)"
-  [ "$_got" = "$_want" ] || { echo "   sha256 $_got, want $_want"; return 1; }
-}
-dev_bytes() { echo $(( $(cat "/sys/block/${1#/dev/}/size") * 512 )); }
-gone() { [ ! -e "/sys/block/${1#/dev/}" ] && [ ! -b "$1" ]; }
 # the kernel's message for REPORTED LUNS DATA HAS CHANGED on LUN 0 (H:C:T:L in addr0)
 ua_count() { dmesg | grep -cF "sd $addr0: LUN assignments on this target have changed"; }
 lns_count() { dmesg | grep -c 'Add. Sense: Logical unit not supported'; }
@@ -59,9 +44,7 @@ read_bytes() {
   timeout 60 dd if="$1" of=/tmp/rb bs=4096 count=1 iflag=direct 2>/dev/null || { echo fail; return; }
   stat -c %s /tmp/rb
 }
-# now: seconds since boot, 1/100 s resolution (busybox date has no %N)
-now() { cut -d" " -f1 /proc/uptime; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+# shellcheck disable=SC2317  # called through must
 rescan() { timeout 60 iscsiadm -m session -R >/dev/null; }
 disks() { for _d in /sys/block/sd*; do [ -e "$_d" ] && printf '%s ' "${_d##*/}"; done; }
 

@@ -13,6 +13,7 @@
 # Env: PORT=3260, IQN=iqn.2024-01.test.zctarget:tgt1, CTL_PORT=9999,
 #      RESTART_DELAY=3 (outage seconds), RESTART_SIGNAL=TERM (or KILL),
 #      RECOVER_SECS=90, CHAP_USER/CHAP_SECRET as in iscsi-fs.sh
+# shellcheck source=tests/vm/lib.sh
 . /guest/lib.sh
 PORT="${PORT:-3260}"
 PORTAL="$HOST_IP:$PORT"
@@ -36,55 +37,16 @@ iscsi_set "$IQN" "$PORTAL" node.session.timeo.replacement_timeout $((RECOVER_SEC
 must "login" iscsiadm -m node -T "$IQN" -p "$PORTAL" --login
 dev="$(iscsi_wait_disk "$IQN" 15)"
 must "LUN block device" test -b "$dev"
-must "mkfs.ext4" mkfs.ext4 -F -q "$dev"
-mkdir -p /mnt/t
-must "mount" mount -t ext4 "$dev" /mnt/t
-mkdir -p /mnt/t/before
-must "write file before restart" fill_files /mnt/t/before 1 16
-must "sync" sync
-dd if=/dev/urandom of=/tmp/during.pat bs=1M count=8 2>/dev/null
-
-echo "== asking the host to restart the target (control port $HOST_IP:$CTL_PORT, ${RESTART_DELAY}s outage, SIG$RESTART_SIGNAL)"
-# (one connection per restart: the wrapper serves each accepted connection once)
-exec 3<>"/dev/tcp/$HOST_IP/$CTL_PORT" || { step_fail "connect to control port"; finish; }
-echo "restart $RESTART_DELAY $RESTART_SIGNAL" >&3
-read -r -t 30 reply <&3
-must "target stopped (host says '$reply')" test "$reply" = down
-t_down=$(date +%s)
-
-# a write issued during the outage: must be held and completed after recovery
-dd if=/tmp/during.pat of=/mnt/t/during.bin bs=1M oflag=direct conv=fsync 2>/tmp/dd-during.err &
-dd_pid=$!
+restart_prepare "$dev"
+restart_target_down "$RESTART_DELAY" "$RESTART_SIGNAL"
 # informational: did the initiator notice the outage?
-seen=""
-for _ in $(seq $(( RESTART_DELAY * 5 ))); do
-  s="$(iscsi_session_state "$IQN")"; [ "$s" != LOGGED_IN ] && { seen="$s"; break; }; sleep 0.2
-done
-echo "INFO: session state during the outage: ${seen:-still LOGGED_IN (outage not noticed yet)}"
-
-read -r -t $((RESTART_DELAY + 60)) reply <&3
-exec 3>&-
-must "target restarted (host says '$reply')" test "$reply" = up
+outage_seen "session state" LOGGED_IN "$RESTART_DELAY" iscsi_session_state "$IQN"
+restart_target_up "$RESTART_DELAY"
 step "session back to LOGGED_IN within ${RECOVER_SECS}s" \
   wait_until "$RECOVER_SECS" bash -c ". /guest/lib.sh; test \"\$(iscsi_session_state '$IQN')\" = LOGGED_IN"
-echo "   (recovered $(( $(date +%s) - t_down ))s after the target went down)"
+echo "   (recovered $(( $(date +%s) - T_DOWN ))s after the target went down)"
 iscsiadm -m session -P 1 | grep -E 'Target:|State' || true
-
-# bounded wait for the queued write
-for _ in $(seq $(( RECOVER_SECS * 2 ))); do kill -0 "$dd_pid" 2>/dev/null || break; sleep 0.5; done
-if kill -0 "$dd_pid" 2>/dev/null; then
-  step_fail "write issued during the outage completed" "still blocked"; kill "$dd_pid"
-else
-  wait "$dd_pid"; step "write issued during the outage completed" test $? -eq 0 || cat /tmp/dd-during.err
-fi
-drop_caches
-step "file written before the restart verifies" verify_files /mnt/t/before
-step "data written during the outage verifies" \
-  bash -c "cmp /tmp/during.pat /mnt/t/during.bin"
-dd if=/dev/urandom of=/tmp/after.pat bs=1M count=8 2>/dev/null
-step "direct write after recovery" dd if=/tmp/after.pat of=/mnt/t/after.bin bs=1M oflag=direct conv=fsync
-step "direct read-back after recovery matches" \
-  bash -c "dd if=/mnt/t/after.bin bs=1M iflag=direct 2>/dev/null | cmp - /tmp/after.pat"
+restart_verify "$RECOVER_SECS" recovery
 step "umount" umount /mnt/t
 step "fsck -fn clean" e2fsck -fn "$dev"
 step "logout" iscsiadm -m node -T "$IQN" -p "$PORTAL" --logout

@@ -21,6 +21,7 @@
 #   SIZE_MB=128  FILE_MB=4   data written through the file system
 #   DISCARD=0    skip blkdiscard
 #   RUN_FIO=1    fio randwrite + crc32c verify, qd 32, FIO_SIZE=64M, libaio, direct
+# shellcheck source=tests/vm/lib.sh
 . /guest/lib.sh
 PORT="${PORT:-4420}"
 NQN="${NQN:-nqn.2024-01.test.zctarget:nvme1}"
@@ -70,15 +71,16 @@ for c in /sys/class/nvme/nvme*; do
   [ "$(cat "$c/subsysnqn" 2>/dev/null)" = "$NQN" ] && { ctrl="/dev/${c##*/}"; break; }
 done
 must "controller device" test -c "$ctrl"
-echo "== $ctrl / $dev: $(( $(cat /sys/block/${dev#/dev/}/size) / 2048 )) MiB, transport $(cat /sys/class/nvme/${ctrl#/dev/}/transport) $(cat /sys/class/nvme/${ctrl#/dev/}/address)"
+echo "== $ctrl / $dev: $(( $(cat /sys/block/"${dev#/dev/}"/size) / 2048 )) MiB, transport $(cat /sys/class/nvme/"${ctrl#/dev/}"/transport) $(cat /sys/class/nvme/"${ctrl#/dev/}"/address)"
 
 step "nvme list shows $dev" bash -c "nvme list | tee /dev/stderr | grep -q '^$dev '"
 # 2 I/O queues requested (-i 2) + the admin queue
-step "queue_count is 3 (-i 2 + admin)" test "$(cat /sys/class/nvme/${ctrl#/dev/}/queue_count)" = 3
+step "queue_count is 3 (-i 2 + admin)" test "$(cat /sys/class/nvme/"${ctrl#/dev/}"/queue_count)" = 3
 nvme id-ctrl "$ctrl" > /tmp/id-ctrl.out
 step "nvme id-ctrl" test -s /tmp/id-ctrl.out
 grep -E '^(vid|sn|mn|fr|mdts|cntlid|ver|nn|oncs|subnqn|ioccsz|iorcsz|sgls) ' /tmp/id-ctrl.out
 step "id-ctrl subnqn is $NQN" grep -q "^subnqn *: *$NQN\$" /tmp/id-ctrl.out
+# shellcheck disable=SC2016  # $3 is awk's
 step "id-ctrl nn >= 1" awk '/^nn /{ exit !($3 + 0 >= 1) }' /tmp/id-ctrl.out
 nsid="$(nvme get-ns-id "$dev" 2>/dev/null | awk -F: '{ print $NF + 0 }')"
 nvme id-ns "$dev" > /tmp/id-ns.out
@@ -89,7 +91,7 @@ nsze="$(awk '/^nsze/ { print $3 }' /tmp/id-ns.out)"
 lbads="$(sed -n 's/.*lbads:\([0-9]*\).*(in use).*/\1/p' /tmp/id-ns.out)"
 bytes=$(( nsze << lbads ))   # bash arithmetic reads nvme-cli's 0x... values
 step "id-ns nsze x block size = device size (nsid ${nsid:-?}, $bytes bytes)" \
-  test "$bytes" = "$(( $(cat /sys/block/${dev#/dev/}/size) * 512 ))"
+  test "$bytes" = "$(( $(cat /sys/block/"${dev#/dev/}"/size) * 512 ))"
 
 fs_roundtrip "$dev" "$SIZE_MB" "$FILE_MB"
 

@@ -17,6 +17,7 @@
 #
 # Env: PORT=4420, NQN, HOSTNQN, CTL_PORT=9999, VOL=live1, VOL_MB=16,
 #      WAIT_SECS=30 (per device appearance/disappearance)
+# shellcheck source=tests/vm/lib.sh
 . /guest/lib.sh
 PORT="${PORT:-4420}"
 NQN="${NQN:-nqn.2024-01.test.zctarget:nvme1}"
@@ -27,27 +28,8 @@ WAIT_SECS="${WAIT_SECS:-30}"
 [ -n "${HOSTNQN:-}" ] && echo "$HOSTNQN" > /etc/nvme/hostnqn
 HOSTNQN="$(cat /etc/nvme/hostnqn)"
 
-# pattern NAME MIB: a random pattern file /tmp/NAME.pat and its sha256
-pattern() { dd if=/dev/urandom of="/tmp/$1.pat" bs=1M count="$2" 2>/dev/null; }
-# put_pattern NAME DEV: direct write of /tmp/NAME.pat at the start of DEV
-put_pattern() {
-  timeout 60 dd if="/tmp/$1.pat" of="$2" bs=1M oflag=direct conv=fsync 2>/tmp/dd.err ||
-    { cat /tmp/dd.err; return 1; }
-}
-# check_pattern NAME DEV: direct read of DEV's start matches /tmp/NAME.pat
-check_pattern() {
-  _mb=$(( $(stat -c %s "/tmp/$1.pat") / 1048576 ))
-  _want="$(sha256sum < "/tmp/$1.pat" | cut -d' ' -f1)"
-  _got="$(timeout 60 dd if="$2" bs=1M count="$_mb" iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1)"
-  [ "$_got" = "$_want" ] || { echo "   sha256 $_got, want $_want"; return 1; }
-}
-dev_bytes() { echo $(( $(cat "/sys/block/${1#/dev/}/size") * 512 )); }
-gone() { [ ! -e "/sys/block/${1#/dev/}" ] && [ ! -b "$1" ]; }
 # the kernel logs this when a Namespace Attribute Changed AEN arrives
 aen_count() { dmesg | grep -c 'rescanning namespaces'; }
-# now: seconds since boot, 1/100 s resolution (busybox date has no %N)
-now() { cut -d" " -f1 /proc/uptime; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 ctrl_row() { awk -v s="$NQN" -v h="$HOSTNQN" '$2 == s && $3 == h' /tmp/host_ctl.out; }
 
 must "modprobe nvme-tcp" modprobe -a nvme-tcp nvme-fabrics

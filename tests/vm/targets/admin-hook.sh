@@ -35,6 +35,8 @@ if [ "${1:-}" = --install ]; then
   exit $?
 fi
 set -uo pipefail
+# shellcheck source=tests/lib/daemon.sh
+. "$(dirname "$0")/../../lib/daemon.sh"
 CTL_PORT=9999 SOCK="" ZC="" MAX=50 CTL_TIMEOUT=60 IDLE=1800
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -60,11 +62,7 @@ TMP="$(mktemp -d)"
 PID="" CTL_PID=""
 cleanup() {
   [ -n "$CTL_PID" ] && kill "$CTL_PID" 2>/dev/null
-  if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
-    kill -TERM "$PID" 2>/dev/null
-    for _ in $(seq 100); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$PID" 2>/dev/null
-  fi
+  if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then zc_stop_pid "$PID" TERM 10; fi
   rm -rf "$TMP"
 }
 trap cleanup EXIT

@@ -33,6 +33,8 @@ if [ "${1:-}" = --install ]; then
   exit $?
 fi
 set -uo pipefail
+# shellcheck source=tests/lib/daemon.sh
+. "$(dirname "$0")/../../lib/daemon.sh"
 CTL_PORT=9999 WAIT_PORT="" DELAY=3 SIG=TERM MAX=5 IDLE=1800
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -59,17 +61,12 @@ start_target() {
   log "target started, pid $PID: $*"
 }
 stop_target() {
-  kill -"$1" -- "-$PID" 2>/dev/null || kill -"$1" "$PID" 2>/dev/null
-  for _ in $(seq 100); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL -- "-$PID" 2>/dev/null
-  wait "$PID" 2>/dev/null
+  zc_stop_pid -g "$PID" "$1" 10
   log "target pid $PID stopped (SIG$1)"
 }
-port_open() { bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
 wait_port() {
   [ -n "$WAIT_PORT" ] || { sleep 1; return 0; }
-  for _ in $(seq 150); do port_open "$WAIT_PORT" && return 0; sleep 0.2; done
-  return 1
+  zc_wait_port "$WAIT_PORT" 30
 }
 cleanup() { [ -n "$PID" ] && stop_target TERM; [ -n "${CTL_PID:-}" ] && kill "$CTL_PID" 2>/dev/null; }
 trap cleanup EXIT
@@ -80,7 +77,6 @@ n=0
 while [ "$n" -lt "$MAX" ]; do
   # one connection per round; socat's stdio is the coprocess pipe
   coproc CTL { exec socat -T "$IDLE" "TCP-LISTEN:$CTL_PORT,bind=127.0.0.1,reuseaddr" STDIO; }
-  CTL_PID=$CTL_PID
   if ! read -r -t "$IDLE" cmd delay sig <&"${CTL[0]}"; then
     log "no request on the control port (idle timeout or closed)"
     kill "$CTL_PID" 2>/dev/null; wait "$CTL_PID" 2>/dev/null; CTL_PID=""
