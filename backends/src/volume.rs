@@ -86,12 +86,12 @@ pub enum BackendError {
         holder: String,
     },
     /// An RBD image could not be opened (or is locked by another client).
-    #[error("volume {volume}: {source}")]
+    #[error("volume {volume}: {error}")]
     Rbd {
         /// Volume name.
         volume: String,
         /// What went wrong.
-        source: RbdError,
+        error: RbdError,
     },
     /// The specification cannot work.
     #[error("volume {volume}: {reason}")]
@@ -175,10 +175,10 @@ impl Volume {
                     .rbd
                     .as_ref()
                     .ok_or_else(|| invalid("an rbd volume needs its pool and image".into()))?;
-                let image = crate::rbd::open(rbd, spec.size, spec.read_only).map_err(|source| {
+                let image = crate::rbd::open(rbd, spec.size, spec.read_only).map_err(|error| {
                     BackendError::Rbd {
                         volume: spec.name.clone(),
-                        source,
+                        error,
                     }
                 })?;
                 let capacity = spec.size.unwrap_or(image.size()).min(image.size());

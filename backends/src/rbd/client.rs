@@ -99,7 +99,7 @@ impl Cluster {
     ) -> Result<Cluster, RbdError> {
         let fail = |what: &str, rc: i32| RbdError::Client {
             what: format!("{what} (client.{}, {})", key.user, conf_name(key)),
-            source: ffi::errno(rc),
+            error: ffi::errno(rc),
         };
         let cname = cstr("cluster name", "ceph")?;
         let user = cstr("ceph_user", &format!("client.{}", key.user))?;
@@ -194,7 +194,7 @@ impl Cluster {
         if rc < 0 {
             return Err(RbdError::Client {
                 what: format!("opening pool {pool}"),
-                source: ffi::errno(rc),
+                error: ffi::errno(rc),
             });
         }
         let ioctx = Ioctx {

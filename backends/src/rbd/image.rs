@@ -52,7 +52,7 @@ impl Image {
         let fail = |what: &str, rc: i32| RbdError::Image {
             image: shown.clone(),
             what: what.to_owned(),
-            source: ffi::errno(rc),
+            error: ffi::errno(rc),
         };
         let open = || {
             let mut h: ImageT = ptr::null_mut();
@@ -133,7 +133,7 @@ impl Image {
             _ => Err(RbdError::Image {
                 image: self.name.clone(),
                 what: "taking the exclusive lock of".into(),
-                source: ffi::errno(rc),
+                error: ffi::errno(rc),
             }),
         }
     }

@@ -61,22 +61,22 @@ pub enum RbdError {
     #[error("{0}")]
     Library(String),
     /// A client-level call failed.
-    #[error("ceph: {what}: {source}")]
+    #[error("ceph: {what}: {error}")]
     Client {
         /// What we were doing.
         what: String,
         /// The errno.
-        source: io::Error,
+        error: io::Error,
     },
     /// An image-level call failed.
-    #[error("rbd image {image}: {what}: {source}")]
+    #[error("rbd image {image}: {what}: {error}")]
     Image {
         /// `pool/image`.
         image: String,
         /// What we were doing, e.g. "opening".
         what: String,
         /// The errno.
-        source: io::Error,
+        error: io::Error,
     },
     /// Another client holds the image's exclusive lock.
     #[error(
