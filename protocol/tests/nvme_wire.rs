@@ -169,9 +169,12 @@ fn connect_data_rejects() {
     let e = ConnectData::parse(&d).unwrap_err();
     assert_eq!(e.status, Status::CONNECT_INVALID_PARAM.dnr());
     assert_eq!(e.dw0, (1 << 16) | 256);
-    // Empty HOSTNQN: IPO 512.
+    // Empty HOSTNQN: a host like any other (SPDK's host sends one); the
+    // ACL decides. Without a NUL terminator: IPO 512.
     let mut d = connect_data_bytes();
     d[512..768].fill(0);
+    assert_eq!(ConnectData::parse(&d).unwrap().hostnqn, "");
+    d[512..768].fill(b'h');
     assert_eq!(ConnectData::parse(&d).unwrap_err().dw0, (1 << 16) | 512);
     // Invalid UTF-8.
     let mut d = connect_data_bytes();
