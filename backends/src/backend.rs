@@ -102,6 +102,16 @@ pub fn check_range(info: &BackendInfo, offset: u64, len: u64) -> io::Result<()> 
 }
 
 /// The error every backend returns for a write to a read-only volume.
+/// Checks a write (or discard, write zeroes) of `len` bytes at `offset`:
+/// refused on a read-only volume, else [`check_range`].
+pub fn check_write(info: &BackendInfo, offset: u64, len: u64) -> io::Result<()> {
+    if info.read_only {
+        return Err(read_only_error());
+    }
+    check_range(info, offset, len)
+}
+
+/// The error of a write to a read-only volume.
 pub fn read_only_error() -> io::Error {
     io::Error::new(io::ErrorKind::PermissionDenied, "volume is read-only")
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
-use crate::backend::{check_range, read_only_error, Backend, BackendInfo};
+use crate::backend::{check_range, check_write, Backend, BackendInfo};
 use crate::{SegmentList, INLINE_SEGMENTS};
 
 pub use crate::uring_file::UringFile;
@@ -482,10 +482,7 @@ impl Backend for EpollFile {
         buf: SegmentList,
         fua: bool,
     ) -> (SegmentList, io::Result<()>) {
-        if self.info.read_only {
-            return (buf, Err(read_only_error()));
-        }
-        if let Err(e) = check_range(&self.info, offset, buf.len() as u64) {
+        if let Err(e) = check_write(&self.info, offset, buf.len() as u64) {
             return (buf, Err(e));
         }
         // A buffered write the page cache takes at once runs on the
@@ -521,18 +518,12 @@ impl Backend for EpollFile {
     }
 
     async fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
-        if self.info.read_only {
-            return Err(read_only_error());
-        }
-        check_range(&self.info, offset, len)?;
+        check_write(&self.info, offset, len)?;
         self.blocking(move |s| s.discard_sync(offset, len)).await
     }
 
     async fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
-        if self.info.read_only {
-            return Err(read_only_error());
-        }
-        check_range(&self.info, offset, len)?;
+        check_write(&self.info, offset, len)?;
         self.blocking(move |s| s.write_zeroes_sync(offset, len))
             .await
     }

@@ -26,7 +26,7 @@ mod uring_buf;
 mod uring_file;
 pub mod volume;
 
-pub use backend::{check_range, read_only_error, Backend, BackendInfo, Engine};
+pub use backend::{check_range, check_write, read_only_error, Backend, BackendInfo, Engine};
 pub use pool::{BufferPool, Lease, PoolError, PoolStats, POISON_BYTE, POOL_ALIGN};
 pub use ring_op::{ops_in_flight, run_uring};
 pub use segment::{Segment, SegmentList, INLINE_SEGMENTS};

@@ -61,10 +61,7 @@ impl Backend for MemoryBackend {
         buf: SegmentList,
         _fua: bool,
     ) -> (SegmentList, io::Result<()>) {
-        if self.info.read_only {
-            return (buf, Err(crate::backend::read_only_error()));
-        }
-        if let Err(e) = check_range(&self.info, offset, buf.len() as u64) {
+        if let Err(e) = crate::backend::check_write(&self.info, offset, buf.len() as u64) {
             return (buf, Err(e));
         }
         let r = self.store.with(|bytes| {
@@ -85,10 +82,7 @@ impl Backend for MemoryBackend {
     }
 
     async fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
-        if self.info.read_only {
-            return Err(crate::backend::read_only_error());
-        }
-        check_range(&self.info, offset, len)?;
+        crate::backend::check_write(&self.info, offset, len)?;
         self.store.with(|bytes| {
             if let Some(r) = bytes.get_mut(offset as usize..(offset + len) as usize) {
                 r.fill(0);

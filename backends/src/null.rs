@@ -32,10 +32,7 @@ impl Backend for NullBackend {
         buf: SegmentList,
         _fua: bool,
     ) -> (SegmentList, io::Result<()>) {
-        if self.info.read_only {
-            return (buf, Err(crate::backend::read_only_error()));
-        }
-        let r = check_range(&self.info, offset, buf.len() as u64);
+        let r = crate::backend::check_write(&self.info, offset, buf.len() as u64);
         (buf, r)
     }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use smallvec::SmallVec;
 use tokio_uring::buf::fixed::FixedBuf;
 
-use crate::backend::{check_range, read_only_error, Backend, BackendInfo};
+use crate::backend::{check_range, check_write, Backend, BackendInfo};
 use crate::file::FileStore;
 use crate::pool::Lease;
 use crate::ring_op::{OpFixed, OpLease};
@@ -182,10 +182,7 @@ impl UringFile {
         mode: i32,
         sync_op: fn(&FileStore, u64, u64) -> io::Result<()>,
     ) -> io::Result<()> {
-        if self.info.read_only {
-            return Err(read_only_error());
-        }
-        check_range(&self.info, offset, len)?;
+        check_write(&self.info, offset, len)?;
         if !self.store.block_device {
             match self.file.fallocate(offset, len, mode).await {
                 Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {}
@@ -275,10 +272,7 @@ impl Backend for UringFile {
         buf: SegmentList,
         fua: bool,
     ) -> (SegmentList, io::Result<()>) {
-        if self.info.read_only {
-            return (buf, Err(read_only_error()));
-        }
-        if let Err(e) = check_range(&self.info, offset, buf.len() as u64) {
+        if let Err(e) = check_write(&self.info, offset, buf.len() as u64) {
             return (buf, Err(e));
         }
         let (buf, r) = if self.store.memory_backed {

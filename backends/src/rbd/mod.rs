@@ -23,7 +23,7 @@ use std::sync::Arc;
 pub use client::ClientKey;
 pub use image::Image;
 
-use crate::backend::{check_range, read_only_error, Backend, BackendInfo};
+use crate::backend::{check_range, check_write, Backend, BackendInfo};
 use crate::SegmentList;
 use aio::Op;
 
@@ -149,10 +149,7 @@ impl Backend for RbdBackend {
     ) -> (SegmentList, io::Result<()>) {
         // With rbd_cache off a completed write is on the OSDs: FUA needs
         // nothing more.
-        if self.info.read_only {
-            return (buf, Err(read_only_error()));
-        }
-        if let Err(e) = check_range(&self.info, offset, buf.len() as u64) {
+        if let Err(e) = check_write(&self.info, offset, buf.len() as u64) {
             return (buf, Err(e));
         }
         self.data(Op::Write(offset), buf, "write").await
@@ -166,18 +163,12 @@ impl Backend for RbdBackend {
     }
 
     async fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
-        if self.info.read_only {
-            return Err(read_only_error());
-        }
-        check_range(&self.info, offset, len)?;
+        check_write(&self.info, offset, len)?;
         self.plain(Op::Discard(offset, len), "discard").await
     }
 
     async fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
-        if self.info.read_only {
-            return Err(read_only_error());
-        }
-        check_range(&self.info, offset, len)?;
+        check_write(&self.info, offset, len)?;
         self.plain(Op::WriteZeroes(offset, len), "write zeroes")
             .await
     }
