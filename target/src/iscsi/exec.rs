@@ -4,12 +4,13 @@
 use std::rc::Rc;
 
 use anyhow::Context;
-use zctarget_backends::{Backend, SegmentList};
+use zctarget_backends::SegmentList;
 use zctarget_protocol::iscsi::{RejectReason, ScsiCommand};
 use zctarget_protocol::scsi::{self, sense, Plan, Sense, Status};
 
 use super::connection::{Connection, Residual, TaskEntry};
 use super::target::IscsiLun;
+use crate::block;
 use crate::command::StatusPolicy;
 
 /// Largest single transfer accepted (advertised in the Block Limits VPD).
@@ -265,13 +266,15 @@ async fn read(
         return status(conn, entry, cmd.itt, GOOD, &[], residual);
     }
     let volume = conn.reactor.volume(lun.volume).context("volume handle")?;
-    let list = conn.reactor.shared.pool.lease(bytes as usize).await?;
-    let (list, r) = volume.read(lba * bs, list).await;
-    if let Err(e) = r {
-        tracing::warn!(error = %e, lba, blocks, "read failed");
-        let sense = sense::UNRECOVERED_READ_ERROR.with_info(lba).fixed_format();
-        return status(conn, entry, cmd.itt, CHECK_CONDITION, &sense, residual);
-    }
+    let pool = &conn.reactor.shared.pool;
+    let list = match block::read(&volume, pool, lba * bs, bytes as usize).await {
+        Ok(list) => list,
+        Err(e) => {
+            tracing::warn!(error = %e, lba, blocks, "read failed");
+            let sense = fault_sense(&e, bs).fixed_format();
+            return status(conn, entry, cmd.itt, CHECK_CONDITION, &sense, residual);
+        }
+    };
     send_payload(conn, cmd, entry, list, len, residual).await
 }
 
@@ -297,20 +300,32 @@ pub(crate) async fn write(
         return status(conn, entry, itt, GOOD, &[], residual);
     }
     data.truncate(len);
-    let (data, r) = volume.write(offset, data, fua).await;
-    drop(data);
-    match r {
+    match block::write(&volume, offset, data, fua).await {
         Ok(()) => status(conn, entry, itt, GOOD, &[], residual),
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            let sense = sense::WRITE_PROTECTED.fixed_format();
-            status(conn, entry, itt, CHECK_CONDITION, &sense, residual)
-        }
         Err(e) => {
             tracing::warn!(error = %e, offset, len, "write failed");
-            let sense = sense::WRITE_ERROR
-                .with_info(offset / bs as u64)
-                .fixed_format();
+            let sense = fault_sense(&e, bs as u64).fixed_format();
             status(conn, entry, itt, CHECK_CONDITION, &sense, residual)
         }
+    }
+}
+
+/// The sense data for a block fault: WRITE PROTECTED, or the medium error
+/// with the failing LBA in INFORMATION.
+pub(crate) fn fault_sense(fault: &block::Fault, block_size: u64) -> Sense {
+    let lba = fault.offset().map(|o| o / block_size.max(1));
+    match fault {
+        block::Fault::WriteProtected => sense::WRITE_PROTECTED,
+        block::Fault::Write { .. } => with_info(sense::WRITE_ERROR, lba),
+        block::Fault::Read { .. } | block::Fault::Buffers(_) => {
+            with_info(sense::UNRECOVERED_READ_ERROR, lba)
+        }
+    }
+}
+
+fn with_info(s: Sense, lba: Option<u64>) -> Sense {
+    match lba {
+        Some(lba) => s.with_info(lba),
+        None => s,
     }
 }
