@@ -8,7 +8,6 @@
 //! was read into.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -25,10 +24,12 @@ use zctarget_protocol::iscsi::{
 
 use super::reader::{Header, PduReader, ReadError};
 use super::target::TargetRuntime;
-use crate::admission::{Admission, HostDataGrant, HOST_DATA_TIMEOUT};
+use super::task::{DataOutState, TaskEntry, Tasks};
+use crate::admission::{Admission, HOST_DATA_TIMEOUT};
 use crate::command::StatusPolicy;
 use crate::outbound::Outbound;
 use crate::reactor::Reactor;
+use crate::slots::{self, DataSent, Execute, Slots};
 
 /// Commands the initiator may have outstanding (MaxCmdSN - ExpCmdSN + 1).
 pub const QUEUE_DEPTH: u32 = 128;
@@ -76,44 +77,6 @@ pub fn sn_lt(a: u32, b: u32) -> bool {
     a != b && b.wrapping_sub(a) < (1 << 31)
 }
 
-/// A write command waiting for Data-Out.
-pub struct DataOutState {
-    /// The payload, out while the reader fills it. `None` until the
-    /// command's task has leased it (data asked for by R2T), or for good
-    /// when the command was refused for lack of buffers (`busy`).
-    pub payload: RefCell<Option<SegmentList>>,
-    /// Holds the connection's admission quota until all data is in.
-    pub grant: RefCell<Option<HostDataGrant>>,
-    /// No buffers were free for the data the initiator sent unasked: it is
-    /// drained, and the command ends with TASK SET FULL.
-    pub busy: bool,
-    /// Bytes received so far (immediate + unsolicited + solicited).
-    pub received: Cell<u32>,
-    /// Expected data transfer length.
-    pub expected: u32,
-    /// Target transfer tag of the R2T being answered (RESERVED_TAG for
-    /// unsolicited data).
-    pub ttt: Cell<u32>,
-    /// DataSN the next Data-Out of the current sequence must carry (0 at
-    /// the start of each R2T's sequence and of the unsolicited data).
-    pub next_data_sn: Cell<u32>,
-    /// A Data-Out broke the sequence (wrong DataSN): the command ends with
-    /// CHECK CONDITION instead of executing.
-    pub data_error: Cell<bool>,
-    /// Woken when a burst is complete (F bit) or on abort.
-    pub burst_done: Notify,
-}
-
-/// State of one command, tracked by ITT for Data-Out routing and TMF.
-pub struct TaskEntry {
-    /// LUN field of the command.
-    pub lun: u64,
-    /// Set by ABORT TASK & co: the command sends no status.
-    pub aborted: Cell<bool>,
-    /// Present for writes waiting for data.
-    pub data_out: Option<Rc<DataOutState>>,
-}
-
 /// Per-connection state in full feature phase.
 pub struct Connection {
     /// The reactor it lives on.
@@ -135,7 +98,10 @@ pub struct Connection {
     stat_sn: Cell<u32>,
     exp_cmd_sn: Cell<u32>,
     next_ttt: Cell<u32>,
-    pub(crate) tasks: RefCell<HashMap<u32, Rc<TaskEntry>>>,
+    /// The tasks, one per command slot.
+    pub(crate) tasks: Tasks,
+    /// The command slots (the shared engine).
+    pub(crate) slots: Slots<ScsiCommand>,
     /// Our unanswered NOP-In ping: its TTT and when it went out.
     nop_outstanding: Cell<Option<(u32, std::time::Instant)>>,
     /// Counters the admin API reads (relaxed atomics, this thread writes).
@@ -178,6 +144,10 @@ impl Connection {
     ) -> Rc<Self> {
         let initiator_name = login_params.session.initiator_name.clone();
         let reactor_pool = reactor.shared.pool.clone();
+        let policy = match reactor.shared.server.status_policy {
+            zctarget_config::StatusPolicy::Strict => StatusPolicy::Strict,
+            zctarget_config::StatusPolicy::Eager => StatusPolicy::Eager,
+        };
         let initiator_port = format!(
             "{},i,0x{}",
             initiator_name,
@@ -195,7 +165,8 @@ impl Connection {
             stat_sn: Cell::new(stat_sn),
             exp_cmd_sn: Cell::new(exp_cmd_sn),
             next_ttt: Cell::new(1),
-            tasks: RefCell::new(HashMap::new()),
+            tasks: Tasks::new(QUEUE_DEPTH as usize),
+            slots: Slots::new(QUEUE_DEPTH as usize, policy),
             nop_outstanding: Cell::new(None),
             session_info,
             admission: Admission::new(reactor_pool),
@@ -447,7 +418,7 @@ impl Connection {
         entry: &TaskEntry,
         state: &DataOutState,
     ) -> Option<SegmentList> {
-        let expected = state.expected;
+        let expected = state.expected.get();
         let unsolicited_end = if self.params.initial_r2t {
             state.received.get()
         } else {
@@ -455,7 +426,7 @@ impl Connection {
         };
         // Wait for the unsolicited burst (the initiator sets F on its last
         // Data-Out).
-        if !self.wait_data(itt, entry, state, unsolicited_end).await || state.busy {
+        if !self.wait_data(itt, entry, state, unsolicited_end).await || state.busy.get() {
             return None;
         }
         let have = state.payload.borrow().as_ref().map_or(0, |p| p.len());
@@ -759,15 +730,10 @@ impl Connection {
         };
         let closes = response == LogoutResponseCode::ClosedSuccessfully;
         if closes {
-            for t in self.tasks.borrow().values() {
-                abort(t);
+            for t in self.tasks.active() {
+                t.abort();
             }
-            let _ = tokio::time::timeout(LOGOUT_DRAIN, async {
-                while !self.tasks.borrow().is_empty() {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-            })
-            .await;
+            self.slots.drained(LOGOUT_DRAIN).await;
         }
         let rsp = LogoutResponse {
             response,
@@ -789,10 +755,9 @@ impl Connection {
         let mut cold_reset_target = None;
         let response = match req.function {
             TaskMgmtFunction::AbortTask => {
-                let task = self.tasks.borrow().get(&req.referenced_task_tag).cloned();
-                match task {
+                match self.tasks.find(req.referenced_task_tag) {
                     Some(t) => {
-                        abort(&t);
+                        t.abort();
                         TaskMgmtResponseCode::FunctionComplete
                     }
                     // Already completed (or never seen): nothing left to abort.
@@ -800,15 +765,15 @@ impl Connection {
                 }
             }
             TaskMgmtFunction::AbortTaskSet | TaskMgmtFunction::ClearTaskSet => {
-                for t in self.tasks.borrow().values().filter(|t| t.lun == lun) {
-                    abort(t);
+                for t in self.tasks.active().filter(|t| t.lun.get() == lun) {
+                    t.abort();
                 }
                 TaskMgmtResponseCode::FunctionComplete
             }
             TaskMgmtFunction::LogicalUnitReset => match self.target.as_ref() {
                 Some(target) if target.lun(lun).is_some() => {
-                    for t in self.tasks.borrow().values().filter(|t| t.lun == lun) {
-                        abort(t);
+                    for t in self.tasks.active().filter(|t| t.lun.get() == lun) {
+                        t.abort();
                     }
                     if let Some(l) = target.lun(lun) {
                         l.reset(zctarget_protocol::scsi::ResetKind::LogicalUnit, self.nexus);
@@ -819,8 +784,8 @@ impl Connection {
             },
             TaskMgmtFunction::TargetWarmReset | TaskMgmtFunction::TargetColdReset => {
                 let cold = req.function == TaskMgmtFunction::TargetColdReset;
-                for t in self.tasks.borrow().values() {
-                    abort(t);
+                for t in self.tasks.active() {
+                    t.abort();
                 }
                 if let Some(target) = self.target.as_ref() {
                     let kind = if cold {
@@ -861,8 +826,8 @@ impl Connection {
         header: &Header,
         dout: DataOut,
     ) -> anyhow::Result<()> {
-        let entry = self.tasks.borrow().get(&dout.itt).cloned();
-        let state = entry.as_ref().and_then(|e| e.data_out.clone());
+        let entry = self.tasks.find(dout.itt);
+        let state = entry.and_then(|e| e.data_out());
         let Some(state) = state else {
             // RFC 7143 §11.7: Data-Out for an unknown ITT is rejected; the
             // data is discarded.
@@ -871,7 +836,7 @@ impl Connection {
             return self.send_reject(RejectReason::InvalidPduField, &header.bhs);
         };
         let end = dout.buffer_offset.checked_add(dout.data_segment_len);
-        let Some(end) = end.filter(|&e| e <= state.expected) else {
+        let Some(end) = end.filter(|&e| e <= state.expected.get()) else {
             reader.skip_data(dout.data_segment_len).await?;
             tracing::info!(itt = dout.itt, "Data-Out beyond the expected length");
             return self.send_reject(RejectReason::ProtocolError, &header.bhs);
@@ -909,7 +874,7 @@ impl Connection {
             state.burst_done.notify_one();
             return self.send_reject(reason, &header.bhs);
         }
-        if state.busy {
+        if state.busy.get() {
             // Refused for lack of buffers: the unsolicited data is drained.
             reader.skip_data(dout.data_segment_len).await?;
         } else {
@@ -933,8 +898,8 @@ impl Connection {
                     // ERL 0: a data digest error on Data-Out is fatal for the
                     // command; reject it and abort the task.
                     self.send_reject(RejectReason::DataDigestError, &header.bhs)?;
-                    if let Some(e) = entry.as_ref() {
-                        abort(e);
+                    if let Some(e) = entry {
+                        e.abort();
                     }
                     return Ok(());
                 }
@@ -943,7 +908,7 @@ impl Connection {
         }
         state.next_data_sn.set(dout.data_sn.wrapping_add(1));
         state.received.set(end);
-        if dout.final_bit || end >= state.expected {
+        if dout.final_bit || end >= state.expected.get() {
             state.burst_done.notify_one();
         }
         Ok(())
@@ -960,9 +925,17 @@ impl Connection {
             reader.skip_data(data_len).await?;
             return Ok(());
         }
-        if self.tasks.borrow().contains_key(&cmd.itt) {
+        if self.tasks.find(cmd.itt).is_some() {
             reader.skip_data(data_len).await?;
             return self.send_reject(RejectReason::TaskInProgress, &header.bhs);
+        }
+        if self.slots.busy() == self.slots.len() {
+            // More commands than the CmdSN window allows cannot pass
+            // accept_cmd_sn; immediate ones can: the task set is full.
+            reader.skip_data(data_len).await?;
+            let st = zctarget_protocol::scsi::Status::TaskSetFull.code();
+            let residual = Residual::of(cmd.expected_data_transfer_len, 0);
+            return self.send_scsi_response(cmd.itt, st, &[], residual);
         }
         let immediate_ok = self.params.immediate_data || data_len == 0;
         if !immediate_ok
@@ -1029,65 +1002,88 @@ impl Connection {
                     "no buffers for unsolicited data: TASK SET FULL"
                 );
             }
-            data_out = Some(Rc::new(DataOutState {
-                payload: RefCell::new(payload),
-                grant: RefCell::new(grant),
-                busy,
-                received: Cell::new(data_len),
-                expected: edtl,
-                ttt: Cell::new(RESERVED_TAG),
-                next_data_sn: Cell::new(0),
-                data_error: Cell::new(false),
-                burst_done: Notify::new(),
-            }));
+            data_out = Some((payload, grant, busy, data_len, edtl));
         }
-        let entry = Rc::new(TaskEntry {
-            lun,
-            aborted: Cell::new(false),
-            data_out,
-        });
-        self.tasks.borrow_mut().insert(cmd.itt, Rc::clone(&entry));
         self.session_info.in_flight.fetch_add(1, Ordering::Relaxed);
         self.session_info.commands.fetch_add(1, Ordering::Relaxed);
-        let conn = Rc::clone(self);
-        // No tracing span per command: entering and leaving one on every
-        // poll costs more than the rest of the bookkeeping; failures log
-        // their ITT instead.
-        tokio::task::spawn_local(async move {
-            let itt = cmd.itt;
-            if let Err(e) = super::exec::run_command(&conn, cmd, &entry).await {
-                tracing::warn!(error = %format!("{e:#}"), itt, op = cmd.cdb[0], "command failed");
-                // The initiator must not wait forever: the failure
-                // ends the task with HARDWARE ERROR / INTERNAL TARGET
-                // FAILURE (errors arise before the status is sent).
-                if !entry.aborted.get() {
-                    let sense = zctarget_protocol::scsi::sense::INTERNAL_TARGET_FAILURE;
-                    let _ = conn.send_scsi_response(
-                        itt,
-                        super::exec::CHECK_CONDITION,
-                        &sense.fixed_format(),
-                        Residual::default(),
-                    );
+        let itt = cmd.itt;
+        match self.slots.start(cmd) {
+            Ok((idx, spawn)) => {
+                // Set up before the worker can run (no await until then).
+                let task = self.tasks.slot(idx);
+                task.begin(itt, lun);
+                if let Some((payload, grant, busy, received, expected)) = data_out {
+                    task.expect_data(payload, grant, busy, received, expected);
+                }
+                if spawn {
+                    let workers = &self.reactor.shared.counters.command_workers;
+                    workers[0].fetch_add(1, Ordering::Relaxed);
+                    tokio::task::spawn_local(worker(Rc::clone(self), idx));
                 }
             }
-            conn.tasks.borrow_mut().remove(&itt);
-            conn.session_info.in_flight.fetch_sub(1, Ordering::Relaxed);
-        });
+            // Checked above; the connection is closing.
+            Err(_) => {
+                self.session_info.in_flight.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
         Ok(())
     }
+}
+
+/// A slot's worker: runs the slot's commands until the connection closes.
+async fn worker(conn: Rc<Connection>, idx: u16) {
+    while let Some(cmd) = conn.slots.next(idx).await {
+        slots::drive(&conn, &conn.slots, idx, cmd, false, false).await;
+        conn.tasks.slot(idx).end();
+        conn.session_info.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// iSCSI commands on the shared engine. The SCSI plans' own steps — Data-Out
+/// collection, the block operation, Data-In and status — are still carried
+/// out together by `exec::run_command` in the execute step; the slot's
+/// lifecycle sees a command without host data whose status is sent there.
+impl Execute for Rc<Connection> {
+    type Cmd = ScsiCommand;
+
+    async fn lease(&self, _idx: u16, _cmd: &mut ScsiCommand) -> bool {
+        true
+    }
+
+    async fn receive(&self, _idx: u16, _cmd: &mut ScsiCommand) -> bool {
+        true
+    }
+
+    async fn execute(&self, idx: u16, cmd: &mut ScsiCommand) {
+        let entry = self.tasks.slot(idx);
+        let itt = cmd.itt;
+        if let Err(e) = super::exec::run_command(self, *cmd, entry).await {
+            tracing::warn!(error = %format!("{e:#}"), itt, op = cmd.cdb[0], "command failed");
+            // The initiator must not wait forever: the failure ends the
+            // task with HARDWARE ERROR / INTERNAL TARGET FAILURE (errors
+            // arise before the status is sent).
+            if !entry.aborted.get() {
+                let sense = zctarget_protocol::scsi::sense::INTERNAL_TARGET_FAILURE;
+                let _ = self.send_scsi_response(
+                    itt,
+                    super::exec::CHECK_CONDITION,
+                    &sense.fixed_format(),
+                    Residual::default(),
+                );
+            }
+        }
+    }
+
+    fn send_data(&self, _idx: u16, _cmd: &mut ScsiCommand) -> DataSent {
+        DataSent::Nothing
+    }
+
+    fn send_status(&self, _idx: u16, _cmd: &mut ScsiCommand) {}
 }
 
 /// Whether a command's data phase is over early: aborted, or broken.
 fn stopped(entry: &TaskEntry, state: &DataOutState) -> bool {
     entry.aborted.get() || state.data_error.get()
-}
-
-/// Marks a task aborted and wakes it if it waits for data.
-pub(crate) fn abort(task: &TaskEntry) {
-    task.aborted.set(true);
-    if let Some(d) = &task.data_out {
-        d.burst_done.notify_one();
-    }
 }
 
 /// Residual fields of a SCSI Response / final Data-In.

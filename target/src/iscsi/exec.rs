@@ -8,8 +8,9 @@ use zctarget_backends::SegmentList;
 use zctarget_protocol::iscsi::{RejectReason, ScsiCommand};
 use zctarget_protocol::scsi::{self, sense, Plan, Sense, Status};
 
-use super::connection::{Connection, Residual, TaskEntry};
+use super::connection::{Connection, Residual};
 use super::target::IscsiLun;
+use super::task::TaskEntry;
 use crate::block;
 use crate::command::StatusPolicy;
 
@@ -38,7 +39,7 @@ pub async fn run_command(
         return conn.send_reject(RejectReason::ProtocolError, &cmd.encode());
     };
     let edtl = cmd.expected_data_transfer_len;
-    if let Some(state) = entry.data_out.as_ref().filter(|d| d.busy) {
+    if let Some(state) = entry.data_out().filter(|d| d.busy.get()) {
         // No buffers were free for the data the initiator sent unasked: it
         // is drained (the unsolicited burst included), then the initiator
         // is told to retry later (SAM-5 TASK SET FULL).
@@ -74,7 +75,7 @@ pub(crate) async fn collect(
     cmd: &ScsiCommand,
     entry: &TaskEntry,
 ) -> Option<SegmentList> {
-    let state = entry.data_out.as_ref()?;
+    let state = entry.data_out()?;
     let data = conn
         .collect_write_data(cmd.itt, cmd.lun, entry, state)
         .await;
@@ -98,7 +99,7 @@ pub(crate) async fn collect_or_nothing(
     entry: &TaskEntry,
     expected: usize,
 ) -> Option<SegmentList> {
-    if entry.data_out.is_none() && expected > 0 {
+    if entry.data_out().is_none() && expected > 0 {
         return Some(SegmentList::new());
     }
     collect(conn, cmd, entry).await
@@ -119,14 +120,14 @@ pub(crate) async fn execute_plan(
     match plan {
         Plan::DataIn(data) => {
             // Control-path data: leased so it leaves like any other data.
-            if entry.data_out.is_some() {
+            if entry.data_out().is_some() {
                 // Data the initiator insists on sending is drained first.
                 let _ = collect(conn, cmd, entry).await;
             }
             send_data(conn, cmd, entry, &data).await
         }
         Plan::Good => {
-            if entry.data_out.is_some() {
+            if entry.data_out().is_some() {
                 let _ = collect(conn, cmd, entry).await;
             }
             status(conn, entry, itt, GOOD, &[], Residual::of(edtl, 0))

@@ -9,12 +9,13 @@ use zctarget_backends::Backend;
 use zctarget_protocol::iscsi::ScsiCommand;
 use zctarget_protocol::scsi::{self, sense, Plan, SanitizeAction, Sense};
 
-use super::connection::{Connection, Residual, TaskEntry};
+use super::connection::{Connection, Residual};
 use super::exec::{
     collect, collect_or_nothing, fault_sense, send_data, sense_bytes, status, write,
     CHECK_CONDITION, GOOD,
 };
 use super::target::IscsiLun;
+use super::task::TaskEntry;
 use crate::block;
 
 /// Carries out a plan not handled by the common path in `exec`.
@@ -340,8 +341,8 @@ pub(crate) async fn execute_other(
             // The preempted initiators' tasks on this connection end
             // without status (SPC-4 §5.12.11.2.3); this command completes.
             if preempted.iter().any(|p| *p == conn.initiator_port) {
-                for (tag, t) in conn.tasks.borrow().iter() {
-                    if *tag != itt && t.lun == entry.lun {
+                for t in conn.tasks.active() {
+                    if t.itt() != Some(itt) && t.lun.get() == entry.lun.get() {
                         t.aborted.set(true);
                     }
                 }
