@@ -11,14 +11,18 @@
 //!   SendTargets.
 
 pub mod connection;
+mod data_out;
 pub mod exec;
 mod exec_more;
 pub mod login;
 pub mod reader;
+mod scsi_command;
 pub mod session;
 pub mod target;
 pub mod task;
+mod task_mgmt;
 pub mod text;
+mod wire;
 
 use std::collections::HashMap;
 use std::rc::Rc;
