@@ -16,9 +16,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::Notify;
-use zctarget_protocol::iscsi::{
-    NopIn, NopOut, Pdu, RejectReason, ScsiCommand, TextRequest, RESERVED_TAG,
-};
+use zctarget_protocol::iscsi::{NopIn, NopOut, Pdu, RejectReason, TextRequest, RESERVED_TAG};
 
 use super::reader::{Header, PduReader, ReadError};
 use super::target::TargetRuntime;
@@ -101,7 +99,7 @@ pub struct Connection {
     /// The tasks, one per command slot.
     pub(crate) tasks: Tasks,
     /// The command slots (the shared engine).
-    pub(crate) slots: Slots<ScsiCommand>,
+    pub(crate) slots: Slots<super::steps::IscsiCmd>,
     /// Our unanswered NOP-In ping: its TTT and when it went out.
     pub(super) nop_outstanding: Cell<Option<(u32, std::time::Instant)>>,
     /// Counters the admin API reads (relaxed atomics, this thread writes).

@@ -5,8 +5,8 @@ use std::rc::Rc;
 
 use anyhow::Context;
 use zctarget_backends::SegmentList;
-use zctarget_protocol::iscsi::{RejectReason, ScsiCommand};
-use zctarget_protocol::scsi::{self, sense, Plan, Sense, Status};
+use zctarget_protocol::iscsi::ScsiCommand;
+use zctarget_protocol::scsi::{sense, Plan, Sense, Status};
 
 use super::connection::{Connection, Residual};
 use super::target::IscsiLun;
@@ -26,47 +26,6 @@ pub(crate) const CHECK_CONDITION: u8 = Status::CheckCondition.code();
 pub fn reject_too_large(conn: &Connection, cmd: &ScsiCommand) -> anyhow::Result<()> {
     let sense = Sense::invalid_cdb_field(7, None).fixed_format();
     conn.send_scsi_response(cmd.itt, CHECK_CONDITION, &sense, Residual::default())
-}
-
-/// Runs one command to completion (status sent, buffers retired).
-pub async fn run_command(
-    conn: &Rc<Connection>,
-    cmd: ScsiCommand,
-    entry: &TaskEntry,
-) -> anyhow::Result<()> {
-    let Some(target) = conn.target.clone() else {
-        // Discovery sessions carry no SCSI commands (RFC 7143 §6.2).
-        return conn.send_reject(RejectReason::ProtocolError, &cmd.encode());
-    };
-    let edtl = cmd.expected_data_transfer_len;
-    if let Some(state) = entry.data_out().filter(|d| d.busy.get()) {
-        // No buffers were free for the data the initiator sent unasked: it
-        // is drained (the unsolicited burst included), then the initiator
-        // is told to retry later (SAM-5 TASK SET FULL).
-        let _ = conn
-            .collect_write_data(cmd.itt, cmd.lun, entry, state)
-            .await;
-        let st = Status::TaskSetFull.code();
-        return status(conn, entry, cmd.itt, st, &[], Residual::of(edtl, 0));
-    }
-    let lun_field = u64::from_be_bytes(cmd.lun);
-    let lun = target.lun(lun_field);
-    let (plan, write_cache) = match &lun {
-        Some(l) => {
-            let mut unit = l
-                .unit
-                .lock()
-                .map_err(|_| anyhow::anyhow!("LUN state poisoned"))?;
-            let plan = unit.plan(conn.nexus, &conn.initiator_port, &cmd.cdb, edtl);
-            (plan, unit.write_cache_enabled())
-        }
-        None => (
-            scsi::plan_missing_lun(&cmd.cdb, &target.lun_numbers()),
-            true,
-        ),
-    };
-    tracing::debug!(op = cmd.cdb[0], ?plan, "planned");
-    execute_plan(conn, &cmd, entry, lun.as_deref(), plan, write_cache).await
 }
 
 /// Collects all the command's write data into its leased buffers.

@@ -18,6 +18,7 @@ pub mod login;
 pub mod reader;
 mod scsi_command;
 pub mod session;
+mod steps;
 pub mod target;
 pub mod task;
 mod task_mgmt;

@@ -9,7 +9,8 @@ use zctarget_protocol::iscsi::{RejectReason, ScsiCommand};
 
 use super::connection::{Connection, Residual};
 use super::reader::{Header, PduReader};
-use crate::slots::{self, DataSent, Execute};
+use super::steps::IscsiCmd;
+use crate::slots;
 
 impl Connection {
     pub(super) async fn on_scsi_command(
@@ -105,7 +106,7 @@ impl Connection {
         self.session_info.in_flight.fetch_add(1, Ordering::Relaxed);
         self.session_info.commands.fetch_add(1, Ordering::Relaxed);
         let itt = cmd.itt;
-        match self.slots.start(cmd) {
+        match self.slots.start(IscsiCmd::new(cmd)) {
             Ok((idx, spawn)) => {
                 // Set up before the worker can run (no await until then).
                 let task = self.tasks.slot(idx);
@@ -131,50 +132,10 @@ impl Connection {
 /// A slot's worker: runs the slot's commands until the connection closes.
 async fn worker(conn: Rc<Connection>, idx: u16) {
     while let Some(cmd) = conn.slots.next(idx).await {
-        slots::drive(&conn, &conn.slots, idx, cmd, false, false).await;
+        let host_data = conn.tasks.slot(idx).data_out().is_some();
+        let reads = cmd.cmd.read && !cmd.cmd.write;
+        slots::drive(&conn, &conn.slots, idx, cmd, host_data, reads).await;
         conn.tasks.slot(idx).end();
         conn.session_info.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-/// iSCSI commands on the shared engine. The SCSI plans' own steps — Data-Out
-/// collection, the block operation, Data-In and status — are still carried
-/// out together by `exec::run_command` in the execute step; the slot's
-/// lifecycle sees a command without host data whose status is sent there.
-impl Execute for Rc<Connection> {
-    type Cmd = ScsiCommand;
-
-    async fn lease(&self, _idx: u16, _cmd: &mut ScsiCommand) -> bool {
-        true
-    }
-
-    async fn receive(&self, _idx: u16, _cmd: &mut ScsiCommand) -> bool {
-        true
-    }
-
-    async fn execute(&self, idx: u16, cmd: &mut ScsiCommand) {
-        let entry = self.tasks.slot(idx);
-        let itt = cmd.itt;
-        if let Err(e) = super::exec::run_command(self, *cmd, entry).await {
-            tracing::warn!(error = %format!("{e:#}"), itt, op = cmd.cdb[0], "command failed");
-            // The initiator must not wait forever: the failure ends the
-            // task with HARDWARE ERROR / INTERNAL TARGET FAILURE (errors
-            // arise before the status is sent).
-            if !entry.aborted.get() {
-                let sense = zctarget_protocol::scsi::sense::INTERNAL_TARGET_FAILURE;
-                let _ = self.send_scsi_response(
-                    itt,
-                    super::exec::CHECK_CONDITION,
-                    &sense.fixed_format(),
-                    Residual::default(),
-                );
-            }
-        }
-    }
-
-    fn send_data(&self, _idx: u16, _cmd: &mut ScsiCommand) -> DataSent {
-        DataSent::Nothing
-    }
-
-    fn send_status(&self, _idx: u16, _cmd: &mut ScsiCommand) {}
 }
