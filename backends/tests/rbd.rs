@@ -40,6 +40,7 @@ fn spec(conf: &Path, name: &str, image: &str, keyring: bool) -> VolumeSpec {
             ceph_user: None,
             // A different keyring path is a different Ceph client.
             keyring: keyring.then(|| conf.with_file_name("keyring")),
+            rados_timeout_secs: None,
         }),
     }
 }

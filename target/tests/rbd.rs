@@ -18,82 +18,14 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use zctarget_protocol::nvme::Status;
+use zctarget_tests::ceph::{ceph_conf, image, rbd_spec, start_rbd};
 use zctarget_tests::iscsi::Iscsi;
 use zctarget_tests::nvme_client::{NvmeQueue, QueueOptions, Reply};
 use zctarget_tests::records::{check_record, record, Found, Rng};
-use zctarget_tests::spec::{spawn, Spec, HOST, IQN, NQN};
+use zctarget_tests::spec::{spawn, HOST, IQN, NQN};
 use zctarget_tests::{is_closed, Daemon};
 
 const BS: usize = 4096;
-
-fn ceph_conf() -> Option<String> {
-    match std::env::var("ZCTARGET_TEST_CEPH_CONF") {
-        Ok(p) if !p.is_empty() => Some(p),
-        _ => {
-            eprintln!(
-                "skipped: ZCTARGET_TEST_CEPH_CONF is not set (tests/run.sh starts a Ceph \
-                 cluster with tests/ceph/cluster.sh and sets it)"
-            );
-            None
-        }
-    }
-}
-
-/// A fresh image name per test and process.
-fn image(tag: &str) -> String {
-    format!("zc-{tag}-{}", std::process::id())
-}
-
-fn spec(engine: &'static str, conf: &str, image: &str) -> Spec {
-    let mut s = Spec::new(engine);
-    s.block_size = BS as u32;
-    s.volume = Some(format!(
-        "backend = \"rbd\"\npool = \"rbd\"\nimage = \"{image}\"\nsize = \"64MiB\"\n\
-         ceph_conf = \"{conf}\""
-    ));
-    s
-}
-
-/// Starts a daemon; while the image is still locked by a killed
-/// predecessor (its watch has not expired yet) the daemon refuses to
-/// start, so this retries for up to `patience`.
-fn start_rbd(dir: &std::path::Path, spec: &Spec, tag: &str, patience: Duration) -> Daemon {
-    let deadline = Instant::now() + patience;
-    for attempt in 0.. {
-        let mut d = spawn(dir, spec, &format!("{tag}-{attempt}"), [0, 0]);
-        let t = Instant::now();
-        loop {
-            if let Ok(Some(st)) = d.child.try_wait() {
-                let log = d.log();
-                assert!(
-                    log.contains("is locked by") && Instant::now() < deadline,
-                    "daemon exited ({st:?}):\n{log}"
-                );
-                break;
-            }
-            if log_has_ports(&d) {
-                d.wait_listening();
-                return d;
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(30),
-                "no start:\n{}",
-                d.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    unreachable!()
-}
-
-fn log_has_ports(d: &Daemon) -> bool {
-    d.log()
-        .lines()
-        .filter(|l| l.contains(" listening "))
-        .count()
-        >= 2
-}
 
 fn ok(r: std::io::Result<Reply>) -> Reply {
     let r = r.expect("command");
@@ -131,7 +63,7 @@ fn round_trip(engine: &'static str) {
     let img = image(&format!("rt-{engine}"));
     let d = start_rbd(
         dir.path(),
-        &spec(engine, &conf, &img),
+        &rbd_spec(engine, &conf, &img, ""),
         engine,
         Duration::ZERO,
     );
@@ -242,7 +174,7 @@ fn rbd_second_daemon_is_refused() {
     let Some(conf) = ceph_conf() else { return };
     let dir = tempfile::tempdir().expect("tempdir");
     let img = image("owner");
-    let spec = spec("epoll", &conf, &img);
+    let spec = rbd_spec("epoll", &conf, &img, "");
     let mut first = start_rbd(dir.path(), &spec, "first", Duration::ZERO);
     let (_admin, mut io) = nvme_pair(&first, 1);
     ok(io.write(1, 0, &pattern(BS, 5), BS, true));
@@ -280,7 +212,7 @@ fn rbd_ctl_volume_add() {
     let Some(conf) = ceph_conf() else { return };
     let dir = tempfile::tempdir().expect("tempdir");
     let img = image("ctl");
-    let mut spec = spec("epoll", &conf, &img);
+    let mut spec = rbd_spec("epoll", &conf, &img, "");
     let socket = dir.path().join("admin.sock");
     spec.admin_socket = Box::leak(socket.display().to_string().into_boxed_str());
     let d = start_rbd(dir.path(), &spec, "ctl", Duration::ZERO);
@@ -444,7 +376,7 @@ fn rbd_kill9_during_fua_writes_loses_nothing_acknowledged() {
     let Some(conf) = ceph_conf() else { return };
     let t0 = Instant::now();
     let dir = tempfile::tempdir().expect("tempdir");
-    let spec = spec("uring", &conf, &image("kill"));
+    let spec = rbd_spec("uring", &conf, &image("kill"), "");
     let acked = Arc::new(Mutex::new(vec![0u64; KILL_BLOCKS as usize]));
     let issued = Arc::new(Mutex::new(vec![0u64; KILL_BLOCKS as usize]));
     let mut rng = Rng::new(Rng::seed());

@@ -42,6 +42,9 @@ pub struct RbdSpec {
     pub ceph_user: Option<String>,
     /// Keyring overriding the conf's.
     pub keyring: Option<PathBuf>,
+    /// Seconds before librados gives up on the cluster (connect, monitor
+    /// and OSD operations fail with ETIMEDOUT); `None`: the conf's.
+    pub rados_timeout_secs: Option<u32>,
 }
 
 impl RbdSpec {
@@ -101,6 +104,7 @@ pub fn open(spec: &RbdSpec, create: Option<u64>, read_only: bool) -> Result<Arc<
         ceph_conf: spec.ceph_conf.clone(),
         user: spec.ceph_user.clone().unwrap_or_else(|| "admin".into()),
         keyring: spec.keyring.clone(),
+        timeout_secs: spec.rados_timeout_secs,
     };
     let cluster = client::Cluster::get(&key)?;
     let ioctx = cluster.ioctx(&spec.pool, spec.namespace.as_deref())?;
