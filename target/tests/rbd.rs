@@ -69,7 +69,7 @@ fn round_trip(engine: &'static str) {
     );
 
     // NVMe/TCP: writes (in-capsule and by R2T), FUA, reads, flush.
-    let (_admin, mut io) = nvme_pair(&d, 1);
+    let (mut admin, mut io) = nvme_pair(&d, 1);
     let a = pattern(8 * BS, 1);
     ok(io.write(1, 0, &a, BS, false));
     assert_eq!(ok(io.read(1, 0, 8, BS)).data, a, "NVMe write/read");
@@ -150,6 +150,42 @@ fn round_trip(engine: &'static str) {
         "UNMAP reads back zeroes"
     );
     assert_eq!(&data[2 * BS..], &c[2 * BS..3 * BS]);
+
+    // Thin provisioning: LBPME and LBPRZ in READ CAPACITY (16); GET LBA
+    // STATUS from the object map (4 MiB objects: 1024 blocks each). Blocks
+    // 0..1064 were written (objects 0 and 1), nothing after.
+    let cmd = s.command(
+        &[0x9E, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0],
+        32,
+        0,
+    );
+    let (st, cap) = s.run(&cmd, &[]).expect("read capacity 16");
+    assert_eq!(st, 0);
+    assert_eq!(cap[14] & 0xC0, 0xC0, "LBPME and LBPRZ");
+    let cmd = s.command(
+        &[0x9E, 0x12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0],
+        256,
+        0,
+    );
+    let (st, lba_status) = s.run(&cmd, &[]).expect("get lba status");
+    assert_eq!(st, 0, "GET LBA STATUS");
+    let descriptors: Vec<(u64, u32, u8)> = lba_status[8..]
+        .chunks(16)
+        .map(|d| {
+            let lba = u64::from_be_bytes(d[..8].try_into().expect("8"));
+            let n = u32::from_be_bytes(d[8..12].try_into().expect("4"));
+            (lba, n, d[12] & 0xF)
+        })
+        .collect();
+    let blocks = 64 << 20 >> 12;
+    assert_eq!(
+        descriptors,
+        [(0, 2048, 0), (2048, blocks - 2048, 1)],
+        "mapped objects 0 and 1, the rest deallocated"
+    );
+    // NVMe: Identify Namespace DLFEAT bit 3 (deallocate in Write Zeroes).
+    let ns = ok(admin.identify(0, 1)).data;
+    assert_eq!(ns[33] & 0x08, 0x08, "DLFEAT");
     eprintln!(
         "[{engine}] rbd round trips over NVMe/TCP and iSCSI in {:?}",
         t0.elapsed()

@@ -3,13 +3,15 @@
 //! - `ffi`: the hand-written binding (and why no crate fits);
 //! - `client`: Ceph clients (`rados_t`), one per conf/user/keyring, shared;
 //! - `image`: open/create/size/exclusive lock of an image;
-//! - `aio`: operations that own their buffers until librbd's callback ran.
+//! - `aio`: operations that own their buffers until librbd's callback ran;
+//! - `allocation`: which parts hold data, from the object map.
 //!
 //! Every client runs with `rbd_cache = false` (a completed write is on the
 //! OSDs, so FUA is a plain write and flush is `rbd_aio_flush`) and
 //! `rbd_skip_partial_discard = false` (a discard reads back zeroes).
 
 mod aio;
+mod allocation;
 mod client;
 #[cfg(test)]
 mod copy_check;
