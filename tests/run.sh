@@ -128,6 +128,16 @@ for args in "--engine uring" "--engine epoll --quick"; do
   [ "$s" -eq 0 ] || status=$s
 done
 
+# --- Linux initiators on an RBD volume (issue #12), one engine --------------
+# Each scenario starts its own Ceph cluster inside the VM's network namespace
+# (tests/vm/targets/ceph.sh): NVMe/TCP ext4 + remount, iSCSI zctarget restart.
+log "Linux initiators in a VM against zctarget on a Ceph RBD image (--quick)"
+set +e
+tests/vm/zctarget-rbd.sh --engine uring --quick 2>&1 | tee -a "$out"
+s=${PIPESTATUS[0]}
+set -e
+[ "$s" -eq 0 ] || status=$s
+
 # --- the deploy/ container image under podman, both engines -----------------
 # (default seccomp profile -> epoll; deploy/seccomp-io_uring.json -> io_uring)
 log "podman: the deploy/ image, iSCSI and NVMe/TCP from the host"

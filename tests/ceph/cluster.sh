@@ -73,6 +73,9 @@ osd pool default min size = 1
 osd pool default pg autoscale mode = off
 mon allow pool size one = true
 mon warn on pool no redundancy = false
+# A shared build machine's disk may be nearly full: the throwaway monitor
+# must start anyway (the default refuses below 5 % free).
+mon data avail crit = 0
 osd crush chooseleaf type = 0
 # A killed client's watch (and so its exclusive lock) expires in 5 s, not 30.
 osd client watch timeout = 5
