@@ -12,7 +12,7 @@
 //!
 //! COMPARE AND WRITE contention of four libiscsi clients on an RBD image is
 //! `tests/iscsi/stress.sh --ceph-conf` (run by `tests/run.sh`, both
-//! engines); the monitor lost mid-I/O is `rbd_monitor.rs`.
+//! engines); the monitor or OSD lost mid-I/O is `rbd_outage.rs`.
 //!
 //! Skipped, with the reason printed, unless `ZCTARGET_TEST_CEPH_CONF` names
 //! the cluster's ceph.conf.

@@ -8,6 +8,7 @@
 #   DIR=/tmp/zc-ceph bash tests/ceph/cluster.sh stop                  # own PIDs, removes DIR
 #   DIR=/tmp/zc-ceph bash tests/ceph/cluster.sh stop-mon              # SIGKILL the monitor only
 #   DIR=/tmp/zc-ceph bash tests/ceph/cluster.sh start-mon             # start it again (same data)
+#   DIR=/tmp/zc-ceph bash tests/ceph/cluster.sh stop-osd / start-osd  # the same for the OSD
 #
 # Installs ceph-mon ceph-osd ceph-common librbd-dev uuid-runtime when missing.
 set -euo pipefail
@@ -25,14 +26,20 @@ stop() {
   rm -rf "$DIR"
 }
 
-# The monitor alone, for the tests of a monitor lost mid-I/O: killed
-# (SIGKILL, as a crash) by the PID this script recorded, and started again
-# on its data folder, answering once `ceph mon stat` does.
-stop_mon() {
-  p=$(cat "$DIR/mon.pid")
+# The monitor or the OSD alone, for the tests of a daemon lost mid-I/O:
+# killed (SIGKILL, as a crash) by the PID this script recorded, and started
+# again on its data folder, answering once `ceph mon stat` / `ceph tell
+# osd.0 version` does.
+kill_daemon() { # mon|osd
+  p=$(cat "$DIR/$1.pid")
   kill -9 "$p" 2>/dev/null || true
   for _ in $(seq 40); do kill -0 "$p" 2>/dev/null || break; sleep 0.25; done
   ! kill -0 "$p" 2>/dev/null
+}
+start_osd() {
+  ceph-osd -f -i 0 >/dev/null 2>>"$DIR/log/stderr" &
+  echo $! >"$DIR/osd.pid"
+  timeout 120 bash -c 'until ceph --connect-timeout 5 tell osd.0 version >/dev/null 2>&1; do sleep 0.5; done'
 }
 start_mon() {
   ceph-mon -f -i a >/dev/null 2>>"$DIR/log/stderr" &
@@ -42,10 +49,12 @@ start_mon() {
 
 case "${1:-start}" in
   stop) stop; exit 0 ;;
-  stop-mon) stop_mon; exit 0 ;;
+  stop-mon) kill_daemon mon; exit 0 ;;
   start-mon) start_mon; exit 0 ;;
+  stop-osd) kill_daemon osd; exit 0 ;;
+  start-osd) start_osd; exit 0 ;;
   start) ;;
-  *) echo "usage: $0 start|stop|stop-mon|start-mon" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|stop-mon|start-mon|stop-osd|start-osd" >&2; exit 2 ;;
 esac
 
 if ! { command -v ceph-mon && command -v ceph-osd && command -v rbd && command -v uuidgen \

@@ -121,29 +121,42 @@ impl Cluster {
 
     /// Kills the monitor (SIGKILL, as a crash). The returned guard starts
     /// it again when dropped, however the test ends (panics included),
-    /// unless [`MonitorDown::start`] already did.
-    pub fn stop_mon(&self) -> MonitorDown<'_> {
-        let down = MonitorDown(self, true);
-        self.run("stop-mon").unwrap_or_else(|e| panic!("{e}"));
+    /// unless [`Down::start`] already did.
+    pub fn stop_mon(&self) -> Down<'_> {
+        self.stop("mon")
+    }
+
+    /// Kills the OSD, like [`Cluster::stop_mon`].
+    pub fn stop_osd(&self) -> Down<'_> {
+        self.stop("osd")
+    }
+
+    fn stop(&self, which: &'static str) -> Down<'_> {
+        let down = Down(self, which, true);
+        self.run(&format!("stop-{which}"))
+            .unwrap_or_else(|e| panic!("{e}"));
         down
     }
 }
 
-/// A monitor stopped by [`Cluster::stop_mon`].
-pub struct MonitorDown<'a>(&'a Cluster, bool);
+/// A daemon (`mon` or `osd`) stopped by [`Cluster::stop_mon`] or
+/// [`Cluster::stop_osd`].
+pub struct Down<'a>(&'a Cluster, &'static str, bool);
 
-impl MonitorDown<'_> {
-    /// Starts the monitor again on its data and waits until it answers.
+impl Down<'_> {
+    /// Starts the daemon again on its data and waits until it answers.
     pub fn start(mut self) {
-        self.1 = false;
-        self.0.run("start-mon").unwrap_or_else(|e| panic!("{e}"));
+        self.2 = false;
+        self.0
+            .run(&format!("start-{}", self.1))
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 }
 
-impl Drop for MonitorDown<'_> {
+impl Drop for Down<'_> {
     fn drop(&mut self) {
-        if self.1 {
-            if let Err(e) = self.0.run("start-mon") {
+        if self.2 {
+            if let Err(e) = self.0.run(&format!("start-{}", self.1)) {
                 eprintln!("{e}");
             }
         }

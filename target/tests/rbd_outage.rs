@@ -158,15 +158,21 @@ fn wait_acked(out: &Outcomes, phase: u8, more: u64, within: Duration, d: &Daemon
     }
 }
 
-#[test]
-fn rbd_monitor_killed_mid_io_and_restarted() {
-    let Some(conf) = ceph_conf() else { return };
-    let cluster = Cluster::of(&conf);
-    let t0 = Instant::now();
-    let dir = tempfile::tempdir().expect("tempdir");
+/// The outages of one cluster cannot overlap: the tests take turns.
+static ONE_OUTAGE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_OUTAGE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A daemon on image `tag` with `rados_timeout_secs`, its Ceph client
+/// connected.
+fn serve(dir: &std::path::Path, conf: &str, tag: &str) -> (Daemon, zctarget_tests::spec::Spec) {
     let timeout = format!("rados_timeout_secs = {TIMEOUT_SECS}");
-    let spec = rbd_spec("epoll", &conf, &image("mon"), &timeout);
-    let mut d = start_rbd(dir.path(), &spec, "serve", Duration::ZERO);
+    let spec = rbd_spec("epoll", conf, &image(tag), &timeout);
+    let d = start_rbd(dir, &spec, "serve", Duration::ZERO);
     // The Ceph client is connected after the portals are bound.
     let until = Instant::now() + Duration::from_secs(30);
     while !d.log().contains("ceph client connected") {
@@ -179,6 +185,12 @@ fn rbd_monitor_killed_mid_io_and_restarted() {
         "the timeout reaches librados:\n{}",
         d.log()
     );
+    (d, spec)
+}
+
+/// Runs the writers on `d` through `outage` (which gets the phase to set
+/// and the outcomes) and stops them; returns the book and the outcomes.
+fn with_writers(d: &Daemon, outage: impl FnOnce(&AtomicU8, &Outcomes)) -> (Book, Outcomes) {
     let book = Mutex::new(Book {
         acked: vec![0; BLOCKS as usize],
         issued: vec![0; BLOCKS as usize],
@@ -186,44 +198,14 @@ fn rbd_monitor_killed_mid_io_and_restarted() {
     let out = Outcomes::default();
     let phase = AtomicU8::new(BEFORE);
     let stop = AtomicBool::new(false);
-    let late_spec = rbd_spec("epoll", &conf, &image("mon-late"), &timeout);
-    let late_dir = tempfile::tempdir().expect("tempdir");
-    let mut refused = String::new();
     std::thread::scope(|scope| {
         let writers: Vec<_> = (0..WRITERS)
             .map(|id| {
-                let (d, book, out, phase, stop) = (&d, &book, &out, &phase, &stop);
+                let (book, out, phase, stop) = (&book, &out, &phase, &stop);
                 scope.spawn(move || writer(id, d, book, out, phase, stop))
             })
             .collect();
-        let run = || {
-            wait_acked(&out, BEFORE, 50, Duration::from_secs(30), &d);
-            let down = cluster.stop_mon();
-            phase.store(DOWN, Ordering::Relaxed);
-            let in_down = Instant::now();
-            // A daemon started now cannot reach the monitor: it gives up
-            // after rados_timeout_secs with the reason.
-            let mut late = spawn(late_dir.path(), &late_spec, "late", [0, 0]);
-            let st = late
-                .wait_exit(Duration::from_secs(TIMEOUT_SECS * 5 + 30))
-                .expect("a daemon without a monitor gives up");
-            refused = late.log();
-            assert!(!st.success(), "started without a monitor:\n{refused}");
-            assert!(
-                refused.contains("connecting to the Ceph cluster") && refused.contains("timed out"),
-                "the refusal names the connection timeout:\n{refused}"
-            );
-            // Writes kept flowing through the outage.
-            let during = out.acked[DOWN as usize].load(Ordering::Relaxed);
-            eprintln!(
-                "monitor down {:?}: {during} FUA writes acknowledged meanwhile",
-                in_down.elapsed()
-            );
-            down.start();
-            phase.store(BACK, Ordering::Relaxed);
-            wait_acked(&out, BACK, 50, Duration::from_secs(60), &d);
-        };
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| outage(&phase, &out)));
         stop.store(true, Ordering::Relaxed);
         for w in writers {
             w.join().expect("writer").expect("writer");
@@ -233,29 +215,74 @@ fn rbd_monitor_killed_mid_io_and_restarted() {
         }
     });
     let n = |a: &[AtomicU64; 3]| a.each_ref().map(|x| x.load(Ordering::Relaxed));
-    let (acked, failed, slowest) = (n(&out.acked), n(&out.failed), n(&out.slowest_ms));
     eprintln!(
-        "FUA writes acknowledged before/during/after the outage: {acked:?}, failed: {failed:?}, \
-         slowest ms: {slowest:?}"
+        "FUA writes acknowledged before/during/after the outage: {:?}, failed: {:?}, slowest \
+         ms: {:?}",
+        n(&out.acked),
+        n(&out.failed),
+        n(&out.slowest_ms)
     );
+    (book.into_inner().expect("book"), out)
+}
+
+/// Every acknowledged write is there, then again after a clean restart.
+fn verify_and_restart(
+    mut d: Daemon,
+    dir: &std::path::Path,
+    spec: &zctarget_tests::spec::Spec,
+    book: &Book,
+) {
+    verify(&d, book, "after the outage");
+    d.signal(libc::SIGTERM);
+    let st = d.wait_exit(Duration::from_secs(30)).expect("exit");
+    assert!(st.success(), "{st:?}\n{}", d.log());
+    let d = start_rbd(dir, spec, "restart", Duration::ZERO);
+    verify(&d, book, "after a restart");
+}
+
+#[test]
+fn rbd_monitor_killed_mid_io_and_restarted() {
+    let Some(conf) = ceph_conf() else { return };
+    let _turn = one_at_a_time();
+    let cluster = Cluster::of(&conf);
+    let t0 = Instant::now();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (d, spec) = serve(dir.path(), &conf, "mon");
+    let timeout = format!("rados_timeout_secs = {TIMEOUT_SECS}");
+    let late_spec = rbd_spec("epoll", &conf, &image("mon-late"), &timeout);
+    let late_dir = tempfile::tempdir().expect("tempdir");
+    let (book, out) = with_writers(&d, |phase, out| {
+        wait_acked(out, BEFORE, 50, Duration::from_secs(30), &d);
+        let down = cluster.stop_mon();
+        phase.store(DOWN, Ordering::Relaxed);
+        // A daemon started now cannot reach the monitor: it gives up after
+        // rados_timeout_secs with the reason.
+        let mut late = spawn(late_dir.path(), &late_spec, "late", [0, 0]);
+        let st = late
+            .wait_exit(Duration::from_secs(TIMEOUT_SECS * 5 + 30))
+            .expect("a daemon without a monitor gives up");
+        let refused = late.log();
+        assert!(!st.success(), "started without a monitor:\n{refused}");
+        assert!(
+            refused.contains("connecting to the Ceph cluster") && refused.contains("timed out"),
+            "the refusal names the connection timeout:\n{refused}"
+        );
+        down.start();
+        phase.store(BACK, Ordering::Relaxed);
+        wait_acked(out, BACK, 50, Duration::from_secs(60), &d);
+    });
+    let count = |a: &AtomicU64| a.load(Ordering::Relaxed);
     assert!(
-        acked[DOWN as usize] > 0,
+        count(&out.acked[DOWN as usize]) > 0,
         "no write completed while the monitor was down"
     );
+    let failed: Vec<u64> = out.failed.iter().map(count).collect();
     assert_eq!(
         failed,
         [0, 0, 0],
         "the OSD served every write without the monitor"
     );
-    let book = book.into_inner().expect("book");
-    verify(&d, &book, "after the monitor came back");
-
-    // A clean restart (the lock goes with it) finds every write.
-    d.signal(libc::SIGTERM);
-    let st = d.wait_exit(Duration::from_secs(30)).expect("exit");
-    assert!(st.success(), "{st:?}\n{}", d.log());
-    let d = start_rbd(dir.path(), &spec, "restart", Duration::ZERO);
-    verify(&d, &book, "after a restart");
+    verify_and_restart(d, dir.path(), &spec, &book);
     // And a daemon now starts on the image that could not be opened.
     drop(start_rbd(
         late_dir.path(),
@@ -264,4 +291,41 @@ fn rbd_monitor_killed_mid_io_and_restarted() {
         Duration::ZERO,
     ));
     eprintln!("monitor outage checked in {:?}", t0.elapsed());
+}
+
+#[test]
+fn rbd_osd_killed_mid_io_writes_fail_after_the_timeout_and_resume() {
+    let Some(conf) = ceph_conf() else { return };
+    let _turn = one_at_a_time();
+    let cluster = Cluster::of(&conf);
+    let t0 = Instant::now();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (d, spec) = serve(dir.path(), &conf, "osd");
+    let (book, out) = with_writers(&d, |phase, out| {
+        wait_acked(out, BEFORE, 50, Duration::from_secs(30), &d);
+        let down = cluster.stop_osd();
+        phase.store(DOWN, Ordering::Relaxed);
+        // Writes in flight and new ones fail with an error answer once
+        // rados_osd_op_timeout passed (a hang would trip the writers' 20 s
+        // read timeout instead).
+        let until = Instant::now() + Duration::from_secs(TIMEOUT_SECS * 5 + 30);
+        while out.failed[DOWN as usize].load(Ordering::Relaxed) < WRITERS {
+            assert!(
+                Instant::now() < until,
+                "writes to a dead OSD neither failed nor completed:\n{}",
+                d.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        down.start();
+        phase.store(BACK, Ordering::Relaxed);
+        wait_acked(out, BACK, 50, Duration::from_secs(120), &d);
+    });
+    assert_eq!(
+        out.failed[BACK as usize].load(Ordering::Relaxed),
+        0,
+        "writes fail only while the OSD is down"
+    );
+    verify_and_restart(d, dir.path(), &spec, &book);
+    eprintln!("OSD outage checked in {:?}", t0.elapsed());
 }
