@@ -282,10 +282,17 @@ fn rbd_ctl_volume_add() {
         "16MiB",
         "--ceph-conf",
         &conf,
+        "--rados-timeout-secs",
+        "7",
     ]);
     assert!(done, "ctl volume add --backend rbd: {out}\n{}", d.log());
     let (_, list) = ctl(&["volume", "list"]);
     assert!(list.contains(&format!("rbd:rbd/{new}")), "{list}");
+    // The timeout reached the new (unshared: another timeout) Ceph client
+    // and the saved configuration.
+    assert!(d.log().contains("rados_osd_op_timeout=7"), "{}", d.log());
+    let saved = std::fs::read_to_string(d.config_path()).expect("config");
+    assert!(saved.contains("rados_timeout_secs = 7"), "{saved}");
     // The same image twice: the second opener is refused by the lock.
     let (done, out) = ctl(&[
         "volume",
