@@ -10,11 +10,13 @@
 use std::fs::File;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use smallvec::SmallVec;
 
 use crate::backend::{check_range, check_write, Backend, BackendInfo};
+use crate::stats::VolumeStats;
 use crate::{SegmentList, INLINE_SEGMENTS};
 
 pub use crate::uring_file::UringFile;
@@ -35,9 +37,12 @@ pub struct FileStore {
     /// memory copy that never waits for a device, so the epoll engine does
     /// it on the reactor instead of hopping to a thread.
     pub(crate) memory_backed: bool,
-    /// `RWF_NOWAIT` works on this file (cleared the first time the kernel
-    /// says it is not supported, so that no call is wasted on it again).
-    nowait: std::sync::atomic::AtomicBool,
+    /// `RWF_NOWAIT` works on this file for reads (`[0]`) and for writes
+    /// (`[1]`); each is cleared the first time the kernel says it is not
+    /// supported, so that no call is wasted on it again. They are apart
+    /// because filesystems differ: ext4 takes non-blocking buffered reads
+    /// but refuses non-blocking buffered writes.
+    nowait: [std::sync::atomic::AtomicBool; 2],
 }
 
 /// `TMPFS_MAGIC` and `RAMFS_MAGIC` (statfs(2)).
@@ -60,17 +65,20 @@ impl FileStore {
             file,
             block_device,
             memory_backed,
-            nowait: std::sync::atomic::AtomicBool::new(true),
+            nowait: [
+                std::sync::atomic::AtomicBool::new(true),
+                std::sync::atomic::AtomicBool::new(true),
+            ],
         }
     }
 
-    /// How the epoll engine may try I/O on the reactor first: `Some(0)` in
-    /// full (memory-backed), `Some(RWF_NOWAIT)` from the page cache, `None`
-    /// not at all.
-    fn inline_flags(&self) -> Option<libc::c_int> {
+    /// How the epoll engine may try a read (`write == false`) or a write on
+    /// the reactor first: `Some(0)` in full (memory-backed),
+    /// `Some(RWF_NOWAIT)` from the page cache, `None` not at all.
+    fn inline_flags(&self, write: bool) -> Option<libc::c_int> {
         if self.memory_backed {
             Some(0)
-        } else if self.nowait.load(std::sync::atomic::Ordering::Relaxed) {
+        } else if self.nowait[usize::from(write)].load(std::sync::atomic::Ordering::Relaxed) {
             Some(libc::RWF_NOWAIT)
         } else {
             None
@@ -89,14 +97,14 @@ impl FileStore {
         self.pwritev_from(offset, buf, 0)
     }
 
-    /// Notes that `RWF_NOWAIT` is refused as unsupported.
-    fn note_nowait_error(&self, e: &io::Error) {
+    /// Notes that `RWF_NOWAIT` is refused as unsupported for reads
+    /// (`write == false`) or writes.
+    fn note_nowait_error(&self, write: bool, e: &io::Error) {
         if matches!(
             e.raw_os_error(),
             Some(libc::EOPNOTSUPP) | Some(libc::EINVAL)
         ) {
-            self.nowait
-                .store(false, std::sync::atomic::Ordering::Relaxed);
+            self.nowait[usize::from(write)].store(false, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -192,7 +200,7 @@ impl FileStore {
                     continue;
                 }
                 if flags & libc::RWF_NOWAIT != 0 && nowait_refused(&e) {
-                    self.note_nowait_error(&e);
+                    self.note_nowait_error(false, &e);
                     return Ok(done);
                 }
                 return Err(e);
@@ -239,7 +247,7 @@ impl FileStore {
                     continue;
                 }
                 if flags & libc::RWF_NOWAIT != 0 && nowait_refused(&e) {
-                    self.note_nowait_error(&e);
+                    self.note_nowait_error(true, &e);
                     return Ok(done);
                 }
                 return Err(e);
@@ -424,6 +432,8 @@ fn nowait_refused(e: &io::Error) -> bool {
 pub struct EpollFile {
     pub(crate) info: BackendInfo,
     pub(crate) store: Arc<FileStore>,
+    /// The volume's counters (`offloaded`, `data_syncs`).
+    pub(crate) stats: Arc<VolumeStats>,
 }
 
 impl EpollFile {
@@ -447,16 +457,19 @@ impl Backend for EpollFile {
         if let Err(e) = check_range(&self.info, offset, buf.len() as u64) {
             return (buf, Err(e));
         }
-        // First from the page cache without blocking, on the reactor.
+        // First on the reactor: in full from a file in memory, or from the
+        // page cache without blocking (`RWF_NOWAIT`, where supported — tmpfs
+        // refuses it, so it must not be asked there).
         let mut buf = buf;
-        let done = match self
-            .store
-            .preadv_from(offset, &mut buf, 0, libc::RWF_NOWAIT)
-        {
-            Ok(n) if n == buf.len() => return (buf, Ok(())),
-            Ok(n) => n,
-            Err(e) => return (buf, Err(e)),
-        };
+        let mut done = 0;
+        if let Some(flags) = self.store.inline_flags(false) {
+            match self.store.preadv_from(offset, &mut buf, 0, flags) {
+                Ok(n) if n == buf.len() => return (buf, Ok(())),
+                Ok(n) => done = n,
+                Err(e) => return (buf, Err(e)),
+            }
+        }
+        self.stats.offloaded.fetch_add(1, Ordering::Relaxed);
         let store = Arc::clone(&self.store);
         // The list moves into the blocking task and comes back with the
         // result; if the task died its leases were dropped there, after the
@@ -488,13 +501,14 @@ impl Backend for EpollFile {
         // A buffered write the page cache takes at once runs on the
         // reactor; FUA (a sync follows) and the rest go to a thread.
         let mut done = 0;
-        if let Some(flags) = self.store.inline_flags().filter(|_| !fua) {
+        if let Some(flags) = self.store.inline_flags(true).filter(|_| !fua) {
             match self.store.pwritev_inline(offset, &buf, flags) {
                 Ok(n) if n == buf.len() => return (buf, Ok(())),
                 Ok(n) => done = n,
                 Err(e) => return (buf, Err(e)),
             }
         }
+        self.stats.offloaded.fetch_add(1, Ordering::Relaxed);
         let store = Arc::clone(&self.store);
         match tokio::task::spawn_blocking(move || {
             let mut r = store.pwritev_from(offset, &buf, done);
@@ -551,19 +565,29 @@ mod tests {
             let shm = tempfile::tempdir_in("/dev/shm").expect("tempdir");
             let s = store_in(shm.path());
             assert!(s.memory_backed);
-            assert_eq!(s.inline_flags(), Some(0));
+            assert_eq!(s.inline_flags(false), Some(0));
+            assert_eq!(s.inline_flags(true), Some(0));
         }
         let disk = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).expect("tempdir");
         let s = store_in(disk.path());
         assert!(!s.memory_backed);
-        assert_eq!(s.inline_flags(), Some(libc::RWF_NOWAIT));
-        s.note_nowait_error(&io::Error::from_raw_os_error(libc::EAGAIN));
+        for write in [false, true] {
+            assert_eq!(s.inline_flags(write), Some(libc::RWF_NOWAIT));
+        }
+        s.note_nowait_error(true, &io::Error::from_raw_os_error(libc::EAGAIN));
         assert_eq!(
-            s.inline_flags(),
+            s.inline_flags(true),
             Some(libc::RWF_NOWAIT),
             "EAGAIN: still supported"
         );
-        s.note_nowait_error(&io::Error::from_raw_os_error(libc::EOPNOTSUPP));
-        assert_eq!(s.inline_flags(), None, "unsupported: not tried again");
+        s.note_nowait_error(true, &io::Error::from_raw_os_error(libc::EOPNOTSUPP));
+        assert_eq!(s.inline_flags(true), None, "unsupported: not tried again");
+        assert_eq!(
+            s.inline_flags(false),
+            Some(libc::RWF_NOWAIT),
+            "writes refused (ext4): reads still tried"
+        );
+        s.note_nowait_error(false, &io::Error::from_raw_os_error(libc::EOPNOTSUPP));
+        assert_eq!(s.inline_flags(false), None);
     }
 }

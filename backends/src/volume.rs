@@ -253,6 +253,7 @@ impl Volume {
                 Engine::Epoll => HandleIo::EpollFile(EpollFile {
                     info,
                     store: Arc::clone(store),
+                    stats: Arc::clone(&self.stats),
                 }),
             },
             Store::Rbd(image) => HandleIo::Rbd(RbdBackend {

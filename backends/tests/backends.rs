@@ -332,3 +332,74 @@ fn file_on_tmpfs_on_both_engines() {
     file_round_trip(Engine::Epoll, dir.path(), false);
     file_round_trip(Engine::Uring, dir.path(), false);
 }
+
+/// Whether `preadv2(RWF_NOWAIT)` works on files in `dir` (ext4, xfs,
+/// btrfs: yes; tmpfs: no).
+fn nowait_supported(dir: &Path) -> bool {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("nowait-probe");
+    std::fs::write(&path, [0u8; 4096]).expect("probe file");
+    let file = std::fs::File::open(&path).expect("open probe");
+    let mut byte = [0u8; 1];
+    let iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: one iovec over our local byte, valid for the call.
+    let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, 0, libc::RWF_NOWAIT) };
+    n == 1
+}
+
+/// The epoll engine serves reads and writes of a file in memory (tmpfs)
+/// and page-cache hits on the reactor: no blocking-pool hop (the volume's
+/// `offloaded` counter stays 0). tmpfs refuses `RWF_NOWAIT`; a read that
+/// asked for it anyway used to fail with EOPNOTSUPP and then hop to a
+/// thread, every time.
+#[test]
+fn epoll_reads_from_memory_and_page_cache_stay_on_the_reactor() {
+    use std::sync::atomic::Ordering;
+    let shm = Path::new("/dev/shm");
+    let tmpfs = tempfile::tempdir_in(shm).expect("tmpfs dir");
+    let disk = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).expect("disk dir");
+    let mut dirs = vec![(tmpfs.path(), "tmpfs")];
+    if nowait_supported(disk.path()) {
+        dirs.push((disk.path(), "page cache"));
+    } else {
+        eprintln!("no RWF_NOWAIT on this disk's filesystem: tmpfs only");
+    }
+    let pool = BufferPool::new(4 << 20, 64 << 10, false).expect("pool");
+    for (dir, what) in dirs {
+        let path = dir.join("v.img");
+        let volume =
+            Volume::open(&spec("v", BackendKind::File, Some(path), 8 << 20)).expect("open");
+        on_engine(Engine::Epoll, || async {
+            let h = volume.open_handle(Engine::Epoll).expect("handle");
+            let data: Vec<u8> = (0..64 << 10).map(|i| (i % 251) as u8).collect();
+            // Written once (on disk this fills the page cache)…
+            let (_, r) = h.write(0, filled(&pool, &data).await, false).await;
+            r.expect("write");
+            let before = volume.stats().offloaded.load(Ordering::Relaxed);
+            // …then read many times, in 4 KiB and 64 KiB pieces.
+            for i in 0..32u64 {
+                let off = (i % 16) * 4096;
+                let got = read_back(&h, &pool, off, 4096).await;
+                assert!(
+                    got[..] == data[off as usize..off as usize + 4096],
+                    "{what}: read differs"
+                );
+            }
+            assert!(
+                read_back(&h, &pool, 0, 64 << 10).await == data,
+                "{what}: read differs"
+            );
+            assert_eq!(
+                volume.stats().offloaded.load(Ordering::Relaxed) - before,
+                0,
+                "{what}: reads hopped to the blocking pool"
+            );
+            if what == "tmpfs" {
+                assert_eq!(before, 0, "tmpfs: the write hopped to the blocking pool");
+            }
+        });
+    }
+}

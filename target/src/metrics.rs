@@ -177,7 +177,7 @@ pub fn render(s: &Shared) -> String {
     let mut o = Out(String::with_capacity(16 << 10));
     let volumes = s.exports.volumes();
     type Counter = fn(&zctarget_backends::VolumeStats) -> &AtomicU64;
-    let per_volume: [(&str, &str, Counter); 7] = [
+    let per_volume: [(&str, &str, Counter); 9] = [
         (
             "zctarget_volume_reads_total",
             "Read operations completed.",
@@ -206,6 +206,16 @@ pub fn render(s: &Shared) -> String {
             "zctarget_volume_errors_total",
             "Volume operations that failed.",
             |v| &v.errors,
+        ),
+        (
+            "zctarget_volume_offloaded_total",
+            "Reads and writes handed to a blocking-pool thread (epoll engine).",
+            |v| &v.offloaded,
+        ),
+        (
+            "zctarget_volume_data_syncs_total",
+            "Whole-file data syncs issued (flushes, FUA without RWF_DSYNC).",
+            |v| &v.data_syncs,
         ),
     ];
     for (name, help, get) in per_volume {
