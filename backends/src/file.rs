@@ -92,9 +92,35 @@ impl FileStore {
     }
 
     /// Writes all of `buf` at `offset` on the calling thread (memory-backed
-    /// files).
-    pub(crate) fn write_inline(&self, offset: u64, buf: &SegmentList) -> io::Result<()> {
-        self.pwritev_from(offset, buf, 0)
+    /// files), with `RWF_DSYNC` when `fua`.
+    pub(crate) fn write_inline(&self, offset: u64, buf: &SegmentList, fua: bool) -> io::Result<()> {
+        let flags = if fua { libc::RWF_DSYNC } else { 0 };
+        self.pwritev_from_flags(offset, buf, 0, flags).map(|_| ())
+    }
+
+    /// Writes `buf[done..]` at `offset + done` (blocking); with `fua`
+    /// durably: `pwritev2(RWF_DSYNC)`, which syncs just these bytes (and
+    /// the metadata needed to read them back), or — where the kernel
+    /// refuses the flag — a plain write and a whole-file `fdatasync`.
+    /// Returns whether that `fdatasync` was needed.
+    fn write_blocking(
+        &self,
+        offset: u64,
+        buf: &SegmentList,
+        done: usize,
+        fua: bool,
+    ) -> io::Result<bool> {
+        if !fua {
+            return self.pwritev_from(offset, buf, done).map(|()| false);
+        }
+        match self.pwritev_from_flags(offset, buf, done, libc::RWF_DSYNC) {
+            Ok(_) => Ok(false),
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                self.pwritev_from(offset, buf, done)?;
+                self.sync().map(|()| true)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Notes that `RWF_NOWAIT` is refused as unsupported for reads
@@ -498,10 +524,17 @@ impl Backend for EpollFile {
         if let Err(e) = check_write(&self.info, offset, buf.len() as u64) {
             return (buf, Err(e));
         }
-        // A buffered write the page cache takes at once runs on the
-        // reactor; FUA (a sync follows) and the rest go to a thread.
+        // A write to memory, and a buffered write the page cache takes at
+        // once, run on the reactor; FUA on a device-backed file (the write
+        // waits for the device) and the rest go to a thread.
+        let inline = match (self.store.inline_flags(true), fua) {
+            // tmpfs: RWF_DSYNC costs nothing and keeps FUA honest.
+            (Some(0), true) => Some(libc::RWF_DSYNC),
+            (flags, false) => flags,
+            (_, true) => None,
+        };
         let mut done = 0;
-        if let Some(flags) = self.store.inline_flags(true).filter(|_| !fua) {
+        if let Some(flags) = inline {
             match self.store.pwritev_inline(offset, &buf, flags) {
                 Ok(n) if n == buf.len() => return (buf, Ok(())),
                 Ok(n) => done = n,
@@ -511,15 +544,17 @@ impl Backend for EpollFile {
         self.stats.offloaded.fetch_add(1, Ordering::Relaxed);
         let store = Arc::clone(&self.store);
         match tokio::task::spawn_blocking(move || {
-            let mut r = store.pwritev_from(offset, &buf, done);
-            if r.is_ok() && fua {
-                r = store.sync();
-            }
+            let r = store.write_blocking(offset, &buf, done, fua);
             (buf, r)
         })
         .await
         {
-            Ok(out) => out,
+            Ok((buf, r)) => {
+                if let Ok(true) = r {
+                    self.stats.data_syncs.fetch_add(1, Ordering::Relaxed);
+                }
+                (buf, r.map(|_| ()))
+            }
             Err(e) => (
                 SegmentList::new(),
                 Err(io::Error::other(format!("write task failed: {e}"))),
@@ -528,6 +563,7 @@ impl Backend for EpollFile {
     }
 
     async fn flush(&self) -> io::Result<()> {
+        self.stats.data_syncs.fetch_add(1, Ordering::Relaxed);
         self.blocking(|s| s.sync()).await
     }
 

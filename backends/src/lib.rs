@@ -20,6 +20,7 @@ pub mod rbd;
 mod ring_op;
 #[cfg(test)]
 mod ring_tests;
+mod ring_write;
 pub mod segment;
 pub mod stats;
 mod uring_buf;

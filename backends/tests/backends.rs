@@ -403,3 +403,51 @@ fn epoll_reads_from_memory_and_page_cache_stay_on_the_reactor() {
         });
     }
 }
+
+/// A FUA write is written through (`RWF_DSYNC` on the write itself) on both
+/// engines and every kind of file: no whole-file `fdatasync` follows it
+/// (the volume's `data_syncs` counter stays put), the data reads back, and
+/// an explicit flush still syncs (the counter moves).
+#[test]
+fn fua_writes_are_written_through_without_a_separate_sync() {
+    use std::sync::atomic::Ordering;
+    let shm = tempfile::tempdir_in("/dev/shm").expect("tmpfs dir");
+    let disk = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).expect("disk dir");
+    let pool = BufferPool::new(8 << 20, 64 << 10, true).expect("pool");
+    for (dir, direct) in [
+        (disk.path(), false),
+        (disk.path(), true),
+        (shm.path(), false),
+    ] {
+        for engine in [Engine::Epoll, Engine::Uring] {
+            let path = dir.join(format!("fua-{engine}-{direct}.img"));
+            let mut s = spec("fua", BackendKind::File, Some(path), 8 << 20);
+            s.direct_io = direct;
+            if direct && dir == shm.path() {
+                continue;
+            }
+            let volume = Volume::open(&s).expect("open");
+            let what = format!("{engine}, {}, direct {direct}", dir.display());
+            on_engine(engine, || async {
+                if engine == Engine::Uring {
+                    zctarget_backends::register_pool_with_ring(&pool).expect("fixed buffers");
+                }
+                let h = volume.open_handle(engine).expect("handle");
+                let syncs = || volume.stats().data_syncs.load(Ordering::Relaxed);
+                // One chunk, and several (a write per segment).
+                for (offset, len) in [(4096u64, 4096usize), (1 << 20, 200 << 10)] {
+                    let data: Vec<u8> = (0..len).map(|i| (i % 253) as u8 ^ 0x3C).collect();
+                    let (_, r) = h.write(offset, filled(&pool, &data).await, true).await;
+                    r.unwrap_or_else(|e| panic!("{what}: FUA write: {e}"));
+                    assert!(
+                        read_back(&h, &pool, offset, len).await == data,
+                        "{what}: FUA write reads back"
+                    );
+                }
+                assert_eq!(syncs(), 0, "{what}: a FUA write was followed by fdatasync");
+                h.flush().await.expect("flush");
+                assert_eq!(syncs(), 1, "{what}: a flush syncs");
+            });
+        }
+    }
+}
