@@ -92,6 +92,13 @@ pub struct VolumeStats {
     /// Whole-file data syncs (`fdatasync`) issued by flushes, and by FUA
     /// writes on paths that cannot write through with `RWF_DSYNC`.
     pub data_syncs: AtomicU64,
+    /// Reads and writes (one per segment) submitted to io_uring with a
+    /// registered (fixed) buffer.
+    pub ring_fixed: AtomicU64,
+    /// Reads and writes (one per segment) submitted to io_uring with a
+    /// plain buffer (a chunk outside the registered range, or no
+    /// registration).
+    pub ring_unfixed: AtomicU64,
     /// Read latency.
     pub read_latency: Histogram,
     /// Write latency.

@@ -29,7 +29,7 @@ pub struct UringFile {
     /// This reactor's descriptor (a dup of the store's), registered with
     /// its ring's runtime.
     pub(crate) file: tokio_uring::fs::File,
-    /// The volume's counters (`data_syncs`).
+    /// The volume's counters (`data_syncs`, `ring_fixed`, `ring_unfixed`).
     pub(crate) stats: Arc<VolumeStats>,
 }
 
@@ -63,9 +63,13 @@ impl UringFile {
     async fn read_segment(&self, seg: Segment, pos: u64) -> (Segment, io::Result<()>) {
         let (lease, off, len) = seg.into_parts();
         let mut lease = match check_out_fixed(lease) {
-            Ok((buf, lease)) => return self.fixed_op(None, buf, lease, off, len, pos).await,
+            Ok((buf, lease)) => {
+                self.stats.ring_fixed.fetch_add(1, Ordering::Relaxed);
+                return self.fixed_op(None, buf, lease, off, len, pos).await;
+            }
             Err(lease) => lease,
         };
+        self.stats.ring_unfixed.fetch_add(1, Ordering::Relaxed);
         let mut done = 0;
         while done < len {
             // The lease moves into the operation and comes back with its
@@ -154,9 +158,13 @@ impl UringFile {
     async fn write_segment(&self, seg: Segment, pos: u64, fua: bool) -> (Segment, io::Result<()>) {
         let (lease, off, len) = seg.into_parts();
         let mut lease = match check_out_fixed(lease) {
-            Ok((buf, lease)) => return self.fixed_op(Some(fua), buf, lease, off, len, pos).await,
+            Ok((buf, lease)) => {
+                self.stats.ring_fixed.fetch_add(1, Ordering::Relaxed);
+                return self.fixed_op(Some(fua), buf, lease, off, len, pos).await;
+            }
             Err(lease) => lease,
         };
+        self.stats.ring_unfixed.fetch_add(1, Ordering::Relaxed);
         let mut done = 0;
         while done < len {
             let op = OpLease::new(lease, off + done, off + len);
