@@ -501,3 +501,51 @@ fn uring_disk_io_at_qd32_uses_registered_buffers() {
         64 * 32
     );
 }
+
+/// A FUA write (an `RWF_DSYNC` SQE built by the backend) whose future is
+/// dropped mid-flight keeps its leases until the kernel completes it, like
+/// tokio-uring's own operations: the pool is whole again only once no
+/// operation holds a lease, and never before.
+#[test]
+fn cancelled_fua_write_holds_its_leases_until_completion() {
+    let dir = disk_dir();
+    let path = dir.path().join("cancel-fua.img");
+    let volume = Volume::open(&spec("c", BackendKind::File, Some(path), 64 << 20)).expect("open");
+    let pool = BufferPool::new(4 << 20, 64 << 10, false).expect("pool");
+    tokio_uring::start(async {
+        zctarget_backends::register_pool_with_ring(&pool).expect("fixed buffers");
+        let h = volume.open_handle(Engine::Uring).expect("handle");
+        let mut cancelled = 0;
+        let mut saw_in_flight = 0;
+        for i in 0..32u64 {
+            let buf = filled(&pool, &[0x5A; 1 << 20]).await;
+            let fut = h.write((i % 32) << 20, buf, true);
+            let dropped = tokio::time::timeout(std::time::Duration::from_nanos(1), fut).await;
+            if dropped.is_err() {
+                cancelled += 1;
+                if zctarget_backends::ops_in_flight() > 0 {
+                    saw_in_flight += 1;
+                }
+            }
+            drop(dropped);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while zctarget_backends::ops_in_flight() > 0 {
+                assert!(
+                    !pool.is_full(),
+                    "leases back while their write is in flight"
+                );
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "FUA writes never completed"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            assert!(pool.is_full(), "leases not returned at completion");
+        }
+        assert!(cancelled > 0, "no FUA write was cancelled mid-flight");
+        assert!(
+            saw_in_flight > 0,
+            "no cancelled FUA write was still in flight"
+        );
+    });
+}
