@@ -11,6 +11,7 @@
 //! This crate knows nothing of iSCSI or NVMe.
 
 pub mod backend;
+mod epoll_file;
 pub mod file;
 mod lock;
 pub mod memory;
