@@ -251,10 +251,15 @@ impl Volume {
                 store: Arc::clone(store),
             }),
             Store::File(store) => match engine {
-                Engine::Uring => HandleIo::UringFile(UringFile::new(info, Arc::clone(store))?),
+                Engine::Uring => HandleIo::UringFile(UringFile::new(
+                    info,
+                    Arc::clone(store),
+                    Arc::clone(&self.stats),
+                )?),
                 Engine::Epoll => HandleIo::EpollFile(EpollFile {
                     info,
                     store: Arc::clone(store),
+                    stats: Arc::clone(&self.stats),
                 }),
             },
             Store::Rbd(image) => HandleIo::Rbd(RbdBackend {
