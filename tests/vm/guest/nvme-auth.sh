@@ -98,10 +98,16 @@ disconn() {
 # auth_log: the host's authentication messages of the last connect
 auth_log() { dmesg | grep -iE 'auth|dhchap|DH group|hash' | sed 's/^/   kernel: /'; }
 # authed [G]: since the last connect the kernel's debug log shows qid 0, 1
-# and 2 (admin + the 2 I/O queues) authenticated, all with DH group G if given
+# and 2 (admin + the 2 I/O queues) each through a DH-HMAC-CHAP transaction
+# (the host logs "qid N: selected hash ..." per queue and "qid 0:
+# authenticated with ..." for the admin queue only), all with DH group G if given
 authed() {
-  for _q in 0 1 2; do dmesg | grep -q "qid $_q: authenticated with hash" || return 1; done
-  [ -z "${1:-}" ] || ! dmesg | grep 'authenticated with hash' | grep -vqE "dhgroup $1\$"
+  dmesg | grep -q "qid 0: authenticated with hash .* dhgroup ${1:-}" || return 1
+  for _q in 0 1 2; do
+    dmesg | grep -q "qid $_q: selected hash" || return 1
+    [ -z "${1:-}" ] || dmesg | grep -qE "qid $_q: .*DH group $1\$" || return 1
+  done
+  [ -z "${1:-}" ] || ! dmesg | grep -E 'DH group [a-z0-9]+$' | grep -vqE "DH group $1\$"
 }
 # refused NAME NQN ARGS...: the connect must fail and leave nothing behind
 refused() {
@@ -162,7 +168,7 @@ for g in $DHGROUPS; do
     step_fail "DH group $g: connect" "$(tail -n1 /tmp/connect.out)"; auth_log | tail -n 5; continue
   fi
   step_pass "DH group $g: connect (bidirectional)"
-  auth_log | grep 'authenticated with'
+  auth_log | grep -E "authenticated with|DH group"
   [ -n "$DYNDBG" ] && step "DH group $g: the 3 queues authenticated with DH group $g (kernel debug log)" authed "$g"
   d="$(nvme_wait_dev "$n" 15)"
   if step "DH group $g: namespace block device" test -b "$d"; then
