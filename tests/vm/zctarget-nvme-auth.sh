@@ -42,10 +42,11 @@ while [ $# -gt 0 ]; do
   esac
 done
 bin=$(zc_bin "$bin") || exit 1
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
 if [ -n "$logdir" ]; then
   mkdir -p "$logdir" && work=$(cd "$logdir" && pwd) || exit 2
+else
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
 fi
 nqn=nqn.2026-11.io.zctarget:auth
 hostnqn=nqn.2014-08.org.nvmexpress:uuid:0c0ffee0-0000-4000-8000-0000000a0ed1
