@@ -202,7 +202,12 @@ guest_apt_private() { # SUITE
          -o "Dir::Cache=$a/cache" -o "Dir::Cache::archives=$a/archives"
          -o Acquire::Languages=none -o APT::Sandbox::User=root)
 }
-apt_update() { log "apt-get update${APT_O[*]:+ (guest flavour $FLAVOUR)}"; apt-get -q "${APT_O[@]}" update >/dev/null 2>&1 || true; }
+apt_update() {
+  log "apt-get update${APT_O[*]:+ (guest flavour $FLAVOUR)}"
+  apt-get -q "${APT_O[@]}" update >/dev/null 2>&1 || return 0
+  # (apt dates the list files by the archive's; this stamp says when we asked)
+  [ ${#APT_O[@]} -eq 0 ] || touch "$CACHE_DIR/apt-$FLAVOUR/updated"
+}
 if [ "$FLAVOUR" != bookworm ]; then
   DEBS="$CACHE_DIR/debs-$FLAVOUR"   # apart: same package names, other versions
   guest_apt_private "$FLAVOUR"
@@ -288,12 +293,15 @@ EOF
 
 # ------------------------------------------------------------------ image
 # linux-image-amd64 is a metapackage: resolve the versioned image package.
-KERNEL_DEB="$KERNEL_PKG"
-if [[ "$KERNEL_DEB" != linux-image-[0-9]* ]]; then
-  KERNEL_DEB="$(apt-cache "${APT_O[@]}" depends "$KERNEL_PKG" | awk '/Depends: linux-image-[0-9]/ { print $2; exit }')"
-  [ -n "$KERNEL_DEB" ] || die "cannot resolve $KERNEL_PKG to a kernel image package"
-fi
-KVER="${KERNEL_DEB#linux-image-}"
+resolve_kernel() {
+  KERNEL_DEB="$KERNEL_PKG"
+  if [[ "$KERNEL_DEB" != linux-image-[0-9]* ]]; then
+    KERNEL_DEB="$(apt-cache "${APT_O[@]}" depends "$KERNEL_PKG" | awk '/Depends: linux-image-[0-9]/ { print $2; exit }')"
+    [ -n "$KERNEL_DEB" ] || die "cannot resolve $KERNEL_PKG to a kernel image package"
+  fi
+  KVER="${KERNEL_DEB#linux-image-}"
+}
+resolve_kernel
 
 # usr-merge the paths of (possibly non-merged) .deb contents
 usr_path() { case "$1" in bin/*|sbin/*|lib/*|lib64/*) echo "usr/$1" ;; *) echo "$1" ;; esac; }
@@ -476,7 +484,17 @@ build_image() {
 }
 
 IMG="$CACHE_DIR/images/$KVER-$(image_key)"
-if [ "$REBUILD" = 1 ] || [ ! -s "$IMG/initramfs.img" ] || [ ! -s "$IMG/vmlinuz" ]; then
+image_missing() { [ "$REBUILD" = 1 ] || [ ! -s "$IMG/initramfs.img" ] || [ ! -s "$IMG/vmlinuz" ]; }
+# A private (trixie) package list is only read to build an image: before a
+# build, refresh it when older than a day (the archive drops superseded
+# versions), then resolve again. Runs with a cached image never update it.
+if image_missing && [ ${#APT_O[@]} -gt 0 ] && \
+   [ -z "$(find "$CACHE_DIR/apt-$FLAVOUR/updated" -mtime -1 2>/dev/null)" ]; then
+  apt_update
+  resolve_kernel
+  IMG="$CACHE_DIR/images/$KVER-$(image_key)"
+fi
+if image_missing; then
   log "building the guest image for $KVER in $CACHE_DIR"
   build_image "$IMG"
 fi
