@@ -4,12 +4,15 @@
 # 6.12; bookworm's 6.1 has no CONFIG_NVME_AUTH). One VM runs
 # tests/vm/guest/nvme-auth.sh: connect with the host secret (ext4 round trip),
 # bidirectional (the files verify), a wrong host secret, a wrong controller
-# secret and no secret refused, then each DH group once, each against its own
-# subsystem that allows only that group (the target picks the group).
+# secret and no secret refused, then each DH group once and each hash once,
+# each against its own subsystem that allows only that group or hash (the
+# target picks both from its allowed lists).
 #
 #   tests/vm/zctarget-nvme-auth.sh [--engine uring|epoll] [--bin PATH] [--quick]
-#                                  [--groups "null ffdhe2048 ..."] [--log-dir DIR]
+#                                  [--groups "null ffdhe2048 ..."] [--hashes "sha256 ..."]
+#                                  [--log-dir DIR]
 #     --groups   DH groups to try (default all six; "" skips that part)
+#     --hashes   hashes to try (default sha256 sha384 sha512; "" skips that part)
 #     --log-dir  keep the config, the VM's console and the target's log there
 #
 # Not in tests/run.sh until zctarget authenticates. The config it writes
@@ -17,6 +20,7 @@
 # subsystems) is in config() / group_subsys() below; hooks:
 #   ZC_AUTH_GROUP_LINE  printf format of the line that restricts a per-group
 #                       subsystem to group %s (default: dhchap_dhgroups = ["%s"])
+#   ZC_AUTH_HASH_LINE   the same for a per-hash subsystem (dhchap_hashes = ["%s"])
 #   ZC_AUTH_SUBSYS_EXTRA  extra lines for every [[nvme_subsystems]] (e.g.
 #                       dhchap_hashes = ["sha512"])
 #   HOST_KEY / CTRL_KEY  the secrets (default: fresh DHHC-1:01 / DHHC-1:03 keys)
@@ -30,6 +34,7 @@ engine=uring
 bin=
 size=128
 groups="null ffdhe2048 ffdhe3072 ffdhe4096 ffdhe6144 ffdhe8192"
+hashes="sha256 sha384 sha512"
 logdir=
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -37,6 +42,7 @@ while [ $# -gt 0 ]; do
     --bin) bin=$2; shift 2 ;;
     --quick) size=32; shift ;;
     --groups) groups=$2; shift 2 ;;
+    --hashes) hashes=$2; shift 2 ;;
     --log-dir) logdir=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
@@ -82,11 +88,15 @@ config() { # NAME
   {
     printf '[server]\niscsi_listen = []\nnvme_listen = ["127.0.0.1:4420"]\nio_engine = "%s"\n' "$engine"
     volume v0 512MiB
-    for g in $groups; do volume "v-$g" 16MiB; done
+    for g in $groups $hashes; do volume "v-$g" 16MiB; done
     subsys "$nqn" v0
+    # shellcheck disable=SC2059  # the formats are the hooks
     for g in $groups; do
-      # shellcheck disable=SC2059  # the format is the hook
       subsys "$nqn-$g" "v-$g" "$(printf "${ZC_AUTH_GROUP_LINE:-dhchap_dhgroups = [\"%s\"]}" "$g")"
+    done
+    # shellcheck disable=SC2059
+    for h in $hashes; do
+      subsys "$nqn-$h" "v-$h" "$(printf "${ZC_AUTH_HASH_LINE:-dhchap_hashes = [\"%s\"]}" "$h")"
     done
   } > "$work/$1.toml"
 }
@@ -99,13 +109,15 @@ scenario() { # NAME, then vm-initiator arguments
 
 "$vm" --flavour trixie --build-only > "$work/build.log" 2>&1 || { cat "$work/build.log"; echo "0 passed, 1 failed"; exit 1; }
 config auth
-group_nqns=""
+group_nqns="" hash_nqns=""
 for g in $groups; do group_nqns+="$g=$nqn-$g "; done
-scenario "DH-HMAC-CHAP: host secret (ext4 ${size} MiB), bidirectional, wrong host/controller secret and no secret refused, DH groups [${groups}] ($engine)" \
+for h in $hashes; do hash_nqns+="$h=$nqn-$h "; done
+scenario "DH-HMAC-CHAP: host secret (ext4 ${size} MiB), bidirectional, wrong host/controller secret and no secret refused, DH groups [${groups}], hashes [${hashes}] ($engine)" \
   --guest-script tests/vm/guest/nvme-auth.sh \
   --target-cmd "$bin serve --config $work/auth.toml" --wait-port 4420 \
   --env NQN=$nqn --env PORT=4420 --env HOSTNQN=$hostnqn --env SIZE_MB=$size \
   --env HOST_KEY="$host_key" --env CTRL_KEY="$ctrl_key" \
-  --env DHGROUPS="$groups" --env DHGROUP_NQNS="$group_nqns" --show-target-log
+  --env DHGROUPS="$groups" --env DHGROUP_NQNS="$group_nqns" \
+  --env HASHES="$hashes" --env HASH_NQNS="$hash_nqns" --show-target-log
 
 zc_summary

@@ -10,6 +10,7 @@
 #  5. no secret at all is refused (the target has one for this host)
 #  6. each DH group in DHGROUPS once: connect (bidirectional), the kernel's
 #     debug log names the group the target chose, a direct write reads back
+#  7. the same for each hash in HASHES
 #  Refused = `nvme connect` fails and no controller or namespace is left.
 #
 # Env:
@@ -24,9 +25,12 @@
 #                only group G (the target picks the group from its allowed
 #                list, so one subsystem per group); a group without an entry
 #                is skipped with an INFO line. Unused in local mode.
+#   HASHES="sha256 sha384 sha512" (""= skip 7)
+#   HASH_NQNS="H=NQN ..."  like DHGROUP_NQNS, a subsystem allowing only hash H
 #   NVME_LOCAL_TARGET=1  serve NQN from the guest kernel's own nvmet-tcp with
 #                authentication (configfs hosts/HOSTNQN/dhchap_*; keys generated
-#                unless given); step 6 sets hosts/HOSTNQN/dhchap_dhgroup per group
+#                unless given); step 6 sets hosts/HOSTNQN/dhchap_dhgroup per
+#                group, step 7 dhchap_hash = hmac(H) per hash (DH group null)
 #   NVMET_HASH=hmac(sha256)  local target's hash; NS_MB=256 its namespace size
 # shellcheck source=tests/vm/lib.sh
 . /guest/lib.sh
@@ -36,6 +40,7 @@ LOCAL="${NVME_LOCAL_TARGET:-0}"
 if [ "$LOCAL" = 1 ]; then ADDR="${ADDR:-127.0.0.1}"; else ADDR="${ADDR:-$HOST_IP}"; fi
 SIZE_MB="${SIZE_MB:-32}"; FILE_MB="${FILE_MB:-4}"
 DHGROUPS="${DHGROUPS-null ffdhe2048 ffdhe3072 ffdhe4096 ffdhe6144 ffdhe8192}"
+HASHES="${HASHES-sha256 sha384 sha512}"
 [ -n "${HOSTNQN:-}" ] && echo "$HOSTNQN" > /etc/nvme/hostnqn
 HOSTNQN="$(cat /etc/nvme/hostnqn)"
 echo "== $(uname -r), $(nvme version | head -n1), host NQN $HOSTNQN"
@@ -109,6 +114,12 @@ authed() {
   done
   [ -z "${1:-}" ] || ! dmesg | grep -E 'DH group [a-z0-9]+$' | grep -vqE "DH group $1\$"
 }
+# authed_hash H: like authed, every queue with hash hmac(H)
+authed_hash() {
+  dmesg | grep -q "qid 0: authenticated with hash hmac($1) " || return 1
+  for _q in 0 1 2; do dmesg | grep -q "qid $_q: selected hash hmac($1)\$" || return 1; done
+  ! dmesg | grep -E 'selected hash ' | grep -vq "selected hash hmac($1)\$"
+}
 # refused NAME NQN ARGS...: the connect must fail and leave nothing behind
 refused() {
   _name="$1"; _n="$2"; shift 2
@@ -153,27 +164,42 @@ refused "wrong host secret refused" "$NQN" --dhchap-secret="$WRONG_HOST_KEY"
 refused "wrong controller secret refused" "$NQN" --dhchap-secret="$HOST_KEY" --dhchap-ctrl-secret="$WRONG_CTRL_KEY"
 refused "host without a secret refused" "$NQN"
 
-# ---- 6. DH groups
-pattern grp 4
-for g in $DHGROUPS; do
-  n="$NQN"
+# variant WHAT VALUE ATTR NQNS: steps 6 and 7. Local mode: write VALUE into
+# nvmet's hosts/HOSTNQN/ATTR and use NQN; remote: the NQN of VALUE in NQNS
+# ("VALUE=NQN ..."). Connect (bidirectional), the debug log shows every queue
+# authenticated with VALUE, a direct write reads back, disconnect.
+variant() {
+  _what="$1"; _v="$2"; _n="$NQN"
   if [ "$LOCAL" = 1 ]; then
-    step "nvmet: host's DH group $g" bash -c "printf '%s' '$g' > '$C/hosts/$HOSTNQN/dhchap_dhgroup'" || continue
+    _a="$_v"; [ "$3" = dhchap_hash ] && _a="hmac($_v)"
+    step "nvmet: host's $3 $_a" bash -c "printf '%s' '$_a' > '$C/hosts/$HOSTNQN/$3'" || return
   else
-    n=""
-    for kv in ${DHGROUP_NQNS:-}; do [ "${kv%%=*}" = "$g" ] && n="${kv#*=}"; done
-    [ -n "$n" ] || { echo "INFO: DH group $g skipped: no DHGROUP_NQNS entry $g=NQN"; continue; }
+    _n=""
+    for _kv in $4; do [ "${_kv%%=*}" = "$_v" ] && _n="${_kv#*=}"; done
+    [ -n "$_n" ] || { echo "INFO: $_what $_v skipped: no entry $_v=NQN"; return; }
   fi
-  if ! conn "$n" --dhchap-secret="$HOST_KEY" --dhchap-ctrl-secret="$CTRL_KEY"; then
-    step_fail "DH group $g: connect" "$(tail -n1 /tmp/connect.out)"; auth_log | tail -n 5; continue
+  if ! conn "$_n" --dhchap-secret="$HOST_KEY" --dhchap-ctrl-secret="$CTRL_KEY"; then
+    step_fail "$_what $_v: connect" "$(tail -n1 /tmp/connect.out)"; auth_log | tail -n 5; return
   fi
-  step_pass "DH group $g: connect (bidirectional)"
-  auth_log | grep -E "authenticated with|DH group"
-  [ -n "$DYNDBG" ] && step "DH group $g: the 3 queues authenticated with DH group $g (kernel debug log)" authed "$g"
-  d="$(nvme_wait_dev "$n" 15)"
-  if step "DH group $g: namespace block device" test -b "$d"; then
-    step "DH group $g: direct write + read-back" bash -c ". /guest/lib.sh; put_pattern grp $d && check_pattern grp $d"
+  step_pass "$_what $_v: connect (bidirectional)"
+  auth_log | grep -E "authenticated with|DH group|selected hash"
+  if [ -n "$DYNDBG" ]; then
+    if [ "$3" = dhchap_hash ]; then
+      step "$_what $_v: the 3 queues authenticated with hmac($_v) (kernel debug log)" authed_hash "$_v"
+    else
+      step "$_what $_v: the 3 queues authenticated with DH group $_v (kernel debug log)" authed "$_v"
+    fi
   fi
-  disconn "$n"
-done
+  _d="$(nvme_wait_dev "$_n" 15)"
+  if step "$_what $_v: namespace block device" test -b "$_d"; then
+    step "$_what $_v: direct write + read-back" bash -c ". /guest/lib.sh; put_pattern grp $_d && check_pattern grp $_d"
+  fi
+  disconn "$_n"
+}
+pattern grp 4
+# ---- 6. DH groups
+for g in $DHGROUPS; do variant "DH group" "$g" dhchap_dhgroup "${DHGROUP_NQNS:-}"; done
+# ---- 7. hashes (local: with DH group null, the quick one)
+[ "$LOCAL" = 1 ] && [ -n "$HASHES" ] && printf null > "$C/hosts/$HOSTNQN/dhchap_dhgroup"
+for h in $HASHES; do variant "hash" "$h" dhchap_hash "${HASH_NQNS:-}"; done
 finish
