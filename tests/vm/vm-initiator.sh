@@ -155,9 +155,11 @@ esac
 ensure_host_tools() {
   local need=() t
   for t in ip:iproute2 dpkg-deb:dpkg apt-get:apt cpio:cpio gzip:gzip awk:gawk \
-           timeout:coreutils setsid:util-linux sha256sum:coreutils xz:xz-utils; do
+           timeout:coreutils setsid:util-linux sha256sum:coreutils; do
     command -v "${t%%:*}" >/dev/null 2>&1 || need+=("${t#*:}")
   done
+  # trixie's kernel modules are xz-compressed
+  [ "$FLAVOUR" = bookworm ] || command -v xz >/dev/null 2>&1 || need+=(xz-utils)
   [ ${#need[@]} -eq 0 ] && return 0
   command -v apt-get >/dev/null || die "missing host tools (${need[*]}) and no apt-get"
   log "installing host packages: ${need[*]}"
@@ -388,7 +390,7 @@ build_image() {
   mknod -m 666 "$root/dev/null" c 1 3
 
   # binaries and their libraries, resolved with the *staged* dynamic loader so
-  # the guest gets bookworm's libraries whatever the host has
+  # the guest gets its flavour's libraries whatever the host has
   # (the real file: /lib64/ld-linux-x86-64.so.2 may be an absolute symlink)
   local ldso="$stage/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
   [ -f "$ldso" ] || die "no dynamic loader in the staged libc6"
