@@ -22,6 +22,7 @@ pub mod chap;
 pub mod digest;
 pub mod login_fsm;
 pub mod params;
+pub mod sequence;
 pub mod text;
 
 mod async_msg;

@@ -26,6 +26,7 @@ use crate::command::StatusPolicy;
 use crate::outbound::Outbound;
 use crate::reactor::Reactor;
 use crate::slots::Slots;
+use zctarget_protocol::iscsi::sequence::CmdWindow;
 
 /// Commands the initiator may have outstanding (MaxCmdSN - ExpCmdSN + 1).
 pub const QUEUE_DEPTH: u32 = 128;
@@ -70,10 +71,7 @@ pub struct FfpParams {
 
 pub use super::wire::Residual;
 
-/// Serial number arithmetic (RFC 1982) on 32-bit sequence numbers.
-pub fn sn_lt(a: u32, b: u32) -> bool {
-    a != b && b.wrapping_sub(a) < (1 << 31)
-}
+pub use zctarget_protocol::iscsi::sequence::sn_lt;
 
 /// Per-connection state in full feature phase.
 pub struct Connection {
@@ -93,8 +91,8 @@ pub struct Connection {
     pub initiator_name: String,
     /// Everything negotiated at login (Text requests may update it).
     pub login_params: RefCell<zctarget_protocol::iscsi::params::LoginParams>,
-    pub(super) stat_sn: Cell<u32>,
-    pub(super) exp_cmd_sn: Cell<u32>,
+    /// CmdSN window and StatSN (the protocol crate's sequencing rules).
+    pub(super) window: Cell<CmdWindow>,
     pub(super) next_ttt: Cell<u32>,
     /// The tasks, one per command slot.
     pub(crate) tasks: Tasks,
@@ -160,8 +158,7 @@ impl Connection {
             initiator_port,
             initiator_name,
             login_params: RefCell::new(login_params),
-            stat_sn: Cell::new(stat_sn),
-            exp_cmd_sn: Cell::new(exp_cmd_sn),
+            window: Cell::new(CmdWindow::new(exp_cmd_sn, stat_sn, QUEUE_DEPTH)),
             next_ttt: Cell::new(1),
             tasks: Tasks::new(QUEUE_DEPTH as usize),
             slots: Slots::new(QUEUE_DEPTH as usize, policy),
@@ -190,24 +187,25 @@ impl Connection {
 
     /// ExpCmdSN to report.
     pub fn exp_cmd_sn(&self) -> u32 {
-        self.exp_cmd_sn.get()
+        self.window.get().exp_cmd_sn()
     }
 
     /// MaxCmdSN to report.
     pub fn max_cmd_sn(&self) -> u32 {
-        self.exp_cmd_sn.get().wrapping_add(QUEUE_DEPTH - 1)
+        self.window.get().max_cmd_sn()
     }
 
     /// Takes the next StatSN (for a status-bearing PDU).
     pub fn take_stat_sn(&self) -> u32 {
-        let s = self.stat_sn.get();
-        self.stat_sn.set(s.wrapping_add(1));
+        let mut w = self.window.get();
+        let s = w.take_stat_sn();
+        self.window.set(w);
         s
     }
 
     /// The current StatSN without advancing it (R2T, NOP-In pings).
     pub fn peek_stat_sn(&self) -> u32 {
-        self.stat_sn.get()
+        self.window.get().peek_stat_sn()
     }
 
     pub(super) fn new_ttt(&self) -> u32 {
@@ -303,18 +301,14 @@ impl Connection {
     /// advances ExpCmdSN. `false`: outside the window, silently ignored
     /// (RFC 7143 §3.2.2.1).
     pub(super) fn accept_cmd_sn(&self, immediate: bool, cmd_sn: u32) -> bool {
-        let exp = self.exp_cmd_sn.get();
-        if immediate {
-            // Immediate commands carry the current ExpCmdSN and do not
-            // advance it.
-            return true;
-        }
-        if sn_lt(cmd_sn, exp) || sn_lt(self.max_cmd_sn(), cmd_sn) {
+        let mut w = self.window.get();
+        let accepted = w.accept(immediate, cmd_sn);
+        self.window.set(w);
+        if !accepted {
+            let exp = w.exp_cmd_sn();
             tracing::debug!(cmd_sn, exp, "CmdSN outside the window; ignored");
-            return false;
         }
-        self.exp_cmd_sn.set(cmd_sn.wrapping_add(1));
-        true
+        accepted
     }
 
     /// Handles one PDU. `Some(exit)` ends full feature phase.

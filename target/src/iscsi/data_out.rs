@@ -26,9 +26,9 @@ impl Connection {
         entry: &TaskEntry,
         state: &DataOutState,
     ) -> Option<SegmentList> {
-        let expected = state.expected.get();
+        let expected = state.seq.get().expected();
         let unsolicited_end = if self.params.initial_r2t {
-            state.received.get()
+            state.seq.get().received()
         } else {
             self.params.first_burst.min(expected)
         };
@@ -38,7 +38,7 @@ impl Connection {
             return None;
         }
         let have = state.payload.borrow().as_ref().map_or(0, |p| p.len());
-        if have < expected as usize && state.received.get() < expected {
+        if have < expected as usize && state.seq.get().received() < expected {
             // NeedBuffer: lease (within the connection's quota) what the
             // command still needs before asking for it; the reader keeps
             // reading meanwhile. A partial lease (immediate data) is bounded
@@ -69,12 +69,16 @@ impl Connection {
             }
         }
         let mut r2t_sn = 0;
-        while state.received.get() < expected && !stopped(entry, state) {
-            let offset = state.received.get();
-            let len = (expected - offset).min(self.params.max_burst);
+        while !stopped(entry, state) {
+            let mut seq = state.seq.get();
+            if seq.received() >= seq.expected() {
+                break;
+            }
             let ttt = self.new_ttt();
-            state.ttt.set(ttt);
-            state.next_data_sn.set(0);
+            let Some((offset, len)) = seq.solicit(ttt, self.params.max_burst) else {
+                break;
+            };
+            state.seq.set(seq);
             if self.send_r2t(itt, lun, ttt, r2t_sn, offset, len).is_err() {
                 return None;
             }
@@ -102,7 +106,7 @@ impl Connection {
         state: &DataOutState,
         until: u32,
     ) -> bool {
-        while state.received.get() < until && !stopped(entry, state) {
+        while state.seq.get().received() < until && !stopped(entry, state) {
             let burst = state.burst_done.notified();
             if tokio::time::timeout(HOST_DATA_TIMEOUT, burst)
                 .await
@@ -132,45 +136,29 @@ impl Connection {
             reader.skip_data(dout.data_segment_len).await?;
             return self.send_reject(RejectReason::InvalidPduField, &header.bhs);
         };
-        let end = dout.buffer_offset.checked_add(dout.data_segment_len);
-        let Some(end) = end.filter(|&e| e <= state.expected.get()) else {
-            reader.skip_data(dout.data_segment_len).await?;
-            tracing::info!(itt = dout.itt, "Data-Out beyond the expected length");
-            return self.send_reject(RejectReason::ProtocolError, &header.bhs);
+        // RFC 7143 §11.7: offsets in order within the expected length;
+        // §11.7.4: the TTT must be the outstanding R2T's (0xffffffff for
+        // unsolicited data); §11.7.5: a DataSN gap or reordering is a
+        // protocol error. The PDU is rejected; a wrong TTT or DataSN also
+        // ends the command with CHECK CONDITION. The session stays up.
+        let end = match state.seq.get().check(&dout) {
+            Ok(end) => end,
+            Err(e) => {
+                reader.skip_data(dout.data_segment_len).await?;
+                tracing::info!(
+                    itt = dout.itt,
+                    ttt = dout.ttt,
+                    data_sn = dout.data_sn,
+                    offset = dout.buffer_offset,
+                    "Data-Out rejected: {e}"
+                );
+                if e.breaks_command() {
+                    state.data_error.set(true);
+                    state.burst_done.notify_one();
+                }
+                return self.send_reject(e.reject_reason(), &header.bhs);
+            }
         };
-        if dout.buffer_offset != state.received.get() {
-            // Out of order (DataPDUInOrder=Yes).
-            reader.skip_data(dout.data_segment_len).await?;
-            tracing::info!(
-                itt = dout.itt,
-                offset = dout.buffer_offset,
-                "Data-Out outside the expected range"
-            );
-            return self.send_reject(RejectReason::ProtocolError, &header.bhs);
-        }
-        // RFC 7143 §11.7.4: the TTT must be the outstanding R2T's
-        // (0xffffffff for unsolicited data); §11.7.5: a DataSN gap or
-        // reordering is a protocol error. Either way the PDU is rejected and
-        // the command ends with CHECK CONDITION; the session stays up.
-        let broken = if dout.ttt != state.ttt.get() {
-            Some((RejectReason::InvalidPduField, "wrong Target Transfer Tag"))
-        } else if dout.data_sn != state.next_data_sn.get() {
-            Some((RejectReason::ProtocolError, "DataSN out of sequence"))
-        } else {
-            None
-        };
-        if let Some((reason, what)) = broken {
-            reader.skip_data(dout.data_segment_len).await?;
-            tracing::info!(
-                itt = dout.itt,
-                ttt = dout.ttt,
-                data_sn = dout.data_sn,
-                "Data-Out rejected: {what}"
-            );
-            state.data_error.set(true);
-            state.burst_done.notify_one();
-            return self.send_reject(reason, &header.bhs);
-        }
         if state.busy.get() {
             // Refused for lack of buffers: the unsolicited data is drained.
             reader.skip_data(dout.data_segment_len).await?;
@@ -203,9 +191,10 @@ impl Connection {
                 Err(e) => return Err(e.into()),
             }
         }
-        state.next_data_sn.set(dout.data_sn.wrapping_add(1));
-        state.received.set(end);
-        if dout.final_bit || end >= state.expected.get() {
+        let mut seq = state.seq.get();
+        let burst_over = seq.accept(&dout, end);
+        state.seq.set(seq);
+        if burst_over {
             state.burst_done.notify_one();
         }
         Ok(())

@@ -7,7 +7,7 @@ use std::cell::{Cell, RefCell};
 
 use tokio::sync::Notify;
 use zctarget_backends::SegmentList;
-use zctarget_protocol::iscsi::RESERVED_TAG;
+use zctarget_protocol::iscsi::sequence::DataOutSeq;
 
 use crate::admission::HostDataGrant;
 
@@ -23,16 +23,10 @@ pub struct DataOutState {
     /// No buffers were free for the data the initiator sent unasked: it is
     /// drained, and the command ends with TASK SET FULL.
     pub busy: Cell<bool>,
-    /// Bytes received so far (immediate + unsolicited + solicited).
-    pub received: Cell<u32>,
-    /// Expected data transfer length.
-    pub expected: Cell<u32>,
-    /// Target transfer tag of the R2T being answered (RESERVED_TAG for
-    /// unsolicited data).
-    pub ttt: Cell<u32>,
-    /// DataSN the next Data-Out of the current sequence must carry (0 at
-    /// the start of each R2T's sequence and of the unsolicited data).
-    pub next_data_sn: Cell<u32>,
+    /// Where the data stands: bytes received (immediate + unsolicited +
+    /// solicited) of the expected length, the TTT of the R2T being
+    /// answered, the next DataSN (the protocol crate's rules).
+    pub seq: Cell<DataOutSeq>,
     /// A Data-Out broke the sequence (wrong DataSN): the command ends with
     /// CHECK CONDITION instead of executing.
     pub data_error: Cell<bool>,
@@ -80,10 +74,7 @@ impl TaskEntry {
         *d.payload.borrow_mut() = payload;
         *d.grant.borrow_mut() = grant;
         d.busy.set(busy);
-        d.received.set(received);
-        d.expected.set(expected);
-        d.ttt.set(RESERVED_TAG);
-        d.next_data_sn.set(0);
+        d.seq.set(DataOutSeq::new(received, expected));
         d.data_error.set(false);
         self.has_data_out.set(true);
     }

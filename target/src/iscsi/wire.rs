@@ -4,6 +4,7 @@
 //! and padding, queued on the connection's `Outbound`.
 
 use zctarget_backends::SegmentList;
+use zctarget_protocol::iscsi::sequence::data_in_segments;
 use zctarget_protocol::iscsi::{
     digest, DataIn, R2t, Reject, RejectReason, ScsiResponse, BHS_LEN, RESERVED_TAG,
 };
@@ -99,26 +100,22 @@ impl Connection {
         len: usize,
         status: Option<(u8, Residual)>,
     ) -> anyhow::Result<Option<crate::outbound::Released>> {
-        let mrdsl = self.params.initiator_mrdsl.max(512) as usize;
         let mut msg = self.out.message(payload);
-        let mut offset = 0usize;
-        let mut data_sn = 0u32;
-        loop {
-            let n = (len - offset).min(mrdsl);
-            let last = offset + n >= len;
+        for seg in data_in_segments(len as u32, self.params.initiator_mrdsl) {
+            let (offset, n) = (seg.offset as usize, seg.len as usize);
             let mut din = DataIn {
-                final_bit: last,
+                final_bit: seg.last,
                 lun,
                 itt,
                 ttt: RESERVED_TAG,
                 exp_cmd_sn: self.exp_cmd_sn(),
                 max_cmd_sn: self.max_cmd_sn(),
-                data_sn,
-                buffer_offset: offset as u32,
-                data_segment_len: n as u32,
+                data_sn: seg.data_sn,
+                buffer_offset: seg.offset,
+                data_segment_len: seg.len,
                 ..Default::default()
             };
-            if last {
+            if seg.last {
                 if let Some((st, residual)) = status {
                     din.status_present = true;
                     din.status = st;
@@ -136,11 +133,6 @@ impl Connection {
                 0
             };
             self.push_trailer(&mut msg, n, crc)?;
-            offset += n;
-            data_sn += 1;
-            if last {
-                break;
-            }
         }
         if status.is_some() {
             self.out.send(msg);
