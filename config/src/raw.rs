@@ -86,7 +86,30 @@ pub(crate) struct RawChap {
 pub(crate) struct RawNvmeSubsystem {
     pub nqn: Spanned<String>,
     pub namespaces: Option<RawVolumeMap>,
-    pub hosts: Option<Names>,
+    pub hosts: Option<Vec<Spanned<RawHost>>>,
+    pub dhchap_hashes: Option<Names>,
+    pub dhchap_dhgroups: Option<Names>,
+    pub host_keys: Option<Vec<Spanned<RawHostKey>>>,
+}
+
+/// A `hosts` entry: a name, or a table naming the host with its secrets.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawHost {
+    Name(String),
+    Keyed(RawHostKey),
+}
+
+/// A host with DH-HMAC-CHAP secrets (plain strings: `Spanned` does not
+/// survive serde's untagged buffering; errors point at the entry).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHostKey {
+    pub nqn: String,
+    pub dhchap_key: Option<String>,
+    pub dhchap_ctrl_key: Option<String>,
+    pub dhchap_hashes: Option<Vec<String>>,
+    pub dhchap_dhgroups: Option<Vec<String>>,
 }
 
 /// A size as written: an integer or a string, parsed later.
