@@ -11,7 +11,9 @@
 //!   commands from plan (protocol crate) to completion with the zero-copy
 //!   data path.
 //! - [`reader`]: reading PDUs, write data straight into leased buffers.
+//! - [`auth`]: in-band authentication (DH-HMAC-CHAP) of a queue.
 
+pub mod auth;
 pub mod queue;
 pub mod reader;
 

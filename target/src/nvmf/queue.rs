@@ -60,6 +60,9 @@ pub enum Exit {
     Shutdown,
     /// A fatal transport error; a C2HTermReq was sent.
     Terminated,
+    /// In-band authentication failed (AUTH_Failure1 sent or AUTH_Failure2
+    /// received): the queue ends (`nvmf/auth.rs`).
+    AuthFailed,
 }
 
 /// Write data arriving by H2CData for one command.
@@ -114,6 +117,8 @@ pub struct Queue {
     /// Teardown started: commands still waiting for buffers give up.
     closing: Cell<bool>,
     closed: Notify,
+    /// DH-HMAC-CHAP state of this queue (`nvmf/auth.rs`).
+    auth: super::auth::QueueAuth,
 }
 
 /// Serves one connection: ICReq, PDU loop, teardown.
@@ -180,6 +185,7 @@ pub async fn serve(reactor: Rc<Reactor>, stream: TcpStream) -> anyhow::Result<()
                 fatal_notify: Notify::new(),
                 closing: Cell::new(false),
                 closed: Notify::new(),
+                auth: super::auth::QueueAuth::default(),
             });
             let exit = Rc::clone(&q).run(&mut reader).await;
             q.teardown().await;
@@ -488,6 +494,26 @@ impl Queue {
             return self.on_connect(reader, &h, &sqe, data).await;
         };
         self.next_sqhd();
+        // --- DH-HMAC-CHAP hook (nvmf/auth.rs): AUTH_Send / AUTH_Receive,
+        // and commands refused until the queue is authenticated.
+        match self.auth.intercept(&sqe, &self.reactor.shared.counters) {
+            super::auth::Verdict::Pass => {}
+            super::auth::Verdict::Refuse(status) => {
+                return self.refuse_capsule(reader, &h, sqe.cid, status).await;
+            }
+            super::auth::Verdict::Command => {
+                if let Err(e) = reader.read_data(&h, data).await {
+                    return self.data_error(e, &h, sqe.cid);
+                }
+                let a = self.auth.execute(&sqe, data, &self.reactor.shared.counters);
+                match a.data {
+                    Some(bytes) => self.send_control_data(sqe.cid, &bytes, a.completion)?,
+                    None => self.send_completion(sqe.cid, a.completion)?,
+                }
+                return Ok(a.exit);
+            }
+        }
+        // --- end of the DH-HMAC-CHAP hook.
         if qid == 0 {
             if let Err(e) = reader.read_data(&h, data).await {
                 return self.data_error(e, &h, sqe.cid);
@@ -567,7 +593,7 @@ impl Queue {
             self.send_completion(sqe.cid, c)?;
             return Ok(None);
         };
-        let outcome = match entry.ctrl.lock() {
+        let mut outcome = match entry.ctrl.lock() {
             Ok(mut ctrl) => ctrl.connect(sqe, data),
             Err(_) => anyhow::bail!("controller state poisoned"),
         };
@@ -598,6 +624,14 @@ impl Queue {
                 self.last_keep_alive.set(Instant::now());
                 self.sqhd.set(0);
                 self.next_sqhd();
+                // DH-HMAC-CHAP hook: AUTHREQ.ATR for hosts with a secret.
+                outcome.completion = self.auth.on_connect(
+                    registry,
+                    &cd.subnqn,
+                    &cd.hostnqn,
+                    qid,
+                    outcome.completion,
+                );
             }
             None => {
                 tracing::info!(

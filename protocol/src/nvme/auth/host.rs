@@ -37,6 +37,7 @@ pub struct Host {
     pub dhgroups: Vec<DhGroup>,
     tid: u16,
     hash: HashId,
+    group: DhGroup,
     session_key: Option<Vec<u8>>,
     c2: Option<(Vec<u8>, u32)>,
 }
@@ -58,9 +59,15 @@ impl Host {
             dhgroups: DhGroup::ALL.to_vec(),
             tid: 0,
             hash: HashId::Sha256,
+            group: DhGroup::Null,
             session_key: None,
             c2: None,
         }
+    }
+
+    /// The hash and DH group the controller chose (after [`Host::reply`]).
+    pub const fn negotiated(&self) -> (HashId, DhGroup) {
+        (self.hash, self.group)
     }
 
     /// The AUTH_Negotiate of transaction `tid`.
@@ -98,6 +105,7 @@ impl Host {
         let bad = |what: &str| HostError::Unexpected(what.to_owned());
         self.hash = HashId::from_id(c.hash).ok_or_else(|| bad("hash"))?;
         let group = DhGroup::from_id(c.dhgroup).ok_or_else(|| bad("DH group"))?;
+        self.group = group;
         if c.challenge.len() != self.hash.digest_len() {
             return Err(bad("challenge length"));
         }
