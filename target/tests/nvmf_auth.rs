@@ -51,7 +51,8 @@ fn other_key() -> String {
 fn start() -> Daemon {
     Daemon::start_temp(&format!(
         "[server]\nadmin_socket = \"admin.sock\"\nmetrics_listen = \"127.0.0.1:0\"\n\
-         iscsi_listen = []\nnvme_listen = [\"127.0.0.1:0\"]\nreactors = 2\nbuffer_pool = \"16MiB\"\n\n\
+         iscsi_listen = []\nnvme_listen = [\"127.0.0.1:0\"]\nreactors = 2\nbuffer_pool = \"16MiB\"\n\
+         login_timeout_secs = 2\n\n\
          [[volumes]]\nname = \"data\"\nbackend = \"memory\"\nsize = \"4MiB\"\n\n\
          [[nvme_subsystems]]\nnqn = \"{NQN}\"\nnamespaces = [\"data\"]\nhosts = [\n\
          \"{OPEN}\",\n\
@@ -302,6 +303,27 @@ fn refusals_end_only_their_queue() {
         let b64 = &secret[10..30];
         assert!(!log.contains(b64), "a secret is in the log");
     }
+    d.stop();
+}
+
+#[test]
+fn abandoned_transactions_end_the_queue() {
+    let d = start();
+    let mut other = bystander(&d);
+    // Connected, never authenticated.
+    let (mut idle, r) = NvmeQueue::connect(d.nvme_addr(), &opts(UNI, None)).unwrap();
+    assert!(required(&r));
+    // A transaction left after the challenge.
+    let (mut half, _h, _reply) = challenged(&d, UNI, &Dhchap::new(&uni_key(), None));
+    // An authenticated queue is not affected.
+    let (_a, mut io, _) = connect(&d, UNI, &Dhchap::new(&uni_key(), None));
+    assert!(idle.closed_within(Duration::from_secs(10)), "idle queue kept");
+    assert!(half.closed_within(Duration::from_secs(10)), "half-done queue kept");
+    io_round_trip(&mut io, 20, 20);
+    io_round_trip(&mut other, 21, 21);
+    let timeouts =
+        d.metric("zctarget_protocol_errors_total{protocol=\"nvme_tcp\",kind=\"auth_timeout\"}");
+    assert_eq!(timeouts, Some(2.0));
     d.stop();
 }
 

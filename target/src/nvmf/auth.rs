@@ -16,6 +16,7 @@
 //! metrics (`auth_failed`, `auth_host_failure`, `auth_required`).
 
 use std::cell::RefCell;
+use std::time::Duration;
 
 use zctarget_config as config;
 use zctarget_protocol::nvme::auth::{
@@ -135,6 +136,14 @@ impl QueueAuth {
         }
     }
 
+    /// True while the host must authenticate and has not yet done so.
+    pub fn pending(&self) -> bool {
+        self.txn
+            .borrow()
+            .as_ref()
+            .is_some_and(|t| !t.authenticated())
+    }
+
     /// Capsule hook: what to do with `sqe` on this (connected) queue.
     pub fn intercept(&self, sqe: &Sqe, counters: &Counters) -> Verdict {
         if sqe.is_fabrics() {
@@ -235,4 +244,18 @@ impl QueueAuth {
         };
         answer(Completion::success(0), Some(bytes), exit)
     }
+}
+
+/// Runs `end` after `within` on this reactor (the queue's end of an
+/// abandoned transaction; `end` checks the queue still waits).
+pub fn expire(within: Duration, end: impl FnOnce() -> Option<()> + 'static) {
+    tokio::task::spawn_local(async move {
+        tokio::time::sleep(within).await;
+        if end().is_some() {
+            tracing::warn!(
+                ?within,
+                "authentication not completed in time; ending the queue"
+            );
+        }
+    });
 }

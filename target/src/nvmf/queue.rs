@@ -491,7 +491,23 @@ impl Queue {
         let sqe = Sqe::parse(&raw);
         let bound = self.bound.borrow().as_ref().map(|b| b.qid);
         let Some(qid) = bound else {
-            return self.on_connect(reader, &h, &sqe, data).await;
+            let r = self.on_connect(reader, &h, &sqe, data).await;
+            // DH-HMAC-CHAP hook: a queue still unauthenticated after
+            // `login_timeout_secs` (abandoned transaction) ends.
+            if self.auth.pending() {
+                let q = Rc::downgrade(self);
+                let within =
+                    Duration::from_secs(self.reactor.shared.server.login_timeout_secs.into());
+                super::auth::expire(within, move || {
+                    let q = q.upgrade().filter(|q| q.auth.pending())?;
+                    *q.fatal.borrow_mut() = Some("authentication not completed in time".into());
+                    q.fatal_notify.notify_one();
+                    let counters = &q.reactor.shared.counters;
+                    counters.protocol_error(crate::daemon::Protocol::NvmeTcp, "auth_timeout");
+                    Some(())
+                });
+            }
+            return r;
         };
         self.next_sqhd();
         // --- DH-HMAC-CHAP hook (nvmf/auth.rs): AUTH_Send / AUTH_Receive,
