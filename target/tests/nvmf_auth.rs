@@ -317,8 +317,14 @@ fn abandoned_transactions_end_the_queue() {
     let (mut half, _h, _reply) = challenged(&d, UNI, &Dhchap::new(&uni_key(), None));
     // An authenticated queue is not affected.
     let (_a, mut io, _) = connect(&d, UNI, &Dhchap::new(&uni_key(), None));
-    assert!(idle.closed_within(Duration::from_secs(10)), "idle queue kept");
-    assert!(half.closed_within(Duration::from_secs(10)), "half-done queue kept");
+    assert!(
+        idle.closed_within(Duration::from_secs(10)),
+        "idle queue kept"
+    );
+    assert!(
+        half.closed_within(Duration::from_secs(10)),
+        "half-done queue kept"
+    );
     io_round_trip(&mut io, 20, 20);
     io_round_trip(&mut other, 21, 21);
     let timeouts =
