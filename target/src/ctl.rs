@@ -490,7 +490,7 @@ fn request(c: CtlCommand) -> (&'static str, Value, View) {
             } => (
                 "nvme.subsystem.list",
                 json!({}),
-                Table(&["nqn", "namespaces", "hosts", "controllers"]),
+                Table(&["nqn", "namespaces", "hosts", "dhchap_hosts", "controllers"]),
             ),
             NvmeAction::Subsystem {
                 action: SubsystemAction::Add { nqn, hosts },

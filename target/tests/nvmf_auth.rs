@@ -369,6 +369,15 @@ fn ctl_sets_and_rotates_secrets_live() {
     let (_b, mut io2, _) = connect(&d, LIVE, &Dhchap::new(&second, None));
     io_round_trip(&mut io2, 8, 8);
 
+    let list = d.ctl(&["nvme", "subsystem", "list"]);
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        list.contains("DHCHAP_HOSTS") && list.contains(LIVE),
+        "{list}"
+    );
+    assert!(!list.contains(&second[10..40]), "{list}");
+    assert!(d.log().contains("queue authenticated"), "no success logged");
+
     // config show redacts; the file keeps the secret.
     let show = d.ctl(&["config", "show"]);
     let text = String::from_utf8_lossy(&show.stdout);

@@ -577,7 +577,7 @@ fn nvme_subsystem_list(shared: &Shared) -> Value {
                 "nqn": s.nqn,
                 "namespaces": s.namespaces.iter().map(|(n, v)| json!({"nsid": n, "volume": v})).collect::<Vec<_>>(),
                 "hosts": s.hosts,
-                "authenticated_hosts": s.host_keys.iter().map(|k| &k.nqn).collect::<Vec<_>>(),
+                "dhchap_hosts": s.host_keys.iter().map(|k| &k.nqn).collect::<Vec<_>>(),
                 "controllers": controllers.iter().filter(|r| r.subsystem == s.nqn).count(),
             })
         })

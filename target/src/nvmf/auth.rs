@@ -58,6 +58,8 @@ pub struct Answer {
 pub struct QueueAuth {
     txn: RefCell<Option<AuthController>>,
     qid: std::cell::Cell<u16>,
+    /// For logs.
+    hostnqn: RefCell<String>,
 }
 
 /// The policy of `hostnqn` in subsystem `cfg`, if it must authenticate.
@@ -105,6 +107,7 @@ impl QueueAuth {
         c: Completion,
     ) -> Completion {
         self.qid.set(qid);
+        hostnqn.clone_into(&mut self.hostnqn.borrow_mut());
         let Some(sub) = registry.subsystem(subnqn) else {
             return c;
         };
@@ -179,6 +182,8 @@ impl QueueAuth {
             return answer(Completion::status(Status::INVALID_FIELD.dnr()), None, None);
         };
         let qid = self.qid.get();
+        let hostnqn = self.hostnqn.borrow();
+        let hostnqn = hostnqn.as_str();
         if sqe.fctype() == fctype::AUTH_SEND {
             if data.len() != len as usize {
                 return answer(
@@ -192,6 +197,7 @@ impl QueueAuth {
                 SendOutcome::Authenticated => {
                     let (hash, group) = t.negotiated();
                     tracing::info!(
+                        %hostnqn,
                         qid,
                         hash = hash.name(),
                         dhgroup = group.name(),
@@ -202,6 +208,7 @@ impl QueueAuth {
                 SendOutcome::HostFailed(f) => {
                     counters.protocol_error(Protocol::NvmeTcp, "auth_host_failure");
                     tracing::warn!(
+                        %hostnqn,
                         qid,
                         reason = reason::describe(f.explanation),
                         "host ended authentication with AUTH_Failure2; ending the queue"
@@ -225,6 +232,7 @@ impl QueueAuth {
             After::Authenticated => {
                 let (hash, group) = t.negotiated();
                 tracing::info!(
+                    %hostnqn,
                     qid,
                     hash = hash.name(),
                     dhgroup = group.name(),
@@ -235,6 +243,7 @@ impl QueueAuth {
             After::Terminate(why) => {
                 counters.protocol_error(Protocol::NvmeTcp, "auth_failed");
                 tracing::warn!(
+                    %hostnqn,
                     qid,
                     reason = reason::describe(why),
                     "authentication failed: AUTH_Failure1 sent; ending the queue"
