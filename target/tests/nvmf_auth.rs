@@ -49,8 +49,12 @@ fn other_key() -> String {
 }
 
 fn start() -> Daemon {
+    start_on("auto")
+}
+
+fn start_on(engine: &str) -> Daemon {
     Daemon::start_temp(&format!(
-        "[server]\nadmin_socket = \"admin.sock\"\nmetrics_listen = \"127.0.0.1:0\"\n\
+        "[server]\nio_engine = \"{engine}\"\nadmin_socket = \"admin.sock\"\nmetrics_listen = \"127.0.0.1:0\"\n\
          iscsi_listen = []\nnvme_listen = [\"127.0.0.1:0\"]\nreactors = 2\nbuffer_pool = \"16MiB\"\n\
          login_timeout_secs = 2\n\n\
          [[volumes]]\nname = \"data\"\nbackend = \"memory\"\nsize = \"4MiB\"\n\n\
@@ -118,22 +122,30 @@ fn connect(d: &Daemon, host: &str, secrets: &Dhchap) -> (NvmeQueue, NvmeQueue, (
 
 #[test]
 fn hosts_authenticate_with_each_hash_and_group_both_ways() {
-    let d = start();
+    // The FFDHE steps run on the blocking pool: both engines' runtimes.
+    for engine in ["uring", "epoll"] {
+        let d = start_on(engine);
+        each_hash_and_group(&d);
+        d.stop();
+    }
+}
+
+fn each_hash_and_group(d: &Daemon) {
     let uni = Dhchap::new(&uni_key(), None);
-    let (_a, mut io, n) = connect(&d, UNI, &uni);
+    let (_a, mut io, n) = connect(d, UNI, &uni);
     assert_eq!(n, (HashId::Sha256, DhGroup::Ffdhe2048));
     io_round_trip(&mut io, 1, 0x11);
 
     let bidi = Dhchap::new(&bidi_key(), Some(&bidi_ctrl_key()));
-    let (_b, mut io, n) = connect(&d, BIDI, &bidi);
+    let (_b, mut io, n) = connect(d, BIDI, &bidi);
     assert_eq!(n, (HashId::Sha256, DhGroup::Ffdhe2048));
     io_round_trip(&mut io, 2, 0x22);
 
-    let (_c, mut io, n) = connect(&d, SHA384_NULL, &Dhchap::new(&uni_key(), None));
+    let (_c, mut io, n) = connect(d, SHA384_NULL, &Dhchap::new(&uni_key(), None));
     assert_eq!(n, (HashId::Sha384, DhGroup::Null));
     io_round_trip(&mut io, 3, 0x33);
 
-    let (_e, mut io, n) = connect(&d, SHA512_4096, &Dhchap::new(&bidi_key(), None));
+    let (_e, mut io, n) = connect(d, SHA512_4096, &Dhchap::new(&bidi_key(), None));
     assert_eq!(n, (HashId::Sha512, DhGroup::Ffdhe4096));
     io_round_trip(&mut io, 4, 0x44);
 
@@ -141,7 +153,7 @@ fn hosts_authenticate_with_each_hash_and_group_both_ways() {
     let mut big = Dhchap::new(&bidi_key(), Some(&bidi_ctrl_key()));
     big.hashes = vec![HashId::Sha384];
     big.dhgroups = vec![DhGroup::Ffdhe8192];
-    let (_f, mut io, n) = connect(&d, BIDI, &big);
+    let (_f, mut io, n) = connect(d, BIDI, &big);
     assert_eq!(n, (HashId::Sha384, DhGroup::Ffdhe8192));
     io_round_trip(&mut io, 5, 0x55);
 
@@ -149,7 +161,6 @@ fn hosts_authenticate_with_each_hash_and_group_both_ways() {
     let (open, r) = NvmeQueue::connect(d.nvme_addr(), &opts(OPEN, None)).unwrap();
     assert!(r.status().is_success() && !required(&r));
     drop(open);
-    d.stop();
 }
 
 #[test]

@@ -21,7 +21,7 @@ use std::time::Duration;
 use zctarget_config as config;
 use zctarget_protocol::nvme::auth::{
     reason, After, AuthCommand, AuthController, AuthPolicy, DhGroup, DhchapKey, HashId,
-    SendOutcome, CONNECT_AUTHREQ_ATR, MAX_MESSAGE_LEN,
+    ReceiveOutcome, SendOutcome, CONNECT_AUTHREQ_ATR, MAX_MESSAGE_LEN,
 };
 use zctarget_protocol::nvme::fabrics::fctype;
 use zctarget_protocol::nvme::{Completion, Sqe, Status};
@@ -60,6 +60,9 @@ pub struct QueueAuth {
     qid: std::cell::Cell<u16>,
     /// For logs.
     hostnqn: RefCell<String>,
+    /// A step runs on the blocking pool (`txn` is lent to it): not yet
+    /// authenticated as far as the deadline is concerned.
+    stepping: std::cell::Cell<bool>,
 }
 
 /// The policy of `hostnqn` in subsystem `cfg`, if it must authenticate.
@@ -164,60 +167,87 @@ impl QueueAuth {
         }
     }
 
-    /// Runs AUTH_Send (with its data) or AUTH_Receive.
-    pub fn execute(&self, sqe: &Sqe, data: &[u8], counters: &Counters) -> Answer {
+    /// Runs AUTH_Send (with its data) or AUTH_Receive. With a DH group the
+    /// transaction step runs on the blocking pool: an FFDHE exponentiation
+    /// takes milliseconds to over a hundred (ffdhe8192) and would stall
+    /// every connection of this reactor. The queue itself waits for it
+    /// (its capsules are handled one at a time).
+    pub async fn execute(&self, sqe: &Sqe, data: &[u8], counters: &Counters) -> Answer {
         let answer = |completion, data, exit| Answer {
             completion,
             data,
             exit,
         };
-        let cmd = AuthCommand::from_sqe(sqe);
-        let len = match cmd.check() {
+        let len = match AuthCommand::from_sqe(sqe).check() {
             Ok(l) => l,
             Err(c) => return answer(c, None, None),
         };
-        let mut txn = self.txn.borrow_mut();
-        let Some(t) = txn.as_mut() else {
+        let send = sqe.fctype() == fctype::AUTH_SEND;
+        if send && data.len() != len as usize {
+            return answer(
+                Completion::status(Status::SGL_INVALID_DATA.dnr()),
+                None,
+                None,
+            );
+        }
+        let Some(t) = self.txn.borrow_mut().take() else {
             // No secret for this host: nothing to authenticate.
             return answer(Completion::status(Status::INVALID_FIELD.dnr()), None, None);
+        };
+        self.stepping.set(!t.authenticated());
+        let stepped = run(t, send, data).await;
+        self.stepping.set(false);
+        let Some((t, step)) = stepped else {
+            tracing::error!(
+                qid = self.qid.get(),
+                "authentication step lost (blocking pool)"
+            );
+            return answer(
+                Completion::status(Status::INTERNAL.dnr()),
+                None,
+                Some(Exit::AuthFailed),
+            );
+        };
+        let a = self.conclude(&t, step, len, counters);
+        *self.txn.borrow_mut() = Some(t);
+        a
+    }
+
+    /// The answer to a transaction step, logged and counted.
+    fn conclude(&self, t: &AuthController, step: Step, len: u32, counters: &Counters) -> Answer {
+        let answer = |completion, data, exit| Answer {
+            completion,
+            data,
+            exit,
         };
         let qid = self.qid.get();
         let hostnqn = self.hostnqn.borrow();
         let hostnqn = hostnqn.as_str();
-        if sqe.fctype() == fctype::AUTH_SEND {
-            if data.len() != len as usize {
-                return answer(
-                    Completion::status(Status::SGL_INVALID_DATA.dnr()),
-                    None,
-                    None,
+        let (hash, group) = t.negotiated();
+        let out = match step {
+            Step::Sent(SendOutcome::Continue) => return answer(Completion::success(0), None, None),
+            Step::Sent(SendOutcome::Authenticated) => {
+                tracing::info!(
+                    %hostnqn,
+                    qid,
+                    hash = hash.name(),
+                    dhgroup = group.name(),
+                    "queue authenticated (bidirectional)"
                 );
+                return answer(Completion::success(0), None, None);
             }
-            return match t.send(data) {
-                SendOutcome::Continue => answer(Completion::success(0), None, None),
-                SendOutcome::Authenticated => {
-                    let (hash, group) = t.negotiated();
-                    tracing::info!(
-                        %hostnqn,
-                        qid,
-                        hash = hash.name(),
-                        dhgroup = group.name(),
-                        "queue authenticated (bidirectional)"
-                    );
-                    answer(Completion::success(0), None, None)
-                }
-                SendOutcome::HostFailed(f) => {
-                    counters.protocol_error(Protocol::NvmeTcp, "auth_host_failure");
-                    tracing::warn!(
-                        %hostnqn,
-                        qid,
-                        reason = reason::describe(f.explanation),
-                        "host ended authentication with AUTH_Failure2; ending the queue"
-                    );
-                    answer(Completion::success(0), None, Some(Exit::AuthFailed))
-                }
-            };
-        }
-        let out = t.receive(&mut rand::thread_rng());
+            Step::Sent(SendOutcome::HostFailed(f)) => {
+                counters.protocol_error(Protocol::NvmeTcp, "auth_host_failure");
+                tracing::warn!(
+                    %hostnqn,
+                    qid,
+                    reason = reason::describe(f.explanation),
+                    "host ended authentication with AUTH_Failure2; ending the queue"
+                );
+                return answer(Completion::success(0), None, Some(Exit::AuthFailed));
+            }
+            Step::Received(out) => out,
+        };
         if (len as usize) < out.data.len() {
             return answer(
                 Completion::status(Status::INVALID_FIELD.dnr()),
@@ -230,7 +260,6 @@ impl QueueAuth {
         let exit = match out.then {
             After::Continue => None,
             After::Authenticated => {
-                let (hash, group) = t.negotiated();
                 tracing::info!(
                     %hostnqn,
                     qid,
@@ -253,6 +282,32 @@ impl QueueAuth {
         };
         answer(Completion::success(0), Some(bytes), exit)
     }
+}
+
+/// One transaction step's result.
+enum Step {
+    Sent(SendOutcome),
+    Received(ReceiveOutcome),
+}
+
+/// Runs one step of `t`: inline without a DH group, else on the blocking
+/// pool. `None` if the blocking task was lost (runtime shutting down).
+async fn run(t: AuthController, send: bool, data: &[u8]) -> Option<(AuthController, Step)> {
+    let step = move |mut t: AuthController, data: Vec<u8>| {
+        let s = if send {
+            Step::Sent(t.send(&data))
+        } else {
+            Step::Received(t.receive(&mut rand::thread_rng()))
+        };
+        (t, s)
+    };
+    if t.negotiated().1 == DhGroup::Null {
+        return Some(step(t, data.to_vec()));
+    }
+    let data = data.to_vec();
+    tokio::task::spawn_blocking(move || step(t, data))
+        .await
+        .ok()
 }
 
 /// Runs `end` after `within` on this reactor (the queue's end of an

@@ -521,7 +521,10 @@ impl Queue {
                 if let Err(e) = reader.read_data(&h, data).await {
                     return self.data_error(e, &h, sqe.cid);
                 }
-                let a = self.auth.execute(&sqe, data, &self.reactor.shared.counters);
+                let a = self
+                    .auth
+                    .execute(&sqe, data, &self.reactor.shared.counters)
+                    .await;
                 match a.data {
                     Some(bytes) => self.send_control_data(sqe.cid, &bytes, a.completion)?,
                     None => self.send_completion(sqe.cid, a.completion)?,
