@@ -18,7 +18,7 @@ use rand::RngCore;
 
 use super::dh::{DhError, DhGroup, KeyPair};
 use super::message::{Challenge, Failure, Message, Negotiate, Reply, Success1};
-use super::response::{responses_match, Exchange};
+use super::response::{responses_match, Transcript};
 use super::{reason, DhchapKey, HashId, AUTHID_DHCHAP};
 
 /// What a host must prove, and what the controller may use.
@@ -110,17 +110,14 @@ pub struct ReceiveOutcome {
 #[derive(Debug)]
 pub struct Controller {
     policy: AuthPolicy,
-    hostnqn: String,
-    subnqn: String,
+    /// Hash, session key, T_ID and NQNs.
+    t: Transcript,
     step: Step,
     authenticated: bool,
-    tid: u16,
-    hash: HashId,
     group: DhGroup,
     c1: Vec<u8>,
     s1: u32,
     keypair: Option<KeyPair>,
-    session_key: Option<Vec<u8>>,
     c2: Option<(Vec<u8>, u32)>,
     seen_s2: Vec<u32>,
     next_s1: u32,
@@ -136,17 +133,13 @@ impl Controller {
     pub fn new(policy: AuthPolicy, hostnqn: &str, subnqn: &str, rng: &mut dyn RngCore) -> Self {
         Controller {
             policy,
-            hostnqn: hostnqn.to_owned(),
-            subnqn: subnqn.to_owned(),
+            t: Transcript::new(hostnqn, subnqn),
             step: Step::Negotiate,
             authenticated: false,
-            tid: 0,
-            hash: HashId::Sha256,
             group: DhGroup::Null,
             c1: Vec::new(),
             s1: 0,
             keypair: None,
-            session_key: None,
             c2: None,
             seen_s2: Vec::new(),
             next_s1: rng.next_u32().max(1),
@@ -161,7 +154,7 @@ impl Controller {
 
     /// The negotiated hash and DH group of the last transaction.
     pub const fn negotiated(&self) -> (HashId, DhGroup) {
-        (self.hash, self.group)
+        (self.t.hash, self.group)
     }
 
     fn fail(&mut self, explanation: u8) -> SendOutcome {
@@ -188,13 +181,13 @@ impl Controller {
                 SendOutcome::HostFailed(f)
             }
             Message::Reply(r) if want_reply => {
-                if r.tid != self.tid {
+                if r.tid != self.t.tid {
                     return self.fail(reason::INCORRECT_PAYLOAD);
                 }
                 self.reply(&r)
             }
             Message::Success2 { tid } if want_success2 => {
-                if tid != self.tid {
+                if tid != self.t.tid {
                     return self.fail(reason::INCORRECT_PAYLOAD);
                 }
                 self.step = Step::Negotiate;
@@ -209,9 +202,9 @@ impl Controller {
         // A new transaction: forget the previous one's state.
         self.step = Step::Negotiate;
         self.keypair = None;
-        self.session_key = None;
+        self.t.session_key = None;
         self.c2 = None;
-        self.tid = n.tid;
+        self.t.tid = n.tid;
         if n.sc_c != 0 {
             return self.fail(reason::CONCAT_MISMATCH);
         }
@@ -236,27 +229,17 @@ impl Controller {
         else {
             return self.fail(reason::DHGROUP_UNUSABLE);
         };
-        self.hash = hash;
+        self.t.hash = hash;
         self.group = group;
         self.step = Step::Challenge;
         SendOutcome::Continue
     }
 
-    fn exchange(&self) -> Exchange<'_> {
-        Exchange {
-            hash: self.hash,
-            session_key: self.session_key.as_deref(),
-            tid: self.tid,
-            hostnqn: &self.hostnqn,
-            subnqn: &self.subnqn,
-        }
-    }
-
     fn reply(&mut self, r: &Reply) -> SendOutcome {
-        if r.response.len() != self.hash.digest_len() {
+        if r.response.len() != self.t.hash.digest_len() {
             return self.fail(reason::INCORRECT_PAYLOAD);
         }
-        self.session_key = match (&self.keypair, r.dh_value.is_empty()) {
+        self.t.session_key = match (&self.keypair, r.dh_value.is_empty()) {
             (None, true) => None,
             (None, false) | (Some(_), true) => return self.fail(reason::INCORRECT_PAYLOAD),
             (Some(kp), false) => match kp.session_key(&r.dh_value) {
@@ -267,8 +250,8 @@ impl Controller {
                 Err(DhError::Range) => return self.fail(reason::DHGROUP_UNUSABLE),
             },
         };
-        let key = self.policy.host_key.transformed(&self.hostnqn);
-        let expected = self.exchange().host_response(&key, &self.c1, self.s1);
+        let key = self.policy.host_key.transformed(&self.t.hostnqn);
+        let expected = self.t.exchange().host_response(&key, &self.c1, self.s1);
         if !responses_match(&expected, &r.response) {
             return self.fail(reason::FAILED);
         }
@@ -295,15 +278,15 @@ impl Controller {
         let step = std::mem::replace(&mut self.step, Step::Negotiate);
         match step {
             Step::Challenge => {
-                let mut c1 = vec![0u8; self.hash.digest_len()];
+                let mut c1 = vec![0u8; self.t.hash.digest_len()];
                 rng.fill_bytes(&mut c1);
                 self.c1 = c1;
                 self.s1 = self.next_s1;
                 self.next_s1 = self.next_s1.wrapping_add(1).max(1);
                 self.keypair = KeyPair::generate(self.group, rng);
                 let msg = Message::Challenge(Challenge {
-                    tid: self.tid,
-                    hash: self.hash.id(),
+                    tid: self.t.tid,
+                    hash: self.t.hash.id(),
                     dhgroup: self.group.id(),
                     seqnum: self.s1,
                     challenge: self.c1.clone(),
@@ -320,19 +303,19 @@ impl Controller {
                 }
             }
             Step::Success1 => {
-                let hl = self.hash.digest_len();
+                let hl = self.t.hash.digest_len();
                 let (rvalid, response, then) = match self.c2.take() {
                     Some((c2, s2)) => {
                         let key = self
                             .policy
                             .ctrl_key
                             .as_ref()
-                            .map(|k| k.transformed(&self.subnqn))
+                            .map(|k| k.transformed(&self.t.subnqn))
                             .unwrap_or_default();
                         self.step = Step::Success2;
                         (
                             true,
-                            self.exchange().ctrl_response(&key, &c2, s2),
+                            self.t.exchange().ctrl_response(&key, &c2, s2),
                             After::Continue,
                         )
                     }
@@ -342,7 +325,7 @@ impl Controller {
                     }
                 };
                 let msg = Message::Success1(Success1 {
-                    tid: self.tid,
+                    tid: self.t.tid,
                     rvalid,
                     response,
                 });
@@ -362,9 +345,9 @@ impl Controller {
     fn failure1(&mut self, explanation: u8) -> ReceiveOutcome {
         self.step = Step::Negotiate;
         self.keypair = None;
-        self.session_key = None;
+        self.t.session_key = None;
         let msg = Message::Failure1(Failure {
-            tid: self.tid,
+            tid: self.t.tid,
             code: reason::CODE_FAILED,
             explanation,
         });

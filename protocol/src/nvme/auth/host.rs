@@ -7,7 +7,7 @@ use rand::RngCore;
 
 use super::dh::{DhGroup, KeyPair};
 use super::message::{Failure, Message, Negotiate, Protocol, Reply};
-use super::response::{responses_match, Exchange};
+use super::response::{responses_match, Transcript};
 use super::{reason, DhchapKey, HashId, AUTHID_DHCHAP};
 
 /// Why the host side stops.
@@ -27,18 +27,15 @@ pub enum HostError {
 /// One host transaction.
 #[derive(Debug)]
 pub struct Host {
-    hostnqn: String,
-    subnqn: String,
+    /// Hash, session key, T_ID and NQNs.
+    t: Transcript,
     host_key: DhchapKey,
     ctrl_key: Option<DhchapKey>,
     /// Hashes offered in the Negotiate.
     pub hashes: Vec<HashId>,
     /// DH groups offered in the Negotiate.
     pub dhgroups: Vec<DhGroup>,
-    tid: u16,
-    hash: HashId,
     group: DhGroup,
-    session_key: Option<Vec<u8>>,
     c2: Option<(Vec<u8>, u32)>,
 }
 
@@ -51,28 +48,24 @@ impl Host {
         ctrl_key: Option<DhchapKey>,
     ) -> Host {
         Host {
-            hostnqn: hostnqn.to_owned(),
-            subnqn: subnqn.to_owned(),
+            t: Transcript::new(hostnqn, subnqn),
             host_key,
             ctrl_key,
             hashes: HashId::ALL.to_vec(),
             dhgroups: DhGroup::ALL.to_vec(),
-            tid: 0,
-            hash: HashId::Sha256,
             group: DhGroup::Null,
-            session_key: None,
             c2: None,
         }
     }
 
     /// The hash and DH group the controller chose (after [`Host::reply`]).
     pub const fn negotiated(&self) -> (HashId, DhGroup) {
-        (self.hash, self.group)
+        (self.t.hash, self.group)
     }
 
     /// The AUTH_Negotiate of transaction `tid`.
     pub fn negotiate(&mut self, tid: u16) -> Vec<u8> {
-        self.tid = tid;
+        self.t.tid = tid;
         Message::Negotiate(Negotiate {
             tid,
             sc_c: 0,
@@ -90,7 +83,7 @@ impl Host {
         if let Message::Failure1(f) = m {
             return Err(HostError::Refused(f));
         }
-        if m.auth_id() != want || m.tid() != self.tid {
+        if m.auth_id() != want || m.tid() != self.t.tid {
             return Err(HostError::Unexpected(format!("{m:?}")));
         }
         Ok(m)
@@ -103,10 +96,10 @@ impl Host {
             return Err(HostError::Unexpected("not a challenge".into()));
         };
         let bad = |what: &str| HostError::Unexpected(what.to_owned());
-        self.hash = HashId::from_id(c.hash).ok_or_else(|| bad("hash"))?;
+        self.t.hash = HashId::from_id(c.hash).ok_or_else(|| bad("hash"))?;
         let group = DhGroup::from_id(c.dhgroup).ok_or_else(|| bad("DH group"))?;
         self.group = group;
-        if c.challenge.len() != self.hash.digest_len() {
+        if c.challenge.len() != self.t.hash.digest_len() {
             return Err(bad("challenge length"));
         }
         let (dh_value, session_key) = match KeyPair::generate(group, rng) {
@@ -118,20 +111,23 @@ impl Host {
                 (kp.public(), Some(k))
             }
         };
-        self.session_key = session_key;
-        let key = self.host_key.transformed(&self.hostnqn);
-        let response = self.exchange().host_response(&key, &c.challenge, c.seqnum);
+        self.t.session_key = session_key;
+        let key = self.host_key.transformed(&self.t.hostnqn);
+        let response = self
+            .t
+            .exchange()
+            .host_response(&key, &c.challenge, c.seqnum);
         self.c2 = self.ctrl_key.as_ref().map(|_| {
-            let mut c2 = vec![0u8; self.hash.digest_len()];
+            let mut c2 = vec![0u8; self.t.hash.digest_len()];
             rng.fill_bytes(&mut c2);
             (c2, rng.next_u32().max(1))
         });
         let (cvalid, seqnum, challenge) = match &self.c2 {
             Some((c2, s2)) => (true, *s2, c2.clone()),
-            None => (false, 0, vec![0; self.hash.digest_len()]),
+            None => (false, 0, vec![0; self.t.hash.digest_len()]),
         };
         Ok(Message::Reply(Reply {
-            tid: self.tid,
+            tid: self.t.tid,
             cvalid,
             seqnum,
             response,
@@ -139,16 +135,6 @@ impl Host {
             dh_value,
         })
         .encode())
-    }
-
-    fn exchange(&self) -> Exchange<'_> {
-        Exchange {
-            hash: self.hash,
-            session_key: self.session_key.as_deref(),
-            tid: self.tid,
-            hostnqn: &self.hostnqn,
-            subnqn: &self.subnqn,
-        }
     }
 
     /// Checks Success1. Returns the Success2 to send when bidirectional,
@@ -163,19 +149,19 @@ impl Host {
         let key = self
             .ctrl_key
             .as_ref()
-            .map(|k| k.transformed(&self.subnqn))
+            .map(|k| k.transformed(&self.t.subnqn))
             .unwrap_or_default();
-        let expected = self.exchange().ctrl_response(&key, &c2, s2);
+        let expected = self.t.exchange().ctrl_response(&key, &c2, s2);
         if !s.rvalid || !responses_match(&expected, &s.response) {
             return Err(HostError::ControllerMismatch);
         }
-        Ok(Some(Message::Success2 { tid: self.tid }.encode()))
+        Ok(Some(Message::Success2 { tid: self.t.tid }.encode()))
     }
 
     /// The AUTH_Failure2 that ends the transaction with `explanation`.
     pub fn failure2(&self, explanation: u8) -> Vec<u8> {
         Message::Failure2(Failure {
-            tid: self.tid,
+            tid: self.t.tid,
             code: reason::CODE_FAILED,
             explanation,
         })

@@ -111,6 +111,45 @@ impl Exchange<'_> {
     }
 }
 
+/// What both ends keep of a transaction to compute the responses.
+#[derive(Debug, Clone)]
+pub struct Transcript {
+    /// Negotiated hash.
+    pub hash: HashId,
+    /// DH session key, if a DH group is in use.
+    pub session_key: Option<Vec<u8>>,
+    /// Transaction identifier.
+    pub tid: u16,
+    /// Host NQN.
+    pub hostnqn: String,
+    /// Subsystem NQN.
+    pub subnqn: String,
+}
+
+impl Transcript {
+    /// A transcript between `hostnqn` and `subnqn`, before any message.
+    pub fn new(hostnqn: &str, subnqn: &str) -> Self {
+        Transcript {
+            hash: HashId::Sha256,
+            session_key: None,
+            tid: 0,
+            hostnqn: hostnqn.to_owned(),
+            subnqn: subnqn.to_owned(),
+        }
+    }
+
+    /// The response inputs.
+    pub fn exchange(&self) -> Exchange<'_> {
+        Exchange {
+            hash: self.hash,
+            session_key: self.session_key.as_deref(),
+            tid: self.tid,
+            hostnqn: &self.hostnqn,
+            subnqn: &self.subnqn,
+        }
+    }
+}
+
 /// Constant-time equality of two responses.
 pub fn responses_match(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))
