@@ -93,15 +93,35 @@ pub(crate) struct RawNvmeSubsystem {
 }
 
 /// A `hosts` entry: a name, or a table naming the host with its secrets.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub(crate) enum RawHost {
     Name(String),
     Keyed(RawHostKey),
 }
 
-/// A host with DH-HMAC-CHAP secrets (plain strings: `Spanned` does not
-/// survive serde's untagged buffering; errors point at the entry).
+impl<'de> Deserialize<'de> for RawHost {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawHost;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a host NQN, \"*\", or a table { nqn = \"...\", dhchap_key = \"DHHC-1:...\" }",
+                )
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawHost, E> {
+                Ok(RawHost::Name(v.to_owned()))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<RawHost, A::Error> {
+                RawHostKey::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(RawHost::Keyed)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A host with DH-HMAC-CHAP secrets; errors point at the entry.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawHostKey {

@@ -728,6 +728,20 @@ fn dhchap_host_secrets() {
         "unknown `ffdhe1024`",
     );
     one(
+        &format!("{SUBSYS}hosts = [1]\n"),
+        3,
+        10,
+        "nvme_subsystems[0].hosts[0]",
+        "expected a host NQN, \"*\", or a table",
+    );
+    one(
+        &format!("{SUBSYS}hosts = [{{ nqn = \"nqn.2026-12.io.x:h\", dhchap_kee = \"x\" }}]\n"),
+        3,
+        40,
+        "nvme_subsystems[0].hosts[0].dhchap_kee",
+        "unknown field `dhchap_kee`",
+    );
+    one(
         &format!("{SUBSYS}hosts = [{{ nqn = \"nqn.2026-12.io.x:h\" }}]\n"),
         3,
         10,
