@@ -125,11 +125,11 @@ impl<'de> Deserialize<'de> for RawHost {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawHostKey {
-    pub nqn: String,
-    pub dhchap_key: Option<String>,
-    pub dhchap_ctrl_key: Option<String>,
-    pub dhchap_hashes: Option<Vec<String>>,
-    pub dhchap_dhgroups: Option<Vec<String>>,
+    pub nqn: Spanned<String>,
+    pub dhchap_key: Option<Spanned<String>>,
+    pub dhchap_ctrl_key: Option<Spanned<String>>,
+    pub dhchap_hashes: Option<Names>,
+    pub dhchap_dhgroups: Option<Names>,
 }
 
 /// A size as written: an integer or a string, parsed later.

@@ -690,7 +690,7 @@ fn dhchap_host_secrets() {
     assert_eq!(k.dhchap_key, HOST_KEY);
     assert_eq!(k.dhchap_ctrl_key.as_deref(), Some(CTRL_KEY));
     assert!(!format!("{c:?}").contains("ERERER"), "Debug shows a secret");
-    // A flipped character: the CRC-32 catches it; the location is the entry.
+    // A flipped character: the CRC-32 catches it, at the value.
     let bad = HOST_KEY.replace("ERHY", "ERHZ");
     let text = format!(
         "{SUBSYS}hosts = [\n  {{ nqn = \"nqn.2026-12.io.x:h\", dhchap_key = \"{bad}\" }},\n]\n"
@@ -698,7 +698,7 @@ fn dhchap_host_secrets() {
     one(
         &text,
         4,
-        3,
+        46,
         "nvme_subsystems[0].hosts[0].dhchap_key",
         "CRC-32 does not match",
     );
@@ -716,7 +716,7 @@ fn dhchap_host_secrets() {
     one(
         &format!("{SUBSYS}hosts = [{{ nqn = \"nqn.2026-12.io.x:h\", dhchap_key = \"{HOST_KEY}\", dhchap_ctrl_key = \"{HOST_KEY}\" }}]\n"),
         3,
-        10,
+        134,
         "nvme_subsystems[0].hosts[0].dhchap_ctrl_key",
         "must differ",
     );

@@ -41,7 +41,7 @@ impl Checker<'_> {
                             names.push(n);
                         }
                         RawHost::Keyed(k) => {
-                            names.push(k.nqn.clone());
+                            names.push(k.nqn.get_ref().clone());
                             keyed.push((span, path, k));
                         }
                     }
@@ -53,19 +53,14 @@ impl Checker<'_> {
             keyed.push((span, format!("{p}.host_keys[{j}]"), k.into_inner()));
         }
         for (span, path, k) in keyed {
-            if let Err(why) = check_nqn(&k.nqn) {
-                self.err(
-                    span.clone(),
-                    &format!("{path}.nqn"),
-                    format!("`{}` is not a valid host NQN: {why}", k.nqn),
-                );
+            let nqn = k.nqn.get_ref().clone();
+            if let Err(why) = check_nqn(&nqn) {
+                let msg = format!("`{nqn}` is not a valid host NQN: {why}");
+                self.err(k.nqn.span(), &format!("{path}.nqn"), msg);
             }
-            if keys.iter().any(|o| o.nqn == k.nqn) {
-                self.err(
-                    span.clone(),
-                    &format!("{path}.nqn"),
-                    format!("host `{}` has secrets twice", k.nqn),
-                );
+            if keys.iter().any(|o| o.nqn == nqn) {
+                let msg = format!("host `{nqn}` has secrets twice");
+                self.err(k.nqn.span(), &format!("{path}.nqn"), msg);
             }
             let Some(key) = k.dhchap_key else {
                 self.err(
@@ -79,36 +74,28 @@ impl Checker<'_> {
                 ("dhchap_key", Some(&key)),
                 ("dhchap_ctrl_key", k.dhchap_ctrl_key.as_ref()),
             ] {
-                if let Some(Err(why)) = secret.map(|s| check_secret(s)) {
+                if let Some(Err(why)) = secret.map(|s| check_secret(s.get_ref())) {
+                    let at = secret.map_or(span.clone(), Spanned::span);
                     self.err(
-                        span.clone(),
+                        at,
                         &format!("{path}.{field}"),
                         format!("not a DH-HMAC-CHAP secret: {why}"),
                     );
                 }
             }
-            if k.dhchap_ctrl_key.as_ref() == Some(&key) {
-                self.err(span.clone(), &format!("{path}.dhchap_ctrl_key"), "must differ from `dhchap_key`: a secret that authenticates hosts must not authenticate the controller".into());
+            if let Some(c) = k
+                .dhchap_ctrl_key
+                .as_ref()
+                .filter(|c| c.get_ref() == key.get_ref())
+            {
+                self.err(c.span(), &format!("{path}.dhchap_ctrl_key"), "must differ from `dhchap_key`: a secret that authenticates hosts must not authenticate the controller".into());
             }
-            let mut list = |v: Option<Vec<String>>, field: &str, known: &[&str]| -> Vec<String> {
-                let v = v.unwrap_or_default();
-                for n in &v {
-                    if !known.contains(&n.as_str()) {
-                        self.err(
-                            span.clone(),
-                            &format!("{path}.{field}"),
-                            format!("unknown `{n}` (one of {})", known.join(", ")),
-                        );
-                    }
-                }
-                v
-            };
-            let dhchap_hashes = list(k.dhchap_hashes, "dhchap_hashes", &HASHES);
-            let dhchap_dhgroups = list(k.dhchap_dhgroups, "dhchap_dhgroups", &DHGROUPS);
+            let dhchap_hashes = self.dhchap_names(k.dhchap_hashes, &path, "dhchap_hashes");
+            let dhchap_dhgroups = self.dhchap_names(k.dhchap_dhgroups, &path, "dhchap_dhgroups");
             keys.push(NvmeHostKey {
-                nqn: k.nqn,
-                dhchap_key: key,
-                dhchap_ctrl_key: k.dhchap_ctrl_key,
+                nqn,
+                dhchap_key: key.into_inner(),
+                dhchap_ctrl_key: k.dhchap_ctrl_key.map(Spanned::into_inner),
                 dhchap_hashes,
                 dhchap_dhgroups,
             });
