@@ -126,6 +126,14 @@ pub struct Transcript {
     pub subnqn: String,
 }
 
+impl Drop for Transcript {
+    fn drop(&mut self) {
+        if let Some(k) = &mut self.session_key {
+            zeroize::Zeroize::zeroize(k);
+        }
+    }
+}
+
 impl Transcript {
     /// A transcript between `hostnqn` and `subnqn`, before any message.
     pub fn new(hostnqn: &str, subnqn: &str) -> Self {

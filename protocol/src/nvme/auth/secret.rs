@@ -9,7 +9,8 @@ use std::fmt;
 
 use super::HashId;
 
-/// A parsed secret. `Debug` never shows the key.
+/// A parsed secret. `Debug` never shows the key; the bytes are zeroed
+/// when it is dropped.
 #[derive(Clone, PartialEq, Eq)]
 pub struct DhchapKey {
     /// The transformation hash (`None` for `00`).
@@ -63,9 +64,11 @@ impl DhchapKey {
             "01" | "02" | "03" => HashId::from_id(hh.as_bytes().get(1).map_or(0, |b| b - b'0')),
             other => return Err(SecretError::Transform(other.to_owned())),
         };
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .map_err(|_| SecretError::Base64)?;
+        let raw = zeroize::Zeroizing::new(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|_| SecretError::Base64)?,
+        );
         let key_len = raw.len().saturating_sub(4);
         if !matches!(key_len, 32 | 48 | 64) || raw.len() < 4 {
             return Err(SecretError::Length(key_len));
@@ -79,12 +82,12 @@ impl DhchapKey {
 
     /// The text representation.
     pub fn format(&self) -> String {
-        let mut raw = self.key.clone();
+        let mut raw = zeroize::Zeroizing::new(self.key.clone());
         raw.extend_from_slice(&crc32fast::hash(&self.key).to_le_bytes());
         format!(
             "DHHC-1:{:02}:{}:",
             self.transform.map_or(0, HashId::id),
-            base64::engine::general_purpose::STANDARD.encode(raw)
+            base64::engine::general_purpose::STANDARD.encode(&*raw)
         )
     }
 
@@ -97,11 +100,17 @@ impl DhchapKey {
     /// `HMAC(key, nqn || "NVMe-over-Fabrics")` with the transformation
     /// hash (`nqn` is the host NQN for the host's key, the subsystem NQN
     /// for the controller's).
-    pub fn transformed(&self, nqn: &str) -> Vec<u8> {
-        match self.transform {
+    pub fn transformed(&self, nqn: &str) -> zeroize::Zeroizing<Vec<u8>> {
+        zeroize::Zeroizing::new(match self.transform {
             None => self.key.clone(),
             Some(h) => super::response::hmac(h, &self.key, &[nqn.as_bytes(), b"NVMe-over-Fabrics"]),
-        }
+        })
+    }
+}
+
+impl Drop for DhchapKey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.key);
     }
 }
 
