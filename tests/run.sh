@@ -70,6 +70,19 @@ cargo test --workspace --no-fail-fast 2>&1 | tee "$out"
 status=${PIPESTATUS[0]}
 set -e
 [ "$ceph_status" -eq 0 ] || status=$ceph_status
+# COMPARE AND WRITE contention (and overlapping writes) of four libiscsi
+# clients on an RBD image, both engines, shorter than the file runs below.
+if [ "$ceph_status" -eq 0 ]; then
+  for engine in uring epoll; do
+    log "iSCSI stress on an RBD volume ($engine engine)"
+    set +e
+    tests/iscsi/stress.sh --engine "$engine" --seconds 6 --bin build/debug/zctarget \
+      --ceph-conf "$ZCTARGET_TEST_CEPH_CONF" 2>&1 | tee -a "$out"
+    s=${PIPESTATUS[0]}
+    set -e
+    [ "$s" -eq 0 ] || status=$s
+  done
+fi
 DIR="$ceph_dir" tests/ceph/cluster.sh stop
 unset ZCTARGET_TEST_CEPH_CONF
 
@@ -114,6 +127,16 @@ for args in "--engine uring" "--engine epoll --quick"; do
   set -e
   [ "$s" -eq 0 ] || status=$s
 done
+
+# --- Linux initiators on an RBD volume (issue #12), one engine --------------
+# Each scenario starts its own Ceph cluster inside the VM's network namespace
+# (tests/vm/targets/ceph.sh): NVMe/TCP ext4 + remount, iSCSI zctarget restart.
+log "Linux initiators in a VM against zctarget on a Ceph RBD image (--quick)"
+set +e
+tests/vm/zctarget-rbd.sh --engine uring --quick 2>&1 | tee -a "$out"
+s=${PIPESTATUS[0]}
+set -e
+[ "$s" -eq 0 ] || status=$s
 
 # --- the deploy/ container image under podman, both engines -----------------
 # (default seccomp profile -> epoll; deploy/seccomp-io_uring.json -> io_uring)

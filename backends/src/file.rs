@@ -10,13 +10,12 @@
 use std::fs::File;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
 
 use smallvec::SmallVec;
 
-use crate::backend::{check_range, check_write, Backend, BackendInfo};
 use crate::{SegmentList, INLINE_SEGMENTS};
 
+pub use crate::epoll_file::EpollFile;
 pub use crate::uring_file::UringFile;
 
 /// `BLKZEROOUT` = _IO(0x12, 127).
@@ -35,9 +34,12 @@ pub struct FileStore {
     /// memory copy that never waits for a device, so the epoll engine does
     /// it on the reactor instead of hopping to a thread.
     pub(crate) memory_backed: bool,
-    /// `RWF_NOWAIT` works on this file (cleared the first time the kernel
-    /// says it is not supported, so that no call is wasted on it again).
-    nowait: std::sync::atomic::AtomicBool,
+    /// `RWF_NOWAIT` works on this file for reads (`[0]`) and for writes
+    /// (`[1]`); each is cleared the first time the kernel says it is not
+    /// supported, so that no call is wasted on it again. They are apart
+    /// because filesystems differ: ext4 takes non-blocking buffered reads
+    /// but refuses non-blocking buffered writes.
+    nowait: [std::sync::atomic::AtomicBool; 2],
 }
 
 /// `TMPFS_MAGIC` and `RAMFS_MAGIC` (statfs(2)).
@@ -60,17 +62,20 @@ impl FileStore {
             file,
             block_device,
             memory_backed,
-            nowait: std::sync::atomic::AtomicBool::new(true),
+            nowait: [
+                std::sync::atomic::AtomicBool::new(true),
+                std::sync::atomic::AtomicBool::new(true),
+            ],
         }
     }
 
-    /// How the epoll engine may try I/O on the reactor first: `Some(0)` in
-    /// full (memory-backed), `Some(RWF_NOWAIT)` from the page cache, `None`
-    /// not at all.
-    fn inline_flags(&self) -> Option<libc::c_int> {
+    /// How the epoll engine may try a read (`write == false`) or a write on
+    /// the reactor first: `Some(0)` in full (memory-backed),
+    /// `Some(RWF_NOWAIT)` from the page cache, `None` not at all.
+    pub(crate) fn inline_flags(&self, write: bool) -> Option<libc::c_int> {
         if self.memory_backed {
             Some(0)
-        } else if self.nowait.load(std::sync::atomic::Ordering::Relaxed) {
+        } else if self.nowait[usize::from(write)].load(std::sync::atomic::Ordering::Relaxed) {
             Some(libc::RWF_NOWAIT)
         } else {
             None
@@ -84,19 +89,45 @@ impl FileStore {
     }
 
     /// Writes all of `buf` at `offset` on the calling thread (memory-backed
-    /// files).
-    pub(crate) fn write_inline(&self, offset: u64, buf: &SegmentList) -> io::Result<()> {
-        self.pwritev_from(offset, buf, 0)
+    /// files), with `RWF_DSYNC` when `fua`.
+    pub(crate) fn write_inline(&self, offset: u64, buf: &SegmentList, fua: bool) -> io::Result<()> {
+        let flags = if fua { libc::RWF_DSYNC } else { 0 };
+        self.pwritev_from_flags(offset, buf, 0, flags).map(|_| ())
     }
 
-    /// Notes that `RWF_NOWAIT` is refused as unsupported.
-    fn note_nowait_error(&self, e: &io::Error) {
+    /// Writes `buf[done..]` at `offset + done` (blocking); with `fua`
+    /// durably: `pwritev2(RWF_DSYNC)`, which syncs just these bytes (and
+    /// the metadata needed to read them back), or — where the kernel
+    /// refuses the flag — a plain write and a whole-file `fdatasync`.
+    /// Returns whether that `fdatasync` was needed.
+    pub(crate) fn write_blocking(
+        &self,
+        offset: u64,
+        buf: &SegmentList,
+        done: usize,
+        fua: bool,
+    ) -> io::Result<bool> {
+        if !fua {
+            return self.pwritev_from(offset, buf, done).map(|()| false);
+        }
+        match self.pwritev_from_flags(offset, buf, done, libc::RWF_DSYNC) {
+            Ok(_) => Ok(false),
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                self.pwritev_from(offset, buf, done)?;
+                self.sync().map(|()| true)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Notes that `RWF_NOWAIT` is refused as unsupported for reads
+    /// (`write == false`) or writes.
+    fn note_nowait_error(&self, write: bool, e: &io::Error) {
         if matches!(
             e.raw_os_error(),
             Some(libc::EOPNOTSUPP) | Some(libc::EINVAL)
         ) {
-            self.nowait
-                .store(false, std::sync::atomic::Ordering::Relaxed);
+            self.nowait[usize::from(write)].store(false, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -163,7 +194,7 @@ impl FileStore {
     /// Reads `buf[done..]` at `offset + done` with `preadv2(flags)`; returns
     /// how far it got. With `RWF_NOWAIT` it stops (`Ok` short of the end)
     /// where the data is not in the page cache instead of blocking.
-    fn preadv_from(
+    pub(crate) fn preadv_from(
         &self,
         offset: u64,
         buf: &mut SegmentList,
@@ -192,7 +223,7 @@ impl FileStore {
                     continue;
                 }
                 if flags & libc::RWF_NOWAIT != 0 && nowait_refused(&e) {
-                    self.note_nowait_error(&e);
+                    self.note_nowait_error(false, &e);
                     return Ok(done);
                 }
                 return Err(e);
@@ -239,7 +270,7 @@ impl FileStore {
                     continue;
                 }
                 if flags & libc::RWF_NOWAIT != 0 && nowait_refused(&e) {
-                    self.note_nowait_error(&e);
+                    self.note_nowait_error(true, &e);
                     return Ok(done);
                 }
                 return Err(e);
@@ -260,7 +291,7 @@ impl FileStore {
 
     /// Writes `buf` at `offset` with `pwritev2(flags)` (`RWF_NOWAIT`, or 0
     /// for a memory-backed file); returns how far it got.
-    fn pwritev_inline(
+    pub(crate) fn pwritev_inline(
         &self,
         offset: u64,
         buf: &SegmentList,
@@ -417,118 +448,6 @@ fn nowait_refused(e: &io::Error) -> bool {
     )
 }
 
-/// A file volume driven from tokio's blocking pool (the epoll engine);
-/// I/O the page cache can serve at once runs on the reactor
-/// (`RWF_NOWAIT`) instead of hopping to a thread.
-#[derive(Debug, Clone)]
-pub struct EpollFile {
-    pub(crate) info: BackendInfo,
-    pub(crate) store: Arc<FileStore>,
-}
-
-impl EpollFile {
-    async fn blocking<R: Send + 'static>(
-        &self,
-        f: impl FnOnce(&FileStore) -> io::Result<R> + Send + 'static,
-    ) -> io::Result<R> {
-        let store = Arc::clone(&self.store);
-        tokio::task::spawn_blocking(move || f(&store))
-            .await
-            .map_err(|e| io::Error::other(format!("blocking I/O task failed: {e}")))?
-    }
-}
-
-impl Backend for EpollFile {
-    fn info(&self) -> &BackendInfo {
-        &self.info
-    }
-
-    async fn read(&self, offset: u64, buf: SegmentList) -> (SegmentList, io::Result<()>) {
-        if let Err(e) = check_range(&self.info, offset, buf.len() as u64) {
-            return (buf, Err(e));
-        }
-        // First from the page cache without blocking, on the reactor.
-        let mut buf = buf;
-        let done = match self
-            .store
-            .preadv_from(offset, &mut buf, 0, libc::RWF_NOWAIT)
-        {
-            Ok(n) if n == buf.len() => return (buf, Ok(())),
-            Ok(n) => n,
-            Err(e) => return (buf, Err(e)),
-        };
-        let store = Arc::clone(&self.store);
-        // The list moves into the blocking task and comes back with the
-        // result; if the task died its leases were dropped there, after the
-        // syscall finished with them.
-        match tokio::task::spawn_blocking(move || {
-            let mut buf = buf;
-            let r = store.preadv_from(offset, &mut buf, done, 0).map(|_| ());
-            (buf, r)
-        })
-        .await
-        {
-            Ok(out) => out,
-            Err(e) => (
-                SegmentList::new(),
-                Err(io::Error::other(format!("read task failed: {e}"))),
-            ),
-        }
-    }
-
-    async fn write(
-        &self,
-        offset: u64,
-        buf: SegmentList,
-        fua: bool,
-    ) -> (SegmentList, io::Result<()>) {
-        if let Err(e) = check_write(&self.info, offset, buf.len() as u64) {
-            return (buf, Err(e));
-        }
-        // A buffered write the page cache takes at once runs on the
-        // reactor; FUA (a sync follows) and the rest go to a thread.
-        let mut done = 0;
-        if let Some(flags) = self.store.inline_flags().filter(|_| !fua) {
-            match self.store.pwritev_inline(offset, &buf, flags) {
-                Ok(n) if n == buf.len() => return (buf, Ok(())),
-                Ok(n) => done = n,
-                Err(e) => return (buf, Err(e)),
-            }
-        }
-        let store = Arc::clone(&self.store);
-        match tokio::task::spawn_blocking(move || {
-            let mut r = store.pwritev_from(offset, &buf, done);
-            if r.is_ok() && fua {
-                r = store.sync();
-            }
-            (buf, r)
-        })
-        .await
-        {
-            Ok(out) => out,
-            Err(e) => (
-                SegmentList::new(),
-                Err(io::Error::other(format!("write task failed: {e}"))),
-            ),
-        }
-    }
-
-    async fn flush(&self) -> io::Result<()> {
-        self.blocking(|s| s.sync()).await
-    }
-
-    async fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
-        check_write(&self.info, offset, len)?;
-        self.blocking(move |s| s.discard_sync(offset, len)).await
-    }
-
-    async fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
-        check_write(&self.info, offset, len)?;
-        self.blocking(move |s| s.write_zeroes_sync(offset, len))
-            .await
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -551,19 +470,29 @@ mod tests {
             let shm = tempfile::tempdir_in("/dev/shm").expect("tempdir");
             let s = store_in(shm.path());
             assert!(s.memory_backed);
-            assert_eq!(s.inline_flags(), Some(0));
+            assert_eq!(s.inline_flags(false), Some(0));
+            assert_eq!(s.inline_flags(true), Some(0));
         }
         let disk = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).expect("tempdir");
         let s = store_in(disk.path());
         assert!(!s.memory_backed);
-        assert_eq!(s.inline_flags(), Some(libc::RWF_NOWAIT));
-        s.note_nowait_error(&io::Error::from_raw_os_error(libc::EAGAIN));
+        for write in [false, true] {
+            assert_eq!(s.inline_flags(write), Some(libc::RWF_NOWAIT));
+        }
+        s.note_nowait_error(true, &io::Error::from_raw_os_error(libc::EAGAIN));
         assert_eq!(
-            s.inline_flags(),
+            s.inline_flags(true),
             Some(libc::RWF_NOWAIT),
             "EAGAIN: still supported"
         );
-        s.note_nowait_error(&io::Error::from_raw_os_error(libc::EOPNOTSUPP));
-        assert_eq!(s.inline_flags(), None, "unsupported: not tried again");
+        s.note_nowait_error(true, &io::Error::from_raw_os_error(libc::EOPNOTSUPP));
+        assert_eq!(s.inline_flags(true), None, "unsupported: not tried again");
+        assert_eq!(
+            s.inline_flags(false),
+            Some(libc::RWF_NOWAIT),
+            "writes refused (ext4): reads still tried"
+        );
+        s.note_nowait_error(false, &io::Error::from_raw_os_error(libc::EOPNOTSUPP));
+        assert_eq!(s.inline_flags(false), None);
     }
 }

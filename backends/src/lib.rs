@@ -11,6 +11,7 @@
 //! This crate knows nothing of iSCSI or NVMe.
 
 pub mod backend;
+mod epoll_file;
 pub mod file;
 mod lock;
 pub mod memory;
@@ -20,6 +21,7 @@ pub mod rbd;
 mod ring_op;
 #[cfg(test)]
 mod ring_tests;
+mod ring_write;
 pub mod segment;
 pub mod stats;
 mod uring_buf;

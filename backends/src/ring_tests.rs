@@ -41,7 +41,7 @@ fn fifo() -> (tempfile::TempDir, UringFile, File) {
         volatile_cache: false,
     };
     let store = Arc::new(FileStore::new(file, false));
-    let uring = UringFile::new(info, store).expect("uring file");
+    let uring = UringFile::new(info, store, Arc::default()).expect("uring file");
     (dir, uring, writer)
 }
 

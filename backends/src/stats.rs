@@ -85,6 +85,20 @@ pub struct VolumeStats {
     pub discards: AtomicU64,
     /// Operations that failed.
     pub errors: AtomicU64,
+    /// Reads and writes handed to a blocking-pool thread (the epoll
+    /// engine's file I/O that memory or the page cache could not serve on
+    /// the reactor).
+    pub offloaded: AtomicU64,
+    /// Whole-file data syncs (`fdatasync`) issued by flushes, and by FUA
+    /// writes on paths that cannot write through with `RWF_DSYNC`.
+    pub data_syncs: AtomicU64,
+    /// Reads and writes (one per segment) submitted to io_uring with a
+    /// registered (fixed) buffer.
+    pub ring_fixed: AtomicU64,
+    /// Reads and writes (one per segment) submitted to io_uring with a
+    /// plain buffer (a chunk outside the registered range, or no
+    /// registration).
+    pub ring_unfixed: AtomicU64,
     /// Read latency.
     pub read_latency: Histogram,
     /// Write latency.

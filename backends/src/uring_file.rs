@@ -7,6 +7,7 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::{FromRawFd, IntoRawFd};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use smallvec::SmallVec;
@@ -16,6 +17,8 @@ use crate::backend::{check_range, check_write, Backend, BackendInfo};
 use crate::file::FileStore;
 use crate::pool::Lease;
 use crate::ring_op::{OpFixed, OpLease};
+use crate::ring_write::{write_dsync, write_fixed_dsync};
+use crate::stats::VolumeStats;
 use crate::uring_buf::check_out_fixed;
 use crate::{Segment, SegmentList, INLINE_SEGMENTS};
 
@@ -26,6 +29,8 @@ pub struct UringFile {
     /// This reactor's descriptor (a dup of the store's), registered with
     /// its ring's runtime.
     pub(crate) file: tokio_uring::fs::File,
+    /// The volume's counters (`data_syncs`, `ring_fixed`, `ring_unfixed`).
+    pub(crate) stats: Arc<VolumeStats>,
 }
 
 impl std::fmt::Debug for UringFile {
@@ -38,7 +43,11 @@ impl std::fmt::Debug for UringFile {
 
 impl UringFile {
     /// Opens a handle for the current tokio-uring runtime.
-    pub(crate) fn new(info: BackendInfo, store: Arc<FileStore>) -> io::Result<Self> {
+    pub(crate) fn new(
+        info: BackendInfo,
+        store: Arc<FileStore>,
+        stats: Arc<VolumeStats>,
+    ) -> io::Result<Self> {
         let dup = store.file.try_clone()?;
         // SAFETY: `into_raw_fd` gives us sole ownership of the duplicated
         // descriptor, which `from_raw_fd` then takes over.
@@ -47,15 +56,20 @@ impl UringFile {
             info,
             store,
             file: tokio_uring::fs::File::from_std(std_file),
+            stats,
         })
     }
 
     async fn read_segment(&self, seg: Segment, pos: u64) -> (Segment, io::Result<()>) {
         let (lease, off, len) = seg.into_parts();
         let mut lease = match check_out_fixed(lease) {
-            Ok((buf, lease)) => return self.fixed_op(false, buf, lease, off, len, pos).await,
+            Ok((buf, lease)) => {
+                self.stats.ring_fixed.fetch_add(1, Ordering::Relaxed);
+                return self.fixed_op(None, buf, lease, off, len, pos).await;
+            }
             Err(lease) => lease,
         };
+        self.stats.ring_unfixed.fetch_add(1, Ordering::Relaxed);
         let mut done = 0;
         while done < len {
             // The lease moves into the operation and comes back with its
@@ -84,13 +98,13 @@ impl UringFile {
         (Segment::new(lease, off, len), Ok(()))
     }
 
-    /// Reads into (`write == false`) or writes from a registered (fixed)
-    /// buffer. The `FixedBuf` and the lease move into each operation
+    /// Reads into (`write == None`) or writes from a registered (fixed)
+    /// buffer (`Some(fua)`: with `RWF_DSYNC` when FUA). The `FixedBuf` and the lease move into each operation
     /// together: if this future is dropped mid-operation, both are dropped
     /// at its completion, so the lease returns to the pool exactly then.
     async fn fixed_op(
         &self,
-        write: bool,
+        write: Option<bool>,
         buf: FixedBuf,
         lease: Lease,
         off: usize,
@@ -103,15 +117,18 @@ impl UringFile {
         while done < len {
             let op = OpFixed::new(buf, lease, off + done, off + len);
             let at = pos + done as u64;
-            let (res, op) = if write {
-                self.file.write_fixed_at(op, at).await
-            } else {
-                self.file.read_fixed_at(op, at).await
+            let (res, op) = match write {
+                Some(true) => {
+                    let (res, op) = write_fixed_dsync(&self.store, op, at).await;
+                    (res, op)
+                }
+                Some(false) => self.file.write_fixed_at(op, at).await,
+                None => self.file.read_fixed_at(op, at).await,
             };
             (buf, lease) = op.into_parts();
             match res {
                 // End of a short file: the rest reads as zeroes.
-                Ok(0) if !write => {
+                Ok(0) if write.is_none() => {
                     if let Some(rest) = lease.as_mut_slice().get_mut(off + done..off + len) {
                         rest.fill(0);
                     }
@@ -137,22 +154,26 @@ impl UringFile {
         (Segment::new(lease, off, len), result)
     }
 
-    async fn write_segment(&self, seg: Segment, pos: u64) -> (Segment, io::Result<()>) {
+    /// Writes one segment; with `fua`, each write carries `RWF_DSYNC`.
+    async fn write_segment(&self, seg: Segment, pos: u64, fua: bool) -> (Segment, io::Result<()>) {
         let (lease, off, len) = seg.into_parts();
         let mut lease = match check_out_fixed(lease) {
-            Ok((buf, lease)) => return self.fixed_op(true, buf, lease, off, len, pos).await,
+            Ok((buf, lease)) => {
+                self.stats.ring_fixed.fetch_add(1, Ordering::Relaxed);
+                return self.fixed_op(Some(fua), buf, lease, off, len, pos).await;
+            }
             Err(lease) => lease,
         };
+        self.stats.ring_unfixed.fetch_add(1, Ordering::Relaxed);
         let mut done = 0;
         while done < len {
-            let (res, op) = self
-                .file
-                .write_at(
-                    OpLease::new(lease, off + done, off + len),
-                    pos + done as u64,
-                )
-                .submit()
-                .await;
+            let op = OpLease::new(lease, off + done, off + len);
+            let at = pos + done as u64;
+            let (res, op) = if fua {
+                write_dsync(&self.store, op, at).await
+            } else {
+                self.file.write_at(op, at).submit().await
+            };
             lease = op.into_lease();
             match res {
                 Ok(0) => {
@@ -275,20 +296,18 @@ impl Backend for UringFile {
         if let Err(e) = check_write(&self.info, offset, buf.len() as u64) {
             return (buf, Err(e));
         }
-        let (buf, r) = if self.store.memory_backed {
+        // FUA is `RWF_DSYNC` on the write itself (a range sync of just
+        // these bytes), never a whole-file fdatasync after it.
+        if self.store.memory_backed {
             // As for reads: a memory copy, done here.
-            let r = self.store.write_inline(offset, &buf);
-            (buf, r)
-        } else {
-            per_segment(buf, offset, |seg, at| self.write_segment(seg, at)).await
-        };
-        if r.is_ok() && fua {
-            return (buf, self.file.sync_data().await);
+            let r = self.store.write_inline(offset, &buf, fua);
+            return (buf, r);
         }
-        (buf, r)
+        per_segment(buf, offset, |seg, at| self.write_segment(seg, at, fua)).await
     }
 
     async fn flush(&self) -> io::Result<()> {
+        self.stats.data_syncs.fetch_add(1, Ordering::Relaxed);
         self.file.sync_data().await
     }
 

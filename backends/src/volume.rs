@@ -224,7 +224,8 @@ impl Volume {
     }
 
     /// Which parts of `[offset, offset + len)` hold data: ordered
-    /// `(offset, len, allocated)` runs covering the range. Stores that
+    /// `(offset, len, allocated)` runs covering the range (an RBD image's
+    /// may cover only a prefix: see `rbd/allocation.rs`). Stores that
     /// cannot tell report everything allocated. At most `max_runs` runs.
     pub fn allocation(
         &self,
@@ -234,6 +235,7 @@ impl Volume {
     ) -> io::Result<Vec<(u64, u64, bool)>> {
         match &self.store {
             Store::File(f) => f.allocation(offset, len, max_runs.max(1)),
+            Store::Rbd(image) => image.allocation(offset, len, max_runs.max(1)),
             _ => Ok(vec![(offset, len, true)]),
         }
     }
@@ -249,10 +251,15 @@ impl Volume {
                 store: Arc::clone(store),
             }),
             Store::File(store) => match engine {
-                Engine::Uring => HandleIo::UringFile(UringFile::new(info, Arc::clone(store))?),
+                Engine::Uring => HandleIo::UringFile(UringFile::new(
+                    info,
+                    Arc::clone(store),
+                    Arc::clone(&self.stats),
+                )?),
                 Engine::Epoll => HandleIo::EpollFile(EpollFile {
                     info,
                     store: Arc::clone(store),
+                    stats: Arc::clone(&self.stats),
                 }),
             },
             Store::Rbd(image) => HandleIo::Rbd(RbdBackend {

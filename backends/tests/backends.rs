@@ -332,3 +332,220 @@ fn file_on_tmpfs_on_both_engines() {
     file_round_trip(Engine::Epoll, dir.path(), false);
     file_round_trip(Engine::Uring, dir.path(), false);
 }
+
+/// Whether `preadv2(RWF_NOWAIT)` works on files in `dir` (ext4, xfs,
+/// btrfs: yes; tmpfs: no).
+fn nowait_supported(dir: &Path) -> bool {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("nowait-probe");
+    std::fs::write(&path, [0u8; 4096]).expect("probe file");
+    let file = std::fs::File::open(&path).expect("open probe");
+    let mut byte = [0u8; 1];
+    let iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: one iovec over our local byte, valid for the call.
+    let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, 0, libc::RWF_NOWAIT) };
+    n == 1
+}
+
+/// The epoll engine serves reads and writes of a file in memory (tmpfs)
+/// and page-cache hits on the reactor: no blocking-pool hop (the volume's
+/// `offloaded` counter stays 0). tmpfs refuses `RWF_NOWAIT`; a read that
+/// asked for it anyway used to fail with EOPNOTSUPP and then hop to a
+/// thread, every time.
+#[test]
+fn epoll_reads_from_memory_and_page_cache_stay_on_the_reactor() {
+    use std::sync::atomic::Ordering;
+    let shm = Path::new("/dev/shm");
+    let tmpfs = tempfile::tempdir_in(shm).expect("tmpfs dir");
+    let disk = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).expect("disk dir");
+    let mut dirs = vec![(tmpfs.path(), "tmpfs")];
+    if nowait_supported(disk.path()) {
+        dirs.push((disk.path(), "page cache"));
+    } else {
+        eprintln!("no RWF_NOWAIT on this disk's filesystem: tmpfs only");
+    }
+    let pool = BufferPool::new(4 << 20, 64 << 10, false).expect("pool");
+    for (dir, what) in dirs {
+        let path = dir.join("v.img");
+        let volume =
+            Volume::open(&spec("v", BackendKind::File, Some(path), 8 << 20)).expect("open");
+        on_engine(Engine::Epoll, || async {
+            let h = volume.open_handle(Engine::Epoll).expect("handle");
+            let data: Vec<u8> = (0..64 << 10).map(|i| (i % 251) as u8).collect();
+            // Written once (on disk this fills the page cache)…
+            let (_, r) = h.write(0, filled(&pool, &data).await, false).await;
+            r.expect("write");
+            let before = volume.stats().offloaded.load(Ordering::Relaxed);
+            // …then read many times, in 4 KiB and 64 KiB pieces.
+            for i in 0..32u64 {
+                let off = (i % 16) * 4096;
+                let got = read_back(&h, &pool, off, 4096).await;
+                assert!(
+                    got[..] == data[off as usize..off as usize + 4096],
+                    "{what}: read differs"
+                );
+            }
+            assert!(
+                read_back(&h, &pool, 0, 64 << 10).await == data,
+                "{what}: read differs"
+            );
+            assert_eq!(
+                volume.stats().offloaded.load(Ordering::Relaxed) - before,
+                0,
+                "{what}: reads hopped to the blocking pool"
+            );
+            if what == "tmpfs" {
+                assert_eq!(before, 0, "tmpfs: the write hopped to the blocking pool");
+            }
+        });
+    }
+}
+
+/// A FUA write is written through (`RWF_DSYNC` on the write itself) on both
+/// engines and every kind of file: no whole-file `fdatasync` follows it
+/// (the volume's `data_syncs` counter stays put), the data reads back, and
+/// an explicit flush still syncs (the counter moves).
+#[test]
+fn fua_writes_are_written_through_without_a_separate_sync() {
+    use std::sync::atomic::Ordering;
+    let shm = tempfile::tempdir_in("/dev/shm").expect("tmpfs dir");
+    let disk = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).expect("disk dir");
+    let pool = BufferPool::new(8 << 20, 64 << 10, true).expect("pool");
+    for (dir, direct) in [
+        (disk.path(), false),
+        (disk.path(), true),
+        (shm.path(), false),
+    ] {
+        for engine in [Engine::Epoll, Engine::Uring] {
+            let path = dir.join(format!("fua-{engine}-{direct}.img"));
+            let mut s = spec("fua", BackendKind::File, Some(path), 8 << 20);
+            s.direct_io = direct;
+            if direct && dir == shm.path() {
+                continue;
+            }
+            let volume = Volume::open(&s).expect("open");
+            let what = format!("{engine}, {}, direct {direct}", dir.display());
+            on_engine(engine, || async {
+                if engine == Engine::Uring {
+                    zctarget_backends::register_pool_with_ring(&pool).expect("fixed buffers");
+                }
+                let h = volume.open_handle(engine).expect("handle");
+                let syncs = || volume.stats().data_syncs.load(Ordering::Relaxed);
+                // One chunk, and several (a write per segment).
+                for (offset, len) in [(4096u64, 4096usize), (1 << 20, 200 << 10)] {
+                    let data: Vec<u8> = (0..len).map(|i| (i % 253) as u8 ^ 0x3C).collect();
+                    let (_, r) = h.write(offset, filled(&pool, &data).await, true).await;
+                    r.unwrap_or_else(|e| panic!("{what}: FUA write: {e}"));
+                    assert!(
+                        read_back(&h, &pool, offset, len).await == data,
+                        "{what}: FUA write reads back"
+                    );
+                }
+                assert_eq!(syncs(), 0, "{what}: a FUA write was followed by fdatasync");
+                h.flush().await.expect("flush");
+                assert_eq!(syncs(), 1, "{what}: a flush syncs");
+            });
+        }
+    }
+}
+
+/// Under a QD 32 load of 4 KiB reads and writes, disk I/O on io_uring uses
+/// the registered fixed buffers: leases come from the preferred chunk
+/// range (`PREFERRED_CHUNKS`, the ones registered), not from a free list
+/// cycling through a pool larger than the registration (here 4096 chunks,
+/// 1024 registered).
+#[test]
+fn uring_disk_io_at_qd32_uses_registered_buffers() {
+    use std::sync::atomic::Ordering;
+    let disk = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).expect("disk dir");
+    let path = disk.path().join("fixed.img");
+    let volume =
+        Volume::open(&spec("fixed", BackendKind::File, Some(path), 16 << 20)).expect("open");
+    // 4096 chunks of 4 KiB: four times what one ring registers.
+    let pool = BufferPool::new(16 << 20, 4096, false).expect("pool");
+    assert_eq!(pool.stats().total_chunks, 4096);
+    tokio_uring::start(async {
+        zctarget_backends::register_pool_with_ring(&pool).expect("fixed buffers");
+        let h = volume.open_handle(Engine::Uring).expect("handle");
+        let blocks = h.info().capacity / 4096;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(32);
+        // 64 rounds of 32 concurrent 4 KiB I/Os, 70 % reads.
+        for _ in 0..64 {
+            let ops = (0..32).map(|_| {
+                let offset = rng.gen_range(0..blocks) * 4096;
+                let write = rng.gen_range(0..10) >= 7;
+                let (h, pool) = (&h, &pool);
+                async move {
+                    let buf = pool.lease(4096).await.expect("lease");
+                    let (_, r) = if write {
+                        h.write(offset, buf, false).await
+                    } else {
+                        h.read(offset, buf).await
+                    };
+                    r.expect("I/O");
+                }
+            });
+            futures_util::future::join_all(ops).await;
+        }
+    });
+    let fixed = volume.stats().ring_fixed.load(Ordering::Relaxed);
+    let unfixed = volume.stats().ring_unfixed.load(Ordering::Relaxed);
+    assert_eq!(fixed + unfixed, 64 * 32, "every I/O counted once");
+    assert_eq!(
+        unfixed,
+        0,
+        "{unfixed} of {} I/Os used a plain buffer",
+        64 * 32
+    );
+}
+
+/// A FUA write (an `RWF_DSYNC` SQE built by the backend) whose future is
+/// dropped mid-flight keeps its leases until the kernel completes it, like
+/// tokio-uring's own operations: the pool is whole again only once no
+/// operation holds a lease, and never before.
+#[test]
+fn cancelled_fua_write_holds_its_leases_until_completion() {
+    let dir = disk_dir();
+    let path = dir.path().join("cancel-fua.img");
+    let volume = Volume::open(&spec("c", BackendKind::File, Some(path), 64 << 20)).expect("open");
+    let pool = BufferPool::new(4 << 20, 64 << 10, false).expect("pool");
+    tokio_uring::start(async {
+        zctarget_backends::register_pool_with_ring(&pool).expect("fixed buffers");
+        let h = volume.open_handle(Engine::Uring).expect("handle");
+        let mut cancelled = 0;
+        let mut saw_in_flight = 0;
+        for i in 0..32u64 {
+            let buf = filled(&pool, &[0x5A; 1 << 20]).await;
+            let fut = h.write((i % 32) << 20, buf, true);
+            let dropped = tokio::time::timeout(std::time::Duration::from_nanos(1), fut).await;
+            if dropped.is_err() {
+                cancelled += 1;
+                if zctarget_backends::ops_in_flight() > 0 {
+                    saw_in_flight += 1;
+                }
+            }
+            drop(dropped);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while zctarget_backends::ops_in_flight() > 0 {
+                assert!(
+                    !pool.is_full(),
+                    "leases back while their write is in flight"
+                );
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "FUA writes never completed"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            assert!(pool.is_full(), "leases not returned at completion");
+        }
+        assert!(cancelled > 0, "no FUA write was cancelled mid-flight");
+        assert!(
+            saw_in_flight > 0,
+            "no cancelled FUA write was still in flight"
+        );
+    });
+}

@@ -40,6 +40,7 @@ fn spec(conf: &Path, name: &str, image: &str, keyring: bool) -> VolumeSpec {
             ceph_user: None,
             // A different keyring path is a different Ceph client.
             keyring: keyring.then(|| conf.with_file_name("keyring")),
+            rados_timeout_secs: None,
         }),
     }
 }
@@ -145,4 +146,63 @@ fn second_writer_is_refused() {
     Volume::open(&ro).expect("a read-only opener needs no lock");
     drop(first);
     Volume::open(&spec(&conf, "d", &image, true)).expect("lock free again");
+}
+
+/// Thin provisioning from the object map: never-written objects and ones
+/// discarded whole are deallocated, written ones mapped (whole objects);
+/// `max_runs` bounds the answer; an image without fast-diff reports
+/// everything mapped.
+#[test]
+fn allocation_from_the_object_map() {
+    const MIB: u64 = 1 << 20;
+    let Some(conf) = ceph_conf() else { return };
+    let vol = Volume::open(&spec(&conf, "m", &image_name("map"), false)).expect("open rbd");
+    assert_eq!(
+        vol.allocation(0, 64 * MIB, 64).expect("allocation"),
+        vec![(0, 64 * MIB, false)],
+        "a new image holds nothing"
+    );
+    run(async {
+        let pool = BufferPool::new(4 << 20, 64 << 10, true).expect("pool");
+        let h = vol.open_handle(Engine::Epoll).expect("handle");
+        for off in [4096, 21 * MIB, 30 * MIB] {
+            let mut l = pool.lease(8192).await.expect("lease");
+            l.fill(0x5A);
+            h.write(off, l, false).await.1.expect("write");
+        }
+        // Object 7 (28..32 MiB) discarded whole, object 5 (20..24) in part.
+        h.discard(28 * MIB, 4 * MIB).await.expect("discard");
+        h.discard(21 * MIB, 4096).await.expect("discard");
+    });
+    let runs = vol.allocation(0, 64 * MIB, 64).expect("allocation");
+    assert_eq!(
+        runs,
+        vec![
+            (0, 4 * MIB, true),
+            (4 * MIB, 16 * MIB, false),
+            (20 * MIB, 4 * MIB, true),
+            (24 * MIB, 40 * MIB, false),
+        ],
+        "object states"
+    );
+    assert_eq!(
+        vol.allocation(2 * MIB, 20 * MIB, 2).expect("allocation"),
+        vec![(2 * MIB, 2 * MIB, true), (4 * MIB, 16 * MIB, false)],
+        "two runs at most, from an offset inside an object"
+    );
+
+    // Without fast-diff (hence no object map to answer from): all mapped.
+    let plain = image_name("plain");
+    let out = std::process::Command::new("rbd")
+        .args(["create", "--size", "16M", "--image-feature"])
+        .args(["layering,exclusive-lock", &format!("rbd/{plain}")])
+        .env("CEPH_CONF", &conf)
+        .output()
+        .expect("rbd create");
+    assert!(out.status.success(), "{out:?}");
+    let vol = Volume::open(&spec(&conf, "p", &plain, false)).expect("open rbd");
+    assert_eq!(
+        vol.allocation(0, 16 * MIB, 64).expect("allocation"),
+        vec![(0, 16 * MIB, true)]
+    );
 }

@@ -149,6 +149,18 @@ pub struct RbdImage {
     /// Keyring overriding the conf's, resolved like `ceph_conf`.
     #[serde(serialize_with = "ser_path", skip_serializing_if = "Option::is_none")]
     pub keyring: Option<PathBuf>,
+    /// How long the Ceph client waits for the cluster before an operation
+    /// fails with ETIMEDOUT: librados' `client_mount_timeout` (connecting),
+    /// `rados_mon_op_timeout` and `rados_osd_op_timeout`. `None`: the
+    /// conf's values (librados' defaults: 300 s to connect, operations wait
+    /// for ever).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rados_timeout_secs: Option<u32>,
+}
+
+impl RbdImage {
+    /// Largest `rados_timeout_secs` accepted (one hour).
+    pub const MAX_RADOS_TIMEOUT_SECS: u32 = 3600;
 }
 
 impl Volume {

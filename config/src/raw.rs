@@ -61,6 +61,7 @@ pub(crate) struct RawVolume {
     pub ceph_conf: Option<Spanned<String>>,
     pub ceph_user: Option<Spanned<String>>,
     pub keyring: Option<Spanned<String>>,
+    pub rados_timeout_secs: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -662,15 +662,32 @@ fn rbd_volume_keys() {
         "volumes[0].pool",
         "`pool` only applies to `rbd` volumes, not `file`",
     );
+    one(
+        &format!("{rbd}pool = \"rbd\"\nimage = \"i\"\nrados_timeout_secs = 0\n"),
+        6,
+        22,
+        "volumes[0].rados_timeout_secs",
+        "must be 1..=3600 seconds",
+    );
+    one(
+        &format!("{VOL}rados_timeout_secs = 5\n"),
+        5,
+        22,
+        "volumes[0].rados_timeout_secs",
+        "only applies to `rbd` volumes, not `file`",
+    );
     // No size: the image must exist (checked when it is opened).
     let c = Config::from_toml_str(
-        &format!("{rbd}pool = \"rbd\"\nimage = \"i\"\nceph_conf = \"ceph.conf\"\n"),
+        &format!(
+            "{rbd}pool = \"rbd\"\nimage = \"i\"\nceph_conf = \"ceph.conf\"\nrados_timeout_secs = 7\n"
+        ),
         Path::new("/base"),
     )
     .expect("valid");
     let r = c.volumes[0].rbd.as_ref().expect("rbd");
     assert_eq!(r.ceph_conf.as_deref(), Some(Path::new("/base/ceph.conf")));
     assert_eq!((r.pool.as_str(), r.image.as_str()), ("rbd", "i"));
+    assert_eq!(r.rados_timeout_secs, Some(7));
 }
 
 const SUBSYS: &str = "[[nvme_subsystems]]\nnqn = \"nqn.2026-12.io.x:s\"\n";

@@ -72,6 +72,7 @@ fn everything_non_default() -> Config {
                     ceph_conf: Some(PathBuf::from("/etc/ceph/ceph.conf")),
                     ceph_user: Some("zctarget".into()),
                     keyring: None,
+                    rados_timeout_secs: Some(30),
                 }),
             },
         ],

@@ -130,6 +130,10 @@ struct RbdArgs {
     /// Keyring overriding the conf's.
     #[arg(long)]
     keyring: Option<String>,
+    /// Seconds the Ceph client waits for the cluster (connect, monitor and
+    /// OSD operations) before failing with ETIMEDOUT (default: the conf's).
+    #[arg(long)]
+    rados_timeout_secs: Option<u32>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -403,7 +407,8 @@ fn request(c: CtlCommand) -> (&'static str, Value, View) {
                 json!({"name": name, "path": path, "size": size, "block_size": block_size, "backend": backend,
                        "read_only": read_only, "direct_io": direct_io, "preallocate": preallocate,
                        "pool": rbd.pool, "image": rbd.image, "namespace": rbd.namespace,
-                       "ceph_conf": rbd.ceph_conf, "ceph_user": rbd.ceph_user, "keyring": rbd.keyring}),
+                       "ceph_conf": rbd.ceph_conf, "ceph_user": rbd.ceph_user, "keyring": rbd.keyring,
+                       "rados_timeout_secs": rbd.rados_timeout_secs}),
                 Changes,
             ),
             VolumeAction::Remove { name, force } => (

@@ -145,6 +145,7 @@ pub fn open_volume_with_progress(
             ceph_conf: r.ceph_conf.clone(),
             ceph_user: r.ceph_user.clone(),
             keyring: r.keyring.clone(),
+            rados_timeout_secs: r.rados_timeout_secs,
         }),
     };
     let volume = Volume::open(&spec).with_context(|| format!("opening volume {:?}", v.name))?;

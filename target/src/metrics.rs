@@ -177,7 +177,7 @@ pub fn render(s: &Shared) -> String {
     let mut o = Out(String::with_capacity(16 << 10));
     let volumes = s.exports.volumes();
     type Counter = fn(&zctarget_backends::VolumeStats) -> &AtomicU64;
-    let per_volume: [(&str, &str, Counter); 7] = [
+    let per_volume: [(&str, &str, Counter); 11] = [
         (
             "zctarget_volume_reads_total",
             "Read operations completed.",
@@ -206,6 +206,26 @@ pub fn render(s: &Shared) -> String {
             "zctarget_volume_errors_total",
             "Volume operations that failed.",
             |v| &v.errors,
+        ),
+        (
+            "zctarget_volume_offloaded_total",
+            "Reads and writes handed to a blocking-pool thread (epoll engine).",
+            |v| &v.offloaded,
+        ),
+        (
+            "zctarget_volume_data_syncs_total",
+            "Whole-file data syncs issued (flushes, FUA without RWF_DSYNC).",
+            |v| &v.data_syncs,
+        ),
+        (
+            "zctarget_volume_ring_fixed_total",
+            "Disk reads and writes on io_uring with a registered (fixed) buffer.",
+            |v| &v.ring_fixed,
+        ),
+        (
+            "zctarget_volume_ring_unfixed_total",
+            "Disk reads and writes on io_uring with a plain buffer.",
+            |v| &v.ring_unfixed,
         ),
     ];
     for (name, help, get) in per_volume {

@@ -6,6 +6,9 @@
 #   DIR=/tmp/zc-ceph MON_PORT=3300 bash tests/ceph/cluster.sh start   # ~12 s
 #   export ZCTARGET_TEST_CEPH_CONF=/tmp/zc-ceph/ceph.conf               # what the tests read
 #   DIR=/tmp/zc-ceph bash tests/ceph/cluster.sh stop                  # own PIDs, removes DIR
+#   DIR=/tmp/zc-ceph bash tests/ceph/cluster.sh stop-mon              # SIGKILL the monitor only
+#   DIR=/tmp/zc-ceph bash tests/ceph/cluster.sh start-mon             # start it again (same data)
+#   DIR=/tmp/zc-ceph bash tests/ceph/cluster.sh stop-osd / start-osd  # the same for the OSD
 #
 # Installs ceph-mon ceph-osd ceph-common librbd-dev uuid-runtime when missing.
 set -euo pipefail
@@ -23,10 +26,35 @@ stop() {
   rm -rf "$DIR"
 }
 
+# The monitor or the OSD alone, for the tests of a daemon lost mid-I/O:
+# killed (SIGKILL, as a crash) by the PID this script recorded, and started
+# again on its data folder, answering once `ceph mon stat` / `ceph tell
+# osd.0 version` does.
+kill_daemon() { # mon|osd
+  p=$(cat "$DIR/$1.pid")
+  kill -9 "$p" 2>/dev/null || true
+  for _ in $(seq 40); do kill -0 "$p" 2>/dev/null || break; sleep 0.25; done
+  ! kill -0 "$p" 2>/dev/null
+}
+start_osd() {
+  ceph-osd -f -i 0 >/dev/null 2>>"$DIR/log/stderr" &
+  echo $! >"$DIR/osd.pid"
+  timeout 120 bash -c 'until ceph --connect-timeout 5 tell osd.0 version >/dev/null 2>&1; do sleep 0.5; done'
+}
+start_mon() {
+  ceph-mon -f -i a >/dev/null 2>>"$DIR/log/stderr" &
+  echo $! >"$DIR/mon.pid"
+  timeout 60 bash -c 'until ceph --connect-timeout 5 mon stat >/dev/null 2>&1; do sleep 0.5; done'
+}
+
 case "${1:-start}" in
   stop) stop; exit 0 ;;
+  stop-mon) kill_daemon mon; exit 0 ;;
+  start-mon) start_mon; exit 0 ;;
+  stop-osd) kill_daemon osd; exit 0 ;;
+  start-osd) start_osd; exit 0 ;;
   start) ;;
-  *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|stop-mon|start-mon|stop-osd|start-osd" >&2; exit 2 ;;
 esac
 
 if ! { command -v ceph-mon && command -v ceph-osd && command -v rbd && command -v uuidgen \
@@ -54,6 +82,9 @@ osd pool default min size = 1
 osd pool default pg autoscale mode = off
 mon allow pool size one = true
 mon warn on pool no redundancy = false
+# A shared build machine's disk may be nearly full: the throwaway monitor
+# must start anyway (the default refuses below 5 % free).
+mon data avail crit = 0
 osd crush chooseleaf type = 0
 # A killed client's watch (and so its exclusive lock) expires in 5 s, not 30.
 osd client watch timeout = 5
@@ -73,9 +104,7 @@ ceph-authtool "$DIR/keyring" --gen-key -n client.admin \
   --cap mon 'allow *' --cap osd 'allow *' --cap mgr 'allow *' >/dev/null
 monmaptool --create --addv a "[v2:127.0.0.1:$PORT]" --fsid "$FSID" "$DIR/monmap" >/dev/null
 ceph-mon --mkfs -i a --monmap "$DIR/monmap" --keyring "$DIR/keyring"
-ceph-mon -f -i a >/dev/null 2>>"$DIR/log/stderr" &
-echo $! >"$DIR/mon.pid"
-timeout 60 bash -c 'until ceph mon stat >/dev/null 2>&1; do sleep 0.5; done'
+start_mon
 U=$(uuidgen)
 K=$(ceph-authtool --gen-print-key)
 echo "{\"cephx_secret\": \"$K\"}" >"$DIR/osd.0/new.json"

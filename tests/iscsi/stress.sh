@@ -6,7 +6,10 @@
 # with the buffer pool full again, and a clean SIGTERM exit.
 #
 #   tests/iscsi/stress.sh [--engine uring|epoll] [--policy strict|eager]
-#                         [--bin PATH] [--seconds N]
+#                         [--bin PATH] [--seconds N] [--ceph-conf PATH]
+#
+# With --ceph-conf the LUN is a fresh 64 MiB RBD image on that cluster
+# (tests/ceph/cluster.sh) instead of a file; the image is removed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=tests/lib/daemon.sh
@@ -17,12 +20,14 @@ policy=strict
 bin=
 seconds=20
 clients=4
+ceph_conf=
 while [ $# -gt 0 ]; do
   case $1 in
     --engine) engine=$2; shift 2 ;;
     --policy) policy=$2; shift 2 ;;
     --bin) bin=$2; shift 2 ;;
     --seconds) seconds=$2; shift 2 ;;
+    --ceph-conf) ceph_conf=$(realpath "$2"); shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -36,6 +41,9 @@ work=$(mktemp -d)
 # shellcheck disable=SC2317  # run by the EXIT trap
 cleanup() {
   zc_stop TERM 30 || true
+  if [ -n "$ceph_conf" ]; then
+    CEPH_CONF="$ceph_conf" timeout 60 rbd rm --no-progress "rbd/$image" >/dev/null 2>&1 || true
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -43,6 +51,16 @@ trap cleanup EXIT
 # shellcheck disable=SC2046  # pkg-config prints several words
 gcc -O2 -Wall -Wextra -Werror -o "$work/stress" tests/iscsi/stress.c $(pkg-config --cflags --libs libiscsi)
 
+image="zc-stress-$engine-$$"
+volume='path = "shared.img"'
+backing="file"
+if [ -n "$ceph_conf" ]; then
+  volume="backend = \"rbd\"
+pool = \"rbd\"
+image = \"$image\"
+ceph_conf = \"$ceph_conf\""
+  backing="rbd image rbd/$image"
+fi
 iqn=iqn.2026-11.io.zctarget:stress
 prefix=iqn.2026-11.io.zctarget.test:stress-client
 cat > "$work/zctarget.toml" <<CFG
@@ -58,7 +76,7 @@ buffer_pool = "16MiB"
 
 [[volumes]]
 name = "shared"
-path = "shared.img"
+$volume
 size = "64MiB"
 
 [[iscsi_targets]]
@@ -120,4 +138,4 @@ read -r free total <<< "$pool"
 zc_stop TERM 30 || fail "daemon exited $ZC_STATUS on SIGTERM"
 zc_pool_intact "$work/daemon.log" || fail "leases outstanding at shutdown"
 
-echo "iscsi stress, $engine engine, $policy status: $clients clients, $writes writes, $reads blocks verified, $sum compare-and-writes, 0 corrupt ($torn reads torn by a racing overlapping write, whole on re-read), pool $free/$total chunks free after logout"
+echo "iscsi stress, $engine engine, $policy status, $backing: $clients clients, $writes writes, $reads blocks verified, $sum compare-and-writes, 0 corrupt ($torn reads torn by a racing overlapping write, whole on re-read), pool $free/$total chunks free after logout"

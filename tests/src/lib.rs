@@ -5,6 +5,8 @@
 //!   signals, bounded waits, `ctl`, metrics), killed on drop;
 //! - [`spec`]: the standard file-backed daemon of the crash, limit, pool
 //!   and portal tests;
+//! - [`ceph`]: the throwaway Ceph cluster of the RBD tests (its monitor
+//!   stopped and started) and daemons on RBD images;
 //! - [`iscsi`]: a raw synchronous iSCSI initiator;
 //! - [`nvme_client`]: the NVMe/TCP host;
 //! - [`nvme_auth`]: its in-band authentication (DH-HMAC-CHAP, host side);
@@ -14,6 +16,7 @@
 //! - [`netns`]: a test binary run again in a private network namespace;
 //! - [`perf`]: the load engine and latency histogram of `zc-nvme-perf`.
 
+pub mod ceph;
 pub mod daemon;
 pub mod iscsi;
 pub mod logs;

@@ -3,21 +3,33 @@
 # scripts against reference targets (no zctarget involved):
 #   iSCSI   -> Debian's tgtd on the host side (targets/tgt.sh)
 #   NVMe/TCP-> the guest kernel's own nvmet-tcp (NVME_LOCAL_TARGET=1)
+#   trixie  -> the same NVMe/TCP scenario and guest/nvme-auth.sh (DH-HMAC-CHAP,
+#              every DH group) on the trixie guest (--flavour trixie, kernel 6.12)
 # Needs root. Installs tgt and socat on the host if missing (the test netns
 # itself has no network). Ends with "N passed, N failed".
 #
-#   tests/vm/selftest.sh [--quick] [vm-initiator options...]
-#     --quick   32 MiB of file data instead of 128 MiB, no fio
+#   tests/vm/selftest.sh [--quick] [--no-trixie] [vm-initiator options...]
+#     --quick      32 MiB of file data instead of 128 MiB, no fio
+#     --no-trixie  skip the trixie cases (and that image's ~150 MB of downloads)
 # Extra options (e.g. --timeout 900, --cache-dir DIR) go to every vm-initiator run.
 set -uo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 VM="$HERE/vm-initiator.sh"
-SIZE=128 FIO=1
-if [ "${1:-}" = --quick ]; then SIZE=32 FIO=0; shift; fi
+SIZE=128 FIO=1 TRIXIE=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) SIZE=32 FIO=0; shift ;;
+    --no-trixie) TRIXIE=0; shift ;;
+    *) break ;;
+  esac
+done
 
 "$HERE/targets/tgt.sh" --install || { echo "cannot install tgt"; exit 1; }
 "$HERE/targets/restartable.sh" --install || { echo "cannot install socat"; exit 1; }
 "$VM" --build-only "$@" || { echo "image build failed"; echo "0 passed, 1 failed"; exit 1; }
+if [ "$TRIXIE" = 1 ]; then
+  "$VM" --build-only --flavour trixie "$@" || { echo "trixie image build failed"; echo "0 passed, 1 failed"; exit 1; }
+fi
 
 TGT="$HERE/targets/tgt.sh --port 3260"
 LUN="$(mktemp -u "${TMPDIR:-/tmp}/zc-selftest-lun.XXXXXX")"
@@ -50,6 +62,12 @@ run "nvme-fs local nvmet via host netns" --guest-script "$G/nvme-fs.sh" \
     --hostfwd tcp:127.0.0.1:4420-:4420 "$@"
 run "nvme-fs host NQN not allowed" --guest-script "$G/nvme-fs.sh" \
     --env NVME_LOCAL_TARGET=1 --env EXPECT_CONNECT_FAIL=1 "$@"
+if [ "$TRIXIE" = 1 ]; then
+  run "trixie: nvme-fs local nvmet (digests)" --flavour trixie --guest-script "$G/nvme-fs.sh" \
+      --env NVME_LOCAL_TARGET=1 --env DIGESTS=1 --env RUN_FIO=$FIO --env SIZE_MB=$SIZE "$@"
+  run "trixie: nvme-auth local nvmet (DH-HMAC-CHAP, refusals, every DH group)" --flavour trixie \
+      --guest-script "$G/nvme-auth.sh" --env NVME_LOCAL_TARGET=1 "$@"
+fi
 
 echo "=================== summary"
 printf '%s\n' "${summary[@]}"

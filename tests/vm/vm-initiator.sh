@@ -7,6 +7,10 @@
 # from Debian packages (busybox, bash, kmod, open-iscsi, nvme-cli, e2fsprogs,
 # util-linux's blkdiscard, fio). Nothing is installed into the guest at run
 # time; the image is built once and cached outside the repository.
+# --flavour trixie builds the same image from Debian trixie's packages instead
+# (kernel 6.12 with NVMe in-band authentication, nvme-cli 2.13); its package
+# lists live in a private apt state dir in the cache, the host's apt sources
+# and packages are not touched.
 #
 # Networking: a private network namespace (loopback only) is created per run.
 # The target command and qemu both run in it. qemu's user-mode network gives
@@ -41,6 +45,7 @@ QUIET_KERNEL=1
 SHOW_TARGET_LOG=onfail
 KERNEL_PKG=linux-image-amd64
 QEMU_BIN="${QEMU_BIN:-}"
+FLAVOUR="${ZCTARGET_VM_FLAVOUR:-bookworm}"
 
 # What goes into the guest. Only GUEST_BINS and the shared libraries they link
 # against are copied out of the unpacked packages; busybox provides the rest.
@@ -83,6 +88,9 @@ as root, prints the guest console and exits with FILE's exit status.
   --smp N               guest CPUs (default 2)
   --kvm | --tcg         force the accelerator (default: KVM only if really usable)
   --no-fio              image without fio (fewer downloads)
+  --flavour NAME        guest packages: bookworm (default; kernel 6.1) or trixie
+                        (kernel 6.12: NVMe in-band auth, nvme-cli 2.13); also
+                        $ZCTARGET_VM_FLAVOUR
   --cache-dir DIR       default ${XDG_CACHE_HOME:-$HOME/.cache}/zctarget-vm
                         (or $ZCTARGET_VM_CACHE)
   --rebuild             rebuild the cached image
@@ -112,6 +120,7 @@ while [ $# -gt 0 ]; do
     --kvm)            ACCEL=kvm; shift ;;
     --tcg)            ACCEL=tcg; shift ;;
     --no-fio)         WITH_FIO=0; shift ;;
+    --flavour)        FLAVOUR="$2"; shift 2 ;;
     --cache-dir)      CACHE_DIR="$2"; shift 2 ;;
     --rebuild)        REBUILD=1; shift ;;
     --build-only)     BUILD_ONLY=1; shift ;;
@@ -129,6 +138,13 @@ now()  { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
 [ "$WITH_FIO" = 1 ] && { GUEST_PKGS+=(fio); GUEST_BINS+=(usr/bin/fio); }
+case "$FLAVOUR" in
+  bookworm) ;;
+  # nvme-auth is also pulled in by nvme-core's dependencies; named so that a
+  # kernel without it warns at build time
+  trixie) GUEST_MODULES+=(nvme-auth nvme-keyring) ;;
+  *) die "unknown --flavour '$FLAVOUR' (bookworm or trixie)" ;;
+esac
 [ "$BUILD_ONLY" = 1 ] || [ -n "$GUEST_SCRIPT" ] || { usage >&2; die "--guest-script is required"; }
 [ -z "$GUEST_SCRIPT" ] || [ -r "$GUEST_SCRIPT" ] || die "guest script not readable: $GUEST_SCRIPT"
 [ "$(id -u)" = 0 ] || die "must run as root (network namespace, device nodes in the initramfs)"
@@ -142,6 +158,8 @@ ensure_host_tools() {
            timeout:coreutils setsid:util-linux sha256sum:coreutils; do
     command -v "${t%%:*}" >/dev/null 2>&1 || need+=("${t#*:}")
   done
+  # trixie's kernel modules are xz-compressed
+  [ "$FLAVOUR" = bookworm ] || command -v xz >/dev/null 2>&1 || need+=(xz-utils)
   [ ${#need[@]} -eq 0 ] && return 0
   command -v apt-get >/dev/null || die "missing host tools (${need[*]}) and no apt-get"
   log "installing host packages: ${need[*]}"
@@ -160,10 +178,47 @@ if git -C "$CACHE_DIR" rev-parse --show-toplevel >/dev/null 2>&1; then
   die "cache dir $CACHE_DIR is inside a git work tree; use --cache-dir elsewhere"
 fi
 DEBS="$CACHE_DIR/debs"
+# APT_O: extra apt-get/apt-cache options for the guest's packages. Empty for
+# bookworm (the host's own apt sources and lists); for trixie a private apt
+# state in $CACHE_DIR/apt-trixie: its own sources.list (the host's Debian
+# mirror, suite trixie), lists, empty dpkg status, no translations.
+APT_O=()
+guest_apt_private() { # SUITE
+  local suite="$1" a="$CACHE_DIR/apt-$1" uri keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+  [ -r "$keyring" ] || die "$keyring missing (apt-get install debian-archive-keyring)"
+  uri="${ZCTARGET_VM_DEBIAN_MIRROR:-}"
+  if [ -z "$uri" ]; then
+    # shellcheck disable=SC2016  # apt's own $(...) format fields
+    uri="$(apt-get indextargets --format '$(REPO_URI) $(ORIGIN) $(TARGET_OF)' 2>/dev/null \
+             | awk '$2 == "Debian" && $3 == "deb" && $1 !~ /security/ { print $1; exit }')"
+  fi
+  [ -n "$uri" ] || die "no Debian mirror in the host's apt sources: set ZCTARGET_VM_DEBIAN_MIRROR=URI"
+  mkdir -p "$a"/{lists/partial,archives/partial,cache,empty}
+  [ -e "$a/status" ] || : > "$a/status"
+  printf 'deb [signed-by=%s] %s %s main\n' "$keyring" "$uri" "$suite" > "$a/sources.list.new"
+  cmp -s "$a/sources.list.new" "$a/sources.list" || mv "$a/sources.list.new" "$a/sources.list"
+  rm -f "$a/sources.list.new"
+  APT_O=(-o "Dir::Etc::SourceList=$a/sources.list" -o "Dir::Etc::SourceParts=$a/empty"
+         -o "Dir::Etc::Preferences=$a/empty/none" -o "Dir::Etc::PreferencesParts=$a/empty"
+         -o "Dir::State::Lists=$a/lists" -o "Dir::State::status=$a/status"
+         -o "Dir::Cache=$a/cache" -o "Dir::Cache::archives=$a/archives"
+         -o Acquire::Languages=none -o APT::Sandbox::User=root)
+}
+apt_update() {
+  log "apt-get update${APT_O[*]:+ (guest flavour $FLAVOUR)}"
+  apt-get -q "${APT_O[@]}" update >/dev/null 2>&1 || return 0
+  # (apt dates the list files by the archive's; this stamp says when we asked)
+  [ ${#APT_O[@]} -eq 0 ] || touch "$CACHE_DIR/apt-$FLAVOUR/updated"
+}
+if [ "$FLAVOUR" != bookworm ]; then
+  DEBS="$CACHE_DIR/debs-$FLAVOUR"   # apart: same package names, other versions
+  guest_apt_private "$FLAVOUR"
+fi
+mkdir -p "$DEBS"
 
 # apt's package lists are needed for dependency resolution and downloads.
-apt_lists_ready() { apt-cache show "$KERNEL_PKG" >/dev/null 2>&1; }
-apt_lists_ready || { log "apt-get update"; apt-get update -q >/dev/null 2>&1 || true; }
+apt_lists_ready() { apt-cache "${APT_O[@]}" show "$KERNEL_PKG" >/dev/null 2>&1; }
+apt_lists_ready || apt_update
 apt_lists_ready || die "apt-cache knows no $KERNEL_PKG (apt sources?)"
 
 # deb_file PKG: path of the cached .deb of PKG (empty if none)
@@ -176,15 +231,19 @@ fetch_debs() {
   [ ${#missing[@]} -eq 0 ] && return 0
   log "downloading ${#missing[@]} Debian packages into $DEBS"
   # APT::Sandbox::User=root: the _apt user may not be able to write the cache
-  ( cd "$DEBS" && apt-get -q -o APT::Sandbox::User=root download "${missing[@]}" >/dev/null ) \
-    || die "apt-get download failed for: ${missing[*]}"
+  local dl=(apt-get -q -o APT::Sandbox::User=root "${APT_O[@]}" download "${missing[@]}")
+  ( cd "$DEBS" && "${dl[@]}" >/dev/null ) && return 0
+  # a private (trixie) list can be older than the archive: refresh once
+  [ ${#APT_O[@]} -gt 0 ] || die "apt-get download failed for: ${missing[*]}"
+  apt_update
+  ( cd "$DEBS" && "${dl[@]}" >/dev/null ) || die "apt-get download failed for: ${missing[*]}"
 }
 
 # dep_closure PKG...: the named packages plus every lib* package they need,
 # recursively. Non-library dependencies (debconf, init systems, ...) are left
 # out on purpose: only the binaries in GUEST_BINS and their libraries are used.
 dep_closure() {
-  apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts \
+  apt-cache "${APT_O[@]}" depends --recurse --no-recommends --no-suggests --no-conflicts \
       --no-breaks --no-replaces --no-enhances "$@" 2>/dev/null \
     | grep '^[a-z0-9]' | sort -u \
     | awk -v named=" $* " -v skip="$SKIP_PKGS_RE" '
@@ -200,6 +259,8 @@ dep_closure() {
 setup_qemu() {
   [ -n "$QEMU_BIN" ] && return 0
   if command -v qemu-system-x86_64 >/dev/null; then QEMU_BIN="$(command -v qemu-system-x86_64)"; return 0; fi
+  # qemu runs on the host: the host's own apt lists and the bookworm .deb cache
+  local DEBS="$CACHE_DIR/debs" APT_O=()
   local q="$CACHE_DIR/qemu"
   local moddir="$q/root/usr/lib/x86_64-linux-gnu/qemu"
   if [ ! -x "$q/root/usr/bin/qemu-system-x86_64" ] || [ ! -f "$moddir/accel-tcg-x86_64.so" ]; then
@@ -234,12 +295,15 @@ EOF
 
 # ------------------------------------------------------------------ image
 # linux-image-amd64 is a metapackage: resolve the versioned image package.
-KERNEL_DEB="$KERNEL_PKG"
-if [[ "$KERNEL_DEB" != linux-image-[0-9]* ]]; then
-  KERNEL_DEB="$(apt-cache depends "$KERNEL_PKG" | awk '/Depends: linux-image-[0-9]/ { print $2; exit }')"
-  [ -n "$KERNEL_DEB" ] || die "cannot resolve $KERNEL_PKG to a kernel image package"
-fi
-KVER="${KERNEL_DEB#linux-image-}"
+resolve_kernel() {
+  KERNEL_DEB="$KERNEL_PKG"
+  if [[ "$KERNEL_DEB" != linux-image-[0-9]* ]]; then
+    KERNEL_DEB="$(apt-cache "${APT_O[@]}" depends "$KERNEL_PKG" | awk '/Depends: linux-image-[0-9]/ { print $2; exit }')"
+    [ -n "$KERNEL_DEB" ] || die "cannot resolve $KERNEL_PKG to a kernel image package"
+  fi
+  KVER="${KERNEL_DEB#linux-image-}"
+}
+resolve_kernel
 
 # usr-merge the paths of (possibly non-merged) .deb contents
 usr_path() { case "$1" in bin/*|sbin/*|lib/*|lib64/*) echo "usr/$1" ;; *) echo "$1" ;; esac; }
@@ -287,6 +351,7 @@ EOF
 
 image_key() {
   { printf '%s\n' "$IMAGE_VERSION" "$KERNEL_DEB" "${GUEST_PKGS[*]}" "${GUEST_BINS[*]}" "${GUEST_MODULES[*]}"
+    [ "$FLAVOUR" = bookworm ] || echo "flavour=$FLAVOUR"
     guest_init; } | sha256sum | cut -c1-12
 }
 
@@ -305,6 +370,16 @@ build_image() {
   log "unpacking ${#pkgs[@]} packages"
   for p in "${pkgs[@]}"; do dpkg-deb -x "$(deb_file "$p")" "$stage"; done
   [ -f "$stage/boot/vmlinuz-$KVER" ] || die "vmlinuz-$KVER missing from $KERNEL_DEB"
+  # usr-merge the staged tree: bookworm's packages ship /bin, /lib, ...,
+  # trixie's mostly /usr/...; afterwards both paths work for either
+  for p in bin sbin lib lib64; do
+    mkdir -p "$stage/usr/$p"
+    if [ -d "$stage/$p" ] && [ ! -L "$stage/$p" ]; then
+      cp -a "$stage/$p/." "$stage/usr/$p/" || die "usr-merge of the staged /$p failed"
+      rm -rf "${stage:?}/$p"
+    fi
+    [ -e "$stage/$p" ] || ln -s "usr/$p" "$stage/$p"
+  done
 
   # skeleton (usr-merged)
   mkdir -p "$root"/usr/{bin,sbin,lib/x86_64-linux-gnu,lib64} "$root"/{etc,dev,proc,sys,run,tmp,root,mnt,guest/files,var/lib,var/tmp}
@@ -315,8 +390,10 @@ build_image() {
   mknod -m 666 "$root/dev/null" c 1 3
 
   # binaries and their libraries, resolved with the *staged* dynamic loader so
-  # the guest gets bookworm's libraries whatever the host has
-  local ldso="$stage/lib64/ld-linux-x86-64.so.2"
+  # the guest gets its flavour's libraries whatever the host has
+  # (the real file: /lib64/ld-linux-x86-64.so.2 may be an absolute symlink)
+  local ldso="$stage/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
+  [ -f "$ldso" ] || die "no dynamic loader in the staged libc6"
   # ceph's libraries (fio -> librbd) live in a private dir found via RUNPATH
   local lpath="$stage/lib/x86_64-linux-gnu:$stage/usr/lib/x86_64-linux-gnu:$stage/usr/lib/x86_64-linux-gnu/ceph"
   local b l libs=() lddout
@@ -380,10 +457,20 @@ build_image() {
     want+=($(awk -v p="$f:" '$1 == p { for (i = 2; i <= NF; i++) print $i }' "$stage/$mdir/modules.dep"))
   done
   for f in $(printf '%s\n' "${want[@]}" | sort -u); do
-    install -D -m 644 "$stage/$mdir/$f" "$root/usr/$mdir/$f"
+    # trixie's modules are xz-compressed: stored plain, so the guest's kmod
+    # needs no decompressor (and TCG spends no time on it)
+    case "$f" in
+      *.ko.xz)  mkdir -p "$root/usr/$mdir/$(dirname "$f")"
+                xz -dc "$stage/$mdir/$f" > "$root/usr/$mdir/${f%.xz}" || die "xz -d $f failed" ;;
+      *.ko.zst) mkdir -p "$root/usr/$mdir/$(dirname "$f")"
+                zstd -qdc "$stage/$mdir/$f" > "$root/usr/$mdir/${f%.zst}" || die "zstd -d $f failed" ;;
+      *)        install -D -m 644 "$stage/$mdir/$f" "$root/usr/$mdir/$f" ;;
+    esac
   done
   cp "$stage/$mdir"/modules.{builtin,builtin.modinfo,order} "$root/usr/$mdir/"
-  "${kmod_run[@]}" -b "$root/usr" "$KVER" || die "depmod (initramfs) failed"
+  # -b ROOT: bookworm's kmod looks in ROOT/lib/modules, trixie's in
+  # ROOT/usr/lib/modules; the initramfs' lib -> usr/lib serves both
+  "${kmod_run[@]}" -b "$root" "$KVER" || die "depmod (initramfs) failed"
 
   guest_init > "$root/init"; chmod 755 "$root/init"
 
@@ -399,7 +486,17 @@ build_image() {
 }
 
 IMG="$CACHE_DIR/images/$KVER-$(image_key)"
-if [ "$REBUILD" = 1 ] || [ ! -s "$IMG/initramfs.img" ] || [ ! -s "$IMG/vmlinuz" ]; then
+image_missing() { [ "$REBUILD" = 1 ] || [ ! -s "$IMG/initramfs.img" ] || [ ! -s "$IMG/vmlinuz" ]; }
+# A private (trixie) package list is only read to build an image: before a
+# build, refresh it when older than a day (the archive drops superseded
+# versions), then resolve again. Runs with a cached image never update it.
+if image_missing && [ ${#APT_O[@]} -gt 0 ] && \
+   [ -z "$(find "$CACHE_DIR/apt-$FLAVOUR/updated" -mtime -1 2>/dev/null)" ]; then
+  apt_update
+  resolve_kernel
+  IMG="$CACHE_DIR/images/$KVER-$(image_key)"
+fi
+if image_missing; then
   log "building the guest image for $KVER in $CACHE_DIR"
   build_image "$IMG"
 fi

@@ -7,6 +7,7 @@
 # namespace while the host is connected).
 #
 #   tests/vm/zctarget-nvme.sh [--engine uring|epoll] [--bin PATH] [--quick]
+#                             [--flavour bookworm|trixie]   (the guest; default bookworm)
 #
 # Prints one PASS/FAIL line per scenario and "N passed, N failed" last.
 set -uo pipefail
@@ -17,11 +18,13 @@ engine=uring
 bin=
 size=128
 fio_size=64M
+flavour=${ZCTARGET_VM_FLAVOUR:-bookworm}
 while [ $# -gt 0 ]; do
   case "$1" in
     --engine) engine=$2; shift 2 ;;
     --bin) bin=$2; shift 2 ;;
     --quick) size=32; fio_size=16M; shift ;;
+    --flavour) flavour=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -56,7 +59,7 @@ CFG
 scenario() { # NAME, then vm-initiator arguments
   local name=$1; shift
   zc_scenario "$name" "$work/$(printf '%s' "$name" | tr -c 'A-Za-z0-9' '_').log" \
-    timeout 900 "$vm" --timeout 600 "$@"
+    timeout 900 "$vm" --timeout 600 --flavour "$flavour" "$@"
 }
 
 config plain

@@ -1,4 +1,4 @@
-//! Ceph clients (`rados_t`): one per (ceph.conf, user, keyring), shared by
+//! Ceph clients (`rados_t`): one per (ceph.conf, user, keyring, timeout), shared by
 //! every RBD volume that names the same three, since a client per volume
 //! does not scale (each has its own monitor session, messenger threads and
 //! OSD connections).
@@ -21,7 +21,20 @@ pub struct ClientKey {
     pub user: String,
     /// Keyring file overriding the conf's.
     pub keyring: Option<PathBuf>,
+    /// Sets `client_mount_timeout`, `rados_mon_op_timeout` and
+    /// `rados_osd_op_timeout` (seconds) when given.
+    pub timeout_secs: Option<u32>,
 }
+
+/// The librados options a client's `timeout_secs` sets: waiting for the
+/// monitors when connecting, and for monitor and OSD operations (librbd's
+/// I/O is OSD operations: an operation not answered in time completes with
+/// ETIMEDOUT instead of waiting for the cluster to come back).
+const TIMEOUTS: [&str; 3] = [
+    "client_mount_timeout",
+    "rados_mon_op_timeout",
+    "rados_osd_op_timeout",
+];
 
 /// A connected Ceph client. Shut down when the last volume using it is gone.
 pub struct Cluster {
@@ -136,6 +149,9 @@ impl Cluster {
         if let Some(k) = &key.keyring {
             options.push(("keyring", k.to_string_lossy().into_owned()));
         }
+        if let Some(secs) = key.timeout_secs {
+            options.extend(TIMEOUTS.iter().map(|k| (*k, secs.to_string())));
+        }
         for (k, v) in options {
             let (ck, cv) = (cstr("option", k)?, cstr(k, &v)?);
             // SAFETY: as above; librados copies the option's value.
@@ -153,7 +169,9 @@ impl Cluster {
         // conf_set above; this shows the values after the conf was read).
         let effective: Vec<String> = FORCED
             .iter()
-            .map(|(k, _)| format!("{k}={}", cluster.conf_get(k).unwrap_or_else(|| "?".into())))
+            .map(|(k, _)| *k)
+            .chain(TIMEOUTS)
+            .map(|k| format!("{k}={}", cluster.conf_get(k).unwrap_or_else(|| "?".into())))
             .collect();
         tracing::info!(
             user = %key.user,

@@ -64,6 +64,7 @@ fn overwritten_writes(disable_zero_copy: &str, trials: usize) -> Option<usize> {
         ceph_conf: Some(conf.into()),
         user: "admin".into(),
         keyring: None,
+        timeout_secs: None,
     };
     let cluster = Cluster::private(&key, &[("rbd_disable_zero_copy_writes", disable_zero_copy)])
         .expect("client");

@@ -31,6 +31,14 @@ pub type Callback = unsafe extern "C" fn(c: CompletionT, arg: *mut c_void);
 
 /// `RBD_LOCK_MODE_EXCLUSIVE`.
 pub const LOCK_MODE_EXCLUSIVE: c_int = 0;
+/// `RBD_FEATURE_FAST_DIFF`: the object map also tracks which objects
+/// changed, and `rbd_diff_iterate2(whole_object)` answers from it.
+pub const FEATURE_FAST_DIFF: u64 = 1 << 4;
+/// `RBD_FLAG_OBJECT_MAP_INVALID | RBD_FLAG_FAST_DIFF_INVALID`.
+pub const FLAGS_MAP_INVALID: u64 = 0b11;
+/// The callback of `rbd_diff_iterate2`: `(offset, len, exists, arg)`; a
+/// negative return stops the iteration with that error.
+pub type DiffCallback = unsafe extern "C" fn(u64, size_t, c_int, *mut c_void) -> c_int;
 
 /// `rbd_image_info_t` (librbd.h; the trailing fields are deprecated but
 /// still part of the layout `rbd_stat` writes).
@@ -65,6 +73,18 @@ pub struct Lib {
         unsafe extern "C" fn(IoctxT, *const c_char, *mut ImageT, *const c_char) -> c_int,
     pub rbd_create: unsafe extern "C" fn(IoctxT, *const c_char, u64, *mut c_int) -> c_int,
     pub rbd_stat: unsafe extern "C" fn(ImageT, *mut ImageInfo, size_t) -> c_int,
+    pub rbd_get_features: unsafe extern "C" fn(ImageT, *mut u64) -> c_int,
+    pub rbd_get_flags: unsafe extern "C" fn(ImageT, *mut u64) -> c_int,
+    pub rbd_diff_iterate2: unsafe extern "C" fn(
+        ImageT,
+        *const c_char,
+        u64,
+        u64,
+        u8,
+        u8,
+        DiffCallback,
+        *mut c_void,
+    ) -> c_int,
     pub rbd_close: unsafe extern "C" fn(ImageT) -> c_int,
     pub rbd_lock_acquire: unsafe extern "C" fn(ImageT, c_int) -> c_int,
     pub rbd_lock_get_owners:
@@ -130,6 +150,9 @@ fn load() -> Result<Lib, String> {
         rbd_open_read_only: sym!(rbd, rbd_open_read_only),
         rbd_create: sym!(rbd, rbd_create),
         rbd_stat: sym!(rbd, rbd_stat),
+        rbd_get_features: sym!(rbd, rbd_get_features),
+        rbd_get_flags: sym!(rbd, rbd_get_flags),
+        rbd_diff_iterate2: sym!(rbd, rbd_diff_iterate2),
         rbd_close: sym!(rbd, rbd_close),
         rbd_lock_acquire: sym!(rbd, rbd_lock_acquire),
         rbd_lock_get_owners: sym!(rbd, rbd_lock_get_owners),

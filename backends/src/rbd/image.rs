@@ -16,6 +16,8 @@ pub struct Image {
     /// `pool[/namespace]/image`, for messages.
     name: String,
     size: u64,
+    /// Bytes per RADOS object (`1 << order`).
+    obj_size: u64,
     /// Dropped after the image is closed (field order).
     _ioctx: Ioctx,
 }
@@ -98,6 +100,7 @@ impl Image {
             handle,
             name: shown.clone(),
             size: 0,
+            obj_size: 0,
             _ioctx: ioctx,
         };
         // SAFETY: all-zero is a valid `ImageInfo` (integers and byte arrays).
@@ -108,6 +111,7 @@ impl Image {
             return Err(fail("reading the size of", rc));
         }
         img.size = info.size;
+        img.obj_size = info.obj_size;
         if !read_only {
             img.lock()?;
         }
@@ -175,6 +179,11 @@ impl Image {
     /// The image's size in bytes.
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// Bytes per RADOS object.
+    pub fn object_size(&self) -> u64 {
+        self.obj_size
     }
 
     pub(super) fn lib(&self) -> &'static Lib {

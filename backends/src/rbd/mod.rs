@@ -3,13 +3,15 @@
 //! - `ffi`: the hand-written binding (and why no crate fits);
 //! - `client`: Ceph clients (`rados_t`), one per conf/user/keyring, shared;
 //! - `image`: open/create/size/exclusive lock of an image;
-//! - `aio`: operations that own their buffers until librbd's callback ran.
+//! - `aio`: operations that own their buffers until librbd's callback ran;
+//! - `allocation`: which parts hold data, from the object map.
 //!
 //! Every client runs with `rbd_cache = false` (a completed write is on the
 //! OSDs, so FUA is a plain write and flush is `rbd_aio_flush`) and
 //! `rbd_skip_partial_discard = false` (a discard reads back zeroes).
 
 mod aio;
+mod allocation;
 mod client;
 #[cfg(test)]
 mod copy_check;
@@ -42,6 +44,9 @@ pub struct RbdSpec {
     pub ceph_user: Option<String>,
     /// Keyring overriding the conf's.
     pub keyring: Option<PathBuf>,
+    /// Seconds before librados gives up on the cluster (connect, monitor
+    /// and OSD operations fail with ETIMEDOUT); `None`: the conf's.
+    pub rados_timeout_secs: Option<u32>,
 }
 
 impl RbdSpec {
@@ -101,6 +106,7 @@ pub fn open(spec: &RbdSpec, create: Option<u64>, read_only: bool) -> Result<Arc<
         ceph_conf: spec.ceph_conf.clone(),
         user: spec.ceph_user.clone().unwrap_or_else(|| "admin".into()),
         keyring: spec.keyring.clone(),
+        timeout_secs: spec.rados_timeout_secs,
     };
     let cluster = client::Cluster::get(&key)?;
     let ioctx = cluster.ioctx(&spec.pool, spec.namespace.as_deref())?;

@@ -1,5 +1,5 @@
 //! The keys of `backend = "rbd"` volumes: `pool`, `image`, `namespace`,
-//! `ceph_conf`, `ceph_user`, `keyring`.
+//! `ceph_conf`, `ceph_user`, `keyring`, `rados_timeout_secs`.
 
 use std::ops::Range;
 use std::path::Path;
@@ -30,6 +30,7 @@ impl Checker<'_> {
             ("ceph_user", &v.ceph_user),
             ("keyring", &v.keyring),
         ];
+        let timeout = v.rados_timeout_secs.as_ref();
         if kind != Some(BackendKind::Rbd) {
             if let Some(kind) = kind {
                 for (key, value) in keys {
@@ -37,6 +38,11 @@ impl Checker<'_> {
                         let msg = format!("`{key}` only applies to `rbd` volumes, not `{kind}`");
                         self.err(s.span(), &format!("{p}.{key}"), msg);
                     }
+                }
+                if let Some(t) = timeout {
+                    let msg =
+                        format!("`rados_timeout_secs` only applies to `rbd` volumes, not `{kind}`");
+                    self.err(t.span(), &format!("{p}.rados_timeout_secs"), msg);
                 }
             }
             return None;
@@ -68,6 +74,19 @@ impl Checker<'_> {
         });
         let ceph_conf = self.rbd_path(p, "ceph_conf", v.ceph_conf.as_ref(), base_dir);
         let keyring = self.rbd_path(p, "keyring", v.keyring.as_ref(), base_dir);
+        let max = RbdImage::MAX_RADOS_TIMEOUT_SECS;
+        let rados_timeout_secs = timeout.and_then(|t| match u32::try_from(*t.get_ref()) {
+            Ok(secs @ 1..) if secs <= max => Some(secs),
+            _ => {
+                let msg = format!(
+                    "rados_timeout_secs must be 1..={max} seconds (leave it out to keep the \
+                     conf's timeouts), got {}",
+                    t.get_ref()
+                );
+                self.err(t.span(), &format!("{p}.rados_timeout_secs"), msg);
+                None
+            }
+        });
         Some(RbdImage {
             pool: pool?,
             image: image?,
@@ -75,6 +94,7 @@ impl Checker<'_> {
             ceph_conf,
             ceph_user,
             keyring,
+            rados_timeout_secs,
         })
     }
 

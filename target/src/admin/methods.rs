@@ -198,6 +198,7 @@ struct VolumeAdd {
     ceph_conf: Option<String>,
     ceph_user: Option<String>,
     keyring: Option<String>,
+    rados_timeout_secs: Option<u32>,
 }
 
 /// The image of an `rbd` volume being added; `None` for other backends,
@@ -218,10 +219,10 @@ fn rbd_image(p: &VolumeAdd, backend: BackendKind) -> Result<Option<RbdImage>, Rp
             &p.ceph_user,
             &p.keyring,
         ];
-        if given.iter().any(|o| o.is_some()) {
+        if given.iter().any(|o| o.is_some()) || p.rados_timeout_secs.is_some() {
             return Err(RpcError::params(format!(
-                "pool, image, namespace, ceph_conf, ceph_user and keyring apply to rbd \
-                 volumes, not {backend}"
+                "pool, image, namespace, ceph_conf, ceph_user, keyring and \
+                 rados_timeout_secs apply to rbd volumes, not {backend}"
             )));
         }
         return Ok(None);
@@ -236,6 +237,7 @@ fn rbd_image(p: &VolumeAdd, backend: BackendKind) -> Result<Option<RbdImage>, Rp
         ceph_conf: absolute(&p.ceph_conf)?,
         ceph_user: p.ceph_user.clone(),
         keyring: absolute(&p.keyring)?,
+        rados_timeout_secs: p.rados_timeout_secs,
     }))
 }
 
