@@ -317,6 +317,40 @@ fn refusals_end_only_their_queue() {
     d.stop();
 }
 
+/// A slow host (Linux in a TCG guest takes seconds for an ffdhe6144 or
+/// ffdhe8192 value) may spend longer than KATO between the Challenge and
+/// its Reply: the keep-alive timer must not tear the controller down while
+/// the admin queue authenticates.
+#[test]
+fn keep_alive_waits_for_authentication() {
+    let d = start();
+    let mut o = opts(BIDI, None);
+    o.kato_ms = 500;
+    let (mut q, r) = NvmeQueue::connect(d.nvme_addr(), &o).unwrap();
+    assert!(required(&r));
+    let secrets = Dhchap::new(&bidi_key(), Some(&bidi_ctrl_key()));
+    let mut h = secrets.host(NQN, BIDI);
+    assert!(q.auth_send(&h.negotiate(1)).unwrap().status().is_success());
+    let challenge = q.auth_receive(AUTH_RECEIVE_LEN).unwrap().data;
+    // 3 x KATO, within the 2 s authentication deadline of this daemon.
+    std::thread::sleep(Duration::from_millis(1500));
+    let reply = h.reply(&challenge, &mut rand::thread_rng()).unwrap();
+    let sent = q.auth_send(&reply);
+    assert!(sent.is_ok(), "{sent:?}\n{}", d.log());
+    assert!(sent.unwrap().status().is_success());
+    let s1 = q.auth_receive(AUTH_RECEIVE_LEN).unwrap().data;
+    let s2 = h
+        .success1(&s1)
+        .expect("controller response")
+        .expect("success2");
+    assert!(q.auth_send(&s2).unwrap().status().is_success());
+    // Authenticated, and the controller is still there.
+    let ka = q.keep_alive().expect("the queue is alive").status();
+    assert_ne!(kind(ka), (1, 0x91), "the queue is authenticated");
+    assert!(!d.log().contains("keep-alive timeout"), "{}", d.log());
+    d.stop();
+}
+
 #[test]
 fn abandoned_transactions_end_the_queue() {
     let d = start();

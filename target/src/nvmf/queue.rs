@@ -356,6 +356,12 @@ impl Queue {
         if b.qid != 0 {
             return None;
         }
+        // DH-HMAC-CHAP hook: no keep-alive timeout while the admin queue
+        // authenticates (the host computes its DH value between commands;
+        // the authentication deadline bounds this time).
+        if self.auth.pending() {
+            return None;
+        }
         let kato = b.entry.ctrl.lock().ok()?.kato_ms();
         if kato == 0 {
             return None;
@@ -525,6 +531,8 @@ impl Queue {
                     .auth
                     .execute(&sqe, data, &self.reactor.shared.counters)
                     .await;
+                // Authentication traffic restarts the keep-alive period.
+                self.last_keep_alive.set(Instant::now());
                 match a.data {
                     Some(bytes) => self.send_control_data(sqe.cid, &bytes, a.completion)?,
                     None => self.send_completion(sqe.cid, a.completion)?,
