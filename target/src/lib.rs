@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod admission;
+pub mod block;
 pub mod command;
 pub mod ctl;
 pub mod daemon;
@@ -16,5 +17,6 @@ pub mod metrics;
 pub mod nvmf;
 pub mod outbound;
 pub mod reactor;
+pub mod slots;
 pub mod sockio;
 pub mod zerocopy;

@@ -31,6 +31,11 @@ pub struct Counters {
     /// Protocol errors by (protocol, kind). Locked only when an error
     /// happens, never on the command path.
     protocol_errors: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// Command-slot workers started: iSCSI, NVMe/TCP. One per slot on its
+    /// first use, kept for the connection's life — not one per command.
+    pub command_workers: [AtomicU64; 2],
+    /// Command lifecycle transitions refused (a frontend bug if not 0).
+    pub lifecycle_errors: AtomicU64,
     /// Listeners are up and the daemon is not shutting down.
     pub ready: AtomicBool,
 }
@@ -333,6 +338,28 @@ pub fn render(s: &Shared) -> String {
             .iter()
             .map(|r| u64::from(r.in_flight))
             .sum::<u64>(),
+    );
+    o.header(
+        "zctarget_command_workers_started_total",
+        "counter",
+        "Command-slot workers started (one per slot on first use, not per command).",
+    );
+    for (p, i) in [("iscsi", 0), ("nvme_tcp", 1)] {
+        o.sample(
+            "zctarget_command_workers_started_total",
+            &[("protocol", p)],
+            c.command_workers[i].load(Ordering::Relaxed),
+        );
+    }
+    o.header(
+        "zctarget_command_lifecycle_errors_total",
+        "counter",
+        "Command lifecycle transitions refused (a frontend bug if not 0).",
+    );
+    o.sample(
+        "zctarget_command_lifecycle_errors_total",
+        &[],
+        c.lifecycle_errors.load(Ordering::Relaxed),
     );
     o.header(
         "zctarget_protocol_errors_total",

@@ -33,18 +33,21 @@ fn check_clean(r: &perf::Report, what: &str) {
 fn workloads(engine: &'static str, policy: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut spec = Spec::new(engine);
-    spec.extra_server = format!("status_policy = \"{policy}\"");
+    spec.extra_server = format!("status_policy = \"{policy}\"\nmetrics_listen = \"127.0.0.1:0\"");
     let d = spec::start(dir.path(), &spec, "perf");
     // In-capsule writes (4 KiB), R2T writes (64 KiB), mixed with verified
     // reads over the whole volume; then sequential reads on two threads.
+    let (mut ios, mut slots_used) = (0, 0);
     for (bs, rw) in [(4096, Rw::Mix), (65536, Rw::Mix), (16384, Rw::Write)] {
         let mut c = config(&d);
+        slots_used += c.threads * c.queues * c.qd;
         c.bs = bs;
         c.rw = rw;
         c.mix_read_pct = 50;
         c.verify = true;
         let r = perf::run(&c).expect("perf run");
         check_clean(&r, &format!("{engine}/{policy} bs {bs}"));
+        ios += r.ios;
         if rw == Rw::Mix {
             assert!(r.reads > 0 && r.writes > 0, "{}", r.text());
             // Eager status with SQ flow control disabled (the default)
@@ -59,8 +62,39 @@ fn workloads(engine: &'static str, policy: &str) {
     c.verify = true;
     c.blocks = Some(256);
     c.sq_flow_control = true;
+    slots_used += c.threads * c.queues * c.qd;
     let r = perf::run(&c).expect("perf run");
     check_clean(&r, "two threads, flow control on");
+    ios += r.ios;
+    check_engine(&d, ios, slots_used as u64);
+}
+
+/// The command engine reuses its slots: a worker is started per slot the
+/// host's queue depth reaches, not per command, and no command's lifecycle
+/// went wrong.
+fn check_engine(d: &Daemon, ios: u64, slots_used: u64) {
+    let workers = d
+        .metric("zctarget_command_workers_started_total{protocol=\"nvme_tcp\"}")
+        .expect("workers metric") as u64;
+    assert!(
+        ios > 4 * slots_used,
+        "too few I/Os ({ios}) to tell workers from commands"
+    );
+    assert!(
+        (1..=slots_used).contains(&workers),
+        "{workers} workers started for {ios} commands at most {slots_used} in flight"
+    );
+    // Lifecycle errors are added up when a queue ends.
+    for _ in 0..100 {
+        if d.metric("zctarget_connections{protocol=\"nvme_tcp\"}") == Some(0.0) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        d.metric("zctarget_command_lifecycle_errors_total"),
+        Some(0.0)
+    );
 }
 
 #[test]

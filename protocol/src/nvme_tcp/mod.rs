@@ -16,6 +16,7 @@ pub mod digest;
 mod error;
 mod header;
 mod ic;
+mod sequence;
 mod term;
 
 pub use capsule::{CapsuleCmd, CapsuleResp, CQE_LEN, SQE_LEN};
@@ -23,6 +24,7 @@ pub use data::{C2HData, H2CData, R2t};
 pub use error::{Fes, PduError};
 pub use header::{CommonHeader, PduLayout, CH_LEN};
 pub use ic::{ICReq, ICResp, IC_LEN, MIN_MAXH2CDATA, PFV_1_0};
+pub use sequence::{C2hFraming, C2hHeader, H2cTransfer, SqHead};
 pub use term::{TermReq, TermReqBytes, TERM_REQ_MAX_DATA, TERM_REQ_MAX_PLEN};
 
 /// Which way a PDU travels.

@@ -4,12 +4,14 @@
 use std::rc::Rc;
 
 use anyhow::Context;
-use zctarget_backends::{Backend, SegmentList};
-use zctarget_protocol::iscsi::{RejectReason, ScsiCommand};
-use zctarget_protocol::scsi::{self, sense, Plan, Sense, Status};
+use zctarget_backends::SegmentList;
+use zctarget_protocol::iscsi::ScsiCommand;
+use zctarget_protocol::scsi::{sense, Plan, Sense, Status};
 
-use super::connection::{Connection, Residual, TaskEntry};
+use super::connection::{Connection, Residual};
 use super::target::IscsiLun;
+use super::task::TaskEntry;
+use crate::block;
 use crate::command::StatusPolicy;
 
 /// Largest single transfer accepted (advertised in the Block Limits VPD).
@@ -26,54 +28,13 @@ pub fn reject_too_large(conn: &Connection, cmd: &ScsiCommand) -> anyhow::Result<
     conn.send_scsi_response(cmd.itt, CHECK_CONDITION, &sense, Residual::default())
 }
 
-/// Runs one command to completion (status sent, buffers retired).
-pub async fn run_command(
-    conn: &Rc<Connection>,
-    cmd: ScsiCommand,
-    entry: &TaskEntry,
-) -> anyhow::Result<()> {
-    let Some(target) = conn.target.clone() else {
-        // Discovery sessions carry no SCSI commands (RFC 7143 §6.2).
-        return conn.send_reject(RejectReason::ProtocolError, &cmd.encode());
-    };
-    let edtl = cmd.expected_data_transfer_len;
-    if let Some(state) = entry.data_out.as_ref().filter(|d| d.busy) {
-        // No buffers were free for the data the initiator sent unasked: it
-        // is drained (the unsolicited burst included), then the initiator
-        // is told to retry later (SAM-5 TASK SET FULL).
-        let _ = conn
-            .collect_write_data(cmd.itt, cmd.lun, entry, state)
-            .await;
-        let st = Status::TaskSetFull.code();
-        return status(conn, entry, cmd.itt, st, &[], Residual::of(edtl, 0));
-    }
-    let lun_field = u64::from_be_bytes(cmd.lun);
-    let lun = target.lun(lun_field);
-    let (plan, write_cache) = match &lun {
-        Some(l) => {
-            let mut unit = l
-                .unit
-                .lock()
-                .map_err(|_| anyhow::anyhow!("LUN state poisoned"))?;
-            let plan = unit.plan(conn.nexus, &conn.initiator_port, &cmd.cdb, edtl);
-            (plan, unit.write_cache_enabled())
-        }
-        None => (
-            scsi::plan_missing_lun(&cmd.cdb, &target.lun_numbers()),
-            true,
-        ),
-    };
-    tracing::debug!(op = cmd.cdb[0], ?plan, "planned");
-    execute_plan(conn, &cmd, entry, lun.as_deref(), plan, write_cache).await
-}
-
 /// Collects all the command's write data into its leased buffers.
 pub(crate) async fn collect(
     conn: &Connection,
     cmd: &ScsiCommand,
     entry: &TaskEntry,
 ) -> Option<SegmentList> {
-    let state = entry.data_out.as_ref()?;
+    let state = entry.data_out()?;
     let data = conn
         .collect_write_data(cmd.itt, cmd.lun, entry, state)
         .await;
@@ -97,7 +58,7 @@ pub(crate) async fn collect_or_nothing(
     entry: &TaskEntry,
     expected: usize,
 ) -> Option<SegmentList> {
-    if entry.data_out.is_none() && expected > 0 {
+    if entry.data_out().is_none() && expected > 0 {
         return Some(SegmentList::new());
     }
     collect(conn, cmd, entry).await
@@ -118,14 +79,14 @@ pub(crate) async fn execute_plan(
     match plan {
         Plan::DataIn(data) => {
             // Control-path data: leased so it leaves like any other data.
-            if entry.data_out.is_some() {
+            if entry.data_out().is_some() {
                 // Data the initiator insists on sending is drained first.
                 let _ = collect(conn, cmd, entry).await;
             }
             send_data(conn, cmd, entry, &data).await
         }
         Plan::Good => {
-            if entry.data_out.is_some() {
+            if entry.data_out().is_some() {
                 let _ = collect(conn, cmd, entry).await;
             }
             status(conn, entry, itt, GOOD, &[], Residual::of(edtl, 0))
@@ -265,13 +226,15 @@ async fn read(
         return status(conn, entry, cmd.itt, GOOD, &[], residual);
     }
     let volume = conn.reactor.volume(lun.volume).context("volume handle")?;
-    let list = conn.reactor.shared.pool.lease(bytes as usize).await?;
-    let (list, r) = volume.read(lba * bs, list).await;
-    if let Err(e) = r {
-        tracing::warn!(error = %e, lba, blocks, "read failed");
-        let sense = sense::UNRECOVERED_READ_ERROR.with_info(lba).fixed_format();
-        return status(conn, entry, cmd.itt, CHECK_CONDITION, &sense, residual);
-    }
+    let pool = &conn.reactor.shared.pool;
+    let list = match block::read(&volume, pool, lba * bs, bytes as usize).await {
+        Ok(list) => list,
+        Err(e) => {
+            tracing::warn!(error = %e, lba, blocks, "read failed");
+            let sense = fault_sense(&e, bs).fixed_format();
+            return status(conn, entry, cmd.itt, CHECK_CONDITION, &sense, residual);
+        }
+    };
     send_payload(conn, cmd, entry, list, len, residual).await
 }
 
@@ -297,20 +260,32 @@ pub(crate) async fn write(
         return status(conn, entry, itt, GOOD, &[], residual);
     }
     data.truncate(len);
-    let (data, r) = volume.write(offset, data, fua).await;
-    drop(data);
-    match r {
+    match block::write(&volume, offset, data, fua).await {
         Ok(()) => status(conn, entry, itt, GOOD, &[], residual),
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            let sense = sense::WRITE_PROTECTED.fixed_format();
-            status(conn, entry, itt, CHECK_CONDITION, &sense, residual)
-        }
         Err(e) => {
             tracing::warn!(error = %e, offset, len, "write failed");
-            let sense = sense::WRITE_ERROR
-                .with_info(offset / bs as u64)
-                .fixed_format();
+            let sense = fault_sense(&e, bs as u64).fixed_format();
             status(conn, entry, itt, CHECK_CONDITION, &sense, residual)
         }
+    }
+}
+
+/// The sense data for a block fault: WRITE PROTECTED, or the medium error
+/// with the failing LBA in INFORMATION.
+pub(crate) fn fault_sense(fault: &block::Fault, block_size: u64) -> Sense {
+    let lba = fault.offset().map(|o| o / block_size.max(1));
+    match fault {
+        block::Fault::WriteProtected => sense::WRITE_PROTECTED,
+        block::Fault::Write { .. } => with_info(sense::WRITE_ERROR, lba),
+        block::Fault::Read { .. } | block::Fault::Buffers(_) => {
+            with_info(sense::UNRECOVERED_READ_ERROR, lba)
+        }
+    }
+}
+
+fn with_info(s: Sense, lba: Option<u64>) -> Sense {
+    match lba {
+        Some(lba) => s.with_info(lba),
+        None => s,
     }
 }

@@ -5,15 +5,18 @@
 use std::rc::Rc;
 
 use anyhow::Context;
-use zctarget_backends::{Backend, SegmentList};
+use zctarget_backends::Backend;
 use zctarget_protocol::iscsi::ScsiCommand;
 use zctarget_protocol::scsi::{self, sense, Plan, SanitizeAction, Sense};
 
-use super::connection::{Connection, Residual, TaskEntry};
+use super::connection::{Connection, Residual};
 use super::exec::{
-    collect, collect_or_nothing, send_data, sense_bytes, status, write, CHECK_CONDITION, GOOD,
+    collect, collect_or_nothing, fault_sense, send_data, sense_bytes, status, write,
+    CHECK_CONDITION, GOOD,
 };
 use super::target::IscsiLun;
+use super::task::TaskEntry;
+use crate::block;
 
 /// Carries out a plan not handled by the common path in `exec`.
 pub(crate) async fn execute_other(
@@ -77,22 +80,22 @@ pub(crate) async fn execute_other(
         } => {
             if !byte_check {
                 // BYTCHK 0: the medium is readable — verify by reading.
-                let len = (u64::from(blocks) * bs) as usize;
-                if len > 0 {
-                    let buf = conn.reactor.shared.pool.lease(len).await?;
-                    let (_buf, r) = volume.read(lba * bs, buf).await;
-                    if r.is_err() {
-                        return check(sense::UNRECOVERED_READ_ERROR.with_info(lba));
-                    }
+                let pool = &conn.reactor.shared.pool;
+                let len = u64::from(blocks) * bs;
+                if let Err(e) = block::verify(volume, pool, lba * bs, len).await {
+                    tracing::warn!(error = %e, "verify failed");
+                    return check(fault_sense(&e, bs));
                 }
                 return status(conn, entry, itt, GOOD, &[], Residual::of(edtl, 0));
             }
             let Some(data) = collect(conn, cmd, entry).await else {
                 return Ok(());
             };
-            match compare_with_medium(conn, volume, lba * bs, &data).await? {
-                None => status(conn, entry, itt, GOOD, &[], Residual::default()),
-                Some(offset) => check(scsi::miscompare_sense(offset as u64)),
+            let pool = &conn.reactor.shared.pool;
+            match block::compare(volume, pool, lba * bs, &data).await {
+                Err(e) => check(fault_sense(&e, bs)),
+                Ok(None) => status(conn, entry, itt, GOOD, &[], Residual::default()),
+                Ok(Some(offset)) => check(scsi::miscompare_sense(offset as u64)),
             }
         }
         Plan::WriteAndVerify { lba, blocks } => {
@@ -128,7 +131,9 @@ pub(crate) async fn execute_other(
             } else if let Some(block) = block {
                 let mut pattern = vec![0u8; bs as usize];
                 block.copy_to_slice(0, &mut pattern);
-                write_same_bytes(conn, volume, offset, len, &pattern).await
+                block::write_same(volume, &conn.reactor.shared.pool, offset, len, &pattern)
+                    .await
+                    .map_err(block::Fault::into_io)
             } else {
                 volume.write_zeroes(offset, len).await
             };
@@ -336,8 +341,8 @@ pub(crate) async fn execute_other(
             // The preempted initiators' tasks on this connection end
             // without status (SPC-4 §5.12.11.2.3); this command completes.
             if preempted.iter().any(|p| *p == conn.initiator_port) {
-                for (tag, t) in conn.tasks.borrow().iter() {
-                    if *tag != itt && t.lun == entry.lun {
+                for t in conn.tasks.active() {
+                    if t.itt() != Some(itt) && t.lun.get() == entry.lun.get() {
                         t.aborted.set(true);
                     }
                 }
@@ -389,7 +394,9 @@ async fn sanitize(
                 if pass > 0 && *invert {
                     block.iter_mut().for_each(|b| *b = !*b);
                 }
-                write_same_bytes(conn, volume, 0, len, &block).await?;
+                block::write_same(volume, &conn.reactor.shared.pool, 0, len, &block)
+                    .await
+                    .map_err(block::Fault::into_io)?;
             }
             volume.flush().await
         }
@@ -436,64 +443,6 @@ async fn copy_segment(
             return Err(sense::WRITE_ERROR.with_info(seg.dst_lba));
         }
         done += n;
-    }
-    Ok(())
-}
-
-/// Compares `data` with the medium at `offset`; the first differing byte.
-async fn compare_with_medium(
-    conn: &Connection,
-    volume: &zctarget_backends::VolumeHandle,
-    offset: u64,
-    data: &SegmentList,
-) -> anyhow::Result<Option<usize>> {
-    let medium = conn.reactor.shared.pool.lease(data.len()).await?;
-    let (medium, r) = volume.read(offset, medium).await;
-    r.context("reading for compare")?;
-    let mut pos = 0usize;
-    for (a, b) in data.slices().zip(medium.slices()) {
-        if let Some(i) = a.iter().zip(b).position(|(x, y)| x != y) {
-            return Ok(Some(pos + i));
-        }
-        pos += a.len().min(b.len());
-    }
-    Ok(None)
-}
-
-/// Writes copies of `pattern` (one block) over `len` bytes at `offset`
-/// (WRITE SAME with a non-zero block, SANITIZE OVERWRITE): fills a leased
-/// buffer of up to 1 MiB once and writes it repeatedly.
-async fn write_same_bytes(
-    conn: &Connection,
-    volume: &zctarget_backends::VolumeHandle,
-    offset: u64,
-    len: u64,
-    pattern: &[u8],
-) -> std::io::Result<()> {
-    let bs = pattern.len().max(1);
-    let chunk = (1usize << 20).min(len as usize).max(bs) / bs * bs;
-    let mut buf = conn
-        .reactor
-        .shared
-        .pool
-        .lease(chunk)
-        .await
-        .map_err(std::io::Error::other)?;
-    let mut at = 0;
-    while at < chunk {
-        buf.copy_from_slice(at, pattern);
-        at += bs;
-    }
-    let mut done = 0u64;
-    while done < len {
-        let n = (len - done).min(chunk as u64) as usize;
-        if n < buf.len() {
-            buf.truncate(n);
-        }
-        let (back, r) = volume.write(offset + done, buf, false).await;
-        r?;
-        buf = back;
-        done += n as u64;
     }
     Ok(())
 }

@@ -11,13 +11,19 @@
 //!   SendTargets.
 
 pub mod connection;
+mod data_out;
 pub mod exec;
 mod exec_more;
 pub mod login;
 pub mod reader;
+mod scsi_command;
 pub mod session;
+mod steps;
 pub mod target;
+pub mod task;
+mod task_mgmt;
 pub mod text;
+mod wire;
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -192,18 +198,17 @@ pub async fn serve_connection(reactor: Rc<Reactor>, stream: TcpStream) -> anyhow
         .await;
     // Teardown: abort what is still running, let the writer drain, then
     // take the sender back and close it without releasing pages early.
-    for t in conn.tasks.borrow().values() {
-        t.aborted.set(true);
-        if let Some(d) = &t.data_out {
-            d.burst_done.notify_one();
-        }
+    for t in conn.tasks.active() {
+        t.abort();
     }
-    let _ = tokio::time::timeout(TEARDOWN_TIMEOUT, async {
-        while !conn.tasks.borrow().is_empty() {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    })
-    .await;
+    conn.slots.close();
+    conn.slots.drained(TEARDOWN_TIMEOUT).await;
+    let bad = conn.slots.bad_transitions();
+    if bad > 0 {
+        let c = &conn.reactor.shared.counters;
+        c.lifecycle_errors
+            .fetch_add(bad, std::sync::atomic::Ordering::Relaxed);
+    }
     if let Some(t) = &target {
         t.nexus_lost(nexus);
     }

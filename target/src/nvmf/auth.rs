@@ -2,7 +2,9 @@
 //! queue's PDU loop and the sans-IO transaction
 //! (`zctarget_protocol::nvme::auth`).
 //!
-//! `queue.rs` calls in at three places, each a few lines:
+//! The queue calls in at a few places, each a few delimited lines
+//! (`queue.rs`: the capsule hook and the deadline; `connect.rs`: Connect
+//! and the keep-alive deadline):
 //! - Connect: [`QueueAuth::on_connect`] sets AUTHREQ.ATR in the Connect
 //!   response when the host has a `dhchap_key` in the subsystem;
 //! - every later capsule: [`QueueAuth::intercept`] routes AUTH_Send /

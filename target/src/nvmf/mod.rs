@@ -8,14 +8,18 @@
 //!   teardown; a controller's own lock only for planning a command (short,
 //!   never across I/O).
 //! - [`queue`]: one TCP connection = one queue: ICReq/ICResp, the PDU loop,
-//!   commands from plan (protocol crate) to completion with the zero-copy
-//!   data path.
+//!   teardown; `connect` (Connect, admin commands, events, keep-alive),
+//!   `io` (I/O commands on the shared command engine, `crate::slots`, from
+//!   plan to completion with the zero-copy data path), `wire` (PDU framing).
 //! - [`reader`]: reading PDUs, write data straight into leased buffers.
 //! - [`auth`]: in-band authentication (DH-HMAC-CHAP) of a queue.
 
 pub mod auth;
+mod connect;
+mod io;
 pub mod queue;
 pub mod reader;
+mod wire;
 
 use std::collections::HashMap;
 use std::rc::Rc;

@@ -1,0 +1,139 @@
+//! A connection's tasks: one [`TaskEntry`] per command slot of the shared
+//! engine (`crate::slots`), reused command after command. A task is found
+//! by its ITT (Data-Out, task management) by scanning the slots in use —
+//! at most `QUEUE_DEPTH` — so no map entry is made or freed per command.
+
+use std::cell::{Cell, RefCell};
+
+use tokio::sync::Notify;
+use zctarget_backends::SegmentList;
+use zctarget_protocol::iscsi::RESERVED_TAG;
+
+use crate::admission::HostDataGrant;
+
+/// A write command's Data-Out state.
+#[derive(Default)]
+pub struct DataOutState {
+    /// The payload, out while the reader fills it. `None` until the
+    /// command has leased it (data asked for by R2T), or for good when the
+    /// command was refused for lack of buffers (`busy`).
+    pub payload: RefCell<Option<SegmentList>>,
+    /// Holds the connection's admission quota until all data is in.
+    pub grant: RefCell<Option<HostDataGrant>>,
+    /// No buffers were free for the data the initiator sent unasked: it is
+    /// drained, and the command ends with TASK SET FULL.
+    pub busy: Cell<bool>,
+    /// Bytes received so far (immediate + unsolicited + solicited).
+    pub received: Cell<u32>,
+    /// Expected data transfer length.
+    pub expected: Cell<u32>,
+    /// Target transfer tag of the R2T being answered (RESERVED_TAG for
+    /// unsolicited data).
+    pub ttt: Cell<u32>,
+    /// DataSN the next Data-Out of the current sequence must carry (0 at
+    /// the start of each R2T's sequence and of the unsolicited data).
+    pub next_data_sn: Cell<u32>,
+    /// A Data-Out broke the sequence (wrong DataSN): the command ends with
+    /// CHECK CONDITION instead of executing.
+    pub data_error: Cell<bool>,
+    /// Woken when a burst is complete (F bit) or on abort.
+    pub burst_done: Notify,
+}
+
+/// One command's task state, living in its slot.
+#[derive(Default)]
+pub struct TaskEntry {
+    /// The slot holds a command.
+    active: Cell<bool>,
+    /// Its Initiator Task Tag.
+    itt: Cell<u32>,
+    /// LUN field of the command.
+    pub lun: Cell<u64>,
+    /// Set by ABORT TASK & co: the command sends no status.
+    pub aborted: Cell<bool>,
+    /// The command expects write data.
+    has_data_out: Cell<bool>,
+    data_out: DataOutState,
+}
+
+impl TaskEntry {
+    /// Takes the entry for a new command.
+    pub fn begin(&self, itt: u32, lun: u64) {
+        self.itt.set(itt);
+        self.lun.set(lun);
+        self.aborted.set(false);
+        self.has_data_out.set(false);
+        self.active.set(true);
+    }
+
+    /// Makes the command a write expecting `expected` bytes, `received` of
+    /// them already in `payload` (immediate data).
+    pub fn expect_data(
+        &self,
+        payload: Option<SegmentList>,
+        grant: Option<HostDataGrant>,
+        busy: bool,
+        received: u32,
+        expected: u32,
+    ) {
+        let d = &self.data_out;
+        *d.payload.borrow_mut() = payload;
+        *d.grant.borrow_mut() = grant;
+        d.busy.set(busy);
+        d.received.set(received);
+        d.expected.set(expected);
+        d.ttt.set(RESERVED_TAG);
+        d.next_data_sn.set(0);
+        d.data_error.set(false);
+        self.has_data_out.set(true);
+    }
+
+    /// Releases whatever the command still holds; the slot is free.
+    pub fn end(&self) {
+        self.active.set(false);
+        self.has_data_out.set(false);
+        self.data_out.payload.borrow_mut().take();
+        self.data_out.grant.borrow_mut().take();
+    }
+
+    /// The Data-Out state of a write command.
+    pub fn data_out(&self) -> Option<&DataOutState> {
+        self.has_data_out.get().then_some(&self.data_out)
+    }
+
+    /// Its ITT, while active.
+    pub fn itt(&self) -> Option<u32> {
+        self.active.get().then(|| self.itt.get())
+    }
+
+    /// Marks the task aborted and wakes it if it waits for data.
+    pub fn abort(&self) {
+        self.aborted.set(true);
+        self.data_out.burst_done.notify_one();
+    }
+}
+
+/// The tasks of a connection, one per slot.
+pub struct Tasks(Box<[TaskEntry]>);
+
+impl Tasks {
+    /// `n` free entries.
+    pub fn new(n: usize) -> Self {
+        Self((0..n).map(|_| TaskEntry::default()).collect())
+    }
+
+    /// The entry of slot `idx`.
+    pub fn slot(&self, idx: u16) -> &TaskEntry {
+        &self.0[usize::from(idx)]
+    }
+
+    /// The active task with `itt`.
+    pub fn find(&self, itt: u32) -> Option<&TaskEntry> {
+        self.0.iter().find(|t| t.itt() == Some(itt))
+    }
+
+    /// Every active task.
+    pub fn active(&self) -> impl Iterator<Item = &TaskEntry> {
+        self.0.iter().filter(|t| t.active.get())
+    }
+}

@@ -1,0 +1,122 @@
+//! Logout and task management (RFC 7143 §11.5, §11.14): aborting tasks in
+//! their slots, LUN and target resets, closing the connection.
+
+use zctarget_protocol::iscsi::{
+    LogoutRequest, LogoutResponse, LogoutResponseCode, TaskMgmtFunction, TaskMgmtRequest,
+    TaskMgmtResponse, TaskMgmtResponseCode,
+};
+
+use super::connection::{Connection, LOGOUT_DRAIN};
+
+impl Connection {
+    /// Logout (RFC 7143 §11.14, §11.15). Closing the session or this
+    /// connection terminates the connection's tasks (ERL 0): they are
+    /// aborted — a write waiting for Data-Out ends at once instead of
+    /// holding the reader — and the response goes out once the running
+    /// ones have let go of their buffers (bounded). `Ok(true)`: the
+    /// connection closes.
+    pub(super) async fn on_logout(&self, req: LogoutRequest) -> anyhow::Result<bool> {
+        use zctarget_protocol::iscsi::LogoutReason;
+        let _ = self.accept_cmd_sn(req.immediate, req.cmd_sn);
+        let response = match req.reason {
+            LogoutReason::CloseSession => LogoutResponseCode::ClosedSuccessfully,
+            LogoutReason::CloseConnection if req.cid == self.params.cid => {
+                LogoutResponseCode::ClosedSuccessfully
+            }
+            // MaxConnections=1: no other connection of this session exists.
+            LogoutReason::CloseConnection => LogoutResponseCode::CidNotFound,
+            // ErrorRecoveryLevel 0: no connection recovery.
+            _ => LogoutResponseCode::RecoveryNotSupported,
+        };
+        let closes = response == LogoutResponseCode::ClosedSuccessfully;
+        if closes {
+            for t in self.tasks.active() {
+                t.abort();
+            }
+            self.slots.drained(LOGOUT_DRAIN).await;
+        }
+        let rsp = LogoutResponse {
+            response,
+            itt: req.itt,
+            stat_sn: self.take_stat_sn(),
+            exp_cmd_sn: self.exp_cmd_sn(),
+            max_cmd_sn: self.max_cmd_sn(),
+            time2wait: 0,
+            time2retain: 0,
+            ..Default::default()
+        };
+        self.send_control(rsp.encode(), &[])?;
+        Ok(closes)
+    }
+
+    pub(super) fn on_task_mgmt(&self, req: TaskMgmtRequest) -> anyhow::Result<()> {
+        let _ = self.accept_cmd_sn(req.immediate, req.cmd_sn);
+        let lun = u64::from_be_bytes(req.lun);
+        let mut cold_reset_target = None;
+        let response = match req.function {
+            TaskMgmtFunction::AbortTask => {
+                match self.tasks.find(req.referenced_task_tag) {
+                    Some(t) => {
+                        t.abort();
+                        TaskMgmtResponseCode::FunctionComplete
+                    }
+                    // Already completed (or never seen): nothing left to abort.
+                    None => TaskMgmtResponseCode::FunctionComplete,
+                }
+            }
+            TaskMgmtFunction::AbortTaskSet | TaskMgmtFunction::ClearTaskSet => {
+                for t in self.tasks.active().filter(|t| t.lun.get() == lun) {
+                    t.abort();
+                }
+                TaskMgmtResponseCode::FunctionComplete
+            }
+            TaskMgmtFunction::LogicalUnitReset => match self.target.as_ref() {
+                Some(target) if target.lun(lun).is_some() => {
+                    for t in self.tasks.active().filter(|t| t.lun.get() == lun) {
+                        t.abort();
+                    }
+                    if let Some(l) = target.lun(lun) {
+                        l.reset(zctarget_protocol::scsi::ResetKind::LogicalUnit, self.nexus);
+                    }
+                    TaskMgmtResponseCode::FunctionComplete
+                }
+                _ => TaskMgmtResponseCode::LunDoesNotExist,
+            },
+            TaskMgmtFunction::TargetWarmReset | TaskMgmtFunction::TargetColdReset => {
+                let cold = req.function == TaskMgmtFunction::TargetColdReset;
+                for t in self.tasks.active() {
+                    t.abort();
+                }
+                if let Some(target) = self.target.as_ref() {
+                    let kind = if cold {
+                        zctarget_protocol::scsi::ResetKind::TargetCold
+                    } else {
+                        zctarget_protocol::scsi::ResetKind::TargetWarm
+                    };
+                    target.reset_all(kind, self.nexus);
+                    if cold {
+                        // RFC 7143 §11.5.1: a cold reset also ends every
+                        // session of the target, this one included, once
+                        // the response is queued.
+                        cold_reset_target = Some(target.iqn.clone());
+                    }
+                }
+                TaskMgmtResponseCode::FunctionComplete
+            }
+            _ => TaskMgmtResponseCode::FunctionNotSupported,
+        };
+        let rsp = TaskMgmtResponse {
+            response,
+            itt: req.itt,
+            stat_sn: self.take_stat_sn(),
+            exp_cmd_sn: self.exp_cmd_sn(),
+            max_cmd_sn: self.max_cmd_sn(),
+            ..Default::default()
+        };
+        self.send_control(rsp.encode(), &[])?;
+        if let Some(iqn) = cold_reset_target {
+            self.reactor.shared.iscsi.sessions.kill_target(&iqn);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,585 @@
+//! An I/O queue's commands on the shared command engine (`crate::slots`):
+//! the reader plans a capsule, takes a slot and wakes its worker; the
+//! worker drives the command's lifecycle through this module's
+//! [`Execute`] steps — lease buffers, fetch write data with one R2T per
+//! command (its transfer tag names the slot), run the block operation,
+//! send C2HData and the completion per the status policy.
+//!
+//! Nothing here allocates per command: the slot, its H2C transfer state
+//! and its worker are the queue's, reused; the buffers are pool leases.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+use zctarget_backends::SegmentList;
+use zctarget_protocol::nvme::{Completion, IoPlan, Sqe, Status};
+use zctarget_protocol::nvme_tcp::{H2CData, H2cTransfer, PduError};
+
+use super::queue::{Exit, Queue};
+use super::reader::{Header, PduReader, ReadError};
+use super::{ControllerEntry, MAX_H2C_DATA};
+use crate::admission::{HostDataGrant, HOST_DATA_TIMEOUT};
+use crate::block::{self, Fault};
+use crate::command::StatusPolicy;
+use crate::slots::{self, DataSent, Execute, Slots};
+
+/// An I/O queue's engine state: its slots and, per slot, the H2C transfer
+/// of the command in it.
+pub(super) struct IoQueue {
+    pub(super) slots: Slots<IoCmd>,
+    h2c: Box<[H2cSlot]>,
+}
+
+/// Write data arriving by H2CData for the command in one slot.
+#[derive(Default)]
+struct H2cSlot {
+    transfer: Cell<Option<H2cTransfer>>,
+    payload: RefCell<Option<SegmentList>>,
+    /// The connection's admission quota, held until all data is in.
+    grant: RefCell<Option<HostDataGrant>>,
+    done: Notify,
+    aborted: Cell<bool>,
+    /// The data arrived with a bad digest: the command fails with
+    /// Transient Transport Error.
+    digest_failed: Cell<bool>,
+}
+
+/// One I/O command in a slot.
+pub struct IoCmd {
+    cid: u16,
+    plan: IoPlan,
+    /// Volatile write cache enabled (else every write is FUA).
+    wce: bool,
+    entry: Arc<ControllerEntry>,
+    /// In-capsule data, H2C data, or read data.
+    data: Option<SegmentList>,
+    /// The completion to send; None until the command has an outcome.
+    outcome: Option<Completion>,
+    /// The C2HData carried SUCCESS: no CapsuleResp.
+    status_sent: bool,
+}
+
+impl Drop for IoCmd {
+    fn drop(&mut self) {
+        self.entry.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl IoQueue {
+    pub(super) fn new(entries: usize, policy: StatusPolicy) -> Self {
+        let slots = Slots::new(entries, policy);
+        let h2c = (0..slots.len()).map(|_| H2cSlot::default()).collect();
+        Self { slots, h2c }
+    }
+
+    /// No new commands; commands waiting for host data give up.
+    pub(super) fn close(&self) {
+        for s in self.h2c.iter() {
+            s.aborted.set(true);
+            s.done.notify_one();
+        }
+        self.slots.close();
+    }
+}
+
+/// Bytes of host data the plan transfers, and whether they come in the
+/// capsule.
+fn host_data(plan: &IoPlan) -> Option<(u32, bool)> {
+    match *plan {
+        IoPlan::Write {
+            len, in_capsule, ..
+        }
+        | IoPlan::Dsm {
+            len, in_capsule, ..
+        }
+        | IoPlan::Compare {
+            len, in_capsule, ..
+        } => Some((len, in_capsule)),
+        _ => None,
+    }
+}
+
+/// A slot's worker: runs the slot's commands until the queue closes.
+async fn worker(q: Rc<Queue>, idx: u16) {
+    let Some(io) = q.io.get() else {
+        return;
+    };
+    while let Some(cmd) = io.slots.next(idx).await {
+        let host = host_data(&cmd.plan).is_some();
+        let reads = matches!(cmd.plan, IoPlan::Read { .. });
+        slots::drive(&*q, &io.slots, idx, cmd, host, reads).await;
+    }
+}
+
+impl Queue {
+    pub(super) async fn on_io(
+        self: &Rc<Self>,
+        reader: &mut PduReader,
+        h: &Header,
+        sqe: Sqe,
+    ) -> anyhow::Result<Option<Exit>> {
+        let (Some(entry), Some(io)) = (self.entry(), self.io.get()) else {
+            return Ok(None);
+        };
+        let (plan, wce) = {
+            let ctrl = entry
+                .ctrl
+                .lock()
+                .map_err(|_| anyhow::anyhow!("controller state poisoned"))?;
+            (ctrl.plan_io(&sqe), ctrl.write_cache_enabled())
+        };
+        let carried = h.layout.data_len;
+        let capsule_len = match host_data(&plan) {
+            Some((len, true)) => Some(len as usize),
+            _ => None,
+        };
+        match capsule_len {
+            Some(len) if len != carried => {
+                // The capsule must carry exactly what its SGL describes (and
+                // the SGL what the command transfers, checked by the plan):
+                // nothing reaches the backend otherwise.
+                tracing::info!(
+                    cid = sqe.cid,
+                    sgl = len,
+                    carried,
+                    "in-capsule data length differs from the SGL"
+                );
+                return self
+                    .refuse_capsule(reader, h, sqe.cid, Status::SGL_INVALID_DATA.dnr())
+                    .await;
+            }
+            None if carried > 0 && !matches!(plan, IoPlan::Error(_)) => {
+                // Data in a capsule whose SGL does not describe in-capsule
+                // data.
+                return self
+                    .refuse_capsule(reader, h, sqe.cid, Status::SGL_INVALID_DATA.dnr())
+                    .await;
+            }
+            _ => {}
+        }
+        match plan {
+            IoPlan::Error(s) => return self.refuse_capsule(reader, h, sqe.cid, s).await,
+            IoPlan::Nop => {
+                return self
+                    .refuse_capsule(reader, h, sqe.cid, Status::SUCCESS)
+                    .await
+            }
+            IoPlan::Disconnect => {
+                self.send_completion(sqe.cid, Completion::SUCCESS)?;
+                return Ok(Some(Exit::Disconnected));
+            }
+            _ => {}
+        }
+        if io.slots.busy() == io.slots.len() {
+            // More commands than the queue has entries: the host ignored
+            // SQHD. It may retry (Command Interrupted, no DNR).
+            self.reactor
+                .shared
+                .counters
+                .protocol_error(crate::daemon::Protocol::NvmeTcp, "queue_overflow");
+            return self
+                .refuse_capsule(reader, h, sqe.cid, Status::CMD_INTERRUPTED)
+                .await;
+        }
+        // Write data that came in the capsule goes straight into leased
+        // buffers; control data (DSM ranges, compare data) too.
+        let mut data = None;
+        if let Some(len) = capsule_len {
+            match self.admission.try_now(len, true) {
+                Ok(Some((mut list, _grant))) => {
+                    if let Err(e) = reader.read_data_into(h, &mut list, 0).await {
+                        return self.data_error(e, h, sqe.cid);
+                    }
+                    data = Some(list);
+                }
+                Ok(None) | Err(_) => {
+                    // The data is on the wire and no buffers are free now:
+                    // drained, and the host retries (Command Interrupted,
+                    // no DNR).
+                    self.reactor.shared.pool.note_backpressure();
+                    return self
+                        .refuse_capsule(reader, h, sqe.cid, Status::CMD_INTERRUPTED)
+                        .await;
+                }
+            }
+        }
+        entry.in_flight.fetch_add(1, Ordering::Relaxed);
+        let cmd = IoCmd {
+            cid: sqe.cid,
+            plan,
+            wce,
+            entry,
+            data,
+            outcome: None,
+            status_sent: false,
+        };
+        match io.slots.start(cmd) {
+            Ok((idx, true)) => {
+                let workers = &self.reactor.shared.counters.command_workers;
+                workers[1].fetch_add(1, Ordering::Relaxed);
+                tokio::task::spawn_local(worker(Rc::clone(self), idx));
+            }
+            Ok((_, false)) => {}
+            // Checked above; closing: nothing to answer.
+            Err(cmd) => drop(cmd),
+        }
+        Ok(None)
+    }
+
+    /// Answers a capsule with `status` at once, after draining its data.
+    pub(super) async fn refuse_capsule(
+        &self,
+        reader: &mut PduReader,
+        h: &Header,
+        cid: u16,
+        status: Status,
+    ) -> anyhow::Result<Option<Exit>> {
+        if let Err(e) = reader.skip_data(h).await {
+            return self.data_error(e, h, cid);
+        }
+        self.send_completion(cid, Completion::status(status))?;
+        Ok(None)
+    }
+
+    pub(super) async fn on_h2c_data(
+        &self,
+        reader: &mut PduReader,
+        h: Header,
+    ) -> anyhow::Result<Option<Exit>> {
+        let mut raw = [0u8; 24];
+        raw.copy_from_slice(&h.bytes[..24]);
+        let d = match H2CData::parse(&raw) {
+            Ok(d) => d,
+            Err(e) => return self.fatal(e, &h.bytes),
+        };
+        let Some(io) = self.io.get() else {
+            return self.fatal(PduError::InvalidField(8), &h.bytes);
+        };
+        // The transfer tag names the slot.
+        let slot = io.h2c.get(usize::from(d.ttag.wrapping_sub(1)));
+        let Some((slot, transfer)) = slot.and_then(|s| Some((s, s.transfer.get()?))) else {
+            // No transfer under that tag: a command that asked for no data
+            // (CCCID) or the wrong tag for one that did.
+            let asked = io
+                .h2c
+                .iter()
+                .any(|s| s.transfer.get().is_some_and(|t| t.cccid() == d.cccid));
+            let field = if asked { 10 } else { 8 };
+            return self.fatal(PduError::InvalidField(field), &h.bytes);
+        };
+        let datao = match transfer.accept(&d, h.layout.data_len, MAX_H2C_DATA) {
+            Ok(o) => o,
+            Err(e) => return self.fatal(e, &h.bytes),
+        };
+        let taken = slot.payload.borrow_mut().take();
+        let Some(mut payload) = taken else {
+            return self.fatal(PduError::DataOutOfRange, &h.bytes);
+        };
+        let r = reader
+            .read_data_into(&h, &mut payload, datao as usize)
+            .await;
+        *slot.payload.borrow_mut() = Some(payload);
+        if let Err(e) = r {
+            slot.aborted.set(true);
+            slot.done.notify_one();
+            if matches!(e, ReadError::DataDigest) {
+                // The command answers Transient Transport Error.
+                tracing::info!(cid = d.cccid, "H2CData digest error; command failed");
+                slot.digest_failed.set(true);
+                return Ok(None);
+            }
+            return self.data_error(e, &h, d.cccid);
+        }
+        let mut transfer = transfer;
+        if transfer.received(&d) {
+            slot.done.notify_one();
+        }
+        slot.transfer.set(Some(transfer));
+        Ok(None)
+    }
+
+    /// Waits until `f` resolves or the queue closes; None if it closed.
+    async fn unless_closing<T>(&self, f: impl std::future::Future<Output = T>) -> Option<T> {
+        let closed = async {
+            loop {
+                let n = self.closed.notified();
+                if self.closing.get() {
+                    return;
+                }
+                n.await;
+            }
+        };
+        tokio::select! {
+            r = f => Some(r),
+            () = closed => None,
+        }
+    }
+
+    /// Solicits the slot's host data with one R2T and waits for all of it.
+    async fn fetch_h2c(&self, idx: u16, cmd: &mut IoCmd) -> bool {
+        let Some(io) = self.io.get() else {
+            return false;
+        };
+        let slot = &io.h2c[usize::from(idx)];
+        let Some(expected) = slot.payload.borrow().as_ref().map(|p| p.len() as u32) else {
+            return false;
+        };
+        let Some((len, _)) = host_data(&cmd.plan) else {
+            return false;
+        };
+        let transfer = H2cTransfer::new(cmd.cid, idx + 1, len.min(expected));
+        slot.transfer.set(Some(transfer));
+        slot.aborted.set(self.closing.get());
+        slot.digest_failed.set(false);
+        if self.send_r2t(&transfer).is_err() {
+            return false;
+        }
+        let mut timed_out = false;
+        loop {
+            let t = slot.transfer.get();
+            if t.is_none_or(|t| t.complete()) || slot.aborted.get() {
+                break;
+            }
+            if tokio::time::timeout(HOST_DATA_TIMEOUT, slot.done.notified())
+                .await
+                .is_err()
+            {
+                // The queue ends: the reader sees `fatal` and exits.
+                *self.fatal.borrow_mut() = Some(format!(
+                    "host sent no data for an R2T within {HOST_DATA_TIMEOUT:?}"
+                ));
+                self.fatal_notify.notify_one();
+                timed_out = true;
+                break;
+            }
+        }
+        slot.transfer.set(None);
+        slot.grant.borrow_mut().take();
+        let payload = slot.payload.borrow_mut().take();
+        if slot.digest_failed.get() {
+            cmd.outcome = Some(Completion::status(Status::TRANSIENT_TRANSPORT));
+            return true;
+        }
+        if timed_out || slot.aborted.get() {
+            return false;
+        }
+        cmd.data = payload;
+        true
+    }
+
+    fn volume(
+        &self,
+        entry: &ControllerEntry,
+        nsid: u32,
+    ) -> Option<Rc<zctarget_backends::VolumeHandle>> {
+        let v = entry.subsystem.as_ref()?.volume(nsid)?;
+        self.reactor.volume(v)
+    }
+
+    /// Runs the block operation of `cmd`'s plan; its completion.
+    async fn run_plan(&self, cmd: &mut IoCmd) -> Result<Completion, Fault> {
+        let entry = &cmd.entry;
+        let pool = &self.reactor.shared.pool;
+        let ok = Completion::SUCCESS;
+        let nsid = match cmd.plan {
+            IoPlan::Read { nsid, .. }
+            | IoPlan::Write { nsid, .. }
+            | IoPlan::WriteZeroes { nsid, .. }
+            | IoPlan::Dsm { nsid, .. }
+            | IoPlan::Compare { nsid, .. }
+            | IoPlan::Verify { nsid, .. }
+            | IoPlan::Flush { nsid } => nsid,
+            _ => return Ok(ok),
+        };
+        if let IoPlan::Flush { .. } = cmd.plan {
+            let Some(sub) = entry.subsystem.as_ref() else {
+                return Ok(ok);
+            };
+            if nsid == zctarget_protocol::nvme::NSID_ALL {
+                for n in sub.namespaces().iter() {
+                    if let Some(vol) = self.volume(entry, n.nsid) {
+                        block::flush(&vol).await?;
+                    }
+                }
+            } else if let Some(vol) = self.volume(entry, nsid) {
+                block::flush(&vol).await?;
+            }
+            return Ok(ok);
+        }
+        let Some(vol) = self.volume(entry, nsid) else {
+            tracing::warn!(nsid, "no volume behind the namespace");
+            return Ok(Completion::status(Status::INTERNAL));
+        };
+        let stats = &entry.stats;
+        match cmd.plan {
+            IoPlan::Read { offset, len, .. } => {
+                let list = block::read(&vol, pool, offset, len as usize).await?;
+                stats
+                    .bytes_read
+                    .fetch_add(u64::from(len), Ordering::Relaxed);
+                stats.reads.fetch_add(1, Ordering::Relaxed);
+                cmd.data = Some(list);
+            }
+            IoPlan::Write {
+                offset, len, fua, ..
+            } => {
+                let Some(mut data) = cmd.data.take() else {
+                    return Ok(Completion::status(Status::INTERNAL));
+                };
+                data.truncate(len as usize);
+                block::write(&vol, offset, data, fua || !cmd.wce).await?;
+                stats
+                    .bytes_written
+                    .fetch_add(u64::from(len), Ordering::Relaxed);
+                stats.writes.fetch_add(1, Ordering::Relaxed);
+            }
+            IoPlan::WriteZeroes {
+                offset,
+                len,
+                deallocate,
+                fua,
+                ..
+            } => block::zero(&vol, offset, len, deallocate, fua).await?,
+            IoPlan::Dsm { ranges, .. } => {
+                let Some(list) = cmd.data.take() else {
+                    return Ok(Completion::status(Status::INTERNAL));
+                };
+                // A rare command: its ranges are copied out of the lease.
+                let mut bytes = vec![0u8; usize::from(ranges) * 16];
+                list.copy_to_slice(0, &mut bytes);
+                drop(list);
+                let parsed = match entry.ctrl.lock() {
+                    Ok(c) => c.dsm_ranges(nsid, &bytes),
+                    Err(_) => return Ok(Completion::status(Status::INTERNAL)),
+                };
+                let ranges = match parsed {
+                    Ok(r) => r,
+                    Err(s) => return Ok(Completion::status(s)),
+                };
+                for r in ranges {
+                    block::discard(&vol, r.offset, r.len).await?;
+                }
+            }
+            IoPlan::Compare { offset, .. } => {
+                let Some(host) = cmd.data.take() else {
+                    return Ok(Completion::status(Status::INTERNAL));
+                };
+                if block::compare(&vol, pool, offset, &host).await?.is_some() {
+                    return Ok(Completion::status(Status::COMPARE_FAILURE));
+                }
+            }
+            IoPlan::Verify { offset, len, .. } => block::verify(&vol, pool, offset, len).await?,
+            _ => {}
+        }
+        Ok(ok)
+    }
+}
+
+/// The NVMe status for a block fault.
+fn fault_status(entry: &ControllerEntry, fault: &Fault) -> Completion {
+    tracing::warn!(error = %fault, "backend I/O failed");
+    entry.stats.media_errors.fetch_add(1, Ordering::Relaxed);
+    Completion::status(match fault {
+        Fault::WriteProtected => Status::NS_WRITE_PROTECTED,
+        Fault::Write { .. } => Status::WRITE_FAULT,
+        Fault::Read { .. } => Status::UNRECOVERED_READ,
+        Fault::Buffers(_) => Status::INTERNAL,
+    })
+}
+
+impl Execute for Queue {
+    type Cmd = IoCmd;
+
+    async fn lease(&self, idx: u16, cmd: &mut IoCmd) -> bool {
+        let Some((len, in_capsule)) = host_data(&cmd.plan) else {
+            // Reads lease when they run (block::read); others need none.
+            return true;
+        };
+        if in_capsule {
+            return true;
+        }
+        // Data fetched with R2T: leased within the connection's quota
+        // (NeedBuffer, the reader goes on) and only then solicited.
+        let Some(leased) = self
+            .unless_closing(self.admission.lease_solicited(len as usize))
+            .await
+        else {
+            return false;
+        };
+        let Ok((payload, grant)) = leased else {
+            cmd.outcome = Some(Completion::status(Status::INTERNAL));
+            return true;
+        };
+        let Some(io) = self.io.get() else {
+            return false;
+        };
+        let slot = &io.h2c[usize::from(idx)];
+        *slot.payload.borrow_mut() = Some(payload);
+        *slot.grant.borrow_mut() = Some(grant);
+        true
+    }
+
+    async fn receive(&self, idx: u16, cmd: &mut IoCmd) -> bool {
+        if cmd.outcome.is_some() || cmd.data.is_some() {
+            return true;
+        }
+        self.fetch_h2c(idx, cmd).await
+    }
+
+    async fn execute(&self, _idx: u16, cmd: &mut IoCmd) {
+        if cmd.outcome.is_some() {
+            return;
+        }
+        // Not abandoned at teardown: the queue waits for running I/O.
+        let outcome = match self.run_plan(cmd).await {
+            Ok(c) => c,
+            Err(f) => fault_status(&cmd.entry, &f),
+        };
+        if !outcome.status.is_success() {
+            tracing::debug!(status = ?outcome.status, "I/O command failed");
+            cmd.data = None;
+        }
+        cmd.outcome = Some(outcome);
+    }
+
+    fn send_data(&self, _idx: u16, cmd: &mut IoCmd) -> DataSent {
+        let (IoPlan::Read { len, .. }, Some(list)) = (cmd.plan, cmd.data.take()) else {
+            return DataSent::Nothing;
+        };
+        // The SUCCESS flag may replace the CapsuleResp only when SQ flow
+        // control is disabled (TCP transport 1.0 §3.6.2.9): the response
+        // would carry SQHD.
+        let policy = self.status_policy();
+        let fold = policy == StatusPolicy::Eager && self.sqhd.get().flow_disabled();
+        let msg = match self.read_data_message(cmd.cid, list, len as usize, fold) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), cid = cmd.cid, "framing read data");
+                cmd.outcome = Some(Completion::status(Status::INTERNAL));
+                return DataSent::Nothing;
+            }
+        };
+        match policy {
+            StatusPolicy::Eager => {
+                self.out.send(msg);
+                cmd.status_sent = fold;
+                DataSent::Untracked
+            }
+            // Strict: the completion goes only after the kernel released
+            // every page of the data.
+            StatusPolicy::Strict => DataSent::Tracked(self.out.send_tracked(msg)),
+        }
+    }
+
+    fn send_status(&self, _idx: u16, cmd: &mut IoCmd) {
+        if cmd.status_sent {
+            return;
+        }
+        if let Some(c) = cmd.outcome {
+            let _ = self.send_completion(cmd.cid, c);
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! The shared command engine (`target/src/slots.rs`) seen from an iSCSI
+//! initiator: commands reuse their connection's slots and the slots'
+//! workers — one worker for a whole run at queue depth 1, not one task per
+//! command — and a slot left by an aborted command serves the next command
+//! with nothing of the old one (no stale abort, no stale data).
+//! (NVMe/TCP's slots are checked under load by `nvme_perf.rs`.)
+
+use std::time::Duration;
+
+use zctarget_protocol::iscsi::{TaskMgmtFunction, TaskMgmtRequest};
+use zctarget_tests::iscsi::{Iscsi, OP_R2T, OP_SCSI_RESPONSE};
+use zctarget_tests::Daemon;
+
+const IQN: &str = "iqn.2026-12.io.zctarget.test:engine";
+const BS: usize = 512;
+/// OPCODE of a Task Management Function Response.
+const OP_TMF_RESPONSE: u8 = 0x22;
+
+fn start(engine: &str) -> Daemon {
+    Daemon::start_temp(&format!(
+        "[server]\nadmin_socket = \"\"\niscsi_listen = [\"127.0.0.1:0\"]\nnvme_listen = []\n\
+         io_engine = \"{engine}\"\nreactors = 1\npoison_on_release = true\n\
+         metrics_listen = \"127.0.0.1:0\"\nbuffer_pool = \"16MiB\"\n\n\
+         [[volumes]]\nname = \"v\"\nbackend = \"memory\"\nsize = \"4MiB\"\n\n\
+         [[iscsi_targets]]\niqn = \"{IQN}\"\nluns = [\"v\"]\n"
+    ))
+}
+
+fn block(lba: u64, round: u32) -> Vec<u8> {
+    (0..BS)
+        .map(|i| (lba as usize * 31 + i * 7 + round as usize) as u8)
+        .collect()
+}
+
+fn workers(d: &Daemon) -> f64 {
+    d.metric("zctarget_command_workers_started_total{protocol=\"iscsi\"}")
+        .expect("workers metric")
+}
+
+fn slots_are_reused(engine: &str) {
+    let d = start(engine);
+    let mut i = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-12.test:init", BS).expect("login");
+    // 300 writes and 300 reads, one at a time.
+    for lba in 0..300u64 {
+        let data = block(lba, 1);
+        assert_eq!(i.write(lba, &data, false).expect("write"), 0, "lba {lba}");
+        let (st, back) = i.read(lba, 1).expect("read");
+        assert_eq!(st, 0);
+        assert_eq!(back, data, "lba {lba} reads back");
+    }
+    assert_eq!(
+        workers(&d),
+        1.0,
+        "600 commands at depth 1 ran on one slot's worker"
+    );
+
+    // A write that asked for data by R2T, then aborted before its data
+    // came: the task ends without status and its slot goes back.
+    let cmd = i.command(&i.write_cdb(7, BS, false), 0, BS as u32);
+    i.send_pdu(&cmd.encode(), &[]).expect("send write");
+    let r2t = i.next().expect("R2T");
+    assert_eq!(r2t.opcode(), OP_R2T, "InitialR2T: the write waits for data");
+    let itt = i.next_itt();
+    let tmf = TaskMgmtRequest {
+        immediate: true,
+        function: TaskMgmtFunction::AbortTask,
+        lun: [0; 8],
+        itt,
+        referenced_task_tag: cmd.itt,
+        cmd_sn: i.cmd_sn,
+        exp_stat_sn: i.exp_stat_sn,
+        ref_cmd_sn: cmd.cmd_sn,
+        ..Default::default()
+    };
+    i.send_pdu(&tmf.encode(), &[]).expect("send TMF");
+    let rsp = i.next().expect("TMF response");
+    assert_eq!(rsp.opcode(), OP_TMF_RESPONSE);
+    assert_eq!(rsp.itt(), itt);
+    assert_eq!(rsp.bhs[2], 0, "Function Complete");
+    // The next commands land in that slot: nothing of the aborted task
+    // remains (they complete, with their own data). A missing answer fails
+    // within 5 s (NOP-In pings come only after 15 s of silence).
+    i.s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    for lba in 0..20u64 {
+        let data = block(lba, 2);
+        assert_eq!(i.write(lba, &data, true).expect("write"), 0);
+        assert_eq!(i.read(lba, 1).expect("read"), (0, data));
+    }
+    assert!(
+        workers(&d) <= 2.0,
+        "{} workers: slots are reused after an abort",
+        workers(&d)
+    );
+    // Nothing else arrives for the aborted write (no late status).
+    i.s.set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    match i.recv() {
+        Ok(p) => assert_ne!(
+            (p.opcode(), p.itt()),
+            (OP_SCSI_RESPONSE, cmd.itt),
+            "status for an aborted task"
+        ),
+        Err(e) => assert!(zctarget_tests::iscsi::timed_out(&e), "{e}"),
+    }
+    drop(i);
+    for _ in 0..100 {
+        if d.metric("zctarget_connections{protocol=\"iscsi\"}") == Some(0.0) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        d.metric("zctarget_command_lifecycle_errors_total"),
+        Some(0.0)
+    );
+}
+
+#[test]
+fn iscsi_slots_are_reused_uring() {
+    slots_are_reused("uring");
+}
+
+#[test]
+fn iscsi_slots_are_reused_epoll() {
+    slots_are_reused("epoll");
+}
