@@ -423,6 +423,24 @@ proptest! {
         }
     }
 
+    /// The lock-free snapshot I/O queues plan from answers exactly what
+    /// the controller would — ready or not, after an admin command that
+    /// may have changed it, for any SQE and DSM data.
+    #[test]
+    fn io_view_plans_like_the_controller(
+        raw in arb_sqe(), admin in arb_sqe(), data in prop::collection::vec(any::<u8>(), 0..512),
+    ) {
+        let sqe = Sqe::parse(&raw);
+        let mut c = ready();
+        for c in [&mut c, &mut Controller::new(cfg())] {
+            let _ = c.plan_admin(&Sqe::parse(&admin), &data);
+            let view = c.io_view();
+            prop_assert_eq!(view.plan_io(&sqe), c.plan_io(&sqe));
+            prop_assert_eq!(view.write_cache_enabled(), c.write_cache_enabled());
+            prop_assert_eq!(view.dsm_ranges(1, &data), c.dsm_ranges(1, &data));
+        }
+    }
+
     #[test]
     fn connect_data_parse_total(data in prop::collection::vec(any::<u8>(), 0..1100)) {
         let _ = ConnectData::parse(&data);

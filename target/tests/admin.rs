@@ -501,3 +501,36 @@ fn admin_socket_is_private_and_speaks_json_rpc() {
         "socket removed at exit"
     );
 }
+
+/// An I/O queue plans from its controller's snapshot (no lock per
+/// command): a namespace added or removed live reaches queues that were
+/// already open at once — before the host sends any admin command that
+/// would refresh the snapshot as a side effect.
+#[test]
+fn namespace_changes_reach_open_io_queues_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = start(dir.path(), "uring");
+    let admin = admin_queue(d.nvme_port);
+    let mut io = io_queue(d.nvme_port, admin.cntlid);
+    d.ok(&["volume", "add", "extra", "--size", "4MiB"]);
+    d.ok(&["nvme", "namespace", "add", NQN, "extra", "--nsid", "3"]);
+    let data: Vec<u8> = (0..4 * BS).map(|i| (i * 13 % 251) as u8).collect();
+    let w = io.write(3, 4, &data, BS, false).expect("write");
+    assert!(
+        w.status().is_success(),
+        "write to the new namespace: {:?}",
+        w.status()
+    );
+    let r = io.read(3, 4, 4, BS).expect("read");
+    assert!(r.status().is_success());
+    assert_eq!(r.data, data);
+    d.ok(&["nvme", "namespace", "remove", NQN, "3"]);
+    let r = io.read(3, 4, 4, BS).expect("read");
+    assert_eq!(
+        r.status(),
+        zctarget_protocol::nvme::Status::INVALID_NS.dnr(),
+        "a removed namespace is Invalid Namespace at once"
+    );
+    assert!(io.read(1, 0, 1, BS).expect("read").status().is_success());
+    drop(admin);
+}

@@ -104,12 +104,8 @@ fn slots_are_reused(engine: &str) {
         Err(e) => assert!(zctarget_tests::iscsi::timed_out(&e), "{e}"),
     }
     drop(i);
-    for _ in 0..100 {
-        if d.metric("zctarget_connections{protocol=\"iscsi\"}") == Some(0.0) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let conns = "zctarget_connections{protocol=\"iscsi\"}";
+    d.wait_metric(conns, 0.0, Duration::from_secs(5));
     assert_eq!(
         d.metric("zctarget_command_lifecycle_errors_total"),
         Some(0.0)

@@ -85,12 +85,8 @@ fn check_engine(d: &Daemon, ios: u64, slots_used: u64) {
         "{workers} workers started for {ios} commands at most {slots_used} in flight"
     );
     // Lifecycle errors are added up when a queue ends.
-    for _ in 0..100 {
-        if d.metric("zctarget_connections{protocol=\"nvme_tcp\"}") == Some(0.0) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let conns = "zctarget_connections{protocol=\"nvme_tcp\"}";
+    d.wait_metric(conns, 0.0, Duration::from_secs(5));
     assert_eq!(
         d.metric("zctarget_command_lifecycle_errors_total"),
         Some(0.0)

@@ -299,6 +299,19 @@ impl Daemon {
     }
 
     /// Value of the metric line `name{labels}`.
+    /// Polls `series` until it reads `value` or `limit` passes; the last
+    /// value read.
+    pub fn wait_metric(&self, series: &str, value: f64, limit: Duration) -> Option<f64> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let v = self.metric(series);
+            if v == Some(value) || Instant::now() >= deadline {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn metric(&self, series: &str) -> Option<f64> {
         let (_, body) = self.http_get("/metrics");
         body.lines()

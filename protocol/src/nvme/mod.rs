@@ -37,7 +37,7 @@ pub use controller::{
 };
 pub use cqe::{Completion, Cqe};
 pub use discovery::DiscoveryEntry;
-pub use io::{parse_dsm_ranges, DsmRange, IoPlan};
+pub use io::{parse_dsm_ranges, DsmRange, IoPlan, IoView};
 pub use sqe::{admin_opcode, io_opcode, DataDirection, DataPointer, Sgl, Sqe, FABRICS_OPCODE};
 pub use status::{Sct, Status};
 

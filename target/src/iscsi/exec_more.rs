@@ -43,29 +43,18 @@ pub(crate) async fn execute_other(
     let bs = lun.block_size;
     let volume = conn.reactor.volume(lun.volume).context("volume handle")?;
     let volume = &*volume;
-    let check = |sense: Sense| -> anyhow::Result<()> {
-        let s = sense_bytes(Some(lun), &sense);
-        status(conn, entry, itt, CHECK_CONDITION, &s, Residual::of(edtl, 0))
+    let ctx = Other {
+        conn,
+        cmd,
+        entry,
+        lun,
+        volume,
+        bs,
+        write_cache,
     };
+    let check = |sense: Sense| ctx.check(sense);
     match plan {
-        Plan::SynchronizeCache { immed, .. } => {
-            if immed {
-                // IMMED: GOOD once the command is validated; the flush
-                // still completes before the task ends.
-                status(conn, entry, itt, GOOD, &[], Residual::of(edtl, 0))?;
-                if let Err(e) = volume.flush().await {
-                    tracing::warn!(error = %e, "flush failed");
-                }
-                return Ok(());
-            }
-            match volume.flush().await {
-                Ok(()) => status(conn, entry, itt, GOOD, &[], Residual::of(edtl, 0)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "flush failed");
-                    check(sense::WRITE_ERROR)
-                }
-            }
-        }
+        Plan::SynchronizeCache { immed, .. } => ctx.synchronize_cache(immed).await,
         Plan::PreFetch { .. } => {
             // Nothing is cached in userspace: the kernel's page cache (or
             // the device) does its own read-ahead. GOOD says the range was
@@ -77,27 +66,7 @@ pub(crate) async fn execute_other(
             lba,
             blocks,
             byte_check,
-        } => {
-            if !byte_check {
-                // BYTCHK 0: the medium is readable — verify by reading.
-                let pool = &conn.reactor.shared.pool;
-                let len = u64::from(blocks) * bs;
-                if let Err(e) = block::verify(volume, pool, lba * bs, len).await {
-                    tracing::warn!(error = %e, "verify failed");
-                    return check(fault_sense(&e, bs));
-                }
-                return status(conn, entry, itt, GOOD, &[], Residual::of(edtl, 0));
-            }
-            let Some(data) = collect(conn, cmd, entry).await else {
-                return Ok(());
-            };
-            let pool = &conn.reactor.shared.pool;
-            match block::compare(volume, pool, lba * bs, &data).await {
-                Err(e) => check(fault_sense(&e, bs)),
-                Ok(None) => status(conn, entry, itt, GOOD, &[], Residual::default()),
-                Ok(Some(offset)) => check(scsi::miscompare_sense(offset as u64)),
-            }
-        }
+        } => ctx.verify(lba, blocks, byte_check).await,
         Plan::WriteAndVerify { lba, blocks } => {
             let len = (u64::from(blocks) * bs) as usize;
             let Some(data) = collect_or_nothing(conn, cmd, entry, len).await else {
@@ -110,111 +79,9 @@ pub(crate) async fn execute_other(
             blocks,
             unmap,
             ndob,
-        } => {
-            let block = if ndob {
-                None
-            } else {
-                match collect(conn, cmd, entry).await {
-                    Some(d) => Some(d),
-                    None => return Ok(()),
-                }
-            };
-            let zero = block
-                .as_ref()
-                .is_none_or(|b| b.slices().all(|s| s.iter().all(|&x| x == 0)));
-            let offset = lba * bs;
-            let len = blocks * bs;
-            let r = if unmap && zero && volume.info().discard {
-                volume.discard(offset, len).await
-            } else if zero {
-                volume.write_zeroes(offset, len).await
-            } else if let Some(block) = block {
-                let mut pattern = vec![0u8; bs as usize];
-                block.copy_to_slice(0, &mut pattern);
-                block::write_same(volume, &conn.reactor.shared.pool, offset, len, &pattern)
-                    .await
-                    .map_err(block::Fault::into_io)
-            } else {
-                volume.write_zeroes(offset, len).await
-            };
-            match r {
-                Ok(()) => status(conn, entry, itt, GOOD, &[], Residual::default()),
-                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                    check(sense::WRITE_PROTECTED)
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "write same failed");
-                    check(sense::WRITE_ERROR.with_info(lba))
-                }
-            }
-        }
-        Plan::CompareAndWrite { lba, blocks, fua } => {
-            let Some(mut data) = collect(conn, cmd, entry).await else {
-                return Ok(());
-            };
-            let half = (u64::from(blocks) * bs) as usize;
-            if data.len() < 2 * half {
-                return check(Sense::invalid_cdb_field(13, None));
-            }
-            // Atomic against other writers of this LUN that also take the
-            // lock (COMPARE AND WRITE); plain writes are not serialised,
-            // as SBC-3 allows.
-            let _guard = lun.caw.lock().await;
-            let mut verify = vec![0u8; half];
-            data.copy_to_slice(0, &mut verify);
-            let medium = conn.reactor.shared.pool.lease(half).await?;
-            let (medium, r) = volume.read(lba * bs, medium).await;
-            if r.is_err() {
-                return check(sense::UNRECOVERED_READ_ERROR.with_info(lba));
-            }
-            let mut current = vec![0u8; half];
-            medium.copy_to_slice(0, &mut current);
-            drop(medium);
-            if let Some(pos) = verify.iter().zip(&current).position(|(a, b)| a != b) {
-                return check(scsi::miscompare_sense(pos as u64));
-            }
-            // The write half: move it to the front of the leased buffers.
-            let mut write_half = vec![0u8; half];
-            data.copy_to_slice(half, &mut write_half);
-            data.copy_from_slice(0, &write_half);
-            data.truncate(half);
-            let (_data, r) = volume.write(lba * bs, data, fua || !write_cache).await;
-            match r {
-                Ok(()) => status(conn, entry, itt, GOOD, &[], Residual::default()),
-                Err(_) => check(sense::WRITE_ERROR.with_info(lba)),
-            }
-        }
-        Plan::OrWrite { lba, blocks, fua } => {
-            let len = (u64::from(blocks) * bs) as usize;
-            let Some(mut data) = collect(conn, cmd, entry).await else {
-                return Ok(());
-            };
-            if data.len() < len {
-                return check(Sense::invalid_cdb_field(10, None));
-            }
-            data.truncate(len);
-            // Read-modify-write, atomic against COMPARE AND WRITE and other
-            // ORWRITEs of this LUN. A control-path command: the OR runs on
-            // a copy.
-            let _guard = lun.caw.lock().await;
-            let medium = conn.reactor.shared.pool.lease(len).await?;
-            let (medium, r) = volume.read(lba * bs, medium).await;
-            if r.is_err() {
-                return check(sense::UNRECOVERED_READ_ERROR.with_info(lba));
-            }
-            let mut merged = vec![0u8; len];
-            medium.copy_to_slice(0, &mut merged);
-            drop(medium);
-            let mut incoming = vec![0u8; len];
-            data.copy_to_slice(0, &mut incoming);
-            merged.iter_mut().zip(&incoming).for_each(|(m, d)| *m |= d);
-            data.copy_from_slice(0, &merged);
-            let (_data, r) = volume.write(lba * bs, data, fua || !write_cache).await;
-            match r {
-                Ok(()) => status(conn, entry, itt, GOOD, &[], Residual::of(edtl, len as u32)),
-                Err(_) => check(sense::WRITE_ERROR.with_info(lba)),
-            }
-        }
+        } => ctx.write_same(lba, blocks, unmap, ndob).await,
+        Plan::CompareAndWrite { lba, blocks, fua } => ctx.compare_and_write(lba, blocks, fua).await,
+        Plan::OrWrite { lba, blocks, fua } => ctx.or_write(lba, blocks, fua).await,
         Plan::Unmap(ranges) => {
             for (lba, blocks) in ranges {
                 if blocks == 0 {
@@ -227,116 +94,10 @@ pub(crate) async fn execute_other(
             }
             status(conn, entry, itt, GOOD, &[], Residual::default())
         }
-        Plan::NeedParameterData { len, then } => {
-            let Some(data) = collect(conn, cmd, entry).await else {
-                return Ok(());
-            };
-            let mut bytes = vec![0u8; (len as usize).min(data.len())];
-            data.copy_to_slice(0, &mut bytes);
-            drop(data);
-            let (next, write_cache) = {
-                let mut unit = lun
-                    .unit
-                    .lock()
-                    .map_err(|_| anyhow::anyhow!("LUN state poisoned"))?;
-                let next = unit.with_parameter_data(conn.nexus, then, &bytes);
-                (next, unit.write_cache_enabled())
-            };
-            match next {
-                Plan::NeedParameterData { .. } => check(Sense::invalid_cdb_field(0, None)),
-                other => {
-                    Box::pin(super::exec::execute_plan(
-                        conn,
-                        cmd,
-                        entry,
-                        Some(lun),
-                        other,
-                        write_cache,
-                    ))
-                    .await
-                }
-            }
-        }
-        Plan::GetLbaStatus { lba, alloc_len } => {
-            // Descriptors from the backing file's holes and data (SEEK_HOLE
-            // / SEEK_DATA), as many as the allocation length can hold.
-            let capacity = volume.info().capacity;
-            let max_runs = (alloc_len.saturating_sub(8) / 16).clamp(1, 4096) as usize;
-            let runs = conn
-                .reactor
-                .shared
-                .exports
-                .get(lun.volume)
-                .map(|v| v.allocation(lba * bs, capacity - lba * bs, max_runs))
-                .transpose()
-                .unwrap_or_else(|e| {
-                    tracing::warn!(error = %e, "allocation map unavailable");
-                    None
-                })
-                .unwrap_or_else(|| vec![(lba * bs, capacity - lba * bs, true)]);
-            let descriptors: Vec<(u64, u32, u8)> = runs
-                .iter()
-                .map(|&(offset, len, allocated)| {
-                    let blocks = (len / bs).min(u64::from(u32::MAX)) as u32;
-                    let status = if allocated {
-                        scsi::ProvisioningStatus::Mapped
-                    } else {
-                        scsi::ProvisioningStatus::Deallocated
-                    };
-                    (offset / bs, blocks, status as u8)
-                })
-                .collect();
-            let data = scsi::encode_lba_status(lba, &descriptors, alloc_len);
-            send_data(conn, cmd, entry, &data).await
-        }
-        Plan::Sanitize { action, immed } => {
-            // The unit answers SANITIZE IN PROGRESS until `sanitize_done`;
-            // the guard calls it however this task ends (error, abort,
-            // connection loss), so the LUN can never stay wedged.
-            let _done = SanitizeDone(lun);
-            if immed {
-                status(conn, entry, itt, GOOD, &[], Residual::default())?;
-            }
-            tracing::info!(lun = lun.lun, action = action.name(), "sanitize started");
-            let started = std::time::Instant::now();
-            let r = sanitize(conn, volume, &action, bs).await;
-            tracing::info!(lun = lun.lun, ok = r.is_ok(), took = ?started.elapsed(), "sanitize finished");
-            if immed {
-                if let Err(e) = r {
-                    tracing::warn!(error = %e, "background sanitize failed");
-                }
-                return Ok(());
-            }
-            match r {
-                Ok(()) => status(conn, entry, itt, GOOD, &[], Residual::default()),
-                Err(e) => {
-                    tracing::warn!(error = %e, "sanitize failed");
-                    check(sense::WRITE_ERROR)
-                }
-            }
-        }
-        Plan::ExtendedCopy { list_id, segments } => {
-            let mut done = 0u16;
-            let mut failed = None;
-            for seg in &segments {
-                if entry.aborted.get() {
-                    failed = Some(sense::COPY_ABORTED);
-                    break;
-                }
-                if let Err(s) = copy_segment(conn, lun, seg).await {
-                    failed = Some(s);
-                    break;
-                }
-                done += 1;
-            }
-            if let Ok(mut unit) = lun.unit.lock() {
-                unit.copy_done(conn.nexus, list_id, done, failed.is_none());
-            }
-            match failed {
-                None => status(conn, entry, itt, GOOD, &[], Residual::default()),
-                Some(s) => check(s),
-            }
-        }
+        Plan::NeedParameterData { len, then } => ctx.parameter_data(len, then).await,
+        Plan::GetLbaStatus { lba, alloc_len } => ctx.get_lba_status(lba, alloc_len).await,
+        Plan::Sanitize { action, immed } => ctx.sanitize_lun(action, immed).await,
+        Plan::ExtendedCopy { list_id, segments } => ctx.extended_copy(list_id, segments).await,
         Plan::PreemptAndAbort { preempted } => {
             // The preempted initiators' tasks on this connection end
             // without status (SPC-4 §5.12.11.2.3); this command completes.
@@ -352,6 +113,397 @@ pub(crate) async fn execute_other(
         other => {
             tracing::debug!(plan = ?other, "plan not supported by this frontend");
             check(sense::INVALID_COMMAND_OPERATION_CODE)
+        }
+    }
+}
+
+/// What every uncommon plan works with.
+#[derive(Clone, Copy)]
+struct Other<'a> {
+    conn: &'a Rc<Connection>,
+    cmd: &'a ScsiCommand,
+    entry: &'a TaskEntry,
+    lun: &'a IscsiLun,
+    volume: &'a zctarget_backends::VolumeHandle,
+    bs: u64,
+    write_cache: bool,
+}
+
+impl Other<'_> {
+    /// CHECK CONDITION with `sense` in the LUN's sense format.
+    fn check(&self, sense: Sense) -> anyhow::Result<()> {
+        let s = sense_bytes(Some(self.lun), &sense);
+        let residual = Residual::of(self.cmd.expected_data_transfer_len, 0);
+        status(
+            self.conn,
+            self.entry,
+            self.cmd.itt,
+            CHECK_CONDITION,
+            &s,
+            residual,
+        )
+    }
+
+    async fn synchronize_cache(&self, immed: bool) -> anyhow::Result<()> {
+        let Self {
+            conn,
+            cmd,
+            entry,
+            volume,
+            ..
+        } = *self;
+        let (itt, edtl) = (cmd.itt, cmd.expected_data_transfer_len);
+        let check = |sense: Sense| self.check(sense);
+        if immed {
+            // IMMED: GOOD once the command is validated; the flush
+            // still completes before the task ends.
+            status(conn, entry, itt, GOOD, &[], Residual::of(edtl, 0))?;
+            if let Err(e) = volume.flush().await {
+                tracing::warn!(error = %e, "flush failed");
+            }
+            return Ok(());
+        }
+        match volume.flush().await {
+            Ok(()) => status(conn, entry, itt, GOOD, &[], Residual::of(edtl, 0)),
+            Err(e) => {
+                tracing::warn!(error = %e, "flush failed");
+                check(sense::WRITE_ERROR)
+            }
+        }
+    }
+
+    async fn verify(&self, lba: u64, blocks: u32, byte_check: bool) -> anyhow::Result<()> {
+        let Self {
+            conn,
+            cmd,
+            entry,
+            volume,
+            bs,
+            ..
+        } = *self;
+        let (itt, edtl) = (cmd.itt, cmd.expected_data_transfer_len);
+        let check = |sense: Sense| self.check(sense);
+        if !byte_check {
+            // BYTCHK 0: the medium is readable — verify by reading.
+            let pool = &conn.reactor.shared.pool;
+            let len = u64::from(blocks) * bs;
+            if let Err(e) = block::verify(volume, pool, lba * bs, len).await {
+                tracing::warn!(error = %e, "verify failed");
+                return check(fault_sense(&e, bs));
+            }
+            return status(conn, entry, itt, GOOD, &[], Residual::of(edtl, 0));
+        }
+        let Some(data) = collect(conn, cmd, entry).await else {
+            return Ok(());
+        };
+        let pool = &conn.reactor.shared.pool;
+        match block::compare(volume, pool, lba * bs, &data).await {
+            Err(e) => check(fault_sense(&e, bs)),
+            Ok(None) => status(conn, entry, itt, GOOD, &[], Residual::default()),
+            Ok(Some(offset)) => check(scsi::miscompare_sense(offset as u64)),
+        }
+    }
+
+    async fn write_same(
+        &self,
+        lba: u64,
+        blocks: u64,
+        unmap: bool,
+        ndob: bool,
+    ) -> anyhow::Result<()> {
+        let Self {
+            conn,
+            cmd,
+            entry,
+            volume,
+            bs,
+            ..
+        } = *self;
+        let itt = cmd.itt;
+        let check = |sense: Sense| self.check(sense);
+        let block = if ndob {
+            None
+        } else {
+            match collect(conn, cmd, entry).await {
+                Some(d) => Some(d),
+                None => return Ok(()),
+            }
+        };
+        let zero = block
+            .as_ref()
+            .is_none_or(|b| b.slices().all(|s| s.iter().all(|&x| x == 0)));
+        let offset = lba * bs;
+        let len = blocks * bs;
+        let r = if unmap && zero && volume.info().discard {
+            volume.discard(offset, len).await
+        } else if zero {
+            volume.write_zeroes(offset, len).await
+        } else if let Some(block) = block {
+            let mut pattern = vec![0u8; bs as usize];
+            block.copy_to_slice(0, &mut pattern);
+            block::write_same(volume, &conn.reactor.shared.pool, offset, len, &pattern)
+                .await
+                .map_err(block::Fault::into_io)
+        } else {
+            volume.write_zeroes(offset, len).await
+        };
+        match r {
+            Ok(()) => status(conn, entry, itt, GOOD, &[], Residual::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                check(sense::WRITE_PROTECTED)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "write same failed");
+                check(sense::WRITE_ERROR.with_info(lba))
+            }
+        }
+    }
+
+    async fn compare_and_write(&self, lba: u64, blocks: u32, fua: bool) -> anyhow::Result<()> {
+        let Self {
+            conn,
+            cmd,
+            entry,
+            lun,
+            volume,
+            bs,
+            write_cache,
+            ..
+        } = *self;
+        let itt = cmd.itt;
+        let check = |sense: Sense| self.check(sense);
+        let Some(mut data) = collect(conn, cmd, entry).await else {
+            return Ok(());
+        };
+        let half = (u64::from(blocks) * bs) as usize;
+        if data.len() < 2 * half {
+            return check(Sense::invalid_cdb_field(13, None));
+        }
+        // Atomic against other writers of this LUN that also take the
+        // lock (COMPARE AND WRITE); plain writes are not serialised,
+        // as SBC-3 allows.
+        let _guard = lun.caw.lock().await;
+        let mut verify = vec![0u8; half];
+        data.copy_to_slice(0, &mut verify);
+        let medium = conn.reactor.shared.pool.lease(half).await?;
+        let (medium, r) = volume.read(lba * bs, medium).await;
+        if r.is_err() {
+            return check(sense::UNRECOVERED_READ_ERROR.with_info(lba));
+        }
+        let mut current = vec![0u8; half];
+        medium.copy_to_slice(0, &mut current);
+        drop(medium);
+        if let Some(pos) = verify.iter().zip(&current).position(|(a, b)| a != b) {
+            return check(scsi::miscompare_sense(pos as u64));
+        }
+        // The write half: move it to the front of the leased buffers.
+        let mut write_half = vec![0u8; half];
+        data.copy_to_slice(half, &mut write_half);
+        data.copy_from_slice(0, &write_half);
+        data.truncate(half);
+        let (_data, r) = volume.write(lba * bs, data, fua || !write_cache).await;
+        match r {
+            Ok(()) => status(conn, entry, itt, GOOD, &[], Residual::default()),
+            Err(_) => check(sense::WRITE_ERROR.with_info(lba)),
+        }
+    }
+
+    async fn or_write(&self, lba: u64, blocks: u32, fua: bool) -> anyhow::Result<()> {
+        let Self {
+            conn,
+            cmd,
+            entry,
+            lun,
+            volume,
+            bs,
+            write_cache,
+            ..
+        } = *self;
+        let (itt, edtl) = (cmd.itt, cmd.expected_data_transfer_len);
+        let check = |sense: Sense| self.check(sense);
+        let len = (u64::from(blocks) * bs) as usize;
+        let Some(mut data) = collect(conn, cmd, entry).await else {
+            return Ok(());
+        };
+        if data.len() < len {
+            return check(Sense::invalid_cdb_field(10, None));
+        }
+        data.truncate(len);
+        // Read-modify-write, atomic against COMPARE AND WRITE and other
+        // ORWRITEs of this LUN. A control-path command: the OR runs on
+        // a copy.
+        let _guard = lun.caw.lock().await;
+        let medium = conn.reactor.shared.pool.lease(len).await?;
+        let (medium, r) = volume.read(lba * bs, medium).await;
+        if r.is_err() {
+            return check(sense::UNRECOVERED_READ_ERROR.with_info(lba));
+        }
+        let mut merged = vec![0u8; len];
+        medium.copy_to_slice(0, &mut merged);
+        drop(medium);
+        let mut incoming = vec![0u8; len];
+        data.copy_to_slice(0, &mut incoming);
+        merged.iter_mut().zip(&incoming).for_each(|(m, d)| *m |= d);
+        data.copy_from_slice(0, &merged);
+        let (_data, r) = volume.write(lba * bs, data, fua || !write_cache).await;
+        match r {
+            Ok(()) => status(conn, entry, itt, GOOD, &[], Residual::of(edtl, len as u32)),
+            Err(_) => check(sense::WRITE_ERROR.with_info(lba)),
+        }
+    }
+
+    async fn parameter_data(&self, len: u32, then: scsi::ParamKind) -> anyhow::Result<()> {
+        let Self {
+            conn,
+            cmd,
+            entry,
+            lun,
+            ..
+        } = *self;
+        let check = |sense: Sense| self.check(sense);
+        let Some(data) = collect(conn, cmd, entry).await else {
+            return Ok(());
+        };
+        let mut bytes = vec![0u8; (len as usize).min(data.len())];
+        data.copy_to_slice(0, &mut bytes);
+        drop(data);
+        let (next, write_cache) = {
+            let mut unit = lun
+                .unit
+                .lock()
+                .map_err(|_| anyhow::anyhow!("LUN state poisoned"))?;
+            let next = unit.with_parameter_data(conn.nexus, then, &bytes);
+            (next, unit.write_cache_enabled())
+        };
+        match next {
+            Plan::NeedParameterData { .. } => check(Sense::invalid_cdb_field(0, None)),
+            other => {
+                Box::pin(super::exec::execute_plan(
+                    conn,
+                    cmd,
+                    entry,
+                    Some(lun),
+                    other,
+                    write_cache,
+                ))
+                .await
+            }
+        }
+    }
+
+    async fn get_lba_status(&self, lba: u64, alloc_len: u32) -> anyhow::Result<()> {
+        let Self {
+            conn,
+            cmd,
+            entry,
+            lun,
+            volume,
+            bs,
+            ..
+        } = *self;
+        // Descriptors from the backing file's holes and data (SEEK_HOLE
+        // / SEEK_DATA), as many as the allocation length can hold.
+        let capacity = volume.info().capacity;
+        let max_runs = (alloc_len.saturating_sub(8) / 16).clamp(1, 4096) as usize;
+        let runs = conn
+            .reactor
+            .shared
+            .exports
+            .get(lun.volume)
+            .map(|v| v.allocation(lba * bs, capacity - lba * bs, max_runs))
+            .transpose()
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "allocation map unavailable");
+                None
+            })
+            .unwrap_or_else(|| vec![(lba * bs, capacity - lba * bs, true)]);
+        let descriptors: Vec<(u64, u32, u8)> = runs
+            .iter()
+            .map(|&(offset, len, allocated)| {
+                let blocks = (len / bs).min(u64::from(u32::MAX)) as u32;
+                let status = if allocated {
+                    scsi::ProvisioningStatus::Mapped
+                } else {
+                    scsi::ProvisioningStatus::Deallocated
+                };
+                (offset / bs, blocks, status as u8)
+            })
+            .collect();
+        let data = scsi::encode_lba_status(lba, &descriptors, alloc_len);
+        send_data(conn, cmd, entry, &data).await
+    }
+
+    async fn sanitize_lun(&self, action: SanitizeAction, immed: bool) -> anyhow::Result<()> {
+        let Self {
+            conn,
+            cmd,
+            entry,
+            lun,
+            volume,
+            bs,
+            ..
+        } = *self;
+        let itt = cmd.itt;
+        let check = |sense: Sense| self.check(sense);
+        // The unit answers SANITIZE IN PROGRESS until `sanitize_done`;
+        // the guard calls it however this task ends (error, abort,
+        // connection loss), so the LUN can never stay wedged.
+        let _done = SanitizeDone(lun);
+        if immed {
+            status(conn, entry, itt, GOOD, &[], Residual::default())?;
+        }
+        tracing::info!(lun = lun.lun, action = action.name(), "sanitize started");
+        let started = std::time::Instant::now();
+        let r = sanitize(conn, volume, &action, bs).await;
+        tracing::info!(lun = lun.lun, ok = r.is_ok(), took = ?started.elapsed(), "sanitize finished");
+        if immed {
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "background sanitize failed");
+            }
+            return Ok(());
+        }
+        match r {
+            Ok(()) => status(conn, entry, itt, GOOD, &[], Residual::default()),
+            Err(e) => {
+                tracing::warn!(error = %e, "sanitize failed");
+                check(sense::WRITE_ERROR)
+            }
+        }
+    }
+
+    async fn extended_copy(
+        &self,
+        list_id: u8,
+        segments: Vec<scsi::CopySegment>,
+    ) -> anyhow::Result<()> {
+        let Self {
+            conn,
+            cmd,
+            entry,
+            lun,
+            ..
+        } = *self;
+        let itt = cmd.itt;
+        let check = |sense: Sense| self.check(sense);
+        let mut done = 0u16;
+        let mut failed = None;
+        for seg in &segments {
+            if entry.aborted.get() {
+                failed = Some(sense::COPY_ABORTED);
+                break;
+            }
+            if let Err(s) = copy_segment(conn, lun, seg).await {
+                failed = Some(s);
+                break;
+            }
+            done += 1;
+        }
+        if let Ok(mut unit) = lun.unit.lock() {
+            unit.copy_done(conn.nexus, list_id, done, failed.is_none());
+        }
+        match failed {
+            None => status(conn, entry, itt, GOOD, &[], Residual::default()),
+            Some(s) => check(s),
         }
     }
 }

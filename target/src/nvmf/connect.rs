@@ -129,7 +129,11 @@ impl Queue {
             return Ok(None);
         };
         let mut outcome = match entry.ctrl.lock() {
-            Ok(mut ctrl) => ctrl.connect(sqe, data),
+            Ok(mut ctrl) => {
+                let outcome = ctrl.connect(sqe, data);
+                entry.refresh_io_view(&ctrl);
+                outcome
+            }
             Err(_) => anyhow::bail!("controller state poisoned"),
         };
         let cntlid = entry.ctrl.lock().map(|c| c.cntlid()).unwrap_or(0);
@@ -206,6 +210,7 @@ impl Queue {
                 ctrl.set_health(entry.stats.health());
             }
             let plan = ctrl.plan_admin(sqe, data);
+            entry.refresh_io_view(&ctrl);
             if ctrl.keep_alive_seq() != before {
                 self.last_keep_alive.set(Instant::now());
             }

@@ -124,12 +124,10 @@ impl Queue {
         let (Some(entry), Some(io)) = (self.entry(), self.io.get()) else {
             return Ok(None);
         };
+        // Planned from the controller's snapshot: no lock per command.
         let (plan, wce) = {
-            let ctrl = entry
-                .ctrl
-                .lock()
-                .map_err(|_| anyhow::anyhow!("controller state poisoned"))?;
-            (ctrl.plan_io(&sqe), ctrl.write_cache_enabled())
+            let view = entry.io_view.load();
+            (view.plan_io(&sqe), view.write_cache_enabled())
         };
         let carried = h.layout.data_len;
         let capsule_len = match host_data(&plan) {
@@ -451,10 +449,7 @@ impl Queue {
                 let mut bytes = vec![0u8; usize::from(ranges) * 16];
                 list.copy_to_slice(0, &mut bytes);
                 drop(list);
-                let parsed = match entry.ctrl.lock() {
-                    Ok(c) => c.dsm_ranges(nsid, &bytes),
-                    Err(_) => return Ok(Completion::status(Status::INTERNAL)),
-                };
+                let parsed = entry.io_view.load().dsm_ranges(nsid, &bytes);
                 let ranges = match parsed {
                     Ok(r) => r,
                     Err(s) => return Ok(Completion::status(s)),

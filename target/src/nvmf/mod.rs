@@ -33,7 +33,7 @@ use zctarget_config as config;
 use zctarget_config::names::DISCOVERY_NQN;
 use zctarget_config::ANY;
 use zctarget_protocol::nvme::discovery::DiscoveryEntry;
-use zctarget_protocol::nvme::{AerCompletion, Controller, ControllerConfig, NamespaceInfo};
+use zctarget_protocol::nvme::{AerCompletion, Controller, ControllerConfig, IoView, NamespaceInfo};
 
 use crate::exports::Exports;
 use crate::reactor::Reactor;
@@ -138,6 +138,10 @@ fn build_namespaces(cfg: &config::NvmeSubsystem, exports: &Exports) -> Vec<Names
 pub struct ControllerEntry {
     /// The state machine.
     pub ctrl: Mutex<Controller>,
+    /// What I/O planning reads of it, swapped whole after every admin
+    /// command and namespace change (`refresh_io_view`): I/O queues plan
+    /// without the lock.
+    pub io_view: ArcSwap<IoView>,
     /// Its subsystem; None for a discovery controller.
     pub subsystem: Option<Arc<Subsystem>>,
     /// Set to true to tear the controller down (keep-alive timeout, admin
@@ -164,6 +168,15 @@ pub struct ControllerEntry {
 }
 
 impl ControllerEntry {
+    /// Takes a new I/O planning snapshot of `ctrl` (call with the lock
+    /// held, after anything that may have changed it).
+    pub fn refresh_io_view(&self, ctrl: &Controller) {
+        let view = ctrl.io_view();
+        if **self.io_view.load() != view {
+            self.io_view.store(Arc::new(view));
+        }
+    }
+
     /// Queues an AER completion for the admin queue.
     fn post_event(&self, event: Option<AerCompletion>) {
         if let Some(e) = event {
@@ -338,6 +351,7 @@ impl NvmfRegistry {
                         e.post_event(ev);
                     }
                 }
+                e.refresh_io_view(&ctrl);
             }
         }
         drop(subsystems);
@@ -472,6 +486,7 @@ impl NvmfRegistry {
         }
         let (kill, _) = watch::channel(false);
         let entry = Arc::new(ControllerEntry {
+            io_view: ArcSwap::from_pointee(ctrl.io_view()),
             ctrl: Mutex::new(ctrl),
             subsystem,
             kill,
