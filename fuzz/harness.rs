@@ -208,3 +208,52 @@ pub fn nvme_capsule(data: &[u8]) {
         assert!(ranges.iter().all(|r| r.offset + r.len <= (1 << 16) * 512));
     }
 }
+
+/// NVMe in-band authentication: the DH-HMAC-CHAP message codec (what
+/// decodes re-encodes to the same message) and the controller's
+/// transaction state machine fed the bytes at every step (never a panic;
+/// a Failure1 always carries one of the reason code explanations).
+pub fn nvme_auth(data: &[u8]) {
+    use zctarget_protocol::nvme::auth::{
+        dh::DhGroup, After, AuthController, AuthHost, AuthPolicy, DhchapKey, Message,
+    };
+    if let Ok(m) = Message::parse(data) {
+        let e = m.encode();
+        assert_eq!(Message::parse(&e), Ok(m.clone()));
+        assert_eq!(Message::parse(&e).map(|m| m.encode()), Ok(e));
+    }
+    let mut rng = rand::rngs::mock::StepRng::new(7, 0x9E37_79B9_7F4A_7C15);
+    let Ok(key) = DhchapKey::new(None, &[0x42; 32]) else {
+        return;
+    };
+    let mut policy = AuthPolicy::new(key.clone(), Some(key.clone()));
+    policy.dhgroups = vec![DhGroup::Null];
+    let (hostnqn, subnqn) = (
+        "nqn.2026-11.io.zctarget:host",
+        "nqn.2026-11.io.zctarget:fuzz",
+    );
+    for step in 0..3 {
+        let mut c = AuthController::new(policy.clone(), hostnqn, subnqn, &mut rng);
+        let mut h = AuthHost::new(hostnqn, subnqn, key.clone(), Some(key.clone()));
+        if step >= 1 {
+            c.send(&h.negotiate(1));
+            let challenge = c.receive(&mut rng).data;
+            if step == 2 {
+                let Ok(reply) = h.reply(&challenge, &mut rng) else {
+                    panic!("the host answers a valid challenge");
+                };
+                c.send(&reply);
+                let _ = c.receive(&mut rng);
+            }
+        }
+        c.send(data);
+        let out = c.receive(&mut rng);
+        if let After::Terminate(why) = out.then {
+            assert!((1..=7).contains(&why), "reason {why}");
+            assert!(matches!(
+                Message::parse(&out.data),
+                Ok(Message::Failure1(_))
+            ));
+        }
+    }
+}

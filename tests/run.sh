@@ -138,6 +138,16 @@ s=${PIPESTATUS[0]}
 set -e
 [ "$s" -eq 0 ] || status=$s
 
+# --- NVMe/TCP in-band authentication with Linux 6.12 (issue #14) -------------
+# The trixie guest: host secret + ext4, bidirectional, wrong host / controller
+# secret and no secret refused, each DH group and each hash (~1.5 min).
+log "nvme-cli DH-HMAC-CHAP in a trixie VM against zctarget (--quick)"
+set +e
+tests/vm/zctarget-nvme-auth.sh --engine epoll --quick 2>&1 | tee -a "$out"
+s=${PIPESTATUS[0]}
+set -e
+[ "$s" -eq 0 ] || status=$s
+
 # --- the deploy/ container image under podman, both engines -----------------
 # (default seccomp profile -> epoll; deploy/seccomp-io_uring.json -> io_uring)
 log "podman: the deploy/ image, iSCSI and NVMe/TCP from the host"

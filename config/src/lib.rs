@@ -25,6 +25,7 @@
 //! [`ConfigError`] with line, column and field path. Syntax and type errors
 //! come from serde, which stops at the first one.
 
+pub mod dhchap;
 mod error;
 mod model;
 pub mod names;
@@ -36,8 +37,8 @@ use std::path::Path;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
-    BackendKind, Chap, Config, IoEngine, IscsiTarget, NvmeSubsystem, RbdImage, Server,
-    StatusPolicy, UnknownKeyword, Volume, VolumeMap, ZeroCopyMode, ANY,
+    BackendKind, Chap, Config, IoEngine, IscsiTarget, NvmeHostKey, NvmeSubsystem, RbdImage, Server,
+    StatusPolicy, UnknownKeyword, Volume, VolumeMap, ZeroCopyMode, ANY, REDACTED,
 };
 pub use size::{ByteSize, SizeError};
 
@@ -103,6 +104,9 @@ impl Config {
                 nqn: DEFAULT_NQN.to_owned(),
                 namespaces: VolumeMap::from_names(VolumeMap::NSID_BASE, [DEFAULT_VOLUME]),
                 hosts: vec![ANY.to_owned()],
+                dhchap_hashes: Vec::new(),
+                dhchap_dhgroups: Vec::new(),
+                host_keys: Vec::new(),
             }],
         }
     }

@@ -215,6 +215,85 @@ pub struct NvmeSubsystem {
     pub namespaces: VolumeMap,
     /// Allowed host NQNs; `"*"` allows any.
     pub hosts: Vec<String>,
+    /// DH-HMAC-CHAP hashes allowed on this subsystem, in preference order
+    /// (`sha256`, `sha384`, `sha512`); empty: all.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dhchap_hashes: Vec<String>,
+    /// DH-HMAC-CHAP DH groups allowed, in preference order (`ffdhe2048`
+    /// ... `ffdhe8192`, `null`); empty: all, FFDHE groups first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dhchap_dhgroups: Vec<String>,
+    /// Hosts that must authenticate (in-band, DH-HMAC-CHAP). Written in
+    /// the file as tables in `hosts` or as `[[nvme_subsystems.host_keys]]`
+    /// (the form the daemon writes back).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub host_keys: Vec<NvmeHostKey>,
+}
+
+impl NvmeSubsystem {
+    /// A subsystem with no namespace, these hosts and no authentication.
+    pub fn new(nqn: String, hosts: Vec<String>) -> Self {
+        NvmeSubsystem {
+            nqn,
+            namespaces: VolumeMap::new(VolumeMap::NSID_BASE),
+            hosts,
+            dhchap_hashes: Vec::new(),
+            dhchap_dhgroups: Vec::new(),
+            host_keys: Vec::new(),
+        }
+    }
+
+    /// The secrets of host `hostnqn`, if it must authenticate.
+    pub fn host_key(&self, hostnqn: &str) -> Option<&NvmeHostKey> {
+        self.host_keys.iter().find(|k| k.nqn == hostnqn)
+    }
+}
+
+/// A host's DH-HMAC-CHAP secrets (`DHHC-1:xx:<base64>:`, as
+/// `nvme gen-dhchap-key` prints them). `Debug` hides the secrets.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+pub struct NvmeHostKey {
+    /// Host NQN.
+    pub nqn: String,
+    /// The host's secret.
+    pub dhchap_key: String,
+    /// The controller's secret (bidirectional authentication).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dhchap_ctrl_key: Option<String>,
+    /// Hashes allowed for this host (overrides the subsystem's).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dhchap_hashes: Vec<String>,
+    /// DH groups allowed for this host (overrides the subsystem's).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dhchap_dhgroups: Vec<String>,
+}
+
+impl NvmeHostKey {
+    /// Replaces the secrets with `<redacted>` (config show).
+    pub fn redact(&mut self) {
+        self.dhchap_key = REDACTED.into();
+        if let Some(k) = &mut self.dhchap_ctrl_key {
+            *k = REDACTED.into();
+        }
+    }
+}
+
+/// What `config show` prints instead of a secret.
+pub const REDACTED: &str = "<redacted>";
+
+impl fmt::Debug for NvmeHostKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NvmeHostKey")
+            .field("nqn", &self.nqn)
+            .field("dhchap_key", &REDACTED)
+            .field(
+                "dhchap_ctrl_key",
+                &self.dhchap_ctrl_key.as_ref().map(|_| REDACTED),
+            )
+            .field("dhchap_hashes", &self.dhchap_hashes)
+            .field("dhchap_dhgroups", &self.dhchap_dhgroups)
+            .finish()
+    }
 }
 
 /// LUN or NSID → volume name. In the file either a list (positions number

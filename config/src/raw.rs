@@ -87,7 +87,50 @@ pub(crate) struct RawChap {
 pub(crate) struct RawNvmeSubsystem {
     pub nqn: Spanned<String>,
     pub namespaces: Option<RawVolumeMap>,
-    pub hosts: Option<Names>,
+    pub hosts: Option<Vec<Spanned<RawHost>>>,
+    pub dhchap_hashes: Option<Names>,
+    pub dhchap_dhgroups: Option<Names>,
+    pub host_keys: Option<Vec<Spanned<RawHostKey>>>,
+}
+
+/// A `hosts` entry: a name, or a table naming the host with its secrets.
+#[derive(Debug)]
+pub(crate) enum RawHost {
+    Name(String),
+    Keyed(RawHostKey),
+}
+
+impl<'de> Deserialize<'de> for RawHost {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawHost;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a host NQN, \"*\", or a table { nqn = \"...\", dhchap_key = \"DHHC-1:...\" }",
+                )
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawHost, E> {
+                Ok(RawHost::Name(v.to_owned()))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<RawHost, A::Error> {
+                RawHostKey::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(RawHost::Keyed)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A host with DH-HMAC-CHAP secrets; errors point at the entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHostKey {
+    pub nqn: Spanned<String>,
+    pub dhchap_key: Option<Spanned<String>>,
+    pub dhchap_ctrl_key: Option<Spanned<String>>,
+    pub dhchap_hashes: Option<Names>,
+    pub dhchap_dhgroups: Option<Names>,
 }
 
 /// A size as written: an integer or a string, parsed later.

@@ -20,6 +20,7 @@ use crate::raw::{
 };
 use crate::size::ByteSize;
 
+mod nvme_hosts;
 mod rbd;
 
 /// Smallest accepted `server.buffer_pool`.
@@ -72,6 +73,9 @@ pub(crate) fn build(raw: RawConfig, text: &str, base_dir: &Path) -> Result<Confi
                 "NQN",
                 &mut first_line,
             );
+            let (hosts, host_keys) = c.nvme_hosts(s.hosts, s.host_keys, &p);
+            let dhchap_hashes = c.dhchap_names(s.dhchap_hashes, &p, "dhchap_hashes");
+            let dhchap_dhgroups = c.dhchap_names(s.dhchap_dhgroups, &p, "dhchap_dhgroups");
             NvmeSubsystem {
                 nqn,
                 namespaces: c.volume_map(
@@ -81,7 +85,10 @@ pub(crate) fn build(raw: RawConfig, text: &str, base_dir: &Path) -> Result<Confi
                     VolumeMap::NSID_BASE,
                     "NSID",
                 ),
-                hosts: c.acl(s.hosts, &format!("{p}.hosts"), check_nqn, "host NQN"),
+                hosts,
+                dhchap_hashes,
+                dhchap_dhgroups,
+                host_keys,
             }
         })
         .collect();

@@ -689,3 +689,80 @@ fn rbd_volume_keys() {
     assert_eq!((r.pool.as_str(), r.image.as_str()), ("rbd", "i"));
     assert_eq!(r.rados_timeout_secs, Some(7));
 }
+
+const SUBSYS: &str = "[[nvme_subsystems]]\nnqn = \"nqn.2026-12.io.x:s\"\n";
+const HOST_KEY: &str = "DHHC-1:01:ERERERERERERERERERERERERERERERERERERERERERHYIEm8:";
+const CTRL_KEY: &str =
+    "DHHC-1:00:IiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiaUBivA==:";
+
+#[test]
+fn dhchap_host_secrets() {
+    let ok = format!(
+        "{SUBSYS}dhchap_hashes = [\"sha512\"]\nhosts = [\"*\", {{ nqn = \"nqn.2026-12.io.x:h\", dhchap_key = \"{HOST_KEY}\", dhchap_ctrl_key = \"{CTRL_KEY}\", dhchap_dhgroups = [\"null\"] }}]\n"
+    );
+    let c = Config::from_toml_str(&ok, Path::new("/")).unwrap();
+    let s = &c.nvme_subsystems[0];
+    assert_eq!(s.hosts, ["*", "nqn.2026-12.io.x:h"]);
+    let k = s.host_key("nqn.2026-12.io.x:h").unwrap();
+    assert_eq!(k.dhchap_key, HOST_KEY);
+    assert_eq!(k.dhchap_ctrl_key.as_deref(), Some(CTRL_KEY));
+    assert!(!format!("{c:?}").contains("ERERER"), "Debug shows a secret");
+    // A flipped character: the CRC-32 catches it, at the value.
+    let bad = HOST_KEY.replace("ERHY", "ERHZ");
+    let text = format!(
+        "{SUBSYS}hosts = [\n  {{ nqn = \"nqn.2026-12.io.x:h\", dhchap_key = \"{bad}\" }},\n]\n"
+    );
+    one(
+        &text,
+        4,
+        46,
+        "nvme_subsystems[0].hosts[0].dhchap_key",
+        "CRC-32 does not match",
+    );
+    let errs = errors(&format!(
+        "{SUBSYS}hosts = [{{ nqn = \"nqn.2026-12.io.x:h\", dhchap_key = \"DHHC-1:07:abc:\" }}]\n"
+    ));
+    assert!(
+        errs[0].message.contains("unknown key transformation `07`"),
+        "{errs:?}"
+    );
+    assert!(
+        !errs[0].message.contains("abc"),
+        "the message quotes the secret"
+    );
+    one(
+        &format!("{SUBSYS}hosts = [{{ nqn = \"nqn.2026-12.io.x:h\", dhchap_key = \"{HOST_KEY}\", dhchap_ctrl_key = \"{HOST_KEY}\" }}]\n"),
+        3,
+        134,
+        "nvme_subsystems[0].hosts[0].dhchap_ctrl_key",
+        "must differ",
+    );
+    one(
+        &format!("{SUBSYS}dhchap_dhgroups = [\"null\", \"ffdhe1024\"]\n"),
+        3,
+        28,
+        "nvme_subsystems[0].dhchap_dhgroups[1]",
+        "unknown `ffdhe1024`",
+    );
+    one(
+        &format!("{SUBSYS}hosts = [1]\n"),
+        3,
+        10,
+        "nvme_subsystems[0].hosts[0]",
+        "expected a host NQN, \"*\", or a table",
+    );
+    one(
+        &format!("{SUBSYS}hosts = [{{ nqn = \"nqn.2026-12.io.x:h\", dhchap_kee = \"x\" }}]\n"),
+        3,
+        40,
+        "nvme_subsystems[0].hosts[0].dhchap_kee",
+        "unknown field `dhchap_kee`",
+    );
+    one(
+        &format!("{SUBSYS}hosts = [{{ nqn = \"nqn.2026-12.io.x:h\" }}]\n"),
+        3,
+        10,
+        "nvme_subsystems[0].hosts[0].dhchap_key",
+        "needs `dhchap_key`",
+    );
+}

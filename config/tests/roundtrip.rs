@@ -100,6 +100,15 @@ fn everything_non_default() -> Config {
             nqn: "nqn.2014-08.org.nvmexpress:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6".into(),
             namespaces: VolumeMap::from_names(VolumeMap::NSID_BASE, ["a"]),
             hosts: vec!["*".into(), "nqn.2026-11.com.example:h".into()],
+            dhchap_hashes: vec!["sha384".into()],
+            dhchap_dhgroups: vec!["ffdhe3072".into(), "null".into()],
+            host_keys: vec![zctarget_config::NvmeHostKey {
+                nqn: "nqn.2026-11.com.example:h".into(),
+                dhchap_key: "DHHC-1:01:ERERERERERERERERERERERERERERERERERERERERERHYIEm8:".into(),
+                dhchap_ctrl_key: Some("DHHC-1:00:IiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiaUBivA==:".into()),
+                dhchap_hashes: vec!["sha512".into()],
+                dhchap_dhgroups: Vec::new(),
+            }],
         }],
     }
 }

@@ -16,11 +16,12 @@ use zctarget_protocol::nvme_tcp;
 
 type Harness = fn(&[u8]);
 
-const TARGETS: [(&str, Harness); 4] = [
+const TARGETS: [(&str, Harness); 5] = [
     ("iscsi_bhs", harness::iscsi_bhs),
     ("iscsi_text", harness::iscsi_text),
     ("nvme_tcp_pdu", harness::nvme_tcp_pdu),
     ("nvme_capsule", harness::nvme_capsule),
+    ("nvme_auth", harness::nvme_auth),
 ];
 
 fn corpus_dir(target: &str) -> PathBuf {
@@ -105,6 +106,7 @@ fn seeds() -> Vec<Seed> {
     iscsi_seeds(&mut out);
     nvme_tcp_seeds(&mut out);
     nvme_capsule_seeds(&mut out);
+    nvme_auth_seeds(&mut out);
     out
 }
 
@@ -212,6 +214,68 @@ fn nvme_capsule_seeds(out: &mut Vec<Seed>) {
     prop.nsid = 0x04;
     prop.cdw10 = 1;
     add("nvme_capsule", "property-get-cap", with(prop, &[]));
+}
+
+/// One valid message of each DH-HMAC-CHAP kind, and a bidirectional
+/// exchange's Reply and Success1.
+fn nvme_auth_seeds(out: &mut Vec<Seed>) {
+    use zctarget_protocol::nvme::auth::message::{Challenge, Failure, Message, Success1};
+    use zctarget_protocol::nvme::auth::DhchapKey;
+    use zctarget_protocol::nvme::auth::{dh::DhGroup, AuthController, AuthHost, AuthPolicy};
+    let mut add = adder(out);
+    let mut rng = rand::rngs::mock::StepRng::new(7, 0x9E37_79B9_7F4A_7C15);
+    let key = DhchapKey::new(None, &[0x42; 32]).unwrap();
+    let (hostnqn, subnqn) = (
+        "nqn.2026-11.io.zctarget:host",
+        "nqn.2026-11.io.zctarget:fuzz",
+    );
+    let mut policy = AuthPolicy::new(key.clone(), Some(key.clone()));
+    policy.dhgroups = vec![DhGroup::Null];
+    let mut c = AuthController::new(policy, hostnqn, subnqn, &mut rng);
+    let mut h = AuthHost::new(hostnqn, subnqn, key.clone(), Some(key));
+    let negotiate = h.negotiate(1);
+    c.send(&negotiate);
+    let challenge = c.receive(&mut rng).data;
+    let reply = h.reply(&challenge, &mut rng).unwrap();
+    c.send(&reply);
+    let success1 = c.receive(&mut rng).data;
+    let success2 = h.success1(&success1).unwrap().unwrap();
+    add("nvme_auth", "negotiate", negotiate);
+    add("nvme_auth", "challenge-null", challenge);
+    add("nvme_auth", "reply-bidirectional", reply);
+    add("nvme_auth", "success1-rvalid", success1);
+    add("nvme_auth", "success2", success2);
+    let ch = Challenge {
+        tid: 1,
+        hash: 1,
+        dhgroup: 1,
+        seqnum: 5,
+        challenge: vec![0xC1; 32],
+        dh_value: vec![0xD1; 256],
+    };
+    add(
+        "nvme_auth",
+        "challenge-ffdhe2048",
+        Message::Challenge(ch).encode(),
+    );
+    let s1 = Success1 {
+        tid: 1,
+        rvalid: false,
+        response: vec![0; 48],
+    };
+    add("nvme_auth", "success1", Message::Success1(s1).encode());
+    let f = Failure {
+        tid: 1,
+        code: 1,
+        explanation: 7,
+    };
+    add("nvme_auth", "failure1", Message::Failure1(f).encode());
+    add("nvme_auth", "failure2", Message::Failure2(f).encode());
+    add(
+        "nvme_auth",
+        "truncated-reply",
+        vec![1, 2, 0, 0, 1, 0, 32, 0],
+    );
 }
 
 fn adder(out: &mut Vec<Seed>) -> impl FnMut(&'static str, &str, Vec<u8>) + '_ {

@@ -723,3 +723,54 @@ fn discovery_controller() {
     aer.cid = 10;
     assert_eq!(c.plan_admin(&aer, &[]), AdminPlan::Park);
 }
+
+/// Property Get/Set of registers a host may probe but the controller does
+/// not implement answer as Linux nvmet (drivers/nvme/target/fabrics-cmd.c)
+/// does: Get of CAP (8 bytes), VS, CC, CSTS and CRTO (4 bytes) succeed;
+/// any other offset or size is Invalid Field with DNR; Set takes CC only,
+/// 4 bytes.
+#[test]
+fn unimplemented_properties_answer_like_nvmet() {
+    let mut c = connected(cfg());
+    let crto = prop_get(&mut c, false, property::CRTO);
+    assert!(crto.status.is_success(), "{:?}", crto.status);
+    assert_eq!(crto.dw0, 15 | (15 << 16), "CRWMT = CRIMT = CAP.TO");
+    let invalid = Status::INVALID_FIELD.dnr();
+    // INTMS, INTMC, NSSR, AQA, ASQ, ACQ, CMBLOC, CMBSZ, BPINFO, BPRSEL,
+    // BPMBL, CMBMSC, CMBSTS, PMRCAP, PMRCTL, PMRSTS, SQ0TDBL, unaligned.
+    for off in [
+        0x0C,
+        0x10,
+        0x20,
+        0x24,
+        0x28,
+        0x30,
+        0x38,
+        0x3C,
+        0x40,
+        0x44,
+        0x48,
+        0x50,
+        0x58,
+        0xE00,
+        0xE04,
+        0xE08,
+        0x1000,
+        0x02,
+        0xFFFF_FFFF,
+    ] {
+        assert_eq!(prop_get(&mut c, false, off).status, invalid, "get {off:#x}");
+        assert_eq!(prop_get(&mut c, true, off).status, invalid, "get8 {off:#x}");
+        assert_eq!(prop_set(&mut c, off, 1).status, invalid, "set {off:#x}");
+    }
+    // Implemented registers at the wrong size.
+    for off in [property::VS, property::CC, property::CSTS, property::CRTO] {
+        assert_eq!(prop_get(&mut c, true, off).status, invalid, "get8 {off:#x}");
+    }
+    assert_eq!(prop_get(&mut c, false, property::CAP).status, invalid);
+    for off in [property::CAP, property::VS, property::CSTS, property::CRTO] {
+        assert_eq!(prop_set(&mut c, off, 0).status, invalid, "set {off:#x}");
+    }
+    // The probes changed nothing.
+    assert_eq!(prop_get(&mut c, false, property::CSTS).dw0, 0);
+}

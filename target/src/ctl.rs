@@ -262,10 +262,36 @@ enum NvmeAction {
         #[command(subcommand)]
         action: NamespaceAction,
     },
-    /// Host ACL.
+    /// Host ACL and in-band authentication secrets.
     Host {
         #[command(subcommand)]
-        action: AclAction,
+        action: NvmeHostAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum NvmeHostAction {
+    /// Allow a host; with --dhchap-key it must authenticate (DH-HMAC-CHAP).
+    /// Adding an allowed host with a key sets or rotates its secrets for
+    /// new connections.
+    Add {
+        /// Subsystem NQN.
+        owner: String,
+        /// Host NQN ("*": any).
+        name: String,
+        /// Host secret, `DHHC-1:xx:<base64>:` (`nvme gen-dhchap-key`).
+        #[arg(long)]
+        dhchap_key: Option<String>,
+        /// Controller secret, for bidirectional authentication.
+        #[arg(long, requires = "dhchap_key")]
+        dhchap_ctrl_key: Option<String>,
+    },
+    /// Disallow a host (its controllers end) and drop its secrets.
+    Remove {
+        /// Subsystem NQN.
+        owner: String,
+        /// Host NQN.
+        name: String,
     },
 }
 
@@ -469,7 +495,7 @@ fn request(c: CtlCommand) -> (&'static str, Value, View) {
             } => (
                 "nvme.subsystem.list",
                 json!({}),
-                Table(&["nqn", "namespaces", "hosts", "controllers"]),
+                Table(&["nqn", "namespaces", "hosts", "dhchap_hosts", "controllers"]),
             ),
             NvmeAction::Subsystem {
                 action: SubsystemAction::Add { nqn, hosts },
@@ -500,14 +526,21 @@ fn request(c: CtlCommand) -> (&'static str, Value, View) {
                 Changes,
             ),
             NvmeAction::Host {
-                action: AclAction::Add { owner, name },
+                action:
+                    NvmeHostAction::Add {
+                        owner,
+                        name,
+                        dhchap_key,
+                        dhchap_ctrl_key,
+                    },
             } => (
                 "nvme.host.add",
-                json!({"nqn": owner, "host": name}),
+                json!({"nqn": owner, "host": name, "dhchap_key": dhchap_key,
+                       "dhchap_ctrl_key": dhchap_ctrl_key}),
                 Changes,
             ),
             NvmeAction::Host {
-                action: AclAction::Remove { owner, name },
+                action: NvmeHostAction::Remove { owner, name },
             } => (
                 "nvme.host.remove",
                 json!({"nqn": owner, "host": name}),

@@ -9,6 +9,7 @@
 //!   stopped and started) and daemons on RBD images;
 //! - [`iscsi`]: a raw synchronous iSCSI initiator;
 //! - [`nvme_client`]: the NVMe/TCP host;
+//! - [`nvme_auth`]: its in-band authentication (DH-HMAC-CHAP, host side);
 //! - [`logs`]: what tests read from a daemon's log (ports, pool checks);
 //! - [`records`]: self-describing data blocks and a replayable generator;
 //! - [`procfs`]: RSS, descriptors, listeners of a process;
@@ -20,6 +21,7 @@ pub mod daemon;
 pub mod iscsi;
 pub mod logs;
 pub mod netns;
+pub mod nvme_auth;
 pub mod nvme_client;
 pub mod perf;
 pub mod procfs;

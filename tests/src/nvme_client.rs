@@ -45,6 +45,9 @@ pub struct QueueOptions {
     pub sqsize: u16,
     /// CATTR for Connect (bit 2: disable SQ flow control).
     pub cattr: u8,
+    /// DH-HMAC-CHAP secrets: [`NvmeQueue::admin`] authenticates when the
+    /// Connect response asks for it (see `nvme_auth`).
+    pub dhchap: Option<crate::nvme_auth::Dhchap>,
 }
 
 impl QueueOptions {
@@ -62,6 +65,7 @@ impl QueueOptions {
             in_capsule: 8192,
             sqsize: 31,
             cattr: 0,
+            dhchap: None,
         }
     }
 }
@@ -177,6 +181,10 @@ impl NvmeQueue {
         if !r.status().is_success() {
             return Err(invalid(format!("Connect refused: {:?}", r.status())));
         }
+        if let (true, Some(d)) = (crate::nvme_auth::required(&r), &o.dhchap) {
+            q.authenticate(d, &o.subnqn, &o.hostnqn, 1)?
+                .map_err(|e| invalid(format!("authentication: {e}")))?;
+        }
         // CC: EN, IOSQES 6, IOCQES 4.
         let cc = 1 | (6 << 16) | (4 << 20);
         let r = q.property_set(0x14, cc)?;
@@ -192,7 +200,7 @@ impl NvmeQueue {
         Err(invalid("CSTS.RDY never set"))
     }
 
-    fn cid(&mut self) -> u16 {
+    pub(crate) fn cid(&mut self) -> u16 {
         let c = self.next_cid;
         self.next_cid = self.next_cid.wrapping_add(1).max(1);
         c

@@ -15,7 +15,7 @@
 #     --hashes   hashes to try (default sha256 sha384 sha512; "" skips that part)
 #     --log-dir  keep the config, the VM's console and the target's log there
 #
-# Not in tests/run.sh until zctarget authenticates. The config it writes
+# tests/run.sh runs it with --quick. The config it writes
 # (hosts entries as tables with dhchap_key / dhchap_ctrl_key; per-group
 # subsystems) is in config() / group_subsys() below; hooks:
 #   ZC_AUTH_GROUP_LINE  printf format of the line that restricts a per-group

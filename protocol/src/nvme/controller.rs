@@ -575,6 +575,12 @@ impl Controller {
             (false, property::VS) => Ok(u64::from(self.vs())),
             (false, property::CC) => Ok(u64::from(self.cc)),
             (false, property::CSTS) => Ok(u64::from(self.csts)),
+            // CRTO (Base 2.0 Figure 35): Linux nvmet answers it too. Without
+            // CAP.CRMS both ready timeouts are CAP.TO.
+            (false, property::CRTO) => Ok(CAP_TIMEOUT | (CAP_TIMEOUT << 16)),
+            // Everything else a host may probe (INTMS, INTMC, NSSR, AQA,
+            // ASQ, ACQ, CMBLOC, CMBSZ, BPINFO, PMRCAP, doorbells, ...): Invalid
+            // Field with DNR, exactly as nvmet (fabrics-cmd.c) answers.
             _ => Err(Status::INVALID_FIELD.dnr()),
         }
     }
@@ -716,7 +722,9 @@ impl Controller {
             FabricsCommand::Connect(_) => AdminPlan::status(Status::CMD_SEQ_ERROR.dnr()),
             // Disconnect applies to I/O queues only.
             FabricsCommand::Disconnect { .. } => AdminPlan::status(Status::INVALID_FIELD.dnr()),
-            // Authentication is not supported (AUTHREQ is always 0).
+            // AUTH_Send / AUTH_Receive are handled by the frontend before
+            // planning (target/src/nvmf/auth.rs, protocol `nvme::auth`); a
+            // controller used without it does not support authentication.
             FabricsCommand::AuthSend | FabricsCommand::AuthReceive | FabricsCommand::Unknown(_) => {
                 AdminPlan::status(Status::INVALID_OPCODE.dnr())
             }

@@ -35,6 +35,8 @@ pub mod property {
     pub const CSTS: u32 = 0x1C;
     /// NVM Subsystem Reset (4 bytes).
     pub const NSSR: u32 = 0x20;
+    /// Controller Ready Timeouts (4 bytes).
+    pub const CRTO: u32 = 0x68;
 }
 
 /// Length of the Connect command's data (Fabrics 1.1 Figure 20).

@@ -125,6 +125,11 @@ fn redacted(c: &Config) -> Config {
             chap.secret = "<redacted>".into();
         }
     }
+    for s in &mut c.nvme_subsystems {
+        s.host_keys
+            .iter_mut()
+            .for_each(zctarget_config::NvmeHostKey::redact);
+    }
     c
 }
 
@@ -574,6 +579,7 @@ fn nvme_subsystem_list(shared: &Shared) -> Value {
                 "nqn": s.nqn,
                 "namespaces": s.namespaces.iter().map(|(n, v)| json!({"nsid": n, "volume": v})).collect::<Vec<_>>(),
                 "hosts": s.hosts,
+                "dhchap_hosts": s.host_keys.iter().map(|k| &k.nqn).collect::<Vec<_>>(),
                 "controllers": controllers.iter().filter(|r| r.subsystem == s.nqn).count(),
             })
         })
@@ -596,14 +602,12 @@ fn nvme_subsystem_add(shared: &Shared, p: SubsystemAdd) -> RpcResult {
                 p.nqn
             )));
         }
-        c.nvme_subsystems.push(NvmeSubsystem {
-            nqn: p.nqn.clone(),
-            namespaces: VolumeMap::new(VolumeMap::NSID_BASE),
-            hosts: p
-                .hosts
+        c.nvme_subsystems.push(NvmeSubsystem::new(
+            p.nqn.clone(),
+            p.hosts
                 .clone()
                 .unwrap_or_else(|| vec![zctarget_config::ANY.to_owned()]),
-        });
+        ));
         Ok(())
     })
 }
@@ -678,12 +682,46 @@ fn nvme_namespace_remove(shared: &Shared, p: NamespaceRemove) -> RpcResult {
 struct HostParams {
     nqn: String,
     host: String,
+    /// DH-HMAC-CHAP secret: the host must authenticate (new connections).
+    #[serde(default)]
+    dhchap_key: Option<String>,
+    /// Controller secret for bidirectional authentication.
+    #[serde(default)]
+    dhchap_ctrl_key: Option<String>,
 }
 
+/// `nvme.host.add` / `remove`. Adding a host with `dhchap_key` makes it
+/// authenticate; adding an allowed host again with a key sets or rotates
+/// its secrets (established queues stay; new ones use the new secret).
+/// Removing a host drops its secrets too.
 fn nvme_host(shared: &Shared, p: HostParams, add: bool) -> RpcResult {
     change(shared, &mut |_| {}, |c| {
         let s = subsystem_mut(c, &p.nqn)?;
-        edit_acl(&mut s.hosts, &p.host, add)
+        if !add {
+            s.host_keys.retain(|k| k.nqn != p.host);
+            return edit_acl(&mut s.hosts, &p.host, add);
+        }
+        let Some(key) = p.dhchap_key.clone() else {
+            if p.dhchap_ctrl_key.is_some() {
+                return Err(RpcError::refused("--dhchap-ctrl-key needs --dhchap-key"));
+            }
+            return edit_acl(&mut s.hosts, &p.host, add);
+        };
+        if p.host == zctarget_config::ANY {
+            return Err(RpcError::refused("secrets belong to a host NQN, not \"*\""));
+        }
+        if !s.hosts.contains(&p.host) {
+            s.hosts.push(p.host.clone());
+        }
+        s.host_keys.retain(|k| k.nqn != p.host);
+        s.host_keys.push(zctarget_config::NvmeHostKey {
+            nqn: p.host.clone(),
+            dhchap_key: key,
+            dhchap_ctrl_key: p.dhchap_ctrl_key.clone(),
+            dhchap_hashes: Vec::new(),
+            dhchap_dhgroups: Vec::new(),
+        });
+        Ok(())
     })
 }
 

@@ -63,6 +63,12 @@ impl Queue {
         if b.qid != 0 {
             return None;
         }
+        // DH-HMAC-CHAP hook: no keep-alive timeout while the admin queue
+        // authenticates (the host computes its DH value between commands;
+        // the authentication deadline bounds this time).
+        if self.auth.pending() {
+            return None;
+        }
         let kato = b.entry.ctrl.lock().ok()?.kato_ms();
         if kato == 0 {
             return None;
@@ -122,7 +128,7 @@ impl Queue {
             self.send_completion(sqe.cid, c)?;
             return Ok(None);
         };
-        let outcome = match entry.ctrl.lock() {
+        let mut outcome = match entry.ctrl.lock() {
             Ok(mut ctrl) => {
                 let outcome = ctrl.connect(sqe, data);
                 entry.refresh_io_view(&ctrl);
@@ -156,6 +162,14 @@ impl Queue {
                         .set(IoQueue::new(q.sq_entries as usize, self.status_policy()));
                 }
                 self.last_keep_alive.set(Instant::now());
+                // DH-HMAC-CHAP hook: AUTHREQ.ATR for hosts with a secret.
+                outcome.completion = self.auth.on_connect(
+                    registry,
+                    &cd.subnqn,
+                    &cd.hostnqn,
+                    qid,
+                    outcome.completion,
+                );
                 // The Connect itself was the first command fetched.
                 let mut head = SqHead::new(q.sq_entries, q.sq_flow_control_disabled);
                 head.advance();

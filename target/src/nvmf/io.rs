@@ -228,7 +228,7 @@ impl Queue {
     }
 
     /// Answers a capsule with `status` at once, after draining its data.
-    async fn refuse_capsule(
+    pub(super) async fn refuse_capsule(
         &self,
         reader: &mut PduReader,
         h: &Header,

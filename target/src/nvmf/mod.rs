@@ -12,7 +12,9 @@
 //!   `io` (I/O commands on the shared command engine, `crate::slots`, from
 //!   plan to completion with the zero-copy data path), `wire` (PDU framing).
 //! - [`reader`]: reading PDUs, write data straight into leased buffers.
+//! - [`auth`]: in-band authentication (DH-HMAC-CHAP) of a queue.
 
+pub mod auth;
 mod connect;
 mod io;
 pub mod queue;

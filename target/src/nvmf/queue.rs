@@ -57,6 +57,9 @@ pub enum Exit {
     Shutdown,
     /// A fatal transport error; a C2HTermReq was sent.
     Terminated,
+    /// In-band authentication failed (AUTH_Failure1 sent or AUTH_Failure2
+    /// received): the queue ends (`nvmf/auth.rs`).
+    AuthFailed,
 }
 
 /// The queue a connection serves once connected.
@@ -92,6 +95,8 @@ pub struct Queue {
     /// Teardown started: commands still waiting for buffers give up.
     pub(super) closing: Cell<bool>,
     pub(super) closed: Notify,
+    /// DH-HMAC-CHAP state of this queue (`nvmf/auth.rs`).
+    pub(super) auth: super::auth::QueueAuth,
 }
 
 /// Serves one connection: ICReq, PDU loop, teardown.
@@ -160,6 +165,7 @@ pub async fn serve(reactor: Rc<Reactor>, stream: TcpStream) -> anyhow::Result<()
                 fatal_notify: Notify::new(),
                 closing: Cell::new(false),
                 closed: Notify::new(),
+                auth: super::auth::QueueAuth::default(),
             });
             let exit = Rc::clone(&q).run(&mut reader).await;
             q.teardown().await;
@@ -327,9 +333,48 @@ impl Queue {
         let sqe = Sqe::parse(&raw);
         let bound = self.bound.borrow().as_ref().map(|b| b.qid);
         let Some(qid) = bound else {
-            return self.on_connect(reader, &h, &sqe, data).await;
+            let r = self.on_connect(reader, &h, &sqe, data).await;
+            // DH-HMAC-CHAP hook: a queue still unauthenticated after
+            // `login_timeout_secs` (abandoned transaction) ends.
+            if self.auth.pending() {
+                let q = Rc::downgrade(self);
+                let within =
+                    Duration::from_secs(self.reactor.shared.server.login_timeout_secs.into());
+                super::auth::expire(within, move || {
+                    let q = q.upgrade().filter(|q| q.auth.pending())?;
+                    *q.fatal.borrow_mut() = Some("authentication not completed in time".into());
+                    q.fatal_notify.notify_one();
+                    let counters = &q.reactor.shared.counters;
+                    counters.protocol_error(crate::daemon::Protocol::NvmeTcp, "auth_timeout");
+                    Some(())
+                });
+            }
+            return r;
         };
         self.advance_sqhd();
+        // --- DH-HMAC-CHAP hook (nvmf/auth.rs): AUTH_Send / AUTH_Receive,
+        // and commands refused until the queue is authenticated.
+        match self.auth.intercept(&sqe, &self.reactor.shared.counters) {
+            super::auth::Verdict::Pass => {}
+            super::auth::Verdict::Refuse(status) => {
+                return self.refuse_capsule(reader, &h, sqe.cid, status).await;
+            }
+            super::auth::Verdict::Command => {
+                if let Err(e) = reader.read_data(&h, data).await {
+                    return self.data_error(e, &h, sqe.cid);
+                }
+                let counters = &self.reactor.shared.counters;
+                let a = self.auth.execute(&sqe, data, counters).await;
+                // Authentication traffic restarts the keep-alive period.
+                self.last_keep_alive.set(Instant::now());
+                match a.data {
+                    Some(bytes) => self.send_control_data(sqe.cid, &bytes, a.completion)?,
+                    None => self.send_completion(sqe.cid, a.completion)?,
+                }
+                return Ok(a.exit);
+            }
+        }
+        // --- end of the DH-HMAC-CHAP hook.
         if qid == 0 {
             if let Err(e) = reader.read_data(&h, data).await {
                 return self.data_error(e, &h, sqe.cid);
