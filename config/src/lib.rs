@@ -37,8 +37,9 @@ use std::path::Path;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
-    BackendKind, Chap, Config, IoEngine, IscsiTarget, NvmeHostKey, NvmeSubsystem, RbdImage, Server,
-    StatusPolicy, UnknownKeyword, Volume, VolumeMap, ZeroCopyMode, ANY, REDACTED,
+    BackendKind, Chap, Cluster, Config, IoEngine, IscsiTarget, NonOwnerState, NvmeHostKey,
+    NvmeSubsystem, RbdImage, Server, StatusPolicy, UnknownKeyword, Volume, VolumeMap, ZeroCopyMode,
+    ANY, REDACTED,
 };
 pub use size::{ByteSize, SizeError};
 
@@ -91,6 +92,8 @@ impl Config {
                 preallocate: false,
                 backend: BackendKind::File,
                 rbd: None,
+                identity: None,
+                owner: None,
             }],
             iscsi_targets: vec![IscsiTarget {
                 iqn: DEFAULT_IQN.to_owned(),
@@ -108,6 +111,7 @@ impl Config {
                 dhchap_dhgroups: Vec::new(),
                 host_keys: Vec::new(),
             }],
+            cluster: None,
         }
     }
 

@@ -24,6 +24,9 @@ pub struct Config {
     /// NVMe/TCP subsystems (`[[nvme_subsystems]]`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub nvme_subsystems: Vec<NvmeSubsystem>,
+    /// Several gateways exporting the same volumes (`[cluster]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<Cluster>,
 }
 
 /// The `[server]` section.
@@ -126,6 +129,15 @@ pub struct Volume {
     /// The image of an `rbd` volume (its keys sit in the volume's table).
     #[serde(flatten)]
     pub rbd: Option<RbdImage>,
+    /// What the volume's NVMe and SCSI identifiers are derived from
+    /// (see [`Config::volume_identity`]); equal on every gateway that
+    /// exports the same volume.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    /// The gateway that owns the volume (`[cluster]` only; default: the
+    /// first gateway): Optimized there, `non_owner_state` elsewhere.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// Where an `rbd` volume's image lives: `pool`, `image`, optionally
@@ -166,6 +178,80 @@ impl RbdImage {
 impl Volume {
     /// Default `block_size`.
     pub const DEFAULT_BLOCK_SIZE: u32 = 512;
+}
+
+/// The `[cluster]` section: this daemon is one of several gateways that
+/// export the same volumes (multipath). The position of a gateway in
+/// `gateways` (from 1) is its number everywhere: its ANA group, its ALUA
+/// target port group and relative target port, and its range of NVMe
+/// controller IDs — so every gateway must list them in the same order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Cluster {
+    /// This gateway's id, one of `gateways`.
+    pub gateway: String,
+    /// Every gateway's id, in the same order on all of them.
+    pub gateways: Vec<String>,
+    /// What a gateway reports for a volume it does not own.
+    pub non_owner_state: NonOwnerState,
+}
+
+impl Cluster {
+    /// Most gateways in a cluster.
+    pub const MAX_GATEWAYS: usize = 16;
+    /// Controller IDs each gateway hands out (gateway `n` uses
+    /// `(n - 1) * CNTLID_BLOCK + 1 ..= n * CNTLID_BLOCK`).
+    pub const CNTLID_BLOCK: u16 = 4000;
+
+    /// The number (from 1) of gateway `id`.
+    pub fn number_of(&self, id: &str) -> Option<u16> {
+        let i = self.gateways.iter().position(|g| g == id)?;
+        u16::try_from(i + 1).ok()
+    }
+
+    /// This gateway's number (from 1).
+    pub fn number(&self) -> u16 {
+        self.number_of(&self.gateway).unwrap_or(1)
+    }
+
+    /// The controller IDs this gateway hands out: a block of its own, so
+    /// that CNTLIDs are unique across the gateways of one subsystem.
+    pub fn cntlid_range(&self) -> std::ops::RangeInclusive<u16> {
+        let n = self.number().max(1);
+        let first = (n - 1).saturating_mul(Self::CNTLID_BLOCK) + 1;
+        first..=n.saturating_mul(Self::CNTLID_BLOCK)
+    }
+}
+
+impl Config {
+    /// The string a volume's NVMe NGUID/EUI-64/UUID and SCSI serial and
+    /// NAA designator are derived from (with the subsystem or target
+    /// name): `identity` when set; in a `[cluster]`, an rbd volume's image
+    /// (`rbd:<pool>/<namespace>/<image>`), so that gateways agree whatever
+    /// they call the volume; else the volume's name.
+    pub fn volume_identity(&self, v: &Volume) -> String {
+        if let Some(id) = &v.identity {
+            return id.clone();
+        }
+        match (&self.cluster, &v.rbd) {
+            (Some(_), Some(r)) => format!(
+                "rbd:{}/{}/{}",
+                r.pool,
+                r.namespace.as_deref().unwrap_or(""),
+                r.image
+            ),
+            _ => v.name.clone(),
+        }
+    }
+
+    /// The number of the gateway owning `v` (`[cluster]` only): its
+    /// `owner`, else the first gateway.
+    pub fn volume_owner(&self, v: &Volume) -> Option<u16> {
+        let c = self.cluster.as_ref()?;
+        match &v.owner {
+            Some(o) => c.number_of(o),
+            None => Some(1),
+        }
+    }
 }
 
 /// CHAP credentials (RFC 1994, as used by iSCSI per RFC 3720 §8.2.1). `Debug` hides the secret.
@@ -522,6 +608,19 @@ keyword_enum! {
         Memory = "memory",
         /// A Ceph RBD image (`pool`, `image`; `size` creates it when missing).
         Rbd = "rbd",
+    }
+}
+
+keyword_enum! {
+    /// `cluster.non_owner_state`: the access state a gateway reports for
+    /// a volume another gateway owns.
+    NonOwnerState {
+        /// NVMe ANA Non-Optimized, ALUA Active/Non-optimized: I/O allowed.
+        #[default] NonOptimized = "non_optimized",
+        /// NVMe ANA Inaccessible, ALUA Standby: I/O refused.
+        Inaccessible = "inaccessible",
+        /// NVMe ANA Inaccessible, ALUA Unavailable: I/O refused.
+        Unavailable = "unavailable",
     }
 }
 

@@ -25,6 +25,15 @@ pub(crate) struct RawConfig {
     pub iscsi_targets: Vec<Spanned<RawIscsiTarget>>,
     #[serde(default)]
     pub nvme_subsystems: Vec<Spanned<RawNvmeSubsystem>>,
+    pub cluster: Option<Spanned<RawCluster>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCluster {
+    pub gateway: Spanned<String>,
+    pub gateways: Spanned<Names>,
+    pub non_owner_state: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -62,6 +71,8 @@ pub(crate) struct RawVolume {
     pub ceph_user: Option<Spanned<String>>,
     pub keyring: Option<Spanned<String>>,
     pub rados_timeout_secs: Option<Spanned<i64>>,
+    pub identity: Option<Spanned<String>>,
+    pub owner: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

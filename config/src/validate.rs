@@ -20,6 +20,7 @@ use crate::raw::{
 };
 use crate::size::ByteSize;
 
+mod cluster;
 mod nvme_hosts;
 mod rbd;
 
@@ -44,13 +45,24 @@ pub(crate) fn build(raw: RawConfig, text: &str, base_dir: &Path) -> Result<Confi
         .map(|v| v.get_ref().name.get_ref().clone())
         .collect();
     let server = c.server(raw.server, base_dir);
+    let cluster = raw.cluster.map(|cl| c.cluster(cl));
     let mut first_line = HashMap::new();
-    let volumes = raw
+    let identity_spans: Vec<(Range<usize>, String)> = raw
+        .volumes
+        .iter()
+        .enumerate()
+        .map(|(i, v)| match &v.get_ref().identity {
+            Some(id) => (id.span(), format!("volumes[{i}].identity")),
+            None => (v.get_ref().name.span(), format!("volumes[{i}].name")),
+        })
+        .collect();
+    let volumes: Vec<Volume> = raw
         .volumes
         .into_iter()
         .enumerate()
-        .map(|(i, v)| c.volume(i, v, base_dir, &mut first_line))
+        .map(|(i, v)| c.volume(i, v, base_dir, &mut first_line, cluster.as_ref()))
         .collect();
+    c.unique_identities(cluster.as_ref(), &volumes, &identity_spans);
     let mut first_line = HashMap::new();
     let iscsi_targets = raw
         .iscsi_targets
@@ -98,6 +110,7 @@ pub(crate) fn build(raw: RawConfig, text: &str, base_dir: &Path) -> Result<Confi
             volumes,
             iscsi_targets,
             nvme_subsystems,
+            cluster,
         })
     } else {
         Err(ConfigErrors::sorted(c.errors))
@@ -281,6 +294,7 @@ impl Checker<'_> {
         v: Spanned<RawVolume>,
         base_dir: &Path,
         first_line: &mut HashMap<String, usize>,
+        cluster: Option<&crate::model::Cluster>,
     ) -> Volume {
         let p = format!("volumes[{i}]");
         let table = v.span();
@@ -376,6 +390,7 @@ impl Checker<'_> {
             }
         }
         let rbd = self.rbd_image(&p, table, backend, &v, base_dir);
+        let (identity, owner) = self.volume_cluster_keys(&p, &v, cluster);
         Volume {
             name,
             path,
@@ -386,6 +401,8 @@ impl Checker<'_> {
             preallocate: v.preallocate.is_some_and(|d| d.into_inner()),
             backend: backend.unwrap_or_default(),
             rbd,
+            identity,
+            owner,
         }
     }
 

@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use zctarget_config::{
-    BackendKind, ByteSize, Chap, Config, IoEngine, IscsiTarget, NvmeSubsystem, RbdImage, Server,
-    StatusPolicy, Volume, VolumeMap, ZeroCopyMode,
+    BackendKind, ByteSize, Chap, Cluster, Config, IoEngine, IscsiTarget, NonOwnerState,
+    NvmeSubsystem, RbdImage, Server, StatusPolicy, Volume, VolumeMap, ZeroCopyMode,
 };
 
 fn round_trip(c: &Config) {
@@ -44,6 +44,8 @@ fn everything_non_default() -> Config {
                 preallocate: true,
                 backend: BackendKind::File,
                 rbd: None,
+                identity: Some("shared disk \"a\"".into()),
+                owner: None,
             },
             Volume {
                 name: "m".into(),
@@ -55,6 +57,8 @@ fn everything_non_default() -> Config {
                 preallocate: false,
                 backend: BackendKind::Memory,
                 rbd: None,
+                identity: None,
+                owner: Some("gw-b".into()),
             },
             Volume {
                 name: "r".into(),
@@ -74,6 +78,8 @@ fn everything_non_default() -> Config {
                     keyring: None,
                     rados_timeout_secs: Some(30),
                 }),
+                identity: None,
+                owner: None,
             },
         ],
         iscsi_targets: vec![IscsiTarget {
@@ -110,6 +116,11 @@ fn everything_non_default() -> Config {
                 dhchap_dhgroups: Vec::new(),
             }],
         }],
+        cluster: Some(Cluster {
+            gateway: "gw-b".into(),
+            gateways: vec!["gw-a".into(), "gw-b".into()],
+            non_owner_state: NonOwnerState::Inaccessible,
+        }),
     }
 }
 

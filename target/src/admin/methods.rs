@@ -289,6 +289,8 @@ fn volume_add(shared: &Shared, p: VolumeAdd, notify: &mut dyn FnMut(Value)) -> R
             preallocate: p.preallocate,
             backend,
             rbd: rbd.clone(),
+            identity: None,
+            owner: None,
         });
         Ok(())
     })

@@ -1,0 +1,155 @@
+//! `[cluster]` (this gateway's id, every gateway, the non-owner state)
+//! and the volume keys that depend on it: `owner` and `identity`.
+
+use std::collections::HashMap;
+
+use toml::Spanned;
+
+use super::Checker;
+use crate::model::{Cluster, Volume};
+use crate::raw::{RawCluster, RawVolume};
+
+/// Longest gateway id and volume identity, in bytes.
+const MAX_ID_LEN: usize = 255;
+
+impl Checker<'_> {
+    /// The `[cluster]` section: ids well formed and unique, at most
+    /// [`Cluster::MAX_GATEWAYS`], `gateway` one of them.
+    pub(super) fn cluster(&mut self, raw: Spanned<RawCluster>) -> Cluster {
+        let raw = raw.into_inner();
+        let list_span = raw.gateways.span();
+        let list = raw.gateways.into_inner();
+        let mut gateways = Vec::with_capacity(list.len());
+        let mut first: HashMap<String, usize> = HashMap::new();
+        for (i, g) in list.into_iter().enumerate() {
+            let path = format!("cluster.gateways[{i}]");
+            self.gateway_id(&g, &path);
+            let id = g.get_ref().clone();
+            if let Some(j) = first.get(&id) {
+                let msg = format!("gateway `{id}` is already listed as cluster.gateways[{j}]");
+                self.err(g.span(), &path, msg);
+            } else {
+                first.insert(id.clone(), i);
+            }
+            gateways.push(id);
+        }
+        if gateways.is_empty() {
+            let msg = "list every gateway of the cluster, this one included".to_owned();
+            self.err(list_span, "cluster.gateways", msg);
+        } else if gateways.len() > Cluster::MAX_GATEWAYS {
+            let msg = format!(
+                "{} gateways listed; at most {} are supported",
+                gateways.len(),
+                Cluster::MAX_GATEWAYS
+            );
+            self.err(list_span, "cluster.gateways", msg);
+        }
+        self.gateway_id(&raw.gateway, "cluster.gateway");
+        let gateway = raw.gateway.get_ref().clone();
+        if !gateways.is_empty() && !gateways.contains(&gateway) {
+            let msg = format!(
+                "`{gateway}` is not in cluster.gateways ({})",
+                gateways.join(", ")
+            );
+            self.err(raw.gateway.span(), "cluster.gateway", msg);
+        }
+        let non_owner_state = self
+            .keyword(raw.non_owner_state, "cluster.non_owner_state")
+            .unwrap_or_default();
+        Cluster {
+            gateway,
+            gateways,
+            non_owner_state,
+        }
+    }
+
+    fn gateway_id(&mut self, id: &Spanned<String>, path: &str) {
+        let s = id.get_ref();
+        if s.is_empty() {
+            self.err(id.span(), path, "gateway id must not be empty".into());
+        } else if s.len() > MAX_ID_LEN {
+            let msg = format!("gateway id is {} bytes; the limit is {MAX_ID_LEN}", s.len());
+            self.err(id.span(), path, msg);
+        } else if let Some(ch) = s
+            .chars()
+            .find(|&ch| !(ch.is_ascii_alphanumeric() || matches!(ch, '.' | '_' | '-')))
+        {
+            let msg = format!(
+                "gateway id `{s}` contains {ch:?}; only A-Z, a-z, 0-9, `.`, `_` and `-` are allowed"
+            );
+            self.err(id.span(), path, msg);
+        }
+    }
+
+    /// A volume's `identity` and `owner` (`owner` needs `[cluster]` and
+    /// must name one of its gateways), and where its identity comes from.
+    pub(super) fn volume_cluster_keys(
+        &mut self,
+        p: &str,
+        v: &RawVolume,
+        cluster: Option<&Cluster>,
+    ) -> (Option<String>, Option<String>) {
+        let identity = v.identity.as_ref().map(|id| {
+            self.text_field(id, &format!("{p}.identity"), "identity");
+            id.get_ref().clone()
+        });
+        let owner = v.owner.as_ref().map(|o| {
+            let path = format!("{p}.owner");
+            match cluster {
+                None => self.err(
+                    o.span(),
+                    &path,
+                    "`owner` needs a [cluster] section listing the gateways".into(),
+                ),
+                Some(c) if !c.gateways.contains(o.get_ref()) => {
+                    let msg = format!(
+                        "`{}` is not in cluster.gateways ({})",
+                        o.get_ref(),
+                        c.gateways.join(", ")
+                    );
+                    self.err(o.span(), &path, msg);
+                }
+                Some(_) => {}
+            }
+            o.get_ref().clone()
+        });
+        (identity, owner)
+    }
+
+    /// No two volumes may share an identity (their namespaces and logical
+    /// units would carry the same identifiers). `spans` gives each
+    /// volume's `identity` span and path, or its `name`'s when derived.
+    pub(super) fn unique_identities(
+        &mut self,
+        cluster: Option<&Cluster>,
+        volumes: &[Volume],
+        spans: &[(std::ops::Range<usize>, String)],
+    ) {
+        let config = crate::model::Config {
+            cluster: cluster.cloned(),
+            ..crate::model::Config::default()
+        };
+        let mut first: HashMap<String, String> = HashMap::new();
+        let mut names = std::collections::HashSet::new();
+        for (v, (span, path)) in volumes.iter().zip(spans) {
+            if !names.insert(v.name.as_str()) {
+                // A duplicate name, reported as such.
+                continue;
+            }
+            let id = config.volume_identity(v);
+            match first.get(&id) {
+                Some(other) => {
+                    let msg = format!(
+                        "volume `{}` has the identity `{id}` of volume `{other}`; \
+                         set a distinct `identity`",
+                        v.name
+                    );
+                    self.err(span.clone(), path, msg);
+                }
+                None => {
+                    first.insert(id, v.name.clone());
+                }
+            }
+        }
+    }
+}

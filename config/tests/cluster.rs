@@ -1,0 +1,149 @@
+//! `[cluster]` and the per-volume `identity` / `owner` keys: every mistake
+//! located, the derived identity and gateway numbers.
+
+use std::path::Path;
+
+use zctarget_config::{Config, ConfigError, NonOwnerState};
+
+fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
+    Config::from_toml_str(text, Path::new("/base")).map_err(|e| e.0)
+}
+
+/// Exactly one error, at `line:col` for `path`, whose message contains `needle`.
+#[track_caller]
+fn one(text: &str, line: usize, col: usize, path: &str, needle: &str) {
+    let errs = parse(text).expect_err("expected an error");
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    let e = &errs[0];
+    assert_eq!(
+        (e.line, e.column, e.path.as_str()),
+        (Some(line), Some(col), path),
+        "{e}"
+    );
+    assert!(
+        e.message.contains(needle),
+        "{:?} lacks {needle:?}",
+        e.message
+    );
+}
+
+const CLUSTER: &str = "[cluster]\ngateway = \"gw-b\"\ngateways = [\"gw-a\", \"gw-b\"]\n";
+
+#[test]
+fn a_valid_cluster_numbers_its_gateways() {
+    let text = format!(
+        "{CLUSTER}non_owner_state = \"inaccessible\"\n\n\
+         [[volumes]]\nname = \"a\"\nbackend = \"memory\"\nsize = \"1MiB\"\nowner = \"gw-b\"\n\n\
+         [[volumes]]\nname = \"b\"\nbackend = \"memory\"\nsize = \"1MiB\"\nidentity = \"disk b\"\n\n\
+         [[volumes]]\nname = \"r\"\nbackend = \"rbd\"\npool = \"p\"\nimage = \"img\"\n"
+    );
+    let c = parse(&text).expect("valid");
+    let cl = c.cluster.as_ref().expect("cluster");
+    assert_eq!(cl.number(), 2);
+    assert_eq!(cl.non_owner_state, NonOwnerState::Inaccessible);
+    // Gateway 2's controller IDs do not overlap gateway 1's.
+    assert_eq!(cl.cntlid_range(), 4001..=8000);
+    let a = c.volume("a").unwrap();
+    let b = c.volume("b").unwrap();
+    let r = c.volume("r").unwrap();
+    assert_eq!(c.volume_owner(a), Some(2));
+    assert_eq!(
+        c.volume_owner(b),
+        Some(1),
+        "default owner: the first gateway"
+    );
+    assert_eq!(c.volume_identity(a), "a");
+    assert_eq!(c.volume_identity(b), "disk b");
+    assert_eq!(c.volume_identity(r), "rbd:p//img", "an image names itself");
+    // Without [cluster]: no owner, and an rbd volume keeps its name.
+    let solo =
+        parse("[[volumes]]\nname = \"r\"\nbackend = \"rbd\"\npool = \"p\"\nimage = \"img\"\n")
+            .expect("valid");
+    assert_eq!(solo.volume_owner(&solo.volumes[0]), None);
+    assert_eq!(solo.volume_identity(&solo.volumes[0]), "r");
+}
+
+#[test]
+fn cluster_mistakes_are_located() {
+    one(
+        "[cluster]\ngateway = \"gw-c\"\ngateways = [\"gw-a\", \"gw-b\"]\n",
+        2,
+        11,
+        "cluster.gateway",
+        "`gw-c` is not in cluster.gateways (gw-a, gw-b)",
+    );
+    one(
+        "[cluster]\ngateway = \"gw-a\"\ngateways = [\"gw-a\", \"gw-a\"]\n",
+        3,
+        21,
+        "cluster.gateways[1]",
+        "already listed as cluster.gateways[0]",
+    );
+    one(
+        "[cluster]\ngateway = \"gw-a\"\ngateways = [\"gw-a\", \"gw b\"]\n",
+        3,
+        21,
+        "cluster.gateways[1]",
+        "contains ' '",
+    );
+    one(
+        "[cluster]\ngateway = \"gw-a\"\ngateways = []\n",
+        3,
+        12,
+        "cluster.gateways",
+        "list every gateway",
+    );
+    one(
+        &format!("{CLUSTER}non_owner_state = \"standby\"\n"),
+        4,
+        19,
+        "cluster.non_owner_state",
+        "expected one of `non_optimized`, `inaccessible`, `unavailable`",
+    );
+    let many: Vec<String> = (0..17).map(|i| format!("\"g{i}\"")).collect();
+    one(
+        &format!(
+            "[cluster]\ngateway = \"g0\"\ngateways = [{}]\n",
+            many.join(", ")
+        ),
+        3,
+        12,
+        "cluster.gateways",
+        "17 gateways listed; at most 16",
+    );
+}
+
+#[test]
+fn volume_owner_and_identity_mistakes_are_located() {
+    let vol = "[[volumes]]\nname = \"a\"\nbackend = \"memory\"\nsize = \"1MiB\"\n";
+    one(
+        &format!("{vol}owner = \"gw-a\"\n"),
+        5,
+        9,
+        "volumes[0].owner",
+        "`owner` needs a [cluster] section",
+    );
+    one(
+        &format!("{CLUSTER}\n{vol}owner = \"gw-x\"\n"),
+        9,
+        9,
+        "volumes[0].owner",
+        "`gw-x` is not in cluster.gateways",
+    );
+    one(
+        &format!("{vol}identity = \"\"\n"),
+        5,
+        12,
+        "volumes[0].identity",
+        "identity must not be empty",
+    );
+    // Two volumes whose identities collide (an explicit one equal to the
+    // other's name): reported at the second.
+    one(
+        &format!("{vol}\n[[volumes]]\nname = \"b\"\nbackend = \"memory\"\nsize = \"1MiB\"\nidentity = \"a\"\n"),
+        10,
+        12,
+        "volumes[1].identity",
+        "has the identity `a` of volume `a`",
+    );
+}
