@@ -9,6 +9,7 @@
 
 use std::collections::VecDeque;
 
+use super::ana::{AnaGroups, AnaState, LSP_RGO};
 use super::discovery::{self, DiscoveryEntry};
 use super::fabrics::{
     self, bits, connect_data_offset, connect_sqe_offset, property, Connect, ConnectData,
@@ -55,6 +56,8 @@ pub struct NamespaceInfo {
     pub eui64: [u8; 8],
     /// The backend can deallocate (DSM deallocate, Write Zeroes DEAC).
     pub discard: bool,
+    /// ANA group (ANAGRPID; 0: none, the controller reports no ANA).
+    pub anagrpid: u32,
 }
 
 impl NamespaceInfo {
@@ -142,6 +145,9 @@ pub struct ControllerConfig {
     pub volatile_write_cache: bool,
     /// VS property value.
     pub version: u32,
+    /// Asymmetric Namespace Access groups (multipath), `None`: no ANA
+    /// reporting. Namespaces name their group in `anagrpid`.
+    pub ana: Option<AnaGroups>,
 }
 
 impl Default for ControllerConfig {
@@ -166,6 +172,7 @@ impl Default for ControllerConfig {
             allowed_hosts: Vec::new(),
             volatile_write_cache: true,
             version: VERSION_1_3,
+            ana: None,
         }
     }
 }
@@ -855,6 +862,10 @@ impl Controller {
                 log
             }
             (lid::CMD_EFFECTS, false) => log_page::command_effects(),
+            (lid::ANA, false) => match &self.cfg.ana {
+                Some(a) => a.log_page(&self.cfg.namespaces, g.lsp & LSP_RGO != 0),
+                None => return AdminPlan::status(Status::INVALID_LOG_PAGE.dnr()),
+            },
             _ => return AdminPlan::status(Status::INVALID_LOG_PAGE.dnr()),
         };
         match log_page::window(&log, g.offset, len) {
@@ -946,6 +957,16 @@ impl Controller {
             None => self.cfg.namespaces.push(ns),
         }
         self.namespace_changed(nsid)
+    }
+
+    /// Sets ANA group `grpid`'s state (the log page's change count moves;
+    /// I/O planning snapshots taken afterwards enforce it). Returns
+    /// whether it changed. No ANA Change notice is raised yet.
+    pub fn set_ana_state(&mut self, grpid: u32, state: AnaState) -> bool {
+        self.cfg
+            .ana
+            .as_mut()
+            .is_some_and(|a| a.set_state(grpid, state))
     }
 
     /// Removes a namespace and raises the notice.

@@ -75,8 +75,9 @@ pub fn controller(cfg: &ControllerConfig, nn: u32, ver: u32) -> Vec<u8> {
     put_u8(&mut b, 72, 6); // RAB: 2^6 commands
     put(&mut b, 73, &cfg.ieee_oui);
     // CMIC: bit 0 multiple ports, bit 1 multiple controllers (every host gets
-    // its own controller of the same subsystem).
-    put_u8(&mut b, 76, if disc { 0 } else { 0b11 });
+    // its own controller of the same subsystem), bit 3 ANA reporting.
+    let ana_bit = if cfg.ana.is_some() { 1 << 3 } else { 0 };
+    put_u8(&mut b, 76, if disc { 0 } else { 0b11 | ana_bit });
     put_u8(&mut b, 77, cfg.mdts);
     put_le16(&mut b, 78, cfg.cntlid);
     put_le32(&mut b, 80, ver);
@@ -93,6 +94,14 @@ pub fn controller(cfg: &ControllerConfig, nn: u32, ver: u32) -> Vec<u8> {
     put_u8(&mut b, 262, 0); // ELPE: one Error Information entry
     put_u8(&mut b, 263, 0); // NPSS: one power state
     put_le16(&mut b, 320, super::controller::KAS_100MS); // KAS
+    if let Some(ana) = cfg.ana.as_ref().filter(|_| !disc) {
+        put_u8(&mut b, 342, super::ana::ANATT_SECS); // ANATT
+        put_u8(&mut b, 343, super::ana::ANACAP); // ANACAP
+        put_le32(&mut b, 344, ana.count()); // ANAGRPMAX
+        put_le32(&mut b, 348, ana.count()); // NANAGRPID
+                                            // MNAN: hosts size the ANA log's NSID lists by it.
+        put_le32(&mut b, 540, cfg.max_nsid);
+    }
     put_u8(&mut b, 512, 0x66); // SQES: required and maximum 64 bytes
     put_u8(&mut b, 513, 0x44); // CQES: required and maximum 16 bytes
     put_le16(&mut b, 514, cfg.max_queue_entries);
@@ -145,6 +154,7 @@ pub fn namespace(ns: &NamespaceInfo) -> Vec<u8> {
         u128::from(ns.blocks) * u128::from(ns.block_size),
     ); // NVMCAP
     put_u8(&mut b, 99, u8::from(ns.read_only)); // NSATTR bit 0: write protected
+    put_le32(&mut b, 92, ns.anagrpid); // ANAGRPID
     put(&mut b, 104, &ns.nguid);
     put(&mut b, 120, &ns.eui64);
     // LBAF0: MS = 0 (bytes 0-1), LBADS (byte 2), RP = 0 (byte 3).

@@ -241,6 +241,9 @@ fn try_plan_io(ready: bool, cfg: &ControllerConfig, sqe: &Sqe) -> Result<IoPlan,
         .iter()
         .find(|n| n.nsid == sqe.nsid)
         .ok_or(Status::INVALID_NS.dnr())?;
+    if let Some(refusal) = cfg.ana.as_ref().and_then(|a| a.io_refusal(ns)) {
+        return Err(refusal);
+    }
     let nsid = ns.nsid;
     let bs = u64::from(ns.block_size);
     let slba = u64::from(sqe.cdw10) | (u64::from(sqe.cdw11) << 32);

@@ -21,6 +21,8 @@ pub mod lid {
     pub const CHANGED_NS: u8 = 0x04;
     /// Commands Supported and Effects.
     pub const CMD_EFFECTS: u8 = 0x05;
+    /// Asymmetric Namespace Access.
+    pub const ANA: u8 = 0x0C;
     /// Discovery (Fabrics 1.1 §5.3).
     pub const DISCOVERY: u8 = 0x70;
 }

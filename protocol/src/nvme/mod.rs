@@ -18,6 +18,7 @@
 //! Host input is untrusted: every malformed or out-of-range command becomes
 //! an NVMe status ([`Status`]); nothing here panics on wire input.
 
+pub mod ana;
 pub mod auth;
 mod bytes;
 mod controller;

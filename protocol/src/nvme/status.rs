@@ -79,6 +79,16 @@ const fn specific(sc: u8) -> Status {
     }
 }
 
+const fn path(sc: u8) -> Status {
+    Status {
+        sct: Sct::Path,
+        sc,
+        crd: 0,
+        more: false,
+        dnr: false,
+    }
+}
+
 const fn media(sc: u8) -> Status {
     Status {
         sct: Sct::Media,
@@ -209,6 +219,14 @@ impl Status {
     pub const ACCESS_DENIED: Status = media(0x86);
     /// 87h Deallocated or Unwritten Logical Block.
     pub const UNWRITTEN_BLOCK: Status = media(0x87);
+
+    // Path Related Status (Base 2.0 Figure 101, SCT 3h).
+    /// 01h Asymmetric Access Persistent Loss.
+    pub const ANA_PERSISTENT_LOSS: Status = path(0x01);
+    /// 02h Asymmetric Access Inaccessible.
+    pub const ANA_INACCESSIBLE: Status = path(0x02);
+    /// 03h Asymmetric Access Transition.
+    pub const ANA_TRANSITION: Status = path(0x03);
 
     /// The same status with Do Not Retry set.
     #[must_use]

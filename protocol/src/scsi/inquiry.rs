@@ -32,6 +32,10 @@ pub(crate) fn standard(info: &LunInfo, qualifier_type: u8) -> Vec<u8> {
         // all 0; CmdQue=1.
         h.copy_from_slice(&[qualifier_type, 0x00, 0x06, 0x12, 61, 0x00, 0x00, 0x02]);
     }
+    if !info.target_port_groups.is_empty() {
+        // TPGS = 01b: implicit asymmetric access only.
+        crate::wire::put(&mut d, 5, &[0x10]);
+    }
     crate::wire::put(&mut d, 8, &info.vendor);
     crate::wire::put(&mut d, 16, &info.product);
     crate::wire::put(&mut d, 32, &info.revision);

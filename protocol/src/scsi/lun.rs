@@ -9,8 +9,8 @@ use super::sense::{self, Sense, Status};
 use super::unit_attention::UnitAttentions;
 use super::xcopy::CopyTarget;
 use super::{
-    capacity, inquiry, mode, opcodes, reserve, rw, sanitize, unmap, vpd, xcopy, LunInfo, ParamKind,
-    Plan,
+    alua, capacity, inquiry, mode, opcodes, reserve, rw, sanitize, unmap, vpd, xcopy, LunInfo,
+    ParamKind, Plan,
 };
 
 /// Kinds of reset (SAM-5 §5.12, §6.3).
@@ -234,6 +234,9 @@ impl LogicalUnit {
                 return Plan::Check(ua);
             }
         }
+        if let Some(s) = alua::refusal(&self.info, c) {
+            return Plan::Check(s);
+        }
         if c.control() & 0x04 != 0 {
             // NACA: ACA is not supported (SAM-5 §5.10).
             let byte = u16::try_from(cdb_len(op).saturating_sub(1)).unwrap_or(0);
@@ -424,6 +427,9 @@ impl LogicalUnit {
             REPORT_LUNS => capacity::report_luns(&self.luns, c.0),
             MAINTENANCE_IN if c.service_action() == SA_REPORT_SUPPORTED_OPCODES => {
                 Plan::DataIn(truncate(opcodes::report(c, thin)?, c.u32(6)))
+            }
+            MAINTENANCE_IN if c.service_action() == alua::SA_REPORT_TARGET_PORT_GROUPS => {
+                Plan::DataIn(alua::report_target_port_groups(info, c)?)
             }
             MAINTENANCE_IN => return Err(Sense::invalid_cdb_field(1, Some(4))),
             READ_DEFECT_DATA_10 => {

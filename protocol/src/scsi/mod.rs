@@ -19,6 +19,7 @@
 //! the byte compare of VERIFY with BYTCHK=1, reporting mismatches with
 //! [`miscompare_sense`]).
 
+pub mod alua;
 mod capacity;
 pub mod cdb;
 mod inquiry;
@@ -36,6 +37,7 @@ mod unmap;
 mod vpd;
 pub mod xcopy;
 
+pub use alua::{AluaState, PortGroup};
 pub use capacity::report_luns;
 pub use cdb::Cdb;
 pub use inquiry::{inquiry_for_missing_lun, plan_missing_lun};
@@ -79,8 +81,12 @@ pub struct LunInfo {
     pub target_name: String,
     /// Relative target port identifier (VPD 0x83).
     pub relative_port: u16,
-    /// Target port group (VPD 0x83).
+    /// Target port group of the port commands arrive on (VPD 0x83).
     pub target_port_group: u16,
+    /// Every target port group of the unit with its access state
+    /// (implicit ALUA: INQUIRY TPGS = 01b, REPORT TARGET PORT GROUPS, and
+    /// commands refused on a Standby or Unavailable port). Empty: no ALUA.
+    pub target_port_groups: Vec<PortGroup>,
     /// LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT (READ CAPACITY(16)).
     /// 0 by default: reporting 4 KiB physical blocks under 512-byte logical
     /// blocks is truthful for file volumes, but libiscsi's
@@ -123,6 +129,7 @@ impl LunInfo {
             target_name: String::new(),
             relative_port: 1,
             target_port_group: 0,
+            target_port_groups: Vec::new(),
             physical_block_exponent: 0,
             max_transfer_blocks: (8u32 << 20) / bs,
             optimal_transfer_blocks: (1u32 << 20) / bs,
