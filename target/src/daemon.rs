@@ -47,6 +47,9 @@ pub struct Shared {
     /// The `[server]` section the daemon started with (changes need a
     /// restart).
     pub server: zctarget_config::Server,
+    /// The `[cluster]` section the daemon started with (changes need a
+    /// restart).
+    pub cluster: Option<zctarget_config::Cluster>,
     /// The live configuration: what administration changes, persists and
     /// applies (see `live`).
     pub live: crate::live::LiveConfig,
@@ -167,13 +170,24 @@ impl Daemon {
             reactor_inboxes.push(tx);
             plan.inbox = Some(rx);
         }
-        let iscsi = crate::iscsi::IscsiRegistry::new(&config.iscsi_targets, &exports);
-        let nvmf =
-            crate::nvmf::NvmfRegistry::new(&config.nvme_subsystems, &exports, nvme_portals.clone());
+        let roles = crate::cluster::Roles::new(config.cluster.as_ref(), &config);
+        if let Some(c) = &config.cluster {
+            tracing::info!(gateway = %c.gateway, number = c.number(),
+                gateways = c.gateways.len(), non_owner_state = %c.non_owner_state,
+                "cluster member");
+        }
+        let iscsi = crate::iscsi::IscsiRegistry::new(&config.iscsi_targets, &exports, &roles);
+        let nvmf = crate::nvmf::NvmfRegistry::new(
+            &config.nvme_subsystems,
+            &exports,
+            nvme_portals.clone(),
+            &roles,
+        );
         let shared = Arc::new(Shared {
             iscsi,
             nvmf,
             server: config.server.clone(),
+            cluster: config.cluster.clone(),
             live: crate::live::LiveConfig::new(config, config_path),
             exports,
             pool,

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod admission;
 pub mod block;
+pub mod cluster;
 pub mod command;
 pub mod ctl;
 pub mod daemon;

@@ -122,6 +122,9 @@ pub fn commit(
     if new.server != current.server {
         report.needs_restart = server_differences(&current.server, &new.server);
     }
+    if new.cluster != current.cluster {
+        report.needs_restart.push("cluster".to_owned());
+    }
     let exports = &shared.exports;
     for (name, volume) in opened {
         match exports.slot_of(&name) {
@@ -149,8 +152,9 @@ pub fn commit(
         &new.nvme_subsystems,
         |s| &s.nqn,
     );
-    shared.iscsi.apply(&new.iscsi_targets, exports);
-    shared.nvmf.apply(&new.nvme_subsystems, exports);
+    let roles = crate::cluster::Roles::new(shared.cluster.as_ref(), &new);
+    shared.iscsi.apply(&new.iscsi_targets, exports, &roles);
+    shared.nvmf.apply(&new.nvme_subsystems, exports, &roles);
     for (slot, v) in exports.volumes() {
         if new.volume(v.name()).is_none() {
             exports.remove(slot);

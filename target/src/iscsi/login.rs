@@ -20,9 +20,11 @@ use crate::daemon::Shared;
 /// Our declared MaxRecvDataSegmentLength (largest data segment we accept).
 pub const TARGET_MRDSL: u32 = 256 << 10;
 
-/// The login limits this target offers.
-pub fn login_config() -> TargetLoginConfig {
+/// The login limits this target offers, on portals of group `tpgt` (1;
+/// in a cluster, the gateway's number).
+pub fn login_config(tpgt: u16) -> TargetLoginConfig {
     TargetLoginConfig {
+        portal_group_tag: tpgt,
         max_recv_data_segment_length: TARGET_MRDSL,
         max_burst_length: 1 << 20,
         first_burst_length: 64 << 10,
@@ -121,7 +123,11 @@ async fn login_steps(
         getrandom(&mut b)?;
         u32::from_be_bytes(b) & 0x00ff_ffff
     };
-    let mut fsm = LoginFsm::new(&login_config(), first_stat_sn, entropy);
+    let tpgt = shared
+        .cluster
+        .as_ref()
+        .map_or(1, zctarget_config::Cluster::number);
+    let mut fsm = LoginFsm::new(&login_config(tpgt), first_stat_sn, entropy);
     let policy = ExportPolicy { shared };
     let mut data = Vec::with_capacity(8192);
     loop {

@@ -35,6 +35,7 @@ use tokio::net::TcpStream;
 use tracing::Instrument;
 use zctarget_protocol::iscsi::params::{Digest, SessionType};
 
+use crate::cluster::Roles;
 use crate::exports::Exports;
 use crate::outbound::Outbound;
 use crate::reactor::Reactor;
@@ -55,13 +56,13 @@ pub struct IscsiRegistry {
 
 impl IscsiRegistry {
     /// Builds the run-time state of every configured target.
-    pub fn new(targets: &[zctarget_config::IscsiTarget], exports: &Exports) -> Self {
+    pub fn new(targets: &[zctarget_config::IscsiTarget], exports: &Exports, roles: &Roles) -> Self {
         let r = Self {
             targets: RwLock::new(HashMap::new()),
             sessions: Arc::new(SessionTable::default()),
             next_nexus: AtomicU64::new(1),
         };
-        r.apply(targets, exports);
+        r.apply(targets, exports, roles);
         r
     }
 
@@ -83,7 +84,7 @@ impl IscsiRegistry {
     /// changed ones are updated in place (sessions stay; LUN changes raise
     /// unit attentions), removed ones end their sessions. Sessions of
     /// initiators an ACL no longer allows are ended too.
-    pub fn apply(&self, wanted: &[zctarget_config::IscsiTarget], exports: &Exports) {
+    pub fn apply(&self, wanted: &[zctarget_config::IscsiTarget], exports: &Exports, roles: &Roles) {
         let mut targets = self.targets.write().unwrap_or_else(|e| e.into_inner());
         targets.retain(|iqn, _| {
             let keep = wanted.iter().any(|t| &t.iqn == iqn);
@@ -97,7 +98,7 @@ impl IscsiRegistry {
             match targets.get(&cfg.iqn) {
                 Some(t) if *t.config() == *cfg && t.slots_current(exports) => {}
                 Some(t) => {
-                    t.update(cfg.clone(), exports);
+                    t.update(cfg.clone(), exports, roles);
                     for row in self.sessions.list() {
                         if row.target == cfg.iqn
                             && !login::initiator_allowed(&cfg.initiators, &row.initiator)
@@ -111,7 +112,7 @@ impl IscsiRegistry {
                 None => {
                     targets.insert(
                         cfg.iqn.clone(),
-                        Arc::new(TargetRuntime::new(cfg.clone(), exports)),
+                        Arc::new(TargetRuntime::new(cfg.clone(), exports, roles)),
                     );
                 }
             }

@@ -10,6 +10,7 @@ use zctarget_config as config;
 use zctarget_protocol::scsi::xcopy::CopyTarget;
 use zctarget_protocol::scsi::{LogicalUnit, LunInfo, ResetKind};
 
+use crate::cluster::Roles;
 use crate::exports::Exports;
 
 /// One LUN of a target.
@@ -56,14 +57,14 @@ pub struct TargetRuntime {
 
 impl TargetRuntime {
     /// Builds the runtime for one configured target.
-    pub fn new(cfg: config::IscsiTarget, exports: &Exports) -> Self {
+    pub fn new(cfg: config::IscsiTarget, exports: &Exports, roles: &Roles) -> Self {
         let t = Self {
             iqn: cfg.iqn.clone(),
             config: ArcSwap::from_pointee(cfg.clone()),
             luns: ArcSwap::from_pointee(Vec::new()),
             nexuses: Mutex::new(HashMap::new()),
         };
-        t.update(cfg, exports);
+        t.update(cfg, exports, roles);
         t
     }
 
@@ -92,7 +93,7 @@ impl TargetRuntime {
         current
     }
 
-    pub fn update(&self, cfg: config::IscsiTarget, exports: &Exports) {
+    pub fn update(&self, cfg: config::IscsiTarget, exports: &Exports, roles: &Roles) {
         let nexuses = self.nexuses.lock().unwrap_or_else(|e| e.into_inner());
         let old = self.luns.load_full();
         // (LUN number, volume slot) of every mapping whose volume is open.
@@ -114,7 +115,7 @@ impl TargetRuntime {
             let Some(volume) = exports.get(slot) else {
                 continue;
             };
-            let mut unit = LogicalUnit::new(lun_info(&cfg.iqn, number, &volume));
+            let mut unit = LogicalUnit::new(lun_info(&cfg.iqn, number, &volume, roles));
             unit.set_lun_list(&numbers);
             for (nexus, port) in nexuses.iter() {
                 unit.nexus_added(*nexus, port);
@@ -220,10 +221,13 @@ impl TargetRuntime {
 }
 
 /// SCSI identity of a LUN. The NAA designator and serial are derived from
-/// the target and volume names, so they are stable across restarts.
-fn lun_info(iqn: &str, lun: u16, volume: &zctarget_backends::Volume) -> LunInfo {
+/// the target name and the volume's identity (its name unless configured),
+/// so they are stable across restarts and equal on every gateway exporting
+/// it; the relative target port and target port group are this gateway's,
+/// with the ALUA states of every gateway's group in a cluster.
+fn lun_info(iqn: &str, lun: u16, volume: &zctarget_backends::Volume, roles: &Roles) -> LunInfo {
     let info = volume.info();
-    let id = stable_id(iqn, volume.name());
+    let id = stable_id(iqn, roles.identity(volume.name()));
     let mut naa = [0u8; 16];
     // NAA 6 (IEEE registered extended): 6 + 24-bit OUI-ish company id +
     // vendor-specific bits from the hash.
@@ -236,6 +240,10 @@ fn lun_info(iqn: &str, lun: u16, volume: &zctarget_backends::Volume) -> LunInfo 
     lun_info.unit_serial = serial;
     lun_info.naa_designator = naa;
     lun_info.target_name = iqn.to_string();
+    let (port, group, groups) = roles.scsi_ports(volume.name());
+    lun_info.relative_port = port;
+    lun_info.target_port_group = group;
+    lun_info.target_port_groups = groups;
     lun_info
 }
 

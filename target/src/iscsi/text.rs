@@ -11,13 +11,17 @@ use super::login::initiator_allowed;
 pub fn text_response(conn: &Connection, request: &[u8], initiator: &str) -> Vec<u8> {
     let shared = &conn.reactor.shared;
     let local = conn.out.stream().local_addr().ok();
+    let tpgt = shared
+        .cluster
+        .as_ref()
+        .map_or(1, zctarget_config::Cluster::number);
     let portals: Vec<String> = shared
         .iscsi_portals
         .iter()
         .map(|p| crate::listener::advertised(*p, local))
         .map(|p| match p {
-            std::net::SocketAddr::V4(a) => format!("{}:{},1", a.ip(), a.port()),
-            std::net::SocketAddr::V6(a) => format!("[{}]:{},1", a.ip(), a.port()),
+            std::net::SocketAddr::V4(a) => format!("{}:{},{tpgt}", a.ip(), a.port()),
+            std::net::SocketAddr::V6(a) => format!("[{}]:{},{tpgt}", a.ip(), a.port()),
         })
         .collect();
     let targets: Vec<TargetPortals> = shared

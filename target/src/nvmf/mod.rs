@@ -35,6 +35,7 @@ use zctarget_config::ANY;
 use zctarget_protocol::nvme::discovery::DiscoveryEntry;
 use zctarget_protocol::nvme::{AerCompletion, Controller, ControllerConfig, IoView, NamespaceInfo};
 
+use crate::cluster::Roles;
 use crate::exports::Exports;
 use crate::reactor::Reactor;
 
@@ -59,7 +60,7 @@ pub struct Subsystem {
     /// Sorted by NSID.
     namespaces: ArcSwap<Vec<Namespace>>,
     /// Serial number reported by its controllers (stable: derived from
-    /// the NQN).
+    /// the NQN, so equal on every gateway of a cluster).
     pub serial: String,
 }
 
@@ -75,12 +76,12 @@ pub struct Namespace {
 }
 
 impl Subsystem {
-    fn new(cfg: config::NvmeSubsystem, exports: &Exports) -> Self {
+    fn new(cfg: config::NvmeSubsystem, exports: &Exports, roles: &Roles) -> Self {
         let serial = stable_id(&cfg.nqn, "serial")[..10]
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        let namespaces = build_namespaces(&cfg, exports);
+        let namespaces = build_namespaces(&cfg, exports, roles);
         Self {
             nqn: cfg.nqn.clone(),
             config: ArcSwap::from_pointee(cfg),
@@ -117,7 +118,11 @@ fn host_allowed(hosts: &[String], hostnqn: &str) -> bool {
     hosts.is_empty() || hosts.iter().any(|h| h == ANY || h == hostnqn)
 }
 
-fn build_namespaces(cfg: &config::NvmeSubsystem, exports: &Exports) -> Vec<Namespace> {
+fn build_namespaces(
+    cfg: &config::NvmeSubsystem,
+    exports: &Exports,
+    roles: &Roles,
+) -> Vec<Namespace> {
     cfg.namespaces
         .iter()
         .filter_map(|(nsid, name)| {
@@ -126,7 +131,7 @@ fn build_namespaces(cfg: &config::NvmeSubsystem, exports: &Exports) -> Vec<Names
             Some(Namespace {
                 nsid,
                 volume: slot,
-                info: namespace_info(&cfg.nqn, nsid, &volume),
+                info: namespace_info(&cfg.nqn, nsid, &volume, roles),
             })
         })
         .collect()
@@ -245,24 +250,36 @@ pub struct NvmfRegistry {
     subsystems: RwLock<HashMap<String, Arc<Subsystem>>>,
     controllers: Mutex<HashMap<u16, Arc<ControllerEntry>>>,
     next_cntlid: AtomicU16,
+    /// Controller IDs this gateway hands out (a block of its own in a
+    /// cluster, so IDs are unique across gateways).
+    cntlids: std::ops::RangeInclusive<u16>,
+    /// ANA groups every I/O controller reports (`[cluster]` only).
+    ana: Option<zctarget_protocol::nvme::ana::AnaGroups>,
     portals: Vec<std::net::SocketAddr>,
 }
 
 impl NvmfRegistry {
     /// Builds the subsystems; `portals` are the NVMe/TCP listeners
-    /// discovery reports.
+    /// discovery reports; `roles` the volumes' identities and the cluster
+    /// (fixed until restart: controller IDs and ANA groups).
     pub fn new(
         subsystems: &[config::NvmeSubsystem],
         exports: &Exports,
         portals: Vec<std::net::SocketAddr>,
+        roles: &Roles,
     ) -> Self {
+        let cntlids = roles
+            .cluster()
+            .map_or(1..=0xFFEF, config::Cluster::cntlid_range);
         let r = Self {
             subsystems: RwLock::new(HashMap::new()),
             controllers: Mutex::new(HashMap::new()),
             next_cntlid: AtomicU16::new(1),
+            cntlids,
+            ana: roles.ana_groups(),
             portals,
         };
-        r.apply(subsystems, exports);
+        r.apply(subsystems, exports, roles);
         r
     }
 
@@ -285,7 +302,7 @@ impl NvmfRegistry {
     /// down; a namespace added, removed or replaced raises the Namespace
     /// Attribute Changed event on every controller of its subsystem;
     /// discovery controllers get a Discovery Log Page Change event.
-    pub fn apply(&self, wanted: &[config::NvmeSubsystem], exports: &Exports) {
+    pub fn apply(&self, wanted: &[config::NvmeSubsystem], exports: &Exports, roles: &Roles) {
         let mut subsystems = self.subsystems.write().unwrap_or_else(|e| e.into_inner());
         let mut changed_listing = false;
         let removed: Vec<String> = subsystems
@@ -306,7 +323,7 @@ impl NvmfRegistry {
             let Some(sub) = subsystems.get(&cfg.nqn).cloned() else {
                 subsystems.insert(
                     cfg.nqn.clone(),
-                    Arc::new(Subsystem::new(cfg.clone(), exports)),
+                    Arc::new(Subsystem::new(cfg.clone(), exports, roles)),
                 );
                 changed_listing = true;
                 continue;
@@ -315,7 +332,7 @@ impl NvmfRegistry {
                 sub.namespaces()
                     .iter()
                     .map(|n| (n.nsid, n.volume))
-                    .eq(build_namespaces(cfg, exports)
+                    .eq(build_namespaces(cfg, exports, roles)
                         .iter()
                         .map(|n| (n.nsid, n.volume)));
             if *sub.config() == *cfg && slots_current {
@@ -325,7 +342,7 @@ impl NvmfRegistry {
                 changed_listing = true;
             }
             let old = sub.namespaces();
-            let new = build_namespaces(cfg, exports);
+            let new = build_namespaces(cfg, exports, roles);
             sub.config.store(Arc::new(cfg.clone()));
             sub.namespaces.store(Arc::new(new.clone()));
             let controllers = self
@@ -419,11 +436,15 @@ impl NvmfRegistry {
         rows
     }
 
-    /// A fresh controller ID (1..=0xFFEF, never reused while live).
+    /// A fresh controller ID from this gateway's range (1..=0xFFEF alone),
+    /// never reused while live.
     fn allocate_cntlid(&self) -> u16 {
         let live = self.controllers.lock().map(|m| m.len()).unwrap_or(0);
+        let first = *self.cntlids.start();
+        let span = self.cntlids.end().saturating_sub(first).saturating_add(1);
         for _ in 0..=live + 1 {
-            let id = self.next_cntlid.fetch_add(1, Ordering::Relaxed) % 0xFFEF + 1;
+            let n = self.next_cntlid.fetch_add(1, Ordering::Relaxed);
+            let id = first + n % span;
             if self
                 .controllers
                 .lock()
@@ -433,7 +454,7 @@ impl NvmfRegistry {
                 return id;
             }
         }
-        1
+        first
     }
 
     /// Creates a controller for an admin-queue Connect to `subnqn` (the
@@ -476,6 +497,7 @@ impl NvmfRegistry {
                 mdts: MDTS,
                 in_capsule_data_size: IN_CAPSULE_DATA,
                 allowed_hosts,
+                ana: self.ana.clone(),
                 ..ControllerConfig::default()
             };
             (cfg, Some(s), None)
@@ -557,10 +579,17 @@ impl NvmfRegistry {
 }
 
 /// The namespace a volume becomes: identifiers derived from the subsystem
-/// NQN and the volume name, so they are stable across restarts.
-fn namespace_info(nqn: &str, nsid: u32, volume: &zctarget_backends::Volume) -> NamespaceInfo {
+/// NQN and the volume's identity (its name unless configured), so they are
+/// stable across restarts and equal on every gateway exporting it; in a
+/// cluster its ANA group is its owner gateway's.
+fn namespace_info(
+    nqn: &str,
+    nsid: u32,
+    volume: &zctarget_backends::Volume,
+    roles: &Roles,
+) -> NamespaceInfo {
     let info = volume.info();
-    let id = stable_id(nqn, volume.name());
+    let id = stable_id(nqn, roles.identity(volume.name()));
     let mut ns = NamespaceInfo::new(nsid, info.blocks(), info.block_size);
     ns.read_only = info.read_only;
     ns.discard = info.discard;
@@ -571,6 +600,7 @@ fn namespace_info(nqn: &str, nsid: u32, volume: &zctarget_backends::Volume) -> N
     uuid[8] = (uuid[8] & 0x3f) | 0x80;
     ns.uuid = uuid;
     ns.eui64.copy_from_slice(&id[8..16]);
+    ns.anagrpid = roles.anagrpid(volume.name());
     ns
 }
 
