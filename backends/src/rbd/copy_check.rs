@@ -129,9 +129,22 @@ fn which_write_path_librbd_takes() {
         copied, 0,
         "a copying librbd stored bytes written after submission"
     );
-    // Zero-copy, for the record (ARCHITECTURE.md): with librbd 16.2 the
-    // completion of a write waits for the messenger to drop our memory,
-    // which in about half the runs did not happen within 5 s.
+}
+
+/// Zero-copy writes, for the record (ARCHITECTURE.md): with librbd 16.2 the
+/// completion of a write waits for the messenger to drop our memory, which
+/// in about half the runs did not happen within 5 s. Not run by default: a
+/// write that never completes leaks its client, whose threads still run
+/// while the test process exits — librbd's static destructors then crash
+/// the whole test binary now and then (seen once in CI as SIGSEGV after
+/// every test had passed). Run by hand with `--ignored`.
+#[test]
+#[ignore = "measurement; leaks a librbd client when a zero-copy write hangs"]
+fn zero_copy_write_path_for_the_record() {
+    if std::env::var_os("ZCTARGET_TEST_CEPH_CONF").is_none() {
+        eprintln!("skipped: ZCTARGET_TEST_CEPH_CONF is not set");
+        return;
+    }
     match overwritten_writes("false", 3) {
         Some(n) => eprintln!(
             "rbd_disable_zero_copy_writes=false: {n} of 3 writes stored overwritten bytes"
