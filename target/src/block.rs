@@ -60,22 +60,10 @@ impl Fault {
     pub fn into_io(self) -> std::io::Error {
         match self {
             Fault::Read { error, .. } | Fault::Write { error, .. } => error,
-            Fault::WriteProtected => crate::block::write_protected(),
+            Fault::WriteProtected => zctarget_backends::read_only_error(),
             Fault::Buffers(e) => std::io::Error::other(e),
         }
     }
-
-    /// A fault while reading (as opposed to writing).
-    pub fn is_read(&self) -> bool {
-        matches!(self, Fault::Read { .. } | Fault::Buffers(_))
-    }
-}
-
-fn write_protected() -> std::io::Error {
-    std::io::Error::new(
-        std::io::ErrorKind::PermissionDenied,
-        "volume is write-protected",
-    )
 }
 
 /// Reads `len` bytes at `offset` into freshly leased buffers.
