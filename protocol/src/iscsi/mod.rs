@@ -21,7 +21,9 @@ pub mod bhs;
 pub mod chap;
 pub mod digest;
 pub mod login_fsm;
+mod negotiator;
 pub mod params;
+mod send_targets;
 pub mod sequence;
 pub mod text;
 
