@@ -193,14 +193,19 @@ nvmet_setup_local() {
 # host's "error ..." line (or why it could not be asked) is in
 # /tmp/host_ctl.err and printed. bash only (/dev/tcp). The hook serves one
 # connection at a time and listens again right after, so connecting is retried.
-host_ctl() {
+host_ctl() { host_request ctl "$@"; }
+
+# host_request WORDS...: send one request line to the host's control port
+# (targets/admin-hook.sh, targets/gateways.sh) and read its answer, as
+# host_ctl describes.
+host_request() {
   _i=0; : > /tmp/host_ctl.out; : > /tmp/host_ctl.err
   until exec 7<>"/dev/tcp/$HOST_IP/${CTL_PORT:-9999}"; do
     _i=$((_i + 1))
     [ "$_i" -ge 20 ] && { echo "cannot connect to $HOST_IP:${CTL_PORT:-9999}" | tee /tmp/host_ctl.err; return 1; }
     sleep 0.5
   done 2>/dev/null
-  echo "ctl $*" >&7
+  echo "$*" >&7
   _st=""; IFS= read -r -t "${HOST_CTL_SECS:-90}" _st <&7
   _i=0
   while [ "$_i" -lt 1000 ] && IFS= read -r -t 10 _l <&7; do

@@ -68,21 +68,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 0' TERM INT
 
-# check_request WORDS...: 0 if the words may be passed to `zctarget ctl`,
-# otherwise prints why and returns 1
-check_request() {
-  local w first=""
-  [ $# -gt 0 ] || { echo "empty command"; return 1; }
-  for w in "$@"; do
-    [[ "$w" =~ ^[A-Za-z0-9._:@+=-]+$ ]] || { echo "argument '$w' has characters outside [A-Za-z0-9._:@+=-]"; return 1; }
-    case "$w" in --socket*|--path*) echo "option ${w%%=*} is not allowed"; return 1 ;; esac
-    if [ -z "$first" ] && [ "$w" != --json ]; then first=$w; fi
-  done
-  case "$first" in
-    status|config|volume|iscsi|nvme|session|controller) return 0 ;;
-    *) echo "command '$first' is not allowed"; return 1 ;;
-  esac
-}
+# shellcheck source=tests/vm/targets/ctl-request.sh
+. "$(dirname "$0")/ctl-request.sh"
 
 "$@" < /dev/null &
 PID=$!
