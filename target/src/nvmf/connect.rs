@@ -21,7 +21,7 @@ use crate::command::StatusPolicy;
 const FCTYPE_CONNECT: u8 = 0x01;
 
 impl Queue {
-    pub(super) fn killed(&self) -> Option<watch::Receiver<bool>> {
+    pub(super) fn kill_switch(&self) -> Option<watch::Receiver<bool>> {
         self.bound
             .borrow()
             .as_ref()
