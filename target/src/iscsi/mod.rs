@@ -120,7 +120,11 @@ impl IscsiRegistry {
 }
 
 /// Serves one iSCSI connection: login, full feature phase, teardown.
-pub async fn serve_connection(reactor: Rc<Reactor>, stream: TcpStream) -> anyhow::Result<()> {
+pub async fn serve_connection(
+    reactor: Rc<Reactor>,
+    stream: TcpStream,
+    placement: Rc<crate::reactor::Placement>,
+) -> anyhow::Result<()> {
     let stream = Rc::new(stream);
     let mut reader = PduReader::new(Rc::clone(&stream));
     let shared = Arc::clone(&reactor.shared);
@@ -157,6 +161,10 @@ pub async fn serve_connection(reactor: Rc<Reactor>, stream: TcpStream) -> anyhow
         (SessionType::Normal, Some(name)) => registry.target(name),
         _ => None,
     };
+    if target.is_none() {
+        // A discovery session carries no I/O: placement does not count it.
+        placement.carries(crate::reactor::WORK_CONTROL);
+    }
     let span = tracing::info_span!(
         "session",
         initiator = %neg.initiator_name,

@@ -34,7 +34,7 @@ use super::wire::send_term_req;
 use super::{ControllerEntry, MAX_H2C_DATA, QUEUE_ENTRIES};
 use crate::admission::Admission;
 use crate::outbound::Outbound;
-use crate::reactor::Reactor;
+use crate::reactor::{Placement, Reactor};
 use crate::zerocopy::ZeroCopySender;
 
 /// Largest PDU accepted: an H2CData of MAXH2CDATA or a capsule with the
@@ -95,10 +95,16 @@ pub struct Queue {
     pub(super) closed: Notify,
     /// DH-HMAC-CHAP state of this queue (`nvmf/auth.rs`).
     pub(super) auth: super::auth::QueueAuth,
+    /// Its share of the reactor's load (an admin queue carries no I/O).
+    pub(super) placement: Rc<Placement>,
 }
 
 /// Serves one connection: ICReq, PDU loop, teardown.
-pub async fn serve(reactor: Rc<Reactor>, stream: TcpStream) -> anyhow::Result<()> {
+pub async fn serve(
+    reactor: Rc<Reactor>,
+    stream: TcpStream,
+    placement: Rc<Placement>,
+) -> anyhow::Result<()> {
     let stream = Rc::new(stream);
     let shared = Arc::clone(&reactor.shared);
     let mut reader = PduReader::new(Rc::clone(&stream), MAX_PLEN);
@@ -163,6 +169,7 @@ pub async fn serve(reactor: Rc<Reactor>, stream: TcpStream) -> anyhow::Result<()
                 closing: Cell::new(false),
                 closed: Notify::new(),
                 auth: super::auth::QueueAuth::default(),
+                placement,
             });
             let shutdown = reactor.shutdown.clone();
             let exit = crate::driver::run(&q, &mut reader, shutdown).await;
