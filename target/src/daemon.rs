@@ -73,9 +73,9 @@ pub struct Shared {
     pub iscsi: crate::iscsi::IscsiRegistry,
     /// NVMe/TCP subsystems and live controllers.
     pub nvmf: crate::nvmf::NvmfRegistry,
-    /// Connections served (or being handed over) per reactor: where an
-    /// accepted connection goes (see `reactor`).
-    pub reactor_load: Vec<std::sync::atomic::AtomicUsize>,
+    /// Work and connections served (or being handed over) per reactor:
+    /// where an accepted connection goes (see `reactor::place`).
+    pub reactor_load: Vec<crate::reactor::ReactorLoad>,
     /// Each reactor's inbox for connections another reactor accepted.
     pub reactor_inboxes: Vec<tokio::sync::mpsc::UnboundedSender<crate::reactor::HandedOver>>,
 }

@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod command;
 pub mod ctl;
 pub mod daemon;
+pub mod driver;
 pub mod engine;
 pub mod exports;
 pub mod iscsi;

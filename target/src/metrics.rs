@@ -297,6 +297,26 @@ pub fn render(s: &Shared) -> String {
             c.connections_accepted[i].load(Ordering::Relaxed),
         );
     }
+    o.header(
+        "zctarget_reactor_connections",
+        "gauge",
+        "Open TCP connections per reactor (handed-over ones included).",
+    );
+    o.header(
+        "zctarget_reactor_work",
+        "gauge",
+        "Work placement weighs per reactor: connections carrying I/O (NVMe I/O queues, normal iSCSI sessions, connections not yet identified).",
+    );
+    for (i, l) in s.reactor_load.iter().enumerate() {
+        let l = l.get();
+        let r = i.to_string();
+        o.sample(
+            "zctarget_reactor_connections",
+            &[("reactor", &r)],
+            l.connections,
+        );
+        o.sample("zctarget_reactor_work", &[("reactor", &r)], l.work);
+    }
     let sessions = s.iscsi.sessions.list();
     o.header(
         "zctarget_iscsi_sessions",

@@ -1,14 +1,17 @@
 //! A reactor: one thread, one single-threaded runtime (tokio-uring or plain
 //! tokio), accepting on its duplicate of each portal's one listening socket
 //! (see `listener`). Every reactor is woken for a new connection and one
-//! `accept` wins; the winner keeps it, or hands it to the reactor serving
-//! the fewest connections, so connections are spread evenly whichever
-//! thread the kernel woke first. A connection then lives on one reactor, so
-//! its state needs no locks.
+//! `accept` wins; the winner keeps it, or hands it to the reactor carrying
+//! the least work ([`place`]), so work is spread evenly whichever thread
+//! the kernel woke first. Work, not connections: a connection counts as
+//! one unit until it says what it carries ([`Placement::carries`]) — an
+//! NVMe admin queue or an iSCSI discovery session carries no I/O and drops
+//! to zero, an NVMe I/O queue or a normal iSCSI session stays at one.
+//! A connection then lives on one reactor, so its state needs no locks.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
@@ -113,6 +116,100 @@ impl Reactor {
     }
 }
 
+/// Work of a connection that carries I/O (an NVMe I/O queue, a normal
+/// iSCSI session), and of one that has not said yet.
+pub const WORK_IO: usize = 1;
+/// Work of a connection that carries no I/O (an NVMe admin queue, an
+/// iSCSI discovery session).
+pub const WORK_CONTROL: usize = 0;
+
+/// A reactor's load: what placement weighs. Relaxed atomics, written by
+/// the accepting reactor (a connection counted at once, also while it is
+/// handed over) and by the connection's own reactor; read at accept and by
+/// the metrics endpoint.
+#[derive(Debug, Default)]
+pub struct ReactorLoad {
+    /// Work units of its connections.
+    pub work: AtomicUsize,
+    /// Its connections.
+    pub connections: AtomicUsize,
+}
+
+impl ReactorLoad {
+    /// A snapshot.
+    pub fn get(&self) -> Load {
+        Load {
+            work: self.work.load(Ordering::Relaxed),
+            connections: self.connections.load(Ordering::Relaxed),
+        }
+    }
+
+    fn add(&self, work: usize) {
+        self.work.fetch_add(work, Ordering::Relaxed);
+        self.connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn remove(&self, work: usize) {
+        self.work.fetch_sub(work, Ordering::Relaxed);
+        self.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A reactor's load at one instant, ordered by work, then connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Load {
+    /// Work units.
+    pub work: usize,
+    /// Connections (the tie-breaker).
+    pub connections: usize,
+}
+
+/// The placement policy: where a connection accepted by reactor `me` is
+/// served, given every reactor's load — the least loaded (work, then
+/// connections), `me` unless another is strictly lighter.
+pub fn place(me: usize, loads: impl IntoIterator<Item = Load>) -> usize {
+    let mut mine = None;
+    let mut best: Option<(Load, usize)> = None;
+    for (i, l) in loads.into_iter().enumerate() {
+        if i == me {
+            mine = Some(l);
+        }
+        if best.is_none_or(|b| (l, i) < b) {
+            best = Some((l, i));
+        }
+    }
+    match (best, mine) {
+        (Some((l, i)), Some(m)) if l < m => i,
+        _ => me,
+    }
+}
+
+/// A connection's share of its reactor's load, given back when dropped.
+pub struct Placement {
+    shared: Arc<Shared>,
+    reactor: usize,
+    work: Cell<usize>,
+}
+
+impl Placement {
+    /// The connection says what it carries ([`WORK_IO`], [`WORK_CONTROL`]).
+    pub fn carries(&self, work: usize) {
+        let load = &self.shared.reactor_load[self.reactor].work;
+        let was = self.work.replace(work);
+        if work > was {
+            load.fetch_add(work - was, Ordering::Relaxed);
+        } else {
+            load.fetch_sub(was - work, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Placement {
+    fn drop(&mut self) {
+        self.shared.reactor_load[self.reactor].remove(self.work.get());
+    }
+}
+
 /// Counts live connections so shutdown can wait for them.
 #[derive(Default)]
 struct ConnectionTracker {
@@ -126,7 +223,6 @@ impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         let i = crate::metrics::Counters::index(self.1);
         self.0.shared.counters.connections[i].fetch_sub(1, Ordering::Relaxed);
-        self.0.shared.reactor_load[self.0.id].fetch_sub(1, Ordering::Relaxed);
         let t = &self.0.connections;
         t.active.set(t.active.get().saturating_sub(1));
         if t.active.get() == 0 {
@@ -272,8 +368,9 @@ async fn accept_loop(reactor: Rc<Reactor>, protocol: Protocol, listener: TcpList
 }
 
 /// Serves an accepted connection here, or hands it to the reactor with the
-/// fewest connections (this one on a tie). The target's load is counted at
-/// once, so a burst accepted by one reactor is spread too.
+/// least work ([`place`]; this one on a tie). The target's load is counted
+/// at once, as [`WORK_IO`] until the connection says otherwise, so a burst
+/// accepted by one reactor is spread too.
 fn dispatch(
     reactor: &Rc<Reactor>,
     protocol: Protocol,
@@ -281,15 +378,8 @@ fn dispatch(
     peer: std::net::SocketAddr,
 ) {
     let loads = &reactor.shared.reactor_load;
-    let mine = loads[reactor.id].load(Ordering::Relaxed);
-    let target = loads
-        .iter()
-        .enumerate()
-        .map(|(i, l)| (l.load(Ordering::Relaxed), i))
-        .min()
-        .filter(|&(load, _)| load < mine)
-        .map_or(reactor.id, |(_, i)| i);
-    loads[target].fetch_add(1, Ordering::Relaxed);
+    let target = place(reactor.id, loads.iter().map(ReactorLoad::get));
+    loads[target].add(WORK_IO);
     if target == reactor.id {
         serve(reactor, protocol, stream, peer);
         return;
@@ -302,7 +392,7 @@ fn dispatch(
     if let Err(e) = handed {
         // The connection is closed (shutdown under way, or a failed
         // deregistration); the client sees a reset and may retry.
-        loads[target].fetch_sub(1, Ordering::Relaxed);
+        loads[target].remove(WORK_IO);
         tracing::debug!(%peer, target, error = %e, "handing a connection over failed");
     }
 }
@@ -316,7 +406,7 @@ async fn inbox_loop(reactor: Rc<Reactor>, mut inbox: UnboundedReceiver<HandedOve
                 Some((protocol, std_stream, peer)) => match TcpStream::from_std(std_stream) {
                     Ok(stream) => serve(&reactor, protocol, stream, peer),
                     Err(e) => {
-                        reactor.shared.reactor_load[reactor.id].fetch_sub(1, Ordering::Relaxed);
+                        reactor.shared.reactor_load[reactor.id].remove(WORK_IO);
                         tracing::warn!(%peer, error = %e, "taking over a connection");
                     }
                 },
@@ -328,7 +418,7 @@ async fn inbox_loop(reactor: Rc<Reactor>, mut inbox: UnboundedReceiver<HandedOve
     // Connections still queued are closed; their load is given back.
     inbox.close();
     while let Ok(_dropped) = inbox.try_recv() {
-        reactor.shared.reactor_load[reactor.id].fetch_sub(1, Ordering::Relaxed);
+        reactor.shared.reactor_load[reactor.id].remove(WORK_IO);
     }
 }
 
@@ -344,14 +434,19 @@ fn serve(reactor: &Rc<Reactor>, protocol: Protocol, stream: TcpStream, peer: std
     counters.connections[i].fetch_add(1, Ordering::Relaxed);
     counters.connections_accepted[i].fetch_add(1, Ordering::Relaxed);
     let guard = ConnectionGuard(Rc::clone(reactor), protocol);
+    let placement = Rc::new(Placement {
+        shared: Arc::clone(&reactor.shared),
+        reactor: reactor.id,
+        work: Cell::new(WORK_IO),
+    });
     let span = tracing::info_span!("conn", proto = %protocol, %peer, reactor = reactor.id);
     let r = Rc::clone(reactor);
     tokio::task::spawn_local(
         async move {
             let _guard = guard;
             let result = match protocol {
-                Protocol::Iscsi => crate::iscsi::serve_connection(r, stream).await,
-                Protocol::NvmeTcp => crate::nvmf::serve_connection(r, stream).await,
+                Protocol::Iscsi => crate::iscsi::serve_connection(r, stream, placement).await,
+                Protocol::NvmeTcp => crate::nvmf::serve_connection(r, stream, placement).await,
             };
             match result {
                 Ok(()) => tracing::debug!("connection closed"),
@@ -383,5 +478,41 @@ fn pin_to_cpu(id: usize) {
         if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
             tracing::debug!(cpu, "could not pin reactor");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{place, Load};
+
+    fn loads(l: &[(usize, usize)]) -> Vec<Load> {
+        l.iter()
+            .map(|&(work, connections)| Load { work, connections })
+            .collect()
+    }
+
+    #[test]
+    fn placement_weighs_work_not_connections() {
+        // Reactor 0 serves an admin queue (no work), reactor 1 an I/O
+        // queue: the next connection goes to 0, whoever accepted it.
+        assert_eq!(place(1, loads(&[(0, 1), (1, 1)])), 0);
+        assert_eq!(place(0, loads(&[(0, 1), (1, 1)])), 0);
+        // Two admin queues and a discovery session on 0 weigh less than
+        // one I/O queue on 1.
+        assert_eq!(place(1, loads(&[(0, 3), (1, 1)])), 0);
+        // Equal work: fewer connections wins.
+        assert_eq!(place(0, loads(&[(1, 2), (1, 1)])), 1);
+        assert_eq!(place(1, loads(&[(1, 2), (1, 1)])), 1);
+    }
+
+    #[test]
+    fn placement_keeps_a_connection_on_a_tie() {
+        assert_eq!(place(0, loads(&[(1, 1), (1, 1)])), 0);
+        assert_eq!(place(1, loads(&[(1, 1), (1, 1)])), 1);
+        assert_eq!(place(2, loads(&[(2, 2), (0, 0), (0, 0)])), 2);
+        assert_eq!(place(0, loads(&[(2, 2), (0, 0), (0, 0)])), 1);
+        assert_eq!(place(0, loads(&[(0, 0)])), 0);
+        // The lightest of several, lowest number first.
+        assert_eq!(place(0, loads(&[(3, 3), (1, 4), (1, 2), (2, 0)])), 2);
     }
 }

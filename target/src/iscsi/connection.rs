@@ -14,8 +14,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
-use tokio::sync::Notify;
+use tokio::sync::watch;
 use zctarget_protocol::iscsi::{NopIn, NopOut, Pdu, RejectReason, TextRequest, RESERVED_TAG};
 
 use super::reader::{Header, PduReader, ReadError};
@@ -23,6 +22,7 @@ use super::target::TargetRuntime;
 use super::task::Tasks;
 use crate::admission::Admission;
 use crate::command::StatusPolicy;
+use crate::driver::{Fatal, Frontend, HeaderFailure, PduRead};
 use crate::outbound::Outbound;
 use crate::reactor::Reactor;
 use crate::slots::Slots;
@@ -106,8 +106,9 @@ pub struct Connection {
     pub admission: Rc<Admission>,
     /// Set when a command task finds the connection must end (the
     /// initiator did not send data it was asked for); the reader exits.
-    pub(super) fatal: RefCell<Option<String>>,
-    pub(super) fatal_notify: Notify,
+    pub(super) fatal: Fatal,
+    /// The session's kill switch (reinstatement), until the driver takes it.
+    killed: RefCell<Option<watch::Receiver<bool>>>,
 }
 
 /// How full feature phase ended.
@@ -165,16 +166,15 @@ impl Connection {
             nop_outstanding: Cell::new(None),
             session_info,
             admission: Admission::new(reactor_pool),
-            fatal: RefCell::new(None),
-            fatal_notify: Notify::new(),
+            fatal: Fatal::default(),
+            killed: RefCell::new(None),
         })
     }
 
     /// Ends the connection from a command task: the reader stops at its
     /// next turn (the error is logged there).
     pub(crate) fn fail(&self, why: String) {
-        self.fatal.borrow_mut().get_or_insert(why);
-        self.fatal_notify.notify_one();
+        self.fatal.fail(why);
     }
 
     /// The status policy configured for the daemon.
@@ -216,61 +216,16 @@ impl Connection {
         t
     }
 
-    /// Full feature phase until logout, close, reinstatement or shutdown.
+    /// Full feature phase until logout, close, reinstatement or shutdown
+    /// (the shared connection driver, `crate::driver`).
     pub async fn run(
         self: Rc<Self>,
         reader: &mut PduReader,
-        mut killed: tokio::sync::watch::Receiver<bool>,
+        killed: tokio::sync::watch::Receiver<bool>,
     ) -> anyhow::Result<Exit> {
-        let mut shutdown = self.reactor.shutdown.clone();
-        let mut data = Vec::with_capacity(8192);
-        loop {
-            if reader.buffered() == 0 {
-                // Wait for input without consuming any (cancel-safe), so
-                // that a ping timer or shutdown never tears a PDU in half.
-                let wait = match self.nop_outstanding.get() {
-                    Some((_, sent)) => {
-                        (sent + NOP_TIMEOUT).saturating_duration_since(std::time::Instant::now())
-                    }
-                    None => NOP_INTERVAL,
-                };
-                tokio::select! {
-                    r = reader.readable() => r?,
-                    _ = tokio::time::sleep(wait) => {
-                        self.idle_ping()?;
-                        continue;
-                    }
-                    _ = killed.wait_for(|k| *k) => return Ok(Exit::Reinstated),
-                    _ = shutdown.wait_for(|s| *s) => return Ok(Exit::Shutdown),
-                    () = self.fatal_notify.notified() => {}
-                }
-            } else if *killed.borrow() {
-                // PDUs already received are parsed without arming timers;
-                // the exits are still checked between them.
-                return Ok(Exit::Reinstated);
-            } else if *shutdown.borrow() {
-                return Ok(Exit::Shutdown);
-            }
-            if let Some(why) = self.fatal.borrow_mut().take() {
-                anyhow::bail!(why);
-            }
-            let stall = crate::listener::PDU_STALL_TIMEOUT;
-            let Some(header) = crate::sockio::stall_bounded(reader.read_header(), stall).await
-            else {
-                anyhow::bail!("PDU header incomplete after {stall:?}: dropping the connection");
-            };
-            let header = match header {
-                Ok(h) => h,
-                Err(ReadError::Closed) => return Ok(Exit::Closed),
-                // Stale readiness: back to waiting, timers included.
-                Err(ReadError::NotReady) => continue,
-                Err(e) => return Err(e).context("reading a PDU"),
-            };
-            match self.dispatch(reader, &header, &mut data).await? {
-                Some(exit) => return Ok(exit),
-                None => continue,
-            }
-        }
+        *self.killed.borrow_mut() = Some(killed);
+        let shutdown = self.reactor.shutdown.clone();
+        crate::driver::run(&self, reader, shutdown).await
     }
 
     pub(super) fn idle_ping(&self) -> anyhow::Result<()> {
@@ -410,5 +365,96 @@ impl Connection {
             ..Default::default()
         };
         self.send_control(rsp.encode(), &text)
+    }
+}
+
+impl PduRead for PduReader {
+    type Header = Header;
+    type Error = ReadError;
+
+    fn buffered(&self) -> usize {
+        PduReader::buffered(self)
+    }
+
+    fn readable(&self) -> impl std::future::Future<Output = std::io::Result<()>> {
+        PduReader::readable(self)
+    }
+
+    fn read_header(&mut self) -> impl std::future::Future<Output = Result<Header, ReadError>> {
+        PduReader::read_header(self)
+    }
+
+    fn failure(e: &ReadError) -> HeaderFailure {
+        match e {
+            ReadError::Closed => HeaderFailure::Closed,
+            ReadError::NotReady => HeaderFailure::NotReady,
+            _ => HeaderFailure::Other,
+        }
+    }
+}
+
+/// Full feature phase on the shared driver: the idle timer is the NOP-In
+/// ping and its timeout, the kill switch is reinstatement.
+impl Frontend for Connection {
+    type Reader = PduReader;
+    type Exit = Exit;
+    type Slots = Slots<super::steps::IscsiCmd>;
+    const UNIT: &'static str = "connection";
+    const ENDED: &'static str = "session ended";
+    const CLOSED: Exit = Exit::Closed;
+    const SHUTDOWN: Exit = Exit::Shutdown;
+    const KILLED: Exit = Exit::Reinstated;
+
+    fn fatal(&self) -> &Fatal {
+        &self.fatal
+    }
+
+    fn killed(&self) -> Option<watch::Receiver<bool>> {
+        self.killed.borrow_mut().take()
+    }
+
+    fn idle_deadline(&self) -> Option<tokio::time::Instant> {
+        // Wait for input without consuming any (cancel-safe), so that a
+        // ping timer or shutdown never tears a PDU in half.
+        let wait = match self.nop_outstanding.get() {
+            Some((_, sent)) => {
+                (sent + NOP_TIMEOUT).saturating_duration_since(std::time::Instant::now())
+            }
+            None => NOP_INTERVAL,
+        };
+        Some(tokio::time::Instant::now() + wait)
+    }
+
+    fn on_idle(&self) -> anyhow::Result<Option<Exit>> {
+        self.idle_ping().map(|()| None)
+    }
+
+    fn read_error(&self, e: ReadError) -> anyhow::Result<Exit> {
+        Err(anyhow::Error::new(e).context("reading a PDU"))
+    }
+
+    async fn on_pdu(
+        self: &Rc<Self>,
+        reader: &mut PduReader,
+        header: Header,
+        data: &mut Vec<u8>,
+    ) -> anyhow::Result<Option<Exit>> {
+        self.dispatch(reader, &header, data).await
+    }
+
+    fn stop(&self) {
+        for t in self.tasks.active() {
+            t.abort();
+        }
+    }
+
+    fn slots(&self) -> Option<&Self::Slots> {
+        Some(&self.slots)
+    }
+
+    fn release(&self) {
+        if let Some(t) = &self.target {
+            t.nexus_lost(self.nexus);
+        }
     }
 }

@@ -29,7 +29,6 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tracing::Instrument;
@@ -120,12 +119,12 @@ impl IscsiRegistry {
     }
 }
 
-/// How long a closing connection waits for zero-copy notifications before
-/// resetting (only then are the leases released).
-const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// Serves one iSCSI connection: login, full feature phase, teardown.
-pub async fn serve_connection(reactor: Rc<Reactor>, stream: TcpStream) -> anyhow::Result<()> {
+pub async fn serve_connection(
+    reactor: Rc<Reactor>,
+    stream: TcpStream,
+    placement: Rc<crate::reactor::Placement>,
+) -> anyhow::Result<()> {
     let stream = Rc::new(stream);
     let mut reader = PduReader::new(Rc::clone(&stream));
     let shared = Arc::clone(&reactor.shared);
@@ -162,6 +161,10 @@ pub async fn serve_connection(reactor: Rc<Reactor>, stream: TcpStream) -> anyhow
         (SessionType::Normal, Some(name)) => registry.target(name),
         _ => None,
     };
+    if target.is_none() {
+        // A discovery session carries no I/O: placement does not count it.
+        placement.carries(crate::reactor::WORK_CONTROL);
+    }
     let span = tracing::info_span!(
         "session",
         initiator = %neg.initiator_name,
@@ -197,40 +200,10 @@ pub async fn serve_connection(reactor: Rc<Reactor>, stream: TcpStream) -> anyhow
         .run(&mut reader, killed)
         .instrument(span.clone())
         .await;
-    // Teardown: abort what is still running, let the writer drain, then
-    // take the sender back and close it without releasing pages early.
-    for t in conn.tasks.active() {
-        t.abort();
-    }
-    conn.slots.close();
-    conn.slots.drained(TEARDOWN_TIMEOUT).await;
-    let bad = conn.slots.bad_transitions();
-    if bad > 0 {
-        let c = &conn.reactor.shared.counters;
-        c.lifecycle_errors
-            .fetch_add(bad, std::sync::atomic::Ordering::Relaxed);
-    }
-    if let Some(t) = &target {
-        t.nexus_lost(nexus);
-    }
-    drop(conn);
-    drop(reader);
-    out.shut_down(writer, TEARDOWN_TIMEOUT)
-        .instrument(span.clone())
-        .await;
-    drop(logged_in);
-    match exit {
-        Ok(e) => {
-            let pool = shared.pool.stats();
-            tracing::info!(
-                parent: &span,
-                exit = ?e,
-                pool_free = pool.free_chunks,
-                pool_total = pool.total_chunks,
-                "session ended"
-            );
-            Ok(())
-        }
-        Err(e) => Err(e),
-    }
+    // Teardown (the driver's): abort what is still running, drain the
+    // slots, let the writer drain, then take the sender back and close it
+    // without releasing pages early; the session is unregistered last.
+    crate::driver::finish(Some(conn), reader, out, writer, &shared, exit, logged_in)
+        .instrument(span)
+        .await
 }

@@ -21,7 +21,7 @@ use crate::command::StatusPolicy;
 const FCTYPE_CONNECT: u8 = 0x01;
 
 impl Queue {
-    pub(super) fn killed(&self) -> Option<watch::Receiver<bool>> {
+    pub(super) fn kill_switch(&self) -> Option<watch::Receiver<bool>> {
         self.bound
             .borrow()
             .as_ref()
@@ -154,6 +154,12 @@ impl Queue {
                     }
                 }
                 *self.bound.borrow_mut() = Some(Bound { qid, cntlid, entry });
+                // Placement weighs I/O: an admin queue (discovery included)
+                // carries none. Said before the completion goes out, so the
+                // host's I/O queues are placed knowing it.
+                if qid == 0 {
+                    self.placement.carries(crate::reactor::WORK_CONTROL);
+                }
                 if qid != 0 {
                     // One slot per submission queue entry: a host within
                     // its queue size always finds one.

@@ -75,13 +75,13 @@ impl IoQueue {
         Self { slots, h2c }
     }
 
-    /// No new commands; commands waiting for host data give up.
-    pub(super) fn close(&self) {
+    /// Commands waiting for host data give up (teardown; the driver then
+    /// closes the slots).
+    pub(super) fn abort_transfers(&self) {
         for s in self.h2c.iter() {
             s.aborted.set(true);
             s.done.notify_one();
         }
-        self.slots.close();
     }
 }
 
@@ -346,10 +346,9 @@ impl Queue {
                 .is_err()
             {
                 // The queue ends: the reader sees `fatal` and exits.
-                *self.fatal.borrow_mut() = Some(format!(
+                self.fatal.replace(format!(
                     "host sent no data for an R2T within {HOST_DATA_TIMEOUT:?}"
                 ));
-                self.fatal_notify.notify_one();
                 timed_out = true;
                 break;
             }

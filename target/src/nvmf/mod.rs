@@ -619,6 +619,10 @@ fn stable_id(a: &str, b: &str) -> [u8; 16] {
 }
 
 /// Serves one NVMe/TCP connection (one queue).
-pub async fn serve_connection(reactor: Rc<Reactor>, stream: TcpStream) -> anyhow::Result<()> {
-    queue::serve(reactor, stream).await
+pub async fn serve_connection(
+    reactor: Rc<Reactor>,
+    stream: TcpStream,
+    placement: Rc<crate::reactor::Placement>,
+) -> anyhow::Result<()> {
+    queue::serve(reactor, stream, placement).await
 }

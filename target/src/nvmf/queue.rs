@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
+
+use crate::driver::{Fatal, Frontend, HeaderFailure, PduRead};
 use zctarget_backends::SegmentList;
 use zctarget_protocol::nvme::{Completion, Sqe, Status};
 use zctarget_protocol::nvme_tcp::{
@@ -32,15 +34,12 @@ use super::wire::send_term_req;
 use super::{ControllerEntry, MAX_H2C_DATA, QUEUE_ENTRIES};
 use crate::admission::Admission;
 use crate::outbound::Outbound;
-use crate::reactor::Reactor;
+use crate::reactor::{Placement, Reactor};
 use crate::zerocopy::ZeroCopySender;
 
 /// Largest PDU accepted: an H2CData of MAXH2CDATA or a capsule with the
 /// admin in-capsule maximum, plus headers and digests.
 const MAX_PLEN: u32 = MAX_H2C_DATA + 256;
-/// How long a closing connection waits for in-flight commands and
-/// zero-copy notifications.
-const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a queue's PDU loop ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,17 +89,22 @@ pub struct Queue {
     pub(super) admission: Rc<Admission>,
     /// Set by a command that finds the queue must end (the host did not
     /// send data it was asked for); the reader exits.
-    pub(super) fatal: RefCell<Option<String>>,
-    pub(super) fatal_notify: Notify,
+    pub(super) fatal: Fatal,
     /// Teardown started: commands still waiting for buffers give up.
     pub(super) closing: Cell<bool>,
     pub(super) closed: Notify,
     /// DH-HMAC-CHAP state of this queue (`nvmf/auth.rs`).
     pub(super) auth: super::auth::QueueAuth,
+    /// Its share of the reactor's load (an admin queue carries no I/O).
+    pub(super) placement: Rc<Placement>,
 }
 
 /// Serves one connection: ICReq, PDU loop, teardown.
-pub async fn serve(reactor: Rc<Reactor>, stream: TcpStream) -> anyhow::Result<()> {
+pub async fn serve(
+    reactor: Rc<Reactor>,
+    stream: TcpStream,
+    placement: Rc<Placement>,
+) -> anyhow::Result<()> {
     let stream = Rc::new(stream);
     let shared = Arc::clone(&reactor.shared);
     let mut reader = PduReader::new(Rc::clone(&stream), MAX_PLEN);
@@ -126,11 +130,11 @@ pub async fn serve(reactor: Rc<Reactor>, stream: TcpStream) -> anyhow::Result<()
     let out = Outbound::new(Rc::clone(&stream), sender);
     let writer = tokio::task::spawn_local(Rc::clone(&out).run_writer());
     let req = ICReq::parse(&ic).and_then(|r| r.validate().map(|()| r));
-    let exit = match req {
+    let (q, exit) = match req {
         Err(e) => {
             tracing::info!(error = %e, "bad ICReq; terminating");
             send_term_req(&out, &e, &ic);
-            Ok(Exit::Terminated)
+            (None, Ok(Exit::Terminated))
         }
         Ok(req) => {
             let resp = ICResp {
@@ -161,135 +165,23 @@ pub async fn serve(reactor: Rc<Reactor>, stream: TcpStream) -> anyhow::Result<()
                 last_keep_alive: Cell::new(Instant::now()),
                 connect_deadline,
                 admission: Admission::new(shared.pool.clone()),
-                fatal: RefCell::new(None),
-                fatal_notify: Notify::new(),
+                fatal: Fatal::default(),
                 closing: Cell::new(false),
                 closed: Notify::new(),
                 auth: super::auth::QueueAuth::default(),
+                placement,
             });
-            let exit = Rc::clone(&q).run(&mut reader).await;
-            q.teardown().await;
-            exit
+            let shutdown = reactor.shutdown.clone();
+            let exit = crate::driver::run(&q, &mut reader, shutdown).await;
+            (Some(q), exit)
         }
     };
-    drop(reader);
-    out.shut_down(writer, TEARDOWN_TIMEOUT).await;
-    let pool = shared.pool.stats();
-    match exit {
-        Ok(e) => {
-            tracing::info!(
-                exit = ?e,
-                pool_free = pool.free_chunks,
-                pool_total = pool.total_chunks,
-                "queue ended"
-            );
-            Ok(())
-        }
-        Err(e) => Err(e),
-    }
+    crate::driver::finish(q, reader, out, writer, &shared, exit, ()).await
 }
 
 impl Queue {
     pub(super) fn registry(&self) -> &super::NvmfRegistry {
         &self.reactor.shared.nvmf
-    }
-
-    /// The PDU loop.
-    async fn run(self: Rc<Self>, reader: &mut PduReader) -> anyhow::Result<Exit> {
-        let mut shutdown = self.reactor.shutdown.clone();
-        let mut data = Vec::with_capacity(8192);
-        let mut killed: Option<watch::Receiver<bool>> = None;
-        let connected_by = self.connect_deadline;
-        let no_connect = || {
-            let waited = self.reactor.shared.server.login_timeout_secs;
-            anyhow::anyhow!("no Connect within {waited}s")
-        };
-        loop {
-            if killed.is_none() {
-                killed = self.killed();
-            }
-            let io_queue = self.bound.borrow().as_ref().is_some_and(|b| b.qid != 0);
-            if io_queue && reader.buffered() > 0 {
-                // PDUs already received on an I/O queue are parsed without
-                // arming timers; the exits are still checked between them.
-                if killed.as_ref().is_some_and(|k| *k.borrow()) {
-                    return Ok(Exit::ControllerGone);
-                }
-                if *shutdown.borrow() {
-                    return Ok(Exit::Shutdown);
-                }
-            } else {
-                let kato = self.keep_alive_deadline();
-                let admin = self.admin_entry();
-                tokio::select! {
-                    r = reader.readable() => r?,
-                    _ = wait_events(admin.as_deref()) => {
-                        self.send_events()?;
-                        continue;
-                    }
-                    _ = wait_killed(&mut killed) => return Ok(Exit::ControllerGone),
-                    _ = shutdown.wait_for(|s| *s) => return Ok(Exit::Shutdown),
-                    _ = sleep_until(kato) => {
-                        if self.keep_alive_expired() {
-                            tracing::warn!("keep-alive timeout: tearing the controller down");
-                            return Ok(Exit::KeepAliveExpired);
-                        }
-                        continue;
-                    }
-                    _ = tokio::time::sleep_until(connected_by.into()), if self.bound.borrow().is_none() => {
-                        return Err(no_connect());
-                    }
-                    () = self.fatal_notify.notified() => {}
-                }
-            }
-            if let Some(why) = self.fatal.borrow_mut().take() {
-                anyhow::bail!(why);
-            }
-            // Until the Connect is handled, the deadline also bounds a PDU
-            // that stops half-way.
-            let unbound = self.bound.borrow().is_none();
-            let header = if unbound {
-                tokio::time::timeout_at(connected_by.into(), reader.read_header())
-                    .await
-                    .map_err(|_| no_connect())?
-            } else {
-                let stall = crate::listener::PDU_STALL_TIMEOUT;
-                crate::sockio::stall_bounded(reader.read_header(), stall)
-                    .await
-                    .ok_or_else(|| {
-                        anyhow::anyhow!("PDU header incomplete after {stall:?}: dropping the queue")
-                    })?
-            };
-            let header = match header {
-                Ok(h) => h,
-                Err(ReadError::Closed) => return Ok(Exit::Closed),
-                Err(ReadError::NotReady) => continue,
-                Err(ReadError::Pdu { error, header }) => {
-                    tracing::info!(%error, "malformed PDU; sending C2HTermReq");
-                    self.reactor
-                        .shared
-                        .counters
-                        .protocol_error(crate::daemon::Protocol::NvmeTcp, "malformed_pdu");
-                    send_term_req(&self.out, &error, &header);
-                    return Ok(Exit::Terminated);
-                }
-                Err(e) => return Err(e).context("reading a PDU"),
-            };
-            let step = if unbound {
-                tokio::time::timeout_at(
-                    connected_by.into(),
-                    self.dispatch(reader, header, &mut data),
-                )
-                .await
-                .map_err(|_| no_connect())?
-            } else {
-                self.dispatch(reader, header, &mut data).await
-            };
-            match step? {
-                Some(exit) => return Ok(exit),
-                None => continue,
-            }
-        }
     }
 
     /// Terminates the connection for a fatal transport error.
@@ -342,8 +234,8 @@ impl Queue {
                     Duration::from_secs(self.reactor.shared.server.login_timeout_secs.into());
                 super::auth::expire(within, move || {
                     let q = q.upgrade().filter(|q| q.auth.pending())?;
-                    *q.fatal.borrow_mut() = Some("authentication not completed in time".into());
-                    q.fatal_notify.notify_one();
+                    q.fatal
+                        .replace("authentication not completed in time".into());
                     let counters = &q.reactor.shared.counters;
                     counters.protocol_error(crate::daemon::Protocol::NvmeTcp, "auth_timeout");
                     Some(())
@@ -418,26 +310,134 @@ impl Queue {
         q.advance();
         self.sqhd.set(q);
     }
+}
 
-    /// Ends the queue: running commands finish or are abandoned, the
-    /// controller forgets this queue (admin queue: the whole controller).
-    async fn teardown(&self) {
+impl PduRead for PduReader {
+    type Header = Header;
+    type Error = ReadError;
+
+    fn buffered(&self) -> usize {
+        PduReader::buffered(self)
+    }
+
+    fn readable(&self) -> impl std::future::Future<Output = std::io::Result<()>> {
+        PduReader::readable(self)
+    }
+
+    fn read_header(&mut self) -> impl std::future::Future<Output = Result<Header, ReadError>> {
+        PduReader::read_header(self)
+    }
+
+    fn failure(e: &ReadError) -> HeaderFailure {
+        match e {
+            ReadError::Closed => HeaderFailure::Closed,
+            ReadError::NotReady => HeaderFailure::NotReady,
+            _ => HeaderFailure::Other,
+        }
+    }
+}
+
+/// A queue on the shared driver: the idle timer is the admin queue's
+/// keep-alive, the Connect deadline bounds the queue until it is bound,
+/// the kill switch is the controller's, events are the admin queue's
+/// asynchronous events. Buffered PDUs skip the wait on I/O queues only.
+impl Frontend for Queue {
+    type Reader = PduReader;
+    type Exit = Exit;
+    type Slots = crate::slots::Slots<super::io::IoCmd>;
+    const UNIT: &'static str = "queue";
+    const ENDED: &'static str = "queue ended";
+    const CLOSED: Exit = Exit::Closed;
+    const SHUTDOWN: Exit = Exit::Shutdown;
+    const KILLED: Exit = Exit::ControllerGone;
+
+    fn fatal(&self) -> &Fatal {
+        &self.fatal
+    }
+
+    fn killed(&self) -> Option<watch::Receiver<bool>> {
+        self.kill_switch()
+    }
+
+    fn parse_buffered(&self) -> bool {
+        self.bound.borrow().as_ref().is_some_and(|b| b.qid != 0)
+    }
+
+    fn idle_deadline(&self) -> Option<tokio::time::Instant> {
+        self.keep_alive_deadline().map(Into::into)
+    }
+
+    fn on_idle(&self) -> anyhow::Result<Option<Exit>> {
+        if self.keep_alive_expired() {
+            tracing::warn!("keep-alive timeout: tearing the controller down");
+            return Ok(Some(Exit::KeepAliveExpired));
+        }
+        Ok(None)
+    }
+
+    fn establish_deadline(&self) -> Option<tokio::time::Instant> {
+        self.bound
+            .borrow()
+            .is_none()
+            .then(|| self.connect_deadline.into())
+    }
+
+    fn not_established(&self) -> anyhow::Error {
+        let waited = self.reactor.shared.server.login_timeout_secs;
+        anyhow::anyhow!("no Connect within {waited}s")
+    }
+
+    async fn event(&self) {
+        match self.admin_entry() {
+            Some(e) => e.events_ready.notified().await,
+            None => std::future::pending::<()>().await,
+        }
+    }
+
+    fn on_event(&self) -> anyhow::Result<Option<Exit>> {
+        self.send_events().map(|()| None)
+    }
+
+    fn read_error(&self, e: ReadError) -> anyhow::Result<Exit> {
+        match e {
+            ReadError::Pdu { error, header } => {
+                tracing::info!(%error, "malformed PDU; sending C2HTermReq");
+                self.reactor
+                    .shared
+                    .counters
+                    .protocol_error(crate::daemon::Protocol::NvmeTcp, "malformed_pdu");
+                send_term_req(&self.out, &error, &header);
+                Ok(Exit::Terminated)
+            }
+            e => Err(anyhow::Error::new(e).context("reading a PDU")),
+        }
+    }
+
+    async fn on_pdu(
+        self: &Rc<Self>,
+        reader: &mut PduReader,
+        header: Header,
+        data: &mut Vec<u8>,
+    ) -> anyhow::Result<Option<Exit>> {
+        self.dispatch(reader, header, data).await
+    }
+
+    /// Commands still waiting for buffers or host data give up.
+    fn stop(&self) {
         self.closing.set(true);
         self.closed.notify_waiters();
         if let Some(io) = self.io.get() {
-            io.close();
-            if !io.slots.drained(TEARDOWN_TIMEOUT).await {
-                tracing::warn!(
-                    running = io.slots.busy(),
-                    "commands still running at teardown"
-                );
-            }
-            let bad = io.slots.bad_transitions();
-            if bad > 0 {
-                let c = &self.reactor.shared.counters;
-                c.lifecycle_errors.fetch_add(bad, Ordering::Relaxed);
-            }
+            io.abort_transfers();
         }
+    }
+
+    fn slots(&self) -> Option<&Self::Slots> {
+        self.io.get().map(|io| &io.slots)
+    }
+
+    /// The controller forgets this queue (admin queue: the whole
+    /// controller).
+    fn release(&self) {
         let bound = self.bound.borrow_mut().take();
         if let Some(b) = bound {
             b.entry.queues.fetch_sub(1, Ordering::Relaxed);
@@ -448,30 +448,5 @@ impl Queue {
                 c.disconnect_io_queue(b.qid);
             }
         }
-    }
-}
-
-async fn wait_killed(rx: &mut Option<watch::Receiver<bool>>) {
-    match rx {
-        Some(rx) => {
-            if rx.wait_for(|k| *k).await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        }
-        None => std::future::pending::<()>().await,
-    }
-}
-
-async fn wait_events(entry: Option<&ControllerEntry>) {
-    match entry {
-        Some(e) => e.events_ready.notified().await,
-        None => std::future::pending::<()>().await,
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d.into()).await,
-        None => std::future::pending::<()>().await,
     }
 }
