@@ -138,6 +138,16 @@ s=${PIPESTATUS[0]}
 set -e
 [ "$s" -eq 0 ] || status=$s
 
+# --- two gateways, one volume: Linux multipath (issue #13), one engine ------
+# Native NVMe multipath and dm-multipath with ALUA in the bookworm guest, over
+# two zctarget gateways; fio with crc32c verify while a gateway is killed.
+log "Linux NVMe native multipath and dm-multipath (ALUA) over two zctarget gateways"
+set +e
+tests/vm/zctarget-multipath.sh --engine uring --backend file 2>&1 | tee -a "$out"
+s=${PIPESTATUS[0]}
+set -e
+[ "$s" -eq 0 ] || status=$s
+
 # --- NVMe/TCP in-band authentication with Linux 6.12 (issue #14) -------------
 # The trixie guest: host secret + ext4, bidirectional, wrong host / controller
 # secret and no secret refused, each DH group and each hash (~1.5 min).

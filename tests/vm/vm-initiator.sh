@@ -5,7 +5,7 @@
 #
 # The guest is Debian bookworm's own kernel plus an initramfs assembled here
 # from Debian packages (busybox, bash, kmod, open-iscsi, nvme-cli, e2fsprogs,
-# util-linux's blkdiscard, fio). Nothing is installed into the guest at run
+# util-linux's blkdiscard, fio; on bookworm also multipath-tools). Nothing is installed into the guest at run
 # time; the image is built once and cached outside the repository.
 # --flavour trixie builds the same image from Debian trixie's packages instead
 # (kernel 6.12 with NVMe in-band authentication, nvme-cli 2.13); its package
@@ -139,7 +139,16 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
 [ "$WITH_FIO" = 1 ] && { GUEST_PKGS+=(fio); GUEST_BINS+=(usr/bin/fio); }
 case "$FLAVOUR" in
-  bookworm) ;;
+  # dm-multipath with ALUA for iSCSI (issue #13): multipath-tools' CLI and
+  # daemon, the path checker and prioritizers it loads (dlopen, so listed),
+  # dmsetup, and the device-mapper / ALUA device handler modules
+  bookworm) GUEST_PKGS+=(multipath-tools dmsetup)
+            GUEST_BINS+=(sbin/multipath sbin/multipathd sbin/dmsetup
+                         lib/multipath/libchecktur.so lib/multipath/libcheckdirectio.so
+                         lib/multipath/libprioalua.so lib/multipath/libprioconst.so
+                         lib/multipath/libpriosysfs.so)
+            GUEST_MODULES+=(dm-mod dm-multipath dm-round-robin dm-service-time dm-queue-length
+                            scsi_dh_alua) ;;
   # nvme-auth is also pulled in by nvme-core's dependencies; named so that a
   # kernel without it warns at build time
   trixie) GUEST_MODULES+=(nvme-auth nvme-keyring) ;;
@@ -394,8 +403,9 @@ build_image() {
   # (the real file: /lib64/ld-linux-x86-64.so.2 may be an absolute symlink)
   local ldso="$stage/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
   [ -f "$ldso" ] || die "no dynamic loader in the staged libc6"
-  # ceph's libraries (fio -> librbd) live in a private dir found via RUNPATH
-  local lpath="$stage/lib/x86_64-linux-gnu:$stage/usr/lib/x86_64-linux-gnu:$stage/usr/lib/x86_64-linux-gnu/ceph"
+  # ceph's libraries (fio -> librbd) live in a private dir found via RUNPATH;
+  # multipath-tools' own libraries in /lib
+  local lpath="$stage/lib/x86_64-linux-gnu:$stage/usr/lib/x86_64-linux-gnu:$stage/usr/lib/x86_64-linux-gnu/ceph:$stage/usr/lib"
   local b l libs=() lddout
   for b in "${GUEST_BINS[@]}"; do
     [ -f "$stage/$b" ] || die "$b is not in the unpacked packages"
