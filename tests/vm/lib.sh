@@ -217,6 +217,31 @@ host_request() {
   return 1
 }
 
+# fio_verify DEV NAME [ACTION AFTER]: crc32c-verified random writes on DEV for
+# FIO_SECS (default 40) s; after AFTER seconds, ACTION (words of a
+# host_request) while fio runs. Sets GAP_MS: the longest stretch without a
+# completed I/O, from fio's per-I/O completion log. Returns fio's status.
+fio_verify() {
+  local dev=$1 name=$2 action=${3:-} after=${4:-0} pid rc
+  rm -f /tmp/"$name"_clat.*.log
+  fio --name="$name" --filename="$dev" --rw=randwrite --bs=4k --iodepth=8 --ioengine=libaio \
+    --direct=1 --size=32M --time_based --runtime="${FIO_SECS:-40}" --verify=crc32c \
+    --verify_backlog=64 --verify_fatal=1 --eta=never --output=/tmp/"$name".out \
+    --write_lat_log=/tmp/"$name" --log_avg_msec=0 &
+  pid=$!
+  if [ -n "$action" ]; then
+    sleep "$after"
+    # shellcheck disable=SC2086  # the action is several words
+    step "host: $action" host_request $action
+  fi
+  wait "$pid"; rc=$?
+  grep -E 'err=|verify|WRITE:|READ:' /tmp/"$name".out | sed 's/^/   /'
+  GAP_MS=$(cat /tmp/"$name"_clat.*.log 2>/dev/null | awk -F, '{ print $1 + 0 }' | sort -n |
+    awk 'NR > 1 && $1 - p > g { g = $1 - p } { p = $1 } END { print g + 0 }')
+  echo "   longest time without a completed I/O: ${GAP_MS} ms"
+  return "$rc"
+}
+
 # ------------------------------------------------------------------ data
 # fill_files DIR COUNT MIB: COUNT files of MIB MiB random data, sums in DIR.sha256
 fill_files() {

@@ -120,31 +120,9 @@ step "a's path in the optimized group" prio_is "$sd_a" 50
 echo "   prio: a=$(group_of "$sd_a") b=$(group_of "$sd_b")"
 step "b's path in a lower group" prio_below "$sd_b" 50
 
-# fio_verify NAME [ACTION AFTER]: as in nvme-multipath.sh, on the map
-fio_verify() {
-  local name=$1 action=${2:-} after=${3:-0} pid rc
-  rm -f /tmp/"$name"_clat.*.log
-  fio --name="$name" --filename="$dev" --rw=randwrite --bs=4k --iodepth=8 --ioengine=libaio \
-    --direct=1 --size=32M --time_based --runtime="$FIO_SECS" --verify=crc32c \
-    --verify_backlog=64 --verify_fatal=1 --eta=never --output=/tmp/"$name".out \
-    --write_lat_log=/tmp/"$name" --log_avg_msec=0 &
-  pid=$!
-  if [ -n "$action" ]; then
-    sleep "$after"
-    # shellcheck disable=SC2086  # the action is several words
-    step "host: $action" host_request $action
-  fi
-  wait "$pid"; rc=$?
-  grep -E 'err=|verify|WRITE:|READ:' /tmp/"$name".out | sed 's/^/   /'
-  GAP_MS=$(cat /tmp/"$name"_clat.*.log 2>/dev/null | awk -F, '{ print $1 + 0 }' | sort -n |
-    awk 'NR > 1 && $1 - p > g { g = $1 - p } { p = $1 } END { print g + 0 }')
-  echo "   longest time without a completed I/O: ${GAP_MS} ms"
-  return "$rc"
-}
-
 t0=$(now)
 step "fio verify on the map while gateway $VICTIM is killed (0 errors)" \
-  fio_verify kill "kill $VICTIM" "$KILL_AFTER"
+  fio_verify "$dev" kill "kill $VICTIM" "$KILL_AFTER"
 echo "FAILOVER_GAP_MS=$GAP_MS"
 show
 sd_s="$(disk_on "$survivor_port")"
@@ -156,7 +134,7 @@ step "$VICTIM's path active again" wait_until 60 path_ready "$sd_v"
 show
 if [ -n "${FAILBACK_CTL:-}" ]; then
   step "fio verify on the map during an explicit failback to a (0 errors)" \
-    fio_verify failback "ctl b $FAILBACK_CTL" "$KILL_AFTER"
+    fio_verify "$dev" failback "ctl b $FAILBACK_CTL" "$KILL_AFTER"
   echo "FAILBACK_GAP_MS=$GAP_MS"
   step "a's path in the optimized group again" wait_until 30 prio_is "$sd_a" 50
   show

@@ -68,33 +68,8 @@ show_paths
 must "owner a optimized" wait_until 20 ana_is "$PORT_A" optimized
 step "b non-optimized or inaccessible" ana_is "$PORT_B" non-optimized inaccessible
 
-# fio_verify NAME [ACTION AFTER]: crc32c-verified random writes on the head for
-# FIO_SECS; after AFTER seconds run ACTION (a host request) while fio runs.
-# Prints the longest stretch without a completed I/O (from fio's per-I/O
-# completion log, in ms) as "GAP_MS=N".
-fio_verify() {
-  local name=$1 action=${2:-} after=${3:-0} pid rc
-  rm -f /tmp/"$name"_clat.*.log
-  fio --name="$name" --filename="$dev" --rw=randwrite --bs=4k --iodepth=8 --ioengine=libaio \
-    --direct=1 --size=32M --time_based --runtime="$FIO_SECS" --verify=crc32c \
-    --verify_backlog=64 --verify_fatal=1 --eta=never --output=/tmp/"$name".out \
-    --write_lat_log=/tmp/"$name" --log_avg_msec=0 &
-  pid=$!
-  if [ -n "$action" ]; then
-    sleep "$after"
-    # shellcheck disable=SC2086  # the action is several words
-    step "host: $action" host_request $action
-  fi
-  wait "$pid"; rc=$?
-  grep -E 'err=|verify|WRITE:|READ:' /tmp/"$name".out | sed 's/^/   /'
-  GAP_MS=$(cat /tmp/"$name"_clat.*.log 2>/dev/null | awk -F, '{ print $1 + 0 }' | sort -n |
-    awk 'NR > 1 && $1 - p > g { g = $1 - p } { p = $1 } END { print g + 0 }')
-  echo "   longest time without a completed I/O: ${GAP_MS} ms"
-  return "$rc"
-}
-
 t0=$(now)
-step "fio verify while gateway $VICTIM is killed (0 errors)" fio_verify kill "kill $VICTIM" "$KILL_AFTER"
+step "fio verify while gateway $VICTIM is killed (0 errors)" fio_verify "$dev" kill "kill $VICTIM" "$KILL_AFTER"
 echo "FAILOVER_GAP_MS=$GAP_MS"
 show_paths
 step "the survivor's path optimized" wait_until 30 ana_is "$survivor_port" optimized
@@ -104,7 +79,7 @@ step "$VICTIM's path comes back non-optimized or inaccessible" \
 show_paths
 if [ -n "${FAILBACK_CTL:-}" ]; then
   step "fio verify during an explicit failback to a (0 errors)" \
-    fio_verify failback "ctl b $FAILBACK_CTL" "$KILL_AFTER"
+    fio_verify "$dev" failback "ctl b $FAILBACK_CTL" "$KILL_AFTER"
   echo "FAILBACK_GAP_MS=$GAP_MS"
   step "a optimized after the failback" wait_until 30 ana_is "$PORT_A" optimized
   step "b no longer optimized" wait_until 30 ana_is "$PORT_B" non-optimized inaccessible
