@@ -33,6 +33,13 @@ pub enum Fault {
     /// The volume is read-only.
     #[error("volume is write-protected")]
     WriteProtected,
+    /// This gateway may not write the volume: another gateway of the
+    /// cluster holds its lock (`fenced`: this one lost it).
+    #[error("not the owner of the volume (fenced: {fenced})")]
+    NotOwner {
+        /// Lost the lock rather than never having it.
+        fenced: bool,
+    },
     /// No buffers (the pool is closing, or the request exceeds it).
     #[error("buffers: {0}")]
     Buffers(#[from] PoolError),
@@ -42,6 +49,8 @@ impl Fault {
     fn write(offset: u64, error: std::io::Error) -> Self {
         if error.kind() == std::io::ErrorKind::PermissionDenied {
             Fault::WriteProtected
+        } else if let Some(n) = zctarget_backends::rbd::not_owner(&error) {
+            Fault::NotOwner { fenced: n.fenced }
         } else {
             Fault::Write { offset, error }
         }
@@ -61,6 +70,9 @@ impl Fault {
         match self {
             Fault::Read { error, .. } | Fault::Write { error, .. } => error,
             Fault::WriteProtected => zctarget_backends::read_only_error(),
+            Fault::NotOwner { fenced } => {
+                std::io::Error::other(format!("not the owner of the volume (fenced: {fenced})"))
+            }
             Fault::Buffers(e) => std::io::Error::other(e),
         }
     }

@@ -107,6 +107,19 @@ enum VolumeAction {
         #[arg(long)]
         force: bool,
     },
+    /// Failback, first half, on the owner gateway of a shared rbd volume:
+    /// stop writing, drain, release the exclusive lock, report the
+    /// non-owner state.
+    Release {
+        /// Volume name.
+        name: String,
+    },
+    /// Failback, second half, on the gateway that is to own the volume:
+    /// take the lock the owner released and report Optimized.
+    Acquire {
+        /// Volume name.
+        name: String,
+    },
 }
 
 /// Where an `--backend rbd` volume's image lives.
@@ -416,6 +429,12 @@ fn request(c: CtlCommand) -> (&'static str, Value, View) {
                 json!({"name": name, "force": force}),
                 Changes,
             ),
+            VolumeAction::Release { name } => {
+                ("volume.release", json!({"name": name}), View::Status)
+            }
+            VolumeAction::Acquire { name } => {
+                ("volume.acquire", json!({"name": name}), View::Status)
+            }
         },
         CtlCommand::Iscsi { action } => match action {
             IscsiAction::Target {

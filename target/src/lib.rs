@@ -10,6 +10,7 @@ pub mod ctl;
 pub mod daemon;
 pub mod engine;
 pub mod exports;
+pub mod failover;
 pub mod iscsi;
 pub mod listener;
 pub mod live;

@@ -276,6 +276,10 @@ pub(crate) fn fault_sense(fault: &block::Fault, block_size: u64) -> Sense {
     let lba = fault.offset().map(|o| o / block_size.max(1));
     match fault {
         block::Fault::WriteProtected => sense::WRITE_PROTECTED,
+        // Another gateway owns the volume: the write is retried on its
+        // path (ALUA transitioning); a fenced gateway's port is Standby.
+        block::Fault::NotOwner { fenced: false } => sense::ALUA_TRANSITION,
+        block::Fault::NotOwner { fenced: true } => sense::TARGET_PORT_STANDBY,
         block::Fault::Write { .. } => with_info(sense::WRITE_ERROR, lba),
         block::Fault::Read { .. } | block::Fault::Buffers(_) => {
             with_info(sense::UNRECOVERED_READ_ERROR, lba)
