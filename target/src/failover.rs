@@ -7,7 +7,8 @@
 //!   frozen stops pinging its watch and the OSD drops it after
 //!   `osd_client_watch_timeout` (30 s by default); a lock with no owner, or
 //!   whose owner no longer watches, for `cluster.takeover_after_ms` in a
-//!   row, is taken over: the old owner's client is blocklisted and its lock
+//!   row (a lock nobody holds: [`FREE_LOCK_FACTOR`] times that), is taken
+//!   over: the old owner's client is blocklisted and its lock
 //!   broken (`rbd_lock_break`), then the lock is acquired. Only then does
 //!   this gateway write. Several survivors may race: one acquires, the
 //!   others find it locked again and keep following.
@@ -32,6 +33,9 @@ use crate::daemon::Shared;
 
 /// How often the lock and the watchers are read.
 pub const POLL: Duration = Duration::from_millis(200);
+
+/// A lock nobody holds is taken after this many `takeover_after_ms`.
+pub const FREE_LOCK_FACTOR: u32 = 4;
 
 /// The monitor thread; stopped (and joined) on drop.
 pub struct Monitor {

@@ -299,3 +299,52 @@ fn split_brain_frozen_owner_is_fenced_and_never_writes_after_the_survivor() {
         statuses
     );
 }
+
+fn ctl(d: &Daemon, args: &[&str]) -> (bool, String) {
+    let out = d.ctl(args);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn explicit_failback_moves_ownership_cooperatively() {
+    let Some(conf) = ceph::ceph_conf() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let image = ceph::image("fo-back");
+    let a = gateway(dir.path(), "gw-a", &conf, &image);
+    let b = gateway(dir.path(), "gw-b", &conf, &image);
+    let (mut aa, mut ai) = queues(&a);
+    let (mut ba, mut bi) = queues(&b);
+    ok(ai.write(1, 0, &block(0x0A, 0), BS, false), "owner write");
+    // The lock is held: acquiring is refused, nothing breaks it.
+    let (done, text) = ctl(&b, &["volume", "acquire", "shared"]);
+    assert!(!done && text.contains("still locked"), "{text}");
+    // gw-a releases: it refuses writes from then on and reports the
+    // non-owner state; gw-b acquires and becomes Optimized.
+    let (done, text) = ctl(&a, &["volume", "release", "shared"]);
+    assert!(done, "{text}");
+    let r = ai.write(1, 1, &block(0x0B, 1), BS, false).expect("io");
+    assert_eq!(path_status(&r), (3, 0x03), "{:?}", r.status());
+    let (done, text) = ctl(&b, &["volume", "acquire", "shared"]);
+    assert!(done && text.contains("owner"), "{text}");
+    assert_eq!(group1(&mut aa), Ok(AnaState::NonOptimized));
+    assert_eq!(group1(&mut ba), Ok(AnaState::Optimized));
+    ok(
+        bi.write(1, 1, &block(0x0C, 1), BS, false),
+        "new owner write",
+    );
+    assert_eq!(ok(bi.read(1, 0, 1, BS), "read").data, block(0x0A, 0));
+    assert_eq!(ok(ai.read(1, 1, 1, BS), "read").data, block(0x0C, 1));
+    // No automatic failback: gw-a, the configured owner, stays a follower.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(group1(&mut aa), Ok(AnaState::NonOptimized));
+    assert_eq!(a.metric("zctarget_lock_releases_total"), Some(1.0));
+    assert_eq!(b.metric("zctarget_lock_acquisitions_total"), Some(1.0));
+    assert_eq!(b.metric("zctarget_failovers_total"), Some(0.0));
+}
