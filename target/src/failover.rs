@@ -96,9 +96,7 @@ fn run(shared: &Shared, stop: &AtomicBool, after: Duration) {
                 Role::Owner => match img.holds_lock() {
                     Ok(true) => {}
                     Ok(false) => {
-                        if img.fence("librbd no longer holds the exclusive lock") {
-                            shared.counters.lock_losses.fetch_add(1, Ordering::Relaxed);
-                        }
+                        img.fence("librbd no longer holds the exclusive lock");
                     }
                     Err(e) => tracing::warn!(volume = %name, error = %e, "checking the lock"),
                 },
@@ -111,9 +109,11 @@ fn run(shared: &Shared, stop: &AtomicBool, after: Duration) {
         let now: HashMap<String, Role> =
             images.iter().map(|(n, i)| (n.clone(), i.role())).collect();
         if now != seen {
-            // Fencing by a failed write happens on a reactor: counted here.
+            // Fencing by a failed write happens on a reactor: counted here,
+            // for both ways.
             for (n, r) in &now {
                 if *r == Role::Fenced && seen.get(n).is_some_and(|o| *o != Role::Fenced) {
+                    shared.counters.lock_losses.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(volume = %n, "fenced: reporting Inaccessible / Standby");
                 }
             }

@@ -33,11 +33,16 @@ const BLOCKS: u64 = 32;
 /// Gateway `me` of `gw-a`, `gw-b` exporting rbd image `image` (owned by
 /// gw-a) over NVMe/TCP and iSCSI, with an admin socket and metrics.
 fn gateway(dir: &Path, me: &str, conf: &str, image: &str) -> Daemon {
+    gateway_as(dir, me, me, conf, image)
+}
+
+/// [`gateway`] with its files (config, log, admin socket) named `tag`.
+fn gateway_as(dir: &Path, tag: &str, me: &str, conf: &str, image: &str) -> Daemon {
     Daemon::start_with(
         dir,
-        me,
+        tag,
         &format!(
-            "[server]\nadmin_socket = \"{me}.sock\"\nmetrics_listen = \"127.0.0.1:0\"\n\
+            "[server]\nadmin_socket = \"{tag}.sock\"\nmetrics_listen = \"127.0.0.1:0\"\n\
              iscsi_listen = [\"127.0.0.1:0\"]\nnvme_listen = [\"127.0.0.1:0\"]\nreactors = 1\n\
              buffer_pool = \"16MiB\"\n\n\
              [cluster]\ngateway = \"{me}\"\ngateways = [\"gw-a\", \"gw-b\"]\n\
@@ -185,7 +190,7 @@ fn split_brain_frozen_owner_is_fenced_and_never_writes_after_the_survivor() {
     let image = ceph::image("fo-split");
     let a = gateway(dir.path(), "gw-a", &conf, &image);
     let b = gateway(dir.path(), "gw-b", &conf, &image);
-    let (_aa, mut ai) = queues(&a);
+    let (aa, mut ai) = queues(&a);
     let (mut ba, mut bi) = queues(&b);
     // The host arms ANA Change notices on gw-b and parks an AER there.
     let mut aec = Sqe::new(0x09, 0x300);
@@ -271,28 +276,57 @@ fn split_brain_frozen_owner_is_fenced_and_never_writes_after_the_survivor() {
     let (mut aa2, _) = queues(&a);
     assert_eq!(group1(&mut aa2), Ok(AnaState::Inaccessible));
     assert_eq!(b.metric("zctarget_failovers_total"), Some(1.0));
+    assert_eq!(b.metric("zctarget_lock_acquisitions_total"), Some(1.0));
+    assert_eq!(a.metric("zctarget_lock_losses_total"), Some(1.0));
     assert_eq!(
         b.metric("zctarget_ana_group_state{group=\"1\",state=\"optimized\"}"),
         Some(1.0)
     );
+    assert_eq!(
+        a.metric("zctarget_ana_group_state{group=\"1\",state=\"inaccessible\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        a.metric("zctarget_alua_port_state{volume=\"shared\",state=\"Standby\"}"),
+        Some(1.0)
+    );
     let blog = b.log();
-    let gone: u128 = field(&blog, "owner_gone_ms").parse().unwrap_or(0);
+    // The fenced gateway rejoins only with a fresh RADOS client (a
+    // restart), and then follows: no automatic failback.
+    drop((aa, aa2, ai));
+    let mut a = a;
+    a.kill9();
+    let a = gateway_as(dir.path(), "gw-a2", "gw-a", &conf, &image);
+    let (mut aa3, mut ai3) = queues(&a);
+    assert_eq!(group1(&mut aa3), Ok(AnaState::NonOptimized));
+    let r = ai3.write(1, 0, &block(0xDD, 0), BS, false).expect("io");
+    assert_eq!(path_status(&r), (3, 0x03), "{:?}", r.status());
+    let back = ok(ai3.read(1, 0, 1, BS), "read").data;
+    assert_eq!(back[..16], block(0x0E, 0)[..16]);
+    let num = |k: &str| field(&blog, k).parse::<u128>().unwrap_or(0);
+    let (gone, bl, lock, ana) = (
+        num("owner_gone_ms"),
+        num("blocklist_ms"),
+        num("lock_ms"),
+        num("ana_ms"),
+    );
     let aen_ms = ms(aen_at);
+    let decided = aen_ms.saturating_sub(bl + lock + ana);
     eprintln!(
         "failover timeline, t=0 at SIGSTOP of the owner (osd_client_watch_timeout 5 s, \
          takeover_after_ms 500, poll 200 ms):\n\
          \x20 owner's watch expired, first seen gone  ~{} ms\n\
-         \x20 takeover decided (+owner_gone_ms {gone})\n\
+         \x20 takeover decided                        {decided} ms (+{gone})\n\
          \x20 blocklist + lock break                  +{} ms\n\
          \x20 lock acquired                           +{} ms\n\
          \x20 ANA/ALUA states published               +{} ms\n\
          \x20 ANA Change AER completed at the host     {aen_ms} ms\n\
          \x20 first write completed on the survivor    {} ms\n\
          \x20 frozen owner after SIGCONT: fenced within {} ms; its {} writes completed {:?}",
-        aen_ms.saturating_sub(gone),
-        field(&blog, "blocklist_ms"),
-        field(&blog, "lock_ms"),
-        field(&blog, "ana_ms"),
+        decided.saturating_sub(gone),
+        bl,
+        lock,
+        ana,
         first_io.map_or(0, ms),
         ms(fenced_at),
         statuses.len(),
