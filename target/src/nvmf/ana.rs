@@ -21,16 +21,17 @@ impl NvmfRegistry {
         wanted: &AnaGroups,
     ) -> Vec<(u32, zctarget_protocol::nvme::ana::AnaState)> {
         let mut changes = Vec::new();
-        {
-            let mut ana = self.ana.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(current) = ana.as_mut() else {
-                return changes;
-            };
-            for (i, &state) in wanted.states.iter().enumerate() {
-                let grpid = u32::try_from(i + 1).unwrap_or(u32::MAX);
-                if current.set_state(grpid, state) {
-                    changes.push((grpid, state));
-                }
+        // Held throughout (lock order: groups, then the controller table):
+        // a controller being created copies the groups either before this
+        // change or after it is registered, never in between.
+        let mut ana = self.ana.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(current) = ana.as_mut() else {
+            return changes;
+        };
+        for (i, &state) in wanted.states.iter().enumerate() {
+            let grpid = u32::try_from(i + 1).unwrap_or(u32::MAX);
+            if current.set_state(grpid, state) {
+                changes.push((grpid, state));
             }
         }
         if changes.is_empty() {

@@ -470,6 +470,10 @@ impl NvmfRegistry {
         local: Option<std::net::SocketAddr>,
     ) -> Option<Arc<ControllerEntry>> {
         let cntlid = self.allocate_cntlid();
+        // Held until the controller is registered: a failover publishing
+        // new ANA states (`set_ana_groups`) either precedes this copy or
+        // finds the controller in the table.
+        let ana = self.ana.lock().unwrap_or_else(|e| e.into_inner());
         let (cfg, subsystem, entries) = if subnqn == DISCOVERY_NQN {
             let cfg = ControllerConfig {
                 cntlid,
@@ -499,7 +503,7 @@ impl NvmfRegistry {
                 mdts: MDTS,
                 in_capsule_data_size: IN_CAPSULE_DATA,
                 allowed_hosts,
-                ana: self.ana.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+                ana: ana.clone(),
                 ..ControllerConfig::default()
             };
             (cfg, Some(s), None)
@@ -526,6 +530,7 @@ impl NvmfRegistry {
         if let Ok(mut m) = self.controllers.lock() {
             m.insert(cntlid, Arc::clone(&entry));
         }
+        drop(ana);
         Some(entry)
     }
 
