@@ -12,8 +12,9 @@
 //!   broken (`rbd_lock_break`), then the lock is acquired. Only then does
 //!   this gateway write. Several survivors may race: one acquires, the
 //!   others find it locked again and keep following.
-//! - **owner**: checks librbd still holds the lock; if not (broken by a
-//!   survivor, client blocklisted) the gateway is fenced. A write failing
+//! - **owner**: checks once a second that librbd still holds the lock;
+//!   if not, and the lock is not this client's any more (broken by a
+//!   survivor, client blocklisted), the gateway is fenced. A write failing
 //!   with ESHUTDOWN (blocklisted) fences it at once, on the reactor.
 //! - any role change is published: the ANA groups of every NVMe controller
 //!   (ANA Change event) and the ALUA port groups of every LUN (ASYMMETRIC
@@ -33,6 +34,9 @@ use crate::daemon::Shared;
 
 /// How often the lock and the watchers are read.
 pub const POLL: Duration = Duration::from_millis(200);
+
+/// An owner checks it still holds its lock every this many polls.
+const OWNER_CHECK_EVERY: u64 = 5;
 
 /// A lock nobody holds is taken after this many `takeover_after_ms`.
 pub const FREE_LOCK_FACTOR: u32 = 4;
@@ -88,15 +92,22 @@ fn shared_images(shared: &Shared) -> Vec<(String, Arc<Image>)> {
 fn run(shared: &Shared, stop: &AtomicBool, after: Duration) {
     let mut dead_since: HashMap<String, Instant> = HashMap::new();
     let mut seen: HashMap<String, Role> = HashMap::new();
-    while !stop.load(Ordering::Acquire) {
+    for tick in 0u64.. {
+        if stop.load(Ordering::Acquire) {
+            break;
+        }
         std::thread::sleep(POLL);
         let images = shared_images(shared);
         for (name, img) in &images {
             match img.role() {
-                Role::Owner => match img.holds_lock() {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        img.fence("librbd no longer holds the exclusive lock");
+                // One OSD round trip (the lock is asserted): once a second.
+                // A write fails with ESHUTDOWN as soon as the client is
+                // blocklisted, without waiting for this.
+                Role::Owner if tick % OWNER_CHECK_EVERY != 0 => {}
+                Role::Owner => match img.lost_lock() {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        img.fence("the exclusive lock is no longer this client's");
                     }
                     Err(e) => tracing::warn!(volume = %name, error = %e, "checking the lock"),
                 },

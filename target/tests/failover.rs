@@ -382,3 +382,34 @@ fn explicit_failback_moves_ownership_cooperatively() {
     assert_eq!(b.metric("zctarget_lock_acquisitions_total"), Some(1.0));
     assert_eq!(b.metric("zctarget_failovers_total"), Some(0.0));
 }
+
+#[test]
+fn an_idle_owner_taken_over_while_frozen_reports_inaccessible() {
+    let Some(conf) = ceph::ceph_conf() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let image = ceph::image("fo-idle");
+    let a = gateway(dir.path(), "gw-a", &conf, &image);
+    let b = gateway(dir.path(), "gw-b", &conf, &image);
+    let (mut ba, _bi) = queues(&b);
+    // No write in flight: the owner can only learn it lost the lock from
+    // its own check.
+    a.signal(libc::SIGSTOP);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while group1(&mut ba) != Ok(AnaState::Optimized) {
+        assert!(Instant::now() < deadline, "no takeover:\n{}", b.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    a.signal(libc::SIGCONT);
+    let fenced = a.wait_metric(
+        "zctarget_volume_lock_role{volume=\"shared\",role=\"fenced\"}",
+        1.0,
+        Duration::from_secs(20),
+    );
+    assert_eq!(fenced, Some(1.0), "gw-a not fenced:\n{}", a.log());
+    let (mut aa, mut ai) = queues(&a);
+    assert_eq!(group1(&mut aa), Ok(AnaState::Inaccessible));
+    let r = ai.write(1, 0, &block(0xDD, 0), BS, false).expect("io");
+    assert_eq!(path_status(&r), (3, 0x02), "{:?}", r.status());
+}

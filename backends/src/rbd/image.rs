@@ -34,6 +34,9 @@ pub struct Image {
     obj_size: u64,
     /// What this gateway may do with it (see `ownership`).
     pub(super) role: RoleCell,
+    /// The lock owner address librbd reported right after this client
+    /// took the lock (how it tells its own lock from another client's).
+    pub(super) lock_addr: std::sync::Mutex<Option<String>>,
     /// Dropped after the image is closed (field order).
     _ioctx: Ioctx,
 }
@@ -119,6 +122,7 @@ impl Image {
             size: 0,
             obj_size: 0,
             role: RoleCell::new(Role::Solo),
+            lock_addr: std::sync::Mutex::new(None),
             _ioctx: ioctx,
         };
         // SAFETY: all-zero is a valid `ImageInfo` (integers and byte arrays).
@@ -155,7 +159,11 @@ impl Image {
         // SAFETY: an open image.
         let rc = unsafe { (self.lib.rbd_lock_acquire)(self.handle, LOCK_MODE_EXCLUSIVE) };
         match rc {
-            0 => Ok(()),
+            0 => {
+                let me = self.lock_owners().ok().and_then(|o| o.into_iter().next());
+                *self.lock_addr.lock().unwrap_or_else(|e| e.into_inner()) = me;
+                Ok(())
+            }
             _ if rc == -libc::EROFS || rc == -libc::EBUSY => Err(RbdError::Locked {
                 image: self.name.clone(),
                 holder: self.owners().unwrap_or_else(|| "another client".into()),

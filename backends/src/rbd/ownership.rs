@@ -178,6 +178,40 @@ impl Image {
         None
     }
 
+    /// Whether this client lost the lock: librbd says it does not hold it
+    /// (`rbd_is_exclusive_lock_owner`, which asserts the lock on the OSD)
+    /// *and* the lock's owner is not the address this client had when it
+    /// took it (someone broke it, or nobody holds it). librbd reports "not
+    /// owner" transiently while it re-acquires its own lock (after a watch
+    /// reconnect, for instance); that is not a loss.
+    pub fn lost_lock(&self) -> Result<bool, RbdError> {
+        match self.holds_lock() {
+            Ok(true) => return Ok(false),
+            Ok(false) => {}
+            // The OSD refuses a blocklisted client's assertion outright.
+            Err(RbdError::Image { error, .. }) if error.raw_os_error() == Some(libc::ESHUTDOWN) => {
+                return Ok(true)
+            }
+            Err(e) => return Err(e),
+        }
+        let owner = self.lock_owners()?.into_iter().next();
+        let mine = self
+            .lock_addr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let still_ours = match (&owner, &mine) {
+            (Some(o), Some(m)) => same_client(o, m),
+            _ => false,
+        };
+        if still_ours {
+            tracing::warn!(image = %self.name(), owner = ?owner,
+                "librbd does not report the lock held, but the lock is still this client's: \
+                 not fenced");
+        }
+        Ok(!still_ours)
+    }
+
     /// Whether librbd still holds the exclusive lock for this client.
     pub fn holds_lock(&self) -> Result<bool, RbdError> {
         let mut owner = 0;
