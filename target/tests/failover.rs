@@ -124,10 +124,24 @@ fn follower_reads_and_refuses_writes_with_its_path_state() {
         "{:02x?}",
         s.last_sense
     );
+    // COMPARE AND WRITE likewise (its own write path).
+    let mut caw = vec![0x89, 0];
+    caw.extend_from_slice(&7u64.to_be_bytes());
+    caw.extend_from_slice(&[0, 0, 0, 1, 0, 0]);
+    let cmd = s.command(&caw, 0, 2 * BS as u32);
+    let data = [vec![0; BS], block(0xB3, 7)].concat();
+    assert_eq!(s.run(&cmd, &data).expect("caw").0, 0x02);
+    assert_eq!(
+        (s.last_sense[2] & 0x0F, s.last_sense[12], s.last_sense[13]),
+        (0x02, 0x04, 0x0A),
+        "{:02x?}",
+        s.last_sense
+    );
     // Nothing of the follower's landed; and a live owner keeps its lock
     // (its watch is there) past takeover_after_ms.
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(ok(ai.read(1, 6, 1, BS), "read").data, vec![0; BS]);
+    assert_eq!(ok(ai.read(1, 7, 1, BS), "read").data, vec![0; BS]);
     assert_eq!(
         b.metric("zctarget_volume_lock_role{volume=\"shared\",role=\"follower\"}"),
         Some(1.0)

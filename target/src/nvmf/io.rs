@@ -475,7 +475,7 @@ impl Queue {
 
 /// The NVMe status for a block fault.
 fn fault_status(entry: &ControllerEntry, fault: &Fault) -> Completion {
-    if let Fault::NotOwner { fenced } = fault {
+    if let Fault::NotOwner { fenced, .. } = fault {
         // Another gateway owns the volume (Asymmetric Access Transition:
         // the host retries on the other path), or this one lost the lock.
         return Completion::status(if *fenced {
