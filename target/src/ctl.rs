@@ -120,6 +120,12 @@ enum VolumeAction {
         /// Volume name.
         name: String,
     },
+    /// On a gateway fenced for a shared rbd volume: reopen it with a fresh
+    /// Ceph client, as a follower.
+    Rejoin {
+        /// Volume name.
+        name: String,
+    },
 }
 
 /// Where an `--backend rbd` volume's image lives.
@@ -435,6 +441,7 @@ fn request(c: CtlCommand) -> (&'static str, Value, View) {
             VolumeAction::Acquire { name } => {
                 ("volume.acquire", json!({"name": name}), View::Status)
             }
+            VolumeAction::Rejoin { name } => ("volume.rejoin", json!({"name": name}), View::Status),
         },
         CtlCommand::Iscsi { action } => match action {
             IscsiAction::Target {

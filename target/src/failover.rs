@@ -91,7 +91,12 @@ fn shared_images(shared: &Shared) -> Vec<(String, Arc<Image>)> {
 
 fn run(shared: &Shared, stop: &AtomicBool, after: Duration) {
     let mut dead_since: HashMap<String, Instant> = HashMap::new();
-    let mut seen: HashMap<String, Role> = HashMap::new();
+    // The roles the registries were built with: every change from here on
+    // is published and counted.
+    let mut seen: HashMap<String, Role> = shared_images(shared)
+        .iter()
+        .map(|(n, i)| (n.clone(), i.role()))
+        .collect();
     for tick in 0u64.. {
         if stop.load(Ordering::Acquire) {
             break;
@@ -258,5 +263,47 @@ pub fn move_owner(shared: &Shared, volume: &str, release: bool) -> anyhow::Resul
     Ok(Moved {
         volume: volume.to_owned(),
         role: format!("{:?}", img.role()).to_lowercase(),
+    })
+}
+
+/// Reopens the shared rbd volume `volume`, fenced on this gateway, with a
+/// fresh RADOS client (the old one is blocklisted): it follows (another
+/// gateway holds the lock), reads again and reports the non-owner state.
+/// The volume gets a new slot; its LUNs and namespaces move to it as when
+/// a volume is redefined.
+pub fn rejoin(shared: &Shared, volume: &str) -> anyhow::Result<Moved> {
+    let (_, img) = shared_images(shared)
+        .into_iter()
+        .find(|(n, _)| n == volume)
+        .ok_or_else(|| anyhow::anyhow!("no shared rbd volume named {volume:?}"))?;
+    if img.role() != Role::Fenced {
+        anyhow::bail!(
+            "{volume:?}: this gateway is {:?}; only a fenced gateway rejoins",
+            img.role()
+        );
+    }
+    drop(img);
+    // Held until the tables are remapped: no configuration change between.
+    let cfg = shared.live.lock();
+    let v = cfg
+        .volume(volume)
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("{volume:?} is not configured"))?;
+    let fresh = crate::exports::open_volume(&v, shared.cluster.as_ref())?;
+    let role = fresh.rbd_image().map(|i| i.role());
+    let exports = &shared.exports;
+    let old = exports
+        .slot_of(volume)
+        .ok_or_else(|| anyhow::anyhow!("{volume:?} is not open"))?;
+    exports.replace(old, fresh);
+    let roles = crate::cluster::Roles::new(shared.cluster.as_ref(), &cfg).observing(exports);
+    shared.iscsi.apply(&cfg.iscsi_targets, exports, &roles);
+    shared.nvmf.apply(&cfg.nvme_subsystems, exports, &roles);
+    drop(cfg);
+    publish(shared);
+    tracing::warn!(volume, role = ?role, "rejoined with a fresh RADOS client");
+    Ok(Moved {
+        volume: volume.to_owned(),
+        role: format!("{:?}", role.unwrap_or(Role::Solo)).to_lowercase(),
     })
 }

@@ -268,8 +268,9 @@ fn split_brain_frozen_owner_is_fenced_and_never_writes_after_the_survivor() {
             None => break,
         }
     }
+    // Fenced, and the change published (ANA groups, ALUA ports, counters).
     let fenced = a.wait_metric(
-        "zctarget_volume_lock_role{volume=\"shared\",role=\"fenced\"}",
+        "zctarget_ana_group_state{group=\"1\",state=\"inaccessible\"}",
         1.0,
         Duration::from_secs(20),
     );
@@ -292,6 +293,10 @@ fn split_brain_frozen_owner_is_fenced_and_never_writes_after_the_survivor() {
     assert_eq!(b.metric("zctarget_failovers_total"), Some(1.0));
     assert_eq!(b.metric("zctarget_lock_acquisitions_total"), Some(1.0));
     assert_eq!(a.metric("zctarget_lock_losses_total"), Some(1.0));
+    assert_eq!(
+        a.metric("zctarget_volume_lock_role{volume=\"shared\",role=\"fenced\"}"),
+        Some(1.0)
+    );
     assert_eq!(
         b.metric("zctarget_ana_group_state{group=\"1\",state=\"optimized\"}"),
         Some(1.0)
@@ -336,7 +341,7 @@ fn split_brain_frozen_owner_is_fenced_and_never_writes_after_the_survivor() {
          \x20 ANA/ALUA states published               +{} ms\n\
          \x20 ANA Change AER completed at the host     {aen_ms} ms\n\
          \x20 first write completed on the survivor    {} ms\n\
-         \x20 frozen owner after SIGCONT: fenced within {} ms; its {} writes completed {:?}",
+         \x20 frozen owner after SIGCONT: fenced and published within {} ms; its {} writes completed {:?}",
         decided.saturating_sub(gone),
         bl,
         lock,
@@ -416,8 +421,9 @@ fn an_idle_owner_taken_over_while_frozen_reports_inaccessible() {
         std::thread::sleep(Duration::from_millis(200));
     }
     a.signal(libc::SIGCONT);
+    // Fenced, and the change published (ANA groups, ALUA ports, counters).
     let fenced = a.wait_metric(
-        "zctarget_volume_lock_role{volume=\"shared\",role=\"fenced\"}",
+        "zctarget_ana_group_state{group=\"1\",state=\"inaccessible\"}",
         1.0,
         Duration::from_secs(20),
     );
@@ -426,4 +432,17 @@ fn an_idle_owner_taken_over_while_frozen_reports_inaccessible() {
     assert_eq!(group1(&mut aa), Ok(AnaState::Inaccessible));
     let r = ai.write(1, 0, &block(0xDD, 0), BS, false).expect("io");
     assert_eq!(path_status(&r), (3, 0x02), "{:?}", r.status());
+    // Rejoining needs a fresh RADOS client: the gateway then follows.
+    let (_bi2, mut bw) = queues(&b);
+    ok(bw.write(1, 3, &block(0x0E, 3), BS, false), "survivor write");
+    let (done, text) = ctl(&a, &["volume", "rejoin", "shared"]);
+    assert!(done && text.contains("follower"), "{text}");
+    let (mut aa, mut ai) = queues(&a);
+    assert_eq!(group1(&mut aa), Ok(AnaState::NonOptimized));
+    assert_eq!(ok(ai.read(1, 3, 1, BS), "read").data, block(0x0E, 3));
+    let r = ai.write(1, 3, &block(0xDD, 3), BS, false).expect("io");
+    assert_eq!(path_status(&r), (3, 0x03), "{:?}", r.status());
+    // Only a fenced gateway rejoins.
+    let (done, text) = ctl(&a, &["volume", "rejoin", "shared"]);
+    assert!(!done && text.contains("only a fenced gateway"), "{text}");
 }

@@ -104,7 +104,8 @@ pub enum RbdError {
 }
 
 /// Opens (creating when missing and `create` is given) an image; writable
-/// images hold the exclusive lock until dropped.
+/// images hold the exclusive lock until dropped, or, shared by a cluster,
+/// are owned or followed (see `ownership`) on a RADOS client of their own.
 pub fn open(spec: &RbdSpec, create: Option<u64>, read_only: bool) -> Result<Arc<Image>, RbdError> {
     let key = ClientKey {
         ceph_conf: spec.ceph_conf.clone(),
@@ -112,7 +113,11 @@ pub fn open(spec: &RbdSpec, create: Option<u64>, read_only: bool) -> Result<Arc<
         keyring: spec.keyring.clone(),
         timeout_secs: spec.rados_timeout_secs,
     };
-    let cluster = client::Cluster::get(&key)?;
+    let cluster = match spec.sharing {
+        Sharing::Exclusive => client::Cluster::get(&key)?,
+        Sharing::Cluster { .. } if read_only => client::Cluster::get(&key)?,
+        Sharing::Cluster { .. } => client::Cluster::unshared(&key)?,
+    };
     let ioctx = cluster.ioctx(&spec.pool, spec.namespace.as_deref())?;
     Image::open(
         ioctx,
