@@ -159,10 +159,18 @@ fn follow(
         dead_since.remove(name);
         return;
     }
+    // A free lock (its owner released it on request, or closed the image
+    // at a clean shutdown) waits longer than a dead owner's, so that the
+    // gateway a failback names acquires it, not any follower.
+    let grace = if view.owner.is_none() {
+        after * FREE_LOCK_FACTOR
+    } else {
+        after
+    };
     let since = *dead_since
         .entry(name.to_owned())
         .or_insert_with(Instant::now);
-    if since.elapsed() < after {
+    if since.elapsed() < grace {
         return;
     }
     let decided = Instant::now();

@@ -446,3 +446,41 @@ fn an_idle_owner_taken_over_while_frozen_reports_inaccessible() {
     let (done, text) = ctl(&a, &["volume", "rejoin", "shared"]);
     assert!(!done && text.contains("only a fenced gateway"), "{text}");
 }
+
+#[test]
+fn a_cleanly_stopped_owner_is_replaced_without_fencing() {
+    let Some(conf) = ceph::ceph_conf() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let image = ceph::image("fo-stop");
+    let a = gateway(dir.path(), "gw-a", &conf, &image);
+    let b = gateway(dir.path(), "gw-b", &conf, &image);
+    let (mut ba, mut bi) = queues(&b);
+    // A clean shutdown closes the image, which releases the lock: nobody
+    // is blocklisted, and after 4 x takeover_after_ms the follower takes
+    // the free lock.
+    a.stop();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while group1(&mut ba) != Ok(AnaState::Optimized) {
+        assert!(Instant::now() < deadline, "no takeover:\n{}", b.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    ok(
+        bi.write(1, 0, &block(0x0E, 0), BS, false),
+        "new owner write",
+    );
+    assert_eq!(b.metric("zctarget_failovers_total"), Some(0.0));
+    assert_eq!(b.metric("zctarget_lock_acquisitions_total"), Some(1.0));
+    let log = b.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("took the exclusive lock over"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(line.contains("old_owner=\"(none)\""), "{line}");
+    // The free lock's longer grace: 4 x takeover_after_ms.
+    assert!(
+        field(&log, "owner_gone_ms").parse::<u64>().unwrap_or(0) >= 2000,
+        "{line}"
+    );
+}
