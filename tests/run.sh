@@ -82,6 +82,14 @@ if [ "$ceph_status" -eq 0 ]; then
     set -e
     [ "$s" -eq 0 ] || status=$s
   done
+  # libiscsi's MultipathIO suite, one URL per gateway of a two-gateway
+  # cluster on one RBD image (outcomes gated by tests/iscsi/multipath-expected.txt).
+  log "iscsi-test-cu MultipathIO across two gateways on an RBD image"
+  set +e
+  tests/iscsi/multipath.sh --bin build/debug/zctarget --ceph-conf "$ZCTARGET_TEST_CEPH_CONF" 2>&1 | tee -a "$out"
+  s=${PIPESTATUS[0]}
+  set -e
+  [ "$s" -eq 0 ] || status=$s
 fi
 DIR="$ceph_dir" tests/ceph/cluster.sh stop
 unset ZCTARGET_TEST_CEPH_CONF

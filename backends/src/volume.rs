@@ -205,6 +205,14 @@ impl Volume {
         }))
     }
 
+    /// The RBD image of an rbd volume.
+    pub fn rbd_image(&self) -> Option<&Arc<Image>> {
+        match &self.store {
+            Store::Rbd(image) => Some(image),
+            _ => None,
+        }
+    }
+
     /// The volume's name.
     pub fn name(&self) -> &str {
         &self.name

@@ -41,6 +41,7 @@ fn spec(conf: &Path, name: &str, image: &str, keyring: bool) -> VolumeSpec {
             // A different keyring path is a different Ceph client.
             keyring: keyring.then(|| conf.with_file_name("keyring")),
             rados_timeout_secs: None,
+            sharing: zctarget_backends::rbd::Sharing::Exclusive,
         }),
     }
 }

@@ -193,6 +193,10 @@ pub struct Cluster {
     pub gateways: Vec<String>,
     /// What a gateway reports for a volume it does not own.
     pub non_owner_state: NonOwnerState,
+    /// How long an rbd volume's lock must have had no live owner (its
+    /// watch gone, or no owner at all) before a non-owner takes it over,
+    /// in milliseconds.
+    pub takeover_after_ms: u32,
 }
 
 impl Cluster {
@@ -201,6 +205,10 @@ impl Cluster {
     /// Controller IDs each gateway hands out (gateway `n` uses
     /// `(n - 1) * CNTLID_BLOCK + 1 ..= n * CNTLID_BLOCK`).
     pub const CNTLID_BLOCK: u16 = 4000;
+    /// Default `takeover_after_ms`.
+    pub const TAKEOVER_AFTER_MS: u32 = 2000;
+    /// Bounds of `takeover_after_ms`.
+    pub const TAKEOVER_AFTER_RANGE: std::ops::RangeInclusive<u32> = 100..=600_000;
 
     /// The number (from 1) of gateway `id`.
     pub fn number_of(&self, id: &str) -> Option<u16> {

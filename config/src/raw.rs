@@ -34,6 +34,7 @@ pub(crate) struct RawCluster {
     pub gateway: Spanned<String>,
     pub gateways: Spanned<Names>,
     pub non_owner_state: Option<Spanned<String>>,
+    pub takeover_after_ms: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -100,6 +100,13 @@ fn cluster_mistakes_are_located() {
         "cluster.non_owner_state",
         "expected one of `non_optimized`, `inaccessible`, `unavailable`",
     );
+    one(
+        &format!("{CLUSTER}takeover_after_ms = 5\n"),
+        4,
+        21,
+        "cluster.takeover_after_ms",
+        "between 100 and 600000 milliseconds, not 5",
+    );
     let many: Vec<String> = (0..17).map(|i| format!("\"g{i}\"")).collect();
     one(
         &format!(

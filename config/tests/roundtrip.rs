@@ -120,6 +120,7 @@ fn everything_non_default() -> Config {
             gateway: "gw-b".into(),
             gateways: vec!["gw-a".into(), "gw-b".into()],
             non_owner_state: NonOwnerState::Inaccessible,
+            takeover_after_ms: 750,
         }),
     }
 }

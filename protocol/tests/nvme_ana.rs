@@ -245,3 +245,43 @@ proptest! {
         }
     }
 }
+
+fn set_aec(c: &mut Controller, bits: u32) -> Status {
+    let mut s = Sqe::new(0x09, 7);
+    s.cdw10 = 0x0B;
+    s.cdw11 = bits;
+    admin(c, &s).0
+}
+
+#[test]
+fn ana_change_raises_an_async_event_when_armed() {
+    let mut c = ready(cfg(Some(groups())));
+    // OAES bit 11 (ANA Change Notices) next to bit 8.
+    let id = identify(&mut c, 1, 0);
+    assert_eq!(le32(&id, 92) & (1 << 11 | 1 << 8), 1 << 11 | 1 << 8);
+    // Not enabled in Asynchronous Event Configuration: state changes, no
+    // event.
+    let mut aer = Sqe::new(0x0C, 0x50);
+    assert_eq!(c.plan_admin(&aer, &[]), AdminPlan::Park);
+    assert_eq!(
+        c.change_ana_state(1, AnaState::Optimized),
+        (true, None),
+        "not armed"
+    );
+    // Armed: the parked AER completes with Notice / ANA Change / log 0Ch.
+    assert!(set_aec(&mut c, 1 << 11).is_success());
+    let (changed, done) = c.change_ana_state(2, AnaState::Inaccessible);
+    assert!(changed);
+    let done = done.expect("parked AER completed");
+    assert_eq!(done.cid, 0x50);
+    assert_eq!(done.completion, Completion::success(0x000C_0302));
+    // No change, no event; masked until the log is read with RAE = 0.
+    assert_eq!(c.change_ana_state(2, AnaState::Inaccessible), (false, None));
+    aer.cid = 0x51;
+    assert_eq!(c.plan_admin(&aer, &[]), AdminPlan::Park);
+    assert_eq!(c.change_ana_state(2, AnaState::Optimized), (true, None));
+    let (_, page) = ana_log(&mut c, 4096, false);
+    assert_eq!(parse_log_page(&page).0, 3, "three changes counted");
+    let (_, done) = c.change_ana_state(2, AnaState::NonOptimized);
+    assert_eq!(done.map(|d| d.cid), Some(0x51));
+}

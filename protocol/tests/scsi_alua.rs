@@ -223,3 +223,35 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_port_group_change_raises_the_asymmetric_access_unit_attention() {
+    // Gateway 2, Standby, takes over: its group becomes Active/optimized.
+    let mut l = lu(2, AluaState::Standby);
+    l.nexus_added(7, "iqn.other,i,0x2");
+    assert!(
+        matches!(l.plan(7, "iqn.other,i,0x2", &[0; 16], 0), Plan::Check(s) if s == sense::POWER_ON_RESET)
+    );
+    assert!(
+        !l.set_port_groups(groups(1, AluaState::Standby)),
+        "same groups"
+    );
+    assert!(l.set_port_groups(groups(2, AluaState::Standby)));
+    for (nexus, port) in [(1, PORT), (7, "iqn.other,i,0x2")] {
+        let p = l.plan(nexus, port, &cdb(&READ_10), 512);
+        assert_eq!(p, Plan::Check(sense::ASYMMETRIC_ACCESS_STATE_CHANGED));
+        assert_eq!(
+            (
+                sense::ASYMMETRIC_ACCESS_STATE_CHANGED.key,
+                sense::ASYMMETRIC_ACCESS_STATE_CHANGED.asc,
+                sense::ASYMMETRIC_ACCESS_STATE_CHANGED.ascq
+            ),
+            (0x06, 0x2A, 0x06)
+        );
+        // Reported once; the port now serves I/O.
+        assert!(!matches!(
+            l.plan(nexus, port, &cdb(&READ_10), 512),
+            Plan::Check(_)
+        ));
+    }
+}

@@ -33,6 +33,15 @@ pub enum Fault {
     /// The volume is read-only.
     #[error("volume is write-protected")]
     WriteProtected,
+    /// This gateway may not write the volume: another gateway of the
+    /// cluster holds its lock (`fenced`: this one lost it).
+    #[error("not the owner of the volume (fenced: {fenced}): {error}")]
+    NotOwner {
+        /// Lost the lock rather than never having it.
+        fenced: bool,
+        /// The backend's error (carrying `rbd::NotOwner`).
+        error: std::io::Error,
+    },
     /// No buffers (the pool is closing, or the request exceeds it).
     #[error("buffers: {0}")]
     Buffers(#[from] PoolError),
@@ -42,6 +51,11 @@ impl Fault {
     fn write(offset: u64, error: std::io::Error) -> Self {
         if error.kind() == std::io::ErrorKind::PermissionDenied {
             Fault::WriteProtected
+        } else if let Some(n) = zctarget_backends::rbd::not_owner(&error) {
+            Fault::NotOwner {
+                fenced: n.fenced,
+                error,
+            }
         } else {
             Fault::Write { offset, error }
         }
@@ -59,7 +73,9 @@ impl Fault {
     /// (a write-protected volume stays `PermissionDenied`).
     pub fn into_io(self) -> std::io::Error {
         match self {
-            Fault::Read { error, .. } | Fault::Write { error, .. } => error,
+            Fault::Read { error, .. }
+            | Fault::Write { error, .. }
+            | Fault::NotOwner { error, .. } => error,
             Fault::WriteProtected => zctarget_backends::read_only_error(),
             Fault::Buffers(e) => std::io::Error::other(e),
         }

@@ -1,8 +1,10 @@
 //! What this gateway presents for the volumes of a `[cluster]` (several
 //! zctarget gateways exporting the same volumes): identifiers derived from
 //! each volume's identity rather than from the gateway, and the NVMe ANA
-//! and SCSI ALUA states of this gateway's paths. Ownership is static (a
-//! volume's `owner`, else the first gateway); failover is not built yet.
+//! and SCSI ALUA states of this gateway's paths. An rbd volume's state
+//! follows who holds its exclusive lock (this gateway's [`Role`], see
+//! `failover`); other volumes' ownership is static (a volume's `owner`,
+//! else the first gateway).
 //!
 //! Gateway `n` (its position in `cluster.gateways`, from 1) is ANA group
 //! `n`, target port group `n` and relative target port `n`, and hands out
@@ -10,6 +12,7 @@
 
 use std::collections::HashMap;
 
+use zctarget_backends::rbd::Role;
 use zctarget_config as config;
 use zctarget_config::NonOwnerState;
 use zctarget_protocol::nvme::ana::{AnaGroups, AnaState};
@@ -22,6 +25,9 @@ pub struct Roles {
     cluster: Option<config::Cluster>,
     /// Volume name → (identity, owner gateway number).
     volumes: HashMap<String, (String, Option<u16>)>,
+    /// Volume name → this gateway's role, for the rbd volumes shared by
+    /// the cluster (what their ANA / ALUA states follow).
+    local: HashMap<String, Role>,
 }
 
 impl Roles {
@@ -44,7 +50,30 @@ impl Roles {
         Roles {
             cluster: cluster.cloned(),
             volumes,
+            local: HashMap::new(),
         }
+    }
+
+    /// These roles with this gateway's current role for every shared rbd
+    /// volume of `exports` (the lock owner is Optimized, a follower in the
+    /// non-owner state, a fenced gateway Inaccessible / Standby).
+    pub fn observing(mut self, exports: &crate::exports::Exports) -> Self {
+        if self.cluster.is_some() {
+            self.local = exports
+                .volumes()
+                .into_iter()
+                .filter_map(|(_, v)| {
+                    let role = v.rbd_image()?.role();
+                    (role != Role::Solo).then(|| (v.name().to_owned(), role))
+                })
+                .collect();
+        }
+        self
+    }
+
+    /// This gateway's role for volume `name`, if it is a shared rbd volume.
+    pub fn local_role(&self, name: &str) -> Option<Role> {
+        self.local.get(name).copied()
     }
 
     /// The cluster, `None` for a single gateway.
@@ -86,7 +115,27 @@ impl Roles {
             NonOwnerState::Inaccessible | NonOwnerState::Unavailable => AnaState::Inaccessible,
         };
         let states = (1..=gateway_count(c))
-            .map(|g| if g == me { AnaState::Optimized } else { other })
+            .map(|g| {
+                // The shared rbd volumes of group g decide: any fenced →
+                // Inaccessible, else any owned → Optimized, else followed.
+                let roles: Vec<Role> = self
+                    .local
+                    .iter()
+                    .filter(|(name, _)| self.owner(name) == Some(g))
+                    .map(|(_, r)| *r)
+                    .collect();
+                if roles.contains(&Role::Fenced) {
+                    AnaState::Inaccessible
+                } else if roles.contains(&Role::Owner) {
+                    AnaState::Optimized
+                } else if !roles.is_empty() {
+                    other
+                } else if g == me {
+                    AnaState::Optimized
+                } else {
+                    other
+                }
+            })
             .collect();
         Some(AnaGroups::new(states))
     }
@@ -101,24 +150,32 @@ impl Roles {
             return (1, 0, Vec::new());
         };
         let owner = self.owner(name).unwrap_or(1);
+        let me = c.number();
         let other = match c.non_owner_state {
             NonOwnerState::NonOptimized => AluaState::ActiveNonOptimized,
             NonOwnerState::Inaccessible => AluaState::Standby,
             NonOwnerState::Unavailable => AluaState::Unavailable,
         };
+        // A shared rbd volume: this port's state is this gateway's role; a
+        // non-owner cannot tell which peer holds the lock and reports its
+        // peers Active/optimized (a host uses each path's own group).
+        let state_of = |g: u16| match self.local_role(name) {
+            None | Some(Role::Solo) if g == owner => AluaState::ActiveOptimized,
+            None | Some(Role::Solo) => other,
+            Some(Role::Owner) if g == me => AluaState::ActiveOptimized,
+            Some(Role::Owner) => other,
+            Some(Role::Follower) if g == me => other,
+            Some(Role::Fenced) if g == me => AluaState::Standby,
+            Some(Role::Follower | Role::Fenced) => AluaState::ActiveOptimized,
+        };
         let groups = (1..=gateway_count(c))
             .map(|g| PortGroup {
                 id: g,
-                state: if g == owner {
-                    AluaState::ActiveOptimized
-                } else {
-                    other
-                },
+                state: state_of(g),
                 preferred: g == owner,
                 relative_ports: vec![g],
             })
             .collect();
-        let me = c.number();
         (me, me, groups)
     }
 }
@@ -182,5 +239,32 @@ mod tests {
         assert!(solo.ana_groups().is_none());
         assert_eq!(solo.scsi_ports("v"), (1, 0, Vec::new()));
         assert_eq!((solo.anagrpid("v"), solo.identity("w")), (0, "x"));
+    }
+
+    #[test]
+    fn a_shared_volume_follows_this_gateways_lock_role() {
+        let cfg = config("b", "non_optimized");
+        let mut r = Roles::new(cfg.cluster.as_ref(), &cfg);
+        // v is owned by c (group 3), w by a (group 1); b is gateway 2.
+        let ana = |r: &Roles| r.ana_groups().expect("ana").states;
+        let mine = |r: &Roles, v: &str| {
+            let (_, g, groups) = r.scsi_ports(v);
+            groups.iter().find(|p| p.id == g).map(|p| p.state)
+        };
+        r.local.insert("v".into(), Role::Follower);
+        assert_eq!(ana(&r)[2], AnaState::NonOptimized);
+        assert_eq!(mine(&r, "v"), Some(AluaState::ActiveNonOptimized));
+        // b took v over: group 3 Optimized here, b's port Active/optimized.
+        r.local.insert("v".into(), Role::Owner);
+        assert_eq!(ana(&r)[2], AnaState::Optimized);
+        assert_eq!(mine(&r, "v"), Some(AluaState::ActiveOptimized));
+        assert_eq!(r.scsi_ports("v").2[2].state, AluaState::ActiveNonOptimized);
+        // Fenced: Inaccessible / Standby.
+        r.local.insert("v".into(), Role::Fenced);
+        assert_eq!(ana(&r)[2], AnaState::Inaccessible);
+        assert_eq!(mine(&r, "v"), Some(AluaState::Standby));
+        // Static volumes keep the configured answer.
+        assert_eq!(ana(&r)[1], AnaState::Optimized);
+        assert_eq!(mine(&r, "w"), Some(AluaState::ActiveNonOptimized));
     }
 }

@@ -107,6 +107,25 @@ enum VolumeAction {
         #[arg(long)]
         force: bool,
     },
+    /// Failback, first half, on the owner gateway of a shared rbd volume:
+    /// stop writing, drain, release the exclusive lock, report the
+    /// non-owner state.
+    Release {
+        /// Volume name.
+        name: String,
+    },
+    /// Failback, second half, on the gateway that is to own the volume:
+    /// take the lock the owner released and report Optimized.
+    Acquire {
+        /// Volume name.
+        name: String,
+    },
+    /// On a gateway fenced for a shared rbd volume: reopen it with a fresh
+    /// Ceph client, as a follower.
+    Rejoin {
+        /// Volume name.
+        name: String,
+    },
 }
 
 /// Where an `--backend rbd` volume's image lives.
@@ -416,6 +435,13 @@ fn request(c: CtlCommand) -> (&'static str, Value, View) {
                 json!({"name": name, "force": force}),
                 Changes,
             ),
+            VolumeAction::Release { name } => {
+                ("volume.release", json!({"name": name}), View::Status)
+            }
+            VolumeAction::Acquire { name } => {
+                ("volume.acquire", json!({"name": name}), View::Status)
+            }
+            VolumeAction::Rejoin { name } => ("volume.rejoin", json!({"name": name}), View::Status),
         },
         CtlCommand::Iscsi { action } => match action {
             IscsiAction::Target {

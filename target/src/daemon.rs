@@ -85,6 +85,8 @@ pub struct Daemon {
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     reactors: Vec<JoinHandle<anyhow::Result<()>>>,
+    /// Ownership of the shared rbd volumes (`[cluster]` only).
+    failover: Option<crate::failover::Monitor>,
 }
 
 impl Daemon {
@@ -170,7 +172,8 @@ impl Daemon {
             reactor_inboxes.push(tx);
             plan.inbox = Some(rx);
         }
-        let roles = crate::cluster::Roles::new(config.cluster.as_ref(), &config);
+        let roles =
+            crate::cluster::Roles::new(config.cluster.as_ref(), &config).observing(&exports);
         if let Some(c) = &config.cluster {
             tracing::info!(gateway = %c.gateway, number = c.number(),
                 gateways = c.gateways.len(), non_owner_state = %c.non_owner_state,
@@ -238,10 +241,12 @@ impl Daemon {
             pool = shared.pool.total_bytes(),
             "zctarget started"
         );
+        let failover = crate::failover::Monitor::start(&shared)?;
         Ok(Self {
             shared,
             shutdown,
             reactors,
+            failover,
         })
     }
 
@@ -254,6 +259,8 @@ impl Daemon {
     /// [`SHUTDOWN_GRACE`]), flushes every volume.
     pub fn shutdown(self) -> anyhow::Result<()> {
         tracing::info!("shutting down: no new connections, waiting for in-flight commands");
+        // No takeover while the volumes close.
+        drop(self.failover);
         self.shared
             .counters
             .ready

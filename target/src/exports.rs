@@ -27,7 +27,7 @@ impl Exports {
     pub fn open(cfg: &config::Config) -> anyhow::Result<Self> {
         let exports = Self::default();
         for v in &cfg.volumes {
-            exports.add(open_volume(v)?);
+            exports.add(open_volume(v, cfg.cluster.as_ref())?);
         }
         Ok(exports)
     }
@@ -103,9 +103,13 @@ impl Exports {
     }
 }
 
-/// Opens (creating if needed) the volume a config entry describes.
-pub fn open_volume(v: &config::Volume) -> anyhow::Result<Arc<Volume>> {
-    open_volume_with_progress(v, &mut |done, total| {
+/// Opens (creating if needed) the volume a config entry describes; in a
+/// `cluster` an rbd volume is shared with the other gateways.
+pub fn open_volume(
+    v: &config::Volume,
+    cluster: Option<&config::Cluster>,
+) -> anyhow::Result<Arc<Volume>> {
+    open_volume_with_progress(v, cluster, &mut |done, total| {
         tracing::info!(volume = %v.name, done, total, "preallocating");
     })
 }
@@ -117,6 +121,7 @@ const PREALLOCATE_STEP: u64 = 1 << 30;
 /// file is being allocated.
 pub fn open_volume_with_progress(
     v: &config::Volume,
+    cluster: Option<&config::Cluster>,
     progress: &mut dyn FnMut(u64, u64),
 ) -> anyhow::Result<Arc<Volume>> {
     if let (true, Some(path), Some(size)) = (v.preallocate, &v.path, v.size) {
@@ -146,6 +151,12 @@ pub fn open_volume_with_progress(
             ceph_user: r.ceph_user.clone(),
             keyring: r.keyring.clone(),
             rados_timeout_secs: r.rados_timeout_secs,
+            sharing: match cluster {
+                None => zctarget_backends::rbd::Sharing::Exclusive,
+                Some(c) => zctarget_backends::rbd::Sharing::Cluster {
+                    preferred: v.owner.as_ref().or(c.gateways.first()) == Some(&c.gateway),
+                },
+            },
         }),
     };
     let volume = Volume::open(&spec).with_context(|| format!("opening volume {:?}", v.name))?;

@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod driver;
 pub mod engine;
 pub mod exports;
+pub mod failover;
 pub mod iscsi;
 pub mod listener;
 pub mod live;

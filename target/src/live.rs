@@ -91,7 +91,8 @@ pub fn prepare(
         if current.volume(&v.name) == Some(v) {
             continue;
         }
-        let volume = crate::exports::open_volume_with_progress(v, &mut |done, total| {
+        let cluster = current.cluster.as_ref();
+        let volume = crate::exports::open_volume_with_progress(v, cluster, &mut |done, total| {
             progress(&v.name, done, total)
         })
         .map_err(ChangeError::Volume)?;
@@ -152,7 +153,7 @@ pub fn commit(
         &new.nvme_subsystems,
         |s| &s.nqn,
     );
-    let roles = crate::cluster::Roles::new(shared.cluster.as_ref(), &new);
+    let roles = crate::cluster::Roles::new(shared.cluster.as_ref(), &new).observing(exports);
     shared.iscsi.apply(&new.iscsi_targets, exports, &roles);
     shared.nvmf.apply(&new.nvme_subsystems, exports, &roles);
     for (slot, v) in exports.volumes() {

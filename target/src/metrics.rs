@@ -38,6 +38,14 @@ pub struct Counters {
     pub lifecycle_errors: AtomicU64,
     /// Listeners are up and the daemon is not shutting down.
     pub ready: AtomicBool,
+    /// Shared rbd volumes taken over from a dead owner (`failover`).
+    pub failovers: AtomicU64,
+    /// Exclusive locks acquired after start (takeover or failback).
+    pub lock_acquisitions: AtomicU64,
+    /// Exclusive locks lost (fenced: broken by a survivor, blocklisted).
+    pub lock_losses: AtomicU64,
+    /// Exclusive locks released on request (failback).
+    pub lock_releases: AtomicU64,
 }
 
 impl Counters {
@@ -498,5 +506,100 @@ pub fn render(s: &Shared) -> String {
         &[],
         pool.backpressure_waits,
     );
+    cluster(&mut o, s);
     o.0
+}
+
+/// `[cluster]` only: ANA state per group, ALUA state of this gateway's
+/// port and role per shared volume, failovers and lock transitions.
+fn cluster(o: &mut Out, s: &Shared) {
+    if s.cluster.is_none() {
+        return;
+    }
+    if let Some(groups) = s.nvmf.ana_groups() {
+        o.header(
+            "zctarget_ana_group_state",
+            "gauge",
+            "NVMe ANA state of each group on this gateway (1 for the current state).",
+        );
+        for (i, st) in groups.states.iter().enumerate() {
+            let g = (i + 1).to_string();
+            for (name, code) in [
+                ("optimized", 1),
+                ("non_optimized", 2),
+                ("inaccessible", 3),
+                ("persistent_loss", 4),
+                ("change", 15),
+            ] {
+                let v = u8::from(st.code() == code);
+                o.sample(
+                    "zctarget_ana_group_state",
+                    &[("group", &g), ("state", name)],
+                    v,
+                );
+            }
+        }
+    }
+    let roles = {
+        let cfg = s.live.lock();
+        crate::cluster::Roles::new(s.cluster.as_ref(), &cfg).observing(&s.exports)
+    };
+    o.header(
+        "zctarget_alua_port_state",
+        "gauge",
+        "SCSI ALUA state of this gateway's target port group per volume (1 for the current state).",
+    );
+    let volumes = s.exports.volumes();
+    for (_, v) in &volumes {
+        let (_, me, groups) = roles.scsi_ports(v.name());
+        if let Some(g) = groups.iter().find(|g| g.id == me) {
+            let state = format!("{:?}", g.state);
+            o.sample(
+                "zctarget_alua_port_state",
+                &[("volume", v.name()), ("state", &state)],
+                1,
+            );
+        }
+    }
+    o.header(
+        "zctarget_volume_lock_role",
+        "gauge",
+        "This gateway's role for a shared rbd volume (1 for the current role).",
+    );
+    for (_, v) in &volumes {
+        if let Some(r) = roles.local_role(v.name()) {
+            let role = format!("{r:?}").to_lowercase();
+            o.sample(
+                "zctarget_volume_lock_role",
+                &[("volume", v.name()), ("role", &role)],
+                1,
+            );
+        }
+    }
+    let c = &s.counters;
+    for (name, help, v) in [
+        (
+            "zctarget_failovers_total",
+            "Shared rbd volumes taken over from a dead owner.",
+            &c.failovers,
+        ),
+        (
+            "zctarget_lock_acquisitions_total",
+            "Exclusive locks acquired after start.",
+            &c.lock_acquisitions,
+        ),
+        (
+            "zctarget_lock_losses_total",
+            "Exclusive locks lost (fenced).",
+            &c.lock_losses,
+        ),
+        (
+            "zctarget_lock_releases_total",
+            "Exclusive locks released on request (failback).",
+            &c.lock_releases,
+        ),
+    ] {
+        o.header(name, "counter", help);
+        o.sample(name, &[], v.load(Ordering::Relaxed));
+    }
 }

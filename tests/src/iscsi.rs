@@ -88,6 +88,9 @@ pub struct Iscsi {
     pub data_digest: bool,
     /// Data-Out segment size answering an R2T.
     pub data_out_chunk: usize,
+    /// The sense data of the last SCSI Response [`Iscsi::run`] received
+    /// (its data segment without the length prefix; empty if none).
+    pub last_sense: Vec<u8>,
 }
 
 impl Iscsi {
@@ -149,6 +152,7 @@ impl Iscsi {
             header_digest: false,
             data_digest: false,
             data_out_chunk: DATA_OUT_CHUNK,
+            last_sense: Vec::new(),
         };
         let dig = |on: bool| if on { "CRC32C" } else { "None" };
         let text = format!(
@@ -368,6 +372,7 @@ impl Iscsi {
                 }
                 OP_SCSI_RESPONSE => {
                     self.exp_stat_sn = pdu.be32(24).wrapping_add(1);
+                    self.last_sense = pdu.data.get(2..).unwrap_or_default().to_vec();
                     return Ok((pdu.bhs[3], data));
                 }
                 OP_REJECT => {

@@ -94,6 +94,15 @@ impl Cluster {
         Ok(c)
     }
 
+    /// A new client of its own, shared with no other volume: a shared
+    /// image of a cluster gets one, so that a blocklist (which fences a
+    /// whole client) fences exactly that volume, and rejoining after one
+    /// gets a fresh client.
+    pub fn unshared(key: &ClientKey) -> Result<Arc<Cluster>, RbdError> {
+        let lib = ffi::lib().map_err(RbdError::Library)?;
+        Self::connect(lib, key, &[]).map(Arc::new)
+    }
+
     /// A new, unshared client with `extra` options set after the forced
     /// ones (tests).
     #[cfg(test)]

@@ -74,8 +74,15 @@ fn overwritten_writes(disable_zero_copy: &str, trials: usize) -> Option<usize> {
     );
     let name = format!("copy-check-{disable_zero_copy}-{}", std::process::id());
     let ioctx = cluster.ioctx("rbd", None).expect("ioctx");
-    let image =
-        Image::open(ioctx, format!("rbd/{name}"), &name, Some(16 << 20), false).expect("image");
+    let image = Image::open(
+        ioctx,
+        format!("rbd/{name}"),
+        &name,
+        Some(16 << 20),
+        false,
+        super::Sharing::Exclusive,
+    )
+    .expect("image");
     let lib = ffi::lib().expect("librbd");
     let buf: Arc<Vec<AtomicU8>> = Arc::new((0..LEN).map(|_| AtomicU8::new(0)).collect());
     let mut back = vec![0u8; LEN];

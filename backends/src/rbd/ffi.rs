@@ -53,6 +53,16 @@ pub struct ImageInfo {
     pub parent_name: [c_char; 96],
 }
 
+/// `rbd_image_watcher_t`: a client watching the image header (every
+/// client that has the image open; a frozen or dead one disappears when
+/// the OSD's watch timeout expires).
+#[repr(C)]
+pub struct Watcher {
+    pub addr: *mut c_char,
+    pub id: i64,
+    pub cookie: u64,
+}
+
 /// The functions, resolved once. The `Library` handles are kept so the
 /// pointers stay valid for the life of the process.
 pub struct Lib {
@@ -90,6 +100,11 @@ pub struct Lib {
     pub rbd_lock_get_owners:
         unsafe extern "C" fn(ImageT, *mut c_int, *mut *mut c_char, *mut size_t) -> c_int,
     pub rbd_lock_get_owners_cleanup: unsafe extern "C" fn(*mut *mut c_char, size_t),
+    pub rbd_lock_release: unsafe extern "C" fn(ImageT) -> c_int,
+    pub rbd_lock_break: unsafe extern "C" fn(ImageT, c_int, *const c_char) -> c_int,
+    pub rbd_is_exclusive_lock_owner: unsafe extern "C" fn(ImageT, *mut c_int) -> c_int,
+    pub rbd_watchers_list: unsafe extern "C" fn(ImageT, *mut Watcher, *mut size_t) -> c_int,
+    pub rbd_watchers_list_cleanup: unsafe extern "C" fn(*mut Watcher, size_t),
     pub rbd_aio_create_completion:
         unsafe extern "C" fn(*mut c_void, Callback, *mut CompletionT) -> c_int,
     pub rbd_aio_get_return_value: unsafe extern "C" fn(CompletionT) -> ssize_t,
@@ -157,6 +172,11 @@ fn load() -> Result<Lib, String> {
         rbd_lock_acquire: sym!(rbd, rbd_lock_acquire),
         rbd_lock_get_owners: sym!(rbd, rbd_lock_get_owners),
         rbd_lock_get_owners_cleanup: sym!(rbd, rbd_lock_get_owners_cleanup),
+        rbd_lock_release: sym!(rbd, rbd_lock_release),
+        rbd_lock_break: sym!(rbd, rbd_lock_break),
+        rbd_is_exclusive_lock_owner: sym!(rbd, rbd_is_exclusive_lock_owner),
+        rbd_watchers_list: sym!(rbd, rbd_watchers_list),
+        rbd_watchers_list_cleanup: sym!(rbd, rbd_watchers_list_cleanup),
         rbd_aio_create_completion: sym!(rbd, rbd_aio_create_completion),
         rbd_aio_get_return_value: sym!(rbd, rbd_aio_get_return_value),
         rbd_aio_release: sym!(rbd, rbd_aio_release),

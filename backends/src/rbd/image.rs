@@ -2,12 +2,26 @@
 //! given), size, and the exclusive lock that makes one daemon its only
 //! writer.
 
-use std::ffi::c_char;
 use std::ptr;
 
 use super::client::{cstr, Ioctx};
 use super::ffi::{self, ImageInfo, ImageT, Lib, LOCK_MODE_EXCLUSIVE};
+use super::ownership::{Role, RoleCell};
 use super::RbdError;
+
+/// How an image opened for writing is shared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sharing {
+    /// One gateway: the lock is taken at open (a held lock refuses the
+    /// open) and kept until close.
+    Exclusive,
+    /// A gateway of a cluster: the preferred owner takes the lock at open
+    /// when it is free (else follows); the others open it without the lock.
+    Cluster {
+        /// This gateway is the volume's configured owner.
+        preferred: bool,
+    },
+}
 
 /// An open image. Closing it (drop) waits for its in-flight operations.
 pub struct Image {
@@ -18,6 +32,11 @@ pub struct Image {
     size: u64,
     /// Bytes per RADOS object (`1 << order`).
     obj_size: u64,
+    /// What this gateway may do with it (see `ownership`).
+    pub(super) role: RoleCell,
+    /// The lock owner address librbd reported right after this client
+    /// took the lock (how it tells its own lock from another client's).
+    pub(super) lock_addr: std::sync::Mutex<Option<String>>,
     /// Dropped after the image is closed (field order).
     _ioctx: Ioctx,
 }
@@ -40,14 +59,15 @@ impl std::fmt::Debug for Image {
 
 impl Image {
     /// Opens `image` in `ioctx`: read-only without a lock, or for writing
-    /// holding the exclusive lock. A missing image is created with `create`
-    /// bytes when that is given (and the volume is writable).
+    /// as `sharing` says. A missing image is created with `create` bytes
+    /// when that is given (and the volume is writable).
     pub fn open(
         ioctx: Ioctx,
         shown: String,
         image: &str,
         create: Option<u64>,
         read_only: bool,
+        sharing: Sharing,
     ) -> Result<Image, RbdError> {
         let lib = ioctx.lib();
         let cname = cstr("image", image)?;
@@ -101,6 +121,8 @@ impl Image {
             name: shown.clone(),
             size: 0,
             obj_size: 0,
+            role: RoleCell::new(Role::Solo),
+            lock_addr: std::sync::Mutex::new(None),
             _ioctx: ioctx,
         };
         // SAFETY: all-zero is a valid `ImageInfo` (integers and byte arrays).
@@ -112,19 +134,36 @@ impl Image {
         }
         img.size = info.size;
         img.obj_size = info.obj_size;
-        if !read_only {
-            img.lock()?;
+        match (read_only, sharing) {
+            (true, _) => {}
+            (false, Sharing::Exclusive) => img.lock()?,
+            (false, Sharing::Cluster { preferred: true }) => match img.lock() {
+                Ok(()) => img.role = RoleCell::new(Role::Owner),
+                Err(RbdError::Locked { holder, .. }) => {
+                    tracing::warn!(image = %shown, %holder,
+                        "rbd image locked by another gateway: following (no failback)");
+                    img.role = RoleCell::new(Role::Follower);
+                }
+                Err(e) => return Err(e),
+            },
+            (false, Sharing::Cluster { preferred: false }) => {
+                img.role = RoleCell::new(Role::Follower);
+            }
         }
         Ok(img)
     }
 
     /// Takes the exclusive lock. Acquired explicitly, librbd will not hand
     /// it over when another client asks, so a second writer is refused.
-    fn lock(&self) -> Result<(), RbdError> {
+    pub(super) fn lock(&self) -> Result<(), RbdError> {
         // SAFETY: an open image.
         let rc = unsafe { (self.lib.rbd_lock_acquire)(self.handle, LOCK_MODE_EXCLUSIVE) };
         match rc {
-            0 => Ok(()),
+            0 => {
+                let me = self.lock_owners().ok().and_then(|o| o.into_iter().next());
+                *self.lock_addr.lock().unwrap_or_else(|e| e.into_inner()) = me;
+                Ok(())
+            }
             _ if rc == -libc::EROFS || rc == -libc::EBUSY => Err(RbdError::Locked {
                 image: self.name.clone(),
                 holder: self.owners().unwrap_or_else(|| "another client".into()),
@@ -142,33 +181,12 @@ impl Image {
         }
     }
 
-    /// The clients holding the lock, e.g. "client.4123", as far as known.
+    /// The clients holding the lock, as far as known.
     fn owners(&self) -> Option<String> {
-        let mut mode = 0;
-        let mut owners: [*mut c_char; 8] = [ptr::null_mut(); 8];
-        let mut n: libc::size_t = owners.len();
-        // SAFETY: an open image; `owners` has room for `n` pointers, which
-        // librbd fills with strings we free with the cleanup call below.
-        let rc = unsafe {
-            (self.lib.rbd_lock_get_owners)(self.handle, &mut mode, owners.as_mut_ptr(), &mut n)
-        };
-        if rc < 0 || n == 0 {
-            return None;
-        }
-        let names: Vec<String> = owners[..n.min(owners.len())]
-            .iter()
-            .filter(|p| !p.is_null())
-            .map(|&p| {
-                // SAFETY: librbd wrote NUL-terminated strings, alive until
-                // the cleanup call below.
-                unsafe { std::ffi::CStr::from_ptr(p) }
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .collect();
-        // SAFETY: exactly the pointers and count librbd returned.
-        unsafe { (self.lib.rbd_lock_get_owners_cleanup)(owners.as_mut_ptr(), n) };
-        Some(names.join(", "))
+        self.lock_owners()
+            .ok()
+            .filter(|o| !o.is_empty())
+            .map(|o| o.join(", "))
     }
 
     /// `pool[/namespace]/image`.

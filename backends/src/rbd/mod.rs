@@ -17,13 +17,15 @@ mod client;
 mod copy_check;
 mod ffi;
 mod image;
+mod ownership;
 
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use client::ClientKey;
-pub use image::Image;
+pub use image::{Image, Sharing};
+pub use ownership::{not_owner, LockView, NotOwner, Role, Takeover};
 
 use crate::backend::{check_range, check_write, Backend, BackendInfo};
 use crate::SegmentList;
@@ -47,6 +49,8 @@ pub struct RbdSpec {
     /// Seconds before librados gives up on the cluster (connect, monitor
     /// and OSD operations fail with ETIMEDOUT); `None`: the conf's.
     pub rados_timeout_secs: Option<u32>,
+    /// How a writable image is shared (one gateway, or a cluster's).
+    pub sharing: Sharing,
 }
 
 impl RbdSpec {
@@ -100,7 +104,8 @@ pub enum RbdError {
 }
 
 /// Opens (creating when missing and `create` is given) an image; writable
-/// images hold the exclusive lock until dropped.
+/// images hold the exclusive lock until dropped, or, shared by a cluster,
+/// are owned or followed (see `ownership`) on a RADOS client of their own.
 pub fn open(spec: &RbdSpec, create: Option<u64>, read_only: bool) -> Result<Arc<Image>, RbdError> {
     let key = ClientKey {
         ceph_conf: spec.ceph_conf.clone(),
@@ -108,9 +113,21 @@ pub fn open(spec: &RbdSpec, create: Option<u64>, read_only: bool) -> Result<Arc<
         keyring: spec.keyring.clone(),
         timeout_secs: spec.rados_timeout_secs,
     };
-    let cluster = client::Cluster::get(&key)?;
+    let cluster = match spec.sharing {
+        Sharing::Exclusive => client::Cluster::get(&key)?,
+        Sharing::Cluster { .. } if read_only => client::Cluster::get(&key)?,
+        Sharing::Cluster { .. } => client::Cluster::unshared(&key)?,
+    };
     let ioctx = cluster.ioctx(&spec.pool, spec.namespace.as_deref())?;
-    Image::open(ioctx, spec.display(), &spec.image, create, read_only).map(Arc::new)
+    Image::open(
+        ioctx,
+        spec.display(),
+        &spec.image,
+        create,
+        read_only,
+        spec.sharing,
+    )
+    .map(Arc::new)
 }
 
 /// One reactor's handle on an RBD volume. Completions come back to the
@@ -129,9 +146,23 @@ impl RbdBackend {
         (buf.unwrap_or_default(), aio::result(rc, what, &self.image))
     }
 
-    async fn plain(&self, op: Op, what: &str) -> io::Result<()> {
-        let (_, rc) = aio::run(&self.image, op, None).await;
-        aio::result(rc, what, &self.image)
+    /// A write-type operation: refused unless this gateway may write; a
+    /// blocklisted client fences the gateway (see `ownership`).
+    async fn modify(
+        &self,
+        op: Op,
+        buf: Option<SegmentList>,
+        what: &str,
+    ) -> (SegmentList, io::Result<()>) {
+        if let Err(e) = self.image.may_write() {
+            return (buf.unwrap_or_default(), Err(e));
+        }
+        let (buf, rc) = aio::run(&self.image, op, buf).await;
+        let r = match self.image.write_outcome(rc) {
+            Some(e) => Err(e),
+            None => aio::result(rc, what, &self.image),
+        };
+        (buf.unwrap_or_default(), r)
     }
 }
 
@@ -158,24 +189,28 @@ impl Backend for RbdBackend {
         if let Err(e) = check_write(&self.info, offset, buf.len() as u64) {
             return (buf, Err(e));
         }
-        self.data(Op::Write(offset), buf, "write").await
+        self.modify(Op::Write(offset), Some(buf), "write").await
     }
 
     async fn flush(&self) -> io::Result<()> {
-        if self.info.read_only {
+        // A follower never wrote: nothing of its own to flush.
+        if self.info.read_only || self.image.role() == Role::Follower {
             return Ok(());
         }
-        self.plain(Op::Flush, "flush").await
+        self.modify(Op::Flush, None, "flush").await.1
     }
 
     async fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
         check_write(&self.info, offset, len)?;
-        self.plain(Op::Discard(offset, len), "discard").await
+        self.modify(Op::Discard(offset, len), None, "discard")
+            .await
+            .1
     }
 
     async fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
         check_write(&self.info, offset, len)?;
-        self.plain(Op::WriteZeroes(offset, len), "write zeroes")
+        self.modify(Op::WriteZeroes(offset, len), None, "write zeroes")
             .await
+            .1
     }
 }

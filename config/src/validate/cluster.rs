@@ -56,10 +56,28 @@ impl Checker<'_> {
         let non_owner_state = self
             .keyword(raw.non_owner_state, "cluster.non_owner_state")
             .unwrap_or_default();
+        let takeover_after_ms = match raw.takeover_after_ms {
+            None => Cluster::TAKEOVER_AFTER_MS,
+            Some(v) => match u32::try_from(*v.get_ref()) {
+                Ok(ms) if Cluster::TAKEOVER_AFTER_RANGE.contains(&ms) => ms,
+                _ => {
+                    let r = Cluster::TAKEOVER_AFTER_RANGE;
+                    let msg = format!(
+                        "must be between {} and {} milliseconds, not {}",
+                        r.start(),
+                        r.end(),
+                        v.get_ref()
+                    );
+                    self.err(v.span(), "cluster.takeover_after_ms", msg);
+                    Cluster::TAKEOVER_AFTER_MS
+                }
+            },
+        };
         Cluster {
             gateway,
             gateways,
             non_owner_state,
+            takeover_after_ms,
         }
     }
 

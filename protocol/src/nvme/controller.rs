@@ -15,7 +15,9 @@ use super::fabrics::{
     self, bits, connect_data_offset, connect_sqe_offset, property, Connect, ConnectData,
     FabricsCommand, CONNECT_DATA_LEN,
 };
-use super::features::{fid, FeatureLimits, FeatureState, AEC_DISCOVERY, AEC_NS_ATTR};
+use super::features::{
+    fid, FeatureLimits, FeatureState, AEC_ANA_CHANGE, AEC_DISCOVERY, AEC_NS_ATTR,
+};
 use super::identify::{self, cns, CSI_NVM};
 use super::log_page::{self, lid, GetLogPage};
 use super::sqe::admin_opcode;
@@ -286,6 +288,7 @@ pub struct AerCompletion {
 enum Aen {
     NsAttr,
     Discovery,
+    AnaChange,
 }
 
 impl Aen {
@@ -295,6 +298,8 @@ impl Aen {
         match self {
             Aen::NsAttr => 0x2 | (u32::from(lid::CHANGED_NS) << 16),
             Aen::Discovery => 0x2 | (0xF0 << 8) | (u32::from(lid::DISCOVERY) << 16),
+            // Notice, information 03h (ANA Change), log page 0Ch.
+            Aen::AnaChange => 0x2 | (0x03 << 8) | (u32::from(lid::ANA) << 16),
         }
     }
 
@@ -302,6 +307,7 @@ impl Aen {
         match self {
             Aen::NsAttr => AEC_NS_ATTR,
             Aen::Discovery => AEC_DISCOVERY,
+            Aen::AnaChange => AEC_ANA_CHANGE,
         }
     }
 }
@@ -862,10 +868,16 @@ impl Controller {
                 log
             }
             (lid::CMD_EFFECTS, false) => log_page::command_effects(),
-            (lid::ANA, false) => match &self.cfg.ana {
-                Some(a) => a.log_page(&self.cfg.namespaces, g.lsp & LSP_RGO != 0),
-                None => return AdminPlan::status(Status::INVALID_LOG_PAGE.dnr()),
-            },
+            (lid::ANA, false) => {
+                let log = match &self.cfg.ana {
+                    Some(a) => a.log_page(&self.cfg.namespaces, g.lsp & LSP_RGO != 0),
+                    None => return AdminPlan::status(Status::INVALID_LOG_PAGE.dnr()),
+                };
+                if !g.rae {
+                    self.unmask(Aen::AnaChange);
+                }
+                log
+            }
             _ => return AdminPlan::status(Status::INVALID_LOG_PAGE.dnr()),
         };
         match log_page::window(&log, g.offset, len) {
@@ -961,12 +973,27 @@ impl Controller {
 
     /// Sets ANA group `grpid`'s state (the log page's change count moves;
     /// I/O planning snapshots taken afterwards enforce it). Returns
-    /// whether it changed. No ANA Change notice is raised yet.
+    /// whether it changed.
     pub fn set_ana_state(&mut self, grpid: u32, state: AnaState) -> bool {
         self.cfg
             .ana
             .as_mut()
             .is_some_and(|a| a.set_state(grpid, state))
+    }
+
+    /// [`Controller::set_ana_state`], raising an ANA Change notice when
+    /// the state changed (if the host enabled it in Asynchronous Event
+    /// Configuration and has read the ANA log since the last one). Returns
+    /// (changed, the parked AER to complete).
+    pub fn change_ana_state(
+        &mut self,
+        grpid: u32,
+        state: AnaState,
+    ) -> (bool, Option<AerCompletion>) {
+        if !self.set_ana_state(grpid, state) {
+            return (false, None);
+        }
+        (true, self.raise(Aen::AnaChange))
     }
 
     /// Removes a namespace and raises the notice.

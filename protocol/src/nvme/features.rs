@@ -29,6 +29,8 @@ pub const AEC_NS_ATTR: u32 = 1 << 8;
 /// Asynchronous Event Configuration bit 31: Discovery Log Page Change
 /// Notices.
 pub const AEC_DISCOVERY: u32 = 1 << 31;
+/// Asynchronous Event Configuration bit 11: ANA Change Notices.
+pub const AEC_ANA_CHANGE: u32 = 1 << 11;
 
 /// What the controller supports, for validating feature values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,7 +128,7 @@ impl FeatureState {
                 let allowed = if lim.is_discovery {
                     AEC_DISCOVERY
                 } else {
-                    AEC_SMART_MASK | AEC_NS_ATTR
+                    AEC_SMART_MASK | AEC_NS_ATTR | AEC_ANA_CHANGE
                 };
                 if cdw11 & !allowed != 0 {
                     return Err(Status::INVALID_FIELD.dnr());

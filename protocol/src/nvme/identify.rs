@@ -60,6 +60,8 @@ pub const SGLS_TRANSPORT: u32 = 1 << 21;
 pub const OAES_NS_ATTR: u32 = 1 << 8;
 /// OAES bit 31: Discovery Log Page Change Notices.
 pub const OAES_DISCOVERY: u32 = 1 << 31;
+/// OAES bit 11: Asymmetric Namespace Access Change Notices.
+pub const OAES_ANA_CHANGE: u32 = 1 << 11;
 
 /// Identify Controller data structure (Base 2.0 Figure 275; Fabrics 1.1
 /// §4.1 for IOCCSZ..MSDBD). `nn` is the number of namespaces (highest valid
@@ -81,7 +83,12 @@ pub fn controller(cfg: &ControllerConfig, nn: u32, ver: u32) -> Vec<u8> {
     put_u8(&mut b, 77, cfg.mdts);
     put_le16(&mut b, 78, cfg.cntlid);
     put_le32(&mut b, 80, ver);
-    put_le32(&mut b, 92, if disc { OAES_DISCOVERY } else { OAES_NS_ATTR });
+    let oaes = match (disc, cfg.ana.is_some()) {
+        (true, _) => OAES_DISCOVERY,
+        (false, false) => OAES_NS_ATTR,
+        (false, true) => OAES_NS_ATTR | OAES_ANA_CHANGE,
+    };
+    put_le32(&mut b, 92, oaes);
     put_le32(&mut b, 96, 1); // CTRATT bit 0: 128-bit Host Identifier
     put_u8(&mut b, 111, if disc { 2 } else { 1 }); // CNTRLTYPE
     put_le16(&mut b, 256, 0); // OACS: no optional admin commands

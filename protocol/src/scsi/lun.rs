@@ -116,6 +116,24 @@ impl LogicalUnit {
         }
     }
 
+    /// Replaces the target port groups and their ALUA states (implicit
+    /// ALUA: a failover or failback). When they differ every I_T nexus gets
+    /// ASYMMETRIC ACCESS STATE CHANGED (SPC-4 §5.15.2.6). Returns whether
+    /// anything changed.
+    pub fn set_port_groups(&mut self, groups: Vec<super::PortGroup>) -> bool {
+        if self.info.target_port_groups == groups {
+            return false;
+        }
+        self.info.target_port_groups = groups;
+        let all: Vec<u64> = self.ports.keys().copied().collect();
+        self.ua.push_others(
+            all.into_iter(),
+            None,
+            sense::ASYMMETRIC_ACCESS_STATE_CHANGED,
+        );
+        true
+    }
+
     /// Sets the logical units EXTENDED COPY may reach (default: this one).
     pub fn set_copy_targets(&mut self, targets: Vec<CopyTarget>) {
         self.copy_targets = targets;

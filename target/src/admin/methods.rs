@@ -33,6 +33,19 @@ pub fn call(
         "volume.list" => Ok(volume_list(shared)),
         "volume.add" => volume_add(shared, parse(params)?, notify),
         "volume.remove" => volume_remove(shared, parse(params)?),
+        // Failback, one gateway's half each (see `failover::move_owner`).
+        "volume.rejoin" => {
+            let p: NameForce = parse(params)?;
+            crate::failover::rejoin(shared, &p.name)
+                .map(|m| json!(m))
+                .map_err(|e| RpcError::refused(format!("{e:#}")))
+        }
+        "volume.release" | "volume.acquire" => {
+            let p: NameForce = parse(params)?;
+            crate::failover::move_owner(shared, &p.name, method == "volume.release")
+                .map(|m| json!(m))
+                .map_err(|e| RpcError::refused(format!("{e:#}")))
+        }
         "iscsi.target.list" => Ok(iscsi_target_list(shared)),
         "iscsi.target.add" => iscsi_target_add(shared, parse(params)?),
         "iscsi.target.remove" => iscsi_target_remove(shared, parse(params)?),

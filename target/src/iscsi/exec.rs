@@ -276,10 +276,27 @@ pub(crate) fn fault_sense(fault: &block::Fault, block_size: u64) -> Sense {
     let lba = fault.offset().map(|o| o / block_size.max(1));
     match fault {
         block::Fault::WriteProtected => sense::WRITE_PROTECTED,
+        // Another gateway owns the volume: the write is retried on its
+        // path (ALUA transitioning); a fenced gateway's port is Standby.
+        block::Fault::NotOwner { fenced: false, .. } => sense::ALUA_TRANSITION,
+        block::Fault::NotOwner { fenced: true, .. } => sense::TARGET_PORT_STANDBY,
         block::Fault::Write { .. } => with_info(sense::WRITE_ERROR, lba),
         block::Fault::Read { .. } | block::Fault::Buffers(_) => {
             with_info(sense::UNRECOVERED_READ_ERROR, lba)
         }
+    }
+}
+
+/// The sense data for a failed write-type backend call (write, discard,
+/// write zeroes, flush): this gateway not owning a shared volume (ALUA
+/// transition, or Standby once fenced), WRITE PROTECTED, or WRITE ERROR
+/// with the LBA in INFORMATION.
+pub(crate) fn write_sense(e: &std::io::Error, lba: Option<u64>) -> Sense {
+    match zctarget_backends::rbd::not_owner(e) {
+        Some(n) if n.fenced => sense::TARGET_PORT_STANDBY,
+        Some(_) => sense::ALUA_TRANSITION,
+        None if e.kind() == std::io::ErrorKind::PermissionDenied => sense::WRITE_PROTECTED,
+        None => with_info(sense::WRITE_ERROR, lba),
     }
 }
 

@@ -89,7 +89,7 @@ pub(crate) async fn execute_other(
                 }
                 if let Err(e) = volume.discard(lba * bs, u64::from(blocks) * bs).await {
                     tracing::warn!(error = %e, "unmap failed");
-                    return check(sense::WRITE_ERROR.with_info(lba));
+                    return check(super::exec::write_sense(&e, Some(lba)));
                 }
             }
             status(conn, entry, itt, GOOD, &[], Residual::default())
@@ -167,7 +167,7 @@ impl Other<'_> {
             Ok(()) => status(conn, entry, itt, GOOD, &[], Residual::of(edtl, 0)),
             Err(e) => {
                 tracing::warn!(error = %e, "flush failed");
-                check(sense::WRITE_ERROR)
+                check(super::exec::write_sense(&e, None))
             }
         }
     }
@@ -249,12 +249,9 @@ impl Other<'_> {
         };
         match r {
             Ok(()) => status(conn, entry, itt, GOOD, &[], Residual::default()),
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                check(sense::WRITE_PROTECTED)
-            }
             Err(e) => {
                 tracing::warn!(error = %e, "write same failed");
-                check(sense::WRITE_ERROR.with_info(lba))
+                check(super::exec::write_sense(&e, Some(lba)))
             }
         }
     }
@@ -304,7 +301,7 @@ impl Other<'_> {
         let (_data, r) = volume.write(lba * bs, data, fua || !write_cache).await;
         match r {
             Ok(()) => status(conn, entry, itt, GOOD, &[], Residual::default()),
-            Err(_) => check(sense::WRITE_ERROR.with_info(lba)),
+            Err(e) => check(super::exec::write_sense(&e, Some(lba))),
         }
     }
 
@@ -348,7 +345,7 @@ impl Other<'_> {
         let (_data, r) = volume.write(lba * bs, data, fua || !write_cache).await;
         match r {
             Ok(()) => status(conn, entry, itt, GOOD, &[], Residual::of(edtl, len as u32)),
-            Err(_) => check(sense::WRITE_ERROR.with_info(lba)),
+            Err(e) => check(super::exec::write_sense(&e, Some(lba))),
         }
     }
 

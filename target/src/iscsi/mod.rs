@@ -79,6 +79,25 @@ impl IscsiRegistry {
         all
     }
 
+    /// Gives every LUN the ALUA port groups `roles` give its volume; a LUN
+    /// whose groups change reports ASYMMETRIC ACCESS STATE CHANGED to every
+    /// I_T nexus (failover, failback, fencing).
+    pub fn refresh_alua(&self, exports: &Exports, roles: &Roles) {
+        for t in self.targets() {
+            for lun in t.luns().iter() {
+                let Some(volume) = exports.get(lun.volume) else {
+                    continue;
+                };
+                let (_, _, groups) = roles.scsi_ports(volume.name());
+                let mut unit = lun.unit.lock().unwrap_or_else(|e| e.into_inner());
+                if unit.set_port_groups(groups) {
+                    tracing::info!(target = %t.iqn, lun = lun.lun, volume = volume.name(),
+                        "ALUA port group states changed");
+                }
+            }
+        }
+    }
+
     /// Brings the targets in line with `wanted`: new targets appear,
     /// changed ones are updated in place (sessions stay; LUN changes raise
     /// unit attentions), removed ones end their sessions. Sessions of

@@ -474,10 +474,19 @@ impl Queue {
 
 /// The NVMe status for a block fault.
 fn fault_status(entry: &ControllerEntry, fault: &Fault) -> Completion {
+    if let Fault::NotOwner { fenced, .. } = fault {
+        // Another gateway owns the volume (Asymmetric Access Transition:
+        // the host retries on the other path), or this one lost the lock.
+        return Completion::status(if *fenced {
+            Status::ANA_INACCESSIBLE
+        } else {
+            Status::ANA_TRANSITION
+        });
+    }
     tracing::warn!(error = %fault, "backend I/O failed");
     entry.stats.media_errors.fetch_add(1, Ordering::Relaxed);
     Completion::status(match fault {
-        Fault::WriteProtected => Status::NS_WRITE_PROTECTED,
+        Fault::WriteProtected | Fault::NotOwner { .. } => Status::NS_WRITE_PROTECTED,
         Fault::Write { .. } => Status::WRITE_FAULT,
         Fault::Read { .. } => Status::UNRECOVERED_READ,
         Fault::Buffers(_) => Status::INTERNAL,

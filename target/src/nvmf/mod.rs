@@ -14,6 +14,7 @@
 //! - [`reader`]: reading PDUs, write data straight into leased buffers.
 //! - [`auth`]: in-band authentication (DH-HMAC-CHAP) of a queue.
 
+mod ana;
 pub mod auth;
 mod connect;
 mod io;
@@ -254,7 +255,8 @@ pub struct NvmfRegistry {
     /// cluster, so IDs are unique across gateways).
     cntlids: std::ops::RangeInclusive<u16>,
     /// ANA groups every I/O controller reports (`[cluster]` only).
-    ana: Option<zctarget_protocol::nvme::ana::AnaGroups>,
+    /// Changed at run time by failover (`ana`).
+    ana: Mutex<Option<zctarget_protocol::nvme::ana::AnaGroups>>,
     portals: Vec<std::net::SocketAddr>,
 }
 
@@ -276,7 +278,7 @@ impl NvmfRegistry {
             controllers: Mutex::new(HashMap::new()),
             next_cntlid: AtomicU16::new(1),
             cntlids,
-            ana: roles.ana_groups(),
+            ana: Mutex::new(roles.ana_groups()),
             portals,
         };
         r.apply(subsystems, exports, roles);
@@ -468,6 +470,10 @@ impl NvmfRegistry {
         local: Option<std::net::SocketAddr>,
     ) -> Option<Arc<ControllerEntry>> {
         let cntlid = self.allocate_cntlid();
+        // Held until the controller is registered: a failover publishing
+        // new ANA states (`set_ana_groups`) either precedes this copy or
+        // finds the controller in the table.
+        let ana = self.ana.lock().unwrap_or_else(|e| e.into_inner());
         let (cfg, subsystem, entries) = if subnqn == DISCOVERY_NQN {
             let cfg = ControllerConfig {
                 cntlid,
@@ -497,7 +503,7 @@ impl NvmfRegistry {
                 mdts: MDTS,
                 in_capsule_data_size: IN_CAPSULE_DATA,
                 allowed_hosts,
-                ana: self.ana.clone(),
+                ana: ana.clone(),
                 ..ControllerConfig::default()
             };
             (cfg, Some(s), None)
@@ -524,6 +530,7 @@ impl NvmfRegistry {
         if let Ok(mut m) = self.controllers.lock() {
             m.insert(cntlid, Arc::clone(&entry));
         }
+        drop(ana);
         Some(entry)
     }
 
