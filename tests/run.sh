@@ -148,10 +148,12 @@ set -e
 
 # --- two gateways, one volume: Linux multipath (issue #13), one engine ------
 # Native NVMe multipath and dm-multipath with ALUA in the bookworm guest, over
-# two zctarget gateways; fio with crc32c verify while a gateway is killed.
-log "Linux NVMe native multipath and dm-multipath (ALUA) over two zctarget gateways"
+# two zctarget gateways on one RBD image (a Ceph cluster in the VM's
+# namespace): fio with crc32c verify while the owner is SIGKILLed, restart,
+# explicit failback under verify.
+log "Linux NVMe native multipath and dm-multipath (ALUA): owner killed, failback"
 set +e
-tests/vm/zctarget-multipath.sh --engine uring --backend file 2>&1 | tee -a "$out"
+tests/vm/zctarget-multipath.sh --engine uring --backend rbd 2>&1 | tee -a "$out"
 s=${PIPESTATUS[0]}
 set -e
 [ "$s" -eq 0 ] || status=$s

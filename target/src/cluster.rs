@@ -168,11 +168,15 @@ impl Roles {
             Some(Role::Fenced) if g == me => AluaState::Standby,
             Some(Role::Follower | Role::Fenced) => AluaState::ActiveOptimized,
         };
+        // PREF marks the configured owner's group only while it is the one
+        // reported Active/optimized: a restarted configured owner that
+        // follows must not draw a host's I/O (dm-multipath's alua
+        // prioritizer adds 80 for PREF, more than Active/optimized's 50).
         let groups = (1..=gateway_count(c))
             .map(|g| PortGroup {
                 id: g,
                 state: state_of(g),
-                preferred: g == owner,
+                preferred: g == owner && state_of(g) == AluaState::ActiveOptimized,
                 relative_ports: vec![g],
             })
             .collect();
@@ -266,5 +270,23 @@ mod tests {
         // Static volumes keep the configured answer.
         assert_eq!(ana(&r)[1], AnaState::Optimized);
         assert_eq!(mine(&r, "w"), Some(AluaState::ActiveNonOptimized));
+    }
+
+    #[test]
+    fn a_configured_owner_that_follows_is_not_preferred() {
+        // c is v's configured owner; after a failover it restarts and
+        // follows: its own group is Active/non-optimized and must not
+        // carry PREF, or a host's multipath would move I/O to it.
+        let cfg = config("c", "non_optimized");
+        let mut r = Roles::new(cfg.cluster.as_ref(), &cfg);
+        let pref =
+            |r: &Roles| -> Vec<bool> { r.scsi_ports("v").2.iter().map(|g| g.preferred).collect() };
+        r.local.insert("v".into(), Role::Owner);
+        assert_eq!(pref(&r), [false, false, true]);
+        r.local.insert("v".into(), Role::Follower);
+        assert_eq!(r.scsi_ports("v").2[2].state, AluaState::ActiveNonOptimized);
+        assert_eq!(pref(&r), [false, false, false]);
+        r.local.insert("v".into(), Role::Fenced);
+        assert_eq!(pref(&r), [false, false, false]);
     }
 }

@@ -12,8 +12,10 @@ step_pass() { echo "PASS: $1"; }
 step_fail() { echo "FAIL: $1${2:+ ($2)}"; _FAILS=$((_FAILS + 1)); }
 
 # step NAME CMD...: run CMD, print PASS/FAIL NAME; returns CMD's status
+# (local: CMD may run steps of its own)
 step() {
-  _name="$1"; shift
+  local _name="$1" _rc
+  shift
   "$@"; _rc=$?
   if [ "$_rc" -eq 0 ]; then step_pass "$_name"; else step_fail "$_name" "exit $_rc"; fi
   return "$_rc"
@@ -221,8 +223,9 @@ host_request() {
 # FIO_SECS (default 40) s; after AFTER seconds, ACTION (words of a
 # host_request) while fio runs. Sets GAP_MS: the longest stretch without a
 # completed I/O, from fio's per-I/O completion log. Returns fio's status.
+# ACTION may hold several requests separated by ';', made in order.
 fio_verify() {
-  local dev=$1 name=$2 action=${3:-} after=${4:-0} pid rc
+  local dev=$1 name=$2 action=${3:-} after=${4:-0} pid rc reqs=()
   rm -f /tmp/"$name"_clat.*.log
   fio --name="$name" --filename="$dev" --rw=randwrite --bs=4k --iodepth=8 --ioengine=libaio \
     --direct=1 --size=32M --time_based --runtime="${FIO_SECS:-40}" --verify=crc32c \
@@ -231,8 +234,12 @@ fio_verify() {
   pid=$!
   if [ -n "$action" ]; then
     sleep "$after"
-    # shellcheck disable=SC2086  # the action is several words
-    step "host: $action" host_request $action
+    local req
+    IFS=';' read -r -a reqs <<<"$action"
+    for req in "${reqs[@]}"; do
+      # shellcheck disable=SC2086  # a request is several words
+      step "host: $req" host_request $req
+    done
   fi
   wait "$pid"; rc=$?
   grep -E 'err=|verify|WRITE:|READ:' /tmp/"$name".out | sed 's/^/   /'

@@ -72,7 +72,7 @@ io_engine = "$engine"
 [cluster]
 gateway = "$1"
 gateways = ["gw-a", "gw-b"]
-${CLUSTER_EXTRA:-}
+$([ "$backend" = rbd ] && echo 'takeover_after_ms = 1000')
 
 $(volume "$1")
 
@@ -94,7 +94,8 @@ gateways+=" --a $work/gw-a.toml:$work/gw-a.sock --b $work/gw-b.toml:$work/gw-b.s
 if [ "$backend" = rbd ]; then
   target="$PWD/tests/vm/targets/ceph.sh --dir $work/ceph -- $gateways"
   what="owner killed under fio verify, restart, failback"
-  set -- --env VICTIM=a --env "FAILBACK_CTL=${FAILBACK_CTL:-volume owner v0 gw-a}"
+  # failback: the owner (b) releases the lock, then a takes it
+  set -- --env VICTIM=a --env "FAILBACK=ctl b volume release v0;ctl a volume acquire v0"
 else
   target="$gateways"
   what="non-owner killed under fio verify, restart (file volumes)"

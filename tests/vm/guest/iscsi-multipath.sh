@@ -11,10 +11,10 @@
 #      longest time without a completed I/O is printed
 #   3. VICTIM restarts; its session logs in again and multipathd reinstates
 #      the path; the survivor's path is in the optimized group
-#   4. with FAILBACK_CTL (run on b): explicit failback to a under fio verify
+#   4. with FAILBACK (requests to the host, e.g. release on b, acquire on a): explicit failback to a under fio verify
 #
 # Env: IQN, PORT_A=3260, PORT_B=3261, CTL_PORT=9999, VICTIM=a,
-#      FAILBACK_CTL (words after "ctl b"), FIO_SECS=40, KILL_AFTER=8
+#      FAILBACK (host requests separated by ";"), FIO_SECS=40, KILL_AFTER=8
 # shellcheck disable=SC2317  # functions run through step / wait_until
 # shellcheck source=tests/vm/lib.sh
 . /guest/lib.sh
@@ -132,9 +132,9 @@ sd_v="$(disk_on "$victim_port")"
 path_ready() { multipath -ll 2>/dev/null | grep " $1 " | grep -q 'active ready'; }
 step "$VICTIM's path active again" wait_until 60 path_ready "$sd_v"
 show
-if [ -n "${FAILBACK_CTL:-}" ]; then
+if [ -n "${FAILBACK:-}" ]; then
   step "fio verify on the map during an explicit failback to a (0 errors)" \
-    fio_verify "$dev" failback "ctl b $FAILBACK_CTL" "$KILL_AFTER"
+    fio_verify "$dev" failback "$FAILBACK" "$KILL_AFTER"
   echo "FAILBACK_GAP_MS=$GAP_MS"
   step "a's path in the optimized group again" wait_until 30 prio_is "$sd_a" 50
   show

@@ -12,11 +12,11 @@
 #      completed I/O is printed
 #   3. the survivor's path is optimized; VICTIM restarts and its path
 #      comes back non-optimized (or inaccessible)
-#   4. with FAILBACK_CTL (run on b): explicit failback to a under fio
+#   4. with FAILBACK (requests to the host, e.g. release on b, acquire on a): explicit failback to a under fio
 #      verify; a's path optimized again, b's not
 #
 # Env: NQN, PORT_A=4420, PORT_B=4421, HOSTNQN, CTL_PORT=9999, VICTIM=a,
-#      FAILBACK_CTL (words after "ctl b"), FIO_SECS=40, KILL_AFTER=8
+#      FAILBACK (host requests separated by ";"), FIO_SECS=40, KILL_AFTER=8
 # shellcheck disable=SC2317  # functions run through step / wait_until
 # shellcheck source=tests/vm/lib.sh
 . /guest/lib.sh
@@ -77,9 +77,9 @@ step "$VICTIM restarts" host_request start "$VICTIM"
 step "$VICTIM's path comes back non-optimized or inaccessible" \
   wait_until 60 ana_is "$victim_port" non-optimized inaccessible
 show_paths
-if [ -n "${FAILBACK_CTL:-}" ]; then
+if [ -n "${FAILBACK:-}" ]; then
   step "fio verify during an explicit failback to a (0 errors)" \
-    fio_verify "$dev" failback "ctl b $FAILBACK_CTL" "$KILL_AFTER"
+    fio_verify "$dev" failback "$FAILBACK" "$KILL_AFTER"
   echo "FAILBACK_GAP_MS=$GAP_MS"
   step "a optimized after the failback" wait_until 30 ana_is "$PORT_A" optimized
   step "b no longer optimized" wait_until 30 ana_is "$PORT_B" non-optimized inaccessible
