@@ -36,6 +36,9 @@ pub struct Counters {
     pub command_workers: [AtomicU64; 2],
     /// Command lifecycle transitions refused (a frontend bug if not 0).
     pub lifecycle_errors: AtomicU64,
+    /// SCSI commands planned under their LUN's lock (the rest, plain
+    /// READs and WRITEs, are planned lock-free).
+    pub scsi_locked_plans: AtomicU64,
     /// Listeners are up and the daemon is not shutting down.
     pub ready: AtomicBool,
 }
@@ -351,6 +354,16 @@ pub fn render(s: &Shared) -> String {
             c.command_workers[i].load(Ordering::Relaxed),
         );
     }
+    o.header(
+        "zctarget_scsi_locked_plans_total",
+        "counter",
+        "SCSI commands planned under their LUN's lock (plain READ/WRITE plans are lock-free).",
+    );
+    o.sample(
+        "zctarget_scsi_locked_plans_total",
+        &[],
+        c.scsi_locked_plans.load(Ordering::Relaxed),
+    );
     o.header(
         "zctarget_command_lifecycle_errors_total",
         "counter",

@@ -108,6 +108,10 @@ pub struct Connection {
     /// initiator did not send data it was asked for); the reader exits.
     pub(super) fatal: RefCell<Option<String>>,
     pub(super) fatal_notify: Notify,
+    /// Per LUN (by `IscsiLun::id`): the state under which this nexus last
+    /// found, under the LUN's lock, no unit attention pending for it — the
+    /// lock-free READ/WRITE planner's licence (`steps::plan_work`).
+    pub(super) confirmed: RefCell<Vec<(u64, zctarget_protocol::scsi::IoState)>>,
 }
 
 /// How full feature phase ended.
@@ -167,6 +171,7 @@ impl Connection {
             admission: Admission::new(reactor_pool),
             fatal: RefCell::new(None),
             fatal_notify: Notify::new(),
+            confirmed: RefCell::new(Vec::new()),
         })
     }
 
