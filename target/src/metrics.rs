@@ -354,6 +354,23 @@ pub fn render(s: &Shared) -> String {
             c.command_workers[i].load(Ordering::Relaxed),
         );
     }
+    let (recv_calls, recv_would_block) = crate::sockio::recv_calls();
+    o.header(
+        "zctarget_socket_recv_calls_total",
+        "counter",
+        "Receive system calls (recv, readv) on iSCSI and NVMe/TCP connections.",
+    );
+    o.sample("zctarget_socket_recv_calls_total", &[], recv_calls);
+    o.header(
+        "zctarget_socket_recv_would_block_total",
+        "counter",
+        "Receive system calls that found nothing to read (EAGAIN).",
+    );
+    o.sample(
+        "zctarget_socket_recv_would_block_total",
+        &[],
+        recv_would_block,
+    );
     o.header(
         "zctarget_scsi_locked_plans_total",
         "counter",

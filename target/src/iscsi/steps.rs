@@ -353,8 +353,16 @@ impl Execute for Rc<Connection> {
             return DataSent::Nothing;
         }
         let (itt, lun) = (c.cmd.itt, c.cmd.lun);
-        match self.status_policy() {
-            crate::command::StatusPolicy::Eager => {
+        // Strict waits for the kernel to release the data's pages; a
+        // message sent by copy is released by the `sendmsg` that writes its
+        // last byte, so its status can ride on the last Data-In as under
+        // the eager policy (one PDU and no wake-up fewer per command).
+        let fold = match self.status_policy() {
+            crate::command::StatusPolicy::Eager => true,
+            crate::command::StatusPolicy::Strict => self.out.copies(len),
+        };
+        match fold {
+            true => {
                 // Status rides on the last Data-In; the buffers stay pinned
                 // until the kernel releases them (nobody waits for that).
                 c.work = Work::Done;
@@ -366,9 +374,9 @@ impl Execute for Rc<Connection> {
                     }
                 }
             }
-            crate::command::StatusPolicy::Strict => {
-                // Strict: the status goes only after the kernel released
-                // every page of the data.
+            false => {
+                // Strict and zero-copy: the status goes only after the
+                // kernel released every page of the data.
                 c.work = Work::good(residual);
                 match self.send_data_in(itt, lun, buf, len, None) {
                     Ok(Some(released)) => DataSent::Tracked(released),

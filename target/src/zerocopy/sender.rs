@@ -204,6 +204,14 @@ impl ZeroCopySender {
         self.zerocopy_enabled
     }
 
+    /// Whether a message carrying `payload_bytes` of payload, submitted
+    /// now, would be sent by copy: its pages are then released by the
+    /// `sendmsg` that writes its last byte, so whatever is queued after it
+    /// (a status) cannot leave before that release.
+    pub fn copies(&self, payload_bytes: usize) -> bool {
+        !(self.zerocopy_enabled && self.policy.wants_zerocopy(payload_bytes))
+    }
+
     /// Starts a message carrying `payload` (possibly empty).
     pub fn message(&mut self, token: u64, payload: SegmentList) -> Message {
         let inline = self
