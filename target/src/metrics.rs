@@ -410,7 +410,7 @@ pub fn render(s: &Shared) -> String {
     }
 
     let z = &s.sender_counters;
-    let zc: [(&str, &str, &AtomicU64); 9] = [
+    let zc: [(&str, &str, &AtomicU64); 11] = [
         (
             "zctarget_zerocopy_sends_total",
             "sendmsg calls with MSG_ZEROCOPY.",
@@ -455,6 +455,16 @@ pub fn render(s: &Shared) -> String {
             "zctarget_zerocopy_teardown_resets_total",
             "Connections reset because notifications did not arrive in time.",
             &z.teardown_resets,
+        ),
+        (
+            "zctarget_sendmsg_would_block_total",
+            "sendmsg calls that found the socket full (EAGAIN).",
+            &z.would_block,
+        ),
+        (
+            "zctarget_sendmsg_partial_total",
+            "sendmsg calls that wrote less than offered (the socket filled up).",
+            &z.partial_writes,
         ),
     ];
     for (name, help, v) in zc {

@@ -29,7 +29,7 @@ fn start(engine: &str) -> Daemon {
     Daemon::start_temp(&format!(
         "[server]\nadmin_socket = \"\"\niscsi_listen = [\"127.0.0.1:0\"]\n\
          nvme_listen = [\"127.0.0.1:0\"]\nio_engine = \"{engine}\"\nreactors = 1\n\
-         metrics_listen = \"127.0.0.1:0\"\nbuffer_pool = \"16MiB\"\n\n\
+         metrics_listen = \"127.0.0.1:0\"\nbuffer_pool = \"64MiB\"\n\n\
          [[volumes]]\nname = \"v\"\nbackend = \"memory\"\nsize = \"4MiB\"\n\n\
          [[iscsi_targets]]\niqn = \"{IQN}\"\nluns = [\"v\"]\n\n\
          [[nvme_subsystems]]\nnqn = \"{NQN}\"\nnamespaces = [\"v\"]\nhosts = [\"{HOST}\"]\n"
@@ -176,6 +176,68 @@ fn iscsi_strict_copied_read_is_one_send_uring() {
 #[test]
 fn iscsi_strict_copied_read_is_one_send_epoll() {
     iscsi_status_rides_on_data_in("epoll");
+}
+
+/// Eight 1 MiB READs while the initiator reads nothing for a while, then
+/// drains: a `sendmsg` that filled the socket is followed by a wait for
+/// room, never by a `sendmsg` that only says `EAGAIN`.
+fn iscsi_full_socket_waits_for_room(engine: &str) {
+    const N: usize = 8;
+    const LEN: usize = 1 << 20;
+    let d = start(engine);
+    let mut i = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-12.test:init", BS).expect("login");
+    let partial_before = metric(&d, "zctarget_sendmsg_partial_total");
+    let full_before = metric(&d, "zctarget_sendmsg_would_block_total");
+    let mut itts = Vec::new();
+    for k in 0..N {
+        let lba = ((k % 4) * LEN / BS) as u64;
+        let cmd = i.command(&i.read_cdb(lba, (LEN / BS) as u32), LEN as u32, 0);
+        itts.push(cmd.itt);
+        i.send_pdu(&cmd.encode(), &[]).expect("send read");
+    }
+    // Long enough for the target to fill the socket and wait.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut got = vec![0usize; N];
+    let mut done = 0;
+    while done < N {
+        // Zero-copy at first (1 MiB is above the threshold): the status
+        // then comes on its own, once the kernel released the pages.
+        let pdu = i.next().expect("Data-In or SCSI Response");
+        let k = itts.iter().position(|&t| t == pdu.itt()).expect("our ITT");
+        let status = match pdu.opcode() {
+            OP_DATA_IN => {
+                got[k] += pdu.data.len();
+                pdu.bhs[1] & 0x01 != 0
+            }
+            op => {
+                assert_eq!(op, OP_SCSI_RESPONSE);
+                true
+            }
+        };
+        if status {
+            assert_eq!(pdu.bhs[3], 0, "GOOD");
+            i.exp_stat_sn = pdu.be32(24).wrapping_add(1);
+            done += 1;
+        }
+    }
+    assert!(got.iter().all(|&g| g == LEN), "{got:?}");
+    let partial = metric(&d, "zctarget_sendmsg_partial_total") - partial_before;
+    let full = metric(&d, "zctarget_sendmsg_would_block_total") - full_before;
+    assert!(partial >= 1.0, "8 MiB never filled the socket?");
+    assert!(
+        full <= 1.0,
+        "{full} sendmsg calls found the socket full ({partial} partial writes)"
+    );
+}
+
+#[test]
+fn iscsi_full_socket_waits_for_room_uring() {
+    iscsi_full_socket_waits_for_room("uring");
+}
+
+#[test]
+fn iscsi_full_socket_waits_for_room_epoll() {
+    iscsi_full_socket_waits_for_room("epoll");
 }
 
 #[test]

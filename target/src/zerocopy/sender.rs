@@ -70,6 +70,11 @@ pub struct SenderCounters {
     /// Pool bytes quarantined for good: sent zero-copy, and the kernel never
     /// notified them after the reset (see `zerocopy::reaper`).
     pub quarantined_bytes: AtomicU64,
+    /// `sendmsg` calls that found the socket full (`EAGAIN`).
+    pub would_block: AtomicU64,
+    /// `sendmsg` calls that wrote less than offered: the socket filled up,
+    /// and the writer waits for the kernel to say it has room again.
+    pub partial_writes: AtomicU64,
 }
 
 impl SenderCounters {
@@ -405,13 +410,28 @@ impl ZeroCopySender {
         }
     }
 
-    /// Writes queued messages until the socket would block.
+    /// Writes queued messages until the socket is full: a call that wrote
+    /// less than it offered filled it, so the stream's write readiness is
+    /// cleared then (as tokio's `poll_write` does) and the writer waits for
+    /// the kernel to report room (it does so once a third of the send
+    /// buffer is free) instead of trickling a few KiB per `sendmsg` while
+    /// the peer drains, or asking once more only to get `EAGAIN`.
     fn write_queued(&mut self) -> io::Result<()> {
         while let Some(&front) = self.queue.front() {
             let zerocopy = self.messages.get(front).is_some_and(|m| m.zerocopy);
             let result = self.write_batch(zerocopy);
             match result {
-                Ok(0) => return Ok(()),
+                Ok((0, _)) => return Ok(()),
+                Ok((n, offered)) if n < offered => {
+                    SenderCounters::add(&self.counters.partial_writes, 1);
+                    // Nothing else runs on this thread between the call and
+                    // this; the kernel marked the socket short of space, so
+                    // freeing it raises a new edge.
+                    let _ = self.stream.try_io(Interest::WRITABLE, || {
+                        Err::<(), _>(io::ErrorKind::WouldBlock.into())
+                    });
+                    return Ok(());
+                }
                 Ok(_) => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -424,8 +444,9 @@ impl ZeroCopySender {
         Ok(())
     }
 
-    /// One `sendmsg` over the longest run of queued messages of one kind.
-    fn write_batch(&mut self, zerocopy: bool) -> io::Result<usize> {
+    /// One `sendmsg` over the longest run of queued messages of one kind:
+    /// (bytes written, bytes offered).
+    fn write_batch(&mut self, zerocopy: bool) -> io::Result<(usize, usize)> {
         let mut iov: SmallVec<[IoSlice<'_>; MAX_IOVECS]> = SmallVec::new();
         let mut offered = 0usize;
         let mut batch = 0usize;
@@ -441,21 +462,25 @@ impl ZeroCopySender {
             batch += 1;
         }
         if offered == 0 {
-            return Ok(0);
+            return Ok((0, 0));
         }
         let fd = self.stream.as_raw_fd();
         let flags = if zerocopy { libc::MSG_ZEROCOPY } else { 0 };
-        let mut sent = self
-            .stream
-            .try_io(Interest::WRITABLE, || errqueue::sendmsg(fd, &iov, flags));
+        let counters = &self.counters;
+        let send = |flags| {
+            let r = errqueue::sendmsg(fd, &iov, flags);
+            if matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+                SenderCounters::add(&counters.would_block, 1);
+            }
+            r
+        };
+        let mut sent = self.stream.try_io(Interest::WRITABLE, || send(flags));
         let mut used_zerocopy = zerocopy;
         if zerocopy && matches!(&sent, Err(e) if e.raw_os_error() == Some(libc::ENOBUFS)) {
             // optmem / locked-memory limit: this call goes by copy.
             SenderCounters::add(&self.counters.enobufs_fallbacks, 1);
             used_zerocopy = false;
-            sent = self
-                .stream
-                .try_io(Interest::WRITABLE, || errqueue::sendmsg(fd, &iov, 0));
+            sent = self.stream.try_io(Interest::WRITABLE, || send(0));
         }
         drop(iov);
         let n = sent?;
@@ -467,7 +492,7 @@ impl ZeroCopySender {
             SenderCounters::add(&self.counters.copy_bytes, n as u64);
         }
         self.account_written(n, batch, used_zerocopy);
-        Ok(n)
+        Ok((n, offered))
     }
 
     /// Advances the queue by `n` written bytes; registers the zero-copy call
