@@ -6,6 +6,10 @@
 //!   folds the status into the last Data-In, NVMe/TCP queues the
 //!   CapsuleResp right behind the C2HData — instead of a second `sendmsg`
 //!   once the data's release woke the command again;
+//! - `auto` zero-copy mode never uses `MSG_ZEROCOPY` towards a loopback
+//!   peer (the kernel copies there anyway);
+//! - a `sendmsg` that filled the socket is followed by a wait for room,
+//!   not by a `sendmsg` that says `EAGAIN`;
 //! - receive side (`target/src/sockio.rs`): a `recv` that drained the
 //!   socket clears its readiness, so the next wait does not begin with a
 //!   `recv` that says `EAGAIN`; small writes (4 KiB of immediate data) are
@@ -200,8 +204,8 @@ fn iscsi_full_socket_waits_for_room(engine: &str) {
     let mut got = vec![0usize; N];
     let mut done = 0;
     while done < N {
-        // Zero-copy at first (1 MiB is above the threshold): the status
-        // then comes on its own, once the kernel released the pages.
+        // (Were the data sent zero-copy, the status would come on its own
+        // once the kernel released the pages.)
         let pdu = i.next().expect("Data-In or SCSI Response");
         let k = itts.iter().position(|&t| t == pdu.itt()).expect("our ITT");
         let status = match pdu.opcode() {
@@ -224,6 +228,13 @@ fn iscsi_full_socket_waits_for_room(engine: &str) {
     let partial = metric(&d, "zctarget_sendmsg_partial_total") - partial_before;
     let full = metric(&d, "zctarget_sendmsg_would_block_total") - full_before;
     assert!(partial >= 1.0, "8 MiB never filled the socket?");
+    // `auto` mode on loopback sends by copy from the start (the kernel
+    // would copy anyway; see `ZeroCopyPolicy::for_peer`).
+    assert_eq!(
+        d.metric("zctarget_zerocopy_sends_total"),
+        Some(0.0),
+        "zero-copy sends to a loopback peer in auto mode"
+    );
     assert!(
         full <= 1.0,
         "{full} sendmsg calls found the socket full ({partial} partial writes)"

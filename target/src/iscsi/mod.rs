@@ -171,7 +171,7 @@ pub async fn serve_connection(reactor: Rc<Reactor>, stream: TcpStream) -> anyhow
     let nexus = registry.next_nexus.fetch_add(1, Ordering::Relaxed);
     let sender = ZeroCopySender::new(
         Rc::clone(&stream),
-        shared.zerocopy,
+        shared.zerocopy.for_peer(stream.peer_addr().ok()),
         Arc::clone(&shared.sender_counters),
     );
     let out = Outbound::new(Rc::clone(&stream), sender);

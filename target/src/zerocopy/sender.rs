@@ -35,6 +35,22 @@ pub enum ZeroCopyPolicy {
 }
 
 impl ZeroCopyPolicy {
+    /// The policy for a connection to `peer`: in threshold (`auto`) mode a
+    /// loopback peer gets `Never`. The kernel copies every zero-copy send
+    /// on loopback anyway (each notification says so), and a notification
+    /// that arrives while the socket is full is a lone `EPOLLERR`, which
+    /// the runtime (mio) reports as "write closed" — a readiness it never
+    /// clears, after which the writer can no longer wait for room and
+    /// retries `sendmsg` on a full socket. `Always` (tests) is kept.
+    pub fn for_peer(self, peer: Option<std::net::SocketAddr>) -> Self {
+        match (self, peer) {
+            (ZeroCopyPolicy::Threshold(_), Some(p)) if p.ip().is_loopback() => {
+                ZeroCopyPolicy::Never
+            }
+            (p, _) => p,
+        }
+    }
+
     fn wants_zerocopy(self, payload_bytes: usize) -> bool {
         match self {
             ZeroCopyPolicy::Threshold(t) => payload_bytes > 0 && payload_bytes >= t,
