@@ -36,6 +36,9 @@ pub struct Counters {
     pub command_workers: [AtomicU64; 2],
     /// Command lifecycle transitions refused (a frontend bug if not 0).
     pub lifecycle_errors: AtomicU64,
+    /// SCSI commands planned under their LUN's lock (the rest, plain
+    /// READs and WRITEs, are planned lock-free).
+    pub scsi_locked_plans: AtomicU64,
     /// Listeners are up and the daemon is not shutting down.
     pub ready: AtomicBool,
     /// Shared rbd volumes taken over from a dead owner (`failover`).
@@ -379,6 +382,33 @@ pub fn render(s: &Shared) -> String {
             c.command_workers[i].load(Ordering::Relaxed),
         );
     }
+    let (recv_calls, recv_would_block) = crate::sockio::recv_calls();
+    o.header(
+        "zctarget_socket_recv_calls_total",
+        "counter",
+        "Receive system calls (recv, readv) on iSCSI and NVMe/TCP connections.",
+    );
+    o.sample("zctarget_socket_recv_calls_total", &[], recv_calls);
+    o.header(
+        "zctarget_socket_recv_would_block_total",
+        "counter",
+        "Receive system calls that found nothing to read (EAGAIN).",
+    );
+    o.sample(
+        "zctarget_socket_recv_would_block_total",
+        &[],
+        recv_would_block,
+    );
+    o.header(
+        "zctarget_scsi_locked_plans_total",
+        "counter",
+        "SCSI commands planned under their LUN's lock (plain READ/WRITE plans are lock-free).",
+    );
+    o.sample(
+        "zctarget_scsi_locked_plans_total",
+        &[],
+        c.scsi_locked_plans.load(Ordering::Relaxed),
+    );
     o.header(
         "zctarget_command_lifecycle_errors_total",
         "counter",
@@ -408,7 +438,7 @@ pub fn render(s: &Shared) -> String {
     }
 
     let z = &s.sender_counters;
-    let zc: [(&str, &str, &AtomicU64); 9] = [
+    let zc: [(&str, &str, &AtomicU64); 11] = [
         (
             "zctarget_zerocopy_sends_total",
             "sendmsg calls with MSG_ZEROCOPY.",
@@ -453,6 +483,16 @@ pub fn render(s: &Shared) -> String {
             "zctarget_zerocopy_teardown_resets_total",
             "Connections reset because notifications did not arrive in time.",
             &z.teardown_resets,
+        ),
+        (
+            "zctarget_sendmsg_would_block_total",
+            "sendmsg calls that found the socket full (EAGAIN).",
+            &z.would_block,
+        ),
+        (
+            "zctarget_sendmsg_partial_total",
+            "sendmsg calls that wrote less than offered (the socket filled up).",
+            &z.partial_writes,
         ),
     ];
     for (name, help, v) in zc {

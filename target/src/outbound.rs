@@ -134,6 +134,15 @@ impl Outbound {
         self.sender.borrow_mut().message(token, payload)
     }
 
+    /// Whether a message with `payload_bytes` of payload queued now goes
+    /// by copy (see [`ZeroCopySender::copies`]): under the strict status
+    /// policy its status may then follow it at once — in the same
+    /// `sendmsg` — since the kernel releases the data's pages no later
+    /// than it takes the status's bytes.
+    pub fn copies(&self, payload_bytes: usize) -> bool {
+        self.sender.borrow().copies(payload_bytes)
+    }
+
     /// Queues `msg` for the writer task, which runs after the commands
     /// ready in this reactor pass and writes everything queued by then in
     /// as few `sendmsg` calls as it can (many PDUs, many commands per call).

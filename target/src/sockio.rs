@@ -2,31 +2,81 @@
 //! and NVMe/TCP PDU readers.
 //!
 //! One `recv` should yield many small PDUs (a host at queue depth 32 sends
-//! 32 command headers back to back), so headers are read through a small
+//! 32 command headers back to back), so headers are read through a
 //! read-ahead window: a read that finds the window empty asks the kernel for
-//! up to [`READ_AHEAD`] bytes, and the next headers are parsed from what
-//! came along. Payload (write data) goes straight into the command's leases
-//! with vectored reads; only the part of it that arrived inside the window
-//! (at most [`READ_AHEAD`] bytes per `recv`) is copied out of it — the same
+//! up to a window's worth, and the next headers are parsed from what came
+//! along. Large payload (write data) goes straight into the command's leases
+//! with vectored reads; small payload (a 4 KiB write's data, the tail of a
+//! payload of at most [`SMALL_PAYLOAD`] bytes) is read through the window
+//! too, so one `recv` brings many small writes, headers and data — the same
 //! trade SPDK's socket layer makes: a `memcpy` of a few KiB is cheaper than
-//! a second system call.
+//! a second system call. After a large payload, header reads ask for at
+//! most [`SMALL_FILL`] bytes, so a stream of large writes is not copied
+//! through the window.
+//!
+//! A `recv` that returns less than it asked for drained the socket: the
+//! stream's readiness is cleared then (as tokio's own `poll_read` does), so
+//! the next wait goes to the reactor's poller instead of a `recv` that
+//! would only say `EAGAIN`.
 
 use std::io::{self, IoSliceMut};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use smallvec::SmallVec;
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 use zctarget_backends::{SegmentList, INLINE_SEGMENTS};
 
 /// Size of the read-ahead window.
-pub const READ_AHEAD: usize = 8192;
+pub const READ_AHEAD: usize = 64 * 1024;
+/// Most bytes a header read asks for right after a large payload.
+pub const SMALL_FILL: usize = 8192;
+/// Payload (or a payload's tail) up to this size is read through the
+/// window; larger payload goes straight into its leases.
+pub const SMALL_PAYLOAD: usize = 16 * 1024;
+
+/// Receive calls (`recv`, `readv`) on connections, process-wide: all, and
+/// those that found nothing (`EAGAIN`). Read by the metrics endpoint.
+static RECV_CALLS: AtomicU64 = AtomicU64::new(0);
+static RECV_WOULD_BLOCK: AtomicU64 = AtomicU64::new(0);
+
+/// (receive calls, of which found nothing) since start.
+pub fn recv_calls() -> (u64, u64) {
+    (
+        RECV_CALLS.load(Ordering::Relaxed),
+        RECV_WOULD_BLOCK.load(Ordering::Relaxed),
+    )
+}
+
+/// Counts one receive call and, on a short read, clears the stream's read
+/// readiness (see the module).
+fn note_recv(stream: &TcpStream, r: &io::Result<usize>, asked: usize) {
+    RECV_CALLS.fetch_add(1, Ordering::Relaxed);
+    match r {
+        Ok(n) if *n > 0 && *n < asked => {
+            // Nothing else can run on this thread between the `recv` and
+            // this: any byte that arrives later raises a new edge.
+            let _ = stream.try_io(Interest::READABLE, || {
+                Err::<(), _>(io::ErrorKind::WouldBlock.into())
+            });
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            RECV_WOULD_BLOCK.fetch_add(1, Ordering::Relaxed);
+        }
+        _ => {}
+    }
+}
 
 /// A connection's receive side: the socket and its read-ahead window.
 pub struct Receiver {
     stream: Rc<TcpStream>,
-    buf: Box<[u8; READ_AHEAD]>,
+    buf: Box<[u8]>,
     start: usize,
     end: usize,
+    /// How much the next fill asks for: the whole window, or
+    /// [`SMALL_FILL`] after a large payload.
+    fill_limit: usize,
 }
 
 impl Receiver {
@@ -34,9 +84,10 @@ impl Receiver {
     pub fn new(stream: Rc<TcpStream>) -> Self {
         Self {
             stream,
-            buf: Box::new([0u8; READ_AHEAD]),
+            buf: vec![0u8; READ_AHEAD].into_boxed_slice(),
             start: 0,
             end: 0,
+            fill_limit: SMALL_FILL,
         }
     }
 
@@ -61,8 +112,11 @@ impl Receiver {
         debug_assert_eq!(self.start, self.end);
         self.start = 0;
         self.end = 0;
-        let n = self.stream.try_read(&mut self.buf[self.end..])?;
-        self.end += n;
+        let limit = self.fill_limit;
+        let r = self.stream.try_read(&mut self.buf[..limit]);
+        note_recv(&self.stream, &r, limit);
+        let n = r?;
+        self.end = n;
         Ok(n)
     }
 
@@ -96,7 +150,9 @@ impl Receiver {
             if out.len() - done >= READ_AHEAD {
                 // Large control data: straight in, no window.
                 self.stream.readable().await?;
-                match self.stream.try_read(&mut out[done..]) {
+                let r = self.stream.try_read(&mut out[done..]);
+                note_recv(&self.stream, &r, out.len() - done);
+                match r {
                     Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
                     Ok(n) => done += n,
                     Err(e) if retry(&e) => {}
@@ -131,17 +187,41 @@ impl Receiver {
                 "data beyond the command's buffer",
             ));
         }
+        // Small payload keeps the window at full size (many small writes per
+        // `recv`); after a large one, header reads stay small.
+        self.fill_limit = if len > SMALL_PAYLOAD {
+            SMALL_FILL
+        } else {
+            READ_AHEAD
+        };
         let have = len.min(self.buffered());
         if have > 0 {
             payload.copy_from_slice(offset, &self.buf[self.start..self.start + have]);
             self.start += have;
         }
         let mut done = have;
+        while done < len && len - done <= SMALL_PAYLOAD {
+            // A small rest: through the window, with whatever follows it.
+            self.stream.readable().await?;
+            match self.fill() {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(_) => {
+                    let n = (len - done).min(self.buffered());
+                    payload.copy_from_slice(offset + done, &self.buf[self.start..self.start + n]);
+                    self.start += n;
+                    done += n;
+                }
+                Err(e) if retry(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
         while done < len {
             self.stream.readable().await?;
             let mut iov: SmallVec<[IoSliceMut<'_>; INLINE_SEGMENTS]> = SmallVec::new();
             payload.io_slices_mut_range(offset + done, len - done, &mut iov);
-            match self.stream.try_read_vectored(&mut iov) {
+            let r = self.stream.try_read_vectored(&mut iov);
+            note_recv(&self.stream, &r, len - done);
+            match r {
                 Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
                 Ok(n) => done += n,
                 Err(e) if retry(&e) => {}

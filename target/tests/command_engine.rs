@@ -53,6 +53,39 @@ fn slots_are_reused(engine: &str) {
         1.0,
         "600 commands at depth 1 ran on one slot's worker"
     );
+    // Plain READs and WRITEs are planned without the LUN's lock once the
+    // nexus confirmed (under it) that no unit attention is pending.
+    let locked = d
+        .metric("zctarget_scsi_locked_plans_total")
+        .expect("locked plans metric");
+    assert!(
+        locked <= 8.0,
+        "{locked} of 600 READ/WRITE commands planned under the LUN lock"
+    );
+    // A unit attention raised now is still reported on the nexus's next
+    // command (LOGICAL UNIT RESET: the issuer's included), then I/O goes on.
+    let itt = i.next_itt();
+    let reset = TaskMgmtRequest {
+        immediate: true,
+        function: TaskMgmtFunction::LogicalUnitReset,
+        lun: [0; 8],
+        itt,
+        referenced_task_tag: 0xffff_ffff,
+        cmd_sn: i.cmd_sn,
+        exp_stat_sn: i.exp_stat_sn,
+        ..Default::default()
+    };
+    i.send_pdu(&reset.encode(), &[]).expect("send LU reset");
+    let rsp = i.next().expect("TMF response");
+    assert_eq!((rsp.opcode(), rsp.bhs[2]), (OP_TMF_RESPONSE, 0));
+    let (st, _) = i.read(3, 1).expect("read after reset");
+    assert_eq!(st, 2, "CHECK CONDITION: BUS DEVICE RESET unit attention");
+    assert_eq!(i.read(3, 1).expect("read"), (0, block(3, 1)));
+    assert!(
+        d.metric("zctarget_scsi_locked_plans_total")
+            .expect("metric")
+            <= locked + 2.0
+    );
 
     // A write that asked for data by R2T, then aborted before its data
     // came: the task ends without status and its slot goes back.

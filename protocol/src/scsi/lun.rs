@@ -3,6 +3,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::cdb::*;
+use super::fast::{IoPlanner, IoState};
 use super::mode::ModeState;
 use super::pr::{Access, PrState, ProutError};
 use super::sense::{self, Sense, Status};
@@ -199,6 +200,41 @@ impl LogicalUnit {
             .filter(|(_, p)| p.as_str() == port)
             .map(|(n, _)| *n)
             .collect()
+    }
+
+    /// The word a lock-free READ/WRITE planner checks (see
+    /// [`super::fast`]); the owner publishes it whenever it lets go of the
+    /// unit.
+    pub fn io_state(&self) -> IoState {
+        // A port that is not Active (ALUA Standby, Unavailable,
+        // Transitioning — a failover can move it at run time) refuses
+        // READ/WRITE: only the locked planner answers then.
+        let active = matches!(
+            super::alua::local_state(&self.info),
+            None | Some(super::AluaState::ActiveOptimized | super::AluaState::ActiveNonOptimized)
+        );
+        let eligible =
+            active && self.spc2.is_none() && self.pr.reservation.is_none() && !self.sanitizing;
+        IoState::new(eligible, self.mode.swp, self.mode.wce, self.ua.epoch())
+    }
+
+    /// The word `nexus` (port `initiator_port`) may remember for the
+    /// lock-free planner: the current [`io_state`](Self::io_state) when
+    /// nothing is pending for it and its port is known, else
+    /// `IoState(0)` (never eligible). Asked right after a locked
+    /// [`plan`](Self::plan), under the same lock.
+    pub fn confirmed_state(&self, nexus: u64, initiator_port: &str) -> IoState {
+        let known = initiator_port.is_empty()
+            || self.ports.get(&nexus).map(String::as_str) == Some(initiator_port);
+        if !known || self.ua.pending(nexus) {
+            return IoState::default();
+        }
+        self.io_state()
+    }
+
+    /// A lock-free planner for this unit's plain READs and WRITEs.
+    pub fn io_planner(&self) -> IoPlanner {
+        IoPlanner::new(self.info.clone())
     }
 
     /// Whether `nexus` has a unit attention pending.

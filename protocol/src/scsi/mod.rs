@@ -22,6 +22,7 @@
 pub mod alua;
 mod capacity;
 pub mod cdb;
+pub mod fast;
 mod inquiry;
 mod lba_status;
 mod lun;
@@ -40,6 +41,7 @@ pub mod xcopy;
 pub use alua::{AluaState, PortGroup};
 pub use capacity::report_luns;
 pub use cdb::Cdb;
+pub use fast::{IoPlanner, IoState};
 pub use inquiry::{inquiry_for_missing_lun, plan_missing_lun};
 pub use lba_status::{encode_lba_status, ProvisioningStatus};
 pub use lun::{LogicalUnit, ResetKind};

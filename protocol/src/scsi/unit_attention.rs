@@ -12,11 +12,16 @@ const MAX_PENDING: usize = 16;
 #[derive(Debug, Default, Clone)]
 pub(crate) struct UnitAttentions {
     queues: HashMap<u64, VecDeque<Sense>>,
+    /// Conditions ever queued (the epoch of `fast::IoState`): a nexus that
+    /// found nothing pending at epoch `e` has nothing pending while the
+    /// epoch is still `e`.
+    epoch: u64,
 }
 
 impl UnitAttentions {
     /// Queues `sense` for `nexus` (no duplicates of a pending condition).
     pub(crate) fn push(&mut self, nexus: u64, sense: Sense) {
+        self.epoch = self.epoch.wrapping_add(1);
         let q = self.queues.entry(nexus).or_default();
         if q.contains(&sense) {
             return;
@@ -49,6 +54,11 @@ impl UnitAttentions {
     /// Whether `nexus` has a pending condition.
     pub(crate) fn pending(&self, nexus: u64) -> bool {
         self.queues.get(&nexus).is_some_and(|q| !q.is_empty())
+    }
+
+    /// Conditions ever queued (wrapping).
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// Forgets `nexus`.

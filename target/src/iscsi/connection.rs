@@ -109,6 +109,10 @@ pub struct Connection {
     pub(super) fatal: Fatal,
     /// The session's kill switch (reinstatement), until the driver takes it.
     killed: RefCell<Option<watch::Receiver<bool>>>,
+    /// Per LUN (by `IscsiLun::id`): the state under which this nexus last
+    /// found, under the LUN's lock, no unit attention pending for it — the
+    /// lock-free READ/WRITE planner's licence (`steps::plan_work`).
+    pub(super) confirmed: RefCell<Vec<(u64, zctarget_protocol::scsi::IoState)>>,
 }
 
 /// How full feature phase ended.
@@ -168,6 +172,7 @@ impl Connection {
             admission: Admission::new(reactor_pool),
             fatal: Fatal::default(),
             killed: RefCell::new(None),
+            confirmed: RefCell::new(Vec::new()),
         })
     }
 

@@ -136,9 +136,7 @@ pub(crate) async fn execute_plan(
 
 /// Sense bytes in the format the LUN's control mode page asks for.
 pub(crate) fn sense_bytes(lun: Option<&IscsiLun>, sense: &Sense) -> Vec<u8> {
-    let descriptor = lun
-        .and_then(|l| l.unit.lock().ok().map(|u| u.descriptor_sense()))
-        .unwrap_or(false);
+    let descriptor = lun.map(|l| l.lock().descriptor_sense()).unwrap_or(false);
     sense.encode(descriptor)
 }
 

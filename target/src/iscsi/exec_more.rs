@@ -365,10 +365,7 @@ impl Other<'_> {
         data.copy_to_slice(0, &mut bytes);
         drop(data);
         let (next, write_cache) = {
-            let mut unit = lun
-                .unit
-                .lock()
-                .map_err(|_| anyhow::anyhow!("LUN state poisoned"))?;
+            let mut unit = lun.lock();
             let next = unit.with_parameter_data(conn.nexus, then, &bytes);
             (next, unit.write_cache_enabled())
         };
@@ -495,9 +492,8 @@ impl Other<'_> {
             }
             done += 1;
         }
-        if let Ok(mut unit) = lun.unit.lock() {
-            unit.copy_done(conn.nexus, list_id, done, failed.is_none());
-        }
+        lun.lock()
+            .copy_done(conn.nexus, list_id, done, failed.is_none());
         match failed {
             None => status(conn, entry, itt, GOOD, &[], Residual::default()),
             Some(s) => check(s),
@@ -510,9 +506,7 @@ struct SanitizeDone<'a>(&'a IscsiLun);
 
 impl Drop for SanitizeDone<'_> {
     fn drop(&mut self) {
-        if let Ok(mut unit) = self.0.unit.lock() {
-            unit.sanitize_done();
-        }
+        self.0.lock().sanitize_done();
     }
 }
 

@@ -89,7 +89,7 @@ impl IscsiRegistry {
                     continue;
                 };
                 let (_, _, groups) = roles.scsi_ports(volume.name());
-                let mut unit = lun.unit.lock().unwrap_or_else(|e| e.into_inner());
+                let mut unit = lun.lock();
                 if unit.set_port_groups(groups) {
                     tracing::info!(target = %t.iqn, lun = lun.lun, volume = volume.name(),
                         "ALUA port group states changed");
@@ -193,7 +193,7 @@ pub async fn serve_connection(
     let nexus = registry.next_nexus.fetch_add(1, Ordering::Relaxed);
     let sender = ZeroCopySender::new(
         Rc::clone(&stream),
-        shared.zerocopy,
+        shared.zerocopy.for_peer(stream.peer_addr().ok()),
         Arc::clone(&shared.sender_counters),
     );
     let out = Outbound::new(Rc::clone(&stream), sender);

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use zctarget_backends::SegmentList;
 use zctarget_protocol::iscsi::{RejectReason, ScsiCommand};
-use zctarget_protocol::scsi::{self, sense, Plan, Status};
+use zctarget_protocol::scsi::{self, sense, IoState, Plan, Status};
 
 use super::connection::{Connection, Residual};
 use super::exec::{self, fault_sense, CHECK_CONDITION, GOOD};
@@ -105,14 +105,7 @@ impl Connection {
         let edtl = cmd.expected_data_transfer_len;
         let lun = target.lun(u64::from_be_bytes(cmd.lun));
         let (plan, write_cache) = match &lun {
-            Some(l) => {
-                let mut unit = l
-                    .unit
-                    .lock()
-                    .map_err(|_| anyhow::anyhow!("LUN state poisoned"))?;
-                let plan = unit.plan(self.nexus, &self.initiator_port, &cmd.cdb, edtl);
-                (plan, unit.write_cache_enabled())
-            }
+            Some(l) => self.plan_on(l, cmd),
             None => (
                 scsi::plan_missing_lun(&cmd.cdb, &target.lun_numbers()),
                 true,
@@ -158,6 +151,53 @@ impl Connection {
         })
     }
 }
+
+impl Connection {
+    /// Plans `cmd` on `lun`: a plain READ or WRITE without the LUN's lock
+    /// when the state this nexus last confirmed under the lock is still the
+    /// published one (no unit attention raised since, no reservation, the
+    /// same mode bits); anything else under the lock, which confirms the
+    /// state anew. Returns the plan and whether the write cache is on.
+    fn plan_on(&self, lun: &IscsiLun, cmd: &ScsiCommand) -> (Plan, bool) {
+        let published = lun.io_state();
+        let confirmed = self
+            .confirmed
+            .borrow()
+            .iter()
+            .find(|(id, _)| *id == lun.id)
+            .map_or(IoState::default(), |&(_, s)| s);
+        if let Some(plan) = lun.planner.plan(published, confirmed, &cmd.cdb) {
+            return (plan, published.write_cache());
+        }
+        let edtl = cmd.expected_data_transfer_len;
+        let (plan, write_cache, state) = {
+            let mut unit = lun.lock();
+            let plan = unit.plan(self.nexus, &self.initiator_port, &cmd.cdb, edtl);
+            let state = unit.confirmed_state(self.nexus, &self.initiator_port);
+            (plan, unit.write_cache_enabled(), state)
+        };
+        self.reactor
+            .shared
+            .counters
+            .scsi_locked_plans
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut confirmed = self.confirmed.borrow_mut();
+        match confirmed.iter_mut().find(|(id, _)| *id == lun.id) {
+            Some(entry) => entry.1 = state,
+            None => {
+                if confirmed.len() >= MAX_CONFIRMED {
+                    // LUNs come and go: forget the oldest (relocked once).
+                    confirmed.remove(0);
+                }
+                confirmed.push((lun.id, state));
+            }
+        }
+        (plan, write_cache)
+    }
+}
+
+/// LUNs whose confirmed state a connection remembers.
+const MAX_CONFIRMED: usize = 64;
 
 /// The answer for a command that failed inside the target: HARDWARE
 /// ERROR / INTERNAL TARGET FAILURE, so the initiator does not wait forever.
@@ -313,8 +353,16 @@ impl Execute for Rc<Connection> {
             return DataSent::Nothing;
         }
         let (itt, lun) = (c.cmd.itt, c.cmd.lun);
-        match self.status_policy() {
-            crate::command::StatusPolicy::Eager => {
+        // Strict waits for the kernel to release the data's pages; a
+        // message sent by copy is released by the `sendmsg` that writes its
+        // last byte, so its status can ride on the last Data-In as under
+        // the eager policy (one PDU and no wake-up fewer per command).
+        let fold = match self.status_policy() {
+            crate::command::StatusPolicy::Eager => true,
+            crate::command::StatusPolicy::Strict => self.out.copies(len),
+        };
+        match fold {
+            true => {
                 // Status rides on the last Data-In; the buffers stay pinned
                 // until the kernel releases them (nobody waits for that).
                 c.work = Work::Done;
@@ -326,9 +374,9 @@ impl Execute for Rc<Connection> {
                     }
                 }
             }
-            crate::command::StatusPolicy::Strict => {
-                // Strict: the status goes only after the kernel released
-                // every page of the data.
+            false => {
+                // Strict and zero-copy: the status goes only after the
+                // kernel released every page of the data.
                 c.work = Work::good(residual);
                 match self.send_data_in(itt, lun, buf, len, None) {
                     Ok(Some(released)) => DataSent::Tracked(released),

@@ -3,12 +3,13 @@
 //! session on every reactor.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
 use zctarget_config as config;
 use zctarget_protocol::scsi::xcopy::CopyTarget;
-use zctarget_protocol::scsi::{LogicalUnit, LunInfo, ResetKind};
+use zctarget_protocol::scsi::{IoPlanner, IoState, LogicalUnit, LunInfo, ResetKind};
 
 use crate::cluster::Roles;
 use crate::exports::Exports;
@@ -21,24 +22,88 @@ pub struct IscsiLun {
     pub volume: usize,
     /// Logical block size in bytes.
     pub block_size: u64,
-    /// The SCSI state machine. Locked for planning a command (a short,
-    /// non-blocking critical section); never held across I/O.
-    pub unit: Mutex<LogicalUnit>,
+    /// Unique among every LUN this process ever made (a connection's
+    /// cache of confirmed [`IoState`]s is keyed by it).
+    pub id: u64,
+    /// The SCSI state machine, reached through [`lock`](Self::lock) (a
+    /// short, non-blocking critical section; never held across I/O).
+    unit: Mutex<LogicalUnit>,
+    /// `unit.io_state()` as of the last time the lock was let go.
+    state: AtomicU64,
+    /// Plans plain READs and WRITEs without the lock (see
+    /// `zctarget_protocol::scsi::fast`).
+    pub planner: IoPlanner,
     /// Serialises COMPARE AND WRITE against other writers of this LUN
     /// (atomicity, SBC-3 §5.2).
     pub caw: tokio::sync::Mutex<()>,
 }
 
+/// The locked SCSI state of a LUN. Letting go of it publishes the unit's
+/// [`IoState`] for the lock-free planner, so no change — a unit attention
+/// raised, a reservation taken, a mode page changed — can bypass it.
+pub struct UnitGuard<'a> {
+    guard: MutexGuard<'a, LogicalUnit>,
+    state: &'a AtomicU64,
+}
+
+impl std::ops::Deref for UnitGuard<'_> {
+    type Target = LogicalUnit;
+    fn deref(&self) -> &LogicalUnit {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for UnitGuard<'_> {
+    fn deref_mut(&mut self) -> &mut LogicalUnit {
+        &mut self.guard
+    }
+}
+
+impl Drop for UnitGuard<'_> {
+    fn drop(&mut self) {
+        // Still under the lock: publications are ordered like the changes.
+        self.state.store(self.guard.io_state().0, Ordering::Release);
+    }
+}
+
+static NEXT_LUN_ID: AtomicU64 = AtomicU64::new(1);
+
 impl IscsiLun {
+    /// A LUN over `unit`.
+    pub fn new(lun: u16, volume: usize, block_size: u64, unit: LogicalUnit) -> Self {
+        Self {
+            lun,
+            volume,
+            block_size,
+            id: NEXT_LUN_ID.fetch_add(1, Ordering::Relaxed),
+            state: AtomicU64::new(unit.io_state().0),
+            planner: unit.io_planner(),
+            unit: Mutex::new(unit),
+            caw: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Locks the SCSI state (a poisoned lock is taken over: the unit's
+    /// state is plain data, valid after any panic of a holder).
+    pub fn lock(&self) -> UnitGuard<'_> {
+        UnitGuard {
+            guard: self.unit.lock().unwrap_or_else(|e| e.into_inner()),
+            state: &self.state,
+        }
+    }
+
+    /// The [`IoState`] published when the lock was last let go.
+    pub fn io_state(&self) -> IoState {
+        IoState(self.state.load(Ordering::Acquire))
+    }
+
     /// A reset of `kind` issued by `nexus`. After a LOGICAL UNIT RESET
     /// every I_T nexus, the issuer's included, sees the BUS DEVICE RESET
     /// unit attention (as Linux's LIO does and libiscsi's multipath test
     /// expects); a target reset spares the issuer.
     pub fn reset(&self, kind: ResetKind, nexus: u64) {
         let issuer = (kind != ResetKind::LogicalUnit).then_some(nexus);
-        if let Ok(mut u) = self.unit.lock() {
-            u.reset(kind, issuer);
-        }
+        self.lock().reset(kind, issuer);
     }
 }
 
@@ -120,34 +185,32 @@ impl TargetRuntime {
             for (nexus, port) in nexuses.iter() {
                 unit.nexus_added(*nexus, port);
             }
-            luns.push(Arc::new(IscsiLun {
-                lun: number,
-                volume: slot,
-                block_size: u64::from(volume.info().block_size),
-                unit: Mutex::new(unit),
-                caw: tokio::sync::Mutex::new(()),
-            }));
+            luns.push(Arc::new(IscsiLun::new(
+                number,
+                slot,
+                u64::from(volume.info().block_size),
+                unit,
+            )));
         }
         luns.sort_by_key(|l| l.lun);
         // EXTENDED COPY may copy between any two LUNs of the target.
         let copy_targets: Vec<CopyTarget> = luns
             .iter()
-            .filter_map(|l| {
-                let u = l.unit.lock().ok()?;
+            .map(|l| {
+                let u = l.lock();
                 let i = u.info();
-                Some(CopyTarget {
+                CopyTarget {
                     naa: i.naa_designator,
                     lun: i.lun,
                     blocks: i.blocks,
                     block_size: i.block_size,
-                })
+                }
             })
             .collect();
         for l in &luns {
-            if let Ok(mut u) = l.unit.lock() {
-                u.set_lun_list(&numbers);
-                u.set_copy_targets(copy_targets.clone());
-            }
+            let mut u = l.lock();
+            u.set_lun_list(&numbers);
+            u.set_copy_targets(copy_targets.clone());
         }
         self.luns.store(Arc::new(luns));
         self.config.store(Arc::new(cfg));
@@ -181,9 +244,7 @@ impl TargetRuntime {
         let mut nexuses = self.nexuses.lock().unwrap_or_else(|e| e.into_inner());
         nexuses.insert(nexus, initiator_port.to_owned());
         for l in self.luns.load().iter() {
-            if let Ok(mut u) = l.unit.lock() {
-                u.nexus_added(nexus, initiator_port);
-            }
+            l.lock().nexus_added(nexus, initiator_port);
         }
     }
 
@@ -192,9 +253,7 @@ impl TargetRuntime {
         let mut nexuses = self.nexuses.lock().unwrap_or_else(|e| e.into_inner());
         nexuses.remove(&nexus);
         for l in self.luns.load().iter() {
-            if let Ok(mut u) = l.unit.lock() {
-                u.nexus_lost(nexus);
-            }
+            l.lock().nexus_lost(nexus);
         }
     }
 

@@ -571,8 +571,16 @@ impl Execute for Queue {
                 cmd.status_sent = fold;
                 DataSent::Untracked
             }
-            // Strict: the completion goes only after the kernel released
-            // every page of the data.
+            // Strict and sent by copy: the kernel releases the pages in the
+            // `sendmsg` that writes the data's last byte, before it takes
+            // any byte of the CapsuleResp queued behind it — so the
+            // completion is queued at once, for the same `sendmsg`.
+            StatusPolicy::Strict if self.out.copies(len as usize) => {
+                self.out.send(msg);
+                DataSent::Untracked
+            }
+            // Strict and zero-copy: the completion goes only after the
+            // kernel released every page of the data.
             StatusPolicy::Strict => DataSent::Tracked(self.out.send_tracked(msg)),
         }
     }

@@ -124,7 +124,7 @@ pub async fn serve(
     }
     let sender = ZeroCopySender::new(
         Rc::clone(&stream),
-        shared.zerocopy,
+        shared.zerocopy.for_peer(stream.peer_addr().ok()),
         Arc::clone(&shared.sender_counters),
     );
     let out = Outbound::new(Rc::clone(&stream), sender);

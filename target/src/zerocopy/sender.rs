@@ -35,6 +35,22 @@ pub enum ZeroCopyPolicy {
 }
 
 impl ZeroCopyPolicy {
+    /// The policy for a connection to `peer`: in threshold (`auto`) mode a
+    /// loopback peer gets `Never`. The kernel copies every zero-copy send
+    /// on loopback anyway (each notification says so), and a notification
+    /// that arrives while the socket is full is a lone `EPOLLERR`, which
+    /// the runtime (mio) reports as "write closed" — a readiness it never
+    /// clears, after which the writer can no longer wait for room and
+    /// retries `sendmsg` on a full socket. `Always` (tests) is kept.
+    pub fn for_peer(self, peer: Option<std::net::SocketAddr>) -> Self {
+        match (self, peer) {
+            (ZeroCopyPolicy::Threshold(_), Some(p)) if p.ip().is_loopback() => {
+                ZeroCopyPolicy::Never
+            }
+            (p, _) => p,
+        }
+    }
+
     fn wants_zerocopy(self, payload_bytes: usize) -> bool {
         match self {
             ZeroCopyPolicy::Threshold(t) => payload_bytes > 0 && payload_bytes >= t,
@@ -70,6 +86,11 @@ pub struct SenderCounters {
     /// Pool bytes quarantined for good: sent zero-copy, and the kernel never
     /// notified them after the reset (see `zerocopy::reaper`).
     pub quarantined_bytes: AtomicU64,
+    /// `sendmsg` calls that found the socket full (`EAGAIN`).
+    pub would_block: AtomicU64,
+    /// `sendmsg` calls that wrote less than offered: the socket filled up,
+    /// and the writer waits for the kernel to say it has room again.
+    pub partial_writes: AtomicU64,
 }
 
 impl SenderCounters {
@@ -202,6 +223,14 @@ impl ZeroCopySender {
     /// Whether `SO_ZEROCOPY` is on for this socket.
     pub fn zerocopy_enabled(&self) -> bool {
         self.zerocopy_enabled
+    }
+
+    /// Whether a message carrying `payload_bytes` of payload, submitted
+    /// now, would be sent by copy: its pages are then released by the
+    /// `sendmsg` that writes its last byte, so whatever is queued after it
+    /// (a status) cannot leave before that release.
+    pub fn copies(&self, payload_bytes: usize) -> bool {
+        !(self.zerocopy_enabled && self.policy.wants_zerocopy(payload_bytes))
     }
 
     /// Starts a message carrying `payload` (possibly empty).
@@ -397,13 +426,28 @@ impl ZeroCopySender {
         }
     }
 
-    /// Writes queued messages until the socket would block.
+    /// Writes queued messages until the socket is full: a call that wrote
+    /// less than it offered filled it, so the stream's write readiness is
+    /// cleared then (as tokio's `poll_write` does) and the writer waits for
+    /// the kernel to report room (it does so once a third of the send
+    /// buffer is free) instead of trickling a few KiB per `sendmsg` while
+    /// the peer drains, or asking once more only to get `EAGAIN`.
     fn write_queued(&mut self) -> io::Result<()> {
         while let Some(&front) = self.queue.front() {
             let zerocopy = self.messages.get(front).is_some_and(|m| m.zerocopy);
             let result = self.write_batch(zerocopy);
             match result {
-                Ok(0) => return Ok(()),
+                Ok((0, _)) => return Ok(()),
+                Ok((n, offered)) if n < offered => {
+                    SenderCounters::add(&self.counters.partial_writes, 1);
+                    // Nothing else runs on this thread between the call and
+                    // this; the kernel marked the socket short of space, so
+                    // freeing it raises a new edge.
+                    let _ = self.stream.try_io(Interest::WRITABLE, || {
+                        Err::<(), _>(io::ErrorKind::WouldBlock.into())
+                    });
+                    return Ok(());
+                }
                 Ok(_) => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -416,8 +460,9 @@ impl ZeroCopySender {
         Ok(())
     }
 
-    /// One `sendmsg` over the longest run of queued messages of one kind.
-    fn write_batch(&mut self, zerocopy: bool) -> io::Result<usize> {
+    /// One `sendmsg` over the longest run of queued messages of one kind:
+    /// (bytes written, bytes offered).
+    fn write_batch(&mut self, zerocopy: bool) -> io::Result<(usize, usize)> {
         let mut iov: SmallVec<[IoSlice<'_>; MAX_IOVECS]> = SmallVec::new();
         let mut offered = 0usize;
         let mut batch = 0usize;
@@ -433,21 +478,25 @@ impl ZeroCopySender {
             batch += 1;
         }
         if offered == 0 {
-            return Ok(0);
+            return Ok((0, 0));
         }
         let fd = self.stream.as_raw_fd();
         let flags = if zerocopy { libc::MSG_ZEROCOPY } else { 0 };
-        let mut sent = self
-            .stream
-            .try_io(Interest::WRITABLE, || errqueue::sendmsg(fd, &iov, flags));
+        let counters = &self.counters;
+        let send = |flags| {
+            let r = errqueue::sendmsg(fd, &iov, flags);
+            if matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+                SenderCounters::add(&counters.would_block, 1);
+            }
+            r
+        };
+        let mut sent = self.stream.try_io(Interest::WRITABLE, || send(flags));
         let mut used_zerocopy = zerocopy;
         if zerocopy && matches!(&sent, Err(e) if e.raw_os_error() == Some(libc::ENOBUFS)) {
             // optmem / locked-memory limit: this call goes by copy.
             SenderCounters::add(&self.counters.enobufs_fallbacks, 1);
             used_zerocopy = false;
-            sent = self
-                .stream
-                .try_io(Interest::WRITABLE, || errqueue::sendmsg(fd, &iov, 0));
+            sent = self.stream.try_io(Interest::WRITABLE, || send(0));
         }
         drop(iov);
         let n = sent?;
@@ -459,7 +508,7 @@ impl ZeroCopySender {
             SenderCounters::add(&self.counters.copy_bytes, n as u64);
         }
         self.account_written(n, batch, used_zerocopy);
-        Ok(n)
+        Ok((n, offered))
     }
 
     /// Advances the queue by `n` written bytes; registers the zero-copy call

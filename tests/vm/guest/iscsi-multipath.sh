@@ -131,6 +131,11 @@ step "$VICTIM restarts" host_request start "$VICTIM"
 sd_v="$(disk_on "$victim_port")"
 path_ready() { multipath -ll 2>/dev/null | grep " $1 " | grep -q 'active ready'; }
 step "$VICTIM's path active again" wait_until 60 path_ready "$sd_v"
+# the restarted gateway follows: its path must rank below the owner's, or
+# the host would send its writes there (the alua prioritizer: 50
+# Active/optimized, 10 non-optimized, +80 for the preferred group)
+step "$VICTIM's path ranks below the owner's ($(group_of "$sd_v") < $(group_of "$sd_s"))" \
+  prio_below "$sd_v" "$(group_of "$sd_s")"
 show
 if [ -n "${FAILBACK:-}" ]; then
   step "fio verify on the map during an explicit failback to a (0 errors)" \
