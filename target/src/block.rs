@@ -39,6 +39,8 @@ pub enum Fault {
     NotOwner {
         /// Lost the lock rather than never having it.
         fenced: bool,
+        /// Another live gateway holds the lock: not a passing transition.
+        settled: bool,
         /// The backend's error (carrying `rbd::NotOwner`).
         error: std::io::Error,
     },
@@ -54,6 +56,7 @@ impl Fault {
         } else if let Some(n) = zctarget_backends::rbd::not_owner(&error) {
             Fault::NotOwner {
                 fenced: n.fenced,
+                settled: n.settled,
                 error,
             }
         } else {

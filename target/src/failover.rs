@@ -155,6 +155,7 @@ fn follow(
             return;
         }
     };
+    img.observe_lock(&view);
     if view.owner.is_some() && view.owner_watching {
         dead_since.remove(name);
         return;

@@ -2,7 +2,8 @@
 //! throwaway Ceph cluster (skipped without `ZCTARGET_TEST_CEPH_CONF`):
 //! - the owner holds the exclusive lock and writes; the other gateway
 //!   follows: it reads, and refuses writes with the path's answer (NVMe
-//!   Asymmetric Access Transition, SCSI NOT READY 04/0A);
+//!   Asymmetric Access Transition, SCSI NOT READY 04/0B — 04/0A while the
+//!   lock is free or changing hands);
 //! - split brain: the owner is frozen (SIGSTOP) with writes queued; the
 //!   survivor sees its watch expire, blocklists it, takes the lock, turns
 //!   Optimized (ANA Change event, ALUA unit attention) and writes; after
@@ -115,12 +116,14 @@ fn follower_reads_and_refuses_writes_with_its_path_state() {
     let r = bi.write(1, 6, &block(0xB1, 6), BS, false).expect("io");
     assert_eq!(path_status(&r), (3, 0x03), "{:?}", r.status());
     assert!(!r.status().dnr);
-    // ... and over iSCSI: NOT READY, ASYMMETRIC ACCESS STATE TRANSITION.
+    // ... and over iSCSI: a live owner holds the lock, so the write goes to
+    // its path at once: NOT READY, TARGET PORT IN STANDBY STATE (04/0B;
+    // 04/0A, transition, would have Linux retry it here).
     let mut s = Iscsi::login(b.iscsi_port, IQN, INITIATOR, BS).expect("login");
     assert_eq!(s.write(6, &block(0xB2, 6), false).expect("write"), 0x02);
     assert_eq!(
         (s.last_sense[2] & 0x0F, s.last_sense[12], s.last_sense[13]),
-        (0x02, 0x04, 0x0A),
+        (0x02, 0x04, 0x0B),
         "{:02x?}",
         s.last_sense
     );
@@ -133,7 +136,7 @@ fn follower_reads_and_refuses_writes_with_its_path_state() {
     assert_eq!(s.run(&cmd, &data).expect("caw").0, 0x02);
     assert_eq!(
         (s.last_sense[2] & 0x0F, s.last_sense[12], s.last_sense[13]),
-        (0x02, 0x04, 0x0A),
+        (0x02, 0x04, 0x0B),
         "{:02x?}",
         s.last_sense
     );
@@ -380,12 +383,42 @@ fn explicit_failback_moves_ownership_cooperatively() {
     assert!(!done && text.contains("still locked"), "{text}");
     // gw-a releases: it refuses writes from then on and reports the
     // non-owner state; gw-b acquires and becomes Optimized.
+    let mut s = Iscsi::login(a.iscsi_port, IQN, INITIATOR, BS).expect("login");
+    let sense = |s: &Iscsi| (s.last_sense[2] & 0x0F, s.last_sense[12], s.last_sense[13]);
     let (done, text) = ctl(&a, &["volume", "release", "shared"]);
     assert!(done, "{text}");
     let r = ai.write(1, 1, &block(0x0B, 1), BS, false).expect("io");
     assert_eq!(path_status(&r), (3, 0x03), "{:?}", r.status());
+    // The lock is free: over iSCSI a transition, retried where it is
+    // (after the ASYMMETRIC ACCESS STATE CHANGED unit attention).
+    assert_eq!(s.write(1, &block(0x0B, 1), false).expect("write"), 0x02);
+    assert_eq!(sense(&s), (0x06, 0x2A, 0x06), "{:02x?}", s.last_sense);
+    assert_eq!(s.write(1, &block(0x0B, 1), false).expect("write"), 0x02);
+    assert_eq!(sense(&s), (0x02, 0x04, 0x0A), "{:02x?}", s.last_sense);
     let (done, text) = ctl(&b, &["volume", "acquire", "shared"]);
     assert!(done && text.contains("owner"), "{text}");
+    // Once gw-a's monitor sees gw-b hold it: Standby, go to gw-b's path
+    // (bounded wait for the monitor's next look, 200 ms apart).
+    let mut settled = None;
+    for _ in 0..50 {
+        assert_eq!(s.write(1, &block(0x0B, 1), false).expect("write"), 0x02);
+        if sense(&s) == (0x02, 0x04, 0x0B) {
+            settled = Some(sense(&s));
+            break;
+        }
+        // (gw-b's acquisition is another state change: one more UA)
+        assert!(
+            [(0x02, 0x04, 0x0A), (0x06, 0x2A, 0x06)].contains(&sense(&s)),
+            "{:02x?}",
+            s.last_sense
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        settled,
+        Some((0x02, 0x04, 0x0B)),
+        "the old owner kept answering transition"
+    );
     assert_eq!(group1(&mut aa), Ok(AnaState::NonOptimized));
     assert_eq!(group1(&mut ba), Ok(AnaState::Optimized));
     ok(

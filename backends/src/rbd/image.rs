@@ -150,6 +150,13 @@ impl Image {
                 img.role = RoleCell::new(Role::Follower);
             }
         }
+        // A follower knows from the start whether a live owner holds the
+        // lock (the failover monitor keeps it current afterwards).
+        if img.role() == Role::Follower {
+            if let Ok(view) = img.lock_view() {
+                img.observe_lock(&view);
+            }
+        }
         Ok(img)
     }
 

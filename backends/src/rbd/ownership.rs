@@ -13,7 +13,7 @@
 use std::ffi::{c_char, CStr};
 use std::io;
 use std::ptr;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Instant;
 
 use super::client::cstr;
@@ -55,13 +55,23 @@ impl Role {
     }
 }
 
-/// The role cell of an image (read on every write).
+/// The role cell of an image (read on every write), and whether, as a
+/// follower, it last saw another live gateway hold the lock.
 #[derive(Debug)]
-pub(super) struct RoleCell(AtomicU8);
+pub(super) struct RoleCell {
+    role: AtomicU8,
+    /// A follower's last look at the lock found a live owner (its watch
+    /// registered): a refused write then belongs to that owner's path for
+    /// good, not to a passing transition. Cleared by every role change.
+    peer_owns: AtomicBool,
+}
 
 impl RoleCell {
     pub(super) fn new(r: Role) -> Self {
-        RoleCell(AtomicU8::new(r.code()))
+        RoleCell {
+            role: AtomicU8::new(r.code()),
+            peer_owns: AtomicBool::new(false),
+        }
     }
 }
 
@@ -75,6 +85,10 @@ pub struct NotOwner {
     pub image: String,
     /// Fenced (blocklisted / lock lost) rather than a follower.
     pub fenced: bool,
+    /// Another live gateway holds the lock (as of this gateway's last
+    /// look): the refusal is for good, not a transition in progress (the
+    /// lock free, or changing hands).
+    pub settled: bool,
 }
 
 impl std::fmt::Display for NotOwner {
@@ -129,11 +143,19 @@ pub struct Takeover {
 impl Image {
     /// This gateway's role for the image.
     pub fn role(&self) -> Role {
-        Role::from_code(self.role.0.load(Ordering::Acquire))
+        Role::from_code(self.role.role.load(Ordering::Acquire))
     }
 
     fn set_role(&self, r: Role) {
-        self.role.0.store(r.code(), Ordering::Release);
+        self.role.peer_owns.store(false, Ordering::Release);
+        self.role.role.store(r.code(), Ordering::Release);
+    }
+
+    /// Records what a look at the lock found: while this gateway follows,
+    /// whether another live gateway (lock owner still watching) holds it.
+    pub fn observe_lock(&self, view: &LockView) {
+        let settled = self.role() == Role::Follower && view.owner.is_some() && view.owner_watching;
+        self.role.peer_owns.store(settled, Ordering::Release);
     }
 
     /// Ok if this gateway may write (solo or owner); otherwise the
@@ -149,6 +171,7 @@ impl Image {
         io::Error::other(NotOwner {
             image: self.name().to_owned(),
             fenced,
+            settled: !fenced && self.role.peer_owns.load(Ordering::Acquire),
         })
     }
 
@@ -156,7 +179,8 @@ impl Image {
     /// undone for this image handle (rejoining needs a fresh RADOS client).
     /// Returns whether the role changed.
     pub fn fence(&self, why: &str) -> bool {
-        let before = Role::from_code(self.role.0.swap(Role::Fenced.code(), Ordering::AcqRel));
+        self.role.peer_owns.store(false, Ordering::Release);
+        let before = Role::from_code(self.role.role.swap(Role::Fenced.code(), Ordering::AcqRel));
         if before != Role::Fenced {
             tracing::error!(image = %self.name(), was = ?before, reason = why,
                 "rbd exclusive lock lost: this gateway is fenced and writes nothing more");

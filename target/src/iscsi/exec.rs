@@ -274,14 +274,30 @@ pub(crate) fn fault_sense(fault: &block::Fault, block_size: u64) -> Sense {
     let lba = fault.offset().map(|o| o / block_size.max(1));
     match fault {
         block::Fault::WriteProtected => sense::WRITE_PROTECTED,
-        // Another gateway owns the volume: the write is retried on its
-        // path (ALUA transitioning); a fenced gateway's port is Standby.
-        block::Fault::NotOwner { fenced: false, .. } => sense::ALUA_TRANSITION,
-        block::Fault::NotOwner { fenced: true, .. } => sense::TARGET_PORT_STANDBY,
+        block::Fault::NotOwner {
+            fenced, settled, ..
+        } => not_owner_sense(*fenced, *settled),
         block::Fault::Write { .. } => with_info(sense::WRITE_ERROR, lba),
         block::Fault::Read { .. } | block::Fault::Buffers(_) => {
             with_info(sense::UNRECOVERED_READ_ERROR, lba)
         }
+    }
+}
+
+/// A write this gateway may not do (it does not hold the shared volume's
+/// lock). While the lock is free or changing hands the write is to be
+/// retried (ASYMMETRIC ACCESS STATE TRANSITION, 04/0A: Linux retries it on
+/// the same path). Once another live gateway holds it — or this one was
+/// fenced — the write must go to another path at once: TARGET PORT IN
+/// STANDBY STATE (04/0B), which Linux fails to dm-multipath, which
+/// resubmits on the owner's path (retrying 04/0A there instead held
+/// writes for the SCSI layer's whole retry budget — 180 s in the VM
+/// failback test).
+fn not_owner_sense(fenced: bool, settled: bool) -> Sense {
+    if fenced || settled {
+        sense::TARGET_PORT_STANDBY
+    } else {
+        sense::ALUA_TRANSITION
     }
 }
 
@@ -291,8 +307,7 @@ pub(crate) fn fault_sense(fault: &block::Fault, block_size: u64) -> Sense {
 /// with the LBA in INFORMATION.
 pub(crate) fn write_sense(e: &std::io::Error, lba: Option<u64>) -> Sense {
     match zctarget_backends::rbd::not_owner(e) {
-        Some(n) if n.fenced => sense::TARGET_PORT_STANDBY,
-        Some(_) => sense::ALUA_TRANSITION,
+        Some(n) => not_owner_sense(n.fenced, n.settled),
         None if e.kind() == std::io::ErrorKind::PermissionDenied => sense::WRITE_PROTECTED,
         None => with_info(sense::WRITE_ERROR, lba),
     }
