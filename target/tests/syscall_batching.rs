@@ -363,6 +363,124 @@ fn iscsi_zerocopy_full_socket_waits_for_room_epoll() {
     iscsi_zerocopy_full_socket_waits_for_room("epoll");
 }
 
+/// The same over NVMe/TCP: rounds of READs (1 MiB and 128 KiB) queued at
+/// once, the host paused, then drained; C2HData and CapsuleResp matched by
+/// command id.
+fn nvme_zerocopy_full_socket_waits_for_room(engine: &str) {
+    use zctarget_protocol::nvme::{Cqe, Sgl, Sqe};
+    use zctarget_protocol::nvme_tcp::{C2HData, CapsuleResp, PduType};
+    const ROUNDS: usize = 3;
+    const BIG: usize = 1 << 20;
+    const SMALL: usize = 128 << 10;
+    const VOLUME: usize = 4 << 20;
+    let mut d = start_with(engine, "always");
+    let admin = NvmeQueue::admin(d.nvme_addr(), &QueueOptions::admin(NQN, HOST)).expect("admin");
+    let mut o = QueueOptions::admin(NQN, HOST);
+    o.qid = 1;
+    o.cntlid = admin.cntlid;
+    let (mut io, r) = NvmeQueue::connect(d.nvme_addr(), &o).expect("io connect");
+    assert!(r.status().is_success(), "{:?}", r.status());
+    let pattern: Vec<u8> = (0..VOLUME)
+        .map(|x| ((x / BS) as u8).wrapping_mul(29) ^ (x as u8))
+        .collect();
+    for (k, chunk) in pattern.chunks(BIG).enumerate() {
+        let r = io
+            .write(1, (k * BIG / BS) as u64, chunk, BS, false)
+            .expect("write");
+        assert!(r.status().is_success(), "write {k}: {:?}", r.status());
+    }
+    let full_before = metric(&d, "zctarget_sendmsg_would_block_total");
+    let partial_before = metric(&d, "zctarget_sendmsg_partial_total");
+    let zc_before = metric(&d, "zctarget_zerocopy_sends_total");
+    for round in 0..ROUNDS {
+        // (cid, offset, length, bytes received, completed)
+        let mut cmds: Vec<(u16, usize, usize, Vec<u8>, bool)> = Vec::new();
+        for k in 0..16usize {
+            let len = if k % 2 == 0 { BIG } else { SMALL };
+            let off = ((k * 3 + round) * SMALL) % (VOLUME - len + 1) / BS * BS;
+            let cid = 0x4000 + (round * 16 + k) as u16;
+            let mut sqe = Sqe::new(0x02, cid);
+            sqe.nsid = 1;
+            sqe.dptr = Sgl::transport(len as u32);
+            sqe.cdw10 = (off / BS) as u32;
+            sqe.cdw12 = (len / BS) as u32 - 1;
+            io.send_capsule(&sqe, &[]).expect("send read");
+            cmds.push((cid, off, len, Vec::with_capacity(len), false));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        while cmds.iter().any(|c| !c.4) {
+            let pdu = io.recv().expect("C2HData or CapsuleResp");
+            let header: [u8; 24] = pdu.header[..24].try_into().expect("24-byte header");
+            let (cid, done) = match pdu.ch.pdu_type {
+                PduType::C2HData => {
+                    let h = C2HData::parse(&header).expect("C2HData");
+                    let c = cmds.iter_mut().find(|c| c.0 == h.cccid).expect("our CID");
+                    assert_eq!(h.datao as usize, c.3.len(), "C2HData in order");
+                    c.3.extend_from_slice(&pdu.data);
+                    (h.cccid, h.success())
+                }
+                PduType::CapsuleResp => {
+                    let r = CapsuleResp::parse(&header).expect("CapsuleResp");
+                    let cqe = Cqe::parse(&r.cqe);
+                    assert!(cqe.status.is_success(), "{:?}", cqe.status);
+                    (cqe.cid, true)
+                }
+                other => panic!("unexpected PDU {other:?}"),
+            };
+            if done {
+                let c = cmds.iter_mut().find(|c| c.0 == cid).expect("our CID");
+                assert!(!c.4, "CID {cid} completed twice");
+                c.4 = true;
+            }
+        }
+        for (cid, off, len, got, _) in &cmds {
+            assert_eq!(got.len(), *len, "read {cid:#x} length");
+            assert!(
+                got[..] == pattern[*off..off + len],
+                "read {cid:#x} at {off} returned other data"
+            );
+        }
+    }
+    let full = metric(&d, "zctarget_sendmsg_would_block_total") - full_before;
+    let partial = metric(&d, "zctarget_sendmsg_partial_total") - partial_before;
+    let zc = metric(&d, "zctarget_zerocopy_sends_total") - zc_before;
+    let rearms = d
+        .metric("zctarget_zerocopy_room_rearms_total")
+        .unwrap_or(0.0);
+    eprintln!(
+        "nvme {engine}: {full} EAGAIN sendmsg, {partial} partial, {zc} zero-copy sends, \
+         {rearms} writability watches registered"
+    );
+    assert!(zc > 0.0, "zerocopy = \"always\" sent nothing zero-copy");
+    assert!(
+        partial >= ROUNDS as f64,
+        "{partial} partial writes: never full?"
+    );
+    assert!(
+        full <= ROUNDS as f64,
+        "{full} sendmsg calls found the socket full in {ROUNDS} paused rounds \
+         ({partial} partial writes)"
+    );
+    drop(io);
+    drop(admin);
+    assert!(
+        d.pool_full_after_disconnects(2),
+        "buffers still leased after the queues ended:\n{}",
+        d.log()
+    );
+    d.stop_intact(Duration::from_secs(10));
+}
+
+#[test]
+fn nvme_zerocopy_full_socket_waits_for_room_uring() {
+    nvme_zerocopy_full_socket_waits_for_room("uring");
+}
+
+#[test]
+fn nvme_zerocopy_full_socket_waits_for_room_epoll() {
+    nvme_zerocopy_full_socket_waits_for_room("epoll");
+}
+
 #[test]
 fn iscsi_full_socket_waits_for_room_uring() {
     iscsi_full_socket_waits_for_room("uring");
