@@ -161,8 +161,8 @@ pub struct CloseReport {
 /// writer waiting on it for room would retry `sendmsg` on a full socket in
 /// a busy loop. No crate offers a way around this, hence what follows.
 ///
-/// When the stream's registration reports "write closed" while the socket
-/// is alive, the sender stops trusting its write readiness (`write_stuck`)
+/// When the registration of a socket with `SO_ZEROCOPY` on reports "write
+/// closed", the sender stops trusting its write readiness (`write_stuck`)
 /// and watches writability through `room`: a duplicate of the socket's
 /// descriptor registered with the same reactor for `WRITABLE` only — a
 /// registration of its own, with a readiness state of its own. The dup gets
@@ -181,7 +181,9 @@ pub struct CloseReport {
 /// `EPOLLHUP|EPOLLOUT`, so the wait returns writable and `sendmsg` reports
 /// the error; an error without a hang-up is caught by step (2).
 /// Notifications while nothing is queued are waited for on the stream's
-/// own `Interest::ERROR`, whose readiness tokio does clear.
+/// own `Interest::ERROR`, whose readiness tokio does clear. Without
+/// `SO_ZEROCOPY` nothing of this runs: "write closed" is then the end of
+/// the connection, and the next `sendmsg` reports it.
 pub struct ZeroCopySender {
     stream: Rc<TcpStream>,
     policy: ZeroCopyPolicy,
@@ -404,19 +406,23 @@ impl ZeroCopySender {
     /// Makes progress after a [`Waiter`] returned.
     pub fn handle_woken(&mut self, woken: Woken) -> io::Result<()> {
         let Woken { ready, room } = woken;
-        if ready.is_write_closed() && !room {
+        // Without `SO_ZEROCOPY` there are no notifications: "write closed"
+        // is the connection's end, and `sendmsg` will say so.
+        let notified = self.zerocopy_enabled && ready.is_write_closed();
+        if notified && !room {
             // Sticky from now on (see the type's notes).
             self.write_stuck = true;
         }
         if self.tracker.in_flight() > 0 || ready.is_error() {
             self.reap_notifications(false);
         }
-        // Write only when a registration reports room: "write closed" alone
-        // is a notification (a dead TCP socket reports writable as well).
-        if ready.is_writable() {
+        // On a zero-copy socket, write only when a registration reports
+        // room: "write closed" alone is a notification (a dead TCP socket
+        // reports writable as well).
+        if ready.is_writable() || (ready.is_write_closed() && !notified) {
             self.write_queued()?;
         }
-        if ready.is_write_closed() && !self.failed {
+        if notified && !self.failed {
             // The registration that said so will keep saying it.
             self.rearm_room()?;
         }
