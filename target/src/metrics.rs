@@ -438,7 +438,7 @@ pub fn render(s: &Shared) -> String {
     }
 
     let z = &s.sender_counters;
-    let zc: [(&str, &str, &AtomicU64); 11] = [
+    let zc: [(&str, &str, &AtomicU64); 12] = [
         (
             "zctarget_zerocopy_sends_total",
             "sendmsg calls with MSG_ZEROCOPY.",
@@ -493,6 +493,12 @@ pub fn render(s: &Shared) -> String {
             "zctarget_sendmsg_partial_total",
             "sendmsg calls that wrote less than offered (the socket filled up).",
             &z.partial_writes,
+        ),
+        (
+            "zctarget_zerocopy_room_rearms_total",
+            "Writability watches re-registered after a completion notification \
+             made the previous one report the socket write-closed.",
+            &z.room_rearms,
         ),
     ];
     for (name, help, v) in zc {

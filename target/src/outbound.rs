@@ -1,9 +1,12 @@
 //! A connection's send side, shared by its command tasks.
 //!
 //! The [`ZeroCopySender`] sits in a `RefCell` that is borrowed only for
-//! synchronous calls; the writer task ([`Outbound::run_writer`]) waits on the
-//! stream's readiness without holding the borrow, then lets the sender make
-//! progress and hands each released message back to whoever waits for it.
+//! synchronous calls; the writer task ([`Outbound::run_writer`]) waits on
+//! what the sender's [`Waiter`](crate::zerocopy::Waiter) names (the stream's
+//! readiness, or the sender's own writability watch once notifications have
+//! left the stream's write readiness stuck) without holding the borrow, then
+//! lets the sender make progress and hands each released message back to
+//! whoever waits for it.
 //! Protocol-neutral: the iSCSI and NVMe/TCP frontends both use it.
 
 use std::cell::{Cell, RefCell};
@@ -255,8 +258,8 @@ impl Outbound {
     async fn drive(self: Rc<Self>) -> io::Result<()> {
         loop {
             self.dispatch_completions();
-            let interest = self.sender.borrow().interest();
-            match interest {
+            let waiter = self.sender.borrow().waiter();
+            match waiter {
                 None => {
                     if self.failed() {
                         return Err(io::ErrorKind::BrokenPipe.into());
@@ -266,11 +269,11 @@ impl Outbound {
                     }
                     self.wake.notified().await;
                 }
-                Some(interest) => {
+                Some(waiter) => {
                     tokio::select! {
-                        ready = self.stream.ready(interest) => {
-                            let ready = ready?;
-                            let r = self.sender.borrow_mut().handle_ready(ready);
+                        woken = waiter.wait() => {
+                            let woken = woken?;
+                            let r = self.sender.borrow_mut().handle_woken(woken);
                             if let Err(e) = r {
                                 self.dispatch_completions();
                                 return Err(e);

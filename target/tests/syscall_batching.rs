@@ -9,7 +9,10 @@
 //! - `auto` zero-copy mode never uses `MSG_ZEROCOPY` towards a loopback
 //!   peer (the kernel copies there anyway);
 //! - a `sendmsg` that filled the socket is followed by a wait for room,
-//!   not by a `sendmsg` that says `EAGAIN`;
+//!   not by a `sendmsg` that says `EAGAIN` — also with `zerocopy =
+//!   "always"`, where completion notifications that arrive while the
+//!   socket is full raise a lone `EPOLLERR` (which the runtime reports as
+//!   a "write closed" it never clears);
 //! - receive side (`target/src/sockio.rs`): a `recv` that drained the
 //!   socket clears its readiness, so the next wait does not begin with a
 //!   `recv` that says `EAGAIN`; small writes (4 KiB of immediate data) are
@@ -30,8 +33,12 @@ const BS: usize = 512;
 const READS: u64 = 64;
 
 fn start(engine: &str) -> Daemon {
+    start_with(engine, "auto")
+}
+
+fn start_with(engine: &str, zerocopy: &str) -> Daemon {
     Daemon::start_temp(&format!(
-        "[server]\nadmin_socket = \"\"\niscsi_listen = [\"127.0.0.1:0\"]\n\
+        "[server]\nadmin_socket = \"\"\niscsi_listen = [\"127.0.0.1:0\"]\nzerocopy = \"{zerocopy}\"\n\
          nvme_listen = [\"127.0.0.1:0\"]\nio_engine = \"{engine}\"\nreactors = 1\n\
          metrics_listen = \"127.0.0.1:0\"\nbuffer_pool = \"64MiB\"\n\n\
          [[volumes]]\nname = \"v\"\nbackend = \"memory\"\nsize = \"4MiB\"\n\n\
@@ -239,6 +246,239 @@ fn iscsi_full_socket_waits_for_room(engine: &str) {
         full <= 1.0,
         "{full} sendmsg calls found the socket full ({partial} partial writes)"
     );
+}
+
+/// `zerocopy = "always"` on loopback: rounds of READs (1 MiB and 128 KiB)
+/// to an initiator that pauses reading, so the socket fills and the
+/// kernel's completion notifications (loopback copies, and notifies when
+/// the peer's window lets the data out) arrive while it is full. Each one
+/// is a lone `EPOLLERR`, which mio reports as "write closed" and tokio
+/// never clears; the writer must still wait for room instead of retrying
+/// `sendmsg` on a full socket. The data must be intact and every buffer
+/// must return to the pool.
+fn iscsi_zerocopy_full_socket_waits_for_room(engine: &str) {
+    const ROUNDS: usize = 3;
+    const BIG: usize = 1 << 20;
+    const SMALL: usize = 128 << 10;
+    const VOLUME: usize = 4 << 20;
+    let mut d = start_with(engine, "always");
+    let mut i = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-12.test:init", BS).expect("login");
+    // A pattern that differs per 512-byte block, so a misplaced or reused
+    // buffer shows.
+    let pattern: Vec<u8> = (0..VOLUME)
+        .map(|x| ((x / BS) as u8).wrapping_mul(31) ^ (x as u8))
+        .collect();
+    for (k, chunk) in pattern.chunks(BIG).enumerate() {
+        let st = i.write((k * BIG / BS) as u64, chunk, false).expect("write");
+        assert_eq!(st, 0, "write {k}");
+    }
+    let full_before = metric(&d, "zctarget_sendmsg_would_block_total");
+    let partial_before = metric(&d, "zctarget_sendmsg_partial_total");
+    let zc_before = metric(&d, "zctarget_zerocopy_sends_total");
+    let mut reads = 0usize;
+    for round in 0..ROUNDS {
+        // Eight 1 MiB and eight 128 KiB reads at offsets that vary per round.
+        let mut cmds = Vec::new();
+        for k in 0..16 {
+            let len = if k % 2 == 0 { BIG } else { SMALL };
+            let off = ((k * 3 + round) * SMALL) % (VOLUME - len + 1);
+            let off = off / BS * BS;
+            let cmd = i.command(
+                &i.read_cdb((off / BS) as u64, (len / BS) as u32),
+                len as u32,
+                0,
+            );
+            i.send_pdu(&cmd.encode(), &[]).expect("send read");
+            cmds.push((cmd.itt, off, len, Vec::with_capacity(len)));
+        }
+        reads += cmds.len();
+        // Read nothing for a while: the target fills the socket and waits.
+        std::thread::sleep(Duration::from_millis(300));
+        let mut done = 0;
+        while done < cmds.len() {
+            let pdu = i.next().expect("Data-In or SCSI Response");
+            let c = cmds.iter_mut().find(|c| c.0 == pdu.itt()).expect("our ITT");
+            let status = match pdu.opcode() {
+                OP_DATA_IN => {
+                    let at = pdu.be32(40) as usize;
+                    assert_eq!(at, c.3.len(), "Data-In in order");
+                    c.3.extend_from_slice(&pdu.data);
+                    pdu.bhs[1] & 0x01 != 0
+                }
+                op => {
+                    assert_eq!(op, OP_SCSI_RESPONSE);
+                    true
+                }
+            };
+            if status {
+                assert_eq!(pdu.bhs[3], 0, "GOOD");
+                i.exp_stat_sn = pdu.be32(24).wrapping_add(1);
+                done += 1;
+            }
+        }
+        for (itt, off, len, got) in &cmds {
+            assert_eq!(got.len(), *len, "read {itt:#x} length");
+            assert!(
+                got[..] == pattern[*off..off + len],
+                "read {itt:#x} at {off} returned other data"
+            );
+        }
+    }
+    let full = metric(&d, "zctarget_sendmsg_would_block_total") - full_before;
+    let partial = metric(&d, "zctarget_sendmsg_partial_total") - partial_before;
+    let zc = metric(&d, "zctarget_zerocopy_sends_total") - zc_before;
+    let rearms = d
+        .metric("zctarget_zerocopy_room_rearms_total")
+        .unwrap_or(0.0);
+    eprintln!(
+        "{engine}: {full} EAGAIN sendmsg, {partial} partial, {zc} zero-copy sends, \
+         {rearms} writability watches registered, {reads} reads"
+    );
+    assert!(zc > 0.0, "zerocopy = \"always\" sent nothing zero-copy");
+    assert!(
+        partial >= ROUNDS as f64,
+        "{partial} partial writes: never full?"
+    );
+    assert!(
+        full <= ROUNDS as f64,
+        "{full} sendmsg calls found the socket full in {ROUNDS} paused rounds \
+         ({reads} reads, {partial} partial writes)"
+    );
+    drop(i);
+    assert!(
+        d.pool_full_after_disconnects(1),
+        "buffers still leased after the session ended:\n{}",
+        d.log()
+    );
+    d.stop_intact(Duration::from_secs(10));
+}
+
+#[test]
+fn iscsi_zerocopy_full_socket_waits_for_room_uring() {
+    iscsi_zerocopy_full_socket_waits_for_room("uring");
+}
+
+#[test]
+fn iscsi_zerocopy_full_socket_waits_for_room_epoll() {
+    iscsi_zerocopy_full_socket_waits_for_room("epoll");
+}
+
+/// The same over NVMe/TCP: rounds of READs (1 MiB and 128 KiB) queued at
+/// once, the host paused, then drained; C2HData and CapsuleResp matched by
+/// command id.
+fn nvme_zerocopy_full_socket_waits_for_room(engine: &str) {
+    use zctarget_protocol::nvme::{Cqe, Sgl, Sqe};
+    use zctarget_protocol::nvme_tcp::{C2HData, CapsuleResp, PduType};
+    const ROUNDS: usize = 3;
+    const BIG: usize = 1 << 20;
+    const SMALL: usize = 128 << 10;
+    const VOLUME: usize = 4 << 20;
+    let mut d = start_with(engine, "always");
+    let admin = NvmeQueue::admin(d.nvme_addr(), &QueueOptions::admin(NQN, HOST)).expect("admin");
+    let mut o = QueueOptions::admin(NQN, HOST);
+    o.qid = 1;
+    o.cntlid = admin.cntlid;
+    let (mut io, r) = NvmeQueue::connect(d.nvme_addr(), &o).expect("io connect");
+    assert!(r.status().is_success(), "{:?}", r.status());
+    let pattern: Vec<u8> = (0..VOLUME)
+        .map(|x| ((x / BS) as u8).wrapping_mul(29) ^ (x as u8))
+        .collect();
+    for (k, chunk) in pattern.chunks(BIG).enumerate() {
+        let r = io
+            .write(1, (k * BIG / BS) as u64, chunk, BS, false)
+            .expect("write");
+        assert!(r.status().is_success(), "write {k}: {:?}", r.status());
+    }
+    let full_before = metric(&d, "zctarget_sendmsg_would_block_total");
+    let partial_before = metric(&d, "zctarget_sendmsg_partial_total");
+    let zc_before = metric(&d, "zctarget_zerocopy_sends_total");
+    for round in 0..ROUNDS {
+        // (cid, offset, length, bytes received, completed)
+        let mut cmds: Vec<(u16, usize, usize, Vec<u8>, bool)> = Vec::new();
+        for k in 0..16usize {
+            let len = if k % 2 == 0 { BIG } else { SMALL };
+            let off = ((k * 3 + round) * SMALL) % (VOLUME - len + 1) / BS * BS;
+            let cid = 0x4000 + (round * 16 + k) as u16;
+            let mut sqe = Sqe::new(0x02, cid);
+            sqe.nsid = 1;
+            sqe.dptr = Sgl::transport(len as u32);
+            sqe.cdw10 = (off / BS) as u32;
+            sqe.cdw12 = (len / BS) as u32 - 1;
+            io.send_capsule(&sqe, &[]).expect("send read");
+            cmds.push((cid, off, len, Vec::with_capacity(len), false));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        while cmds.iter().any(|c| !c.4) {
+            let pdu = io.recv().expect("C2HData or CapsuleResp");
+            let header: [u8; 24] = pdu.header[..24].try_into().expect("24-byte header");
+            let (cid, done) = match pdu.ch.pdu_type {
+                PduType::C2HData => {
+                    let h = C2HData::parse(&header).expect("C2HData");
+                    let c = cmds.iter_mut().find(|c| c.0 == h.cccid).expect("our CID");
+                    assert_eq!(h.datao as usize, c.3.len(), "C2HData in order");
+                    c.3.extend_from_slice(&pdu.data);
+                    (h.cccid, h.success())
+                }
+                PduType::CapsuleResp => {
+                    let r = CapsuleResp::parse(&header).expect("CapsuleResp");
+                    let cqe = Cqe::parse(&r.cqe);
+                    assert!(cqe.status.is_success(), "{:?}", cqe.status);
+                    (cqe.cid, true)
+                }
+                other => panic!("unexpected PDU {other:?}"),
+            };
+            if done {
+                let c = cmds.iter_mut().find(|c| c.0 == cid).expect("our CID");
+                assert!(!c.4, "CID {cid} completed twice");
+                c.4 = true;
+            }
+        }
+        for (cid, off, len, got, _) in &cmds {
+            assert_eq!(got.len(), *len, "read {cid:#x} length");
+            assert!(
+                got[..] == pattern[*off..off + len],
+                "read {cid:#x} at {off} returned other data"
+            );
+        }
+    }
+    let full = metric(&d, "zctarget_sendmsg_would_block_total") - full_before;
+    let partial = metric(&d, "zctarget_sendmsg_partial_total") - partial_before;
+    let zc = metric(&d, "zctarget_zerocopy_sends_total") - zc_before;
+    let rearms = d
+        .metric("zctarget_zerocopy_room_rearms_total")
+        .unwrap_or(0.0);
+    eprintln!(
+        "nvme {engine}: {full} EAGAIN sendmsg, {partial} partial, {zc} zero-copy sends, \
+         {rearms} writability watches registered"
+    );
+    assert!(zc > 0.0, "zerocopy = \"always\" sent nothing zero-copy");
+    assert!(
+        partial >= ROUNDS as f64,
+        "{partial} partial writes: never full?"
+    );
+    assert!(
+        full <= ROUNDS as f64,
+        "{full} sendmsg calls found the socket full in {ROUNDS} paused rounds \
+         ({partial} partial writes)"
+    );
+    drop(io);
+    drop(admin);
+    assert!(
+        d.pool_full_after_disconnects(2),
+        "buffers still leased after the queues ended:\n{}",
+        d.log()
+    );
+    d.stop_intact(Duration::from_secs(10));
+}
+
+#[test]
+fn nvme_zerocopy_full_socket_waits_for_room_uring() {
+    nvme_zerocopy_full_socket_waits_for_room("uring");
+}
+
+#[test]
+fn nvme_zerocopy_full_socket_waits_for_room_epoll() {
+    nvme_zerocopy_full_socket_waits_for_room("epoll");
 }
 
 #[test]

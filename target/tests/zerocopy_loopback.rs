@@ -258,6 +258,66 @@ fn partial_writes_complete_only_after_every_piece_is_notified() {
     });
 }
 
+/// Notifications that arrive while the socket is full leave the stream's
+/// write readiness stuck at "write closed" (mio/tokio); the sender then
+/// watches for room on a registration of its own. A peer that resets the
+/// connection meanwhile must still be seen as gone — an error, not an
+/// endless wait — and every buffer still comes back.
+#[test]
+fn peer_reset_while_waiting_for_room_fails_the_sender() {
+    on_both_engines(|| async {
+        let pool = BufferPool::new(4 << 20, 64 << 10, true).expect("pool");
+        let (tx, rx) = pair(16 << 10, Some(16 << 10));
+        let (mut sender, counters) = sender_on(tx, ZeroCopyPolicy::Always);
+        for i in 0..4u64 {
+            let payload = pool.lease(1 << 20).await.expect("lease");
+            let mut msg = sender.message(i, payload);
+            msg.push_payload(0, 1 << 20).expect("range");
+            sender.submit(msg);
+        }
+        // The peer reads slowly for a while (the socket fills and drains
+        // in steps, notifications arriving meanwhile), stops, then resets.
+        let peer = std::thread::spawn(move || {
+            let mut rx = rx;
+            let mut buf = vec![0u8; 16 << 10];
+            let mut got = 0;
+            while got < 512 << 10 {
+                match rx.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got += n,
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            socket2::SockRef::from(&rx)
+                .set_linger(Some(Duration::ZERO))
+                .expect("linger");
+            drop(rx); // RST
+        });
+        let flushed = tokio::time::timeout(Duration::from_secs(20), sender.flush_all()).await;
+        peer.join().expect("peer");
+        let rearms = counters.room_rearms.load(Ordering::Relaxed);
+        let full = counters.would_block.load(Ordering::Relaxed);
+        assert!(
+            rearms >= 1,
+            "the stream's write readiness never got stuck (no notification while full?)"
+        );
+        assert!(
+            matches!(flushed, Ok(Err(_))),
+            "a reset peer must fail the sender, got {flushed:?}"
+        );
+        assert!(full <= 4, "{full} sendmsg calls found the socket full");
+        let report = sender.close(Duration::from_millis(500)).await;
+        assert!(report
+            .released
+            .iter()
+            .all(|c| c.outcome == Outcome::Aborted || c.outcome == Outcome::Sent));
+        assert_eq!(report.orphaned, 0, "the reset purged every send");
+        drop(report);
+        assert!(pool.is_full(), "every lease back in the pool");
+    });
+}
+
 #[test]
 fn teardown_waits_for_notifications_then_resets_past_the_deadline() {
     on_both_engines(|| async {

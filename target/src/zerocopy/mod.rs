@@ -12,7 +12,7 @@ pub mod tracker;
 
 pub use message::{Message, MessageError, INLINE_CAPACITY};
 pub use sender::{
-    CloseReport, Completion, Outcome, SenderCounters, ZeroCopyPolicy, ZeroCopySender,
-    COPIED_STREAK_LIMIT,
+    CloseReport, Completion, Outcome, SenderCounters, Waiter, Woken, ZeroCopyPolicy,
+    ZeroCopySender, COPIED_STREAK_LIMIT,
 };
 pub use tracker::NotificationTracker;

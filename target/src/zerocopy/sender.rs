@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use slab::Slab;
 use smallvec::SmallVec;
-use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::io::{Interest, Ready};
 use tokio::net::TcpStream;
 use zctarget_backends::SegmentList;
 
@@ -37,11 +38,11 @@ pub enum ZeroCopyPolicy {
 impl ZeroCopyPolicy {
     /// The policy for a connection to `peer`: in threshold (`auto`) mode a
     /// loopback peer gets `Never`. The kernel copies every zero-copy send
-    /// on loopback anyway (each notification says so), and a notification
-    /// that arrives while the socket is full is a lone `EPOLLERR`, which
-    /// the runtime (mio) reports as "write closed" — a readiness it never
-    /// clears, after which the writer can no longer wait for room and
-    /// retries `sendmsg` on a full socket. `Always` (tests) is kept.
+    /// on loopback anyway (each notification says so), so `MSG_ZEROCOPY`
+    /// there only adds notifications to read and pages held until the
+    /// peer reads. `Always` is kept (tests use it on loopback to exercise
+    /// notifications under back-pressure; see [`ZeroCopySender`] on how
+    /// the writer waits for room then).
     pub fn for_peer(self, peer: Option<std::net::SocketAddr>) -> Self {
         match (self, peer) {
             (ZeroCopyPolicy::Threshold(_), Some(p)) if p.ip().is_loopback() => {
@@ -91,6 +92,10 @@ pub struct SenderCounters {
     /// `sendmsg` calls that wrote less than offered: the socket filled up,
     /// and the writer waits for the kernel to say it has room again.
     pub partial_writes: AtomicU64,
+    /// Registrations of a connection's writability watch made after a
+    /// completion notification left the previous one reporting "write
+    /// closed" (see [`ZeroCopySender`]'s notes on waiting for room).
+    pub room_rearms: AtomicU64,
 }
 
 impl SenderCounters {
@@ -141,6 +146,44 @@ pub struct CloseReport {
 ///
 /// Single-threaded by design: it lives on the connection's reactor, and the
 /// connection's reader shares the stream through the `Rc`.
+///
+/// # Waiting for room on a zero-copy socket
+///
+/// A completion notification queued on the socket's error queue raises
+/// `EPOLLERR`, which epoll reports to every registration of the socket
+/// whatever events it asked for. mio (1.2, `sys/unix/selector/epoll.rs`
+/// `is_write_closed`) maps a lone `EPOLLERR`, and `EPOLLOUT|EPOLLERR`, to
+/// "write closed", whatever interest was registered — also
+/// `Interest::ERROR`, which only adds `Ready::ERROR` to what a wait may
+/// return. tokio (1.54, `ScheduledIo::clear_readiness`) treats
+/// `WRITE_CLOSED` as final and never clears it, so once one notification
+/// has arrived the stream's registration says "writable" for good and a
+/// writer waiting on it for room would retry `sendmsg` on a full socket in
+/// a busy loop. No crate offers a way around this, hence what follows.
+///
+/// When the registration of a socket with `SO_ZEROCOPY` on reports "write
+/// closed", the sender stops trusting its write readiness (`write_stuck`)
+/// and watches writability through `room`: a duplicate of the socket's
+/// descriptor registered with the same reactor for `WRITABLE` only — a
+/// registration of its own, with a readiness state of its own. The dup gets
+/// the same `EPOLLERR` (epoll always reports it), so whenever a wait on it
+/// returns "write closed" the sender (1) reads the error queue dry — no
+/// entry left means `EPOLLERR` is no longer pending, (2) takes `SO_ERROR`
+/// (a real error fails the connection, as `sendmsg` would), and (3)
+/// replaces the registration by a fresh one on the same dup
+/// (`EPOLL_CTL_DEL` + `EPOLL_CTL_ADD`; the add polls the socket, so room
+/// or a notification that came in between is not missed). A new
+/// registration is needed only per notification event that arrives while
+/// the sender watches for room, and each one is real progress (a
+/// notification read), so this is no loop. `sendmsg` is tried only when a
+/// registration reports `WRITABLE`, never on "write closed" alone. A dead
+/// socket still shows up: a reset or closed TCP socket polls
+/// `EPOLLHUP|EPOLLOUT`, so the wait returns writable and `sendmsg` reports
+/// the error; an error without a hang-up is caught by step (2).
+/// Notifications while nothing is queued are waited for on the stream's
+/// own `Interest::ERROR`, whose readiness tokio does clear. Without
+/// `SO_ZEROCOPY` nothing of this runs: "write closed" is then the end of
+/// the connection, and the next `sendmsg` reports it.
 pub struct ZeroCopySender {
     stream: Rc<TcpStream>,
     policy: ZeroCopyPolicy,
@@ -157,6 +200,54 @@ pub struct ZeroCopySender {
     reset: bool,
     /// Consecutive notifications that said the kernel copied anyway.
     copied_streak: u32,
+    /// The stream's registration reported "write closed" on a live socket:
+    /// its write readiness is stuck, and room is watched through `room`.
+    write_stuck: bool,
+    /// A dup of the socket registered for writability only (see "Waiting
+    /// for room" above); rebuilt after every "write closed" it reports.
+    room: Option<Rc<AsyncFd<OwnedFd>>>,
+}
+
+/// What the sender's writer waits on, detached from the sender so that a
+/// task sharing it (`Rc<RefCell<…>>`) holds no borrow across the await
+/// (see [`ZeroCopySender::waiter`]).
+pub struct Waiter {
+    on: WaitOn,
+}
+
+enum WaitOn {
+    /// The stream's own registration.
+    Stream(Rc<TcpStream>, Interest),
+    /// The writability watch (see [`ZeroCopySender`]).
+    Room(Rc<AsyncFd<OwnedFd>>),
+}
+
+/// What a [`Waiter`] saw; pass it to [`ZeroCopySender::handle_woken`].
+#[derive(Debug, Clone, Copy)]
+pub struct Woken {
+    ready: Ready,
+    room: bool,
+}
+
+impl Waiter {
+    /// Waits until the sender has something to do.
+    pub async fn wait(self) -> io::Result<Woken> {
+        match self.on {
+            WaitOn::Stream(stream, interest) => Ok(Woken {
+                ready: stream.ready(interest).await?,
+                room: false,
+            }),
+            WaitOn::Room(room) => {
+                // Dropping the guard keeps the readiness: it is cleared
+                // where a write finds the socket full.
+                let ready = room
+                    .ready(Interest::WRITABLE | Interest::ERROR)
+                    .await?
+                    .ready();
+                Ok(Woken { ready, room: true })
+            }
+        }
+    }
 }
 
 /// In `auto` (threshold) mode, this many consecutive "copied anyway"
@@ -190,6 +281,8 @@ impl ZeroCopySender {
             failed: false,
             reset: false,
             copied_streak: 0,
+            write_stuck: false,
+            room: None,
         }
     }
 
@@ -278,37 +371,97 @@ impl ZeroCopySender {
     /// Writes what the socket takes now and reaps notifications, without
     /// waiting. Returns an error if the connection failed.
     pub fn try_progress(&mut self) -> io::Result<()> {
-        self.reap_notifications();
+        self.reap_notifications(false);
         self.write_queued()
     }
 
-    /// What the sender waits for: writability while bytes are queued, the
-    /// error queue while zero-copy sends are unreleased; `None` when idle.
-    ///
-    /// With [`handle_ready`](Self::handle_ready) this lets a task that shares
-    /// the sender (`Rc<RefCell<…>>`) wait on the stream without holding a
-    /// borrow across the await.
-    pub fn interest(&self) -> Option<Interest> {
+    /// What the sender waits for: room while bytes are queued, the error
+    /// queue while zero-copy sends are unreleased; `None` when idle or
+    /// failed. Call [`handle_woken`](Self::handle_woken) with what
+    /// [`Waiter::wait`] returns.
+    pub fn waiter(&self) -> Option<Waiter> {
         if self.failed {
             return None;
         }
-        match (!self.queue.is_empty(), self.tracker.in_flight() > 0) {
-            (true, true) => Some(Interest::WRITABLE | Interest::ERROR),
-            (true, false) => Some(Interest::WRITABLE),
-            (false, true) => Some(Interest::ERROR),
-            (false, false) => None,
+        let queued = !self.queue.is_empty();
+        if queued && self.write_stuck {
+            if let Some(room) = &self.room {
+                // Notifications wake this registration too (`EPOLLERR`).
+                return Some(Waiter {
+                    on: WaitOn::Room(Rc::clone(room)),
+                });
+            }
         }
+        let interest = match (queued, self.tracker.in_flight() > 0) {
+            (true, true) => Interest::WRITABLE | Interest::ERROR,
+            (true, false) => Interest::WRITABLE,
+            (false, true) => Interest::ERROR,
+            (false, false) => return None,
+        };
+        Some(Waiter {
+            on: WaitOn::Stream(Rc::clone(&self.stream), interest),
+        })
     }
 
-    /// Makes progress after the stream reported `ready` for
-    /// [`interest`](Self::interest).
-    pub fn handle_ready(&mut self, ready: tokio::io::Ready) -> io::Result<()> {
-        if self.tracker.in_flight() > 0 || ready.is_error() {
-            self.reap_notifications();
+    /// Makes progress after a [`Waiter`] returned.
+    pub fn handle_woken(&mut self, woken: Woken) -> io::Result<()> {
+        let Woken { ready, room } = woken;
+        // Without `SO_ZEROCOPY` there are no notifications: "write closed"
+        // is the connection's end, and `sendmsg` will say so.
+        let notified = self.zerocopy_enabled && ready.is_write_closed();
+        if notified && !room {
+            // Sticky from now on (see the type's notes).
+            self.write_stuck = true;
         }
-        if ready.is_writable() || ready.is_write_closed() {
+        if self.tracker.in_flight() > 0 || ready.is_error() {
+            self.reap_notifications(false);
+        }
+        // On a zero-copy socket, write only when a registration reports
+        // room: "write closed" alone is a notification (a dead TCP socket
+        // reports writable as well).
+        if ready.is_writable() || (ready.is_write_closed() && !notified) {
             self.write_queued()?;
         }
+        if notified && !self.failed {
+            // The registration that said so will keep saying it.
+            self.rearm_room()?;
+        }
+        Ok(())
+    }
+
+    /// Builds a fresh writability watch (see the type's notes): reads the
+    /// error queue dry so `EPOLLERR` is no longer pending, fails on a real
+    /// socket error, then registers the dup anew.
+    fn rearm_room(&mut self) -> io::Result<()> {
+        self.reap_notifications(true);
+        let r = self.register_room();
+        if let Err(e) = &r {
+            tracing::debug!(error = %e, "zero-copy sender: cannot watch for room");
+            self.fail();
+        }
+        r
+    }
+
+    fn register_room(&mut self) -> io::Result<()> {
+        if let Some(e) = self.stream.take_error()? {
+            return Err(e);
+        }
+        let fd = match self.room.take().map(Rc::try_unwrap) {
+            // Deregisters (`EPOLL_CTL_DEL`) and keeps the dup.
+            Some(Ok(room)) => room.into_inner(),
+            // A wait still holds the old one (not the case in this
+            // crate); it goes when that wait ends.
+            Some(Err(_)) | None => self.stream.as_fd().try_clone_to_owned()?,
+        };
+        // SAFETY: `fd` is an open descriptor owned by the `OwnedFd` moved
+        // into the `AsyncFd`, which keeps it open and unchanged until it is
+        // dropped or `into_inner` returns it. It is a dup of the stream's
+        // socket (an fd number of its own, so epoll accepts a second
+        // registration of the same socket).
+        let room = unsafe { AsyncFd::register_with_interest(fd, Interest::WRITABLE) }
+            .map_err(|e| e.into_parts().1)?;
+        self.room = Some(Rc::new(room));
+        SenderCounters::add(&self.counters.room_rearms, 1);
         Ok(())
     }
 
@@ -321,11 +474,11 @@ impl ZeroCopySender {
                 "connection failed",
             ));
         }
-        let Some(interest) = self.interest() else {
+        let Some(waiter) = self.waiter() else {
             return Ok(());
         };
-        let ready = self.stream.ready(interest).await?;
-        self.handle_ready(ready)
+        let woken = waiter.wait().await?;
+        self.handle_woken(woken)
     }
 
     /// Drives the sender until every message is released.
@@ -372,8 +525,10 @@ impl ZeroCopySender {
         }
         self.reset = true;
         self.failed = true;
+        // The dup must not keep the socket open.
+        self.room = None;
         self.queue.clear();
-        self.reap_notifications();
+        self.reap_notifications(false);
         let keys: Vec<usize> = self.messages.iter().map(|(k, _)| k).collect();
         for key in keys {
             let tracked = self.messages.get(key).is_some_and(|m| m.tracked);
@@ -399,10 +554,11 @@ impl ZeroCopySender {
     }
 
     /// Reads the error queue dry and releases every message it completes.
-    fn reap_notifications(&mut self) {
-        // Only while zero-copy sends await their notification: otherwise the
-        // error queue has nothing for us and reading it costs a syscall.
-        if !self.zerocopy_enabled || self.tracker.in_flight() == 0 {
+    /// Unless `always`, only while zero-copy sends await a notification.
+    fn reap_notifications(&mut self, always: bool) {
+        // Otherwise the error queue has nothing for us and reading it costs
+        // a syscall.
+        if !self.zerocopy_enabled || (self.tracker.in_flight() == 0 && !always) {
             return;
         }
         let mut released: SmallVec<[usize; 16]> = SmallVec::new();
@@ -440,16 +596,14 @@ impl ZeroCopySender {
                 Ok((0, _)) => return Ok(()),
                 Ok((n, offered)) if n < offered => {
                     SenderCounters::add(&self.counters.partial_writes, 1);
-                    // Nothing else runs on this thread between the call and
-                    // this; the kernel marked the socket short of space, so
-                    // freeing it raises a new edge.
-                    let _ = self.stream.try_io(Interest::WRITABLE, || {
-                        Err::<(), _>(io::ErrorKind::WouldBlock.into())
-                    });
+                    self.mark_full();
                     return Ok(());
                 }
                 Ok(_) => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.mark_full();
+                    return Ok(());
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     self.fail();
@@ -458,6 +612,17 @@ impl ZeroCopySender {
             }
         }
         Ok(())
+    }
+
+    /// Clears write readiness after a `sendmsg` found the socket full. Nothing
+    /// else runs on this thread between the call and this; the kernel marked
+    /// the socket short of space, so freeing it raises a new edge.
+    fn mark_full(&self) {
+        let full = || Err::<(), _>(io::ErrorKind::WouldBlock.into());
+        let _ = self.stream.try_io(Interest::WRITABLE, full);
+        if let Some(room) = &self.room {
+            let _ = room.try_io(Interest::WRITABLE, |_| full());
+        }
     }
 
     /// One `sendmsg` over the longest run of queued messages of one kind:
@@ -490,13 +655,20 @@ impl ZeroCopySender {
             }
             r
         };
-        let mut sent = self.stream.try_io(Interest::WRITABLE, || send(flags));
+        // Once the stream's write readiness is stuck, the writability watch
+        // gates the call instead (an `EAGAIN` clears its readiness).
+        let (stream, room) = (&self.stream, self.room.as_deref());
+        let try_send = |flags| match room {
+            Some(room) if self.write_stuck => room.try_io(Interest::WRITABLE, |_| send(flags)),
+            _ => stream.try_io(Interest::WRITABLE, || send(flags)),
+        };
+        let mut sent = try_send(flags);
         let mut used_zerocopy = zerocopy;
         if zerocopy && matches!(&sent, Err(e) if e.raw_os_error() == Some(libc::ENOBUFS)) {
             // optmem / locked-memory limit: this call goes by copy.
             SenderCounters::add(&self.counters.enobufs_fallbacks, 1);
             used_zerocopy = false;
-            sent = self.stream.try_io(Interest::WRITABLE, || send(0));
+            sent = try_send(0);
         }
         drop(iov);
         let n = sent?;
@@ -567,6 +739,9 @@ impl ZeroCopySender {
 
     fn fail(&mut self) {
         self.failed = true;
+        // Nothing waits for room any more; the dup must not keep the
+        // socket open.
+        self.room = None;
         // Nothing more will be written. Messages the kernel still references
         // are released as their notifications arrive (here, or after the
         // reset by `close`/drop and the reaper); unwritten, untracked ones
