@@ -5,6 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
@@ -252,9 +253,18 @@ enum ChapAction {
         /// CHAP user name.
         #[arg(long)]
         username: String,
-        /// Secret, 12..255 bytes.
+        /// Secret, 12..255 bytes (visible to other local users in the
+        /// process list: prefer --secret-file).
+        #[arg(
+            long,
+            required_unless_present = "secret_file",
+            conflicts_with = "secret_file"
+        )]
+        secret: Option<String>,
+        /// Read the secret from this file (one line; a trailing newline is
+        /// dropped).
         #[arg(long)]
-        secret: String,
+        secret_file: Option<PathBuf>,
         /// Set the target's credentials for mutual CHAP.
         #[arg(long)]
         mutual: bool,
@@ -298,12 +308,19 @@ enum NvmeHostAction {
         owner: String,
         /// Host NQN ("*": any).
         name: String,
-        /// Host secret, `DHHC-1:xx:<base64>:` (`nvme gen-dhchap-key`).
-        #[arg(long)]
+        /// Host secret, `DHHC-1:xx:<base64>:` (`nvme gen-dhchap-key`;
+        /// visible in the process list: prefer --dhchap-key-file).
+        #[arg(long, conflicts_with = "dhchap_key_file")]
         dhchap_key: Option<String>,
+        /// Read the host secret from this file.
+        #[arg(long)]
+        dhchap_key_file: Option<PathBuf>,
         /// Controller secret, for bidirectional authentication.
-        #[arg(long, requires = "dhchap_key")]
+        #[arg(long, conflicts_with = "dhchap_ctrl_key_file")]
         dhchap_ctrl_key: Option<String>,
+        /// Read the controller secret from this file.
+        #[arg(long)]
+        dhchap_ctrl_key_file: Option<PathBuf>,
     },
     /// Disallow a host (its controllers end) and drop its secrets.
     Remove {
@@ -501,6 +518,7 @@ fn request(c: CtlCommand) -> (&'static str, Value, View) {
                         username,
                         secret,
                         mutual,
+                        ..
                     },
             } => (
                 "iscsi.chap.set",
@@ -558,6 +576,7 @@ fn request(c: CtlCommand) -> (&'static str, Value, View) {
                         name,
                         dhchap_key,
                         dhchap_ctrl_key,
+                        ..
                     },
             } => (
                 "nvme.host.add",
@@ -615,7 +634,11 @@ fn request(c: CtlCommand) -> (&'static str, Value, View) {
 
 /// Runs `zctarget ctl`: exit 0 on success, 1 when the daemon refused, 2
 /// when it could not be reached.
-pub fn run(args: CtlArgs) -> ExitCode {
+pub fn run(mut args: CtlArgs) -> ExitCode {
+    if let Err(e) = read_secret_files(&mut args.command) {
+        eprintln!("zctarget ctl: {e:#}");
+        return ExitCode::from(2);
+    }
     let (method, params, view) = request(args.command);
     let mut progress = |p: &Value| {
         let done = p.get("done").and_then(Value::as_u64).unwrap_or(0);
@@ -650,6 +673,63 @@ pub fn run(args: CtlArgs) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+    }
+}
+
+/// Fills the secrets given as files (`--secret-file`, `--dhchap-key-file`,
+/// `--dhchap-ctrl-key-file`) into their values, so that no secret needs to
+/// appear on a command line.
+fn read_secret_files(c: &mut CtlCommand) -> anyhow::Result<()> {
+    fn read(value: &mut Option<String>, file: &Option<PathBuf>) -> anyhow::Result<()> {
+        let Some(path) = file else {
+            return Ok(());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the secret file {}", path.display()))?;
+        let line = text.strip_suffix('\n').unwrap_or(&text);
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        anyhow::ensure!(
+            !line.is_empty() && !line.contains('\n'),
+            "the secret file {} must hold one non-empty line",
+            path.display()
+        );
+        *value = Some(line.to_owned());
+        Ok(())
+    }
+    match c {
+        CtlCommand::Iscsi {
+            action:
+                IscsiAction::Chap {
+                    action:
+                        ChapAction::Set {
+                            secret,
+                            secret_file,
+                            ..
+                        },
+                },
+        } => read(secret, secret_file),
+        CtlCommand::Nvme {
+            action:
+                NvmeAction::Host {
+                    action:
+                        NvmeHostAction::Add {
+                            dhchap_key,
+                            dhchap_key_file,
+                            dhchap_ctrl_key,
+                            dhchap_ctrl_key_file,
+                            ..
+                        },
+                },
+        } => {
+            read(dhchap_key, dhchap_key_file)?;
+            read(dhchap_ctrl_key, dhchap_ctrl_key_file)?;
+            anyhow::ensure!(
+                dhchap_ctrl_key.is_none() || dhchap_key.is_some(),
+                "a controller secret needs a host secret (--dhchap-key or --dhchap-key-file)"
+            );
+            Ok(())
+        }
+        _ => Ok(()),
     }
 }
 

@@ -368,6 +368,23 @@ fn live_changes(engine: &str) {
     let mut only = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-11.io.zctarget.test:only", BS)
         .expect("allowed initiator");
     assert_eq!(only.run_on_lun(0, &tur, 0).expect("TUR").0, 0);
+    // The secret from a file (not on the command line); a file that is
+    // not one line is refused and nothing changes.
+    let secret = d.dir().join("chap.secret");
+    std::fs::write(&secret, "0123456789ab\n").expect("secret file");
+    let bad = d.dir().join("bad.secret");
+    std::fs::write(&bad, "0123456789ab\nsecond line\n").expect("secret file");
+    let bad_out = d.ctl(&[
+        "iscsi",
+        "chap",
+        "set",
+        IQN,
+        "--username",
+        "u",
+        "--secret-file",
+        bad.to_str().expect("utf-8"),
+    ]);
+    assert!(!bad_out.status.success(), "a two-line secret file accepted");
     d.ok(&[
         "iscsi",
         "chap",
@@ -375,9 +392,12 @@ fn live_changes(engine: &str) {
         IQN,
         "--username",
         "u",
-        "--secret",
-        "0123456789ab",
+        "--secret-file",
+        secret.to_str().expect("utf-8"),
     ]);
+    let shown = d.ctl(&["config"]);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(!shown.contains("0123456789ab"), "secret shown: {shown}");
     assert!(
         Iscsi::login(d.iscsi_port, IQN, "iqn.2026-11.io.zctarget.test:only", BS).is_err(),
         "CHAP now required"

@@ -401,8 +401,12 @@ fn ctl_sets_and_rotates_secrets_live() {
     assert!(!err.contains(&bad[10..40]), "{err}");
 
     // Rotation: new connections need the new secret; the old queue stays.
+    // The new secret comes from a file, never on the command line.
     let second = key(9, Some(HashId::Sha256), 32);
-    let out = d.ctl(&["nvme", "host", "add", NQN, LIVE, "--dhchap-key", &second]);
+    let file = d.dir().join("host.key");
+    std::fs::write(&file, format!("{second}\n")).expect("key file");
+    let file = file.to_str().expect("utf-8 path");
+    let out = d.ctl(&["nvme", "host", "add", NQN, LIVE, "--dhchap-key-file", file]);
     assert!(
         out.status.success(),
         "{}",
