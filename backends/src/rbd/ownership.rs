@@ -153,8 +153,20 @@ impl Image {
 
     /// Records what a look at the lock found: while this gateway follows,
     /// whether another live gateway (lock owner still watching) holds it.
+    /// Right after a release librbd may still list this client as the
+    /// owner: its own address never counts as a peer.
     pub fn observe_lock(&self, view: &LockView) {
-        let settled = self.role() == Role::Follower && view.owner.is_some() && view.owner_watching;
+        let mine = self
+            .lock_addr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let peer = match (&view.owner, &mine) {
+            (Some(o), Some(m)) => !same_client(o, m),
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        let settled = self.role() == Role::Follower && peer && view.owner_watching;
         self.role.peer_owns.store(settled, Ordering::Release);
     }
 
