@@ -173,11 +173,14 @@ impl Roles {
         // follows must not draw a host's I/O (dm-multipath's alua
         // prioritizer adds 80 for PREF, more than Active/optimized's 50).
         let groups = (1..=gateway_count(c))
-            .map(|g| PortGroup {
-                id: g,
-                state: state_of(g),
-                preferred: g == owner && state_of(g) == AluaState::ActiveOptimized,
-                relative_ports: vec![g],
+            .map(|g| {
+                let state = state_of(g);
+                PortGroup {
+                    id: g,
+                    state,
+                    preferred: g == owner && state == AluaState::ActiveOptimized,
+                    relative_ports: vec![g],
+                }
             })
             .collect();
         (me, me, groups)

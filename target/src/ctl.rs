@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Args, Subcommand};
+use clap::{ArgGroup, Args, Subcommand};
 use serde_json::{json, Value};
 
 use crate::admin::client;
@@ -303,6 +303,10 @@ enum NvmeHostAction {
     /// Allow a host; with --dhchap-key it must authenticate (DH-HMAC-CHAP).
     /// Adding an allowed host with a key sets or rotates its secrets for
     /// new connections.
+    #[command(group(ArgGroup::new("host_key").args(["dhchap_key", "dhchap_key_file"])))]
+    #[command(group(ArgGroup::new("ctrl_key")
+        .args(["dhchap_ctrl_key", "dhchap_ctrl_key_file"])
+        .requires("host_key")))]
     Add {
         /// Subsystem NQN.
         owner: String,
@@ -310,13 +314,14 @@ enum NvmeHostAction {
         name: String,
         /// Host secret, `DHHC-1:xx:<base64>:` (`nvme gen-dhchap-key`;
         /// visible in the process list: prefer --dhchap-key-file).
-        #[arg(long, conflicts_with = "dhchap_key_file")]
+        #[arg(long)]
         dhchap_key: Option<String>,
         /// Read the host secret from this file.
         #[arg(long)]
         dhchap_key_file: Option<PathBuf>,
-        /// Controller secret, for bidirectional authentication.
-        #[arg(long, conflicts_with = "dhchap_ctrl_key_file")]
+        /// Controller secret, for bidirectional authentication (needs a
+        /// host secret).
+        #[arg(long)]
         dhchap_ctrl_key: Option<String>,
         /// Read the controller secret from this file.
         #[arg(long)]
@@ -722,12 +727,7 @@ fn read_secret_files(c: &mut CtlCommand) -> anyhow::Result<()> {
                 },
         } => {
             read(dhchap_key, dhchap_key_file)?;
-            read(dhchap_ctrl_key, dhchap_ctrl_key_file)?;
-            anyhow::ensure!(
-                dhchap_ctrl_key.is_none() || dhchap_key.is_some(),
-                "a controller secret needs a host secret (--dhchap-key or --dhchap-key-file)"
-            );
-            Ok(())
+            read(dhchap_ctrl_key, dhchap_ctrl_key_file)
         }
         _ => Ok(()),
     }
