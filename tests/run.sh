@@ -116,6 +116,18 @@ for run in "uring strict" "epoll eager"; do
   [ "$s" -eq 0 ] || status=$s
 done
 
+# --- zero-copy on a route that is not loopback (two netns, a veth pair) -------
+# auto mode tries SO_ZEROCOPY and gives it up where the kernel copies; always
+# mode sends every read zero-copy without spinning on a full socket.
+for engine in uring epoll; do
+  log "zero-copy sends over veth between two network namespaces ($engine engine)"
+  set +e
+  tests/net/zerocopy-veth.sh --engine "$engine" --bin build/debug/zctarget 2>&1 | tee -a "$out"
+  s=${PIPESTATUS[0]}
+  set -e
+  [ "$s" -eq 0 ] || status=$s
+done
+
 # --- Linux kernel initiator (open-iscsi in a qemu guest), both engines -------
 for args in "--engine uring" "--engine epoll --quick"; do
   log "open-iscsi in a VM against zctarget ($args)"
