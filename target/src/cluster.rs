@@ -140,6 +140,19 @@ impl Roles {
         Some(AnaGroups::new(states))
     }
 
+    /// Explicit ALUA for volume `name`: `Some(the non-owner state)` when
+    /// SET TARGET PORT GROUPS can move its ownership — a shared rbd volume,
+    /// whose exclusive lock moves; `None` for static
+    /// ownership and outside a cluster.
+    pub fn explicit_alua(&self, name: &str) -> Option<AluaState> {
+        let c = self.cluster.as_ref()?;
+        matches!(
+            self.local_role(name),
+            Some(Role::Owner | Role::Follower | Role::Fenced)
+        )
+        .then(|| non_owner_alua(c))
+    }
+
     /// SCSI ports of volume `name` seen from this gateway: (relative
     /// target port and target port group of this gateway, every group
     /// with its state for the volume — the owner's Active/optimized and
@@ -151,11 +164,7 @@ impl Roles {
         };
         let owner = self.owner(name).unwrap_or(1);
         let me = c.number();
-        let other = match c.non_owner_state {
-            NonOwnerState::NonOptimized => AluaState::ActiveNonOptimized,
-            NonOwnerState::Inaccessible => AluaState::Standby,
-            NonOwnerState::Unavailable => AluaState::Unavailable,
-        };
+        let other = non_owner_alua(c);
         // A shared rbd volume: this port's state is this gateway's role; a
         // non-owner cannot tell which peer holds the lock and reports its
         // peers Active/optimized (a host uses each path's own group).
@@ -189,6 +198,15 @@ impl Roles {
 
 fn gateway_count(c: &config::Cluster) -> u16 {
     u16::try_from(c.gateways.len()).unwrap_or(u16::MAX)
+}
+
+/// The ALUA state a gateway reports for a volume it does not own.
+fn non_owner_alua(c: &config::Cluster) -> AluaState {
+    match c.non_owner_state {
+        NonOwnerState::NonOptimized => AluaState::ActiveNonOptimized,
+        NonOwnerState::Inaccessible => AluaState::Standby,
+        NonOwnerState::Unavailable => AluaState::Unavailable,
+    }
 }
 
 #[cfg(test)]

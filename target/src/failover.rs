@@ -20,8 +20,12 @@
 //!   (ANA Change event) and the ALUA port groups of every LUN (ASYMMETRIC
 //!   ACCESS STATE CHANGED unit attention).
 //!
-//! Ownership moves back only on request ([`move_owner`]: the owner
-//! releases, the named gateway acquires), never by itself.
+//! Ownership moves back only on request, never by itself: [`move_owner`]
+//! (`ctl volume release [--to GATEWAY]` / `acquire`) or a host's SET
+//! TARGET PORT GROUPS ([`request_owner`]). A release for a named gateway
+//! writes its id into the image's metadata (`rbd::HANDOVER_KEY`); a
+//! follower that finds the lock free and itself named takes it at once,
+//! one not named waits twice the free lock's grace.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -161,10 +165,20 @@ fn follow(
         return;
     }
     // A free lock (its owner released it on request, or closed the image
-    // at a clean shutdown) waits longer than a dead owner's, so that the
-    // gateway a failback names acquires it, not any follower.
+    // at a clean shutdown) waits longer than a dead owner's. A release on
+    // request names the gateway it is for in the image's metadata: that
+    // one takes it at once, the others leave it to that one for longer.
     let grace = if view.owner.is_none() {
-        after * FREE_LOCK_FACTOR
+        let me = shared.cluster.as_ref().map(|c| c.gateway.as_str());
+        match img.handover_target() {
+            Ok(Some(t)) if Some(t.as_str()) == me => Duration::ZERO,
+            Ok(Some(_)) => after * FREE_LOCK_FACTOR * 2,
+            Ok(None) => after * FREE_LOCK_FACTOR,
+            Err(e) => {
+                tracing::warn!(volume = %name, error = %e, "reading the handover name");
+                after * FREE_LOCK_FACTOR
+            }
+        }
     } else {
         after
     };
@@ -178,6 +192,7 @@ fn follow(
     match img.take_over(view.owner.as_deref()) {
         Ok(t) => {
             dead_since.remove(name);
+            clear_handover(name, img);
             let c = &shared.counters;
             c.lock_acquisitions.fetch_add(1, Ordering::Relaxed);
             if view.owner.is_some() {
@@ -200,6 +215,14 @@ fn follow(
             // keep following and look again.
             tracing::warn!(volume = %name, error = %e, "taking the lock over failed");
         }
+    }
+}
+
+/// The new owner removes the name of the gateway a release was for (best
+/// effort: a stale name only delays a later free lock's takeover).
+fn clear_handover(volume: &str, img: &Image) {
+    if let Err(e) = img.clear_handover() {
+        tracing::warn!(volume, error = %e, "clearing the handover name");
     }
 }
 
@@ -230,16 +253,35 @@ pub struct Moved {
 
 /// Cooperative ownership move of `volume`, one gateway's half: `release`
 /// (this gateway is the owner: refuse new writes, let librbd drain and
-/// release the lock, report the non-owner state) or acquire (this gateway
-/// is a follower: take the free lock — never a held one: failback does not
-/// break locks).
-pub fn move_owner(shared: &Shared, volume: &str, release: bool) -> anyhow::Result<Moved> {
+/// release the lock, report the non-owner state; with `to`, for that
+/// gateway, which then takes it at its next look — failback in one call)
+/// or acquire (this gateway is a follower: take the free lock — never a
+/// held one: failback does not break locks).
+pub fn move_owner(
+    shared: &Shared,
+    volume: &str,
+    release: bool,
+    to: Option<&str>,
+) -> anyhow::Result<Moved> {
     let img = shared_images(shared)
         .into_iter()
         .find(|(n, _)| n == volume)
         .map(|(_, i)| i)
         .ok_or_else(|| anyhow::anyhow!("no shared rbd volume named {volume:?}"))?;
     if release {
+        if let Some(to) = to {
+            let known = shared
+                .cluster
+                .as_ref()
+                .is_some_and(|c| c.gateways.iter().any(|g| g == to) && c.gateway != to);
+            if !known {
+                anyhow::bail!("{to:?} is not another gateway of this cluster");
+            }
+            if img.role() == Role::Owner {
+                img.name_handover(to)
+                    .map_err(|e| anyhow::anyhow!("releasing {volume:?} for {to}: {e}"))?;
+            }
+        }
         img.release()
             .map_err(|e| anyhow::anyhow!("releasing {volume:?}: {e}"))?;
         shared
@@ -262,6 +304,7 @@ pub fn move_owner(shared: &Shared, volume: &str, release: bool) -> anyhow::Resul
         }
         img.take_over(None)
             .map_err(|e| anyhow::anyhow!("acquiring {volume:?}: {e}"))?;
+        clear_handover(volume, &img);
         shared
             .counters
             .lock_acquisitions
@@ -273,6 +316,88 @@ pub fn move_owner(shared: &Shared, volume: &str, release: bool) -> anyhow::Resul
         volume: volume.to_owned(),
         role: format!("{:?}", img.role()).to_lowercase(),
     })
+}
+
+/// SET TARGET PORT GROUPS (explicit ALUA) asked for target port group
+/// `group` — gateway number `group` — to own shared rbd volume `volume`;
+/// this gateway does its part:
+/// - its own group: an owner has nothing to do; a follower takes a free
+///   lock, or one whose owner stopped watching the image (blocklisted and
+///   broken first, as a failover); a lock a live gateway holds is not
+///   broken on a host's word: refused (that gateway must release it);
+/// - another group: an owner names that gateway in the image's metadata
+///   and releases the lock (drained); the named gateway takes it at its
+///   next look, the others leave it to that one; a follower has nothing
+///   to do when a live
+///   peer holds the lock and there is only one peer, else refused (it
+///   cannot make another gateway take the lock).
+///
+/// Blocking (librbd lock calls): run off the reactor. An error is the
+/// reason the command failed (SET TARGET PORT GROUPS COMMAND FAILED).
+pub fn request_owner(shared: &Shared, volume: &str, group: u16) -> anyhow::Result<()> {
+    let cluster = shared
+        .cluster
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("not in a cluster"))?;
+    let img = shared_images(shared)
+        .into_iter()
+        .find(|(n, _)| n == volume)
+        .map(|(_, i)| i)
+        .ok_or_else(|| anyhow::anyhow!("{volume:?} is not a shared rbd volume"))?;
+    let me = cluster.number();
+    let role = img.role();
+    if role == Role::Fenced {
+        anyhow::bail!("{volume:?}: this gateway is fenced (rejoin first)");
+    }
+    let c = &shared.counters;
+    if group == me {
+        if role == Role::Owner {
+            return Ok(());
+        }
+        let view = img.lock_view()?;
+        img.observe_lock(&view);
+        if view.owner.is_some() && view.owner_watching {
+            anyhow::bail!(
+                "{volume:?}: a live gateway holds the lock; release it there (ctl volume release)"
+            );
+        }
+        img.take_over(view.owner.as_deref())?;
+        clear_handover(volume, &img);
+        c.lock_acquisitions.fetch_add(1, Ordering::Relaxed);
+        if view.owner.is_some() {
+            c.failovers.fetch_add(1, Ordering::Relaxed);
+        }
+        tracing::warn!(
+            volume,
+            old_owner = view.owner.as_deref().unwrap_or("(none)"),
+            "SET TARGET PORT GROUPS: took the lock; this gateway is the owner"
+        );
+    } else if role == Role::Owner {
+        let to = usize::from(group)
+            .checked_sub(1)
+            .and_then(|i| cluster.gateways.get(i))
+            .ok_or_else(|| anyhow::anyhow!("no gateway {group}"))?;
+        img.name_handover(to)?;
+        img.release()?;
+        c.lock_releases.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            volume,
+            for_gateway = group,
+            "SET TARGET PORT GROUPS: released the lock for another gateway"
+        );
+    } else {
+        let view = img.lock_view()?;
+        img.observe_lock(&view);
+        let peer_owns = view.owner.is_some() && view.owner_watching;
+        if !(peer_owns && cluster.gateways.len() == 2) {
+            anyhow::bail!(
+                "{volume:?}: this gateway follows and cannot make gateway {group} take the lock"
+            );
+        }
+        return Ok(());
+    }
+    publish(shared);
+    Ok(())
 }
 
 /// Reopens the shared rbd volume `volume`, fenced on this gateway, with a

@@ -103,6 +103,10 @@ pub struct Lib {
     pub rbd_lock_release: unsafe extern "C" fn(ImageT) -> c_int,
     pub rbd_lock_break: unsafe extern "C" fn(ImageT, c_int, *const c_char) -> c_int,
     pub rbd_is_exclusive_lock_owner: unsafe extern "C" fn(ImageT, *mut c_int) -> c_int,
+    pub rbd_metadata_get:
+        unsafe extern "C" fn(ImageT, *const c_char, *mut c_char, *mut size_t) -> c_int,
+    pub rbd_metadata_set: unsafe extern "C" fn(ImageT, *const c_char, *const c_char) -> c_int,
+    pub rbd_metadata_remove: unsafe extern "C" fn(ImageT, *const c_char) -> c_int,
     pub rbd_watchers_list: unsafe extern "C" fn(ImageT, *mut Watcher, *mut size_t) -> c_int,
     pub rbd_watchers_list_cleanup: unsafe extern "C" fn(*mut Watcher, size_t),
     pub rbd_aio_create_completion:
@@ -175,6 +179,9 @@ fn load() -> Result<Lib, String> {
         rbd_lock_release: sym!(rbd, rbd_lock_release),
         rbd_lock_break: sym!(rbd, rbd_lock_break),
         rbd_is_exclusive_lock_owner: sym!(rbd, rbd_is_exclusive_lock_owner),
+        rbd_metadata_get: sym!(rbd, rbd_metadata_get),
+        rbd_metadata_set: sym!(rbd, rbd_metadata_set),
+        rbd_metadata_remove: sym!(rbd, rbd_metadata_remove),
         rbd_watchers_list: sym!(rbd, rbd_watchers_list),
         rbd_watchers_list_cleanup: sym!(rbd, rbd_watchers_list_cleanup),
         rbd_aio_create_completion: sym!(rbd, rbd_aio_create_completion),

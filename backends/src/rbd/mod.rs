@@ -16,6 +16,7 @@ mod client;
 #[cfg(test)]
 mod copy_check;
 mod ffi;
+mod handover;
 mod image;
 mod ownership;
 
@@ -24,6 +25,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use client::ClientKey;
+pub use handover::HANDOVER_KEY;
 pub use image::{Image, Sharing};
 pub use ownership::{not_owner, LockView, NotOwner, Role, Takeover};
 

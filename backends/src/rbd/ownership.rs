@@ -386,7 +386,7 @@ impl Image {
         Ok(())
     }
 
-    fn error(&self, what: &str, rc: i32) -> RbdError {
+    pub(super) fn error(&self, what: &str, rc: i32) -> RbdError {
         RbdError::Image {
             image: self.name().to_owned(),
             what: what.to_owned(),

@@ -1,18 +1,27 @@
-//! Asymmetric logical unit access (SPC-4 §5.15), implicit only: the
-//! target port groups of a logical unit exported by several gateways,
-//! their access states, REPORT TARGET PORT GROUPS (§6.37) and the check
-//! that refuses commands a port in Standby or Unavailable may not run
-//! (§5.15.2.4).
+//! Asymmetric logical unit access (SPC-4 §5.15): the target port groups
+//! of a logical unit exported by several gateways, their access states,
+//! REPORT TARGET PORT GROUPS (§6.37), the check that refuses commands a
+//! port in Standby or Unavailable may not run (§5.15.2.4), and — explicit
+//! ALUA — SET TARGET PORT GROUPS (§6.45), which here names the group that
+//! owns the unit: one group is Active/optimized, every other one reports
+//! the same non-owner state, so the only change a host can ask for is
+//! which group that one is.
 
 use super::cdb::*;
 use super::sense::{self, Sense};
-use super::LunInfo;
+use super::{LunInfo, ParamKind, Plan};
 use crate::wire::{put, put_be16, put_be32};
 
 /// MAINTENANCE IN: REPORT TARGET PORT GROUPS.
 pub const SA_REPORT_TARGET_PORT_GROUPS: u8 = 0x0A;
 /// MAINTENANCE OUT (SET TARGET PORT GROUPS, ...).
 pub const MAINTENANCE_OUT: u8 = 0xA4;
+/// MAINTENANCE OUT: SET TARGET PORT GROUPS.
+pub const SA_SET_TARGET_PORT_GROUPS: u8 = 0x0A;
+/// Longest SET TARGET PORT GROUPS parameter list taken: the header and
+/// 255 descriptors (a cluster has at most 16 groups; a longer list names
+/// some twice).
+const MAX_STPG_LIST: u32 = 4 + 4 * 255;
 /// SEND DIAGNOSTIC.
 const SEND_DIAGNOSTIC: u8 = 0x1D;
 /// RECEIVE DIAGNOSTIC RESULTS.
@@ -158,4 +167,84 @@ pub fn report_target_port_groups(info: &LunInfo, c: Cdb<'_>) -> Result<Vec<u8>, 
     let len = u32::try_from(d.len() - 4).unwrap_or(u32::MAX);
     put_be32(&mut d, 0, len);
     Ok(truncate(d, c.u32(6)))
+}
+
+/// SET TARGET PORT GROUPS (SPC-4 §6.45), the CDB: the parameter list to
+/// collect. Refused (INVALID FIELD IN CDB) without explicit ALUA; a
+/// parameter list length of 0 is GOOD, a list that is not whole
+/// descriptors or too long is PARAMETER LIST LENGTH ERROR.
+pub fn plan_set_target_port_groups(info: &LunInfo, c: Cdb<'_>) -> Result<Plan, Sense> {
+    if info.target_port_groups.is_empty() || info.explicit_alua.is_none() {
+        return Err(Sense::invalid_cdb_field(1, Some(4)));
+    }
+    let len = c.u32(6);
+    if len == 0 {
+        return Ok(Plan::Good);
+    }
+    if len < 4 || (len - 4) % 4 != 0 || len > MAX_STPG_LIST {
+        return Err(sense::PARAMETER_LIST_LENGTH_ERROR);
+    }
+    Ok(Plan::NeedParameterData {
+        len,
+        then: ParamKind::SetTargetPortGroups,
+    })
+}
+
+/// SET TARGET PORT GROUPS, the parameter list: a 4-byte header, then
+/// descriptors of 4 bytes (state in byte 0 bits 3..0, group in bytes 2-3).
+/// One group may be asked Active/optimized: ownership moves there
+/// ([`Plan::SetTargetPortGroups`]). Any other state asked of a group must
+/// be the one it will report afterwards — the non-owner state for groups
+/// that will not own the unit, or its current state when no group is
+/// named — else INVALID FIELD IN PARAMETER LIST (SPC-4: an unsupported
+/// state or combination), as is a group that does not exist. No
+/// Active/optimized descriptor and nothing to change: GOOD.
+pub fn set_target_port_groups(info: &LunInfo, data: &[u8]) -> Result<Plan, Sense> {
+    let Some(non_owner) = info.explicit_alua else {
+        return Err(Sense::invalid_cdb_field(1, Some(4)));
+    };
+    if data.len() < 4 || (data.len() - 4) % 4 != 0 {
+        return Err(sense::PARAMETER_LIST_LENGTH_ERROR);
+    }
+    let field = |at: usize, bit| Sense::invalid_param_field(u16::try_from(at).unwrap_or(0), bit);
+    // (descriptor offset, group, state code), every group known.
+    let mut asked = Vec::new();
+    let mut owner: Option<u16> = None;
+    let descriptors = data.get(4..).unwrap_or_default();
+    for (i, d) in descriptors.chunks_exact(4).enumerate() {
+        let at = 4 + 4 * i;
+        let &[state, _, hi, lo] = d else {
+            continue;
+        };
+        let (id, state) = (u16::from_be_bytes([hi, lo]), state & 0x0F);
+        if !info.target_port_groups.iter().any(|g| g.id == id) {
+            return Err(field(at + 2, None));
+        }
+        if state == AluaState::ActiveOptimized.code() {
+            if owner.is_some_and(|o| o != id) {
+                // Two owners asked for.
+                return Err(field(at, Some(3)));
+            }
+            owner = Some(id);
+        }
+        asked.push((at, id, state));
+    }
+    for &(at, id, state) in &asked {
+        if state == AluaState::ActiveOptimized.code() {
+            continue;
+        }
+        let after = match owner {
+            Some(o) if o == id => return Err(field(at, Some(3))),
+            Some(_) => non_owner,
+            None => info
+                .target_port_groups
+                .iter()
+                .find(|g| g.id == id)
+                .map_or(non_owner, |g| g.state),
+        };
+        if state != after.code() {
+            return Err(field(at, Some(3)));
+        }
+    }
+    Ok(owner.map_or(Plan::Good, |group| Plan::SetTargetPortGroups { group }))
 }

@@ -33,8 +33,14 @@ pub(crate) fn standard(info: &LunInfo, qualifier_type: u8) -> Vec<u8> {
         h.copy_from_slice(&[qualifier_type, 0x00, 0x06, 0x12, 61, 0x00, 0x00, 0x02]);
     }
     if !info.target_port_groups.is_empty() {
-        // TPGS = 01b: implicit asymmetric access only.
-        crate::wire::put(&mut d, 5, &[0x10]);
+        // TPGS = 01b: implicit asymmetric access; 11b: and explicit (SET
+        // TARGET PORT GROUPS).
+        let tpgs = if info.explicit_alua.is_some() {
+            0x30
+        } else {
+            0x10
+        };
+        crate::wire::put(&mut d, 5, &[tpgs]);
     }
     crate::wire::put(&mut d, 8, &info.vendor);
     crate::wire::put(&mut d, 16, &info.product);

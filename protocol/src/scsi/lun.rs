@@ -486,6 +486,10 @@ impl LogicalUnit {
                 Plan::DataIn(alua::report_target_port_groups(info, c)?)
             }
             MAINTENANCE_IN => return Err(Sense::invalid_cdb_field(1, Some(4))),
+            alua::MAINTENANCE_OUT if c.service_action() == alua::SA_SET_TARGET_PORT_GROUPS => {
+                alua::plan_set_target_port_groups(info, c)?
+            }
+            alua::MAINTENANCE_OUT => return Err(Sense::invalid_cdb_field(1, Some(4))),
             READ_DEFECT_DATA_10 => {
                 let mut d = vec![0u8; 4];
                 crate::wire::put(&mut d, 1, &[c.byte(2) & 0x1F]);
@@ -564,6 +568,7 @@ impl LogicalUnit {
                     }
                 }
             }
+            ParamKind::SetTargetPortGroups => alua::set_target_port_groups(&self.info, data)?,
             ParamKind::ExtendedCopy => {
                 let list = xcopy::parse(data, &self.copy_targets)?;
                 let writes_self = list.segments.iter().any(|s| s.dst_lun == self.info.lun);

@@ -89,6 +89,11 @@ pub struct LunInfo {
     /// (implicit ALUA: INQUIRY TPGS = 01b, REPORT TARGET PORT GROUPS, and
     /// commands refused on a Standby or Unavailable port). Empty: no ALUA.
     pub target_port_groups: Vec<PortGroup>,
+    /// Explicit ALUA (INQUIRY TPGS = 11b): SET TARGET PORT GROUPS may name
+    /// the group that owns the unit. `Some(state)`: the state a group that
+    /// does not own it reports (what a request may ask of the others).
+    /// Only with `target_port_groups`.
+    pub explicit_alua: Option<AluaState>,
     /// LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT (READ CAPACITY(16)).
     /// 0 by default: reporting 4 KiB physical blocks under 512-byte logical
     /// blocks is truthful for file volumes, but libiscsi's
@@ -132,6 +137,7 @@ impl LunInfo {
             relative_port: 1,
             target_port_group: 0,
             target_port_groups: Vec::new(),
+            explicit_alua: None,
             physical_block_exponent: 0,
             max_transfer_blocks: (8u32 << 20) / bs,
             optimal_transfer_blocks: (1u32 << 20) / bs,
@@ -271,6 +277,14 @@ pub enum Plan {
         /// Initiator port names whose registrations were preempted.
         preempted: Vec<String>,
     },
+    /// SET TARGET PORT GROUPS asked for target port group `group` to be
+    /// Active/optimized: the unit's ownership moves to that group's
+    /// gateway. The caller moves it and answers GOOD, or CHECK CONDITION
+    /// with [`sense::SET_TARGET_PORT_GROUPS_FAILED`].
+    SetTargetPortGroups {
+        /// The group to own the unit.
+        group: u16,
+    },
     /// Collect `len` bytes of data-out, then call
     /// [`LogicalUnit::with_parameter_data`] with `then`.
     NeedParameterData {
@@ -316,6 +330,8 @@ pub enum ParamKind {
     },
     /// EXTENDED COPY (LID1) parameter list (SPC-4 §6.4).
     ExtendedCopy,
+    /// SET TARGET PORT GROUPS parameter list (SPC-4 §6.45).
+    SetTargetPortGroups,
     /// SANITIZE OVERWRITE parameter list (SBC-3 §5.30.2).
     SanitizeOverwrite {
         /// IMMED bit.

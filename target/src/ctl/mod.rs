@@ -120,6 +120,10 @@ enum VolumeAction {
     Release {
         /// Volume name.
         name: String,
+        /// The gateway the lock is for: it takes the lock at its next look
+        /// (failback in one call); without it, `volume acquire` there.
+        #[arg(long)]
+        to: Option<String>,
     },
     /// Failback, second half, on the gateway that is to own the volume:
     /// take the lock the owner released and report Optimized.

@@ -53,8 +53,12 @@ pub(super) fn request(c: CtlCommand) -> (&'static str, Value, View) {
                 json!({"name": name, "force": force}),
                 Changes,
             ),
-            VolumeAction::Release { name } => {
-                ("volume.release", json!({"name": name}), View::Status)
+            VolumeAction::Release { name, to } => {
+                let mut p = json!({ "name": name });
+                if let Some(to) = to {
+                    p["to"] = json!(to);
+                }
+                ("volume.release", p, View::Status)
             }
             VolumeAction::Acquire { name } => {
                 ("volume.acquire", json!({"name": name}), View::Status)

@@ -98,6 +98,7 @@ pub(crate) async fn execute_other(
         Plan::GetLbaStatus { lba, alloc_len } => ctx.get_lba_status(lba, alloc_len).await,
         Plan::Sanitize { action, immed } => ctx.sanitize_lun(action, immed).await,
         Plan::ExtendedCopy { list_id, segments } => ctx.extended_copy(list_id, segments).await,
+        Plan::SetTargetPortGroups { group } => ctx.set_target_port_groups(group).await,
         Plan::PreemptAndAbort { preempted } => {
             // The preempted initiators' tasks on this connection end
             // without status (SPC-4 §5.12.11.2.3); this command completes.
@@ -425,6 +426,45 @@ impl Other<'_> {
             .collect();
         let data = scsi::encode_lba_status(lba, &descriptors, alloc_len);
         send_data(conn, cmd, entry, &data).await
+    }
+
+    /// SET TARGET PORT GROUPS named `group` the owner: the lock calls
+    /// block, so they run on tokio's blocking pool (a rare management
+    /// command, not the I/O path); GOOD once this gateway's part is done
+    /// (the ASYMMETRIC ACCESS STATE CHANGED unit attention follows), else
+    /// SET TARGET PORT GROUPS COMMAND FAILED.
+    async fn set_target_port_groups(&self, group: u16) -> anyhow::Result<()> {
+        let shared = std::sync::Arc::clone(&self.conn.reactor.shared);
+        let Some(volume) = shared
+            .exports
+            .get(self.lun.volume)
+            .map(|v| v.name().to_owned())
+        else {
+            return self.check(sense::SET_TARGET_PORT_GROUPS_FAILED);
+        };
+        let r = tokio::task::spawn_blocking(move || {
+            crate::failover::request_owner(&shared, &volume, group)
+        })
+        .await;
+        match r {
+            Ok(Ok(())) => status(
+                self.conn,
+                self.entry,
+                self.cmd.itt,
+                GOOD,
+                &[],
+                Residual::default(),
+            ),
+            Ok(Err(e)) => {
+                tracing::warn!(lun = self.lun.lun, group, error = %format!("{e:#}"),
+                    "SET TARGET PORT GROUPS failed");
+                self.check(sense::SET_TARGET_PORT_GROUPS_FAILED)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "SET TARGET PORT GROUPS task failed");
+                self.check(sense::SET_TARGET_PORT_GROUPS_FAILED)
+            }
+        }
     }
 
     async fn sanitize_lun(&self, action: SanitizeAction, immed: bool) -> anyhow::Result<()> {

@@ -303,6 +303,7 @@ fn lun_info(iqn: &str, lun: u16, volume: &zctarget_backends::Volume, roles: &Rol
     lun_info.relative_port = port;
     lun_info.target_port_group = group;
     lun_info.target_port_groups = groups;
+    lun_info.explicit_alua = roles.explicit_alua(volume.name());
     lun_info
 }
 

@@ -41,16 +41,24 @@ pub fn call(
         "volume.list" => Ok(volume_list(shared)),
         "volume.add" => volume_add(shared, parse(params)?, notify),
         "volume.remove" => volume_remove(shared, parse(params)?),
-        // Failback, one gateway's half each (see `failover::move_owner`).
         "volume.rejoin" => {
             let p: NameForce = parse(params)?;
             crate::failover::rejoin(shared, &p.name)
                 .map(|m| json!(m))
                 .map_err(|e| RpcError::refused(format!("{e:#}")))
         }
+        // Failback: the owner releases (for a named gateway, which then
+        // takes the lock by itself), the other gateway acquires.
         "volume.release" | "volume.acquire" => {
-            let p: NameForce = parse(params)?;
-            crate::failover::move_owner(shared, &p.name, method == "volume.release")
+            let p: MoveOwner = parse(params)?;
+            let release = method == "volume.release";
+            if !release && p.to.is_some() {
+                return Err(RpcError::new(
+                    RpcError::INVALID_PARAMS,
+                    "\"to\" goes with volume.release",
+                ));
+            }
+            crate::failover::move_owner(shared, &p.name, release, p.to.as_deref())
                 .map(|m| json!(m))
                 .map_err(|e| RpcError::refused(format!("{e:#}")))
         }
@@ -180,4 +188,13 @@ struct TsihParams {
 #[serde(deny_unknown_fields)]
 struct CntlidParams {
     cntlid: u16,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MoveOwner {
+    name: String,
+    /// volume.release: the gateway the lock is for.
+    #[serde(default)]
+    to: Option<String>,
 }
