@@ -94,8 +94,9 @@ gateways+=" --a $work/gw-a.toml:$work/gw-a.sock --b $work/gw-b.toml:$work/gw-b.s
 if [ "$backend" = rbd ]; then
   target="$PWD/tests/vm/targets/ceph.sh --dir $work/ceph -- $gateways"
   what="owner killed under fio verify, restart, failback"
-  # failback: the owner (b) releases the lock, then a takes it
-  set -- --env VICTIM=a --env "FAILBACK=ctl b volume release v0;ctl a volume acquire v0"
+  # failback in one call: the owner (b) releases the lock for a, which
+  # takes it at its next look (the image's metadata names it)
+  set -- --env VICTIM=a --env "FAILBACK=ctl b volume release v0 --to gw-a"
 else
   target="$gateways"
   what="non-owner killed under fio verify, restart (file volumes)"
