@@ -273,6 +273,7 @@ impl Volume {
             Store::Rbd(image) => HandleIo::Rbd(RbdBackend {
                 info,
                 image: Arc::clone(image),
+                forward: true,
             }),
         };
         Ok(VolumeHandle {
@@ -463,6 +464,40 @@ impl Backend for VolumeHandle {
 }
 
 impl VolumeHandle {
+    /// The same handle, whose writes are never forwarded to another
+    /// gateway (the peer link's owner side: what a peer forwarded runs
+    /// here or is refused).
+    pub fn without_forwarding(mut self) -> Self {
+        if let HandleIo::Rbd(b) = &mut self.io {
+            b.forward = false;
+        }
+        self
+    }
+
+    /// COMPARE AND WRITE run by the owner of the volume, when this gateway
+    /// follows and forwards writes now (`None`: run it here). `Ok(Some(at))`
+    /// is a miscompare at byte `at` of the compared range.
+    pub async fn forward_compare_and_write(
+        &self,
+        offset: u64,
+        compare: Vec<u8>,
+        data: Vec<u8>,
+        fua: bool,
+    ) -> Option<crate::forward::Forwarded> {
+        match &self.io {
+            HandleIo::Rbd(b) => {
+                let start = Instant::now();
+                let len = data.len() as u64;
+                let r = b
+                    .forward_compare_and_write(offset, compare, data, fua)
+                    .await?;
+                self.stats.record(true, len, start.elapsed(), r.is_ok());
+                Some(r)
+            }
+            _ => None,
+        }
+    }
+
     fn count(&self, ok_counter: &AtomicU64, r: &io::Result<()>) {
         let c = if r.is_ok() {
             ok_counter
