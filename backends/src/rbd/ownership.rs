@@ -177,6 +177,11 @@ impl Image {
         let _ = self.forwarder.set(f);
     }
 
+    /// Whether a forwarder is installed.
+    pub fn has_forwarder(&self) -> bool {
+        self.forwarder.get().is_some()
+    }
+
     /// The forwarder to use now: set, this gateway a follower, and its
     /// last look found a live peer holding the lock. Never when fenced (a
     /// fenced gateway's queued writes must not land anywhere) nor while
