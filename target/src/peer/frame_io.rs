@@ -49,7 +49,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     return Ok(Some(f));
                 }
             }
+            // Both reset before the read: a read cancelled by a select
+            // must not leave the old bytes to be decoded again.
             self.start = 0;
+            self.end = 0;
             let n = self.io.read(&mut self.buf).await?;
             if n == 0 {
                 return if self.decoder.at_boundary() {

@@ -107,7 +107,7 @@ impl Link {
                     .with_context(|| format!("peer link: binding {addr}"))?;
                 l.set_nonblocking(true)?;
                 let actual = l.local_addr()?;
-                tracing::info!(protocol = "peer", portal = %actual, "listening");
+                tracing::info!(protocol = %"peer", portal = %actual, "listening");
                 (Some(l), Some(actual))
             }
             None => (None, None),

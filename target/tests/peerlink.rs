@@ -1,0 +1,250 @@
+//! The gateway-to-gateway peer link (issue #13), two gateways on ONE RBD
+//! image in the throwaway Ceph cluster (skipped without
+//! `ZCTARGET_TEST_CEPH_CONF`):
+//! - a follower's writes (NVMe and iSCSI) and COMPARE AND WRITE are run by
+//!   the owner and land; a miscompare is the owner's answer;
+//! - a LOGICAL UNIT RESET on one gateway raises the unit attention on the
+//!   other's I_T nexus;
+//! - a gateway with the wrong peer secret is refused: its writes are not
+//!   forwarded (answered 04/0B as without the link).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use zctarget_protocol::iscsi::{TaskMgmtFunction, TaskMgmtRequest};
+use zctarget_tests::ceph;
+use zctarget_tests::iscsi::Iscsi;
+use zctarget_tests::nvme_client::{NvmeQueue, QueueOptions, Reply};
+use zctarget_tests::Daemon;
+
+const NQN: &str = "nqn.2026-12.io.zctarget.test:peerlink";
+const IQN: &str = "iqn.2026-12.io.zctarget.test:peerlink";
+const HOST: &str = "nqn.2026-12.io.zctarget.test:host";
+const INITIATOR: &str = "iqn.2026-12.io.zctarget.test:initiator";
+const BS: usize = 4096;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Gateway `me` of `gw-a`, `gw-b` (peer link on `ports`, secret in
+/// `secret_file`) exporting rbd image `image`, owned by gw-a.
+fn gateway(dir: &Path, me: &str, conf: &str, image: &str, ports: [u16; 2], secret: &str) -> Daemon {
+    let secret_file = dir.join(format!("{me}.secret"));
+    std::fs::write(&secret_file, format!("{secret}\n")).expect("secret file");
+    Daemon::start_with(
+        dir,
+        me,
+        &format!(
+            "[server]\nadmin_socket = \"{me}.sock\"\n\
+             iscsi_listen = [\"127.0.0.1:0\"]\nnvme_listen = [\"127.0.0.1:0\"]\nreactors = 1\n\
+             buffer_pool = \"16MiB\"\n\n\
+             [cluster]\ngateway = \"{me}\"\ngateways = [\"gw-a\", \"gw-b\"]\n\
+             takeover_after_ms = 1000\n\
+             peers = {{ gw-a = \"127.0.0.1:{}\", gw-b = \"127.0.0.1:{}\" }}\n\
+             peer_secret_file = \"{}\"\n\n\
+             [[volumes]]\nname = \"shared\"\nbackend = \"rbd\"\npool = \"rbd\"\n\
+             image = \"{image}\"\nsize = \"64MiB\"\nblock_size = 4096\nceph_conf = \"{conf}\"\n\
+             owner = \"gw-a\"\n\n\
+             [[iscsi_targets]]\niqn = \"{IQN}\"\nluns = [\"shared\"]\n\n\
+             [[nvme_subsystems]]\nnqn = \"{NQN}\"\nnamespaces = [\"shared\"]\n",
+            ports[0],
+            ports[1],
+            secret_file.display()
+        ),
+    )
+}
+
+fn io_queue(d: &Daemon) -> NvmeQueue {
+    let admin =
+        NvmeQueue::admin(d.nvme_addr(), &QueueOptions::admin(NQN, HOST)).expect("admin queue");
+    let mut o = QueueOptions::admin(NQN, HOST);
+    o.qid = 1;
+    o.cntlid = admin.cntlid;
+    o.sqsize = 127;
+    let (io, r) = NvmeQueue::connect(d.nvme_addr(), &o).expect("io connect");
+    assert!(r.status().is_success(), "{:?}", r.status());
+    std::mem::forget(admin);
+    io
+}
+
+fn block(tag: u8, lba: u64) -> Vec<u8> {
+    let mut b = vec![tag; BS];
+    b[..8].copy_from_slice(&lba.to_le_bytes());
+    b
+}
+
+fn ok(r: std::io::Result<Reply>, what: &str) -> Reply {
+    let r = r.unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(r.status().is_success(), "{what}: {:?}", r.status());
+    r
+}
+
+/// Waits (bounded) until `d`'s log contains `needle`.
+fn wait_log(d: &Daemon, needle: &str, within: Duration) -> bool {
+    let end = Instant::now() + within;
+    while Instant::now() < end {
+        if d.log().contains(needle) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// Waits (bounded) until the follower knows a live peer holds the lock
+/// (its monitor's first look), so that writes are forwarded rather than
+/// answered as a transition.
+fn settle(s: &mut Iscsi) {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = s.test_unit_ready().expect("tur");
+        if st == 0 {
+            return;
+        }
+        assert!(Instant::now() < end, "TEST UNIT READY keeps failing");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn caw(s: &mut Iscsi, lba: u64, compare: &[u8], new: &[u8]) -> u8 {
+    let mut cdb = vec![0x89, 0];
+    cdb.extend_from_slice(&lba.to_be_bytes());
+    cdb.extend_from_slice(&[0, 0, 0, 1, 0, 0]);
+    let cmd = s.command(&cdb, 0, 2 * BS as u32);
+    s.run(&cmd, &[compare, new].concat()).expect("caw").0
+}
+
+fn sense(s: &Iscsi) -> (u8, u8, u8) {
+    (s.last_sense[2] & 0x0F, s.last_sense[12], s.last_sense[13])
+}
+
+#[test]
+fn a_followers_writes_are_run_by_the_owner() {
+    let Some(conf) = ceph::ceph_conf() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let image = ceph::image("peer-fwd");
+    let ports = [free_port(), free_port()];
+    let a = gateway(dir.path(), "gw-a", &conf, &image, ports, "s3cret");
+    let b = gateway(dir.path(), "gw-b", &conf, &image, ports, "s3cret");
+    for d in [&a, &b] {
+        assert!(
+            wait_log(d, "peer link up", Duration::from_secs(10)),
+            "never linked:\n{}",
+            d.log()
+        );
+    }
+    let mut sb = Iscsi::login(b.iscsi_port, IQN, INITIATOR, BS).expect("login b");
+    let mut sa = Iscsi::login(a.iscsi_port, IQN, INITIATOR, BS).expect("login a");
+    settle(&mut sa);
+    settle(&mut sb);
+    // Wait for the follower's monitor to see the owner's lock (its first
+    // look, 200 ms): until then a write is a transition.
+    let end = Instant::now() + Duration::from_secs(10);
+    while sb.write(3, &block(0xB0, 3), false).expect("write") != 0 {
+        assert!(
+            Instant::now() < end,
+            "follower write never forwarded: {:02x?}\n{}",
+            sb.last_sense,
+            b.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // iSCSI WRITE through the follower, read back through the owner.
+    assert_eq!(sb.write(4, &block(0xB1, 4), true).expect("write"), 0);
+    assert_eq!(sa.read(4, 1).expect("read"), (0, block(0xB1, 4)));
+    // NVMe WRITE through the follower, read back through the owner.
+    let mut bi = io_queue(&b);
+    let mut ai = io_queue(&a);
+    ok(
+        bi.write(1, 5, &block(0xB2, 5), BS, false),
+        "follower nvme write",
+    );
+    let r = ok(ai.read(1, 5, 1, BS), "owner read");
+    assert_eq!(r.data, block(0xB2, 5));
+    // COMPARE AND WRITE through the follower: run by the owner.
+    assert_eq!(
+        caw(&mut sb, 4, &block(0xB1, 4), &block(0xC1, 4)),
+        0,
+        "{:02x?}",
+        sb.last_sense
+    );
+    assert_eq!(sa.read(4, 1).expect("read"), (0, block(0xC1, 4)));
+    // A miscompare is the owner's answer (MISCOMPARE, 0E/1D/00), nothing
+    // written.
+    assert_eq!(caw(&mut sb, 4, &block(0xB1, 4), &block(0xC2, 4)), 2);
+    assert_eq!(sense(&sb), (0x0E, 0x1D, 0x00), "{:02x?}", sb.last_sense);
+    assert_eq!(sa.read(4, 1).expect("read"), (0, block(0xC1, 4)));
+
+    // A LOGICAL UNIT RESET on the owner: the follower's nexus gets the
+    // BUS DEVICE RESET unit attention (06/29/03) on its next command.
+    let itt = sa.next_itt();
+    let reset = TaskMgmtRequest {
+        immediate: true,
+        function: TaskMgmtFunction::LogicalUnitReset,
+        lun: [0; 8],
+        itt,
+        referenced_task_tag: 0xffff_ffff,
+        cmd_sn: sa.cmd_sn,
+        exp_stat_sn: sa.exp_stat_sn,
+        ..Default::default()
+    };
+    sa.send_pdu(&reset.encode(), &[]).expect("send LU reset");
+    let rsp = sa.next().expect("TMF response");
+    assert_eq!(rsp.bhs[2], 0, "function complete");
+    assert_eq!(
+        sb.test_unit_ready().expect("tur"),
+        2,
+        "UA on the other gateway"
+    );
+    assert_eq!(sense(&sb), (0x06, 0x29, 0x03), "{:02x?}", sb.last_sense);
+    assert_eq!(sb.test_unit_ready().expect("tur"), 0);
+    drop((sa, sb));
+    for d in [a, b] {
+        d.stop();
+    }
+}
+
+#[test]
+fn a_gateway_with_the_wrong_secret_is_refused() {
+    let Some(conf) = ceph::ceph_conf() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let image = ceph::image("peer-auth");
+    let ports = [free_port(), free_port()];
+    let a = gateway(dir.path(), "gw-a", &conf, &image, ports, "s3cret");
+    let b = gateway(dir.path(), "gw-b", &conf, &image, ports, "guess");
+    assert!(
+        wait_log(&a, "refused a connection", Duration::from_secs(10)),
+        "gw-a did not refuse gw-b:\n{}",
+        a.log()
+    );
+    assert!(!b.log().contains("peer link up"), "{}", b.log());
+    assert!(!a.log().contains("peer link up"), "{}", a.log());
+    // gw-b's writes are not forwarded: refused as without the link, once
+    // the follower saw the owner's lock (04/0B), never written.
+    let mut sb = Iscsi::login(b.iscsi_port, IQN, INITIATOR, BS).expect("login b");
+    settle(&mut sb);
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert_eq!(sb.write(6, &block(0xD1, 6), false).expect("write"), 2);
+        if sense(&sb) == (0x02, 0x04, 0x0B) {
+            break;
+        }
+        assert!(Instant::now() < end, "{:02x?}", sb.last_sense);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut sa = Iscsi::login(a.iscsi_port, IQN, INITIATOR, BS).expect("login a");
+    settle(&mut sa);
+    assert_eq!(sa.read(6, 1).expect("read"), (0, vec![0; BS]));
+    drop((sa, sb));
+    for d in [a, b] {
+        d.stop();
+    }
+}
