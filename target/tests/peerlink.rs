@@ -6,12 +6,18 @@
 //! - a LOGICAL UNIT RESET on one gateway raises the unit attention on the
 //!   other's I_T nexus;
 //! - a gateway with the wrong peer secret is refused: its writes are not
-//!   forwarded (answered 04/0B as without the link).
+//!   forwarded (answered 04/0B as without the link);
+//! - split brain with the link: writes a follower forwarded to an owner
+//!   that froze (SIGSTOP) are answered as a transition, the follower takes
+//!   over and writes, and when the frozen owner resumes, the forwarded
+//!   writes it then runs never land (it was blocklisted).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use zctarget_protocol::iscsi::{TaskMgmtFunction, TaskMgmtRequest};
+use zctarget_protocol::nvme::{Cqe, Sgl, Sqe};
+use zctarget_protocol::nvme_tcp::{CapsuleResp, PduType};
 use zctarget_tests::ceph;
 use zctarget_tests::iscsi::Iscsi;
 use zctarget_tests::nvme_client::{NvmeQueue, QueueOptions, Reply};
@@ -244,6 +250,126 @@ fn a_gateway_with_the_wrong_secret_is_refused() {
     settle(&mut sa);
     assert_eq!(sa.read(6, 1).expect("read"), (0, vec![0; BS]));
     drop((sa, sb));
+    for d in [a, b] {
+        d.stop();
+    }
+}
+
+/// Sends an in-capsule write without waiting for its completion.
+fn send_write(q: &mut NvmeQueue, cid: u16, lba: u64, data: &[u8]) {
+    let mut sqe = Sqe::new(0x01, cid);
+    sqe.nsid = 1;
+    sqe.dptr = Sgl::in_capsule(data.len() as u32);
+    sqe.cdw10 = lba as u32;
+    sqe.cdw11 = (lba >> 32) as u32;
+    sqe.cdw12 = (data.len() / BS) as u32 - 1;
+    q.send_capsule(&sqe, data).expect("send write");
+}
+
+/// The next completion on `q` within `wait`, skipping other PDUs.
+fn completion(q: &mut NvmeQueue, wait: Duration) -> Option<Cqe> {
+    let deadline = Instant::now() + wait;
+    for _ in 0..1000 {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        q.stream()
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .ok()?;
+        let pdu = q.recv().ok()?;
+        if pdu.ch.pdu_type == PduType::CapsuleResp {
+            let r = CapsuleResp::parse(pdu.header[..24].try_into().ok()?).ok()?;
+            return Some(Cqe::parse(&r.cqe));
+        }
+    }
+    None
+}
+
+#[test]
+fn forwarded_writes_to_a_frozen_owner_never_land_after_the_takeover() {
+    let Some(conf) = ceph::ceph_conf() else {
+        return;
+    };
+    const N: u64 = 8;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let image = ceph::image("peer-split");
+    let ports = [free_port(), free_port()];
+    let a = gateway(dir.path(), "gw-a", &conf, &image, ports, "s3cret");
+    let b = gateway(dir.path(), "gw-b", &conf, &image, ports, "s3cret");
+    for d in [&a, &b] {
+        assert!(
+            wait_log(d, "peer link up", Duration::from_secs(10)),
+            "{}",
+            d.log()
+        );
+    }
+    let mut ai = io_queue(&a);
+    let mut bi = io_queue(&b);
+    for lba in 0..N {
+        ok(
+            ai.write(1, lba, &block(0xA0, lba), BS, false),
+            "owner write",
+        );
+    }
+    // The follower forwards (once it saw the owner's lock).
+    let end = Instant::now() + Duration::from_secs(10);
+    while !bi
+        .write(1, N, &block(0xB0, N), BS, false)
+        .expect("io")
+        .status()
+        .is_success()
+    {
+        assert!(Instant::now() < end, "never forwarded:\n{}", b.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Freeze the owner, then write through the follower: forwarded, they
+    // wait in the frozen owner's socket.
+    a.signal(libc::SIGSTOP);
+    for lba in 0..N {
+        send_write(&mut bi, lba as u16 + 1, lba, &block(0xDD, lba));
+    }
+    // The follower sees the owner's watch expire, blocklists it, takes the
+    // lock over.
+    assert!(
+        wait_log(&b, "took the exclusive lock over", Duration::from_secs(40)),
+        "no takeover:\n{}",
+        b.log()
+    );
+    // The forwarded writes get no answer: a transition, after the
+    // deadline (the host would retry them on the new owner).
+    for _ in 0..N {
+        let c = completion(&mut bi, Duration::from_secs(20)).expect("completion");
+        assert_eq!(
+            (c.status.sct.code(), c.status.sc),
+            (3, 0x03),
+            "ANA transition: {:?}",
+            c.status
+        );
+    }
+    // The survivor writes new data itself.
+    for lba in 0..N {
+        ok(
+            bi.write(1, lba, &block(0x5E, lba), BS, false),
+            "survivor write",
+        );
+    }
+    // The frozen owner resumes and runs the forwarded writes it had queued:
+    // blocklisted, none lands.
+    a.signal(libc::SIGCONT);
+    assert!(
+        wait_log(&a, "this gateway is fenced", Duration::from_secs(20)),
+        "gw-a not fenced:\n{}",
+        a.log()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    for lba in 0..N {
+        let r = ok(bi.read(1, lba, 1, BS), "survivor read");
+        assert!(
+            r.data == block(0x5E, lba),
+            "a write forwarded to the frozen owner landed after the survivor's (lba {lba}: \
+             first bytes {:02x?})",
+            &r.data[..16]
+        );
+    }
+    drop((ai, bi));
     for d in [a, b] {
         d.stop();
     }
