@@ -173,6 +173,16 @@ fn a_followers_writes_are_run_by_the_owner() {
     );
     let r = ok(ai.read(1, 5, 1, BS), "owner read");
     assert_eq!(r.data, block(0xB2, 5));
+    // NVMe Write Zeroes and Dataset Management (deallocate) through the
+    // follower: zeroes on the owner.
+    ok(ai.write(1, 8, &block(0xA8, 8), BS, false), "owner write");
+    ok(ai.write(1, 9, &block(0xA9, 9), BS, false), "owner write");
+    ok(bi.write_zeroes(1, 8, 1, false), "follower write zeroes");
+    ok(bi.deallocate(1, &[(9, 1)]), "follower deallocate");
+    for lba in [8, 9] {
+        let r = ok(ai.read(1, lba, 1, BS), "owner read");
+        assert!(r.data.iter().all(|&b| b == 0), "lba {lba} not zeroed");
+    }
     // COMPARE AND WRITE through the follower: run by the owner.
     assert_eq!(
         caw(&mut sb, 4, &block(0xB1, 4), &block(0xC1, 4)),
