@@ -161,6 +161,7 @@ fn peer_seeds(out: &mut Vec<Seed>) {
             },
         ),
         ("flush", Frame::Flush { volume: v() }),
+        ("release", Frame::Release { volume: v() }),
         (
             "caw",
             Frame::CompareAndWrite {

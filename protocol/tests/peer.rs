@@ -64,6 +64,7 @@ fn frame() -> impl Strategy<Value = Frame> {
             len
         }),
         name().prop_map(|volume| Frame::Flush { volume }),
+        name().prop_map(|volume| Frame::Release { volume }),
         (name(), any::<u64>(), any::<bool>(), bytes(600)).prop_flat_map(
             |(volume, offset, fua, compare)| {
                 let n = compare.len();
@@ -197,6 +198,7 @@ fn bad_magic_version_kind_and_trailing_bytes_are_refused() {
     h[4] = 2;
     assert_eq!(Header::parse(&h), Err(PeerError::Version(2)));
     assert_eq!(Header::parse(&header(0, 0)), Err(PeerError::Kind(0)));
+    assert_eq!(Header::parse(&header(15, 0)), Err(PeerError::Kind(15)));
     assert_eq!(Header::parse(&header(99, 0)), Err(PeerError::Kind(99)));
     // A Ping with a body.
     let mut b = header(11, 1).to_vec();

@@ -384,3 +384,70 @@ fn forwarded_writes_to_a_frozen_owner_never_land_after_the_takeover() {
         d.stop();
     }
 }
+
+#[test]
+fn handover_moves_ownership_in_one_call_and_forwarding_follows() {
+    let Some(conf) = ceph::ceph_conf() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let image = ceph::image("peer-handover");
+    let ports = [free_port(), free_port()];
+    let a = gateway(dir.path(), "gw-a", &conf, &image, ports, "s3cret");
+    let b = gateway(dir.path(), "gw-b", &conf, &image, ports, "s3cret");
+    for d in [&a, &b] {
+        assert!(
+            wait_log(d, "peer link up", Duration::from_secs(10)),
+            "{}",
+            d.log()
+        );
+    }
+    let mut ai = io_queue(&a);
+    ok(ai.write(1, 1, &block(0xA1, 1), BS, false), "owner write");
+    // On the owner itself: refused (it is not a follower).
+    let out = a.ctl(&["volume", "handover", "shared"]);
+    assert!(!out.status.success(), "handover on the owner succeeded");
+    // On gw-b: gw-a releases over the link, gw-b acquires.
+    let out = b.ctl(&["volume", "handover", "shared"]);
+    assert!(
+        out.status.success(),
+        "handover failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        b.log()
+    );
+    assert!(
+        a.log().contains("ownership released on request"),
+        "{}",
+        a.log()
+    );
+    assert!(
+        b.log().contains("ownership acquired on request"),
+        "{}",
+        b.log()
+    );
+    // gw-b writes itself; gw-a, now a follower, forwards to gw-b once its
+    // monitor saw gw-b hold the lock.
+    let mut bi = io_queue(&b);
+    ok(
+        bi.write(1, 2, &block(0xB2, 2), BS, false),
+        "new owner write",
+    );
+    let end = Instant::now() + Duration::from_secs(10);
+    while !ai
+        .write(1, 3, &block(0xA3, 3), BS, false)
+        .expect("io")
+        .status()
+        .is_success()
+    {
+        assert!(Instant::now() < end, "gw-a never forwarded:\n{}", a.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for (lba, tag) in [(1, 0xA1), (2, 0xB2), (3, 0xA3)] {
+        let r = ok(bi.read(1, lba, 1, BS), "read");
+        assert!(r.data == block(tag, lba), "lba {lba}");
+    }
+    drop((ai, bi));
+    for d in [a, b] {
+        d.stop();
+    }
+}

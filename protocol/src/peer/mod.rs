@@ -194,6 +194,12 @@ pub enum Frame {
     Pong,
     /// The answer to the request with the same tag.
     Reply(Status),
+    /// Release the volume's lock if this gateway owns it (`ctl volume
+    /// handover` on the gateway that is to own it): answered once released.
+    Release {
+        /// The volume's identity.
+        volume: String,
+    },
 }
 
 /// Frame kinds on the wire.
@@ -211,6 +217,7 @@ mod kind {
     pub const PING: u8 = 11;
     pub const PONG: u8 = 12;
     pub const REPLY: u8 = 13;
+    pub const RELEASE: u8 = 14;
 }
 
 /// A parsed frame header.
@@ -237,7 +244,7 @@ impl Header {
             return Err(PeerError::Version(version));
         }
         let kind = crate::wire::u8_at(b, 5);
-        if !(kind::HELLO..=kind::REPLY).contains(&kind) {
+        if !(kind::HELLO..=kind::RELEASE).contains(&kind) {
             return Err(PeerError::Kind(kind));
         }
         let tag = crate::wire::be32(b, 8);
@@ -261,6 +268,7 @@ impl Frame {
                 | Frame::Flush { .. }
                 | Frame::CompareAndWrite { .. }
                 | Frame::UnitAttention { .. }
+                | Frame::Release { .. }
         )
     }
 
@@ -322,6 +330,10 @@ impl Frame {
             Frame::Flush { volume } => {
                 put_str(&mut body, volume);
                 kind::FLUSH
+            }
+            Frame::Release { volume } => {
+                put_str(&mut body, volume);
+                kind::RELEASE
             }
             Frame::CompareAndWrite {
                 volume,
@@ -430,6 +442,9 @@ impl Frame {
             kind::FLUSH => Frame::Flush {
                 volume: r.string().ok_or_else(bad)?,
             },
+            kind::RELEASE => Frame::Release {
+                volume: r.string().ok_or_else(bad)?,
+            },
             kind::COMPARE_AND_WRITE => {
                 let volume = r.string().ok_or_else(bad)?;
                 let offset = r.u64().ok_or_else(bad)?;
@@ -503,6 +518,7 @@ fn kind_name(k: u8) -> &'static str {
         kind::PING => "ping",
         kind::PONG => "pong",
         kind::REPLY => "reply",
+        kind::RELEASE => "release",
         _ => "unknown",
     }
 }

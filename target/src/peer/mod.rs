@@ -53,6 +53,9 @@ pub const MAX_IN_FLIGHT_BYTES: usize = 64 << 20;
 /// How long a LOGICAL UNIT RESET waits for the peers to raise its unit
 /// attention before it is answered.
 pub const UA_WAIT: Duration = Duration::from_secs(2);
+/// How long a handover waits for the owner's release (it drains the
+/// owner's writes in flight).
+pub const HANDOVER_WAIT: Duration = Duration::from_secs(30);
 
 /// The peer link of this gateway.
 pub struct Link {
@@ -215,6 +218,61 @@ impl Link {
                 image: img.name().to_owned(),
             }));
         }
+    }
+
+    /// `ctl volume handover NAME`, on the gateway that is to own the
+    /// volume: asks the peers over the link to release its lock (the owner
+    /// does, the others answer "not the owner"), then takes it. Blocking
+    /// (an admin thread).
+    pub fn handover(&self, shared: &Shared, name: &str) -> anyhow::Result<crate::failover::Moved> {
+        let identity = {
+            let cfg = shared.live.lock();
+            let v = cfg
+                .volume(name)
+                .ok_or_else(|| anyhow::anyhow!("{name:?} is not configured"))?;
+            cfg.volume_identity(v)
+        };
+        let img = shared
+            .exports
+            .slot_of(name)
+            .and_then(|s| shared.exports.get(s))
+            .and_then(|v| v.rbd_image().cloned())
+            .ok_or_else(|| anyhow::anyhow!("no shared rbd volume named {name:?}"))?;
+        if img.role() != zctarget_backends::rbd::Role::Follower {
+            anyhow::bail!("{name:?}: this gateway is {:?}, not a follower", img.role());
+        }
+        let mut released = None;
+        let mut answers = Vec::new();
+        for p in &self.peers {
+            let f = Frame::Release {
+                volume: identity.clone(),
+            };
+            let Some(rx) = p.send(f, 0, HANDOVER_WAIT) else {
+                answers.push(format!("{}: link down", p.id));
+                continue;
+            };
+            match rx.blocking_recv() {
+                Ok(Status::Ok) => {
+                    released = Some(p.id.clone());
+                    break;
+                }
+                other => answers.push(format!("{}: {other:?}", p.id)),
+            }
+        }
+        let Some(from) = released else {
+            anyhow::bail!("{name:?}: no peer released it ({})", answers.join(", "));
+        };
+        tracing::warn!(volume = name, from = %from, "handover: released by its owner, acquiring");
+        // librbd may list the old owner for a moment after its release.
+        let mut last = None;
+        for _ in 0..20 {
+            match crate::failover::move_owner(shared, name, false, None) {
+                Ok(m) => return Ok(m),
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("acquiring {name:?}")))
     }
 
     /// Tells every connected peer about `ua` on the volume `identity` and

@@ -157,19 +157,23 @@ fn outcome(r: std::io::Result<()>) -> Status {
 }
 
 /// Runs one forwarded request here.
-async fn execute(shared: &Shared, f: Frame) -> Status {
+async fn execute(shared: &Arc<Shared>, f: Frame) -> Status {
     let volume = match &f {
         Frame::Write { volume, .. }
         | Frame::WriteZeroes { volume, .. }
         | Frame::Discard { volume, .. }
         | Frame::Flush { volume }
         | Frame::CompareAndWrite { volume, .. }
-        | Frame::UnitAttention { volume, .. } => volume.clone(),
+        | Frame::UnitAttention { volume, .. }
+        | Frame::Release { volume } => volume.clone(),
         _ => return Status::Invalid,
     };
     let Some((slot, vol)) = volume_of(shared, &volume) else {
         return Status::NoVolume;
     };
+    if let Frame::Release { .. } = f {
+        return release(shared, &vol).await;
+    }
     if let Frame::UnitAttention { ua, .. } = f {
         raise(shared, slot, ua);
         return Status::Ok;
@@ -239,6 +243,34 @@ async fn compare_and_write(
         return Status::Busy;
     };
     outcome(h.write(offset, list, fua).await.1)
+}
+
+/// Releases the volume's lock for a peer's handover, if this gateway owns
+/// it (`failover::move_owner`, on the blocking pool: librbd drains the
+/// writes in flight first).
+async fn release(shared: &Arc<Shared>, vol: &Arc<Volume>) -> Status {
+    let owner = vol
+        .rbd_image()
+        .is_some_and(|i| i.role() == zctarget_backends::rbd::Role::Owner);
+    if !owner {
+        return Status::NotOwner {
+            fenced: false,
+            settled: false,
+        };
+    }
+    let (shared, name) = (Arc::clone(shared), vol.name().to_owned());
+    let r = tokio::task::spawn_blocking(move || {
+        crate::failover::move_owner(&shared, &name, true, None)
+    })
+    .await;
+    match r {
+        Ok(Ok(_)) => Status::Ok,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %format!("{e:#}"), "peer link: release for a handover failed");
+            Status::Medium
+        }
+        Err(_) => Status::Medium,
+    }
 }
 
 /// Raises `ua` on every logical unit of the volume in `slot`.
