@@ -333,6 +333,7 @@ fn forwarded_writes_to_a_frozen_owner_never_land_after_the_takeover() {
     // Freeze the owner, then write through the follower: forwarded, they
     // wait in the frozen owner's socket.
     a.signal(libc::SIGSTOP);
+    let frozen = Instant::now();
     for lba in 0..N {
         send_write(&mut bi, lba as u16 + 1, lba, &block(0xDD, lba));
     }
@@ -343,8 +344,9 @@ fn forwarded_writes_to_a_frozen_owner_never_land_after_the_takeover() {
         "no takeover:\n{}",
         b.log()
     );
-    // The forwarded writes get no answer: a transition, after the
-    // deadline (the host would retry them on the new owner).
+    // The forwarded writes get no answer: a transition (the host would
+    // retry them on the new owner), once the link heard nothing for 5 s —
+    // before their 10 s deadline.
     for _ in 0..N {
         let c = completion(&mut bi, Duration::from_secs(20)).expect("completion");
         assert_eq!(
@@ -354,6 +356,12 @@ fn forwarded_writes_to_a_frozen_owner_never_land_after_the_takeover() {
             c.status
         );
     }
+    let answered = frozen.elapsed();
+    assert!(
+        answered < Duration::from_millis(9000),
+        "the frozen owner's link was not dropped before the deadline: {answered:?}"
+    );
+    assert!(b.log().contains("nothing heard for"), "{}", b.log());
     // The survivor writes new data itself.
     for lba in 0..N {
         ok(

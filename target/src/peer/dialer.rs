@@ -21,6 +21,12 @@ const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::fro
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often answers past their deadline are failed.
 const SWEEP: Duration = Duration::from_millis(100);
+/// A Ping is sent when nothing came from the peer for this long ...
+const PING_AFTER: Duration = Duration::from_secs(1);
+/// ... and the link is dropped when nothing came for this long (a peer
+/// frozen or cut off: its requests fail now rather than at their
+/// deadline, and no new ones are sent to it until it answers again).
+const SILENT_AFTER: Duration = Duration::from_secs(5);
 
 struct Request {
     frame: Frame,
@@ -173,9 +179,14 @@ async fn carry(
     let mut pending: HashMap<u32, (oneshot::Sender<Status>, Instant, usize)> = HashMap::new();
     let mut next_tag: u32 = 1;
     let mut sweep = tokio::time::interval(SWEEP);
+    let mut heard = Instant::now();
+    let mut pinged = false;
     let why = loop {
         tokio::select! {
-            frame = reader.next() => match frame {
+            frame = reader.next() => match frame.inspect(|_| {
+                heard = Instant::now();
+                pinged = false;
+            }) {
                 Ok(Some((tag, Frame::Reply(st)))) => {
                     if let Some((reply, _, bytes)) = pending.remove(&tag) {
                         peer.done(bytes);
@@ -206,6 +217,15 @@ async fn carry(
                     break "stopping".to_owned();
                 }
                 let now = Instant::now();
+                if now.duration_since(heard) >= SILENT_AFTER {
+                    break format!("nothing heard for {} s", SILENT_AFTER.as_secs());
+                }
+                if !pinged && now.duration_since(heard) >= PING_AFTER {
+                    pinged = true;
+                    if let Err(e) = write_frame(&mut w, 0, &Frame::Ping).await {
+                        break e.to_string();
+                    }
+                }
                 let late: Vec<u32> = pending
                     .iter()
                     .filter(|(_, (_, d, _))| *d <= now)

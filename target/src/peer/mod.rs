@@ -20,6 +20,10 @@
 //!   NVMe ANA Transition), which hosts retry.
 //! - a **LOGICAL UNIT RESET** on one gateway is sent to every peer, which
 //!   raises the same unit attention on the volume's logical units there.
+//! - `ctl volume handover` asks the owner to release (then acquires);
+//! - a dialer pings a silent peer and drops the link after
+//!   5 s of silence (liveness of the link only; takeovers still follow the
+//!   OSD's watch).
 //!
 //! All of it runs on one thread of its own (a current-thread runtime):
 //! forwarding is the slow path, never a reactor's work beyond a copy and a
