@@ -459,3 +459,140 @@ fn handover_moves_ownership_in_one_call_and_forwarding_follows() {
         d.stop();
     }
 }
+
+/// A raw peer-link client: this test plays gateway `gw-b`.
+struct RawPeer {
+    s: std::net::TcpStream,
+    d: zctarget_protocol::peer::Decoder,
+}
+
+impl RawPeer {
+    fn connect(port: u16) -> Self {
+        let s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        RawPeer {
+            s,
+            d: zctarget_protocol::peer::Decoder::new(),
+        }
+    }
+
+    fn send(&mut self, tag: u32, f: &zctarget_protocol::peer::Frame) {
+        use std::io::Write;
+        self.s.write_all(&f.encode(tag)).expect("send");
+    }
+
+    /// The next frame; `None` when the gateway closed the connection.
+    fn recv(&mut self) -> Option<(u32, zctarget_protocol::peer::Frame)> {
+        use std::io::Read;
+        let mut buf = [0u8; 4096];
+        for _ in 0..1000 {
+            let n = self.s.read(&mut buf).ok()?;
+            if n == 0 {
+                return None;
+            }
+            let mut frames = self.d.push_all(&buf[..n]).ok()?;
+            if !frames.is_empty() {
+                return Some(frames.remove(0));
+            }
+        }
+        None
+    }
+
+    /// The dialer's half of the handshake as `gw-b` with `secret`.
+    fn handshake(&mut self, secret: &[u8]) {
+        use zctarget_protocol::peer::auth::{self, Side};
+        use zctarget_protocol::peer::Frame;
+        let mine = [7u8; 32];
+        self.send(
+            0,
+            &Frame::Hello {
+                gateway: "gw-b".into(),
+                nonce: mine,
+            },
+        );
+        let Some((
+            _,
+            Frame::Challenge {
+                gateway,
+                nonce,
+                proof,
+            },
+        )) = self.recv()
+        else {
+            panic!("no challenge");
+        };
+        assert!(auth::verify(
+            secret,
+            Side::Listener,
+            "gw-b",
+            &gateway,
+            &mine,
+            &nonce,
+            &proof
+        ));
+        let proof = auth::proof(secret, Side::Dialer, "gw-b", &gateway, &mine, &nonce);
+        self.send(0, &Frame::Response { proof });
+        assert_eq!(self.recv().map(|f| f.1), Some(Frame::Welcome));
+    }
+}
+
+#[test]
+fn the_owner_runs_forwarded_writes_only_while_it_holds_the_lock_and_only_for_a_peer() {
+    use zctarget_protocol::peer::{Frame, Status};
+    let Some(conf) = ceph::ceph_conf() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let image = ceph::image("peer-gate");
+    let ports = [free_port(), free_port()];
+    let a = gateway(dir.path(), "gw-a", &conf, &image, ports, "s3cret");
+    let mut ai = io_queue(&a);
+    let write = |lba: u64, tag: u8| Frame::Write {
+        volume: format!("rbd:rbd//{image}"),
+        offset: lba * BS as u64,
+        fua: false,
+        data: block(tag, lba),
+    };
+    // Without the handshake: the connection ends, nothing is written.
+    let mut raw = RawPeer::connect(ports[0]);
+    raw.send(1, &write(1, 0xE1));
+    assert_eq!(raw.recv(), None, "an unauthenticated write was answered");
+    // With a wrong secret: refused at the handshake.
+    let mut raw = RawPeer::connect(ports[0]);
+    raw.send(
+        0,
+        &Frame::Hello {
+            gateway: "gw-b".into(),
+            nonce: [1; 32],
+        },
+    );
+    let Some((_, Frame::Challenge { .. })) = raw.recv() else {
+        panic!("no challenge");
+    };
+    raw.send(0, &Frame::Response { proof: [0; 32] });
+    assert_eq!(raw.recv(), None, "a wrong proof was accepted");
+    // Authenticated, while gw-a owns the volume: written.
+    let mut raw = RawPeer::connect(ports[0]);
+    raw.handshake(b"s3cret");
+    raw.send(5, &write(2, 0xE2));
+    assert_eq!(raw.recv(), Some((5, Frame::Reply(Status::Ok))));
+    assert!(ok(ai.read(1, 2, 1, BS), "read").data == block(0xE2, 2));
+    // Released: gw-a no longer writes, a forwarded write included.
+    let out = a.ctl(&["volume", "release", "shared"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    raw.send(6, &write(3, 0xE3));
+    let Some((6, Frame::Reply(Status::NotOwner { fenced: false, .. }))) = raw.recv() else {
+        panic!("a forwarded write to a released gateway was not refused");
+    };
+    assert!(
+        ok(ai.read(1, 1, 3, BS), "read").data
+            == [vec![0; BS], block(0xE2, 2), vec![0; BS]].concat(),
+        "only the authenticated write while owning landed"
+    );
+    drop(ai);
+    a.stop();
+}
