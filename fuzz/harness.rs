@@ -257,3 +257,38 @@ pub fn nvme_auth(data: &[u8]) {
         }
     }
 }
+
+/// The peer link: bytes fed to the frame decoder in two pieces (the split
+/// taken from the first byte); every frame decoded re-encodes to the bytes
+/// it came from, and a whole stream decodes the same in one piece.
+pub fn peer_frame(data: &[u8]) {
+    use zctarget_protocol::peer::Decoder;
+    let (cut, rest) = match data.split_first() {
+        Some((c, r)) => (usize::from(*c), r),
+        None => return,
+    };
+    let cut = cut.min(rest.len());
+    let mut d = Decoder::new();
+    let mut frames = Vec::new();
+    let mut ok = true;
+    for piece in [&rest[..cut], &rest[cut..]] {
+        match d.push_all(piece) {
+            Ok(f) => frames.extend(f),
+            Err(_) => {
+                ok = false;
+                break;
+            }
+        }
+    }
+    let again: Vec<u8> = frames.iter().flat_map(|(t, f)| f.encode(*t)).collect();
+    assert!(
+        rest.starts_with(&again),
+        "decoded frames re-encode to their bytes"
+    );
+    if ok {
+        let whole = Decoder::new()
+            .push_all(rest)
+            .expect("one piece decodes like two");
+        assert_eq!(whole, frames);
+    }
+}

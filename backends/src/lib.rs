@@ -13,6 +13,7 @@
 pub mod backend;
 mod epoll_file;
 pub mod file;
+pub mod forward;
 mod lock;
 pub mod memory;
 pub mod null;

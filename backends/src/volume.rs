@@ -118,6 +118,10 @@ pub struct Volume {
     stats: Arc<VolumeStats>,
     /// The file's lock (file and block volumes), held while the volume is.
     _lock: Option<Arc<FileLock>>,
+    /// Serialises COMPARE AND WRITE (and read-modify-writes) on the volume,
+    /// whichever LUN, frontend or peer gateway asks (atomicity, SBC-3
+    /// §5.2); shared by every handle.
+    caw: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Volume {
@@ -202,6 +206,7 @@ impl Volume {
             },
             store,
             _lock: lock,
+            caw: Arc::default(),
         }))
     }
 
@@ -273,11 +278,13 @@ impl Volume {
             Store::Rbd(image) => HandleIo::Rbd(RbdBackend {
                 info,
                 image: Arc::clone(image),
+                forward: true,
             }),
         };
         Ok(VolumeHandle {
             io,
             stats: Arc::clone(&self.stats),
+            caw: Arc::clone(&self.caw),
         })
     }
 
@@ -389,6 +396,7 @@ fn open_file(
 pub struct VolumeHandle {
     io: HandleIo,
     stats: Arc<VolumeStats>,
+    caw: Arc<tokio::sync::Mutex<()>>,
 }
 
 #[derive(Debug)]
@@ -463,6 +471,57 @@ impl Backend for VolumeHandle {
 }
 
 impl VolumeHandle {
+    /// The volume's COMPARE AND WRITE lock (one per volume, see `Volume`).
+    pub fn caw_lock(&self) -> &tokio::sync::Mutex<()> {
+        &self.caw
+    }
+
+    /// Whether this gateway may write the volume now (a shared rbd
+    /// image's gate; always for other volumes that are not read-only).
+    pub fn may_write(&self) -> io::Result<()> {
+        if self.info().read_only {
+            return Err(crate::read_only_error());
+        }
+        match &self.io {
+            HandleIo::Rbd(b) => b.image.may_write(),
+            _ => Ok(()),
+        }
+    }
+
+    /// The same handle, whose writes are never forwarded to another
+    /// gateway (the peer link's owner side: what a peer forwarded runs
+    /// here or is refused).
+    pub fn without_forwarding(mut self) -> Self {
+        if let HandleIo::Rbd(b) = &mut self.io {
+            b.forward = false;
+        }
+        self
+    }
+
+    /// COMPARE AND WRITE run by the owner of the volume, when this gateway
+    /// follows and forwards writes now (`None`: run it here). `Ok(Some(at))`
+    /// is a miscompare at byte `at` of the compared range.
+    pub async fn forward_compare_and_write(
+        &self,
+        offset: u64,
+        compare: Vec<u8>,
+        data: Vec<u8>,
+        fua: bool,
+    ) -> Option<crate::forward::Forwarded> {
+        match &self.io {
+            HandleIo::Rbd(b) => {
+                let start = Instant::now();
+                let len = data.len() as u64;
+                let r = b
+                    .forward_compare_and_write(offset, compare, data, fua)
+                    .await?;
+                self.stats.record(true, len, start.elapsed(), r.is_ok());
+                Some(r)
+            }
+            _ => None,
+        }
+    }
+
     fn count(&self, ok_counter: &AtomicU64, r: &io::Result<()>) {
         let c = if r.is_ok() {
             ok_counter

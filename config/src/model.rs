@@ -197,6 +197,16 @@ pub struct Cluster {
     /// watch gone, or no owner at all) before a non-owner takes it over,
     /// in milliseconds.
     pub takeover_after_ms: u32,
+    /// The peer link's address of each gateway (`cluster.peers`): this
+    /// gateway's own entry is where it listens (port 0: any free port,
+    /// logged), the others where it connects. Empty: no peer link, a
+    /// follower refuses writes.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub peers: std::collections::BTreeMap<String, std::net::SocketAddr>,
+    /// The file holding the secret every gateway's peer link proves it
+    /// knows (one line; required with `peers`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_secret_file: Option<std::path::PathBuf>,
 }
 
 impl Cluster {

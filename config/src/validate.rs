@@ -45,7 +45,7 @@ pub(crate) fn build(raw: RawConfig, text: &str, base_dir: &Path) -> Result<Confi
         .map(|v| v.get_ref().name.get_ref().clone())
         .collect();
     let server = c.server(raw.server, base_dir);
-    let cluster = raw.cluster.map(|cl| c.cluster(cl));
+    let cluster = raw.cluster.map(|cl| c.cluster(cl, base_dir));
     let mut first_line = HashMap::new();
     let identity_spans: Vec<(Range<usize>, String)> = raw
         .volumes

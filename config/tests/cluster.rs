@@ -154,3 +154,68 @@ fn volume_owner_and_identity_mistakes_are_located() {
         "has the identity `a` of volume `a`",
     );
 }
+
+#[test]
+fn peer_link_addresses_and_secret() {
+    let text = format!(
+        "{CLUSTER}peers = {{ gw-a = \"127.0.0.1:7401\", gw-b = \"127.0.0.1:0\" }}\n\
+         peer_secret_file = \"peer.secret\"\n"
+    );
+    let c = parse(&text).expect("valid");
+    let cl = c.cluster.as_ref().unwrap();
+    assert_eq!(cl.peers["gw-a"], "127.0.0.1:7401".parse().unwrap());
+    assert_eq!(cl.peers["gw-b"].port(), 0, "port 0: any free port");
+    assert_eq!(
+        cl.peer_secret_file.as_deref(),
+        Some(Path::new("/base/peer.secret")),
+        "relative to the file"
+    );
+    // Without `peers`: no link (today's behaviour).
+    let c = parse(CLUSTER).expect("valid");
+    assert!(c.cluster.unwrap().peers.is_empty());
+}
+
+#[test]
+fn peer_link_mistakes_are_located() {
+    one(
+        &format!(
+            "{CLUSTER}peers = {{ gw-b = \"127.0.0.1:7401\", gw-c = \"127.0.0.1:1\" }}\n\
+             peer_secret_file = \"s\"\n"
+        ),
+        4,
+        43,
+        "cluster.peers.gw-c",
+        "`gw-c` is not in cluster.gateways (gw-a, gw-b)",
+    );
+    one(
+        &format!(
+            "{CLUSTER}peers = {{ gw-a = \"127.0.0.1:7401\", gw-b = \"here\" }}\n\
+             peer_secret_file = \"s\"\n"
+        ),
+        4,
+        43,
+        "cluster.peers.gw-b",
+        "`here` is not an IP:PORT socket address",
+    );
+    one(
+        &format!("{CLUSTER}peers = {{ gw-a = \"127.0.0.1:7401\" }}\npeer_secret_file = \"s\"\n"),
+        4,
+        9,
+        "cluster.peers",
+        "list this gateway (`gw-b`)",
+    );
+    one(
+        &format!("{CLUSTER}peers = {{ gw-a = \"127.0.0.1:7401\", gw-b = \"127.0.0.1:0\" }}\n"),
+        4,
+        9,
+        "cluster.peer_secret_file",
+        "the peer link needs `peer_secret_file`",
+    );
+    one(
+        &format!("{CLUSTER}peer_secret_file = \"s\"\n"),
+        4,
+        20,
+        "cluster.peer_secret_file",
+        "`peer_secret_file` needs `peers`",
+    );
+}

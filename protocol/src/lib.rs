@@ -31,4 +31,5 @@ mod wire;
 pub mod iscsi;
 pub mod nvme;
 pub mod nvme_tcp;
+pub mod peer;
 pub mod scsi;

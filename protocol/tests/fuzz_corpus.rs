@@ -16,12 +16,13 @@ use zctarget_protocol::nvme_tcp;
 
 type Harness = fn(&[u8]);
 
-const TARGETS: [(&str, Harness); 5] = [
+const TARGETS: [(&str, Harness); 6] = [
     ("iscsi_bhs", harness::iscsi_bhs),
     ("iscsi_text", harness::iscsi_text),
     ("nvme_tcp_pdu", harness::nvme_tcp_pdu),
     ("nvme_capsule", harness::nvme_capsule),
     ("nvme_auth", harness::nvme_auth),
+    ("peer_frame", harness::peer_frame),
 ];
 
 fn corpus_dir(target: &str) -> PathBuf {
@@ -107,7 +108,95 @@ fn seeds() -> Vec<Seed> {
     nvme_tcp_seeds(&mut out);
     nvme_capsule_seeds(&mut out);
     nvme_auth_seeds(&mut out);
+    peer_seeds(&mut out);
     out
+}
+
+/// One peer link frame of each kind.
+fn peer_seeds(out: &mut Vec<Seed>) {
+    use zctarget_protocol::peer::{Frame, SharedUa, Status};
+    let mut add = adder(out);
+    let v = || "rbd:rbd//img".to_owned();
+    let frames = [
+        (
+            "hello",
+            Frame::Hello {
+                gateway: "gw-b".into(),
+                nonce: [7; 32],
+            },
+        ),
+        (
+            "challenge",
+            Frame::Challenge {
+                gateway: "gw-a".into(),
+                nonce: [8; 32],
+                proof: [9; 32],
+            },
+        ),
+        ("response", Frame::Response { proof: [10; 32] }),
+        ("welcome", Frame::Welcome),
+        (
+            "write",
+            Frame::Write {
+                volume: v(),
+                offset: 4096,
+                fua: true,
+                data: vec![0x5a; 512],
+            },
+        ),
+        (
+            "write-zeroes",
+            Frame::WriteZeroes {
+                volume: v(),
+                offset: 0,
+                len: 8192,
+            },
+        ),
+        (
+            "discard",
+            Frame::Discard {
+                volume: v(),
+                offset: 512,
+                len: 1024,
+            },
+        ),
+        ("flush", Frame::Flush { volume: v() }),
+        ("release", Frame::Release { volume: v() }),
+        (
+            "caw",
+            Frame::CompareAndWrite {
+                volume: v(),
+                offset: 0,
+                fua: false,
+                compare: vec![1; 512],
+                data: vec![2; 512],
+            },
+        ),
+        (
+            "ua",
+            Frame::UnitAttention {
+                volume: v(),
+                ua: SharedUa::LuReset,
+            },
+        ),
+        ("ping", Frame::Ping),
+        ("pong", Frame::Pong),
+        (
+            "reply-not-owner",
+            Frame::Reply(Status::NotOwner {
+                fenced: false,
+                settled: true,
+            }),
+        ),
+        ("reply-miscompare", Frame::Reply(Status::Miscompare(17))),
+    ];
+    let mut all = Vec::new();
+    for (i, (name, f)) in frames.into_iter().enumerate() {
+        let b = f.encode(i as u32);
+        all.extend_from_slice(&b);
+        add("peer_frame", name, b);
+    }
+    add("peer_frame", "stream", all);
 }
 
 /// SQEs the frontend plans, each with the data that would follow it.

@@ -78,6 +78,8 @@ pub struct Shared {
     pub reactor_load: Vec<crate::reactor::ReactorLoad>,
     /// Each reactor's inbox for connections another reactor accepted.
     pub reactor_inboxes: Vec<tokio::sync::mpsc::UnboundedSender<crate::reactor::HandedOver>>,
+    /// The gateway-to-gateway link (`cluster.peers` only).
+    pub peer: Option<Arc<crate::peer::Link>>,
 }
 
 /// A running daemon.
@@ -165,6 +167,7 @@ impl Daemon {
             }
         }
         let exports = Exports::open(&config)?;
+        let peer = crate::peer::Link::bind(config.cluster.as_ref())?;
 
         let mut reactor_inboxes = Vec::with_capacity(reactor_count);
         for plan in plans.iter_mut() {
@@ -202,7 +205,12 @@ impl Daemon {
             nvme_portals,
             reactor_load: (0..reactor_count).map(|_| Default::default()).collect(),
             reactor_inboxes,
+            peer,
         });
+        if let Some(link) = &shared.peer {
+            link.install_all(&shared);
+            link.start(&shared)?;
+        }
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let mut reactors = Vec::with_capacity(reactor_count);
@@ -261,6 +269,9 @@ impl Daemon {
         tracing::info!("shutting down: no new connections, waiting for in-flight commands");
         // No takeover while the volumes close.
         drop(self.failover);
+        if let Some(link) = &self.shared.peer {
+            link.stop();
+        }
         self.shared
             .counters
             .ready

@@ -19,6 +19,7 @@ pub mod logging;
 pub mod metrics;
 pub mod nvmf;
 pub mod outbound;
+pub mod peer;
 pub mod reactor;
 pub mod slots;
 pub mod sockio;

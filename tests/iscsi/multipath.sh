@@ -39,6 +39,12 @@ cleanup() {
 trap cleanup EXIT
 
 iqn=iqn.2026-12.io.zctarget:mpio
+# The peer link: each gateway's address (free ports picked now: each
+# gateway must know the other's before it starts) and the shared secret.
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+peer_a=$(free_port)
+peer_b=$(free_port)
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/peer.secret"
 declare -A port log
 for gw in gw-a gw-b; do
   cat > "$work/$gw.toml" <<CFG
@@ -54,6 +60,8 @@ poison_on_release = true
 gateway = "$gw"
 gateways = ["gw-a", "gw-b"]
 takeover_after_ms = 1000
+peers = { gw-a = "127.0.0.1:$peer_a", gw-b = "127.0.0.1:$peer_b" }
+peer_secret_file = "$work/peer.secret"
 
 [[volumes]]
 name = "shared"
@@ -75,6 +83,11 @@ CFG
   log[$gw]=$ZC_LOG
 done
 
+# Both links up (each gateway dials the other) before the suite runs.
+for gw in gw-a gw-b; do
+  timeout 20 bash -c "until grep -q 'peer link up' '${log[$gw]}'; do sleep 0.1; done" \
+    || { echo "$gw: peer link not up"; cat "${log[$gw]}"; exit 1; }
+done
 cu="$work/cu.log"
 set +e
 timeout 300 iscsi-test-cu --dataloss -t ALL.MultipathIO \

@@ -3,6 +3,7 @@
 //! writer.
 
 use std::ptr;
+use std::sync::Arc;
 
 use super::client::{cstr, Ioctx};
 use super::ffi::{self, ImageInfo, ImageT, Lib, LOCK_MODE_EXCLUSIVE};
@@ -37,6 +38,9 @@ pub struct Image {
     /// The lock owner address librbd reported right after this client
     /// took the lock (how it tells its own lock from another client's).
     pub(super) lock_addr: std::sync::Mutex<Option<String>>,
+    /// Where a follower's writes go when a live peer owns the image (the
+    /// peer link; unset without one).
+    pub(super) forwarder: std::sync::OnceLock<Arc<dyn crate::forward::Forward>>,
     /// Dropped after the image is closed (field order).
     _ioctx: Ioctx,
 }
@@ -123,6 +127,7 @@ impl Image {
             obj_size: 0,
             role: RoleCell::new(Role::Solo),
             lock_addr: std::sync::Mutex::new(None),
+            forwarder: std::sync::OnceLock::new(),
             _ioctx: ioctx,
         };
         // SAFETY: all-zero is a valid `ImageInfo` (integers and byte arrays).

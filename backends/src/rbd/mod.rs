@@ -30,6 +30,7 @@ pub use image::{Image, Sharing};
 pub use ownership::{not_owner, LockView, NotOwner, Role, Takeover};
 
 use crate::backend::{check_range, check_write, Backend, BackendInfo};
+use crate::forward::{Forward, ForwardOp};
 use crate::SegmentList;
 use aio::Op;
 
@@ -140,9 +141,51 @@ pub struct RbdBackend {
     pub info: BackendInfo,
     /// The image (shared by the volume's handles).
     pub image: Arc<Image>,
+    /// A follower's refused writes go to the owner over the peer link
+    /// (false on the owner's side of the link: a forwarded write is never
+    /// forwarded again).
+    pub forward: bool,
 }
 
 impl RbdBackend {
+    /// Where this handle's writes go instead of librbd, if anywhere now.
+    fn forwarder(&self) -> Option<&Arc<dyn Forward>> {
+        if self.forward {
+            self.image.forwarder()
+        } else {
+            None
+        }
+    }
+
+    /// Runs `op` on the owner through `f`; `None` when no link is up.
+    async fn forwarded(&self, f: &Arc<dyn Forward>, op: ForwardOp) -> Option<io::Result<()>> {
+        let r = f.forward(op)?.await;
+        Some(match r {
+            Ok(None) => Ok(()),
+            Ok(Some(_)) => Err(io::Error::other("unexpected miscompare from the owner")),
+            Err(e) => Err(e),
+        })
+    }
+
+    /// COMPARE AND WRITE on the owner, when this handle forwards now:
+    /// `Ok(Some(at))` is a miscompare at byte `at`.
+    pub async fn forward_compare_and_write(
+        &self,
+        offset: u64,
+        compare: Vec<u8>,
+        data: Vec<u8>,
+        fua: bool,
+    ) -> Option<crate::forward::Forwarded> {
+        let f = self.forwarder()?;
+        let op = ForwardOp::CompareAndWrite {
+            offset,
+            compare,
+            data,
+            fua,
+        };
+        Some(f.forward(op)?.await)
+    }
+
     async fn data(&self, op: Op, buf: SegmentList, what: &str) -> (SegmentList, io::Result<()>) {
         let (buf, rc) = aio::run(&self.image, op, Some(buf)).await;
         (buf.unwrap_or_default(), aio::result(rc, what, &self.image))
@@ -184,12 +227,22 @@ impl Backend for RbdBackend {
         &self,
         offset: u64,
         buf: SegmentList,
-        _fua: bool,
+        fua: bool,
     ) -> (SegmentList, io::Result<()>) {
         // With rbd_cache off a completed write is on the OSDs: FUA needs
         // nothing more.
         if let Err(e) = check_write(&self.info, offset, buf.len() as u64) {
             return (buf, Err(e));
+        }
+        if let Some(f) = self.forwarder() {
+            // A copy: the leased buffers go back as soon as this returns,
+            // whatever the link does with the bytes.
+            let mut data = vec![0u8; buf.len()];
+            buf.copy_to_slice(0, &mut data);
+            let op = ForwardOp::Write { offset, data, fua };
+            if let Some(r) = self.forwarded(f, op).await {
+                return (buf, r);
+            }
         }
         self.modify(Op::Write(offset), Some(buf), "write").await
     }
@@ -204,6 +257,11 @@ impl Backend for RbdBackend {
 
     async fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
         check_write(&self.info, offset, len)?;
+        if let Some(f) = self.forwarder() {
+            if let Some(r) = self.forwarded(f, ForwardOp::Discard { offset, len }).await {
+                return r;
+            }
+        }
         self.modify(Op::Discard(offset, len), None, "discard")
             .await
             .1
@@ -211,6 +269,14 @@ impl Backend for RbdBackend {
 
     async fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
         check_write(&self.info, offset, len)?;
+        if let Some(f) = self.forwarder() {
+            if let Some(r) = self
+                .forwarded(f, ForwardOp::WriteZeroes { offset, len })
+                .await
+            {
+                return r;
+            }
+        }
         self.modify(Op::WriteZeroes(offset, len), None, "write zeroes")
             .await
             .1

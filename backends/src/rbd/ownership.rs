@@ -14,6 +14,7 @@ use std::ffi::{c_char, CStr};
 use std::io;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::client::cstr;
@@ -168,6 +169,37 @@ impl Image {
         };
         let settled = self.role() == Role::Follower && peer && view.owner_watching;
         self.role.peer_owns.store(settled, Ordering::Release);
+    }
+
+    /// Installs where a follower's writes go while a live peer holds the
+    /// lock (once; later calls are ignored).
+    pub fn set_forwarder(&self, f: Arc<dyn crate::forward::Forward>) {
+        let _ = self.forwarder.set(f);
+    }
+
+    /// Whether a forwarder is installed.
+    pub fn has_forwarder(&self) -> bool {
+        self.forwarder.get().is_some()
+    }
+
+    /// The forwarder to use now: set, this gateway a follower, and its
+    /// last look found a live peer holding the lock. Never when fenced (a
+    /// fenced gateway's queued writes must not land anywhere) nor while
+    /// the lock is free or changing hands.
+    pub fn forwarder(&self) -> Option<&Arc<dyn crate::forward::Forward>> {
+        let settled = self.role() == Role::Follower && self.role.peer_owns.load(Ordering::Acquire);
+        settled.then(|| self.forwarder.get()).flatten()
+    }
+
+    /// The refusal a forwarded operation gets when the owner refused it or
+    /// the link failed: a transition (`settled` false), so the host
+    /// retries; `settled` true when the owner said another gateway owns it.
+    pub fn forward_refusal(&self, settled: bool) -> io::Error {
+        io::Error::other(NotOwner {
+            image: self.name().to_owned(),
+            fenced: false,
+            settled,
+        })
     }
 
     /// Ok if this gateway may write (solo or owner); otherwise the

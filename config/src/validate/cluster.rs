@@ -1,7 +1,9 @@
 //! `[cluster]` (this gateway's id, every gateway, the non-owner state)
 //! and the volume keys that depend on it: `owner` and `identity`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
@@ -15,7 +17,8 @@ const MAX_ID_LEN: usize = 255;
 impl Checker<'_> {
     /// The `[cluster]` section: ids well formed and unique, at most
     /// [`Cluster::MAX_GATEWAYS`], `gateway` one of them.
-    pub(super) fn cluster(&mut self, raw: Spanned<RawCluster>) -> Cluster {
+    pub(super) fn cluster(&mut self, raw: Spanned<RawCluster>, base_dir: &Path) -> Cluster {
+        let section = raw.span();
         let raw = raw.into_inner();
         let list_span = raw.gateways.span();
         let list = raw.gateways.into_inner();
@@ -73,12 +76,100 @@ impl Checker<'_> {
                 }
             },
         };
+        let (peers, peer_secret_file) = self.peers(
+            raw.peers,
+            raw.peer_secret_file,
+            &gateways,
+            &gateway,
+            section,
+            base_dir,
+        );
         Cluster {
             gateway,
             gateways,
             non_owner_state,
             takeover_after_ms,
+            peers,
+            peer_secret_file,
         }
+    }
+
+    /// `cluster.peers` (every key a listed gateway, every value an
+    /// IP:PORT, this gateway's own entry present) and
+    /// `cluster.peer_secret_file` (required with `peers`, only with it).
+    fn peers(
+        &mut self,
+        raw: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+        secret: Option<Spanned<String>>,
+        gateways: &[String],
+        gateway: &str,
+        section: std::ops::Range<usize>,
+        base_dir: &Path,
+    ) -> (BTreeMap<String, SocketAddr>, Option<PathBuf>) {
+        let mut peers = BTreeMap::new();
+        let secret_file = secret.map(|s| {
+            if s.get_ref().is_empty() {
+                let msg = "the secret file path must not be empty".to_owned();
+                self.err(s.span(), "cluster.peer_secret_file", msg);
+            }
+            (s.span(), base_dir.join(s.get_ref()))
+        });
+        let Some(raw) = raw else {
+            if let Some((span, _)) = secret_file {
+                let msg = "`peer_secret_file` needs `peers` (the peer link's addresses)".into();
+                self.err(span, "cluster.peer_secret_file", msg);
+            }
+            return (peers, None);
+        };
+        let map_span = raw.span();
+        let map = raw.into_inner();
+        let listed_self = map.contains_key(gateway);
+        for (id, addr) in map {
+            let path = format!("cluster.peers.{id}");
+            if !gateways.contains(&id) {
+                let msg = format!(
+                    "`{id}` is not in cluster.gateways ({})",
+                    gateways.join(", ")
+                );
+                self.err(addr.span(), &path, msg);
+                continue;
+            }
+            match addr.get_ref().parse::<SocketAddr>() {
+                Ok(a) => {
+                    peers.insert(id, a);
+                }
+                Err(_) => {
+                    let msg = format!(
+                        "`{}` is not an IP:PORT socket address (e.g. `10.0.0.1:7401`)",
+                        addr.get_ref()
+                    );
+                    self.err(addr.span(), &path, msg);
+                }
+            }
+        }
+        if !listed_self && gateways.iter().any(|g| g == gateway) {
+            let msg = format!("list this gateway (`{gateway}`): its entry is where it listens");
+            self.err(map_span.clone(), "cluster.peers", msg);
+        }
+        let secret_file = match secret_file {
+            Some((_, p)) => Some(p),
+            None => {
+                let msg = "the peer link needs `peer_secret_file` (a file holding the secret \
+                           every gateway shares)"
+                    .to_owned();
+                self.err(
+                    if map_span.is_empty() {
+                        section
+                    } else {
+                        map_span
+                    },
+                    "cluster.peer_secret_file",
+                    msg,
+                );
+                None
+            }
+        };
+        (peers, secret_file)
     }
 
     fn gateway_id(&mut self, id: &Spanned<String>, path: &str) {

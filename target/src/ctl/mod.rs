@@ -131,6 +131,13 @@ enum VolumeAction {
         /// Volume name.
         name: String,
     },
+    /// On the gateway that is to own a shared rbd volume, with the peer
+    /// link: the owner releases it over the link, then this gateway
+    /// acquires it (release and acquire in one call).
+    Handover {
+        /// Volume name.
+        name: String,
+    },
     /// On a gateway fenced for a shared rbd volume: reopen it with a fresh
     /// Ceph client, as a follower.
     Rejoin {

@@ -64,6 +64,9 @@ pub(super) fn request(c: CtlCommand) -> (&'static str, Value, View) {
                 ("volume.acquire", json!({"name": name}), View::Status)
             }
             VolumeAction::Rejoin { name } => ("volume.rejoin", json!({"name": name}), View::Status),
+            VolumeAction::Handover { name } => {
+                ("volume.handover", json!({"name": name}), View::Status)
+            }
         },
         CtlCommand::Iscsi { action } => match action {
             IscsiAction::Target {

@@ -306,7 +306,7 @@ impl Connection {
             }
             Pdu::TaskMgmtRequest(req) => {
                 reader.skip_data(data_len).await?;
-                self.on_task_mgmt(req)?;
+                self.on_task_mgmt(req).await?;
             }
             Pdu::SnackRequest(_) => {
                 // ErrorRecoveryLevel 0: SNACK is not supported.

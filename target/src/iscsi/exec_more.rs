@@ -262,7 +262,6 @@ impl Other<'_> {
             conn,
             cmd,
             entry,
-            lun,
             volume,
             bs,
             write_cache,
@@ -277,10 +276,20 @@ impl Other<'_> {
         if data.len() < 2 * half {
             return check(Sense::invalid_cdb_field(13, None));
         }
-        // Atomic against other writers of this LUN that also take the
-        // lock (COMPARE AND WRITE); plain writes are not serialised,
-        // as SBC-3 allows.
-        let _guard = lun.caw.lock().await;
+        // A follower with the peer link: the owner runs it whole, under
+        // its own lock, so it is atomic across the gateways.
+        if let Some(r) = forward_caw(volume, &data, half, lba * bs, fua || !write_cache).await {
+            drop(data);
+            return match r {
+                Ok(None) => status(conn, entry, itt, GOOD, &[], Residual::default()),
+                Ok(Some(pos)) => check(scsi::miscompare_sense(pos)),
+                Err(e) => check(super::exec::write_sense(&e, Some(lba))),
+            };
+        }
+        // Atomic against other writers of this volume that also take the
+        // lock (COMPARE AND WRITE, ORWRITE, a peer's forwarded COMPARE AND
+        // WRITE); plain writes are not serialised, as SBC-3 allows.
+        let _guard = volume.caw_lock().lock().await;
         let mut verify = vec![0u8; half];
         data.copy_to_slice(0, &mut verify);
         let medium = conn.reactor.shared.pool.lease(half).await?;
@@ -311,7 +320,6 @@ impl Other<'_> {
             conn,
             cmd,
             entry,
-            lun,
             volume,
             bs,
             write_cache,
@@ -330,7 +338,7 @@ impl Other<'_> {
         // Read-modify-write, atomic against COMPARE AND WRITE and other
         // ORWRITEs of this LUN. A control-path command: the OR runs on
         // a copy.
-        let _guard = lun.caw.lock().await;
+        let _guard = volume.caw_lock().lock().await;
         let medium = conn.reactor.shared.pool.lease(len).await?;
         let (medium, r) = volume.read(lba * bs, medium).await;
         if r.is_err() {
@@ -628,4 +636,25 @@ async fn copy_segment(
         done += n;
     }
     Ok(())
+}
+
+/// COMPARE AND WRITE sent to the owner when this gateway forwards writes
+/// of `volume` now (`data`: the compare half, then the write half).
+async fn forward_caw(
+    volume: &zctarget_backends::VolumeHandle,
+    data: &zctarget_backends::SegmentList,
+    half: usize,
+    offset: u64,
+    fua: bool,
+) -> Option<zctarget_backends::forward::Forwarded> {
+    if volume.may_write().is_ok() {
+        return None;
+    }
+    let mut compare = vec![0u8; half];
+    data.copy_to_slice(0, &mut compare);
+    let mut new = vec![0u8; half];
+    data.copy_to_slice(half, &mut new);
+    volume
+        .forward_compare_and_write(offset, compare, new, fua)
+        .await
 }

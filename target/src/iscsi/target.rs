@@ -33,9 +33,6 @@ pub struct IscsiLun {
     /// Plans plain READs and WRITEs without the lock (see
     /// `zctarget_protocol::scsi::fast`).
     pub planner: IoPlanner,
-    /// Serialises COMPARE AND WRITE against other writers of this LUN
-    /// (atomicity, SBC-3 §5.2).
-    pub caw: tokio::sync::Mutex<()>,
 }
 
 /// The locked SCSI state of a LUN. Letting go of it publishes the unit's
@@ -79,7 +76,6 @@ impl IscsiLun {
             state: AtomicU64::new(unit.io_state().0),
             planner: unit.io_planner(),
             unit: Mutex::new(unit),
-            caw: tokio::sync::Mutex::new(()),
         }
     }
 

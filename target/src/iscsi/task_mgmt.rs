@@ -49,7 +49,7 @@ impl Connection {
         Ok(closes)
     }
 
-    pub(super) fn on_task_mgmt(&self, req: TaskMgmtRequest) -> anyhow::Result<()> {
+    pub(super) async fn on_task_mgmt(&self, req: TaskMgmtRequest) -> anyhow::Result<()> {
         let _ = self.accept_cmd_sn(req.immediate, req.cmd_sn);
         let lun = u64::from_be_bytes(req.lun);
         let mut cold_reset_target = None;
@@ -77,6 +77,7 @@ impl Connection {
                     }
                     if let Some(l) = target.lun(lun) {
                         l.reset(zctarget_protocol::scsi::ResetKind::LogicalUnit, self.nexus);
+                        self.share_lu_reset(l.volume).await;
                     }
                     TaskMgmtResponseCode::FunctionComplete
                 }
@@ -118,5 +119,18 @@ impl Connection {
             self.reactor.shared.iscsi.sessions.kill_target(&iqn);
         }
         Ok(())
+    }
+
+    /// A LOGICAL UNIT RESET concerns every I_T nexus of the logical unit,
+    /// those of the other gateways of a cluster too: with the peer link,
+    /// they raise the same unit attention before the reset is answered
+    /// (bounded by `peer::UA_WAIT`).
+    async fn share_lu_reset(&self, slot: usize) {
+        let shared = &self.reactor.shared;
+        let Some(link) = &shared.peer else { return };
+        if let Some(id) = crate::peer::Link::identity_of(shared, slot) {
+            link.share_ua(&id, zctarget_protocol::peer::SharedUa::LuReset)
+                .await;
+        }
     }
 }

@@ -47,6 +47,19 @@ pub fn call(
                 .map(|m| json!(m))
                 .map_err(|e| RpcError::refused(format!("{e:#}")))
         }
+        // Both halves from the gateway that is to own it, over the peer link.
+        "volume.handover" => {
+            let p: NameForce = parse(params)?;
+            let Some(link) = &shared.peer else {
+                return Err(RpcError::refused(
+                    "handover needs the peer link (cluster.peers); use volume release --to"
+                        .to_owned(),
+                ));
+            };
+            link.handover(shared, &p.name)
+                .map(|m| json!(m))
+                .map_err(|e| RpcError::refused(format!("{e:#}")))
+        }
         // Failback: the owner releases (for a named gateway, which then
         // takes the lock by itself), the other gateway acquires.
         "volume.release" | "volume.acquire" => {
