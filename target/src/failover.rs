@@ -7,8 +7,10 @@
 //!   frozen stops pinging its watch and the OSD drops it after
 //!   `osd_client_watch_timeout` (30 s by default); a lock with no owner, or
 //!   whose owner no longer watches, for `cluster.takeover_after_ms` in a
-//!   row (a lock nobody holds: [`FREE_LOCK_FACTOR`] times that), is taken
-//!   over: the old owner's client is blocklisted and its lock
+//!   row (a lock nobody holds: [`FREE_LOCK_FACTOR`] times that) — or
+//!   whose owner the peer link's heartbeat lost (every peer unreachable
+//!   for `takeover_after_ms`, its watch still registered: a hung gateway)
+//!   — is taken over: the old owner's client is blocklisted and its lock
 //!   broken (`rbd_lock_break`), then the lock is acquired. Only then does
 //!   this gateway write. Several survivors may race: one acquires, the
 //!   others find it locked again and keep following.
@@ -160,7 +162,14 @@ fn follow(
         }
     };
     img.observe_lock(&view);
-    if view.owner.is_some() && view.owner_watching {
+    // The heartbeat: every peer gateway unreachable over the peer link for
+    // `after` counts as the owner gone even while its watch lives on.
+    let heartbeat_lost = shared
+        .peer
+        .as_ref()
+        .and_then(|l| l.all_peers_unreachable_for())
+        .is_some_and(|d| d >= after);
+    if view.owner.is_some() && view.owner_watching && !heartbeat_lost {
         dead_since.remove(name);
         return;
     }
@@ -168,7 +177,10 @@ fn follow(
     // at a clean shutdown) waits longer than a dead owner's. A release on
     // request names the gateway it is for in the image's metadata: that
     // one takes it at once, the others leave it to that one for longer.
-    let grace = if view.owner.is_none() {
+    let grace = if heartbeat_lost {
+        // Silence already lasted `after`.
+        Duration::ZERO
+    } else if view.owner.is_none() {
         let me = shared.cluster.as_ref().map(|c| c.gateway.as_str());
         match img.handover_target() {
             Ok(Some(t)) if Some(t.as_str()) == me => Duration::ZERO,
@@ -207,6 +219,7 @@ fn follow(
                 blocklist_ms = t.broken.map_or(0, |b| ms(decided, b)),
                 lock_ms = ms(t.broken.unwrap_or(decided), t.locked),
                 ana_ms = ms(t.locked, published),
+                heartbeat_lost,
                 "failover: took the exclusive lock over; this gateway is the owner"
             );
         }

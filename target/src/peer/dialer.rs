@@ -41,6 +41,9 @@ pub struct Peer {
     pub id: String,
     addr: SocketAddr,
     connected: AtomicBool,
+    /// When the link last went down after having been up (`None` while
+    /// it is up, and before it ever was).
+    down_since: Mutex<Option<std::time::Instant>>,
     tx: Mutex<Option<mpsc::UnboundedSender<Request>>>,
     in_flight_bytes: AtomicUsize,
 }
@@ -51,6 +54,7 @@ impl Peer {
             id,
             addr,
             connected: AtomicBool::new(false),
+            down_since: Mutex::new(None),
             tx: Mutex::new(None),
             in_flight_bytes: AtomicUsize::new(0),
         }
@@ -59,6 +63,30 @@ impl Peer {
     /// Whether the link to this peer is up (authenticated).
     pub fn connected(&self) -> bool {
         self.connected.load(Ordering::Acquire)
+    }
+
+    /// How long this peer has been unreachable: since its link, once up,
+    /// went down (it also goes down when the peer stays silent for
+    /// [`SILENT_AFTER`]). `None` while the link is up, and for a peer
+    /// never reached since this gateway started (a peer not yet started
+    /// is not a peer that died).
+    pub fn unreachable_for(&self) -> Option<Duration> {
+        if self.connected() {
+            return None;
+        }
+        let since = *self.down_since.lock().unwrap_or_else(|e| e.into_inner());
+        since.map(|t| t.elapsed())
+    }
+
+    /// Marks the link up, or down — recording when, if it was up.
+    fn set_up(&self, up: bool) {
+        let mut since = self.down_since.lock().unwrap_or_else(|e| e.into_inner());
+        if up {
+            *since = None;
+            self.connected.store(true, Ordering::Release);
+        } else if self.connected.swap(false, Ordering::AcqRel) {
+            *since = Some(std::time::Instant::now());
+        }
     }
 
     /// Sends `frame` (`bytes` of payload); the answer comes on the
@@ -156,11 +184,11 @@ async fn connect(
     .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
     let (tx, rx) = mpsc::unbounded_channel();
     *peer.tx.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
-    peer.connected.store(true, Ordering::Release);
+    peer.set_up(true);
     let (link, peer) = (Arc::clone(link), Arc::clone(peer));
     Ok(async move {
         let why = carry(&link, &peer, reader, w, rx).await;
-        peer.connected.store(false, Ordering::Release);
+        peer.set_up(false);
         let tx = peer.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
         drop(tx);
         why
@@ -241,7 +269,7 @@ async fn carry(
             }
         }
     };
-    peer.connected.store(false, Ordering::Release);
+    peer.set_up(false);
     for (_, (reply, _, bytes)) in pending.drain() {
         peer.done(bytes);
         let _ = reply.send(Status::Busy);

@@ -21,9 +21,13 @@
 //! - a **LOGICAL UNIT RESET** on one gateway is sent to every peer, which
 //!   raises the same unit attention on the volume's logical units there.
 //! - `ctl volume handover` asks the owner to release (then acquires);
-//! - a dialer pings a silent peer and drops the link after
-//!   5 s of silence (liveness of the link only; takeovers still follow the
-//!   OSD's watch).
+//! - a dialer pings a silent peer and drops the link after 5 s of
+//!   silence: the **heartbeat**. A follower whose links to every peer
+//!   have been down for `takeover_after_ms` (after having been up) takes
+//!   a lock over although its owner's watch is still registered — a
+//!   gateway that hangs keeps its RADOS session (and so its watch) alive
+//!   for up to `osd_client_watch_timeout` — blocklisting the owner first,
+//!   as every takeover does (`failover`).
 //!
 //! All of it runs on one thread of its own (a current-thread runtime):
 //! forwarding is the slow path, never a reactor's work beyond a copy and a
@@ -277,6 +281,18 @@ impl Link {
             std::thread::sleep(Duration::from_millis(100));
         }
         Err(last.unwrap_or_else(|| anyhow::anyhow!("acquiring {name:?}")))
+    }
+
+    /// How long every peer has been unreachable (see
+    /// `dialer::Peer::unreachable_for`): the heartbeat's verdict that the
+    /// other gateways are gone. `None` while any peer's link is up, or was
+    /// never up.
+    pub fn all_peers_unreachable_for(&self) -> Option<Duration> {
+        self.peers
+            .iter()
+            .map(|p| p.unreachable_for())
+            .try_fold(Duration::MAX, |min, d| d.map(|d| min.min(d)))
+            .filter(|_| !self.peers.is_empty())
     }
 
     /// Tells every connected peer about `ua` on the volume `identity` and
