@@ -336,8 +336,9 @@ pub fn move_owner(
 /// this gateway does its part:
 /// - its own group: an owner has nothing to do; a follower takes a free
 ///   lock, or one whose owner stopped watching the image (blocklisted and
-///   broken first, as a failover); a lock a live gateway holds is not
-///   broken on a host's word: refused (that gateway must release it);
+///   broken first, as a failover); a lock a live gateway holds is never
+///   broken on a host's word: with the peer link the owner is asked to
+///   release it (`peer::Link::handover`), without it the command fails;
 /// - another group: an owner names that gateway in the image's metadata
 ///   and releases the lock (drained); the named gateway takes it at its
 ///   next look, the others leave it to that one; a follower has nothing
@@ -370,9 +371,20 @@ pub fn request_owner(shared: &Shared, volume: &str, group: u16) -> anyhow::Resul
         let view = img.lock_view()?;
         img.observe_lock(&view);
         if view.owner.is_some() && view.owner_watching {
-            anyhow::bail!(
-                "{volume:?}: a live gateway holds the lock; release it there (ctl volume release)"
+            // A live owner's lock is never broken on a host's word; with
+            // the peer link the owner is asked to release it (a handover).
+            let Some(link) = shared.peer.as_ref() else {
+                anyhow::bail!(
+                    "{volume:?}: a live gateway holds the lock and there is no peer link to ask \
+                     it to release (ctl volume release there)"
+                );
+            };
+            link.handover(shared, volume)?;
+            tracing::warn!(
+                volume,
+                "SET TARGET PORT GROUPS: the owner handed the lock over"
             );
+            return Ok(());
         }
         img.take_over(view.owner.as_deref())?;
         clear_handover(volume, &img);

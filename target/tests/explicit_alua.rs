@@ -23,6 +23,11 @@ const BS: usize = 4096;
 /// Gateway `me` of `gw-a`, `gw-b` exporting rbd image `image` (configured
 /// owner gw-a) over iSCSI, with metrics.
 fn gateway(dir: &Path, me: &str, conf: &str, image: &str) -> Daemon {
+    gateway_with(dir, me, conf, image, "")
+}
+
+/// [`gateway`] with `cluster` added to its `[cluster]` table.
+fn gateway_with(dir: &Path, me: &str, conf: &str, image: &str, cluster: &str) -> Daemon {
     Daemon::start_with(
         dir,
         me,
@@ -31,7 +36,7 @@ fn gateway(dir: &Path, me: &str, conf: &str, image: &str) -> Daemon {
              iscsi_listen = [\"127.0.0.1:0\"]\nnvme_listen = []\nreactors = 1\n\
              buffer_pool = \"16MiB\"\n\n\
              [cluster]\ngateway = \"{me}\"\ngateways = [\"gw-a\", \"gw-b\"]\n\
-             takeover_after_ms = 60000\n\n\
+             takeover_after_ms = 60000\n{cluster}\n\
              [[volumes]]\nname = \"shared\"\nbackend = \"rbd\"\npool = \"rbd\"\n\
              image = \"{image}\"\nsize = \"64MiB\"\nblock_size = 4096\nceph_conf = \"{conf}\"\n\
              owner = \"gw-a\"\n\n\
@@ -207,6 +212,57 @@ fn set_target_port_groups_moves_ownership_but_never_breaks_a_live_lock() {
     assert!(wait_role(&b, "owner", Duration::from_secs(1)));
 
     drop((sa, sb));
+    a.stop();
+    b.stop();
+}
+
+/// With the peer link, a host asking the follower for its own group gets
+/// it: the follower asks the live owner over the link to release, then
+/// takes the lock (a handover) — still never breaking it.
+#[test]
+fn with_the_peer_link_a_follower_asked_gets_the_lock_from_the_live_owner() {
+    let Some(conf) = ceph::ceph_conf() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let image = ceph::image("stpg-link");
+    let ports: Vec<u16> = (0..2)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("port")
+                .port()
+        })
+        .collect();
+    let secret = dir.path().join("peer.secret");
+    std::fs::write(&secret, "stpg-secret\n").expect("secret");
+    let cluster = format!(
+        "peers = {{ gw-a = \"127.0.0.1:{}\", gw-b = \"127.0.0.1:{}\" }}\n\
+         peer_secret_file = \"{}\"\n",
+        ports[0],
+        ports[1],
+        secret.display()
+    );
+    let a = gateway_with(dir.path(), "gw-a", &conf, &image, &cluster);
+    let b = gateway_with(dir.path(), "gw-b", &conf, &image, &cluster);
+    assert!(wait_role(&a, "owner", Duration::from_secs(20)), "gw-a owns");
+    let end = Instant::now() + Duration::from_secs(10);
+    while !b.log().contains("peer link up") {
+        assert!(Instant::now() < end, "no peer link:\n{}", b.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut sb = Iscsi::login(b.iscsi_port, IQN, INITIATOR, BS).expect("login b");
+    let _ = own_state(&mut sb, 2);
+    assert_eq!(stpg(&mut sb, 2), (0, 0, 0, 0), "\n{}", b.log());
+    assert!(wait_role(&b, "owner", Duration::from_secs(1)), "gw-b owns");
+    assert!(
+        wait_role(&a, "follower", Duration::from_secs(5)),
+        "gw-a follows"
+    );
+    assert!(b.log().contains("handed the lock over"), "{}", b.log());
+    assert_eq!(own_state(&mut sb, 2), 0x0, "gw-b Active/optimized");
+    assert!(write_ok(&mut sb, 5, 0xB5), "the new owner writes");
+    drop(sb);
     a.stop();
     b.stop();
 }
