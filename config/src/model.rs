@@ -197,6 +197,11 @@ pub struct Cluster {
     /// watch gone, or no owner at all) before a non-owner takes it over,
     /// in milliseconds.
     pub takeover_after_ms: u32,
+    /// How long a gateway fenced for an rbd volume (its lock taken over,
+    /// its client blocklisted) stays fenced before it reopens the volume
+    /// with a fresh client as a follower by itself, in milliseconds; 0:
+    /// only `ctl volume rejoin` (or a restart) brings it back.
+    pub rejoin_after_ms: u32,
     /// The peer link's address of each gateway (`cluster.peers`): this
     /// gateway's own entry is where it listens (port 0: any free port,
     /// logged), the others where it connects. Empty: no peer link, a
@@ -219,6 +224,10 @@ impl Cluster {
     pub const TAKEOVER_AFTER_MS: u32 = 2000;
     /// Bounds of `takeover_after_ms`.
     pub const TAKEOVER_AFTER_RANGE: std::ops::RangeInclusive<u32> = 100..=600_000;
+    /// Default `rejoin_after_ms`.
+    pub const REJOIN_AFTER_MS: u32 = 10_000;
+    /// Bounds of `rejoin_after_ms` (or 0: never by itself).
+    pub const REJOIN_AFTER_RANGE: std::ops::RangeInclusive<u32> = 1000..=3_600_000;
 
     /// The number (from 1) of gateway `id`.
     pub fn number_of(&self, id: &str) -> Option<u16> {

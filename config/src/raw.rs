@@ -35,6 +35,7 @@ pub(crate) struct RawCluster {
     pub gateways: Spanned<Names>,
     pub non_owner_state: Option<Spanned<String>>,
     pub takeover_after_ms: Option<Spanned<i64>>,
+    pub rejoin_after_ms: Option<Spanned<i64>>,
     pub peers: Option<Spanned<std::collections::BTreeMap<String, Spanned<String>>>>,
     pub peer_secret_file: Option<Spanned<String>>,
 }

@@ -107,6 +107,13 @@ fn cluster_mistakes_are_located() {
         "cluster.takeover_after_ms",
         "between 100 and 600000 milliseconds, not 5",
     );
+    one(
+        &format!("{CLUSTER}rejoin_after_ms = 500\n"),
+        4,
+        19,
+        "cluster.rejoin_after_ms",
+        "must be 0 (never by itself) or between 1000 and 3600000 milliseconds, not 500",
+    );
     let many: Vec<String> = (0..17).map(|i| format!("\"g{i}\"")).collect();
     one(
         &format!(

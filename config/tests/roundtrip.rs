@@ -121,6 +121,7 @@ fn everything_non_default() -> Config {
             gateways: vec!["gw-a".into(), "gw-b".into()],
             non_owner_state: NonOwnerState::Inaccessible,
             takeover_after_ms: 750,
+            rejoin_after_ms: 0,
             peers: [
                 ("gw-a".to_owned(), "10.0.0.1:7401".parse().unwrap()),
                 ("gw-b".to_owned(), "[::1]:0".parse().unwrap()),

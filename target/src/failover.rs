@@ -22,6 +22,10 @@
 //!   (ANA Change event) and the ALUA port groups of every LUN (ASYMMETRIC
 //!   ACCESS STATE CHANGED unit attention).
 //!
+//! - **fenced**: after `cluster.rejoin_after_ms` (0: never) the gateway
+//!   reopens the volume with a fresh client, as a follower ([`rejoin`],
+//!   also `ctl volume rejoin`).
+//!
 //! Ownership moves back only on request, never by itself: [`move_owner`]
 //! (`ctl volume release [--to GATEWAY]` / `acquire`) or a host's SET
 //! TARGET PORT GROUPS ([`request_owner`]). A release for a named gateway
@@ -63,9 +67,11 @@ impl Monitor {
         let stop = Arc::new(AtomicBool::new(false));
         let (s, flag) = (Arc::clone(shared), Arc::clone(&stop));
         let after = Duration::from_millis(u64::from(cluster.takeover_after_ms));
+        let rejoin_after = (cluster.rejoin_after_ms > 0)
+            .then(|| Duration::from_millis(u64::from(cluster.rejoin_after_ms)));
         let thread = std::thread::Builder::new()
             .name("failover".into())
-            .spawn(move || run(&s, &flag, after))
+            .spawn(move || run(&s, &flag, after, rejoin_after))
             .map_err(|e| anyhow::anyhow!("spawning the failover thread: {e}"))?;
         Ok(Some(Monitor {
             stop,
@@ -95,8 +101,9 @@ fn shared_images(shared: &Shared) -> Vec<(String, Arc<Image>)> {
         .collect()
 }
 
-fn run(shared: &Shared, stop: &AtomicBool, after: Duration) {
+fn run(shared: &Shared, stop: &AtomicBool, after: Duration, rejoin_after: Option<Duration>) {
     let mut dead_since: HashMap<String, Instant> = HashMap::new();
+    let mut fenced_since: HashMap<String, Instant> = HashMap::new();
     // The roles the registries were built with: every change from here on
     // is published and counted.
     let mut seen: HashMap<String, Role> = shared_images(shared)
@@ -125,7 +132,26 @@ fn run(shared: &Shared, stop: &AtomicBool, after: Duration) {
                 Role::Follower => {
                     follow(shared, name, img, after, &mut dead_since);
                 }
-                Role::Fenced | Role::Solo => {}
+                Role::Fenced => {
+                    let since = *fenced_since
+                        .entry(name.clone())
+                        .or_insert_with(Instant::now);
+                    if rejoin_after.is_some_and(|d| since.elapsed() >= d) {
+                        // Back as a follower with a fresh client, by itself;
+                        // a failure (Ceph unreachable) is retried later.
+                        fenced_since.remove(name);
+                        match rejoin(shared, name) {
+                            Ok(m) => tracing::warn!(volume = %name, role = %m.role,
+                                "rejoined by itself after being fenced"),
+                            Err(e) => tracing::warn!(volume = %name, error = %format!("{e:#}"),
+                                "rejoining after being fenced failed; will retry"),
+                        }
+                    }
+                }
+                Role::Solo => {}
+            }
+            if img.role() != Role::Fenced {
+                fenced_since.remove(name);
             }
         }
         let now: HashMap<String, Role> =

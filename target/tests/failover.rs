@@ -47,7 +47,8 @@ fn gateway_as(dir: &Path, tag: &str, me: &str, conf: &str, image: &str) -> Daemo
              iscsi_listen = [\"127.0.0.1:0\"]\nnvme_listen = [\"127.0.0.1:0\"]\nreactors = 1\n\
              buffer_pool = \"16MiB\"\n\n\
              [cluster]\ngateway = \"{me}\"\ngateways = [\"gw-a\", \"gw-b\"]\n\
-             non_owner_state = \"non_optimized\"\ntakeover_after_ms = 500\n\n\
+             non_owner_state = \"non_optimized\"\ntakeover_after_ms = 500\n\
+             rejoin_after_ms = 0\n\n\
              [[volumes]]\nname = \"shared\"\nbackend = \"rbd\"\npool = \"rbd\"\n\
              image = \"{image}\"\nsize = \"64MiB\"\nblock_size = 4096\nceph_conf = \"{conf}\"\n\
              owner = \"gw-a\"\n\n\

@@ -6,7 +6,9 @@
 //! as with a gateway that hangs or is cut off from its peers. The follower
 //! drops the silent link, and once every peer has been unreachable for
 //! `takeover_after_ms` it blocklists the owner and takes the lock over;
-//! the owner, blocklisted, is fenced and never writes again.
+//! the owner, blocklisted, is fenced and never writes again — until, after
+//! `rejoin_after_ms`, it reopens the image with a fresh client by itself,
+//! as a follower forwarding to the new owner.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -41,7 +43,7 @@ fn gateway(dir: &Path, me: &str, conf: &str, image: &str, listen: u16, other: u1
              iscsi_listen = [\"127.0.0.1:0\"]\nnvme_listen = []\nreactors = 1\n\
              buffer_pool = \"16MiB\"\n\n\
              [cluster]\ngateway = \"{me}\"\ngateways = [\"gw-a\", \"gw-b\"]\n\
-             takeover_after_ms = 500\n\
+             takeover_after_ms = 500\nrejoin_after_ms = 1000\n\
              peers = {{ gw-a = \"127.0.0.1:{a}\", gw-b = \"127.0.0.1:{b}\" }}\n\
              peer_secret_file = \"{}\"\n\n\
              [[volumes]]\nname = \"shared\"\nbackend = \"rbd\"\npool = \"rbd\"\n\
@@ -215,6 +217,33 @@ fn a_silent_owner_is_taken_over_while_its_watch_lives() {
         vec![0xB1; BS],
         "the fenced owner's write never landed"
     );
+
+    // After rejoin_after_ms the fenced gateway reopens the image with a
+    // fresh client by itself, as a follower, and forwards its hosts'
+    // writes to the new owner again (once its link is heard again).
+    assert!(
+        wait_role(&a, "follower", Duration::from_secs(20)),
+        "gw-a did not rejoin by itself:\n{}",
+        a.log()
+    );
+    silent.store(false, Ordering::Release);
+    let mut landed = false;
+    for _ in 0..150 {
+        if sa.write(2, &vec![0xA3; BS], false).expect("write a") == 0 {
+            landed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        landed,
+        "gw-a's write was not forwarded after the rejoin:\n{}",
+        a.log()
+    );
+    let read = sb.read_cdb(2, 1);
+    let cmd = sb.command(&read, BS as u32, 0);
+    let (status, data) = sb.run(&cmd, &[]).expect("read");
+    assert_eq!((status, data), (0, vec![0xA3; BS]), "forwarded to gw-b");
     drop((sa, sb));
     a.stop();
     b.stop();

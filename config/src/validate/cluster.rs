@@ -76,6 +76,23 @@ impl Checker<'_> {
                 }
             },
         };
+        let rejoin_after_ms = match raw.rejoin_after_ms {
+            None => Cluster::REJOIN_AFTER_MS,
+            Some(v) => match u32::try_from(*v.get_ref()) {
+                Ok(ms) if ms == 0 || Cluster::REJOIN_AFTER_RANGE.contains(&ms) => ms,
+                _ => {
+                    let r = Cluster::REJOIN_AFTER_RANGE;
+                    let msg = format!(
+                        "must be 0 (never by itself) or between {} and {} milliseconds, not {}",
+                        r.start(),
+                        r.end(),
+                        v.get_ref()
+                    );
+                    self.err(v.span(), "cluster.rejoin_after_ms", msg);
+                    Cluster::REJOIN_AFTER_MS
+                }
+            },
+        };
         let (peers, peer_secret_file) = self.peers(
             raw.peers,
             raw.peer_secret_file,
@@ -89,6 +106,7 @@ impl Checker<'_> {
             gateways,
             non_owner_state,
             takeover_after_ms,
+            rejoin_after_ms,
             peers,
             peer_secret_file,
         }
