@@ -85,10 +85,7 @@ pub(crate) struct PoolInner {
     /// reserve): taken before `free`, so that while the pool is not busy
     /// every lease is one of the chunks io_uring has registered as fixed
     /// buffers, instead of the free list cycling through the whole pool.
-    /// Last in, first out: the chunk released last — still in the CPU's
-    /// cache — is leased next, so a 4 KiB command touches warm memory
-    /// instead of the next of a thousand chunks in turn.
-    free_low: IndexStack,
+    free_low: ArrayQueue<u32>,
     /// One permit per free chunk; waiting on it is the back-pressure.
     permits: Semaphore,
     /// The last `reserved` chunks form the reserve: never waited for, leased
@@ -169,9 +166,9 @@ impl BufferPool {
             // Cannot fail: the queue was created with exactly that many slots.
             let _ = free.push(index as u32);
         }
-        let free_low = IndexStack::new(low_end);
-        for index in (0..low_end).rev() {
-            free_low.push(index as u32);
+        let free_low = ArrayQueue::new(low_end.max(1));
+        for index in 0..low_end {
+            let _ = free_low.push(index as u32);
         }
         let reserve_free = ArrayQueue::new(reserved.max(1));
         for index in general..chunks {
@@ -292,8 +289,7 @@ impl BufferPool {
         match self.inner.reserve_permits.try_acquire_many(n as u32) {
             Ok(p) => {
                 p.forget();
-                let queue = &self.inner.reserve_free;
-                Ok(Some(self.take_from(|| queue.pop(), n, bytes)))
+                Ok(Some(self.take_from(&self.inner.reserve_free, n, bytes)))
             }
             Err(tokio::sync::TryAcquireError::NoPermits) => Ok(None),
             Err(tokio::sync::TryAcquireError::Closed) => Err(PoolError::Closed),
@@ -330,21 +326,21 @@ impl BufferPool {
     /// and permits are only ever added after an index is pushed back, so the
     /// queue holds at least `n` indices.
     fn take_chunks(&self, n: usize, bytes: usize) -> SegmentList {
-        // The general list: its preferred part first, then the rest.
-        let inner = &self.inner;
-        self.take_from(
-            || inner.free_low.pop().or_else(|| inner.free.pop()),
-            n,
-            bytes,
-        )
+        self.take_from(&self.inner.free_low, n, bytes)
     }
 
-    /// Pops `n` indices with `pop` (from lists whose permits the caller holds).
-    fn take_from(&self, pop: impl Fn() -> Option<u32>, n: usize, bytes: usize) -> SegmentList {
+    /// Pops `n` indices from `queue` (whose permits the caller holds).
+    fn take_from(&self, queue: &ArrayQueue<u32>, n: usize, bytes: usize) -> SegmentList {
         let mut segments: SmallVec<[Segment; crate::segment::INLINE_SEGMENTS]> = SmallVec::new();
         let mut remaining = bytes;
         for _ in 0..n {
-            let Some(index) = pop() else {
+            // The general list: its preferred part first, then the rest.
+            let popped = queue.pop().or_else(|| {
+                std::ptr::eq(queue, &self.inner.free_low)
+                    .then(|| self.inner.free.pop())
+                    .flatten()
+            });
+            let Some(index) = popped else {
                 // Unreachable by the permit invariant above; if it ever broke,
                 // handing out fewer bytes is caught by the length check below
                 // rather than corrupting memory.
@@ -475,7 +471,7 @@ impl Drop for Lease {
             self.pool.reserve_permits.add_permits(1);
         } else {
             if index < self.pool.low_end {
-                self.pool.free_low.push(self.index);
+                let _ = self.pool.free_low.push(self.index);
             } else {
                 let _ = self.pool.free.push(self.index);
             }
@@ -487,129 +483,5 @@ impl Drop for Lease {
 impl std::fmt::Debug for Lease {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Lease#{}", self.index)
-    }
-}
-
-/// A lock-free stack of chunk indices below a bound (a Treiber stack over a
-/// fixed array of links, so nothing is allocated or reclaimed): `head`
-/// packs a 32-bit version tag with the top index, and every push and pop
-/// bumps the tag, so a pop that read a link of an index which was popped
-/// and pushed again meanwhile fails its compare-exchange instead of
-/// installing a stale link (ABA).
-pub(crate) struct IndexStack {
-    head: std::sync::atomic::AtomicU64,
-    next: Box<[std::sync::atomic::AtomicU32]>,
-}
-
-impl IndexStack {
-    const EMPTY: u32 = u32::MAX;
-
-    /// An empty stack for indices `0..capacity`.
-    pub(crate) fn new(capacity: usize) -> Self {
-        Self {
-            head: std::sync::atomic::AtomicU64::new(u64::from(Self::EMPTY)),
-            next: (0..capacity)
-                .map(|_| std::sync::atomic::AtomicU32::new(Self::EMPTY))
-                .collect(),
-        }
-    }
-
-    fn pack(tag: u64, index: u32) -> u64 {
-        (tag << 32) | u64::from(index)
-    }
-
-    /// Pushes `index` (below the capacity, not in the stack).
-    pub(crate) fn push(&self, index: u32) {
-        let Some(link) = self.next.get(index as usize) else {
-            return;
-        };
-        let mut head = self.head.load(Ordering::Relaxed);
-        loop {
-            link.store(head as u32, Ordering::Relaxed);
-            let new = Self::pack((head >> 32).wrapping_add(1), index);
-            // Release: the link (and the chunk's bytes, written before its
-            // lease dropped) are visible to whoever pops it.
-            match self
-                .head
-                .compare_exchange_weak(head, new, Ordering::Release, Ordering::Relaxed)
-            {
-                Ok(_) => return,
-                Err(h) => head = h,
-            }
-        }
-    }
-
-    /// Pops the index pushed last, if any.
-    pub(crate) fn pop(&self) -> Option<u32> {
-        let mut head = self.head.load(Ordering::Acquire);
-        loop {
-            let index = head as u32;
-            let link = self.next.get(index as usize)?;
-            let next = link.load(Ordering::Relaxed);
-            let new = Self::pack((head >> 32).wrapping_add(1), next);
-            match self
-                .head
-                .compare_exchange_weak(head, new, Ordering::Acquire, Ordering::Acquire)
-            {
-                Ok(_) => return Some(index),
-                Err(h) => head = h,
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod index_stack_tests {
-    use super::IndexStack;
-
-    #[test]
-    fn last_in_first_out_and_empty() {
-        let s = IndexStack::new(4);
-        assert_eq!(s.pop(), None);
-        for i in [2, 0, 3] {
-            s.push(i);
-        }
-        assert_eq!(s.pop(), Some(3));
-        s.push(1);
-        assert_eq!(
-            [s.pop(), s.pop(), s.pop(), s.pop()],
-            [Some(1), Some(0), Some(2), None]
-        );
-    }
-
-    #[test]
-    fn threads_never_lose_or_duplicate_an_index() {
-        const N: u32 = 64;
-        let s = std::sync::Arc::new(IndexStack::new(N as usize));
-        for i in 0..N {
-            s.push(i);
-        }
-        let workers: Vec<_> = (0..4)
-            .map(|_| {
-                let s = std::sync::Arc::clone(&s);
-                std::thread::spawn(move || {
-                    for _ in 0..20_000 {
-                        let mut held = Vec::new();
-                        for _ in 0..3 {
-                            if let Some(i) = s.pop() {
-                                held.push(i);
-                            }
-                        }
-                        for i in held {
-                            s.push(i);
-                        }
-                    }
-                })
-            })
-            .collect();
-        for w in workers {
-            w.join().expect("worker");
-        }
-        let mut seen = Vec::new();
-        while let Some(i) = s.pop() {
-            seen.push(i);
-        }
-        seen.sort_unstable();
-        assert_eq!(seen, (0..N).collect::<Vec<_>>());
     }
 }

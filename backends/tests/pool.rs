@@ -176,24 +176,3 @@ fn leases_prefer_the_registered_chunks() {
     drop(all);
     assert!(pool.is_full());
 }
-
-/// The chunk released last is leased next (its bytes are still in the
-/// CPU's cache), not the next of the pool's chunks in turn; a lease of
-/// two chunks gets the two released last.
-#[test]
-fn the_chunk_released_last_is_leased_next() {
-    let pool = BufferPool::new(64 << 20, 64 << 10, false).expect("pool");
-    let index = |l: &zctarget_backends::SegmentList| l.segments()[0].lease().index();
-    let a = pool.try_lease(4096).expect("size").expect("free");
-    let b = pool.try_lease(4096).expect("size").expect("free");
-    let (ia, ib) = (index(&a), index(&b));
-    drop(a);
-    drop(b);
-    for _ in 0..100 {
-        let c = pool.try_lease(4096).expect("size").expect("free");
-        assert_eq!(index(&c), ib, "the chunk released last");
-    }
-    let two = pool.try_lease(100 << 10).expect("size").expect("free");
-    let got: Vec<u32> = two.segments().iter().map(|s| s.lease().index()).collect();
-    assert_eq!(got, [ib, ia]);
-}
