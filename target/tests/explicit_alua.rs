@@ -109,12 +109,6 @@ fn own_state(s: &mut Iscsi, me: u16) -> u8 {
     g.iter().find(|(id, _)| *id == me).expect("own group").1
 }
 
-/// Waits (at most `limit`) until `d`'s role for the volume is `role`.
-fn wait_role(d: &Daemon, role: &str, limit: Duration) -> bool {
-    let series = format!("zctarget_volume_lock_role{{volume=\"shared\",role=\"{role}\"}}");
-    d.wait_metric(&series, 1.0, limit).is_some()
-}
-
 fn write_ok(s: &mut Iscsi, lba: u64, tag: u8) -> bool {
     for _ in 0..5 {
         let status = s.write(lba, &vec![tag; BS], false).expect("write");
@@ -136,7 +130,10 @@ fn set_target_port_groups_moves_ownership_but_never_breaks_a_live_lock() {
     let image = ceph::image("stpg");
     let a = gateway(dir.path(), "gw-a", &conf, &image);
     let b = gateway(dir.path(), "gw-b", &conf, &image);
-    assert!(wait_role(&a, "owner", Duration::from_secs(20)), "gw-a owns");
+    assert!(
+        a.wait_role("shared", "owner", Duration::from_secs(20)),
+        "gw-a owns"
+    );
     let mut sa = Iscsi::login(a.iscsi_port, IQN, INITIATOR, BS).expect("login a");
     let mut sb = Iscsi::login(b.iscsi_port, IQN, INITIATOR, BS).expect("login b");
     // Explicit and implicit ALUA.
@@ -150,19 +147,22 @@ fn set_target_port_groups_moves_ownership_but_never_breaks_a_live_lock() {
     // A host asking gw-b to own the unit through gw-b, while gw-a is alive
     // and holds the lock: refused, nothing moves.
     assert_eq!(stpg(&mut sb, 2), (2, 0x4, 0x67, 0x0A));
-    assert!(wait_role(&a, "owner", Duration::from_secs(1)));
-    assert!(wait_role(&b, "follower", Duration::from_secs(1)));
+    assert!(a.wait_role("shared", "owner", Duration::from_secs(1)));
+    assert!(b.wait_role("shared", "follower", Duration::from_secs(1)));
     // Asking gw-a for the group it already is: GOOD, nothing moves.
     assert_eq!(stpg(&mut sa, 1), (0, 0, 0, 0));
-    assert!(wait_role(&a, "owner", Duration::from_secs(1)));
+    assert!(a.wait_role("shared", "owner", Duration::from_secs(1)));
 
     // Through the owner: it releases the lock for gw-b; gw-b, asked right
     // after, takes the free lock at once (no grace to wait).
     assert_eq!(stpg(&mut sa, 2), (0, 0, 0, 0));
-    assert!(wait_role(&a, "follower", Duration::from_secs(1)));
+    assert!(a.wait_role("shared", "follower", Duration::from_secs(1)));
     let asked = Instant::now();
     assert_eq!(stpg(&mut sb, 2), (0, 0, 0, 0));
-    assert!(wait_role(&b, "owner", Duration::from_secs(1)), "gw-b owns");
+    assert!(
+        b.wait_role("shared", "owner", Duration::from_secs(1)),
+        "gw-b owns"
+    );
     println!("gw-b took the released lock in {:?}", asked.elapsed());
     // Every nexus hears of it; the states are swapped.
     let (g, changed) = groups(&mut sa);
@@ -177,7 +177,7 @@ fn set_target_port_groups_moves_ownership_but_never_breaks_a_live_lock() {
     let asked = Instant::now();
     assert_eq!(stpg(&mut sb, 1), (0, 0, 0, 0));
     assert!(
-        wait_role(&a, "owner", Duration::from_secs(20)),
+        a.wait_role("shared", "owner", Duration::from_secs(20)),
         "gw-a took the lock gw-b released for it\n--- gw-a:\n{}\n--- gw-b:\n{}",
         a.log(),
         b.log()
@@ -186,7 +186,7 @@ fn set_target_port_groups_moves_ownership_but_never_breaks_a_live_lock() {
         "gw-a took the lock released for it in {:?}",
         asked.elapsed()
     );
-    assert!(wait_role(&b, "follower", Duration::from_secs(1)));
+    assert!(b.wait_role("shared", "follower", Duration::from_secs(1)));
     assert_eq!(own_state(&mut sa, 1), 0x0);
     assert!(write_ok(&mut sa, 4, 0xA4), "gw-a writes again");
     let read = sa.read_cdb(3, 1);
@@ -202,14 +202,14 @@ fn set_target_port_groups_moves_ownership_but_never_breaks_a_live_lock() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        wait_role(&b, "owner", Duration::from_secs(20)),
+        b.wait_role("shared", "owner", Duration::from_secs(20)),
         "gw-b owns again"
     );
-    assert!(wait_role(&a, "follower", Duration::from_secs(1)));
+    assert!(a.wait_role("shared", "follower", Duration::from_secs(1)));
     // A gateway that is not in the cluster is refused.
     let out = b.ctl(&["volume", "release", "shared", "--to", "gw-z"]);
     assert!(!out.status.success());
-    assert!(wait_role(&b, "owner", Duration::from_secs(1)));
+    assert!(b.wait_role("shared", "owner", Duration::from_secs(1)));
 
     drop((sa, sb));
     a.stop();
@@ -226,14 +226,7 @@ fn with_the_peer_link_a_follower_asked_gets_the_lock_from_the_live_owner() {
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let image = ceph::image("stpg-link");
-    let ports: Vec<u16> = (0..2)
-        .map(|_| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("port")
-                .port()
-        })
-        .collect();
+    let ports = [zctarget_tests::free_port(), zctarget_tests::free_port()];
     let secret = dir.path().join("peer.secret");
     std::fs::write(&secret, "stpg-secret\n").expect("secret");
     let cluster = format!(
@@ -245,7 +238,10 @@ fn with_the_peer_link_a_follower_asked_gets_the_lock_from_the_live_owner() {
     );
     let a = gateway_with(dir.path(), "gw-a", &conf, &image, &cluster);
     let b = gateway_with(dir.path(), "gw-b", &conf, &image, &cluster);
-    assert!(wait_role(&a, "owner", Duration::from_secs(20)), "gw-a owns");
+    assert!(
+        a.wait_role("shared", "owner", Duration::from_secs(20)),
+        "gw-a owns"
+    );
     let end = Instant::now() + Duration::from_secs(10);
     while !b.log().contains("peer link up") {
         assert!(Instant::now() < end, "no peer link:\n{}", b.log());
@@ -254,9 +250,12 @@ fn with_the_peer_link_a_follower_asked_gets_the_lock_from_the_live_owner() {
     let mut sb = Iscsi::login(b.iscsi_port, IQN, INITIATOR, BS).expect("login b");
     let _ = own_state(&mut sb, 2);
     assert_eq!(stpg(&mut sb, 2), (0, 0, 0, 0), "\n{}", b.log());
-    assert!(wait_role(&b, "owner", Duration::from_secs(1)), "gw-b owns");
     assert!(
-        wait_role(&a, "follower", Duration::from_secs(5)),
+        b.wait_role("shared", "owner", Duration::from_secs(1)),
+        "gw-b owns"
+    );
+    assert!(
+        a.wait_role("shared", "follower", Duration::from_secs(5)),
         "gw-a follows"
     );
     assert!(b.log().contains("handed the lock over"), "{}", b.log());

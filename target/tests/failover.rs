@@ -16,8 +16,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use zctarget_protocol::nvme::ana::{parse_log_page, AnaState};
-use zctarget_protocol::nvme::{Cqe, Sgl, Sqe};
-use zctarget_protocol::nvme_tcp::{CapsuleResp, PduType};
+use zctarget_protocol::nvme::Sqe;
 use zctarget_tests::ceph;
 use zctarget_tests::iscsi::Iscsi;
 use zctarget_tests::nvme_client::{NvmeQueue, QueueOptions, Reply};
@@ -156,34 +155,6 @@ fn follower_reads_and_refuses_writes_with_its_path_state() {
     );
 }
 
-/// Sends an in-capsule write without waiting for its completion.
-fn send_write(q: &mut NvmeQueue, cid: u16, lba: u64, data: &[u8]) {
-    let mut sqe = Sqe::new(0x01, cid);
-    sqe.nsid = 1;
-    sqe.dptr = Sgl::in_capsule(data.len() as u32);
-    sqe.cdw10 = lba as u32;
-    sqe.cdw11 = (lba >> 32) as u32;
-    sqe.cdw12 = (data.len() / BS) as u32 - 1;
-    q.send_capsule(&sqe, data).expect("send write");
-}
-
-/// The next completion on `q` within `wait`, skipping other PDUs.
-fn completion(q: &mut NvmeQueue, wait: Duration) -> Option<Cqe> {
-    let deadline = Instant::now() + wait;
-    for _ in 0..1000 {
-        let left = deadline.checked_duration_since(Instant::now())?;
-        q.stream()
-            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
-            .ok()?;
-        let pdu = q.recv().ok()?;
-        if pdu.ch.pdu_type == PduType::CapsuleResp {
-            let r = CapsuleResp::parse(pdu.header[..24].try_into().ok()?).ok()?;
-            return Some(Cqe::parse(&r.cqe));
-        }
-    }
-    None
-}
-
 fn ms(d: Duration) -> u128 {
     d.as_millis()
 }
@@ -225,18 +196,22 @@ fn split_brain_frozen_owner_is_fenced_and_never_writes_after_the_survivor() {
     // Writes in flight, then frozen, then more queued in its socket.
     let mut cid = 0x100;
     for lba in 0..BLOCKS / 2 {
-        send_write(&mut ai, cid, lba, &block(0xDD, lba));
+        ai.send_write(cid, lba, &block(0xDD, lba), BS)
+            .expect("send write");
         cid += 1;
     }
     a.signal(libc::SIGSTOP);
     let frozen = Instant::now();
     for lba in BLOCKS / 2..BLOCKS {
-        send_write(&mut ai, cid, lba, &block(0xDD, lba));
+        ai.send_write(cid, lba, &block(0xDD, lba), BS)
+            .expect("send write");
         cid += 1;
     }
     // gw-b sees the owner's watch expire, blocklists it, takes the lock
     // and raises ANA Change on the parked AER.
-    let aen = completion(&mut ba, Duration::from_secs(40)).expect("ANA change AER");
+    let aen = ba
+        .next_completion(Duration::from_secs(40))
+        .expect("ANA change AER");
     let aen_at = frozen.elapsed();
     assert_eq!((aen.cid, aen.dw0), (0x301, 0x000C_0302), "{aen:?}");
     assert_eq!(group1(&mut ba), Ok(AnaState::Optimized));
@@ -267,7 +242,7 @@ fn split_brain_frozen_owner_is_fenced_and_never_writes_after_the_survivor() {
     let resumed = Instant::now();
     let mut statuses = Vec::new();
     for _ in 0..BLOCKS {
-        match completion(&mut ai, Duration::from_secs(15)) {
+        match ai.next_completion(Duration::from_secs(15)) {
             Some(c) => statuses.push((c.status.sct.code(), c.status.sc)),
             None => break,
         }

@@ -132,22 +132,6 @@ fn peer_port(d: &Daemon) -> u16 {
     }
 }
 
-fn wait_role(d: &Daemon, role: &str, limit: Duration) -> bool {
-    let series = format!("zctarget_volume_lock_role{{volume=\"shared\",role=\"{role}\"}}");
-    d.wait_metric(&series, 1.0, limit).is_some()
-}
-
-fn wait_log(d: &Daemon, needle: &str, limit: Duration) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if d.log().contains(needle) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
-
 #[test]
 fn a_silent_owner_is_taken_over_while_its_watch_lives() {
     let Some(conf) = ceph::ceph_conf() else {
@@ -157,17 +141,14 @@ fn a_silent_owner_is_taken_over_while_its_watch_lives() {
     let image = ceph::image("heartbeat");
     // gw-a first (port 0 for its peer listener; its dialer to gw-b retries
     // until gw-b is up), then the relay to it, then gw-b dialing the relay.
-    let b_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
+    let b_port = zctarget_tests::free_port();
     let a = gateway(dir.path(), "gw-a", &conf, &image, 0, b_port);
     let silent = Arc::new(AtomicBool::new(false));
     let relayed = relay(peer_port(&a), Arc::clone(&silent));
     let b = gateway(dir.path(), "gw-b", &conf, &image, b_port, relayed);
-    assert!(wait_role(&a, "owner", Duration::from_secs(20)));
+    assert!(a.wait_role("shared", "owner", Duration::from_secs(20)));
     assert!(
-        wait_log(&b, "peer link up", Duration::from_secs(10)),
+        b.wait_log("peer link up", Duration::from_secs(10)),
         "{}",
         b.log()
     );
@@ -176,13 +157,13 @@ fn a_silent_owner_is_taken_over_while_its_watch_lives() {
     let _ = sa.test_unit_ready();
     assert_eq!(sa.write(1, &vec![0xA1; BS], false).expect("write"), 0);
     std::thread::sleep(Duration::from_secs(2));
-    assert!(wait_role(&b, "follower", Duration::from_secs(1)));
+    assert!(b.wait_role("shared", "follower", Duration::from_secs(1)));
 
     // Silence on the link only: gw-a's process and watch live on.
     silent.store(true, Ordering::Release);
     let cut = Instant::now();
     assert!(
-        wait_role(&b, "owner", Duration::from_secs(25)),
+        b.wait_role("shared", "owner", Duration::from_secs(25)),
         "gw-b did not take over a silent owner:\n{}",
         b.log()
     );
@@ -204,7 +185,7 @@ fn a_silent_owner_is_taken_over_while_its_watch_lives() {
     let _ = sa.write(1, &vec![0xA2; BS], false);
     let _ = sa.write(1, &vec![0xA2; BS], false);
     assert!(
-        wait_role(&a, "fenced", Duration::from_secs(20)),
+        a.wait_role("shared", "fenced", Duration::from_secs(20)),
         "gw-a fenced:\n{}",
         a.log()
     );
@@ -222,7 +203,7 @@ fn a_silent_owner_is_taken_over_while_its_watch_lives() {
     // fresh client by itself, as a follower, and forwards its hosts'
     // writes to the new owner again (once its link is heard again).
     assert!(
-        wait_role(&a, "follower", Duration::from_secs(20)),
+        a.wait_role("shared", "follower", Duration::from_secs(20)),
         "gw-a did not rejoin by itself:\n{}",
         a.log()
     );

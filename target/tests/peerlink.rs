@@ -16,8 +16,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use zctarget_protocol::iscsi::{TaskMgmtFunction, TaskMgmtRequest};
-use zctarget_protocol::nvme::{Cqe, Sgl, Sqe};
-use zctarget_protocol::nvme_tcp::{CapsuleResp, PduType};
+
 use zctarget_tests::ceph;
 use zctarget_tests::iscsi::Iscsi;
 use zctarget_tests::nvme_client::{NvmeQueue, QueueOptions, Reply};
@@ -28,13 +27,6 @@ const IQN: &str = "iqn.2026-12.io.zctarget.test:peerlink";
 const HOST: &str = "nqn.2026-12.io.zctarget.test:host";
 const INITIATOR: &str = "iqn.2026-12.io.zctarget.test:initiator";
 const BS: usize = 4096;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 /// Gateway `me` of `gw-a`, `gw-b` (peer link on `ports`, secret in
 /// `secret_file`) exporting rbd image `image`, owned by gw-a.
@@ -89,18 +81,6 @@ fn ok(r: std::io::Result<Reply>, what: &str) -> Reply {
     r
 }
 
-/// Waits (bounded) until `d`'s log contains `needle`.
-fn wait_log(d: &Daemon, needle: &str, within: Duration) -> bool {
-    let end = Instant::now() + within;
-    while Instant::now() < end {
-        if d.log().contains(needle) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
-
 /// Waits (bounded) until the follower knows a live peer holds the lock
 /// (its monitor's first look), so that writes are forwarded rather than
 /// answered as a transition.
@@ -135,12 +115,12 @@ fn a_followers_writes_are_run_by_the_owner() {
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let image = ceph::image("peer-fwd");
-    let ports = [free_port(), free_port()];
+    let ports = [zctarget_tests::free_port(), zctarget_tests::free_port()];
     let a = gateway(dir.path(), "gw-a", &conf, &image, ports, "s3cret");
     let b = gateway(dir.path(), "gw-b", &conf, &image, ports, "s3cret");
     for d in [&a, &b] {
         assert!(
-            wait_log(d, "peer link up", Duration::from_secs(10)),
+            d.wait_log("peer link up", Duration::from_secs(10)),
             "never linked:\n{}",
             d.log()
         );
@@ -233,11 +213,11 @@ fn a_gateway_with_the_wrong_secret_is_refused() {
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let image = ceph::image("peer-auth");
-    let ports = [free_port(), free_port()];
+    let ports = [zctarget_tests::free_port(), zctarget_tests::free_port()];
     let a = gateway(dir.path(), "gw-a", &conf, &image, ports, "s3cret");
     let b = gateway(dir.path(), "gw-b", &conf, &image, ports, "guess");
     assert!(
-        wait_log(&a, "refused a connection", Duration::from_secs(10)),
+        a.wait_log("refused a connection", Duration::from_secs(10)),
         "gw-a did not refuse gw-b:\n{}",
         a.log()
     );
@@ -265,34 +245,6 @@ fn a_gateway_with_the_wrong_secret_is_refused() {
     }
 }
 
-/// Sends an in-capsule write without waiting for its completion.
-fn send_write(q: &mut NvmeQueue, cid: u16, lba: u64, data: &[u8]) {
-    let mut sqe = Sqe::new(0x01, cid);
-    sqe.nsid = 1;
-    sqe.dptr = Sgl::in_capsule(data.len() as u32);
-    sqe.cdw10 = lba as u32;
-    sqe.cdw11 = (lba >> 32) as u32;
-    sqe.cdw12 = (data.len() / BS) as u32 - 1;
-    q.send_capsule(&sqe, data).expect("send write");
-}
-
-/// The next completion on `q` within `wait`, skipping other PDUs.
-fn completion(q: &mut NvmeQueue, wait: Duration) -> Option<Cqe> {
-    let deadline = Instant::now() + wait;
-    for _ in 0..1000 {
-        let left = deadline.checked_duration_since(Instant::now())?;
-        q.stream()
-            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
-            .ok()?;
-        let pdu = q.recv().ok()?;
-        if pdu.ch.pdu_type == PduType::CapsuleResp {
-            let r = CapsuleResp::parse(pdu.header[..24].try_into().ok()?).ok()?;
-            return Some(Cqe::parse(&r.cqe));
-        }
-    }
-    None
-}
-
 #[test]
 fn forwarded_writes_to_a_frozen_owner_never_land_after_the_takeover() {
     let Some(conf) = ceph::ceph_conf() else {
@@ -301,12 +253,12 @@ fn forwarded_writes_to_a_frozen_owner_never_land_after_the_takeover() {
     const N: u64 = 8;
     let dir = tempfile::tempdir().expect("tempdir");
     let image = ceph::image("peer-split");
-    let ports = [free_port(), free_port()];
+    let ports = [zctarget_tests::free_port(), zctarget_tests::free_port()];
     let a = gateway(dir.path(), "gw-a", &conf, &image, ports, "s3cret");
     let b = gateway(dir.path(), "gw-b", &conf, &image, ports, "s3cret");
     for d in [&a, &b] {
         assert!(
-            wait_log(d, "peer link up", Duration::from_secs(10)),
+            d.wait_log("peer link up", Duration::from_secs(10)),
             "{}",
             d.log()
         );
@@ -335,12 +287,13 @@ fn forwarded_writes_to_a_frozen_owner_never_land_after_the_takeover() {
     a.signal(libc::SIGSTOP);
     let frozen = Instant::now();
     for lba in 0..N {
-        send_write(&mut bi, lba as u16 + 1, lba, &block(0xDD, lba));
+        bi.send_write(lba as u16 + 1, lba, &block(0xDD, lba), BS)
+            .expect("send write");
     }
     // The follower sees the owner's watch expire, blocklists it, takes the
     // lock over.
     assert!(
-        wait_log(&b, "took the exclusive lock over", Duration::from_secs(40)),
+        b.wait_log("took the exclusive lock over", Duration::from_secs(40)),
         "no takeover:\n{}",
         b.log()
     );
@@ -348,7 +301,9 @@ fn forwarded_writes_to_a_frozen_owner_never_land_after_the_takeover() {
     // retry them on the new owner), once the link heard nothing for 5 s —
     // before their 10 s deadline.
     for _ in 0..N {
-        let c = completion(&mut bi, Duration::from_secs(20)).expect("completion");
+        let c = bi
+            .next_completion(Duration::from_secs(20))
+            .expect("completion");
         assert_eq!(
             (c.status.sct.code(), c.status.sc),
             (3, 0x03),
@@ -373,7 +328,7 @@ fn forwarded_writes_to_a_frozen_owner_never_land_after_the_takeover() {
     // blocklisted, none lands.
     a.signal(libc::SIGCONT);
     assert!(
-        wait_log(&a, "this gateway is fenced", Duration::from_secs(20)),
+        a.wait_log("this gateway is fenced", Duration::from_secs(20)),
         "gw-a not fenced:\n{}",
         a.log()
     );
@@ -400,12 +355,12 @@ fn handover_moves_ownership_in_one_call_and_forwarding_follows() {
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let image = ceph::image("peer-handover");
-    let ports = [free_port(), free_port()];
+    let ports = [zctarget_tests::free_port(), zctarget_tests::free_port()];
     let a = gateway(dir.path(), "gw-a", &conf, &image, ports, "s3cret");
     let b = gateway(dir.path(), "gw-b", &conf, &image, ports, "s3cret");
     for d in [&a, &b] {
         assert!(
-            wait_log(d, "peer link up", Duration::from_secs(10)),
+            d.wait_log("peer link up", Duration::from_secs(10)),
             "{}",
             d.log()
         );
@@ -544,7 +499,7 @@ fn the_owner_runs_forwarded_writes_only_while_it_holds_the_lock_and_only_for_a_p
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let image = ceph::image("peer-gate");
-    let ports = [free_port(), free_port()];
+    let ports = [zctarget_tests::free_port(), zctarget_tests::free_port()];
     let a = gateway(dir.path(), "gw-a", &conf, &image, ports, "s3cret");
     let mut ai = io_queue(&a);
     let write = |lba: u64, tag: u8| Frame::Write {

@@ -312,6 +312,28 @@ impl Daemon {
         }
     }
 
+    /// Waits (at most `limit`) until the daemon's log contains `needle`.
+    pub fn wait_log(&self, needle: &str, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            if self.log().contains(needle) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits (at most `limit`) until this gateway's role for the shared
+    /// rbd volume `volume` is `role` (owner, follower, fenced), by the
+    /// `zctarget_volume_lock_role` metric.
+    pub fn wait_role(&self, volume: &str, role: &str, limit: Duration) -> bool {
+        let series = format!("zctarget_volume_lock_role{{volume=\"{volume}\",role=\"{role}\"}}");
+        self.wait_metric(&series, 1.0, limit) == Some(1.0)
+    }
+
     pub fn metric(&self, series: &str) -> Option<f64> {
         let (_, body) = self.http_get("/metrics");
         body.lines()

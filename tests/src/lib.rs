@@ -30,6 +30,16 @@ pub mod spec;
 
 pub use daemon::Daemon;
 
+/// A TCP port free on 127.0.0.1 right now — only for an address two
+/// configurations must name before either daemon starts (a peer link's
+/// other end); a daemon's own listeners take port 0 instead.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 /// Errors meaning "the connection went away" (daemon killed, or it closed
 /// the connection) rather than a protocol violation or a hang.
 pub fn is_closed(e: &std::io::Error) -> bool {

@@ -421,6 +421,37 @@ impl NvmeQueue {
         }
     }
 
+    /// Sends an in-capsule Write of `data` (whole blocks of `bs` bytes) to
+    /// namespace 1 at `lba`, without waiting for its completion (see
+    /// [`next_completion`](Self::next_completion)).
+    pub fn send_write(&mut self, cid: u16, lba: u64, data: &[u8], bs: usize) -> io::Result<()> {
+        let mut sqe = Sqe::new(0x01, cid);
+        sqe.nsid = 1;
+        sqe.dptr = Sgl::in_capsule(data.len() as u32);
+        sqe.cdw10 = lba as u32;
+        sqe.cdw11 = (lba >> 32) as u32;
+        sqe.cdw12 = (data.len() / bs) as u32 - 1;
+        self.send_capsule(&sqe, data)
+    }
+
+    /// The next completion within `wait`, skipping other PDUs; `None` when
+    /// none came (or the connection failed).
+    pub fn next_completion(&mut self, wait: Duration) -> Option<Cqe> {
+        let deadline = std::time::Instant::now() + wait;
+        for _ in 0..1000 {
+            let left = deadline.checked_duration_since(std::time::Instant::now())?;
+            self.stream()
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .ok()?;
+            let pdu = self.recv().ok()?;
+            if pdu.ch.pdu_type == PduType::CapsuleResp {
+                let r = CapsuleResp::parse(pdu.header.get(..24)?.try_into().ok()?).ok()?;
+                return Some(Cqe::parse(&r.cqe));
+            }
+        }
+        None
+    }
+
     /// Sends a CapsuleCmd.
     pub fn send_capsule(&mut self, sqe: &Sqe, data: &[u8]) -> io::Result<()> {
         let mut c = CapsuleCmd {
