@@ -15,7 +15,6 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
-use zctarget_backends::file::FileRange;
 use zctarget_backends::SegmentList;
 use zctarget_protocol::iscsi::{RejectReason, ScsiCommand};
 use zctarget_protocol::scsi::{self, sense, IoState, Plan, Status};
@@ -52,8 +51,6 @@ enum Work {
         len: usize,
         residual: Residual,
         buf: Option<SegmentList>,
-        /// Sent from the volume's file instead of `buf` (`block::file_read`).
-        file: Option<FileRange>,
     },
     /// A WRITE of `len` bytes at `offset`.
     Write {
@@ -134,7 +131,6 @@ impl Connection {
                         len,
                         residual,
                         buf: None,
-                        file: None,
                     }
                 }
             }
@@ -221,23 +217,7 @@ impl Execute for Rc<Connection> {
                 return true;
             }
         };
-        if let Work::Read {
-            lun,
-            lba,
-            bytes,
-            buf,
-            file,
-            ..
-        } = &mut c.work
-        {
-            // A memory-backed file: its pages go to the socket as they are.
-            if let Some(vol) = self.reactor.volume(lun.volume) {
-                *file =
-                    block::file_read(&vol, *lba * lun.block_size, *bytes, self.params.data_digest);
-                if file.is_some() {
-                    return true;
-                }
-            }
+        if let Work::Read { bytes, buf, .. } = &mut c.work {
             match self.reactor.shared.pool.lease(*bytes).await {
                 Ok(list) => *buf = Some(list),
                 Err(e) => internal_failure(c, &e.into()),
@@ -290,7 +270,6 @@ impl Execute for Rc<Connection> {
                 len,
                 residual,
                 buf: Some(buf),
-                file: _,
             } => {
                 let vol = match volume(&lun) {
                     Ok(v) => v,
@@ -306,7 +285,6 @@ impl Execute for Rc<Connection> {
                         len,
                         residual,
                         buf: Some(buf),
-                        file: None,
                     },
                     Err(error) => {
                         tracing::warn!(error = %error, lba, "read failed");
@@ -361,21 +339,14 @@ impl Execute for Rc<Connection> {
 
     fn send_data(&self, idx: u16, c: &mut IscsiCmd) -> DataSent {
         let Work::Read {
-            len,
-            residual,
-            buf,
-            file,
-            ..
+            len, residual, buf, ..
         } = &mut c.work
         else {
             return DataSent::Nothing;
         };
         let (len, residual) = (*len, *residual);
-        let file = file.take();
-        let buf = match (buf.take(), &file) {
-            (Some(buf), _) => buf,
-            (None, Some(_)) => SegmentList::new(),
-            (None, None) => return DataSent::Nothing,
+        let Some(buf) = buf.take() else {
+            return DataSent::Nothing;
         };
         if self.tasks.slot(idx).aborted.get() {
             c.work = Work::Done;
@@ -388,15 +359,14 @@ impl Execute for Rc<Connection> {
         // the eager policy (one PDU and no wake-up fewer per command).
         let fold = match self.status_policy() {
             crate::command::StatusPolicy::Eager => true,
-            // A file's pages are referenced, not ours: released once written.
-            crate::command::StatusPolicy::Strict => file.is_some() || self.out.copies(len),
+            crate::command::StatusPolicy::Strict => self.out.copies(len),
         };
         match fold {
             true => {
                 // Status rides on the last Data-In; the buffers stay pinned
                 // until the kernel releases them (nobody waits for that).
                 c.work = Work::Done;
-                match self.send_data_in_from(itt, lun, buf, file, len, Some((GOOD, residual))) {
+                match self.send_data_in(itt, lun, buf, len, Some((GOOD, residual))) {
                     Ok(_) => DataSent::Untracked,
                     Err(e) => {
                         internal_failure(c, &e);
@@ -408,7 +378,7 @@ impl Execute for Rc<Connection> {
                 // Strict and zero-copy: the status goes only after the
                 // kernel released every page of the data.
                 c.work = Work::good(residual);
-                match self.send_data_in_from(itt, lun, buf, file, len, None) {
+                match self.send_data_in(itt, lun, buf, len, None) {
                     Ok(Some(released)) => DataSent::Tracked(released),
                     Ok(None) => DataSent::Nothing,
                     Err(e) => {
