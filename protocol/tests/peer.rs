@@ -148,6 +148,17 @@ proptest! {
     }
 }
 
+/// The dialer's proof for fixed inputs equals HMAC-SHA256 of the layout
+/// the module documents, computed independently (Python's `hmac`):
+/// `label ‖ be64(len) ‖ dialer ‖ be64(len) ‖ listener ‖ nonces`.
+#[test]
+fn a_proof_matches_an_independent_computation() {
+    let p = auth::proof(b"s3cret", Side::Dialer, "gw-a", "gw-b", &[1; 32], &[2; 32]);
+    let want = "f4a3794243359a6842f442f94940923c893eeb65401e9ee93404a9d817c05d2a";
+    let got: String = p.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(got, want);
+}
+
 fn header(kind: u8, len: u32) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
     h[..4].copy_from_slice(b"ZCPL");

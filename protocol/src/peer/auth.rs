@@ -4,12 +4,9 @@
 //! the other side's fresh nonce, so a recorded exchange cannot be replayed
 //! and a host without the secret cannot write volumes through the link.
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-
 use super::NONCE_LEN;
-
-type HmacSha256 = Hmac<Sha256>;
+use crate::nvme::auth::response::{hmac, responses_match};
+use crate::nvme::auth::HashId;
 
 /// Which side a proof is for (so one side's proof is never valid as the
 /// other's).
@@ -31,11 +28,28 @@ pub fn proof(
     dialer_nonce: &[u8; NONCE_LEN],
     listener_nonce: &[u8; NONCE_LEN],
 ) -> [u8; NONCE_LEN] {
-    let out = mac(secret, side, dialer, listener, dialer_nonce, listener_nonce)
-        .finalize()
-        .into_bytes();
+    let label: &[u8] = match side {
+        Side::Listener => b"zctarget peer listener\0",
+        Side::Dialer => b"zctarget peer dialer\0\0\0",
+    };
+    let (dl, ll) = (
+        (dialer.len() as u64).to_be_bytes(),
+        (listener.len() as u64).to_be_bytes(),
+    );
+    let parts: [&[u8]; 7] = [
+        label,
+        &dl,
+        dialer.as_bytes(),
+        &ll,
+        listener.as_bytes(),
+        dialer_nonce,
+        listener_nonce,
+    ];
+    let out = hmac(HashId::Sha256, secret, &parts);
     let mut p = [0u8; NONCE_LEN];
-    p.copy_from_slice(&out);
+    if let Some(out) = out.get(..NONCE_LEN) {
+        p.copy_from_slice(out);
+    }
     p
 }
 
@@ -49,35 +63,6 @@ pub fn verify(
     listener_nonce: &[u8; NONCE_LEN],
     got: &[u8; NONCE_LEN],
 ) -> bool {
-    mac(secret, side, dialer, listener, dialer_nonce, listener_nonce)
-        .verify_slice(got)
-        .is_ok()
-}
-
-fn unreachable_mac() -> HmacSha256 {
-    // HMAC takes keys of any length: new_from_slice never fails.
-    #[allow(clippy::unwrap_used, clippy::expect_used)]
-    HmacSha256::new_from_slice(&[0]).expect("HMAC accepts any key length")
-}
-
-fn mac(
-    secret: &[u8],
-    side: Side,
-    dialer: &str,
-    listener: &str,
-    dialer_nonce: &[u8; NONCE_LEN],
-    listener_nonce: &[u8; NONCE_LEN],
-) -> HmacSha256 {
-    let mut m = HmacSha256::new_from_slice(secret).unwrap_or_else(|_| unreachable_mac());
-    m.update(match side {
-        Side::Listener => b"zctarget peer listener\0",
-        Side::Dialer => b"zctarget peer dialer\0\0\0",
-    });
-    for id in [dialer, listener] {
-        m.update(&(id.len() as u64).to_be_bytes());
-        m.update(id.as_bytes());
-    }
-    m.update(dialer_nonce);
-    m.update(listener_nonce);
-    m
+    let want = proof(secret, side, dialer, listener, dialer_nonce, listener_nonce);
+    responses_match(&want, got)
 }
