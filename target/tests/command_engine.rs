@@ -154,3 +154,44 @@ fn iscsi_slots_are_reused_uring() {
 fn iscsi_slots_are_reused_epoll() {
     slots_are_reused("epoll");
 }
+
+/// An ABORT TASK for a write whose status went out already answers "Task
+/// does not exist" (RFC 7143 §11.5.1 c): an initiator that saw GOOD must
+/// not also see the abort succeed (libiscsi's
+/// `iSCSITMF.AbortTaskSimpleAsync` fails on that pair). Then a write
+/// still waiting for its data is aborted: "Function complete", no status.
+fn abort_after_status(engine: &str) {
+    let d = start(engine);
+    let mut i = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-12.test:init", BS).expect("login");
+    let write = i.command(&i.write_cdb(5, BS, false), 0, BS as u32);
+    assert_eq!(i.run(&write, &block(5, 3)).expect("write").0, 0);
+    let itt = i.next_itt();
+    let tmf = TaskMgmtRequest {
+        immediate: true,
+        function: TaskMgmtFunction::AbortTask,
+        lun: [0; 8],
+        itt,
+        referenced_task_tag: write.itt,
+        cmd_sn: i.cmd_sn,
+        exp_stat_sn: i.exp_stat_sn,
+        ref_cmd_sn: write.cmd_sn,
+        ..Default::default()
+    };
+    i.send_pdu(&tmf.encode(), &[]).expect("send TMF");
+    let rsp = i.next().expect("TMF response");
+    assert_eq!((rsp.opcode(), rsp.itt()), (OP_TMF_RESPONSE, itt));
+    assert_eq!(rsp.bhs[2], 1, "Task does not exist: the write was answered");
+    // The ITT is free again: a new write with it is not "task in progress".
+    assert_eq!(i.write(6, &block(6, 3), false).expect("write"), 0);
+    assert_eq!(i.read(5, 1).expect("read"), (0, block(5, 3)));
+}
+
+#[test]
+fn abort_after_status_uring() {
+    abort_after_status("uring");
+}
+
+#[test]
+fn abort_after_status_epoll() {
+    abort_after_status("epoll");
+}

@@ -49,7 +49,9 @@ pub use pdu::Pdu;
 pub use reject::{Reject, RejectReason};
 pub use scsi::{response, ScsiCommand, ScsiResponse, TaskAttribute};
 pub use snack::{SnackRequest, SnackType};
-pub use task_mgmt::{TaskMgmtFunction, TaskMgmtRequest, TaskMgmtResponse, TaskMgmtResponseCode};
+pub use task_mgmt::{
+    abort_task_response, TaskMgmtFunction, TaskMgmtRequest, TaskMgmtResponse, TaskMgmtResponseCode,
+};
 pub use text_pdu::{TextRequest, TextResponse};
 
 /// The reserved tag value 0xffffffff (RFC 7143 §11.2.1.8, §11.7.2).

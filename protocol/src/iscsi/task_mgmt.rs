@@ -2,6 +2,7 @@
 //! §11.6).
 
 use super::bhs::{expect_opcode, header, BhsError, Opcode, BHS_LEN, FINAL_BIT, IMMEDIATE_BIT};
+use super::sequence::{sn_lt, CmdWindow};
 use crate::wire::{array, be24, be32, put, put_be32};
 
 const FUNCTION_MASK: u8 = 0x7F;
@@ -165,5 +166,30 @@ impl TaskMgmtResponse {
         put_be32(&mut b, 28, self.exp_cmd_sn);
         put_be32(&mut b, 32, self.max_cmd_sn);
         b
+    }
+}
+
+/// ABORT TASK's answer (RFC 7143 §11.5.1). `pending`: the referenced task
+/// is here and has not had its status sent — aborting it keeps that
+/// status back, "Function complete". Otherwise the task already ended (or
+/// never came): "Function complete" only when its RefCmdSN is inside the
+/// command window (`window`, after accepting the request) and before the
+/// request's own CmdSN — a command not received yet, taken as received —
+/// and "Task does not exist" for one that was answered, so the initiator
+/// never sees both a status and a successful abort of one task.
+pub fn abort_task_response(
+    pending: bool,
+    req: &TaskMgmtRequest,
+    window: &CmdWindow,
+) -> TaskMgmtResponseCode {
+    if pending {
+        return TaskMgmtResponseCode::FunctionComplete;
+    }
+    let r = req.ref_cmd_sn;
+    let in_window = !sn_lt(r, window.exp_cmd_sn()) && !sn_lt(window.max_cmd_sn(), r);
+    if in_window && sn_lt(r, req.cmd_sn) {
+        TaskMgmtResponseCode::FunctionComplete
+    } else {
+        TaskMgmtResponseCode::TaskDoesNotExist
     }
 }

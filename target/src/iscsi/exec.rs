@@ -152,6 +152,7 @@ pub(crate) fn status(
     if entry.aborted.get() {
         return Ok(());
     }
+    entry.responded();
     conn.send_scsi_response(itt, st, sense, residual)
 }
 
@@ -189,6 +190,7 @@ async fn send_payload(
         StatusPolicy::Eager => {
             // Status rides on the last Data-In; the buffers stay pinned
             // until the kernel releases them (nobody waits for that).
+            entry.responded();
             conn.send_data_in(cmd.itt, cmd.lun, list, len, Some((GOOD, residual)))?;
             Ok(())
         }

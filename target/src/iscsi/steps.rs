@@ -366,6 +366,7 @@ impl Execute for Rc<Connection> {
                 // Status rides on the last Data-In; the buffers stay pinned
                 // until the kernel releases them (nobody waits for that).
                 c.work = Work::Done;
+                self.tasks.slot(idx).responded();
                 match self.send_data_in(itt, lun, buf, len, Some((GOOD, residual))) {
                     Ok(_) => DataSent::Untracked,
                     Err(e) => {

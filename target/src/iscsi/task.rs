@@ -45,6 +45,8 @@ pub struct TaskEntry {
     pub lun: Cell<u64>,
     /// Set by ABORT TASK & co: the command sends no status.
     pub aborted: Cell<bool>,
+    /// Its status is queued for sending: an ABORT TASK comes too late.
+    responded: Cell<bool>,
     /// The command expects write data.
     has_data_out: Cell<bool>,
     data_out: DataOutState,
@@ -56,6 +58,7 @@ impl TaskEntry {
         self.itt.set(itt);
         self.lun.set(lun);
         self.aborted.set(false);
+        self.responded.set(false);
         self.has_data_out.set(false);
         self.active.set(true);
     }
@@ -95,6 +98,18 @@ impl TaskEntry {
     /// Its ITT, while active.
     pub fn itt(&self) -> Option<u32> {
         self.active.get().then(|| self.itt.get())
+    }
+
+    /// Records that the command's status is queued for sending.
+    pub fn responded(&self) {
+        self.responded.set(true);
+    }
+
+    /// Still to answer: active, its status not queued yet. Only such a
+    /// task can be aborted (an ABORT TASK after the status gets "Task does
+    /// not exist", RFC 7143 §11.5.1).
+    pub fn pending(&self) -> bool {
+        self.active.get() && !self.responded.get()
     }
 
     /// Marks the task aborted and wakes it if it waits for data.

@@ -2,8 +2,8 @@
 //! their slots, LUN and target resets, closing the connection.
 
 use zctarget_protocol::iscsi::{
-    LogoutRequest, LogoutResponse, LogoutResponseCode, TaskMgmtFunction, TaskMgmtRequest,
-    TaskMgmtResponse, TaskMgmtResponseCode,
+    abort_task_response, LogoutRequest, LogoutResponse, LogoutResponseCode, TaskMgmtFunction,
+    TaskMgmtRequest, TaskMgmtResponse, TaskMgmtResponseCode,
 };
 
 use super::connection::{Connection, LOGOUT_DRAIN};
@@ -55,14 +55,12 @@ impl Connection {
         let mut cold_reset_target = None;
         let response = match req.function {
             TaskMgmtFunction::AbortTask => {
-                match self.tasks.find(req.referenced_task_tag) {
-                    Some(t) => {
-                        t.abort();
-                        TaskMgmtResponseCode::FunctionComplete
-                    }
-                    // Already completed (or never seen): nothing left to abort.
-                    None => TaskMgmtResponseCode::FunctionComplete,
+                let task = self.tasks.find(req.referenced_task_tag);
+                let pending = task.is_some_and(|t| t.pending());
+                if let (true, Some(t)) = (pending, task) {
+                    t.abort();
                 }
+                abort_task_response(pending, &req, &self.window.get())
             }
             TaskMgmtFunction::AbortTaskSet | TaskMgmtFunction::ClearTaskSet => {
                 for t in self.tasks.active().filter(|t| t.lun.get() == lun) {
