@@ -40,6 +40,46 @@ pub struct FileStore {
     /// because filesystems differ: ext4 takes non-blocking buffered reads
     /// but refuses non-blocking buffered writes.
     nowait: [std::sync::atomic::AtomicBool; 2],
+    /// The file's length when opened: a [`FileRange`] never reaches past
+    /// it (a read there returns zeroes on the copying path, while a
+    /// socket `sendfile` would stop short).
+    len_at_open: u64,
+}
+
+/// A range of a memory-backed volume file that a connection sends to its
+/// socket with `sendfile(2)` instead of reading it into leased buffers and
+/// sending those: the kernel moves page-cache page references into the
+/// socket, so neither the read copy nor (on loopback) the send copy happens.
+/// It owns a reference to the open file, so the descriptor stays valid
+/// while a queued message carries the range; it owns no user memory, so
+/// nothing waits for a zero-copy notification to release it.
+#[derive(Debug, Clone)]
+pub struct FileRange {
+    store: std::sync::Arc<FileStore>,
+    offset: u64,
+    len: usize,
+}
+
+impl FileRange {
+    /// The open file (valid while `self` lives).
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        self.store.fd()
+    }
+
+    /// File offset of the range's first byte.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Bytes in the range.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the range is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 /// `TMPFS_MAGIC` and `RAMFS_MAGIC` (statfs(2)).
@@ -58,15 +98,29 @@ impl FileStore {
             let r = unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) };
             r == 0 && MEMORY_FS.contains(&(st.f_type as libc::c_long))
         };
+        let len_at_open = file.metadata().map_or(0, |m| m.len());
         Self {
             file,
             block_device,
             memory_backed,
+            len_at_open,
             nowait: [
                 std::sync::atomic::AtomicBool::new(true),
                 std::sync::atomic::AtomicBool::new(true),
             ],
         }
+    }
+
+    /// `[offset, offset + len)` of a memory-backed file, to be sent with
+    /// `sendfile` (see [`FileRange`]); `None` for other files and for
+    /// ranges past the file's length at open.
+    pub(crate) fn range(self: &std::sync::Arc<Self>, offset: u64, len: usize) -> Option<FileRange> {
+        let end = offset.checked_add(len as u64)?;
+        (self.memory_backed && !self.block_device && end <= self.len_at_open).then(|| FileRange {
+            store: std::sync::Arc::clone(self),
+            offset,
+            len,
+        })
     }
 
     /// How the epoll engine may try a read (`write == false`) or a write on

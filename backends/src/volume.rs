@@ -522,6 +522,25 @@ impl VolumeHandle {
         }
     }
 
+    /// A read of `[offset, offset + len)` to be sent from the file itself
+    /// (`sendfile`) rather than read into leased buffers: only a file in
+    /// memory (tmpfs, ramfs) — the page cache is the data, so `sendfile`
+    /// never waits for a device on the reactor — and only within the
+    /// volume and the file. Counted as a read of `len` bytes (its cost is
+    /// paid when the socket takes the pages). `None`: read as usual.
+    pub fn file_range(&self, offset: u64, len: usize) -> Option<crate::file::FileRange> {
+        let store = match &self.io {
+            HandleIo::UringFile(f) => &f.store,
+            HandleIo::EpollFile(f) => &f.store,
+            _ => return None,
+        };
+        crate::backend::check_range(self.info(), offset, len as u64).ok()?;
+        let range = store.range(offset, len)?;
+        self.stats
+            .record(false, len as u64, std::time::Duration::ZERO, true);
+        Some(range)
+    }
+
     fn count(&self, ok_counter: &AtomicU64, r: &io::Result<()>) {
         let c = if r.is_ok() {
             ok_counter

@@ -219,3 +219,26 @@ pub async fn write_same(
     }
     Ok(())
 }
+
+/// Smallest read sent straight from a memory-backed volume file with
+/// `sendfile` (see [`file_read`]). Below it the per-command `sendfile`
+/// costs more than the copies it saves: small reads batch many PDUs into
+/// one `sendmsg`, and a file part splits that call.
+pub const FILE_SEND_MIN: usize = 64 * 1024;
+
+/// A read of `len` bytes at `offset` to be sent from the volume's file
+/// with `sendfile` instead of read into leased buffers: a file in memory
+/// (tmpfs, ramfs), a read of at least [`FILE_SEND_MIN`], and no data
+/// digest (which would need the bytes in userspace). `None`: lease and
+/// read as usual.
+pub fn file_read(
+    vol: &VolumeHandle,
+    offset: u64,
+    len: usize,
+    data_digest: bool,
+) -> Option<zctarget_backends::file::FileRange> {
+    if data_digest || len < FILE_SEND_MIN {
+        return None;
+    }
+    vol.file_range(offset, len)
+}

@@ -438,7 +438,7 @@ pub fn render(s: &Shared) -> String {
     }
 
     let z = &s.sender_counters;
-    let zc: [(&str, &str, &AtomicU64); 12] = [
+    let zc: [(&str, &str, &AtomicU64); 14] = [
         (
             "zctarget_zerocopy_sends_total",
             "sendmsg calls with MSG_ZEROCOPY.",
@@ -458,6 +458,16 @@ pub fn render(s: &Shared) -> String {
             "zctarget_copy_sent_bytes_total",
             "Bytes sent by copy.",
             &z.copy_bytes,
+        ),
+        (
+            "zctarget_sendfile_sends_total",
+            "sendfile calls sending read data from a memory-backed volume file.",
+            &z.sendfile_calls,
+        ),
+        (
+            "zctarget_sendfile_sent_bytes_total",
+            "Bytes sent with sendfile.",
+            &z.sendfile_bytes,
         ),
         (
             "zctarget_zerocopy_notifications_total",

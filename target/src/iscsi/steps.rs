@@ -15,6 +15,7 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
+use zctarget_backends::file::FileRange;
 use zctarget_backends::SegmentList;
 use zctarget_protocol::iscsi::{RejectReason, ScsiCommand};
 use zctarget_protocol::scsi::{self, sense, IoState, Plan, Status};
@@ -51,6 +52,8 @@ enum Work {
         len: usize,
         residual: Residual,
         buf: Option<SegmentList>,
+        /// Sent from the volume's file instead of `buf` (`block::file_read`).
+        file: Option<FileRange>,
     },
     /// A WRITE of `len` bytes at `offset`.
     Write {
@@ -131,6 +134,7 @@ impl Connection {
                         len,
                         residual,
                         buf: None,
+                        file: None,
                     }
                 }
             }
@@ -217,7 +221,23 @@ impl Execute for Rc<Connection> {
                 return true;
             }
         };
-        if let Work::Read { bytes, buf, .. } = &mut c.work {
+        if let Work::Read {
+            lun,
+            lba,
+            bytes,
+            buf,
+            file,
+            ..
+        } = &mut c.work
+        {
+            // A memory-backed file: its pages go to the socket as they are.
+            if let Some(vol) = self.reactor.volume(lun.volume) {
+                *file =
+                    block::file_read(&vol, *lba * lun.block_size, *bytes, self.params.data_digest);
+                if file.is_some() {
+                    return true;
+                }
+            }
             match self.reactor.shared.pool.lease(*bytes).await {
                 Ok(list) => *buf = Some(list),
                 Err(e) => internal_failure(c, &e.into()),
@@ -270,6 +290,7 @@ impl Execute for Rc<Connection> {
                 len,
                 residual,
                 buf: Some(buf),
+                file: _,
             } => {
                 let vol = match volume(&lun) {
                     Ok(v) => v,
@@ -285,6 +306,7 @@ impl Execute for Rc<Connection> {
                         len,
                         residual,
                         buf: Some(buf),
+                        file: None,
                     },
                     Err(error) => {
                         tracing::warn!(error = %error, lba, "read failed");
@@ -339,14 +361,21 @@ impl Execute for Rc<Connection> {
 
     fn send_data(&self, idx: u16, c: &mut IscsiCmd) -> DataSent {
         let Work::Read {
-            len, residual, buf, ..
+            len,
+            residual,
+            buf,
+            file,
+            ..
         } = &mut c.work
         else {
             return DataSent::Nothing;
         };
         let (len, residual) = (*len, *residual);
-        let Some(buf) = buf.take() else {
-            return DataSent::Nothing;
+        let file = file.take();
+        let buf = match (buf.take(), &file) {
+            (Some(buf), _) => buf,
+            (None, Some(_)) => SegmentList::new(),
+            (None, None) => return DataSent::Nothing,
         };
         if self.tasks.slot(idx).aborted.get() {
             c.work = Work::Done;
@@ -359,7 +388,8 @@ impl Execute for Rc<Connection> {
         // the eager policy (one PDU and no wake-up fewer per command).
         let fold = match self.status_policy() {
             crate::command::StatusPolicy::Eager => true,
-            crate::command::StatusPolicy::Strict => self.out.copies(len),
+            // A file's pages are referenced, not ours: released once written.
+            crate::command::StatusPolicy::Strict => file.is_some() || self.out.copies(len),
         };
         match fold {
             true => {
@@ -367,7 +397,7 @@ impl Execute for Rc<Connection> {
                 // until the kernel releases them (nobody waits for that).
                 c.work = Work::Done;
                 self.tasks.slot(idx).responded();
-                match self.send_data_in(itt, lun, buf, len, Some((GOOD, residual))) {
+                match self.send_data_in_from(itt, lun, buf, file, len, Some((GOOD, residual))) {
                     Ok(_) => DataSent::Untracked,
                     Err(e) => {
                         internal_failure(c, &e);
@@ -379,7 +409,7 @@ impl Execute for Rc<Connection> {
                 // Strict and zero-copy: the status goes only after the
                 // kernel released every page of the data.
                 c.work = Work::good(residual);
-                match self.send_data_in(itt, lun, buf, len, None) {
+                match self.send_data_in_from(itt, lun, buf, file, len, None) {
                     Ok(Some(released)) => DataSent::Tracked(released),
                     Ok(None) => DataSent::Nothing,
                     Err(e) => {

@@ -100,7 +100,27 @@ impl Connection {
         len: usize,
         status: Option<(u8, Residual)>,
     ) -> anyhow::Result<Option<crate::outbound::Released>> {
+        self.send_data_in_from(itt, lun, payload, None, len, status)
+    }
+
+    /// [`send_data_in`](Self::send_data_in) with the data from `file`
+    /// when given (`payload` is then empty; no data digest).
+    pub fn send_data_in_from(
+        &self,
+        itt: u32,
+        lun: [u8; 8],
+        payload: SegmentList,
+        file: Option<zctarget_backends::file::FileRange>,
+        len: usize,
+        status: Option<(u8, Residual)>,
+    ) -> anyhow::Result<Option<crate::outbound::Released>> {
         let mut msg = self.out.message(payload);
+        if let Some(file) = file {
+            if self.params.data_digest {
+                anyhow::bail!("a data digest needs the data in memory");
+            }
+            msg.from_file(file);
+        }
         for seg in data_in_segments(len as u32, self.params.initiator_mrdsl) {
             let (offset, n) = (seg.offset as usize, seg.len as usize);
             let mut din = DataIn {

@@ -56,6 +56,8 @@ pub struct IoCmd {
     entry: Arc<ControllerEntry>,
     /// In-capsule data, H2C data, or read data.
     data: Option<SegmentList>,
+    /// Read data sent from the volume's file instead (`block::file_read`).
+    file: Option<zctarget_backends::file::FileRange>,
     /// The completion to send; None until the command has an outcome.
     outcome: Option<Completion>,
     /// The C2HData carried SUCCESS: no CapsuleResp.
@@ -211,6 +213,7 @@ impl Queue {
             wce,
             entry,
             data,
+            file: None,
             outcome: None,
             status_sent: false,
         };
@@ -413,12 +416,15 @@ impl Queue {
         let stats = &entry.stats;
         match cmd.plan {
             IoPlan::Read { offset, len, .. } => {
-                let list = block::read(&vol, pool, offset, len as usize).await?;
+                // A memory-backed file's pages go to the socket as they are.
+                match block::file_read(&vol, offset, len as usize, self.ddgst) {
+                    Some(file) => cmd.file = Some(file),
+                    None => cmd.data = Some(block::read(&vol, pool, offset, len as usize).await?),
+                }
                 stats
                     .bytes_read
                     .fetch_add(u64::from(len), Ordering::Relaxed);
                 stats.reads.fetch_add(1, Ordering::Relaxed);
-                cmd.data = Some(list);
             }
             IoPlan::Write {
                 offset, len, fua, ..
@@ -544,20 +550,29 @@ impl Execute for Queue {
         if !outcome.status.is_success() {
             tracing::debug!(status = ?outcome.status, "I/O command failed");
             cmd.data = None;
+            cmd.file = None;
         }
         cmd.outcome = Some(outcome);
     }
 
     fn send_data(&self, _idx: u16, cmd: &mut IoCmd) -> DataSent {
-        let (IoPlan::Read { len, .. }, Some(list)) = (cmd.plan, cmd.data.take()) else {
+        let file = cmd.file.take();
+        let list = match (cmd.data.take(), &file) {
+            (Some(list), _) => list,
+            (None, Some(_)) => SegmentList::new(),
+            (None, None) => return DataSent::Nothing,
+        };
+        let IoPlan::Read { len, .. } = cmd.plan else {
             return DataSent::Nothing;
         };
+        // A file's pages are referenced, not ours: released once written.
+        let copies = file.is_some() || self.out.copies(len as usize);
         // The SUCCESS flag may replace the CapsuleResp only when SQ flow
         // control is disabled (TCP transport 1.0 §3.6.2.9): the response
         // would carry SQHD.
         let policy = self.status_policy();
         let fold = policy == StatusPolicy::Eager && self.sqhd.get().flow_disabled();
-        let msg = match self.read_data_message(cmd.cid, list, len as usize, fold) {
+        let msg = match self.read_data_message(cmd.cid, list, file, len as usize, fold) {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), cid = cmd.cid, "framing read data");
@@ -575,7 +590,7 @@ impl Execute for Queue {
             // `sendmsg` that writes the data's last byte, before it takes
             // any byte of the CapsuleResp queued behind it — so the
             // completion is queued at once, for the same `sendmsg`.
-            StatusPolicy::Strict if self.out.copies(len as usize) => {
+            StatusPolicy::Strict if copies => {
                 self.out.send(msg);
                 DataSent::Untracked
             }

@@ -88,11 +88,16 @@ impl Queue {
         &self,
         cid: u16,
         list: SegmentList,
+        file: Option<zctarget_backends::file::FileRange>,
         len: usize,
         success: bool,
     ) -> anyhow::Result<Message> {
         let h = self.framing.header(cid, len, success);
         let mut msg = self.out.message(list);
+        if let Some(file) = file {
+            anyhow::ensure!(!self.ddgst, "a data digest needs the data in memory");
+            msg.from_file(file);
+        }
         self.push_pdu_header(&mut msg, &h.bytes)?;
         msg.push_header(&PAD[..h.pad])?;
         msg.push_payload(0, len)?;

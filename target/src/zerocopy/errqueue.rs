@@ -68,6 +68,21 @@ pub fn sendmsg(fd: RawFd, bufs: &[IoSlice<'_>], flags: libc::c_int) -> io::Resul
     }
 }
 
+/// `sendfile(2)` of `len` bytes at `offset` of `in_fd` to the socket `fd`
+/// (non-blocking: the socket is). Bytes sent; `WouldBlock` when full.
+pub fn sendfile(fd: RawFd, in_fd: RawFd, offset: u64, len: usize) -> io::Result<usize> {
+    let mut off = offset as libc::off_t;
+    // SAFETY: both descriptors are open for the call (the caller owns the
+    // socket and a reference to the file); `off` is a valid, exclusively
+    // borrowed offset the kernel updates; no user memory is read.
+    let n = unsafe { libc::sendfile(fd, in_fd, &mut off, len) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
 /// Reads one entry from the error queue. `Ok(None)` means an entry that is
 /// not a zero-copy notification (ignored); `WouldBlock` means the queue is
 /// empty.

@@ -4,6 +4,7 @@
 use std::io::IoSlice;
 
 use smallvec::SmallVec;
+use zctarget_backends::file::FileRange;
 use zctarget_backends::SegmentList;
 
 /// Most iovecs handed to one `sendmsg` (the kernel's `UIO_MAXIOV` is 1024).
@@ -31,12 +32,17 @@ pub(crate) enum Part {
     Inline { start: u32, len: u32 },
     /// `len` payload bytes from payload offset `offset`.
     Payload { offset: u32, len: u32 },
+    /// `len` bytes of the message's file range from `offset` in it, sent
+    /// with `sendfile` (never part of a `sendmsg`).
+    File { offset: u32, len: u32 },
 }
 
 impl Part {
     pub(crate) fn len(&self) -> usize {
         match *self {
-            Part::Inline { len, .. } | Part::Payload { len, .. } => len as usize,
+            Part::Inline { len, .. } | Part::Payload { len, .. } | Part::File { len, .. } => {
+                len as usize
+            }
         }
     }
 }
@@ -70,6 +76,8 @@ pub struct Message {
     pub(crate) inline_len: usize,
     pub(crate) parts: SmallVec<[Part; 8]>,
     pub(crate) payload: SegmentList,
+    /// Payload sent from a file instead (see [`Message::from_file`]).
+    pub(crate) file: Option<FileRange>,
     pub(crate) token: u64,
     pub(crate) total: usize,
     /// Bytes already accepted by the kernel.
@@ -90,6 +98,7 @@ impl Message {
             inline_len: 0,
             parts: SmallVec::new(),
             payload,
+            file: None,
             token,
             total: 0,
             written: 0,
@@ -116,24 +125,63 @@ impl Message {
         Ok(self)
     }
 
+    /// Makes `file` the message's payload (its payload list stays empty):
+    /// [`push_payload`](Self::push_payload) then refers to the file's bytes,
+    /// which go from the page cache to the socket by `sendfile`. Such a
+    /// message is never sent `MSG_ZEROCOPY` and holds no lease, so it is
+    /// released once written.
+    pub fn from_file(&mut self, file: FileRange) -> &mut Self {
+        self.file = Some(file);
+        self
+    }
+
+    /// Whether the payload comes from a file (see [`Message::from_file`]).
+    pub fn is_file(&self) -> bool {
+        self.file.is_some()
+    }
+
     /// Appends payload bytes `[offset, offset + len)` (by reference: these
-    /// bytes go from the leases to the kernel without a userspace copy).
+    /// bytes go from the leases — or the file — to the kernel without a
+    /// userspace copy).
     pub fn push_payload(&mut self, offset: usize, len: usize) -> Result<&mut Self, MessageError> {
-        if offset
-            .checked_add(len)
-            .is_none_or(|end| end > self.payload.len())
-        {
+        let payload = self
+            .file
+            .as_ref()
+            .map_or(self.payload.len(), FileRange::len);
+        if offset.checked_add(len).is_none_or(|end| end > payload) {
             return Err(MessageError::PayloadRange {
                 offset,
                 len,
-                payload: self.payload.len(),
+                payload,
             });
         }
-        self.push_part(Part::Payload {
-            offset: offset as u32,
-            len: len as u32,
+        let (offset, len) = (offset as u32, len as u32);
+        self.push_part(match self.file {
+            Some(_) => Part::File { offset, len },
+            None => Part::Payload { offset, len },
         });
         Ok(self)
+    }
+
+    /// When byte `at` of the message lies in a file part: the file offset
+    /// of that byte and the bytes left in the part.
+    pub(crate) fn file_at(&self, at: usize) -> Option<(u64, usize)> {
+        let file = self.file.as_ref()?;
+        let mut start = 0usize;
+        for part in &self.parts {
+            let end = start + part.len();
+            if at < end {
+                return match *part {
+                    Part::File { offset, .. } => Some((
+                        file.offset() + u64::from(offset) + (at - start) as u64,
+                        end - at,
+                    )),
+                    _ => None,
+                };
+            }
+            start = end;
+        }
+        None
     }
 
     fn push_part(&mut self, part: Part) {
@@ -155,7 +203,7 @@ impl Message {
             .iter()
             .map(|p| match p {
                 Part::Payload { len, .. } => *len as usize,
-                Part::Inline { .. } => 0,
+                Part::Inline { .. } | Part::File { .. } => 0,
             })
             .sum()
     }
@@ -171,12 +219,13 @@ impl Message {
     }
 }
 
-/// Appends iovecs for `msg` from byte `skip` on. Returns bytes described.
+/// Appends iovecs for `msg` from byte `skip` on, up to its next file part.
+/// Returns bytes described and whether a file part stopped it.
 pub(crate) fn describe<'a>(
     msg: &'a Message,
     skip: usize,
     iov: &mut SmallVec<[IoSlice<'a>; MAX_IOVECS]>,
-) -> usize {
+) -> (usize, bool) {
     let mut skip = skip;
     let mut described = 0;
     for part in &msg.parts {
@@ -206,10 +255,11 @@ pub(crate) fn describe<'a>(
                     iov.push(s);
                 }
             }
+            Part::File { .. } => return (described, true),
         }
         skip = 0;
     }
-    described
+    (described, false)
 }
 
 #[cfg(test)]

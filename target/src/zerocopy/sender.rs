@@ -73,6 +73,11 @@ pub struct SenderCounters {
     pub zerocopy_bytes: AtomicU64,
     /// Bytes sent by copy.
     pub copy_bytes: AtomicU64,
+    /// `sendfile` calls that sent bytes of a file-backed payload (see
+    /// [`Message::from_file`]).
+    pub sendfile_calls: AtomicU64,
+    /// Bytes sent with `sendfile`.
+    pub sendfile_bytes: AtomicU64,
     /// Notifications read from error queues.
     pub notifications: AtomicU64,
     /// Notifications saying the kernel copied after all.
@@ -338,7 +343,10 @@ impl ZeroCopySender {
     /// Queues a message for writing. Call [`progress`](Self::progress) (or
     /// [`try_progress`](Self::try_progress)) to move bytes.
     pub fn submit(&mut self, mut msg: Message) {
-        msg.zerocopy = self.zerocopy_enabled && self.policy.wants_zerocopy(msg.payload_bytes());
+        // A file's pages go by `sendfile` (page references, no notification).
+        msg.zerocopy = self.zerocopy_enabled
+            && !msg.is_file()
+            && self.policy.wants_zerocopy(msg.payload_bytes());
         if self.failed {
             self.finish(msg, Outcome::Aborted);
             return;
@@ -628,9 +636,19 @@ impl ZeroCopySender {
     /// One `sendmsg` over the longest run of queued messages of one kind:
     /// (bytes written, bytes offered).
     fn write_batch(&mut self, zerocopy: bool) -> io::Result<(usize, usize)> {
+        let file_front = self
+            .queue
+            .front()
+            .and_then(|&key| self.messages.get(key))
+            .and_then(|msg| msg.file_at(msg.written).map(|at| (msg.file.as_ref(), at)));
+        if let Some((Some(file), (offset, len))) = file_front {
+            let in_fd = file.fd();
+            return self.write_file(in_fd, offset, len);
+        }
         let mut iov: SmallVec<[IoSlice<'_>; MAX_IOVECS]> = SmallVec::new();
         let mut offered = 0usize;
         let mut batch = 0usize;
+        let mut file_next = false;
         for &key in &self.queue {
             let Some(msg) = self.messages.get(key) else {
                 continue;
@@ -639,14 +657,22 @@ impl ZeroCopySender {
             {
                 break;
             }
-            offered += describe(msg, msg.written, &mut iov);
+            let (described, at_file) = describe(msg, msg.written, &mut iov);
+            offered += described;
             batch += 1;
+            if at_file {
+                // The file's bytes follow by `sendfile`: this call stops at
+                // them, and tells TCP more is coming right behind.
+                file_next = true;
+                break;
+            }
         }
         if offered == 0 {
             return Ok((0, 0));
         }
         let fd = self.stream.as_raw_fd();
-        let flags = if zerocopy { libc::MSG_ZEROCOPY } else { 0 };
+        let flags = if zerocopy { libc::MSG_ZEROCOPY } else { 0 }
+            | if file_next { libc::MSG_MORE } else { 0 };
         let counters = &self.counters;
         let send = |flags| {
             let r = errqueue::sendmsg(fd, &iov, flags);
@@ -681,6 +707,44 @@ impl ZeroCopySender {
         }
         self.account_written(n, batch, used_zerocopy);
         Ok((n, offered))
+    }
+
+    /// One `sendfile` of up to `len` bytes at `offset` of `in_fd` (the file
+    /// part at the front message's write position): (bytes written, bytes
+    /// offered). The kernel takes references to the file's page-cache
+    /// pages; no user memory is involved, so nothing is tracked. A file
+    /// that ends early (truncated under the volume) fails the connection:
+    /// the PDU's length is already on the wire.
+    fn write_file(
+        &mut self,
+        in_fd: std::os::fd::RawFd,
+        offset: u64,
+        len: usize,
+    ) -> io::Result<(usize, usize)> {
+        let len = len.min(MAX_BYTES_PER_CALL);
+        let out_fd = self.stream.as_raw_fd();
+        let counters = &self.counters;
+        let send = || {
+            let r = errqueue::sendfile(out_fd, in_fd, offset, len);
+            if matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+                SenderCounters::add(&counters.would_block, 1);
+            }
+            r
+        };
+        let n = match self.room.as_deref() {
+            Some(room) if self.write_stuck => room.try_io(Interest::WRITABLE, |_| send()),
+            _ => self.stream.try_io(Interest::WRITABLE, send),
+        }?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "volume file ended inside a read being sent",
+            ));
+        }
+        SenderCounters::add(&self.counters.sendfile_calls, 1);
+        SenderCounters::add(&self.counters.sendfile_bytes, n as u64);
+        self.account_written(n, 1, false);
+        Ok((n, len))
     }
 
     /// Advances the queue by `n` written bytes; registers the zero-copy call
