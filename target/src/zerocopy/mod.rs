@@ -6,6 +6,7 @@
 
 pub mod errqueue;
 pub mod message;
+pub mod policy;
 pub mod reaper;
 pub mod sender;
 pub mod tracker;
