@@ -195,3 +195,44 @@ fn abort_after_status_uring() {
 fn abort_after_status_epoll() {
     abort_after_status("epoll");
 }
+
+/// FirstBurstLength goes up to the target's MaxRecvDataSegmentLength
+/// (256 KiB), as Linux and libiscsi offer: a 128 KiB WRITE then rides
+/// whole in its command PDU as immediate data — no R2T round trip, no
+/// Data-Out (with the old 64 KiB limit half of it waited for an R2T).
+#[test]
+fn a_128k_write_rides_in_its_command() {
+    const LEN: usize = 128 << 10;
+    let d = start("uring");
+    let (mut i, answered) = Iscsi::login_with(
+        d.iscsi_port,
+        IQN,
+        "iqn.2026-12.test:init",
+        BS,
+        "ImmediateData=Yes\0InitialR2T=Yes\0MaxRecvDataSegmentLength=262144\0\
+         MaxBurstLength=1048576\0FirstBurstLength=262144\0",
+    )
+    .expect("login");
+    assert_eq!(
+        answered.get("FirstBurstLength").map(String::as_str),
+        Some("262144")
+    );
+    assert_eq!(
+        answered.get("ImmediateData").map(String::as_str),
+        Some("Yes")
+    );
+    let data: Vec<u8> = (0..LEN).map(|k| (k * 13 + k / 512) as u8).collect();
+    let mut cmd = i.command(&i.write_cdb(64, LEN, false), 0, LEN as u32);
+    cmd.data_segment_len = LEN as u32;
+    i.send_pdu(&cmd.encode(), &data).expect("send write");
+    let rsp = i.next().expect("answer");
+    assert_eq!(
+        (rsp.opcode(), rsp.itt(), rsp.bhs[3]),
+        (OP_SCSI_RESPONSE, cmd.itt, 0),
+        "GOOD status at once, no R2T"
+    );
+    i.exp_stat_sn = rsp.be32(24).wrapping_add(1);
+    let (st, back) = i.read(64, (LEN / BS) as u32).expect("read");
+    assert_eq!(st, 0);
+    assert!(back == data, "the 128 KiB read back differ");
+}

@@ -27,7 +27,7 @@ pub fn login_config(tpgt: u16) -> TargetLoginConfig {
         portal_group_tag: tpgt,
         max_recv_data_segment_length: TARGET_MRDSL,
         max_burst_length: 1 << 20,
-        first_burst_length: 64 << 10,
+        first_burst_length: TARGET_MRDSL,
         immediate_data: true,
         initial_r2t: true,
         max_outstanding_r2t: 1,
