@@ -20,6 +20,10 @@ pub struct Exports {
     slots: RwLock<Vec<Option<Arc<Volume>>>>,
     /// Bumped on every removal, so reactors drop handles of removed slots.
     generation: AtomicU64,
+    /// Poked whenever a volume is added or replaced (a reload, a rejoin):
+    /// the peer link's thread, its one listener, installs forwarders then
+    /// instead of looking on a timer.
+    added: tokio::sync::Notify,
 }
 
 impl Exports {
@@ -36,7 +40,10 @@ impl Exports {
     pub fn add(&self, volume: Arc<Volume>) -> usize {
         let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
         slots.push(Some(volume));
-        slots.len() - 1
+        let slot = slots.len() - 1;
+        drop(slots);
+        self.added.notify_one();
+        slot
     }
 
     /// Puts `volume` in a new slot in place of the one in `old` (a
@@ -49,6 +56,7 @@ impl Exports {
             (slots.len() - 1, previous)
         };
         self.generation.fetch_add(1, Ordering::Release);
+        self.added.notify_one();
         if let Some(v) = previous {
             if let Err(e) = v.sync() {
                 tracing::warn!(volume = v.name(), error = %e, "flush on replacement failed");
@@ -95,6 +103,12 @@ impl Exports {
             .enumerate()
             .filter_map(|(i, v)| Some((i, Arc::clone(v.as_ref()?))))
             .collect()
+    }
+
+    /// Resolves after a volume was added or replaced since the last call
+    /// returned (one listener: a poke while nobody waits is kept for it).
+    pub async fn added(&self) {
+        self.added.notified().await;
     }
 
     /// Changes whenever a volume is removed.

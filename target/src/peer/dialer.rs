@@ -19,8 +19,6 @@ use super::{Link, MAX_IN_FLIGHT_BYTES};
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(2));
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// How often answers past their deadline are failed.
-const SWEEP: Duration = Duration::from_millis(100);
 /// A Ping is sent when nothing came from the peer for this long ...
 const PING_AFTER: Duration = Duration::from_secs(1);
 /// ... and the link is dropped when nothing came for this long (a peer
@@ -206,10 +204,18 @@ async fn carry(
 ) -> String {
     let mut pending: HashMap<u32, (oneshot::Sender<Status>, Instant, usize)> = HashMap::new();
     let mut next_tag: u32 = 1;
-    let mut sweep = tokio::time::interval(SWEEP);
     let mut heard = Instant::now();
     let mut pinged = false;
     let why = loop {
+        // The next thing due: the Ping, dropping a silent link, an answer's
+        // deadline. An idle link wakes only for those (no sweep timer).
+        let mut due = heard + SILENT_AFTER;
+        if !pinged {
+            due = due.min(heard + PING_AFTER);
+        }
+        if let Some(d) = pending.values().map(|(_, d, _)| *d).min() {
+            due = due.min(d);
+        }
         tokio::select! {
             frame = reader.next() => match frame.inspect(|_| {
                 heard = Instant::now();
@@ -240,10 +246,8 @@ async fn carry(
                 }
                 pending.insert(tag, (req.reply, req.deadline, req.bytes));
             }
-            _ = sweep.tick() => {
-                if link.stop.load(Ordering::Acquire) {
-                    break "stopping".to_owned();
-                }
+            _ = link.stopped() => break "stopping".to_owned(),
+            _ = tokio::time::sleep_until(due) => {
                 let now = Instant::now();
                 if now.duration_since(heard) >= SILENT_AFTER {
                     break format!("nothing heard for {} s", SILENT_AFTER.as_secs());

@@ -74,6 +74,8 @@ pub struct Link {
     pub local_addr: Option<SocketAddr>,
     peers: Vec<Arc<dialer::Peer>>,
     stop: Arc<AtomicBool>,
+    /// Wakes whatever waits in [`Link::stopped`].
+    stop_notify: tokio::sync::Notify,
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -133,6 +135,7 @@ impl Link {
             local_addr,
             peers,
             stop: Arc::new(AtomicBool::new(false)),
+            stop_notify: tokio::sync::Notify::new(),
             thread: std::sync::Mutex::new(None),
         })))
     }
@@ -171,10 +174,14 @@ impl Link {
                         tokio::task::spawn_local(dialer::run(Arc::clone(&link), Arc::clone(p)));
                     }
                     // Volumes opened later (a rejoin, a volume added) get
-                    // their forwarder here.
-                    while !link.stop.load(Ordering::Acquire) {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        link.install_all(&shared);
+                    // their forwarder here, when the volume table says so:
+                    // nothing wakes this thread on a timer. Returning
+                    // drops the listener's and the dialers' tasks.
+                    loop {
+                        tokio::select! {
+                            _ = shared.exports.added() => link.install_all(&shared),
+                            _ = link.stopped() => break,
+                        }
                     }
                 });
             })
@@ -186,9 +193,25 @@ impl Link {
     /// Stops the thread (connections close; requests in flight fail).
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Release);
+        self.stop_notify.notify_waiters();
         let t = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(t) = t {
             let _ = t.join();
+        }
+    }
+
+    /// Resolves once [`Link::stop`] was called.
+    pub async fn stopped(&self) {
+        loop {
+            let notified = self.stop_notify.notified();
+            tokio::pin!(notified);
+            // Registered before the flag is read: a stop in between still
+            // wakes it.
+            notified.as_mut().enable();
+            if self.stop.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
         }
     }
 

@@ -28,16 +28,15 @@ pub async fn serve(link: Arc<Link>, shared: Arc<Shared>, listener: std::net::Tcp
             return;
         }
     };
+    // Ends when the link's runtime is dropped at stop (no timer here).
     while !link.stop.load(Ordering::Acquire) {
-        let accepted = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
-        let (stream, from) = match accepted {
-            Err(_) => continue,
-            Ok(Err(e)) => {
+        let (stream, from) = match listener.accept().await {
+            Err(e) => {
                 tracing::warn!(error = %e, "peer link: accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
-            Ok(Ok(s)) => s,
+            Ok(s) => s,
         };
         let (link, shared) = (Arc::clone(&link), Arc::clone(&shared));
         tokio::task::spawn_local(async move {
