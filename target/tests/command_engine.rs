@@ -37,6 +37,27 @@ fn workers(d: &Daemon) -> f64 {
         .expect("workers metric")
 }
 
+/// Sends an immediate ABORT TASK for the command `(itt, cmd_sn)`; returns
+/// the Task Management Function Response code.
+fn abort_task(i: &mut Iscsi, itt: u32, cmd_sn: u32) -> u8 {
+    let tmf_itt = i.next_itt();
+    let tmf = TaskMgmtRequest {
+        immediate: true,
+        function: TaskMgmtFunction::AbortTask,
+        lun: [0; 8],
+        itt: tmf_itt,
+        referenced_task_tag: itt,
+        cmd_sn: i.cmd_sn,
+        exp_stat_sn: i.exp_stat_sn,
+        ref_cmd_sn: cmd_sn,
+        ..Default::default()
+    };
+    i.send_pdu(&tmf.encode(), &[]).expect("send TMF");
+    let rsp = i.next().expect("TMF response");
+    assert_eq!((rsp.opcode(), rsp.itt()), (OP_TMF_RESPONSE, tmf_itt));
+    rsp.bhs[2]
+}
+
 fn slots_are_reused(engine: &str) {
     let d = start(engine);
     let mut i = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-12.test:init", BS).expect("login");
@@ -93,23 +114,11 @@ fn slots_are_reused(engine: &str) {
     i.send_pdu(&cmd.encode(), &[]).expect("send write");
     let r2t = i.next().expect("R2T");
     assert_eq!(r2t.opcode(), OP_R2T, "InitialR2T: the write waits for data");
-    let itt = i.next_itt();
-    let tmf = TaskMgmtRequest {
-        immediate: true,
-        function: TaskMgmtFunction::AbortTask,
-        lun: [0; 8],
-        itt,
-        referenced_task_tag: cmd.itt,
-        cmd_sn: i.cmd_sn,
-        exp_stat_sn: i.exp_stat_sn,
-        ref_cmd_sn: cmd.cmd_sn,
-        ..Default::default()
-    };
-    i.send_pdu(&tmf.encode(), &[]).expect("send TMF");
-    let rsp = i.next().expect("TMF response");
-    assert_eq!(rsp.opcode(), OP_TMF_RESPONSE);
-    assert_eq!(rsp.itt(), itt);
-    assert_eq!(rsp.bhs[2], 0, "Function Complete");
+    assert_eq!(
+        abort_task(&mut i, cmd.itt, cmd.cmd_sn),
+        0,
+        "Function Complete"
+    );
     // The next commands land in that slot: nothing of the aborted task
     // remains (they complete, with their own data). A missing answer fails
     // within 5 s (NOP-In pings come only after 15 s of silence).
@@ -165,22 +174,11 @@ fn abort_after_status(engine: &str) {
     let mut i = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-12.test:init", BS).expect("login");
     let write = i.command(&i.write_cdb(5, BS, false), 0, BS as u32);
     assert_eq!(i.run(&write, &block(5, 3)).expect("write").0, 0);
-    let itt = i.next_itt();
-    let tmf = TaskMgmtRequest {
-        immediate: true,
-        function: TaskMgmtFunction::AbortTask,
-        lun: [0; 8],
-        itt,
-        referenced_task_tag: write.itt,
-        cmd_sn: i.cmd_sn,
-        exp_stat_sn: i.exp_stat_sn,
-        ref_cmd_sn: write.cmd_sn,
-        ..Default::default()
-    };
-    i.send_pdu(&tmf.encode(), &[]).expect("send TMF");
-    let rsp = i.next().expect("TMF response");
-    assert_eq!((rsp.opcode(), rsp.itt()), (OP_TMF_RESPONSE, itt));
-    assert_eq!(rsp.bhs[2], 1, "Task does not exist: the write was answered");
+    assert_eq!(
+        abort_task(&mut i, write.itt, write.cmd_sn),
+        1,
+        "Task does not exist: the write was answered"
+    );
     // The ITT is free again: a new write with it is not "task in progress".
     assert_eq!(i.write(6, &block(6, 3), false).expect("write"), 0);
     assert_eq!(i.read(5, 1).expect("read"), (0, block(5, 3)));

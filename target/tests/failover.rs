@@ -76,17 +76,12 @@ fn group1(admin: &mut NvmeQueue) -> Result<AnaState, u8> {
     groups.iter().find(|g| g.grpid == 1).expect("group 1").state
 }
 
+/// A block of `tag` bytes carrying its LBA.
 fn block(tag: u8, lba: u64) -> Vec<u8> {
-    let mut b = vec![tag; BS];
-    b[..8].copy_from_slice(&lba.to_le_bytes());
-    b
+    zctarget_tests::tagged_block(tag, lba, BS)
 }
 
-fn ok(r: std::io::Result<Reply>, what: &str) -> Reply {
-    let r = r.unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(r.status().is_success(), "{what}: {:?}", r.status());
-    r
-}
+use zctarget_tests::nvme_client::succeeded as ok;
 
 /// (SCT, SC) of a completion.
 fn path_status(r: &Reply) -> (u8, u8) {

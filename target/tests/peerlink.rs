@@ -19,7 +19,7 @@ use zctarget_protocol::iscsi::{TaskMgmtFunction, TaskMgmtRequest};
 
 use zctarget_tests::ceph;
 use zctarget_tests::iscsi::Iscsi;
-use zctarget_tests::nvme_client::{NvmeQueue, QueueOptions, Reply};
+use zctarget_tests::nvme_client::{NvmeQueue, QueueOptions};
 use zctarget_tests::Daemon;
 
 const NQN: &str = "nqn.2026-12.io.zctarget.test:peerlink";
@@ -69,17 +69,12 @@ fn io_queue(d: &Daemon) -> NvmeQueue {
     io
 }
 
+/// A block of `tag` bytes carrying its LBA.
 fn block(tag: u8, lba: u64) -> Vec<u8> {
-    let mut b = vec![tag; BS];
-    b[..8].copy_from_slice(&lba.to_le_bytes());
-    b
+    zctarget_tests::tagged_block(tag, lba, BS)
 }
 
-fn ok(r: std::io::Result<Reply>, what: &str) -> Reply {
-    let r = r.unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(r.status().is_success(), "{what}: {:?}", r.status());
-    r
-}
+use zctarget_tests::nvme_client::succeeded as ok;
 
 /// Waits (bounded) until the follower knows a live peer holds the lock
 /// (its monitor's first look), so that writes are forwarded rather than

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use zctarget_tests::iscsi::{Iscsi, OP_DATA_IN, OP_SCSI_RESPONSE};
+use zctarget_tests::iscsi::Iscsi;
 use zctarget_tests::nvme_client::{NvmeQueue, QueueOptions};
 use zctarget_tests::Daemon;
 
@@ -76,8 +76,6 @@ fn large_bytes() -> usize {
 }
 
 fn nvme_reads_go_by_sendfile(engine: &str) {
-    use zctarget_protocol::nvme::{Cqe, Sgl, Sqe};
-    use zctarget_protocol::nvme_tcp::{C2HData, CapsuleResp, PduType};
     let Some((d, _shm)) = start(engine) else {
         return;
     };
@@ -115,46 +113,17 @@ fn nvme_reads_go_by_sendfile(engine: &str) {
     // stopped once there is room.
     let before = sendfile_bytes(&d);
     let full_before = metric(&d, "zctarget_sendmsg_would_block_total");
-    let mut cmds: Vec<(u16, usize, Vec<u8>, bool)> = Vec::new();
-    for k in 0..16usize {
-        let off = (k * 5 * (64 << 10)) % (VOLUME - MIB + 1) / BS * BS;
-        let cid = 0x5000 + k as u16;
-        let mut sqe = Sqe::new(0x02, cid);
-        sqe.nsid = 1;
-        sqe.dptr = Sgl::transport(MIB as u32);
-        sqe.cdw10 = (off / BS) as u32;
-        sqe.cdw12 = (MIB / BS) as u32 - 1;
-        io.send_capsule(&sqe, &[]).expect("send read");
-        cmds.push((cid, off, Vec::with_capacity(MIB), false));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    while cmds.iter().any(|c| !c.3) {
-        let pdu = io.recv().expect("C2HData or CapsuleResp");
-        let header: [u8; 24] = pdu.header[..24].try_into().expect("24-byte header");
-        let (cid, done) = match pdu.ch.pdu_type {
-            PduType::C2HData => {
-                let h = C2HData::parse(&header).expect("C2HData");
-                let c = cmds.iter_mut().find(|c| c.0 == h.cccid).expect("our CID");
-                assert_eq!(h.datao as usize, c.2.len(), "C2HData in order");
-                c.2.extend_from_slice(&pdu.data);
-                (h.cccid, h.success())
-            }
-            PduType::CapsuleResp => {
-                let r = CapsuleResp::parse(&header).expect("CapsuleResp");
-                let cqe = Cqe::parse(&r.cqe);
-                assert!(cqe.status.is_success(), "{:?}", cqe.status);
-                (cqe.cid, true)
-            }
-            other => panic!("unexpected PDU {other:?}"),
-        };
-        if done {
-            let c = cmds.iter_mut().find(|c| c.0 == cid).expect("our CID");
-            assert!(!c.3, "CID {cid} completed twice");
-            c.3 = true;
-        }
-    }
-    for (cid, off, got, _) in &cmds {
-        assert!(got[..] == data[*off..off + MIB], "read {cid:#x} at {off}");
+    let reads: Vec<(u16, usize, usize)> = (0..16usize)
+        .map(|k| {
+            let off = (k * 5 * (64 << 10)) % (VOLUME - MIB + 1) / BS * BS;
+            (0x5000 + k as u16, off, MIB)
+        })
+        .collect();
+    let got = io
+        .reads_at_once(1, BS, &reads, Duration::from_millis(300))
+        .expect("reads at once");
+    for (&(cid, off, _), got) in reads.iter().zip(&got) {
+        assert!(got[..] == data[off..off + MIB], "read {cid:#x} at {off}");
     }
     assert_eq!(sendfile_bytes(&d) - before, (16 * MIB) as f64);
     let full = metric(&d, "zctarget_sendmsg_would_block_total") - full_before;
@@ -207,42 +176,13 @@ fn iscsi_reads_go_by_sendfile(engine: &str) {
 
     // Eight 1 MiB reads to an initiator that pauses reading.
     let before = sendfile_bytes(&d);
-    let mut itts = Vec::new();
-    let mut offs = Vec::new();
-    for k in 0..8usize {
-        let off = (k * 3 * (64 << 10)) % (VOLUME - MIB + 1) / BS * BS;
-        let cmd = i.command(
-            &i.read_cdb((off / BS) as u64, (MIB / BS) as u32),
-            MIB as u32,
-            0,
-        );
-        itts.push(cmd.itt);
-        offs.push(off);
-        i.send_pdu(&cmd.encode(), &[]).expect("send read");
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    let mut got = vec![Vec::new(); 8];
-    let mut done = 0;
-    while done < 8 {
-        let pdu = i.next().expect("Data-In or SCSI Response");
-        let k = itts.iter().position(|&t| t == pdu.itt()).expect("our ITT");
-        let status = match pdu.opcode() {
-            OP_DATA_IN => {
-                assert_eq!(pdu.be32(40) as usize, got[k].len(), "Data-In in order");
-                got[k].extend_from_slice(&pdu.data);
-                pdu.bhs[1] & 0x01 != 0
-            }
-            op => {
-                assert_eq!(op, OP_SCSI_RESPONSE);
-                true
-            }
-        };
-        if status {
-            assert_eq!(pdu.bhs[3], 0, "GOOD");
-            i.exp_stat_sn = pdu.be32(24).wrapping_add(1);
-            done += 1;
-        }
-    }
+    let offs: Vec<usize> = (0..8usize)
+        .map(|k| (k * 3 * (64 << 10)) % (VOLUME - MIB + 1) / BS * BS)
+        .collect();
+    let lbas: Vec<u64> = offs.iter().map(|&o| (o / BS) as u64).collect();
+    let got = i
+        .reads_at_once(&lbas, MIB, Duration::from_millis(300))
+        .expect("reads at once");
     for (k, g) in got.iter().enumerate() {
         assert!(g[..] == data[offs[k]..offs[k] + MIB], "read {k}");
     }

@@ -199,39 +199,14 @@ fn iscsi_full_socket_waits_for_room(engine: &str) {
     let mut i = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-12.test:init", BS).expect("login");
     let partial_before = metric(&d, "zctarget_sendmsg_partial_total");
     let full_before = metric(&d, "zctarget_sendmsg_would_block_total");
-    let mut itts = Vec::new();
-    for k in 0..N {
-        let lba = ((k % 4) * LEN / BS) as u64;
-        let cmd = i.command(&i.read_cdb(lba, (LEN / BS) as u32), LEN as u32, 0);
-        itts.push(cmd.itt);
-        i.send_pdu(&cmd.encode(), &[]).expect("send read");
-    }
-    // Long enough for the target to fill the socket and wait.
-    std::thread::sleep(Duration::from_millis(300));
-    let mut got = vec![0usize; N];
-    let mut done = 0;
-    while done < N {
-        // (Were the data sent zero-copy, the status would come on its own
-        // once the kernel released the pages.)
-        let pdu = i.next().expect("Data-In or SCSI Response");
-        let k = itts.iter().position(|&t| t == pdu.itt()).expect("our ITT");
-        let status = match pdu.opcode() {
-            OP_DATA_IN => {
-                got[k] += pdu.data.len();
-                pdu.bhs[1] & 0x01 != 0
-            }
-            op => {
-                assert_eq!(op, OP_SCSI_RESPONSE);
-                true
-            }
-        };
-        if status {
-            assert_eq!(pdu.bhs[3], 0, "GOOD");
-            i.exp_stat_sn = pdu.be32(24).wrapping_add(1);
-            done += 1;
-        }
-    }
-    assert!(got.iter().all(|&g| g == LEN), "{got:?}");
+    let lbas: Vec<u64> = (0..N).map(|k| ((k % 4) * LEN / BS) as u64).collect();
+    // Long enough for the target to fill the socket and wait. (Were the
+    // data sent zero-copy, the status would come on its own once the
+    // kernel released the pages.)
+    let got = i
+        .reads_at_once(&lbas, LEN, Duration::from_millis(300))
+        .expect("reads at once");
+    assert!(got.iter().all(|g| g.len() == LEN));
     let partial = metric(&d, "zctarget_sendmsg_partial_total") - partial_before;
     let full = metric(&d, "zctarget_sendmsg_would_block_total") - full_before;
     assert!(partial >= 1.0, "8 MiB never filled the socket?");
@@ -367,8 +342,6 @@ fn iscsi_zerocopy_full_socket_waits_for_room_epoll() {
 /// once, the host paused, then drained; C2HData and CapsuleResp matched by
 /// command id.
 fn nvme_zerocopy_full_socket_waits_for_room(engine: &str) {
-    use zctarget_protocol::nvme::{Cqe, Sgl, Sqe};
-    use zctarget_protocol::nvme_tcp::{C2HData, CapsuleResp, PduType};
     const ROUNDS: usize = 3;
     const BIG: usize = 1 << 20;
     const SMALL: usize = 128 << 10;
@@ -393,50 +366,20 @@ fn nvme_zerocopy_full_socket_waits_for_room(engine: &str) {
     let partial_before = metric(&d, "zctarget_sendmsg_partial_total");
     let zc_before = metric(&d, "zctarget_zerocopy_sends_total");
     for round in 0..ROUNDS {
-        // (cid, offset, length, bytes received, completed)
-        let mut cmds: Vec<(u16, usize, usize, Vec<u8>, bool)> = Vec::new();
-        for k in 0..16usize {
-            let len = if k % 2 == 0 { BIG } else { SMALL };
-            let off = ((k * 3 + round) * SMALL) % (VOLUME - len + 1) / BS * BS;
-            let cid = 0x4000 + (round * 16 + k) as u16;
-            let mut sqe = Sqe::new(0x02, cid);
-            sqe.nsid = 1;
-            sqe.dptr = Sgl::transport(len as u32);
-            sqe.cdw10 = (off / BS) as u32;
-            sqe.cdw12 = (len / BS) as u32 - 1;
-            io.send_capsule(&sqe, &[]).expect("send read");
-            cmds.push((cid, off, len, Vec::with_capacity(len), false));
-        }
-        std::thread::sleep(Duration::from_millis(300));
-        while cmds.iter().any(|c| !c.4) {
-            let pdu = io.recv().expect("C2HData or CapsuleResp");
-            let header: [u8; 24] = pdu.header[..24].try_into().expect("24-byte header");
-            let (cid, done) = match pdu.ch.pdu_type {
-                PduType::C2HData => {
-                    let h = C2HData::parse(&header).expect("C2HData");
-                    let c = cmds.iter_mut().find(|c| c.0 == h.cccid).expect("our CID");
-                    assert_eq!(h.datao as usize, c.3.len(), "C2HData in order");
-                    c.3.extend_from_slice(&pdu.data);
-                    (h.cccid, h.success())
-                }
-                PduType::CapsuleResp => {
-                    let r = CapsuleResp::parse(&header).expect("CapsuleResp");
-                    let cqe = Cqe::parse(&r.cqe);
-                    assert!(cqe.status.is_success(), "{:?}", cqe.status);
-                    (cqe.cid, true)
-                }
-                other => panic!("unexpected PDU {other:?}"),
-            };
-            if done {
-                let c = cmds.iter_mut().find(|c| c.0 == cid).expect("our CID");
-                assert!(!c.4, "CID {cid} completed twice");
-                c.4 = true;
-            }
-        }
-        for (cid, off, len, got, _) in &cmds {
-            assert_eq!(got.len(), *len, "read {cid:#x} length");
+        let reads: Vec<(u16, usize, usize)> = (0..16usize)
+            .map(|k| {
+                let len = if k % 2 == 0 { BIG } else { SMALL };
+                let off = ((k * 3 + round) * SMALL) % (VOLUME - len + 1) / BS * BS;
+                (0x4000 + (round * 16 + k) as u16, off, len)
+            })
+            .collect();
+        let got = io
+            .reads_at_once(1, BS, &reads, Duration::from_millis(300))
+            .expect("reads at once");
+        for (&(cid, off, len), got) in reads.iter().zip(&got) {
+            assert_eq!(got.len(), len, "read {cid:#x} length");
             assert!(
-                got[..] == pattern[*off..off + len],
+                got[..] == pattern[off..off + len],
                 "read {cid:#x} at {off} returned other data"
             );
         }

@@ -321,6 +321,54 @@ impl Iscsi {
         (self.max_cmd_sn.wrapping_sub(self.cmd_sn) as i32) >= 0
     }
 
+    /// Sends READs of `len` bytes at each of `lbas` at once, waits `pause`
+    /// without reading — the target's socket fills — then collects every
+    /// Data-In (in order per command) and status: each read's data, in
+    /// the order of `lbas`. A status other than GOOD, data out of order or
+    /// a PDU for another task is an error.
+    pub fn reads_at_once(
+        &mut self,
+        lbas: &[u64],
+        len: usize,
+        pause: Duration,
+    ) -> io::Result<Vec<Vec<u8>>> {
+        let mut itts = Vec::with_capacity(lbas.len());
+        for &lba in lbas {
+            let cdb = self.read_cdb(lba, (len / self.bs) as u32);
+            let cmd = self.command(&cdb, len as u32, 0);
+            itts.push(cmd.itt);
+            self.send_pdu(&cmd.encode(), &[])?;
+        }
+        std::thread::sleep(pause);
+        let mut got: Vec<(Vec<u8>, bool)> = vec![(Vec::with_capacity(len), false); lbas.len()];
+        while got.iter().any(|g| !g.1) {
+            let pdu = self.next()?;
+            let k = itts
+                .iter()
+                .position(|&t| t == pdu.itt())
+                .ok_or_else(|| invalid(format!("a PDU for ITT {:#x}, not ours", pdu.itt())))?;
+            let status = match pdu.opcode() {
+                OP_DATA_IN => {
+                    if pdu.be32(40) as usize != got[k].0.len() {
+                        return Err(invalid("Data-In out of order"));
+                    }
+                    got[k].0.extend_from_slice(&pdu.data);
+                    pdu.bhs[1] & 0x01 != 0
+                }
+                OP_SCSI_RESPONSE => true,
+                other => return Err(invalid(format!("unexpected PDU opcode {other:#x}"))),
+            };
+            if status {
+                if pdu.bhs[3] != 0 {
+                    return Err(invalid(format!("read {k}: status {:#x}", pdu.bhs[3])));
+                }
+                self.exp_stat_sn = pdu.be32(24).wrapping_add(1);
+                got[k].1 = true;
+            }
+        }
+        Ok(got.into_iter().map(|g| g.0).collect())
+    }
+
     /// Runs a command to its end: R2Ts answered from `write`, Data-In
     /// collected. Returns the SCSI status and the data.
     pub fn run(&mut self, cmd: &ScsiCommand, write: &[u8]) -> io::Result<(u8, Vec<u8>)> {

@@ -30,6 +30,14 @@ pub mod spec;
 
 pub use daemon::Daemon;
 
+/// A `bs`-byte block of `tag` bytes whose first 8 bytes are `lba`
+/// (little endian): what a multi-gateway test writes and looks for.
+pub fn tagged_block(tag: u8, lba: u64, bs: usize) -> Vec<u8> {
+    let mut b = vec![tag; bs];
+    b[..8].copy_from_slice(&lba.to_le_bytes());
+    b
+}
+
 /// A TCP port free on 127.0.0.1 right now — only for an address two
 /// configurations must name before either daemon starts (a peer link's
 /// other end); a daemon's own listeners take port 0 instead.

@@ -103,6 +103,14 @@ pub struct Reply {
     pub data: Vec<u8>,
 }
 
+/// The reply of a command that must succeed: panics naming `what` on an
+/// I/O error or a failed status (a test helper).
+pub fn succeeded(r: io::Result<Reply>, what: &str) -> Reply {
+    let r = r.unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(r.status().is_success(), "{what}: {:?}", r.status());
+    r
+}
+
 impl Reply {
     /// The completion status.
     pub fn status(&self) -> Status {
@@ -549,6 +557,72 @@ impl NvmeQueue {
     /// Sends raw bytes (bad-input tests).
     pub fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.stream.write_all(bytes)
+    }
+
+    /// Sends every NVM Read of `reads` (`(cid, byte offset, bytes)` on
+    /// namespace `nsid` of `block`-byte blocks) at once, waits `pause`
+    /// without reading — the target's socket fills — then collects every
+    /// C2HData (in order per command) and CapsuleResp: each read's data,
+    /// in the order of `reads`. A failed read, data out of order or a
+    /// command completed twice is an error.
+    pub fn reads_at_once(
+        &mut self,
+        nsid: u32,
+        block: usize,
+        reads: &[(u16, usize, usize)],
+        pause: Duration,
+    ) -> io::Result<Vec<Vec<u8>>> {
+        let mut got: Vec<(Vec<u8>, bool)> = Vec::with_capacity(reads.len());
+        for &(cid, off, len) in reads {
+            let mut sqe = Sqe::new(0x02, cid);
+            sqe.nsid = nsid;
+            sqe.dptr = Sgl::transport(len as u32);
+            sqe.cdw10 = (off / block) as u32;
+            sqe.cdw11 = ((off / block) >> 32) as u32;
+            sqe.cdw12 = (len / block) as u32 - 1;
+            self.send_capsule(&sqe, &[])?;
+            got.push((Vec::with_capacity(len), false));
+        }
+        std::thread::sleep(pause);
+        let index = |cid: u16| {
+            reads
+                .iter()
+                .position(|r| r.0 == cid)
+                .ok_or_else(|| invalid(format!("a PDU for CID {cid:#x}, not ours")))
+        };
+        while got.iter().any(|g| !g.1) {
+            let pdu = self.recv()?;
+            let header: [u8; 24] = pdu.header[..24]
+                .try_into()
+                .map_err(|_| invalid("short header"))?;
+            let (k, done) = match pdu.ch.pdu_type {
+                PduType::C2HData => {
+                    let h = C2HData::parse(&header).map_err(|e| invalid(e.to_string()))?;
+                    let k = index(h.cccid)?;
+                    if h.datao as usize != got[k].0.len() {
+                        return Err(invalid(format!("C2HData of {:#x} out of order", h.cccid)));
+                    }
+                    got[k].0.extend_from_slice(&pdu.data);
+                    (k, h.success())
+                }
+                PduType::CapsuleResp => {
+                    let r = CapsuleResp::parse(&header).map_err(|e| invalid(e.to_string()))?;
+                    let cqe = Cqe::parse(&r.cqe);
+                    if !cqe.status.is_success() {
+                        return Err(invalid(format!("read {:#x}: {:?}", cqe.cid, cqe.status)));
+                    }
+                    (index(cqe.cid)?, true)
+                }
+                other => return Err(invalid(format!("unexpected PDU {other:?}"))),
+            };
+            if done {
+                if got[k].1 {
+                    return Err(invalid(format!("CID {:#x} completed twice", reads[k].0)));
+                }
+                got[k].1 = true;
+            }
+        }
+        Ok(got.into_iter().map(|g| g.0).collect())
     }
 
     /// Receives one PDU, checking its digests.
