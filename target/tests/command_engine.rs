@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use zctarget_protocol::iscsi::{TaskMgmtFunction, TaskMgmtRequest};
-use zctarget_tests::iscsi::{Iscsi, OP_R2T, OP_SCSI_RESPONSE};
+use zctarget_tests::iscsi::{Iscsi, OP_R2T, OP_REJECT, OP_SCSI_RESPONSE};
 use zctarget_tests::Daemon;
 
 const IQN: &str = "iqn.2026-12.io.zctarget.test:engine";
@@ -233,4 +233,41 @@ fn a_128k_write_rides_in_its_command() {
     let (st, back) = i.read(64, (LEN / BS) as u32).expect("read");
     assert_eq!(st, 0);
     assert!(back == data, "the 128 KiB read back differ");
+}
+
+/// Immediate data beyond the negotiated FirstBurstLength breaks RFC 7143
+/// §13.14: the command is rejected (its data drained), not executed — the
+/// admission quotas are sized for the burst — and the session goes on.
+#[test]
+fn immediate_data_beyond_the_first_burst_is_rejected() {
+    const LEN: usize = 128 << 10;
+    let d = start("epoll");
+    let (mut i, answered) = Iscsi::login_with(
+        d.iscsi_port,
+        IQN,
+        "iqn.2026-12.test:init",
+        BS,
+        "ImmediateData=Yes\0InitialR2T=Yes\0MaxRecvDataSegmentLength=262144\0\
+         MaxBurstLength=1048576\0FirstBurstLength=65536\0",
+    )
+    .expect("login");
+    assert_eq!(
+        answered.get("FirstBurstLength").map(String::as_str),
+        Some("65536")
+    );
+    let data = vec![0x5au8; LEN];
+    let mut cmd = i.command(&i.write_cdb(64, LEN, false), 0, LEN as u32);
+    cmd.data_segment_len = LEN as u32;
+    i.send_pdu(&cmd.encode(), &data).expect("send write");
+    let rsp = i.next().expect("answer");
+    assert_eq!(
+        rsp.opcode(),
+        OP_REJECT,
+        "128 KiB of immediate data, 64 KiB burst"
+    );
+    // Nothing was written, and the session still serves commands.
+    let (st, back) = i.read(64, (LEN / BS) as u32).expect("read");
+    assert_eq!(st, 0);
+    assert!(back.iter().all(|&b| b == 0), "the rejected write landed");
+    assert_eq!(i.write(64, &block(64, 4), false).expect("write"), 0);
 }

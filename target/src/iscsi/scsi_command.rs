@@ -36,7 +36,11 @@ impl Connection {
             let residual = Residual::of(cmd.expected_data_transfer_len, 0);
             return self.send_scsi_response(cmd.itt, st, &[], residual);
         }
-        let immediate_ok = self.params.immediate_data || data_len == 0;
+        // Immediate data only if negotiated, and never more than
+        // FirstBurstLength (RFC 7143 §13.14): the burst the admission and
+        // quotas were sized for.
+        let immediate_ok =
+            data_len == 0 || (self.params.immediate_data && data_len <= self.params.first_burst);
         if !immediate_ok
             || data_len > cmd.expected_data_transfer_len
             || (data_len > 0 && !cmd.write)
