@@ -2,7 +2,8 @@
 //! bounded backoff), authenticates, then carries requests — many in
 //! flight, matched to their answers by tag — until the link breaks.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -203,6 +204,9 @@ async fn carry(
     mut rx: mpsc::UnboundedReceiver<Request>,
 ) -> String {
     let mut pending: HashMap<u32, (oneshot::Sender<Status>, Instant, usize)> = HashMap::new();
+    // Answer deadlines, earliest first; an entry whose tag was answered
+    // meanwhile is dropped when it comes up (no search per request).
+    let mut deadlines: BinaryHeap<Reverse<(Instant, u32)>> = BinaryHeap::new();
     let mut next_tag: u32 = 1;
     let mut heard = Instant::now();
     let mut pinged = false;
@@ -213,8 +217,14 @@ async fn carry(
         if !pinged {
             due = due.min(heard + PING_AFTER);
         }
-        if let Some(d) = pending.values().map(|(_, d, _)| *d).min() {
-            due = due.min(d);
+        while let Some(Reverse((_, tag))) = deadlines.peek() {
+            if pending.contains_key(tag) {
+                break;
+            }
+            deadlines.pop();
+        }
+        if let Some(Reverse((d, _))) = deadlines.peek() {
+            due = due.min(*d);
         }
         tokio::select! {
             frame = reader.next() => match frame.inspect(|_| {
@@ -244,6 +254,7 @@ async fn carry(
                     peer.fail(req);
                     break e.to_string();
                 }
+                deadlines.push(Reverse((req.deadline, tag)));
                 pending.insert(tag, (req.reply, req.deadline, req.bytes));
             }
             _ = link.stopped() => break "stopping".to_owned(),
@@ -258,12 +269,11 @@ async fn carry(
                         break e.to_string();
                     }
                 }
-                let late: Vec<u32> = pending
-                    .iter()
-                    .filter(|(_, (_, d, _))| *d <= now)
-                    .map(|(t, _)| *t)
-                    .collect();
-                for tag in late {
+                while let Some(&Reverse((d, tag))) = deadlines.peek() {
+                    if d > now {
+                        break;
+                    }
+                    deadlines.pop();
                     if let Some((reply, _, bytes)) = pending.remove(&tag) {
                         tracing::warn!(peer = %peer.id, tag, "peer link: no answer in time");
                         peer.done(bytes);
