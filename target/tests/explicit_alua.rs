@@ -109,6 +109,20 @@ fn own_state(s: &mut Iscsi, me: u16) -> u8 {
     g.iter().find(|(id, _)| *id == me).expect("own group").1
 }
 
+/// This nexus's own group state once it reads `want`, or the last one
+/// read after 5 s: a gateway publishes its ALUA states just after its lock
+/// role changes (the role metric `wait_role` watches comes first).
+fn settled_state(s: &mut Iscsi, me: u16, want: u8) -> u8 {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let st = own_state(s, me);
+        if st == want || Instant::now() >= deadline {
+            return st;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn write_ok(s: &mut Iscsi, lba: u64, tag: u8) -> bool {
     for _ in 0..5 {
         let status = s.write(lba, &vec![tag; BS], false).expect("write");
@@ -141,8 +155,12 @@ fn set_target_port_groups_moves_ownership_but_never_breaks_a_live_lock() {
         let (inq, _) = run_in(s, &[0x12, 0, 0, 0, 96, 0], 96);
         assert_eq!(inq[5] & 0x30, 0x30, "TPGS = 11b");
     }
-    assert_eq!(own_state(&mut sa, 1), 0x0, "gw-a Active/optimized");
-    assert_eq!(own_state(&mut sb, 2), 0x1, "gw-b Active/non-optimized");
+    assert_eq!(settled_state(&mut sa, 1, 0x0), 0x0, "gw-a Active/optimized");
+    assert_eq!(
+        settled_state(&mut sb, 2, 0x1),
+        0x1,
+        "gw-b Active/non-optimized"
+    );
 
     // A host asking gw-b to own the unit through gw-b, while gw-a is alive
     // and holds the lock: refused, nothing moves.
@@ -168,7 +186,7 @@ fn set_target_port_groups_moves_ownership_but_never_breaks_a_live_lock() {
     let (g, changed) = groups(&mut sa);
     assert!(changed, "ASYMMETRIC ACCESS STATE CHANGED on gw-a's nexus");
     assert_eq!(g.iter().find(|(id, _)| *id == 1).map(|x| x.1), Some(0x1));
-    assert_eq!(own_state(&mut sb, 2), 0x0, "gw-b Active/optimized");
+    assert_eq!(settled_state(&mut sb, 2, 0x0), 0x0, "gw-b Active/optimized");
     assert!(write_ok(&mut sb, 3, 0xB3), "the new owner writes");
 
     // Back through gw-b alone: it releases the lock naming gw-a, which —
@@ -187,7 +205,11 @@ fn set_target_port_groups_moves_ownership_but_never_breaks_a_live_lock() {
         asked.elapsed()
     );
     assert!(b.wait_role("shared", "follower", Duration::from_secs(1)));
-    assert_eq!(own_state(&mut sa, 1), 0x0);
+    assert_eq!(
+        settled_state(&mut sa, 1, 0x0),
+        0x0,
+        "gw-a Active/optimized again"
+    );
     assert!(write_ok(&mut sa, 4, 0xA4), "gw-a writes again");
     let read = sa.read_cdb(3, 1);
     let (data, _) = run_in(&mut sa, &read, BS as u32);
@@ -259,7 +281,7 @@ fn with_the_peer_link_a_follower_asked_gets_the_lock_from_the_live_owner() {
         "gw-a follows"
     );
     assert!(b.log().contains("handed the lock over"), "{}", b.log());
-    assert_eq!(own_state(&mut sb, 2), 0x0, "gw-b Active/optimized");
+    assert_eq!(settled_state(&mut sb, 2, 0x0), 0x0, "gw-b Active/optimized");
     assert!(write_ok(&mut sb, 5, 0xB5), "the new owner writes");
     drop(sb);
     a.stop();
