@@ -193,6 +193,9 @@ zc_scenario() {
   else
     echo "FAIL: $name"
     ZC_FAILED=$((ZC_FAILED + 1))
+    # The failing steps first (a target log dumped after them must not
+    # push them out of view), then the last errors.
+    grep -E "^ *(FAIL|RESULT)" "$log" | head -n 10 | sed 's/^/    /'
     grep -E "FAIL|error" "$log" | tail -n 20 | sed 's/^/    /'
   fi
 }
