@@ -55,12 +55,14 @@ impl Connection {
         let mut cold_reset_target = None;
         let response = match req.function {
             TaskMgmtFunction::AbortTask => {
-                let task = self.tasks.find(req.referenced_task_tag);
-                let pending = task.is_some_and(|t| t.pending());
-                if let (true, Some(t)) = (pending, task) {
+                let pending = self
+                    .tasks
+                    .find(req.referenced_task_tag)
+                    .filter(|t| t.pending());
+                if let Some(t) = pending {
                     t.abort();
                 }
-                abort_task_response(pending, &req, &self.window.get())
+                abort_task_response(pending.is_some(), &req, &self.window.get())
             }
             TaskMgmtFunction::AbortTaskSet | TaskMgmtFunction::ClearTaskSet => {
                 for t in self.tasks.active().filter(|t| t.lun.get() == lun) {
