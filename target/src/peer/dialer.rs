@@ -203,9 +203,9 @@ async fn carry(
     mut w: tokio::net::tcp::OwnedWriteHalf,
     mut rx: mpsc::UnboundedReceiver<Request>,
 ) -> String {
-    let mut pending: HashMap<u32, (oneshot::Sender<Status>, Instant, usize)> = HashMap::new();
-    // Answer deadlines, earliest first; an entry whose tag was answered
-    // meanwhile is dropped when it comes up (no search per request).
+    let mut pending: HashMap<u32, (oneshot::Sender<Status>, usize)> = HashMap::new();
+    // Answer deadlines, earliest first (the one place they are kept); an
+    // entry whose tag was answered meanwhile is dropped when it comes up.
     let mut deadlines: BinaryHeap<Reverse<(Instant, u32)>> = BinaryHeap::new();
     let mut next_tag: u32 = 1;
     let mut heard = Instant::now();
@@ -232,7 +232,7 @@ async fn carry(
                 pinged = false;
             }) {
                 Ok(Some((tag, Frame::Reply(st)))) => {
-                    if let Some((reply, _, bytes)) = pending.remove(&tag) {
+                    if let Some((reply, bytes)) = pending.remove(&tag) {
                         peer.done(bytes);
                         let _ = reply.send(st);
                     }
@@ -255,7 +255,7 @@ async fn carry(
                     break e.to_string();
                 }
                 deadlines.push(Reverse((req.deadline, tag)));
-                pending.insert(tag, (req.reply, req.deadline, req.bytes));
+                pending.insert(tag, (req.reply, req.bytes));
             }
             _ = link.stopped() => break "stopping".to_owned(),
             _ = tokio::time::sleep_until(due) => {
@@ -274,7 +274,7 @@ async fn carry(
                         break;
                     }
                     deadlines.pop();
-                    if let Some((reply, _, bytes)) = pending.remove(&tag) {
+                    if let Some((reply, bytes)) = pending.remove(&tag) {
                         tracing::warn!(peer = %peer.id, tag, "peer link: no answer in time");
                         peer.done(bytes);
                         let _ = reply.send(Status::Busy);
@@ -284,7 +284,7 @@ async fn carry(
         }
     };
     peer.set_up(false);
-    for (_, (reply, _, bytes)) in pending.drain() {
+    for (_, (reply, bytes)) in pending.drain() {
         peer.done(bytes);
         let _ = reply.send(Status::Busy);
     }
