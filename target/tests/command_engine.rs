@@ -194,6 +194,30 @@ fn abort_after_status_epoll() {
     abort_after_status("epoll");
 }
 
+/// Logs in offering ImmediateData and FirstBurstLength `first_burst`,
+/// checks the target agreed to both, then sends a WRITE at LBA 64 whose
+/// data all rides in the command PDU; returns the session and its ITT.
+fn immediate_write(d: &Daemon, first_burst: u32, data: &[u8]) -> (Iscsi, u32) {
+    let keys = format!(
+        "ImmediateData=Yes\0InitialR2T=Yes\0MaxRecvDataSegmentLength=262144\0\
+         MaxBurstLength=1048576\0FirstBurstLength={first_burst}\0"
+    );
+    let (mut i, answered) =
+        Iscsi::login_with(d.iscsi_port, IQN, "iqn.2026-12.test:init", BS, &keys).expect("login");
+    assert_eq!(
+        answered.get("FirstBurstLength"),
+        Some(&first_burst.to_string())
+    );
+    assert_eq!(
+        answered.get("ImmediateData").map(String::as_str),
+        Some("Yes")
+    );
+    let mut cmd = i.command(&i.write_cdb(64, data.len(), false), 0, data.len() as u32);
+    cmd.data_segment_len = data.len() as u32;
+    i.send_pdu(&cmd.encode(), data).expect("send write");
+    (i, cmd.itt)
+}
+
 /// FirstBurstLength goes up to the target's MaxRecvDataSegmentLength
 /// (256 KiB), as Linux and libiscsi offer: a 128 KiB WRITE then rides
 /// whole in its command PDU as immediate data — no R2T round trip, no
@@ -202,31 +226,12 @@ fn abort_after_status_epoll() {
 fn a_128k_write_rides_in_its_command() {
     const LEN: usize = 128 << 10;
     let d = start("uring");
-    let (mut i, answered) = Iscsi::login_with(
-        d.iscsi_port,
-        IQN,
-        "iqn.2026-12.test:init",
-        BS,
-        "ImmediateData=Yes\0InitialR2T=Yes\0MaxRecvDataSegmentLength=262144\0\
-         MaxBurstLength=1048576\0FirstBurstLength=262144\0",
-    )
-    .expect("login");
-    assert_eq!(
-        answered.get("FirstBurstLength").map(String::as_str),
-        Some("262144")
-    );
-    assert_eq!(
-        answered.get("ImmediateData").map(String::as_str),
-        Some("Yes")
-    );
     let data: Vec<u8> = (0..LEN).map(|k| (k * 13 + k / 512) as u8).collect();
-    let mut cmd = i.command(&i.write_cdb(64, LEN, false), 0, LEN as u32);
-    cmd.data_segment_len = LEN as u32;
-    i.send_pdu(&cmd.encode(), &data).expect("send write");
+    let (mut i, itt) = immediate_write(&d, 262_144, &data);
     let rsp = i.next().expect("answer");
     assert_eq!(
         (rsp.opcode(), rsp.itt(), rsp.bhs[3]),
-        (OP_SCSI_RESPONSE, cmd.itt, 0),
+        (OP_SCSI_RESPONSE, itt, 0),
         "GOOD status at once, no R2T"
     );
     i.exp_stat_sn = rsp.be32(24).wrapping_add(1);
@@ -242,23 +247,7 @@ fn a_128k_write_rides_in_its_command() {
 fn immediate_data_beyond_the_first_burst_is_rejected() {
     const LEN: usize = 128 << 10;
     let d = start("epoll");
-    let (mut i, answered) = Iscsi::login_with(
-        d.iscsi_port,
-        IQN,
-        "iqn.2026-12.test:init",
-        BS,
-        "ImmediateData=Yes\0InitialR2T=Yes\0MaxRecvDataSegmentLength=262144\0\
-         MaxBurstLength=1048576\0FirstBurstLength=65536\0",
-    )
-    .expect("login");
-    assert_eq!(
-        answered.get("FirstBurstLength").map(String::as_str),
-        Some("65536")
-    );
-    let data = vec![0x5au8; LEN];
-    let mut cmd = i.command(&i.write_cdb(64, LEN, false), 0, LEN as u32);
-    cmd.data_segment_len = LEN as u32;
-    i.send_pdu(&cmd.encode(), &data).expect("send write");
+    let (mut i, _) = immediate_write(&d, 65_536, &vec![0x5au8; LEN]);
     let rsp = i.next().expect("answer");
     assert_eq!(
         rsp.opcode(),
