@@ -73,9 +73,9 @@ pub struct Shared {
     pub iscsi: crate::iscsi::IscsiRegistry,
     /// NVMe/TCP subsystems and live controllers.
     pub nvmf: crate::nvmf::NvmfRegistry,
-    /// Work and connections served (or being handed over) per reactor:
-    /// where an accepted connection goes (see `reactor::place`).
-    pub reactor_load: Vec<crate::reactor::ReactorLoad>,
+    /// Every reactor's connections (handed-over ones included) and their
+    /// work: where an accepted connection goes (see `placement`).
+    pub placement: Arc<crate::placement::Board>,
     /// Each reactor's inbox for connections another reactor accepted.
     pub reactor_inboxes: Vec<tokio::sync::mpsc::UnboundedSender<crate::reactor::HandedOver>>,
     /// The gateway-to-gateway link (`cluster.peers` only).
@@ -203,7 +203,7 @@ impl Daemon {
             zerocopy,
             iscsi_portals,
             nvme_portals,
-            reactor_load: (0..reactor_count).map(|_| Default::default()).collect(),
+            placement: Arc::new(crate::placement::Board::new(reactor_count)),
             reactor_inboxes,
             peer,
         });

@@ -6,6 +6,8 @@
 //! (session reinstated or controller gone, asynchronous events) and the
 //! protocol's part of teardown — and [`run`] owns the rest:
 //!
+//! - telling placement, before each wait, how many commands ran
+//!   (`Placement::sample`);
 //! - waiting, cancel-safe, for readability against the idle timer, the
 //!   establishment deadline, shutdown, the kill switch, events and a
 //!   command's fatal error, without consuming input (a timer never tears a
@@ -99,6 +101,8 @@ pub trait SlotTable {
     fn drained(&self, limit: Duration) -> impl Future<Output = bool>;
     /// Slots holding a command.
     fn busy(&self) -> usize;
+    /// Commands started so far.
+    fn started(&self) -> u64;
     /// Lifecycle transitions refused.
     fn bad_transitions(&self) -> u64;
 }
@@ -112,6 +116,9 @@ impl<C> SlotTable for crate::slots::Slots<C> {
     }
     fn busy(&self) -> usize {
         crate::slots::Slots::busy(self)
+    }
+    fn started(&self) -> u64 {
+        crate::slots::Slots::started(self)
     }
     fn bad_transitions(&self) -> u64 {
         crate::slots::Slots::bad_transitions(self)
@@ -184,6 +191,11 @@ pub trait Frontend {
     fn stop(&self) {}
     /// Its command slots, if it has any.
     fn slots(&self) -> Option<&Self::Slots>;
+    /// Its place on its reactor's board (`crate::placement`), told how
+    /// many commands the slots started each time the driver waits.
+    fn placement(&self) -> Option<&crate::placement::Placement> {
+        None
+    }
     /// Teardown, after the slots drained: the frontend lets go of what it
     /// holds (controller, nexus).
     fn release(&self) {}
@@ -212,6 +224,9 @@ pub async fn run<F: Frontend>(
                 return Ok(F::SHUTDOWN);
             }
         } else {
+            if let (Some(p), Some(s)) = (f.placement(), f.slots()) {
+                p.sample(s.started());
+            }
             let idle = f.idle_deadline();
             let establish = f.establish_deadline();
             tokio::select! {

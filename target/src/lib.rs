@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod nvmf;
 pub mod outbound;
 pub mod peer;
+pub mod placement;
 pub mod reactor;
 pub mod slots;
 pub mod sockio;

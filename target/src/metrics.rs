@@ -316,17 +316,23 @@ pub fn render(s: &Shared) -> String {
     o.header(
         "zctarget_reactor_work",
         "gauge",
-        "Work placement weighs per reactor: connections carrying I/O (NVMe I/O queues, normal iSCSI sessions, connections not yet identified).",
+        "Work per reactor: connections carrying I/O (NVMe I/O queues, normal iSCSI sessions, connections not yet identified).",
     );
-    for (i, l) in s.reactor_load.iter().enumerate() {
-        let l = l.get();
-        let r = i.to_string();
+    o.header(
+        "zctarget_reactor_busy_work",
+        "gauge",
+        "Work per reactor that moved commands lately (new connections included): what placement weighs first.",
+    );
+    for r in 0..s.placement.len() {
+        let l = s.placement.load(r);
+        let r = r.to_string();
         o.sample(
             "zctarget_reactor_connections",
             &[("reactor", &r)],
             l.connections,
         );
         o.sample("zctarget_reactor_work", &[("reactor", &r)], l.work);
+        o.sample("zctarget_reactor_busy_work", &[("reactor", &r)], l.busy);
     }
     let sessions = s.iscsi.sessions.list();
     o.header(

@@ -2,16 +2,13 @@
 //! tokio), accepting on its duplicate of each portal's one listening socket
 //! (see `listener`). Every reactor is woken for a new connection and one
 //! `accept` wins; the winner keeps it, or hands it to the reactor carrying
-//! the least work ([`place`]), so work is spread evenly whichever thread
-//! the kernel woke first. Work, not connections: a connection counts as
-//! one unit until it says what it carries ([`Placement::carries`]) — an
-//! NVMe admin queue or an iSCSI discovery session carries no I/O and drops
-//! to zero, an NVMe I/O queue or a normal iSCSI session stays at one.
-//! A connection then lives on one reactor, so its state needs no locks.
+//! the least live work (`crate::placement`), so work is spread evenly
+//! whichever thread the kernel woke first. A connection then lives on one
+//! reactor, so its state needs no locks.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
@@ -24,6 +21,7 @@ use tracing::Instrument;
 use zctarget_backends::{Engine, VolumeHandle};
 
 use crate::daemon::{Protocol, Shared, SHUTDOWN_GRACE};
+use crate::placement::Placement;
 
 /// How long a reactor's reaper may still wait for zero-copy notifications
 /// of closed connections at shutdown before quarantining their buffers.
@@ -44,8 +42,14 @@ pub struct ReactorPlan {
 }
 
 /// A connection accepted by one reactor for another: its protocol, the
-/// socket (deregistered from the accepting reactor) and the peer.
-pub type HandedOver = (Protocol, std::net::TcpStream, std::net::SocketAddr);
+/// socket (deregistered from the accepting reactor), the peer and its
+/// place on the board (counted from the accept).
+pub type HandedOver = (
+    Protocol,
+    std::net::TcpStream,
+    std::net::SocketAddr,
+    Placement,
+);
 
 impl ReactorPlan {
     /// An empty plan for reactor `id`.
@@ -113,100 +117,6 @@ impl Reactor {
         }
         handles[slot] = Some(Rc::clone(&handle));
         Some(handle)
-    }
-}
-
-/// Work of a connection that carries I/O (an NVMe I/O queue, a normal
-/// iSCSI session), and of one that has not said yet.
-pub const WORK_IO: usize = 1;
-/// Work of a connection that carries no I/O (an NVMe admin queue, an
-/// iSCSI discovery session).
-pub const WORK_CONTROL: usize = 0;
-
-/// A reactor's load: what placement weighs. Relaxed atomics, written by
-/// the accepting reactor (a connection counted at once, also while it is
-/// handed over) and by the connection's own reactor; read at accept and by
-/// the metrics endpoint.
-#[derive(Debug, Default)]
-pub struct ReactorLoad {
-    /// Work units of its connections.
-    pub work: AtomicUsize,
-    /// Its connections.
-    pub connections: AtomicUsize,
-}
-
-impl ReactorLoad {
-    /// A snapshot.
-    pub fn get(&self) -> Load {
-        Load {
-            work: self.work.load(Ordering::Relaxed),
-            connections: self.connections.load(Ordering::Relaxed),
-        }
-    }
-
-    fn add(&self, work: usize) {
-        self.work.fetch_add(work, Ordering::Relaxed);
-        self.connections.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn remove(&self, work: usize) {
-        self.work.fetch_sub(work, Ordering::Relaxed);
-        self.connections.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// A reactor's load at one instant, ordered by work, then connections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Load {
-    /// Work units.
-    pub work: usize,
-    /// Connections (the tie-breaker).
-    pub connections: usize,
-}
-
-/// The placement policy: where a connection accepted by reactor `me` is
-/// served, given every reactor's load — the least loaded (work, then
-/// connections), `me` unless another is strictly lighter.
-pub fn place(me: usize, loads: impl IntoIterator<Item = Load>) -> usize {
-    let mut mine = None;
-    let mut best: Option<(Load, usize)> = None;
-    for (i, l) in loads.into_iter().enumerate() {
-        if i == me {
-            mine = Some(l);
-        }
-        if best.is_none_or(|b| (l, i) < b) {
-            best = Some((l, i));
-        }
-    }
-    match (best, mine) {
-        (Some((l, i)), Some(m)) if l < m => i,
-        _ => me,
-    }
-}
-
-/// A connection's share of its reactor's load, given back when dropped.
-pub struct Placement {
-    shared: Arc<Shared>,
-    reactor: usize,
-    work: Cell<usize>,
-}
-
-impl Placement {
-    /// The connection says what it carries ([`WORK_IO`], [`WORK_CONTROL`]).
-    pub fn carries(&self, work: usize) {
-        let load = &self.shared.reactor_load[self.reactor].work;
-        let was = self.work.replace(work);
-        if work > was {
-            load.fetch_add(work - was, Ordering::Relaxed);
-        } else {
-            load.fetch_sub(was - work, Ordering::Relaxed);
-        }
-    }
-}
-
-impl Drop for Placement {
-    fn drop(&mut self) {
-        self.shared.reactor_load[self.reactor].remove(self.work.get());
     }
 }
 
@@ -368,31 +278,31 @@ async fn accept_loop(reactor: Rc<Reactor>, protocol: Protocol, listener: TcpList
 }
 
 /// Serves an accepted connection here, or hands it to the reactor with the
-/// least work ([`place`]; this one on a tie). The target's load is counted
-/// at once, as [`WORK_IO`] until the connection says otherwise, so a burst
-/// accepted by one reactor is spread too.
+/// least live work (`Board::place`; this one on a tie). The connection
+/// is on the target's board at once, so a burst accepted by one reactor is
+/// spread too.
 fn dispatch(
     reactor: &Rc<Reactor>,
     protocol: Protocol,
     stream: TcpStream,
     peer: std::net::SocketAddr,
 ) {
-    let loads = &reactor.shared.reactor_load;
-    let target = place(reactor.id, loads.iter().map(ReactorLoad::get));
-    loads[target].add(WORK_IO);
+    let board = &reactor.shared.placement;
+    let target = board.place(reactor.id);
+    let placement = board.admit(target);
     if target == reactor.id {
-        serve(reactor, protocol, stream, peer);
+        serve(reactor, protocol, stream, peer, placement);
         return;
     }
     let handed = stream.into_std().map_err(|e| e.to_string()).and_then(|s| {
         reactor.shared.reactor_inboxes[target]
-            .send((protocol, s, peer))
+            .send((protocol, s, peer, placement))
             .map_err(|_| "the reactor is gone".to_owned())
     });
     if let Err(e) = handed {
         // The connection is closed (shutdown under way, or a failed
-        // deregistration); the client sees a reset and may retry.
-        loads[target].remove(WORK_IO);
+        // deregistration), its placement with it; the client sees a reset
+        // and may retry.
         tracing::debug!(%peer, target, error = %e, "handing a connection over failed");
     }
 }
@@ -403,27 +313,30 @@ async fn inbox_loop(reactor: Rc<Reactor>, mut inbox: UnboundedReceiver<HandedOve
     loop {
         tokio::select! {
             handed = inbox.recv() => match handed {
-                Some((protocol, std_stream, peer)) => match TcpStream::from_std(std_stream) {
-                    Ok(stream) => serve(&reactor, protocol, stream, peer),
-                    Err(e) => {
-                        reactor.shared.reactor_load[reactor.id].remove(WORK_IO);
-                        tracing::warn!(%peer, error = %e, "taking over a connection");
+                Some((protocol, std_stream, peer, placement)) => {
+                    match TcpStream::from_std(std_stream) {
+                        Ok(stream) => serve(&reactor, protocol, stream, peer, placement),
+                        Err(e) => tracing::warn!(%peer, error = %e, "taking over a connection"),
                     }
-                },
+                }
                 None => break,
             },
             _ = shutdown.wait_for(|stop| *stop) => break,
         }
     }
-    // Connections still queued are closed; their load is given back.
+    // Connections still queued are closed, their placements with them.
     inbox.close();
-    while let Ok(_dropped) = inbox.try_recv() {
-        reactor.shared.reactor_load[reactor.id].remove(WORK_IO);
-    }
+    while let Ok(_dropped) = inbox.try_recv() {}
 }
 
-/// Runs one connection on this reactor (its load is already counted).
-fn serve(reactor: &Rc<Reactor>, protocol: Protocol, stream: TcpStream, peer: std::net::SocketAddr) {
+/// Runs one connection on this reactor (already on its board).
+fn serve(
+    reactor: &Rc<Reactor>,
+    protocol: Protocol,
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    placement: Placement,
+) {
     if let Err(e) = crate::listener::tune_connection(&stream) {
         tracing::debug!(%peer, error = %e, "socket options");
     }
@@ -434,11 +347,7 @@ fn serve(reactor: &Rc<Reactor>, protocol: Protocol, stream: TcpStream, peer: std
     counters.connections[i].fetch_add(1, Ordering::Relaxed);
     counters.connections_accepted[i].fetch_add(1, Ordering::Relaxed);
     let guard = ConnectionGuard(Rc::clone(reactor), protocol);
-    let placement = Rc::new(Placement {
-        shared: Arc::clone(&reactor.shared),
-        reactor: reactor.id,
-        work: Cell::new(WORK_IO),
-    });
+    let placement = Rc::new(placement);
     let span = tracing::info_span!("conn", proto = %protocol, %peer, reactor = reactor.id);
     let r = Rc::clone(reactor);
     tokio::task::spawn_local(
@@ -478,41 +387,5 @@ fn pin_to_cpu(id: usize) {
         if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
             tracing::debug!(cpu, "could not pin reactor");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{place, Load};
-
-    fn loads(l: &[(usize, usize)]) -> Vec<Load> {
-        l.iter()
-            .map(|&(work, connections)| Load { work, connections })
-            .collect()
-    }
-
-    #[test]
-    fn placement_weighs_work_not_connections() {
-        // Reactor 0 serves an admin queue (no work), reactor 1 an I/O
-        // queue: the next connection goes to 0, whoever accepted it.
-        assert_eq!(place(1, loads(&[(0, 1), (1, 1)])), 0);
-        assert_eq!(place(0, loads(&[(0, 1), (1, 1)])), 0);
-        // Two admin queues and a discovery session on 0 weigh less than
-        // one I/O queue on 1.
-        assert_eq!(place(1, loads(&[(0, 3), (1, 1)])), 0);
-        // Equal work: fewer connections wins.
-        assert_eq!(place(0, loads(&[(1, 2), (1, 1)])), 1);
-        assert_eq!(place(1, loads(&[(1, 2), (1, 1)])), 1);
-    }
-
-    #[test]
-    fn placement_keeps_a_connection_on_a_tie() {
-        assert_eq!(place(0, loads(&[(1, 1), (1, 1)])), 0);
-        assert_eq!(place(1, loads(&[(1, 1), (1, 1)])), 1);
-        assert_eq!(place(2, loads(&[(2, 2), (0, 0), (0, 0)])), 2);
-        assert_eq!(place(0, loads(&[(2, 2), (0, 0), (0, 0)])), 1);
-        assert_eq!(place(0, loads(&[(0, 0)])), 0);
-        // The lightest of several, lowest number first.
-        assert_eq!(place(0, loads(&[(3, 3), (1, 4), (1, 2), (2, 0)])), 2);
     }
 }

@@ -38,6 +38,8 @@ pub struct Slots<C> {
     /// hot caches).
     free: RefCell<Vec<u16>>,
     busy: Cell<usize>,
+    /// Commands ever started (placement's measure of traffic).
+    started: Cell<u64>,
     idle: Notify,
     closing: Cell<bool>,
     policy: StatusPolicy,
@@ -92,6 +94,7 @@ impl<C> Slots<C> {
             slots,
             free: RefCell::new((0..n as u16).rev().collect()),
             busy: Cell::new(0),
+            started: Cell::new(0),
             idle: Notify::new(),
             closing: Cell::new(false),
             policy,
@@ -114,6 +117,11 @@ impl<C> Slots<C> {
         self.busy.get()
     }
 
+    /// Commands started so far (placement's measure of traffic).
+    pub fn started(&self) -> u64 {
+        self.started.get()
+    }
+
     /// Lifecycle transitions refused so far (0 unless a frontend is wrong).
     pub fn bad_transitions(&self) -> u64 {
         self.bad_transitions.get()
@@ -133,6 +141,7 @@ impl<C> Slots<C> {
         let slot = &self.slots[usize::from(idx)];
         *slot.cmd.borrow_mut() = Some(cmd);
         self.busy.set(self.busy.get() + 1);
+        self.started.set(self.started.get().wrapping_add(1));
         let spawn = !slot.worker.replace(true);
         slot.go.notify_one();
         Ok((idx, spawn))

@@ -1,4 +1,6 @@
-//! Reactor placement weighs work, not connections (`reactor::place`): with
+//! Reactor placement weighs live work first (`placement::Board::place`): a
+//! reactor serving one busy I/O queue gets the next connection after a
+//! reactor serving two idle ones. Then work, not connections: with
 //! two reactors, a controller's two I/O queues land on different reactors
 //! although its admin queue — which carries no I/O — was accepted first,
 //! and the per-reactor metrics (`zctarget_reactor_work`,
@@ -91,6 +93,80 @@ fn io_queues_spread_over_reactors_whatever_the_admin_queue() {
     d.stop();
 }
 
+/// Connects an I/O queue of `admin`'s controller and says which reactor
+/// serves it (the one whose work grew).
+fn io_queue(d: &Daemon, admin: &NvmeQueue, qid: u16) -> (NvmeQueue, usize) {
+    let before = per_reactor(d, "zctarget_reactor_work");
+    let mut o = QueueOptions::admin(NQN, HOST);
+    o.qid = qid;
+    o.cntlid = admin.cntlid;
+    let (q, r) = NvmeQueue::connect(d.nvme_addr(), &o).expect("io connect");
+    assert!(r.status().is_success(), "{:?}", r.status());
+    let after = per_reactor(d, "zctarget_reactor_work");
+    let grew: Vec<usize> = (0..2).filter(|&r| after[r] > before[r]).collect();
+    assert_eq!(grew.len(), 1, "work {before:?} -> {after:?}");
+    (q, grew[0])
+}
+
+#[test]
+fn a_busy_queue_outweighs_idle_ones() {
+    let d = Daemon::start_temp(&format!(
+        "[server]\nadmin_socket = \"\"\nmetrics_listen = \"127.0.0.1:0\"\n\
+         iscsi_listen = []\nnvme_listen = [\"127.0.0.1:0\"]\nreactors = 2\n\
+         buffer_pool = \"16MiB\"\n\n\
+         [[volumes]]\nname = \"m\"\nbackend = \"memory\"\nsize = \"4MiB\"\n\n\
+         [[nvme_subsystems]]\nnqn = \"{NQN}\"\nnamespaces = [\"m\"]\nhosts = [\"{HOST}\"]\n"
+    ));
+    let admin = NvmeQueue::admin(d.nvme_addr(), &QueueOptions::admin(NQN, HOST)).expect("admin");
+    // Three I/O queues: one reactor serves two, the other one.
+    let mut queues: Vec<(NvmeQueue, usize)> = (1..=3).map(|q| io_queue(&d, &admin, q)).collect();
+    let on = |r: usize| queues.iter().filter(|(_, at)| *at == r).count();
+    let lone = if on(0) == 1 { 0 } else { 1 };
+    let pair = 1 - lone;
+    assert_eq!((on(lone), on(pair)), (1, 2));
+    // The lone queue reads without pause; the pair sits idle.
+    let i = queues.iter().position(|(_, at)| *at == lone).unwrap();
+    let (mut busy, _) = queues.swap_remove(i);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let end = std::time::Instant::now() + Duration::from_secs(30);
+            let mut reads = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && std::time::Instant::now() < end
+            {
+                let r = busy.read(1, reads % 64, 8, 512).expect("read");
+                assert!(r.status().is_success(), "{:?}", r.status());
+                reads += 1;
+            }
+            reads
+        })
+    };
+    // The new queues' first seconds pass; then only the lone one is busy.
+    let settled = d.wait_metric(
+        &series("zctarget_reactor_busy_work", pair),
+        0.0,
+        Duration::from_secs(10),
+    );
+    assert_eq!(settled, Some(0.0), "the idle pair stayed busy");
+    assert_eq!(
+        d.metric(&series("zctarget_reactor_busy_work", lone)),
+        Some(1.0),
+        "the reading queue is not busy"
+    );
+    // Work alone (1 against 2) would put the next queue with the busy one.
+    let (_q4, at) = io_queue(&d, &admin, 4);
+    assert_eq!(at, pair, "the new queue joined the busy reactor");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(reader.join().expect("reader") > 0);
+    drop(queues);
+    drop(_q4);
+    drop(admin);
+    wait_idle(&d);
+    d.stop();
+}
+
 fn work(d: &Daemon) -> f64 {
     per_reactor(d, "zctarget_reactor_work").iter().sum()
 }
@@ -141,7 +217,7 @@ fn discovery_login(port: u16) -> TcpStream {
 }
 
 #[test]
-fn iscsi_discovery_sessions_weigh_nothing() {
+fn iscsi_discovery_weighs_nothing_and_an_idle_session_is_not_busy() {
     let d = Daemon::start_temp(&format!(
         "[server]\nadmin_socket = \"\"\nmetrics_listen = \"127.0.0.1:0\"\n\
          iscsi_listen = [\"127.0.0.1:0\"]\nnvme_listen = []\nreactors = 2\n\
@@ -155,10 +231,32 @@ fn iscsi_discovery_sessions_weigh_nothing() {
         0.0,
         "a discovery session weighs nothing"
     );
-    let normal = Iscsi::login(d.iscsi_port, IQN, INITIATOR, 512).expect("login");
+    let mut normal = Iscsi::login(d.iscsi_port, IQN, INITIATOR, 512).expect("login");
     assert_eq!(work(&d), 1.0, "a normal session weighs one");
     let conns = per_reactor(&d, "zctarget_reactor_connections");
     assert_eq!(conns[0] + conns[1], 2.0, "{conns:?}");
+    // Busy while new, then idle (a TEST UNIT READY now and then, as a
+    // multipath path checker sends, does not count), busy again under
+    // reads.
+    let busy = || {
+        per_reactor(&d, "zctarget_reactor_busy_work")
+            .iter()
+            .sum::<f64>()
+    };
+    assert_eq!(busy(), 1.0, "a new session counts as busy");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while busy() != 0.0 && std::time::Instant::now() < deadline {
+        assert_eq!(normal.test_unit_ready().expect("TUR"), 0);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(busy(), 0.0, "an idle session stayed busy");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut reads = 0;
+    while busy() != 1.0 && std::time::Instant::now() < deadline {
+        assert_eq!(normal.read(reads % 64, 8).expect("read").0, 0);
+        reads += 1;
+    }
+    assert_eq!(busy(), 1.0, "a reading session is not busy ({reads} reads)");
     drop(normal);
     drop(disc);
     wait_idle(&d);

@@ -109,6 +109,8 @@ pub struct Connection {
     pub(super) fatal: Fatal,
     /// The session's kill switch (reinstatement), until the driver takes it.
     killed: RefCell<Option<watch::Receiver<bool>>>,
+    /// Its place on the reactor's board (`crate::placement`), from `run`.
+    placement: std::cell::OnceCell<Rc<crate::placement::Placement>>,
     /// Per LUN (by `IscsiLun::id`): the state under which this nexus last
     /// found, under the LUN's lock, no unit attention pending for it — the
     /// lock-free READ/WRITE planner's licence (`steps::plan_work`).
@@ -172,6 +174,7 @@ impl Connection {
             admission: Admission::new(reactor_pool),
             fatal: Fatal::default(),
             killed: RefCell::new(None),
+            placement: std::cell::OnceCell::new(),
             confirmed: RefCell::new(Vec::new()),
         })
     }
@@ -227,8 +230,10 @@ impl Connection {
         self: Rc<Self>,
         reader: &mut PduReader,
         killed: tokio::sync::watch::Receiver<bool>,
+        placement: Rc<crate::placement::Placement>,
     ) -> anyhow::Result<Exit> {
         *self.killed.borrow_mut() = Some(killed);
+        let _ = self.placement.set(placement);
         let shutdown = self.reactor.shutdown.clone();
         crate::driver::run(&self, reader, shutdown).await
     }
@@ -455,6 +460,10 @@ impl Frontend for Connection {
 
     fn slots(&self) -> Option<&Self::Slots> {
         Some(&self.slots)
+    }
+
+    fn placement(&self) -> Option<&crate::placement::Placement> {
+        self.placement.get().map(|p| &**p)
     }
 
     fn release(&self) {

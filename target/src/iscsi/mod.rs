@@ -142,7 +142,7 @@ impl IscsiRegistry {
 pub async fn serve_connection(
     reactor: Rc<Reactor>,
     stream: TcpStream,
-    placement: Rc<crate::reactor::Placement>,
+    placement: Rc<crate::placement::Placement>,
 ) -> anyhow::Result<()> {
     let stream = Rc::new(stream);
     let mut reader = PduReader::new(Rc::clone(&stream));
@@ -182,7 +182,7 @@ pub async fn serve_connection(
     };
     if target.is_none() {
         // A discovery session carries no I/O: placement does not count it.
-        placement.carries(crate::reactor::WORK_CONTROL);
+        placement.carries(crate::placement::WORK_CONTROL);
     }
     let span = tracing::info_span!(
         "session",
@@ -216,7 +216,7 @@ pub async fn serve_connection(
     tracing::info!(parent: &span, ?params, "login complete");
     let killed = logged_in.session.killed.clone();
     let exit = Rc::clone(&conn)
-        .run(&mut reader, killed)
+        .run(&mut reader, killed, placement)
         .instrument(span.clone())
         .await;
     // Teardown (the driver's): abort what is still running, drain the

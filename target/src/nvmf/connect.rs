@@ -158,7 +158,7 @@ impl Queue {
                 // carries none. Said before the completion goes out, so the
                 // host's I/O queues are placed knowing it.
                 if qid == 0 {
-                    self.placement.carries(crate::reactor::WORK_CONTROL);
+                    self.placement.carries(crate::placement::WORK_CONTROL);
                 }
                 if qid != 0 {
                     // One slot per submission queue entry: a host within

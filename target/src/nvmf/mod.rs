@@ -629,7 +629,7 @@ fn stable_id(a: &str, b: &str) -> [u8; 16] {
 pub async fn serve_connection(
     reactor: Rc<Reactor>,
     stream: TcpStream,
-    placement: Rc<crate::reactor::Placement>,
+    placement: Rc<crate::placement::Placement>,
 ) -> anyhow::Result<()> {
     queue::serve(reactor, stream, placement).await
 }

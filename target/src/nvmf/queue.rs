@@ -34,7 +34,8 @@ use super::wire::send_term_req;
 use super::{ControllerEntry, MAX_H2C_DATA, QUEUE_ENTRIES};
 use crate::admission::Admission;
 use crate::outbound::Outbound;
-use crate::reactor::{Placement, Reactor};
+use crate::placement::Placement;
+use crate::reactor::Reactor;
 use crate::zerocopy::ZeroCopySender;
 
 /// Largest PDU accepted: an H2CData of MAXH2CDATA or a capsule with the
@@ -433,6 +434,10 @@ impl Frontend for Queue {
 
     fn slots(&self) -> Option<&Self::Slots> {
         self.io.get().map(|io| &io.slots)
+    }
+
+    fn placement(&self) -> Option<&Placement> {
+        Some(&self.placement)
     }
 
     /// The controller forgets this queue (admin queue: the whole
