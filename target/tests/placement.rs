@@ -44,15 +44,20 @@ fn wait_idle(d: &Daemon) {
     }
 }
 
-#[test]
-fn io_queues_spread_over_reactors_whatever_the_admin_queue() {
-    let d = Daemon::start_temp(&format!(
+/// Two reactors, one NVMe/TCP portal, a memory namespace.
+fn nvme_daemon() -> Daemon {
+    Daemon::start_temp(&format!(
         "[server]\nadmin_socket = \"\"\nmetrics_listen = \"127.0.0.1:0\"\n\
          iscsi_listen = []\nnvme_listen = [\"127.0.0.1:0\"]\nreactors = 2\n\
          buffer_pool = \"16MiB\"\n\n\
          [[volumes]]\nname = \"m\"\nbackend = \"memory\"\nsize = \"4MiB\"\n\n\
          [[nvme_subsystems]]\nnqn = \"{NQN}\"\nnamespaces = [\"m\"]\nhosts = [\"{HOST}\"]\n"
-    ));
+    ))
+}
+
+#[test]
+fn io_queues_spread_over_reactors_whatever_the_admin_queue() {
+    let d = nvme_daemon();
     for round in 0..ROUNDS {
         let admin =
             NvmeQueue::admin(d.nvme_addr(), &QueueOptions::admin(NQN, HOST)).expect("admin");
@@ -110,13 +115,7 @@ fn io_queue(d: &Daemon, admin: &NvmeQueue, qid: u16) -> (NvmeQueue, usize) {
 
 #[test]
 fn a_busy_queue_outweighs_idle_ones() {
-    let d = Daemon::start_temp(&format!(
-        "[server]\nadmin_socket = \"\"\nmetrics_listen = \"127.0.0.1:0\"\n\
-         iscsi_listen = []\nnvme_listen = [\"127.0.0.1:0\"]\nreactors = 2\n\
-         buffer_pool = \"16MiB\"\n\n\
-         [[volumes]]\nname = \"m\"\nbackend = \"memory\"\nsize = \"4MiB\"\n\n\
-         [[nvme_subsystems]]\nnqn = \"{NQN}\"\nnamespaces = [\"m\"]\nhosts = [\"{HOST}\"]\n"
-    ));
+    let d = nvme_daemon();
     let admin = NvmeQueue::admin(d.nvme_addr(), &QueueOptions::admin(NQN, HOST)).expect("admin");
     // Three I/O queues: one reactor serves two, the other one.
     let mut queues: Vec<(NvmeQueue, usize)> = (1..=3).map(|q| io_queue(&d, &admin, q)).collect();
