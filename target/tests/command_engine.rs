@@ -7,8 +7,8 @@
 
 use std::time::Duration;
 
-use zctarget_protocol::iscsi::{TaskMgmtFunction, TaskMgmtRequest};
-use zctarget_tests::iscsi::{Iscsi, OP_R2T, OP_REJECT, OP_SCSI_RESPONSE};
+use zctarget_protocol::iscsi::{DataOut, ScsiCommand, TaskMgmtFunction, TaskMgmtRequest};
+use zctarget_tests::iscsi::{Iscsi, Pdu, OP_R2T, OP_REJECT, OP_SCSI_RESPONSE};
 use zctarget_tests::Daemon;
 
 const IQN: &str = "iqn.2026-12.io.zctarget.test:engine";
@@ -23,6 +23,18 @@ fn start(engine: &str) -> Daemon {
          metrics_listen = \"127.0.0.1:0\"\nbuffer_pool = \"16MiB\"\n\n\
          [[volumes]]\nname = \"v\"\nbackend = \"memory\"\nsize = \"4MiB\"\n\n\
          [[iscsi_targets]]\niqn = \"{IQN}\"\nluns = [\"v\"]\n"
+    ))
+}
+
+/// Like [`start`], with two LUNs: 0 (volume "v") and 1 (volume "w").
+fn start_two_luns(engine: &str) -> Daemon {
+    Daemon::start_temp(&format!(
+        "[server]\nadmin_socket = \"\"\niscsi_listen = [\"127.0.0.1:0\"]\nnvme_listen = []\n\
+         io_engine = \"{engine}\"\nreactors = 1\npoison_on_release = true\n\
+         metrics_listen = \"127.0.0.1:0\"\nbuffer_pool = \"16MiB\"\n\n\
+         [[volumes]]\nname = \"v\"\nbackend = \"memory\"\nsize = \"4MiB\"\n\n\
+         [[volumes]]\nname = \"w\"\nbackend = \"memory\"\nsize = \"4MiB\"\n\n\
+         [[iscsi_targets]]\niqn = \"{IQN}\"\nluns = [\"v\", \"w\"]\n"
     ))
 }
 
@@ -56,6 +68,80 @@ fn abort_task(i: &mut Iscsi, itt: u32, cmd_sn: u32) -> u8 {
     let rsp = i.next().expect("TMF response");
     assert_eq!((rsp.opcode(), rsp.itt()), (OP_TMF_RESPONSE, tmf_itt));
     rsp.bhs[2]
+}
+
+/// A task management request naming LUN `lun` (peripheral addressing)
+/// and, for ABORT TASK, the command `reference`; immediate, or with
+/// `cmd_sn` (the initiator's CmdSN is not advanced).
+fn tmf(
+    i: &mut Iscsi,
+    function: TaskMgmtFunction,
+    lun: u16,
+    cmd_sn: Option<u32>,
+    reference: Option<&ScsiCommand>,
+) -> TaskMgmtRequest {
+    let mut l = [0u8; 8];
+    l[..2].copy_from_slice(&lun.to_be_bytes());
+    TaskMgmtRequest {
+        immediate: cmd_sn.is_none(),
+        function,
+        lun: l,
+        itt: i.next_itt(),
+        referenced_task_tag: reference.map_or(0xffff_ffff, |c| c.itt),
+        cmd_sn: cmd_sn.unwrap_or(i.cmd_sn),
+        exp_stat_sn: i.exp_stat_sn,
+        ref_cmd_sn: reference.map_or(0, |c| c.cmd_sn),
+        ..Default::default()
+    }
+}
+
+/// Sends a one-block WRITE at `lba` (LUN 0) and reads its R2T: the task
+/// is pending, waiting for its data (the kit logs in with InitialR2T=Yes,
+/// ImmediateData=No).
+fn pending_write(i: &mut Iscsi, lba: u64) -> (ScsiCommand, Pdu) {
+    let cmd = i.command(&i.write_cdb(lba, BS, false), 0, BS as u32);
+    i.send_pdu(&cmd.encode(), &[]).expect("send write");
+    let r2t = i.next().expect("R2T");
+    assert_eq!(
+        (r2t.opcode(), r2t.itt()),
+        (OP_R2T, cmd.itt),
+        "the write waits for its data"
+    );
+    (cmd, r2t)
+}
+
+/// Answers the R2T of a [`pending_write`] with `data`; the write's status.
+fn finish_write(i: &mut Iscsi, cmd: &ScsiCommand, r2t: &Pdu, data: &[u8]) -> u8 {
+    let dout = DataOut {
+        final_bit: true,
+        data_segment_len: data.len() as u32,
+        lun: cmd.lun,
+        itt: cmd.itt,
+        ttt: r2t.be32(20),
+        exp_stat_sn: i.exp_stat_sn,
+        ..Default::default()
+    };
+    i.send_pdu(&dout.encode(), data).expect("send Data-Out");
+    let rsp = i.next().expect("the write's status");
+    assert_eq!((rsp.opcode(), rsp.itt()), (OP_SCSI_RESPONSE, cmd.itt));
+    i.exp_stat_sn = rsp.be32(24).wrapping_add(1);
+    rsp.bhs[3]
+}
+
+/// Asserts that nothing arrives within `wait` (`what` says what must not).
+fn nothing_within(i: &mut Iscsi, wait: Duration, what: &str) {
+    i.s.set_read_timeout(Some(wait)).expect("timeout");
+    match i.recv() {
+        Ok(p) => panic!(
+            "{what}: PDU opcode {:#x} ITT {:#x} byte 2 {}",
+            p.opcode(),
+            p.itt(),
+            p.bhs[2]
+        ),
+        Err(e) => assert!(zctarget_tests::iscsi::timed_out(&e), "{e}"),
+    }
+    i.s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
 }
 
 fn slots_are_reused(engine: &str) {
@@ -259,4 +345,40 @@ fn immediate_data_beyond_the_first_burst_is_rejected() {
     assert_eq!(st, 0);
     assert!(back.iter().all(|&b| b == 0), "the rejected write landed");
     assert_eq!(i.write(64, &block(64, 4), false).expect("write"), 0);
+}
+
+/// ABORT TASK names its task by LUN and tag (RFC 7143 §11.5.1; SAM's
+/// I_T_L_Q nexus): the Referenced Task Tag of a write pending on LUN 0,
+/// sent with LUN 1, names no task of LUN 1 — "Task does not exist" (the
+/// write was received: its CmdSN is behind ExpCmdSN) — and the write is
+/// left alone: its data goes in and it ends GOOD.
+#[test]
+fn abort_task_on_another_lun_leaves_the_task_alone() {
+    let d = start_two_luns("uring");
+    let mut i = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-12.test:init", BS).expect("login");
+    i.s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let (write, r2t) = pending_write(&mut i, 9);
+    let req = tmf(&mut i, TaskMgmtFunction::AbortTask, 1, None, Some(&write));
+    i.send_pdu(&req.encode(), &[]).expect("send TMF");
+    let rsp = i.next().expect("TMF response");
+    assert_eq!(
+        (rsp.opcode(), rsp.itt(), rsp.bhs[2]),
+        (OP_TMF_RESPONSE, req.itt, 1),
+        "Task does not exist: the referenced task is on LUN 0, not LUN 1"
+    );
+    assert_eq!(
+        finish_write(&mut i, &write, &r2t, &block(9, 5)),
+        0,
+        "the write on LUN 0 was not aborted"
+    );
+    assert_eq!(i.read(9, 1).expect("read"), (0, block(9, 5)));
+    // The same request naming LUN 0 aborts such a write.
+    let (write, _) = pending_write(&mut i, 10);
+    assert_eq!(abort_task(&mut i, write.itt, write.cmd_sn), 0);
+    nothing_within(
+        &mut i,
+        Duration::from_millis(300),
+        "status for an aborted task",
+    );
 }

@@ -2,8 +2,8 @@
 //! their slots, LUN and target resets, closing the connection.
 
 use zctarget_protocol::iscsi::{
-    abort_task_response, LogoutRequest, LogoutResponse, LogoutResponseCode, TaskMgmtFunction,
-    TaskMgmtRequest, TaskMgmtResponse, TaskMgmtResponseCode,
+    abort_task_reaches, abort_task_response, LogoutRequest, LogoutResponse, LogoutResponseCode,
+    TaskMgmtFunction, TaskMgmtRequest, TaskMgmtResponse, TaskMgmtResponseCode,
 };
 
 use super::connection::{Connection, LOGOUT_DRAIN};
@@ -58,7 +58,7 @@ impl Connection {
                 let pending = self
                     .tasks
                     .find(req.referenced_task_tag)
-                    .filter(|t| t.pending());
+                    .filter(|t| abort_task_reaches(&req, t.lun.get().to_be_bytes(), t.pending()));
                 if let Some(t) = pending {
                     t.abort();
                 }
