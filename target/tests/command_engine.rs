@@ -382,3 +382,64 @@ fn abort_task_on_another_lun_leaves_the_task_alone() {
         "status for an aborted task",
     );
 }
+
+/// A non-immediate task management request whose CmdSN is outside the
+/// command window is silently ignored (RFC 7143 §3.2.2.1), as a SCSI
+/// command is: an ABORT TASK behind ExpCmdSN or beyond MaxCmdSN gets no
+/// answer and leaves the pending write alone; inside the window the same
+/// request is carried out. (Immediate requests are not subject to the
+/// window: the other tests send theirs immediate.)
+#[test]
+fn a_task_management_request_outside_the_window_is_ignored() {
+    let d = start("epoll");
+    let mut i = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-12.test:init", BS).expect("login");
+    i.s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let (write, r2t) = pending_write(&mut i, 11);
+    let beyond = i.max_cmd_sn.wrapping_add(1);
+    for cmd_sn in [write.cmd_sn, i.cmd_sn.wrapping_sub(2), beyond] {
+        let req = tmf(
+            &mut i,
+            TaskMgmtFunction::AbortTask,
+            0,
+            Some(cmd_sn),
+            Some(&write),
+        );
+        i.send_pdu(&req.encode(), &[]).expect("send TMF");
+    }
+    nothing_within(
+        &mut i,
+        Duration::from_millis(500),
+        "an answer to a TMF request outside the CmdSN window",
+    );
+    assert_eq!(
+        finish_write(&mut i, &write, &r2t, &block(11, 6)),
+        0,
+        "the write was not aborted"
+    );
+    assert_eq!(i.read(11, 1).expect("read"), (0, block(11, 6)));
+    // Inside the window: carried out and answered, ExpCmdSN past it.
+    let (write, _) = pending_write(&mut i, 12);
+    let cmd_sn = i.cmd_sn;
+    let req = tmf(
+        &mut i,
+        TaskMgmtFunction::AbortTask,
+        0,
+        Some(cmd_sn),
+        Some(&write),
+    );
+    i.cmd_sn = i.cmd_sn.wrapping_add(1);
+    i.send_pdu(&req.encode(), &[]).expect("send TMF");
+    let rsp = i.next().expect("TMF response");
+    assert_eq!(
+        (rsp.opcode(), rsp.itt(), rsp.bhs[2], rsp.be32(28)),
+        (OP_TMF_RESPONSE, req.itt, 0, cmd_sn.wrapping_add(1)),
+        "Function complete; ExpCmdSN past the request"
+    );
+    nothing_within(
+        &mut i,
+        Duration::from_millis(300),
+        "status for an aborted task",
+    );
+    assert_eq!(i.write(12, &block(12, 6), false).expect("write"), 0);
+}

@@ -50,7 +50,12 @@ impl Connection {
     }
 
     pub(super) async fn on_task_mgmt(&self, req: TaskMgmtRequest) -> anyhow::Result<()> {
-        let _ = self.accept_cmd_sn(req.immediate, req.cmd_sn);
+        // RFC 7143 §3.2.2.1: a non-immediate request outside the command
+        // window is silently ignored, as SCSI commands are — not carried
+        // out, not answered. Immediate ones are not subject to the window.
+        if !self.accept_cmd_sn(req.immediate, req.cmd_sn) {
+            return Ok(());
+        }
         let lun = u64::from_be_bytes(req.lun);
         let mut cold_reset_target = None;
         let response = match req.function {
