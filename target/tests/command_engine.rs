@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+use std::time::Instant;
+
 use zctarget_protocol::iscsi::{DataOut, ScsiCommand, TaskMgmtFunction, TaskMgmtRequest};
 use zctarget_tests::iscsi::{Iscsi, Pdu, OP_R2T, OP_REJECT, OP_SCSI_RESPONSE};
 use zctarget_tests::Daemon;
@@ -442,4 +444,71 @@ fn a_task_management_request_outside_the_window_is_ignored() {
         "status for an aborted task",
     );
     assert_eq!(i.write(12, &block(12, 6), false).expect("write"), 0);
+}
+
+/// PERSISTENT RESERVE OUT with `service_action` and parameter list
+/// `(key, sa_key)`; the SCSI status.
+fn pr_out(i: &mut Iscsi, service_action: u8, pr_type: u8, key: u64, sa_key: u64) -> u8 {
+    let cdb = [0x5f, service_action, pr_type, 0, 0, 0, 0, 0, 24, 0];
+    let mut param = [0u8; 24];
+    param[..8].copy_from_slice(&key.to_be_bytes());
+    param[8..16].copy_from_slice(&sa_key.to_be_bytes());
+    let cmd = i.command(&cdb, 0, 24);
+    i.run(&cmd, &param).expect("PERSISTENT RESERVE OUT").0
+}
+
+/// PREEMPT AND ABORT (SPC-4 §5.13.11.2.3) from initiator B aborts the
+/// tasks of initiator A, whose registration it preempts — A's session on
+/// its own connection: A's write waiting for its Data-Out ends at once
+/// (its buffers go back to the pool) instead of holding them until A
+/// sends data or the 30 s host-data timeout; no status is sent for it.
+#[test]
+fn preempt_and_abort_ends_a_write_waiting_for_data() {
+    const LEASED: &str = "zctarget_pool_leased_bytes";
+    const LEN: usize = 64 << 10;
+    let d = start("uring");
+    let port = d.iscsi_port;
+    let mut a = Iscsi::login(port, IQN, "iqn.2026-12.test:a", BS).expect("login A");
+    let mut b = Iscsi::login(port, IQN, "iqn.2026-12.test:b", BS).expect("login B");
+    for i in [&mut a, &mut b] {
+        i.s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+    }
+    assert_eq!(pr_out(&mut a, 0x00, 0, 0, 0xa), 0, "A registers");
+    assert_eq!(pr_out(&mut b, 0x00, 0, 0, 0xb), 0, "B registers");
+    let idle = d.wait_metric(LEASED, 0.0, Duration::from_secs(5));
+    assert_eq!(idle, Some(0.0), "nothing leased before the write");
+    // A's write leases its buffers, then asks for the data by R2T.
+    let write = a.command(&a.write_cdb(20, LEN, false), 0, LEN as u32);
+    a.send_pdu(&write.encode(), &[]).expect("send write");
+    let r2t = a.next().expect("R2T");
+    assert_eq!((r2t.opcode(), r2t.itt()), (OP_R2T, write.itt));
+    assert!(
+        d.metric(LEASED).unwrap_or(0.0) >= LEN as f64,
+        "the waiting write holds its buffers"
+    );
+    // B: PREEMPT AND ABORT of A's key (Write Exclusive).
+    assert_eq!(pr_out(&mut b, 0x05, 0x01, 0xb, 0xa), 0, "PREEMPT AND ABORT");
+    let t0 = Instant::now();
+    let leased = d.wait_metric(LEASED, 0.0, Duration::from_secs(5));
+    assert_eq!(
+        leased,
+        Some(0.0),
+        "A's aborted write still holds its buffers {:?} after the preemption",
+        t0.elapsed()
+    );
+    // No status for the aborted write; A's session goes on (its next
+    // command reports the preemption's unit attention).
+    nothing_within(
+        &mut a,
+        Duration::from_millis(300),
+        "status for an aborted task",
+    );
+    let st = a.test_unit_ready().expect("TEST UNIT READY");
+    assert_eq!(st, 2, "CHECK CONDITION: REGISTRATIONS PREEMPTED");
+    assert_eq!(a.write(21, &block(21, 7), false).expect("write"), 0);
+    assert_eq!(
+        d.metric("zctarget_command_lifecycle_errors_total"),
+        Some(0.0)
+    );
 }

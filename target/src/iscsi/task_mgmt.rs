@@ -126,6 +126,25 @@ impl Connection {
         Ok(())
     }
 
+    /// PREEMPT AND ABORT through another I_T nexus preempted this one's
+    /// registration (SPC-4 §5.13.11.2.3): its tasks on those LUNs are
+    /// aborted as ABORT TASK SET aborts them — no status, and a write
+    /// waiting for Data-Out ends at once, letting go of its buffers.
+    pub(super) fn abort_preempted(&self) {
+        let luns = self.session_info.events.take();
+        let Some(target) = self.target.as_ref() else {
+            return;
+        };
+        for t in self.tasks.active() {
+            if target
+                .lun(t.lun.get())
+                .is_some_and(|l| luns.contains(&l.id))
+            {
+                t.abort();
+            }
+        }
+    }
+
     /// A LOGICAL UNIT RESET concerns every I_T nexus of the logical unit,
     /// those of the other gateways of a cluster too: with the peer link,
     /// they raise the same unit attention before the reset is answered
