@@ -4,7 +4,9 @@
 
 use proptest::prelude::*;
 use zctarget_protocol::iscsi::sequence::CmdWindow;
-use zctarget_protocol::iscsi::{abort_task_response, TaskMgmtRequest, TaskMgmtResponseCode};
+use zctarget_protocol::iscsi::{
+    abort_task_reaches, abort_task_response, TaskMgmtRequest, TaskMgmtResponseCode,
+};
 
 fn abort(ref_cmd_sn: u32, cmd_sn: u32) -> TaskMgmtRequest {
     TaskMgmtRequest {
@@ -51,7 +53,36 @@ fn a_command_not_received_yet_counts_as_received() {
     );
 }
 
+#[test]
+fn a_task_on_another_lun_is_not_reached() {
+    // The pending WRITE (CmdSN 9) is on LUN 0; the ABORT TASK names LUN 1.
+    let lun1 = [0, 1, 0, 0, 0, 0, 0, 0];
+    let req = TaskMgmtRequest {
+        lun: lun1,
+        ..abort(9, 10)
+    };
+    assert!(!abort_task_reaches(&req, [0; 8], true));
+    assert!(abort_task_reaches(&req, lun1, true));
+    assert!(!abort_task_reaches(&req, lun1, false));
+    // The write was received (behind ExpCmdSN): for LUN 1 no such task.
+    let w = CmdWindow::new(10, 0, 32);
+    assert_eq!(
+        abort_task_response(abort_task_reaches(&req, [0; 8], true), &req, &w),
+        TaskMgmtResponseCode::TaskDoesNotExist
+    );
+}
+
 proptest! {
+    /// Only a pending task on the request's own LUN is ever reached.
+    #[test]
+    fn only_the_requests_lun_is_reached(req_lun in any::<[u8; 8]>(), task_lun in any::<[u8; 8]>(),
+                                        pending in any::<bool>()) {
+        let req = TaskMgmtRequest { lun: req_lun, ..abort(1, 2) };
+        prop_assert_eq!(abort_task_reaches(&req, task_lun, pending),
+                        pending && req_lun == task_lun);
+    }
+
+
     /// Across serial-number wrap: a pending task is always aborted; an
     /// ended task whose CmdSN is behind ExpCmdSN (answered) never is.
     #[test]

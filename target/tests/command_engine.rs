@@ -7,8 +7,10 @@
 
 use std::time::Duration;
 
-use zctarget_protocol::iscsi::{TaskMgmtFunction, TaskMgmtRequest};
-use zctarget_tests::iscsi::{Iscsi, OP_R2T, OP_REJECT, OP_SCSI_RESPONSE};
+use std::time::Instant;
+
+use zctarget_protocol::iscsi::{DataOut, ScsiCommand, TaskMgmtFunction, TaskMgmtRequest};
+use zctarget_tests::iscsi::{Iscsi, Pdu, OP_R2T, OP_REJECT, OP_SCSI_RESPONSE};
 use zctarget_tests::Daemon;
 
 const IQN: &str = "iqn.2026-12.io.zctarget.test:engine";
@@ -23,6 +25,18 @@ fn start(engine: &str) -> Daemon {
          metrics_listen = \"127.0.0.1:0\"\nbuffer_pool = \"16MiB\"\n\n\
          [[volumes]]\nname = \"v\"\nbackend = \"memory\"\nsize = \"4MiB\"\n\n\
          [[iscsi_targets]]\niqn = \"{IQN}\"\nluns = [\"v\"]\n"
+    ))
+}
+
+/// Like [`start`], with two LUNs: 0 (volume "v") and 1 (volume "w").
+fn start_two_luns(engine: &str) -> Daemon {
+    Daemon::start_temp(&format!(
+        "[server]\nadmin_socket = \"\"\niscsi_listen = [\"127.0.0.1:0\"]\nnvme_listen = []\n\
+         io_engine = \"{engine}\"\nreactors = 1\npoison_on_release = true\n\
+         metrics_listen = \"127.0.0.1:0\"\nbuffer_pool = \"16MiB\"\n\n\
+         [[volumes]]\nname = \"v\"\nbackend = \"memory\"\nsize = \"4MiB\"\n\n\
+         [[volumes]]\nname = \"w\"\nbackend = \"memory\"\nsize = \"4MiB\"\n\n\
+         [[iscsi_targets]]\niqn = \"{IQN}\"\nluns = [\"v\", \"w\"]\n"
     ))
 }
 
@@ -56,6 +70,80 @@ fn abort_task(i: &mut Iscsi, itt: u32, cmd_sn: u32) -> u8 {
     let rsp = i.next().expect("TMF response");
     assert_eq!((rsp.opcode(), rsp.itt()), (OP_TMF_RESPONSE, tmf_itt));
     rsp.bhs[2]
+}
+
+/// A task management request naming LUN `lun` (peripheral addressing)
+/// and, for ABORT TASK, the command `reference`; immediate, or with
+/// `cmd_sn` (the initiator's CmdSN is not advanced).
+fn tmf(
+    i: &mut Iscsi,
+    function: TaskMgmtFunction,
+    lun: u16,
+    cmd_sn: Option<u32>,
+    reference: Option<&ScsiCommand>,
+) -> TaskMgmtRequest {
+    let mut l = [0u8; 8];
+    l[..2].copy_from_slice(&lun.to_be_bytes());
+    TaskMgmtRequest {
+        immediate: cmd_sn.is_none(),
+        function,
+        lun: l,
+        itt: i.next_itt(),
+        referenced_task_tag: reference.map_or(0xffff_ffff, |c| c.itt),
+        cmd_sn: cmd_sn.unwrap_or(i.cmd_sn),
+        exp_stat_sn: i.exp_stat_sn,
+        ref_cmd_sn: reference.map_or(0, |c| c.cmd_sn),
+        ..Default::default()
+    }
+}
+
+/// Sends a one-block WRITE at `lba` (LUN 0) and reads its R2T: the task
+/// is pending, waiting for its data (the kit logs in with InitialR2T=Yes,
+/// ImmediateData=No).
+fn pending_write(i: &mut Iscsi, lba: u64) -> (ScsiCommand, Pdu) {
+    let cmd = i.command(&i.write_cdb(lba, BS, false), 0, BS as u32);
+    i.send_pdu(&cmd.encode(), &[]).expect("send write");
+    let r2t = i.next().expect("R2T");
+    assert_eq!(
+        (r2t.opcode(), r2t.itt()),
+        (OP_R2T, cmd.itt),
+        "the write waits for its data"
+    );
+    (cmd, r2t)
+}
+
+/// Answers the R2T of a [`pending_write`] with `data`; the write's status.
+fn finish_write(i: &mut Iscsi, cmd: &ScsiCommand, r2t: &Pdu, data: &[u8]) -> u8 {
+    let dout = DataOut {
+        final_bit: true,
+        data_segment_len: data.len() as u32,
+        lun: cmd.lun,
+        itt: cmd.itt,
+        ttt: r2t.be32(20),
+        exp_stat_sn: i.exp_stat_sn,
+        ..Default::default()
+    };
+    i.send_pdu(&dout.encode(), data).expect("send Data-Out");
+    let rsp = i.next().expect("the write's status");
+    assert_eq!((rsp.opcode(), rsp.itt()), (OP_SCSI_RESPONSE, cmd.itt));
+    i.exp_stat_sn = rsp.be32(24).wrapping_add(1);
+    rsp.bhs[3]
+}
+
+/// Asserts that nothing arrives within `wait` (`what` says what must not).
+fn nothing_within(i: &mut Iscsi, wait: Duration, what: &str) {
+    i.s.set_read_timeout(Some(wait)).expect("timeout");
+    match i.recv() {
+        Ok(p) => panic!(
+            "{what}: PDU opcode {:#x} ITT {:#x} byte 2 {}",
+            p.opcode(),
+            p.itt(),
+            p.bhs[2]
+        ),
+        Err(e) => assert!(zctarget_tests::iscsi::timed_out(&e), "{e}"),
+    }
+    i.s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
 }
 
 fn slots_are_reused(engine: &str) {
@@ -259,4 +347,168 @@ fn immediate_data_beyond_the_first_burst_is_rejected() {
     assert_eq!(st, 0);
     assert!(back.iter().all(|&b| b == 0), "the rejected write landed");
     assert_eq!(i.write(64, &block(64, 4), false).expect("write"), 0);
+}
+
+/// ABORT TASK names its task by LUN and tag (RFC 7143 §11.5.1; SAM's
+/// I_T_L_Q nexus): the Referenced Task Tag of a write pending on LUN 0,
+/// sent with LUN 1, names no task of LUN 1 — "Task does not exist" (the
+/// write was received: its CmdSN is behind ExpCmdSN) — and the write is
+/// left alone: its data goes in and it ends GOOD.
+#[test]
+fn abort_task_on_another_lun_leaves_the_task_alone() {
+    let d = start_two_luns("uring");
+    let mut i = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-12.test:init", BS).expect("login");
+    i.s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let (write, r2t) = pending_write(&mut i, 9);
+    let req = tmf(&mut i, TaskMgmtFunction::AbortTask, 1, None, Some(&write));
+    i.send_pdu(&req.encode(), &[]).expect("send TMF");
+    let rsp = i.next().expect("TMF response");
+    assert_eq!(
+        (rsp.opcode(), rsp.itt(), rsp.bhs[2]),
+        (OP_TMF_RESPONSE, req.itt, 1),
+        "Task does not exist: the referenced task is on LUN 0, not LUN 1"
+    );
+    assert_eq!(
+        finish_write(&mut i, &write, &r2t, &block(9, 5)),
+        0,
+        "the write on LUN 0 was not aborted"
+    );
+    assert_eq!(i.read(9, 1).expect("read"), (0, block(9, 5)));
+    // The same request naming LUN 0 aborts such a write.
+    let (write, _) = pending_write(&mut i, 10);
+    assert_eq!(abort_task(&mut i, write.itt, write.cmd_sn), 0);
+    nothing_within(
+        &mut i,
+        Duration::from_millis(300),
+        "status for an aborted task",
+    );
+}
+
+/// A non-immediate task management request whose CmdSN is outside the
+/// command window is silently ignored (RFC 7143 §3.2.2.1), as a SCSI
+/// command is: an ABORT TASK behind ExpCmdSN or beyond MaxCmdSN gets no
+/// answer and leaves the pending write alone; inside the window the same
+/// request is carried out. (Immediate requests are not subject to the
+/// window: the other tests send theirs immediate.)
+#[test]
+fn a_task_management_request_outside_the_window_is_ignored() {
+    let d = start("epoll");
+    let mut i = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-12.test:init", BS).expect("login");
+    i.s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let (write, r2t) = pending_write(&mut i, 11);
+    let beyond = i.max_cmd_sn.wrapping_add(1);
+    for cmd_sn in [write.cmd_sn, i.cmd_sn.wrapping_sub(2), beyond] {
+        let req = tmf(
+            &mut i,
+            TaskMgmtFunction::AbortTask,
+            0,
+            Some(cmd_sn),
+            Some(&write),
+        );
+        i.send_pdu(&req.encode(), &[]).expect("send TMF");
+    }
+    nothing_within(
+        &mut i,
+        Duration::from_millis(500),
+        "an answer to a TMF request outside the CmdSN window",
+    );
+    assert_eq!(
+        finish_write(&mut i, &write, &r2t, &block(11, 6)),
+        0,
+        "the write was not aborted"
+    );
+    assert_eq!(i.read(11, 1).expect("read"), (0, block(11, 6)));
+    // Inside the window: carried out and answered, ExpCmdSN past it.
+    let (write, _) = pending_write(&mut i, 12);
+    let cmd_sn = i.cmd_sn;
+    let req = tmf(
+        &mut i,
+        TaskMgmtFunction::AbortTask,
+        0,
+        Some(cmd_sn),
+        Some(&write),
+    );
+    i.cmd_sn = i.cmd_sn.wrapping_add(1);
+    i.send_pdu(&req.encode(), &[]).expect("send TMF");
+    let rsp = i.next().expect("TMF response");
+    assert_eq!(
+        (rsp.opcode(), rsp.itt(), rsp.bhs[2], rsp.be32(28)),
+        (OP_TMF_RESPONSE, req.itt, 0, cmd_sn.wrapping_add(1)),
+        "Function complete; ExpCmdSN past the request"
+    );
+    nothing_within(
+        &mut i,
+        Duration::from_millis(300),
+        "status for an aborted task",
+    );
+    assert_eq!(i.write(12, &block(12, 6), false).expect("write"), 0);
+}
+
+/// PERSISTENT RESERVE OUT with `service_action` and parameter list
+/// `(key, sa_key)`; the SCSI status.
+fn pr_out(i: &mut Iscsi, service_action: u8, pr_type: u8, key: u64, sa_key: u64) -> u8 {
+    let cdb = [0x5f, service_action, pr_type, 0, 0, 0, 0, 0, 24, 0];
+    let mut param = [0u8; 24];
+    param[..8].copy_from_slice(&key.to_be_bytes());
+    param[8..16].copy_from_slice(&sa_key.to_be_bytes());
+    let cmd = i.command(&cdb, 0, 24);
+    i.run(&cmd, &param).expect("PERSISTENT RESERVE OUT").0
+}
+
+/// PREEMPT AND ABORT (SPC-4 §5.13.11.2.3) from initiator B aborts the
+/// tasks of initiator A, whose registration it preempts — A's session on
+/// its own connection: A's write waiting for its Data-Out ends at once
+/// (its buffers go back to the pool) instead of holding them until A
+/// sends data or the 30 s host-data timeout; no status is sent for it.
+#[test]
+fn preempt_and_abort_ends_a_write_waiting_for_data() {
+    const LEASED: &str = "zctarget_pool_leased_bytes";
+    const LEN: usize = 64 << 10;
+    let d = start("uring");
+    let port = d.iscsi_port;
+    let mut a = Iscsi::login(port, IQN, "iqn.2026-12.test:a", BS).expect("login A");
+    let mut b = Iscsi::login(port, IQN, "iqn.2026-12.test:b", BS).expect("login B");
+    for i in [&mut a, &mut b] {
+        i.s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+    }
+    assert_eq!(pr_out(&mut a, 0x00, 0, 0, 0xa), 0, "A registers");
+    assert_eq!(pr_out(&mut b, 0x00, 0, 0, 0xb), 0, "B registers");
+    let idle = d.wait_metric(LEASED, 0.0, Duration::from_secs(5));
+    assert_eq!(idle, Some(0.0), "nothing leased before the write");
+    // A's write leases its buffers, then asks for the data by R2T.
+    let write = a.command(&a.write_cdb(20, LEN, false), 0, LEN as u32);
+    a.send_pdu(&write.encode(), &[]).expect("send write");
+    let r2t = a.next().expect("R2T");
+    assert_eq!((r2t.opcode(), r2t.itt()), (OP_R2T, write.itt));
+    assert!(
+        d.metric(LEASED).unwrap_or(0.0) >= LEN as f64,
+        "the waiting write holds its buffers"
+    );
+    // B: PREEMPT AND ABORT of A's key (Write Exclusive).
+    assert_eq!(pr_out(&mut b, 0x05, 0x01, 0xb, 0xa), 0, "PREEMPT AND ABORT");
+    let t0 = Instant::now();
+    let leased = d.wait_metric(LEASED, 0.0, Duration::from_secs(5));
+    assert_eq!(
+        leased,
+        Some(0.0),
+        "A's aborted write still holds its buffers {:?} after the preemption",
+        t0.elapsed()
+    );
+    // No status for the aborted write; A's session goes on (its next
+    // command reports the preemption's unit attention).
+    nothing_within(
+        &mut a,
+        Duration::from_millis(300),
+        "status for an aborted task",
+    );
+    let st = a.test_unit_ready().expect("TEST UNIT READY");
+    assert_eq!(st, 2, "CHECK CONDITION: REGISTRATIONS PREEMPTED");
+    assert_eq!(a.write(21, &block(21, 7), false).expect("write"), 0);
+    assert_eq!(
+        d.metric("zctarget_command_lifecycle_errors_total"),
+        Some(0.0)
+    );
 }

@@ -50,7 +50,8 @@ pub use reject::{Reject, RejectReason};
 pub use scsi::{response, ScsiCommand, ScsiResponse, TaskAttribute};
 pub use snack::{SnackRequest, SnackType};
 pub use task_mgmt::{
-    abort_task_response, TaskMgmtFunction, TaskMgmtRequest, TaskMgmtResponse, TaskMgmtResponseCode,
+    abort_task_reaches, abort_task_response, TaskMgmtFunction, TaskMgmtRequest, TaskMgmtResponse,
+    TaskMgmtResponseCode,
 };
 pub use text_pdu::{TextRequest, TextResponse};
 

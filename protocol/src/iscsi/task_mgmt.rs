@@ -169,6 +169,18 @@ impl TaskMgmtResponse {
     }
 }
 
+/// Whether ABORT TASK `req` reaches a task the target holds under its
+/// Referenced Task Tag, on LUN field `task_lun`, `pending` (its status not
+/// sent yet). A task is named by its I_T_L_Q nexus (SAM-5; RFC 7143
+/// §11.5.1, the LUN field of ABORT TASK addresses the referenced task's
+/// logical unit): a tag that names a task of another LUN names no task of
+/// the request's LUN — that task is left alone, and the answer is
+/// [`abort_task_response`] with `pending` false ("Task does not exist" for
+/// a command already received).
+pub fn abort_task_reaches(req: &TaskMgmtRequest, task_lun: [u8; 8], pending: bool) -> bool {
+    pending && task_lun == req.lun
+}
+
 /// ABORT TASK's answer (RFC 7143 §11.5.1). `pending`: the referenced task
 /// is here and has not had its status sent — aborting it keeps that
 /// status back, "Function complete". Otherwise the task already ended (or

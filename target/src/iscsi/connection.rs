@@ -151,11 +151,7 @@ impl Connection {
             zctarget_config::StatusPolicy::Strict => StatusPolicy::Strict,
             zctarget_config::StatusPolicy::Eager => StatusPolicy::Eager,
         };
-        let initiator_port = format!(
-            "{},i,0x{}",
-            initiator_name,
-            isid.iter().map(|b| format!("{b:02x}")).collect::<String>()
-        );
+        let initiator_port = super::session::initiator_port(&initiator_name, &isid);
         Rc::new(Self {
             reactor,
             out,
@@ -437,6 +433,16 @@ impl Frontend for Connection {
 
     fn on_idle(&self) -> anyhow::Result<Option<Exit>> {
         self.idle_ping().map(|()| None)
+    }
+
+    /// Another I_T nexus's PREEMPT AND ABORT (`SessionEvents`).
+    async fn event(&self) {
+        self.session_info.events.ready().await;
+    }
+
+    fn on_event(&self) -> anyhow::Result<Option<Exit>> {
+        self.abort_preempted();
+        Ok(None)
     }
 
     fn read_error(&self, e: ReadError) -> anyhow::Result<Exit> {

@@ -100,14 +100,18 @@ pub(crate) async fn execute_other(
         Plan::ExtendedCopy { list_id, segments } => ctx.extended_copy(list_id, segments).await,
         Plan::SetTargetPortGroups { group } => ctx.set_target_port_groups(group).await,
         Plan::PreemptAndAbort { preempted } => {
-            // The preempted initiators' tasks on this connection end
-            // without status (SPC-4 §5.12.11.2.3); this command completes.
-            if preempted.iter().any(|p| *p == conn.initiator_port) {
-                for t in conn.tasks.active() {
-                    if t.itt() != Some(itt) && t.lun.get() == entry.lun.get() {
-                        t.aborted.set(true);
-                    }
-                }
+            // The preempted initiators' tasks on this logical unit end
+            // without status (SPC-4 §5.13.11.2.3); this command completes.
+            // Their sessions — on any reactor thread — abort them (a write
+            // waiting for Data-Out is woken and ends), told through the
+            // session table; the issuer is never among the preempted.
+            if let Some(target) = conn.target.as_ref() {
+                conn.reactor.shared.iscsi.sessions.abort_preempted(
+                    &target.iqn,
+                    &preempted,
+                    &conn.initiator_port,
+                    lun.id,
+                );
             }
             status(conn, entry, itt, GOOD, &[], Residual::default())
         }

@@ -4,10 +4,23 @@
 //! initiator does this after every target restart or connection loss).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 
+use futures_util::task::AtomicWaker;
 use tokio::sync::watch;
+
+/// The initiator port name `iqn...,i,0x<isid>` of a session (the name
+/// persistent reservations know an I_T nexus's initiator by).
+pub fn initiator_port(initiator: &str, isid: &[u8; 6]) -> String {
+    format!(
+        "{},i,0x{}",
+        initiator,
+        isid.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
 
 /// Identity of a session: initiator name + ISID + target name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -38,6 +51,54 @@ pub struct SessionInfo {
     pub in_flight: AtomicU32,
     /// SCSI commands received.
     pub commands: AtomicU64,
+    /// What other threads ask of the session's connection.
+    pub events: SessionEvents,
+}
+
+/// Requests to a session's connection from other I_T nexuses, which may
+/// live on other reactor threads: PREEMPT AND ABORT through another nexus
+/// preempted this one's registration, so its tasks on that logical unit
+/// are aborted (SPC-4 §5.13.11.2.3). The connection's driver waits for
+/// them lock-free (one atomic waker registration per wait).
+#[derive(Debug, Default)]
+pub struct SessionEvents {
+    /// LUNs (`IscsiLun::id`) whose tasks the connection is to abort.
+    abort_luns: Mutex<Vec<u64>>,
+    pending: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl SessionEvents {
+    /// Asks the connection to abort its tasks on the LUN `lun_id`.
+    pub fn abort_lun(&self, lun_id: u64) {
+        self.abort_luns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(lun_id);
+        self.pending.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Resolves when requests are waiting ([`take`](Self::take) them).
+    pub fn ready(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx| {
+            if self.pending.load(Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            if self.pending.load(Ordering::Acquire) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+    }
+
+    /// Takes the LUNs whose tasks are to be aborted.
+    pub fn take(&self) -> Vec<u64> {
+        self.pending.store(false, Ordering::Release);
+        std::mem::take(&mut *self.abort_luns.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 /// One row of [`SessionTable::list`].
@@ -133,6 +194,7 @@ impl SessionTable {
             since: std::time::SystemTime::now(),
             in_flight: AtomicU32::new(0),
             commands: AtomicU64::new(0),
+            events: SessionEvents::default(),
         });
         let entry = Entry {
             tsih,
@@ -169,6 +231,30 @@ impl SessionTable {
                 }
             }
         }
+    }
+
+    /// PREEMPT AND ABORT on LUN `lun_id` of `target` preempted the
+    /// registrations of the initiator ports `preempted`: each of their
+    /// sessions (but `issuer`'s, whose PERSISTENT RESERVE OUT itself
+    /// completes) is told to abort its tasks on that LUN. Returns how many.
+    pub fn abort_preempted(
+        &self,
+        target: &str,
+        preempted: &[String],
+        issuer: &str,
+        lun_id: u64,
+    ) -> usize {
+        let mut n = 0;
+        if let Ok(map) = self.sessions.lock() {
+            for (key, entry) in map.iter().filter(|(k, _)| k.target == target) {
+                let port = initiator_port(&key.initiator, &key.isid);
+                if port != issuer && preempted.contains(&port) {
+                    entry.info.events.abort_lun(lun_id);
+                    n += 1;
+                }
+            }
+        }
+        n
     }
 
     /// Ends every session of `initiator` on `target` (its ACL entry was

@@ -2,8 +2,8 @@
 //! their slots, LUN and target resets, closing the connection.
 
 use zctarget_protocol::iscsi::{
-    abort_task_response, LogoutRequest, LogoutResponse, LogoutResponseCode, TaskMgmtFunction,
-    TaskMgmtRequest, TaskMgmtResponse, TaskMgmtResponseCode,
+    abort_task_reaches, abort_task_response, LogoutRequest, LogoutResponse, LogoutResponseCode,
+    TaskMgmtFunction, TaskMgmtRequest, TaskMgmtResponse, TaskMgmtResponseCode,
 };
 
 use super::connection::{Connection, LOGOUT_DRAIN};
@@ -50,7 +50,12 @@ impl Connection {
     }
 
     pub(super) async fn on_task_mgmt(&self, req: TaskMgmtRequest) -> anyhow::Result<()> {
-        let _ = self.accept_cmd_sn(req.immediate, req.cmd_sn);
+        // RFC 7143 §3.2.2.1: a non-immediate request outside the command
+        // window is silently ignored, as SCSI commands are — not carried
+        // out, not answered. Immediate ones are not subject to the window.
+        if !self.accept_cmd_sn(req.immediate, req.cmd_sn) {
+            return Ok(());
+        }
         let lun = u64::from_be_bytes(req.lun);
         let mut cold_reset_target = None;
         let response = match req.function {
@@ -58,7 +63,7 @@ impl Connection {
                 let pending = self
                     .tasks
                     .find(req.referenced_task_tag)
-                    .filter(|t| t.pending());
+                    .filter(|t| abort_task_reaches(&req, t.lun.get().to_be_bytes(), t.pending()));
                 if let Some(t) = pending {
                     t.abort();
                 }
@@ -119,6 +124,25 @@ impl Connection {
             self.reactor.shared.iscsi.sessions.kill_target(&iqn);
         }
         Ok(())
+    }
+
+    /// PREEMPT AND ABORT through another I_T nexus preempted this one's
+    /// registration (SPC-4 §5.13.11.2.3): its tasks on those LUNs are
+    /// aborted as ABORT TASK SET aborts them — no status, and a write
+    /// waiting for Data-Out ends at once, letting go of its buffers.
+    pub(super) fn abort_preempted(&self) {
+        let luns = self.session_info.events.take();
+        let Some(target) = self.target.as_ref() else {
+            return;
+        };
+        for t in self.tasks.active() {
+            if target
+                .lun(t.lun.get())
+                .is_some_and(|l| luns.contains(&l.id))
+            {
+                t.abort();
+            }
+        }
     }
 
     /// A LOGICAL UNIT RESET concerns every I_T nexus of the logical unit,
