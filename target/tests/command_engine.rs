@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use std::time::Instant;
 
-use zctarget_protocol::iscsi::{DataOut, ScsiCommand, TaskMgmtFunction, TaskMgmtRequest};
+use zctarget_protocol::iscsi::{
+    DataOut, LogoutReason, LogoutRequest, ScsiCommand, TaskMgmtFunction, TaskMgmtRequest,
+    TextRequest,
+};
 use zctarget_tests::iscsi::{Iscsi, Pdu, OP_R2T, OP_REJECT, OP_SCSI_RESPONSE};
 use zctarget_tests::Daemon;
 
@@ -444,6 +447,61 @@ fn a_task_management_request_outside_the_window_is_ignored() {
         "status for an aborted task",
     );
     assert_eq!(i.write(12, &block(12, 6), false).expect("write"), 0);
+}
+
+/// Text and Logout requests, like every non-immediate request, are
+/// silently ignored outside the CmdSN window (RFC 7143 §3.2.2.1): no
+/// answer, no logout, the session goes on; inside it they are answered.
+#[test]
+fn text_and_logout_outside_the_window_are_ignored() {
+    let d = start("uring");
+    let mut i = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-12.test:init", BS).expect("login");
+    let beyond = i.max_cmd_sn.wrapping_add(1);
+    let behind = i.cmd_sn.wrapping_sub(1);
+    let text = b"SendTargets=All\0";
+    for cmd_sn in [beyond, behind] {
+        let req = TextRequest {
+            final_bit: true,
+            data_segment_len: text.len() as u32,
+            itt: i.next_itt(),
+            ttt: 0xffff_ffff,
+            cmd_sn,
+            exp_stat_sn: i.exp_stat_sn,
+            ..Default::default()
+        };
+        i.send_pdu(&req.encode(), text).expect("send Text");
+        let req = LogoutRequest {
+            reason: LogoutReason::CloseSession,
+            itt: i.next_itt(),
+            cmd_sn,
+            exp_stat_sn: i.exp_stat_sn,
+            ..Default::default()
+        };
+        i.send_pdu(&req.encode(), &[]).expect("send Logout");
+    }
+    nothing_within(
+        &mut i,
+        Duration::from_millis(500),
+        "an answer to a Text or Logout request outside the CmdSN window",
+    );
+    assert_eq!(i.write(3, &block(3, 1), false).expect("write"), 0);
+    assert_eq!(i.read(3, 1).expect("read"), (0, block(3, 1)));
+    // Inside the window: answered, and the logout closes the session.
+    let req = LogoutRequest {
+        reason: LogoutReason::CloseSession,
+        itt: i.next_itt(),
+        cmd_sn: i.cmd_sn,
+        exp_stat_sn: i.exp_stat_sn,
+        ..Default::default()
+    };
+    i.cmd_sn = i.cmd_sn.wrapping_add(1);
+    i.send_pdu(&req.encode(), &[]).expect("send Logout");
+    let rsp = i.next().expect("Logout Response");
+    assert_eq!(
+        (rsp.opcode(), rsp.itt(), rsp.bhs[2]),
+        (0x26, req.itt, 0),
+        "closed successfully"
+    );
 }
 
 /// PERSISTENT RESERVE OUT with `service_action` and parameter list

@@ -357,7 +357,10 @@ impl Connection {
     }
 
     pub(super) fn on_text(&self, req: TextRequest, data: &[u8]) -> anyhow::Result<()> {
-        let _ = self.accept_cmd_sn(req.immediate, req.cmd_sn);
+        // Outside the window: silently ignored (RFC 7143 §3.2.2.1).
+        if !self.accept_cmd_sn(req.immediate, req.cmd_sn) {
+            return Ok(());
+        }
         let text = super::text::text_response(self, data, &self.initiator_name);
         let rsp = zctarget_protocol::iscsi::TextResponse {
             final_bit: true,

@@ -17,7 +17,11 @@ impl Connection {
     /// connection closes.
     pub(super) async fn on_logout(&self, req: LogoutRequest) -> anyhow::Result<bool> {
         use zctarget_protocol::iscsi::LogoutReason;
-        let _ = self.accept_cmd_sn(req.immediate, req.cmd_sn);
+        // Outside the window: silently ignored (RFC 7143 §3.2.2.1), the
+        // connection stays.
+        if !self.accept_cmd_sn(req.immediate, req.cmd_sn) {
+            return Ok(false);
+        }
         let response = match req.reason {
             LogoutReason::CloseSession => LogoutResponseCode::ClosedSuccessfully,
             LogoutReason::CloseConnection if req.cid == self.params.cid => {
