@@ -3,6 +3,7 @@
 
 use std::io;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::backend::{check_range, Backend, BackendInfo};
 use crate::SegmentList;
@@ -11,6 +12,7 @@ use crate::SegmentList;
 #[derive(Debug)]
 pub struct MemoryStore {
     bytes: Mutex<Vec<u8>>,
+    write_delay: Duration,
 }
 
 impl MemoryStore {
@@ -18,7 +20,14 @@ impl MemoryStore {
     pub fn new(capacity: usize) -> Self {
         Self {
             bytes: Mutex::new(vec![0; capacity]),
+            write_delay: Duration::ZERO,
         }
+    }
+
+    /// Every write waits `delay` before it lands (a slow disk, for tests).
+    pub fn with_write_delay(mut self, delay: Duration) -> Self {
+        self.write_delay = delay;
+        self
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Vec<u8>) -> R) -> io::Result<R> {
@@ -63,6 +72,9 @@ impl Backend for MemoryBackend {
     ) -> (SegmentList, io::Result<()>) {
         if let Err(e) = crate::backend::check_write(&self.info, offset, buf.len() as u64) {
             return (buf, Err(e));
+        }
+        if !self.store.write_delay.is_zero() {
+            tokio::time::sleep(self.store.write_delay).await;
         }
         let r = self.store.with(|bytes| {
             let start = offset as usize;

@@ -54,6 +54,8 @@ pub struct VolumeSpec {
     pub direct_io: bool,
     /// The image of an RBD volume.
     pub rbd: Option<RbdSpec>,
+    /// Memory volumes: how long every write waits before it lands.
+    pub write_delay: std::time::Duration,
 }
 
 /// Why a volume could not be opened.
@@ -160,7 +162,9 @@ impl Volume {
                 } else {
                     let bytes = usize::try_from(capacity)
                         .map_err(|_| invalid("memory volume too large".into()))?;
-                    Store::Memory(Arc::new(MemoryStore::new(bytes)))
+                    Store::Memory(Arc::new(
+                        MemoryStore::new(bytes).with_write_delay(spec.write_delay),
+                    ))
                 };
                 (store, capacity, true, false)
             }

@@ -16,6 +16,7 @@ fn file_volume(dir: &std::path::Path, size: u64) -> std::sync::Arc<Volume> {
         read_only: false,
         direct_io: false,
         rbd: None,
+        write_delay: std::time::Duration::ZERO,
     })
     .expect("open volume")
 }
@@ -69,6 +70,7 @@ fn memory_volume_reports_everything_allocated() {
         read_only: false,
         direct_io: false,
         rbd: None,
+        write_delay: std::time::Duration::ZERO,
     })
     .expect("open");
     assert_eq!(

@@ -37,6 +37,7 @@ fn spec(name: &str, kind: BackendKind, path: Option<PathBuf>, size: u64) -> Volu
         read_only: false,
         direct_io: false,
         rbd: None,
+        write_delay: std::time::Duration::ZERO,
     }
 }
 

@@ -43,6 +43,7 @@ fn spec(conf: &Path, name: &str, image: &str, keyring: bool) -> VolumeSpec {
             rados_timeout_secs: None,
             sharing: zctarget_backends::rbd::Sharing::Exclusive,
         }),
+        write_delay: std::time::Duration::ZERO,
     }
 }
 

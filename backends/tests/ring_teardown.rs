@@ -34,6 +34,7 @@ fn volume(dev: &str) -> std::sync::Arc<Volume> {
         read_only: true,
         direct_io: true,
         rbd: None,
+        write_delay: std::time::Duration::ZERO,
     })
     .expect("open the throttled loop device")
 }

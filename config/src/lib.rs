@@ -90,6 +90,7 @@ impl Config {
                 read_only: false,
                 direct_io: false,
                 preallocate: false,
+                write_delay_ms: 0,
                 backend: BackendKind::File,
                 rbd: None,
                 identity: None,

@@ -126,6 +126,11 @@ pub struct Volume {
     pub preallocate: bool,
     /// Kind of backing store.
     pub backend: BackendKind,
+    /// `memory` volumes only: every write waits this many milliseconds
+    /// before it lands (a slow disk, for testing hosts' timeouts and the
+    /// target's abort handling); 0 (the default) for none.
+    #[serde(skip_serializing_if = "is_zero_u32")]
+    pub write_delay_ms: u32,
     /// The image of an `rbd` volume (its keys sit in the volume's table).
     #[serde(flatten)]
     pub rbd: Option<RbdImage>,
@@ -671,4 +676,8 @@ fn ser_opt_path_or_empty<S: Serializer>(p: &Option<PathBuf>, s: S) -> Result<S::
         Some(p) => s.serialize_str(&p.to_string_lossy()),
         None => s.serialize_str(""),
     }
+}
+
+fn is_zero_u32(v: &u32) -> bool {
+    *v == 0
 }

@@ -67,6 +67,7 @@ pub(crate) struct RawVolume {
     pub read_only: Option<bool>,
     pub direct_io: Option<Spanned<bool>>,
     pub preallocate: Option<Spanned<bool>>,
+    pub write_delay_ms: Option<Spanned<i64>>,
     pub backend: Option<Spanned<String>>,
     pub pool: Option<Spanned<String>>,
     pub image: Option<Spanned<String>>,

@@ -288,6 +288,22 @@ impl Checker<'_> {
         out
     }
 
+    /// `write_delay_ms`: 0 to 60 000.
+    fn write_delay(&mut self, p: &str, d: Option<&Spanned<i64>>) -> u32 {
+        let Some(d) = d else { return 0 };
+        match u32::try_from(*d.get_ref()).ok().filter(|ms| *ms <= 60_000) {
+            Some(ms) => ms,
+            None => {
+                let msg = format!(
+                    "must be a number of milliseconds from 0 to 60000, not {}",
+                    d.get_ref()
+                );
+                self.err(d.span(), &format!("{p}.write_delay_ms"), msg);
+                0
+            }
+        }
+    }
+
     fn volume(
         &mut self,
         i: usize,
@@ -388,6 +404,15 @@ impl Checker<'_> {
                 let msg = format!("`preallocate` only applies to `file` volumes, not `{kind}`");
                 self.err(d.span(), &format!("{p}.preallocate"), msg);
             }
+            if let Some(d) = v
+                .write_delay_ms
+                .as_ref()
+                .filter(|d| *d.get_ref() != 0 && kind != BackendKind::Memory)
+            {
+                let msg =
+                    format!("`write_delay_ms` only applies to `memory` volumes, not `{kind}`");
+                self.err(d.span(), &format!("{p}.write_delay_ms"), msg);
+            }
         }
         let rbd = self.rbd_image(&p, table, backend, &v, base_dir);
         let (identity, owner) = self.volume_cluster_keys(&p, &v, cluster);
@@ -399,6 +424,7 @@ impl Checker<'_> {
             read_only: v.read_only.unwrap_or(false),
             direct_io: v.direct_io.is_some_and(|d| d.into_inner()),
             preallocate: v.preallocate.is_some_and(|d| d.into_inner()),
+            write_delay_ms: self.write_delay(&p, v.write_delay_ms.as_ref()),
             backend: backend.unwrap_or_default(),
             rbd,
             identity,

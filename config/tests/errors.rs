@@ -297,6 +297,17 @@ fn backend_requirements() {
         "volumes[0].direct_io",
         "only applies to `file` volumes",
     );
+    let text = "[[volumes]]\nname = \"v\"\npath = \"v.img\"\nwrite_delay_ms = 10\n";
+    one(
+        text,
+        4,
+        18,
+        "volumes[0].write_delay_ms",
+        "only applies to `memory` volumes",
+    );
+    let text =
+        "[[volumes]]\nname = \"v\"\nbackend = \"memory\"\nsize = \"1MiB\"\nwrite_delay_ms = -1\n";
+    one(text, 5, 18, "volumes[0].write_delay_ms", "from 0 to 60000");
     one(
         "[[volumes]]\nname = \"v\"\nbackend = \"nul\"\n",
         3,

@@ -42,6 +42,7 @@ fn everything_non_default() -> Config {
                 read_only: true,
                 direct_io: true,
                 preallocate: true,
+                write_delay_ms: 0,
                 backend: BackendKind::File,
                 rbd: None,
                 identity: Some("shared disk \"a\"".into()),
@@ -55,6 +56,7 @@ fn everything_non_default() -> Config {
                 read_only: false,
                 direct_io: false,
                 preallocate: false,
+                write_delay_ms: 250,
                 backend: BackendKind::Memory,
                 rbd: None,
                 identity: None,
@@ -68,6 +70,7 @@ fn everything_non_default() -> Config {
                 read_only: false,
                 direct_io: false,
                 preallocate: false,
+                write_delay_ms: 0,
                 backend: BackendKind::Rbd,
                 rbd: Some(RbdImage {
                     pool: "rbd".into(),

@@ -174,7 +174,7 @@ pub trait Frontend {
         std::future::pending()
     }
     /// Handles the events. `Some`: the connection ends.
-    fn on_event(&self) -> anyhow::Result<Option<Self::Exit>> {
+    fn on_event(self: &Rc<Self>) -> anyhow::Result<Option<Self::Exit>> {
         Ok(None)
     }
     /// A header read failed other than by a close or stale readiness.

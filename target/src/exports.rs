@@ -157,6 +157,7 @@ pub fn open_volume_with_progress(
         block_size: v.block_size,
         read_only: v.read_only,
         direct_io: v.direct_io,
+        write_delay: std::time::Duration::from_millis(u64::from(v.write_delay_ms)),
         rbd: v.rbd.as_ref().map(|r| RbdSpec {
             pool: r.pool.clone(),
             namespace: r.namespace.clone(),

@@ -117,6 +117,11 @@ impl<C> Slots<C> {
         self.busy.get()
     }
 
+    /// Where slot `idx`'s command is in its life.
+    pub fn state(&self, idx: u16) -> crate::command::CommandState {
+        self.slots[usize::from(idx)].life.get().state()
+    }
+
     /// Commands started so far (placement's measure of traffic).
     pub fn started(&self) -> u64 {
         self.started.get()

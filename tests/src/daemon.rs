@@ -86,7 +86,8 @@ impl Drop for Daemon {
 }
 
 impl Daemon {
-    /// Spawns `zctarget serve --config <config>` with `RUST_LOG=info` and
+    /// Spawns `zctarget serve --config <config>` with `RUST_LOG=info` (or
+    /// `$ZC_TEST_LOG`, e.g. `debug`, when set) and
     /// its log in `log`, and returns at once. Ports given as 0 in the
     /// configuration are learnt by [`Daemon::wait_listening`].
     pub fn spawn(config: &Path, log: &Path, [iscsi_port, nvme_port]: [u16; 2]) -> Self {
@@ -94,7 +95,10 @@ impl Daemon {
         let child = Command::new(bin())
             .args(["serve", "--config"])
             .arg(config)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("ZC_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()

@@ -443,8 +443,13 @@ impl Frontend for Connection {
         self.session_info.events.ready().await;
     }
 
-    fn on_event(&self) -> anyhow::Result<Option<Exit>> {
-        self.abort_preempted();
+    fn on_event(self: &Rc<Self>) -> anyhow::Result<Option<Exit>> {
+        // Aborting is immediate; waiting for what still executes is not,
+        // and must not hold the reader.
+        // The requests are taken here: the event stays ready until then.
+        let asked = self.session_info.events.take();
+        let conn = Rc::clone(self);
+        tokio::task::spawn_local(async move { conn.abort_preempted(asked).await });
         Ok(None)
     }
 

@@ -105,13 +105,19 @@ pub(crate) async fn execute_other(
             // Their sessions — on any reactor thread — abort them (a write
             // waiting for Data-Out is woken and ends), told through the
             // session table; the issuer is never among the preempted.
+            // GOOD goes out once none of their aborted tasks executes any
+            // more: no preempted write lands after it.
             if let Some(target) = conn.target.as_ref() {
-                conn.reactor.shared.iscsi.sessions.abort_preempted(
+                let settling = conn.reactor.shared.iscsi.sessions.abort_preempted(
                     &target.iqn,
                     &preempted,
                     &conn.initiator_port,
                     lun.id,
                 );
+                let limit = super::task_mgmt::ABORT_DRAIN + std::time::Duration::from_secs(1);
+                if !settling.wait(limit).await {
+                    tracing::warn!("preempted sessions still executing aborted commands");
+                }
             }
             status(conn, entry, itt, GOOD, &[], Residual::default())
         }
@@ -495,6 +501,7 @@ impl Other<'_> {
         // the guard calls it however this task ends (error, abort,
         // connection loss), so the LUN can never stay wedged.
         let _done = SanitizeDone(lun);
+        entry.outlives_abort.set(true);
         if immed {
             status(conn, entry, itt, GOOD, &[], Residual::default())?;
         }

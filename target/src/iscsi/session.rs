@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
@@ -62,19 +62,21 @@ pub struct SessionInfo {
 /// them lock-free (one atomic waker registration per wait).
 #[derive(Debug, Default)]
 pub struct SessionEvents {
-    /// LUNs (`IscsiLun::id`) whose tasks the connection is to abort.
-    abort_luns: Mutex<Vec<u64>>,
+    /// LUNs (`IscsiLun::id`) whose tasks the connection is to abort, and
+    /// whom to tell when they no longer execute.
+    abort_luns: Mutex<Vec<(u64, Arc<Settling>)>>,
     pending: AtomicBool,
     waker: AtomicWaker,
 }
 
 impl SessionEvents {
-    /// Asks the connection to abort its tasks on the LUN `lun_id`.
-    pub fn abort_lun(&self, lun_id: u64) {
+    /// Asks the connection to abort its tasks on the LUN `lun_id`, then
+    /// to tell `settling` once none of them executes any more.
+    pub fn abort_lun(&self, lun_id: u64, settling: Arc<Settling>) {
         self.abort_luns
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(lun_id);
+            .push((lun_id, settling));
         self.pending.store(true, Ordering::Release);
         self.waker.wake();
     }
@@ -95,9 +97,37 @@ impl SessionEvents {
     }
 
     /// Takes the LUNs whose tasks are to be aborted.
-    pub fn take(&self) -> Vec<u64> {
+    pub fn take(&self) -> Vec<(u64, Arc<Settling>)> {
         self.pending.store(false, Ordering::Release);
         std::mem::take(&mut *self.abort_luns.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// Sessions still aborting tasks for one PREEMPT AND ABORT: it is
+/// answered once each has no aborted task executing (so no preempted
+/// write lands after the answer), or after a bound.
+#[derive(Debug, Default)]
+pub struct Settling {
+    left: AtomicUsize,
+    done: tokio::sync::Notify,
+}
+
+impl Settling {
+    /// One session has settled.
+    pub fn one_done(&self) {
+        if self.left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.done.notify_one();
+        }
+    }
+
+    /// Waits until every session settled, at most `limit`; true if all did.
+    pub async fn wait(&self, limit: std::time::Duration) -> bool {
+        let all = async {
+            while self.left.load(Ordering::Acquire) > 0 {
+                self.done.notified().await;
+            }
+        };
+        tokio::time::timeout(limit, all).await.is_ok()
     }
 }
 
@@ -236,25 +266,32 @@ impl SessionTable {
     /// PREEMPT AND ABORT on LUN `lun_id` of `target` preempted the
     /// registrations of the initiator ports `preempted`: each of their
     /// sessions (but `issuer`'s, whose PERSISTENT RESERVE OUT itself
-    /// completes) is told to abort its tasks on that LUN. Returns how many.
+    /// completes) is told to abort its tasks on that LUN. The returned
+    /// [`Settling`] says when they no longer execute any.
     pub fn abort_preempted(
         &self,
         target: &str,
         preempted: &[String],
         issuer: &str,
         lun_id: u64,
-    ) -> usize {
-        let mut n = 0;
+    ) -> Arc<Settling> {
+        let settling = Arc::new(Settling::default());
         if let Ok(map) = self.sessions.lock() {
-            for (key, entry) in map.iter().filter(|(k, _)| k.target == target) {
-                let port = initiator_port(&key.initiator, &key.isid);
-                if port != issuer && preempted.contains(&port) {
-                    entry.info.events.abort_lun(lun_id);
-                    n += 1;
-                }
+            let told: Vec<_> = map
+                .iter()
+                .filter(|(k, _)| k.target == target)
+                .filter(|(k, _)| {
+                    let port = initiator_port(&k.initiator, &k.isid);
+                    port != issuer && preempted.contains(&port)
+                })
+                .map(|(_, e)| Arc::clone(&e.info))
+                .collect();
+            settling.left.store(told.len(), Ordering::Release);
+            for info in told {
+                info.events.abort_lun(lun_id, Arc::clone(&settling));
             }
         }
-        n
+        settling
     }
 
     /// Ends every session of `initiator` on `target` (its ACL entry was

@@ -47,6 +47,9 @@ pub struct TaskEntry {
     pub aborted: Cell<bool>,
     /// Its status is queued for sending: an ABORT TASK comes too late.
     responded: Cell<bool>,
+    /// A sanitize operation: it goes on whatever aborts its command
+    /// (SBC-4 §4.11), so answers to aborts do not wait for it.
+    pub outlives_abort: Cell<bool>,
     /// The command expects write data.
     has_data_out: Cell<bool>,
     data_out: DataOutState,
@@ -59,6 +62,7 @@ impl TaskEntry {
         self.lun.set(lun);
         self.aborted.set(false);
         self.responded.set(false);
+        self.outlives_abort.set(false);
         self.has_data_out.set(false);
         self.active.set(true);
     }

@@ -6,7 +6,13 @@ use zctarget_protocol::iscsi::{
     TaskMgmtFunction, TaskMgmtRequest, TaskMgmtResponse, TaskMgmtResponseCode,
 };
 
+use std::time::Duration;
+
 use super::connection::{Connection, LOGOUT_DRAIN};
+
+/// How long an answer that aborted commands waits for those still
+/// executing (`Connection::aborted_settled`).
+pub(super) const ABORT_DRAIN: Duration = Duration::from_secs(5);
 
 impl Connection {
     /// Logout (RFC 7143 §11.14, §11.15). Closing the session or this
@@ -70,6 +76,7 @@ impl Connection {
                     .filter(|t| abort_task_reaches(&req, t.lun.get().to_be_bytes(), t.pending()));
                 if let Some(t) = pending {
                     t.abort();
+                    self.aborted_settled(Some(t.lun.get())).await;
                 }
                 abort_task_response(pending.is_some(), &req, &self.window.get())
             }
@@ -77,6 +84,7 @@ impl Connection {
                 for t in self.tasks.active().filter(|t| t.lun.get() == lun) {
                     t.abort();
                 }
+                self.aborted_settled(Some(lun)).await;
                 TaskMgmtResponseCode::FunctionComplete
             }
             TaskMgmtFunction::LogicalUnitReset => match self.target.as_ref() {
@@ -84,6 +92,7 @@ impl Connection {
                     for t in self.tasks.active().filter(|t| t.lun.get() == lun) {
                         t.abort();
                     }
+                    self.aborted_settled(Some(lun)).await;
                     if let Some(l) = target.lun(lun) {
                         l.reset(zctarget_protocol::scsi::ResetKind::LogicalUnit, self.nexus);
                         self.share_lu_reset(l.volume).await;
@@ -97,6 +106,7 @@ impl Connection {
                 for t in self.tasks.active() {
                     t.abort();
                 }
+                self.aborted_settled(None).await;
                 if let Some(target) = self.target.as_ref() {
                     let kind = if cold {
                         zctarget_protocol::scsi::ResetKind::TargetCold
@@ -130,22 +140,66 @@ impl Connection {
         Ok(())
     }
 
+    /// Waits, bounded by [`ABORT_DRAIN`], until no aborted task on `lun`
+    /// (any LUN: None) is still executing — its backend I/O the only step
+    /// of an aborted command that can still change the medium (one waiting
+    /// for buffers or data sees the abort before it executes). A sanitize
+    /// operation is not waited for: it continues after any abort or reset
+    /// by design (SBC-4 §4.11), and the unit says SANITIZE IN PROGRESS. The answer
+    /// to what aborted them (a task management request, PREEMPT AND
+    /// ABORT) goes out after this, so no aborted write lands after it
+    /// (SAM-5 §7.11: a task is aborted when it can no longer affect the
+    /// logical unit). Checked every millisecond: task management is rare,
+    /// and a notification per retiring command would cost every command.
+    pub(super) async fn aborted_settled(&self, lun: Option<u64>) -> bool {
+        let executing = || {
+            (0..self.slots.len()).any(|i| {
+                let idx = i as u16;
+                let t = self.tasks.slot(idx);
+                t.itt().is_some()
+                    && t.aborted.get()
+                    && !t.outlives_abort.get()
+                    && lun.is_none_or(|l| t.lun.get() == l)
+                    && self.slots.state(idx) == crate::command::CommandState::Executing
+            })
+        };
+        let deadline = tokio::time::Instant::now() + ABORT_DRAIN;
+        while executing() {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    ?lun,
+                    "aborted commands still executing after {ABORT_DRAIN:?}"
+                );
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        true
+    }
+
     /// PREEMPT AND ABORT through another I_T nexus preempted this one's
     /// registration (SPC-4 §5.13.11.2.3): its tasks on those LUNs are
     /// aborted as ABORT TASK SET aborts them — no status, and a write
     /// waiting for Data-Out ends at once, letting go of its buffers.
-    pub(super) fn abort_preempted(&self) {
-        let luns = self.session_info.events.take();
-        let Some(target) = self.target.as_ref() else {
-            return;
-        };
-        for t in self.tasks.active() {
-            if target
-                .lun(t.lun.get())
-                .is_some_and(|l| luns.contains(&l.id))
-            {
-                t.abort();
+    /// Once none of them executes any more, the PERSISTENT RESERVE OUT
+    /// that asked is told (`Settling`).
+    pub(super) async fn abort_preempted(
+        &self,
+        asked: Vec<(u64, std::sync::Arc<super::session::Settling>)>,
+    ) {
+        if let Some(target) = self.target.as_ref() {
+            for t in self.tasks.active() {
+                if target
+                    .lun(t.lun.get())
+                    .is_some_and(|l| asked.iter().any(|(id, _)| *id == l.id))
+                {
+                    t.abort();
+                }
             }
+            self.aborted_settled(None).await;
+        }
+        for (_, settling) in asked {
+            settling.one_done();
         }
     }
 

@@ -395,7 +395,7 @@ impl Frontend for Queue {
         }
     }
 
-    fn on_event(&self) -> anyhow::Result<Option<Exit>> {
+    fn on_event(self: &Rc<Self>) -> anyhow::Result<Option<Exit>> {
         self.send_events().map(|()| None)
     }
 

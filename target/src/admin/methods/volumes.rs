@@ -144,6 +144,7 @@ pub(super) fn volume_add(
             read_only: p.read_only,
             direct_io: p.direct_io,
             preallocate: p.preallocate,
+            write_delay_ms: 0,
             backend,
             rbd: rbd.clone(),
             identity: None,

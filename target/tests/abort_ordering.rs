@@ -1,0 +1,117 @@
+//! What aborts commands is answered only once they no longer execute: no
+//! aborted write lands on the medium after the ABORT TASK SET or the
+//! PREEMPT AND ABORT that aborted it was answered (SAM-5: a task is
+//! aborted when it can no longer affect the logical unit — what fencing
+//! with persistent reservations relies on). The volume is a memory volume
+//! whose writes take a second (`write_delay_ms`), so the aborted write is
+//! surely still executing when the abort arrives.
+
+use std::time::Duration;
+
+use zctarget_protocol::iscsi::{DataOut, TaskMgmtFunction, TaskMgmtRequest};
+use zctarget_tests::iscsi::{Iscsi, OP_R2T};
+use zctarget_tests::Daemon;
+
+const IQN: &str = "iqn.2026-12.io.zctarget.test:aborts";
+const BS: usize = 512;
+const DELAY: Duration = Duration::from_millis(1000);
+
+fn start(engine: &str) -> Daemon {
+    Daemon::start_temp(&format!(
+        "[server]\nadmin_socket = \"\"\niscsi_listen = [\"127.0.0.1:0\"]\nnvme_listen = []\n\
+         io_engine = \"{engine}\"\nreactors = 1\nbuffer_pool = \"16MiB\"\n\n\
+         [[volumes]]\nname = \"v\"\nbackend = \"memory\"\nsize = \"4MiB\"\n\
+         write_delay_ms = {}\n\n\
+         [[iscsi_targets]]\niqn = \"{IQN}\"\nluns = [\"v\"]\n",
+        DELAY.as_millis()
+    ))
+}
+
+/// Sends a one-block WRITE of `data` at `lba` and its data (the kit logs
+/// in with InitialR2T=Yes): when this returns, the write is executing —
+/// for [`DELAY`] — and its status has not come.
+fn executing_write(i: &mut Iscsi, lba: u64, data: &[u8]) {
+    let cmd = i.command(&i.write_cdb(lba, BS, false), 0, BS as u32);
+    i.send_pdu(&cmd.encode(), &[]).expect("send write");
+    let r2t = i.next().expect("R2T");
+    assert_eq!((r2t.opcode(), r2t.itt()), (OP_R2T, cmd.itt));
+    let dout = DataOut {
+        final_bit: true,
+        data_segment_len: data.len() as u32,
+        lun: cmd.lun,
+        itt: cmd.itt,
+        ttt: r2t.be32(20),
+        exp_stat_sn: i.exp_stat_sn,
+        ..Default::default()
+    };
+    i.send_pdu(&dout.encode(), data).expect("send Data-Out");
+    // The data is in; give the command a moment to reach the disk (a
+    // small fraction of DELAY).
+    std::thread::sleep(Duration::from_millis(150));
+}
+
+/// Block `lba` now, and again once a write still under way would have
+/// landed.
+fn now_and_later(i: &mut Iscsi, lba: u64) -> (Vec<u8>, Vec<u8>) {
+    let (st, now) = i.read(lba, 1).expect("read");
+    assert_eq!(st, 0);
+    std::thread::sleep(DELAY + Duration::from_millis(300));
+    let (st, later) = i.read(lba, 1).expect("read again");
+    assert_eq!(st, 0);
+    (now, later)
+}
+
+#[test]
+fn abort_task_set_is_answered_after_the_aborted_write_stopped() {
+    let d = start("uring");
+    let mut i = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-12.test:a", BS).expect("login");
+    executing_write(&mut i, 9, &[0x5a; BS]);
+    let req = TaskMgmtRequest {
+        immediate: true,
+        function: TaskMgmtFunction::AbortTaskSet,
+        itt: i.next_itt(),
+        referenced_task_tag: 0xffff_ffff,
+        cmd_sn: i.cmd_sn,
+        exp_stat_sn: i.exp_stat_sn,
+        ..Default::default()
+    };
+    i.send_pdu(&req.encode(), &[]).expect("send ABORT TASK SET");
+    let rsp = i.next().expect("TMF response");
+    assert_eq!(
+        (rsp.opcode(), rsp.itt(), rsp.bhs[2]),
+        (0x22, req.itt, 0),
+        "Function complete (no status for the aborted write before it)"
+    );
+    let (now, later) = now_and_later(&mut i, 9);
+    assert_eq!(
+        now, later,
+        "the aborted write landed after ABORT TASK SET was answered"
+    );
+}
+
+/// PERSISTENT RESERVE OUT `service_action` with `(key, sa_key)`; the status.
+fn pr_out(i: &mut Iscsi, service_action: u8, pr_type: u8, key: u64, sa_key: u64) -> u8 {
+    let cdb = [0x5f, service_action, pr_type, 0, 0, 0, 0, 0, 24, 0];
+    let mut param = [0u8; 24];
+    param[..8].copy_from_slice(&key.to_be_bytes());
+    param[8..16].copy_from_slice(&sa_key.to_be_bytes());
+    let cmd = i.command(&cdb, 0, 24);
+    i.run(&cmd, &param).expect("PERSISTENT RESERVE OUT").0
+}
+
+#[test]
+fn preempt_and_abort_is_answered_after_the_preempted_write_stopped() {
+    let d = start("epoll");
+    let mut a = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-12.test:a", BS).expect("login A");
+    let mut b = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-12.test:b", BS).expect("login B");
+    assert_eq!(pr_out(&mut a, 0x00, 0, 0, 0xa), 0, "A registers");
+    assert_eq!(pr_out(&mut b, 0x00, 0, 0, 0xb), 0, "B registers");
+    executing_write(&mut a, 9, &[0xa5; BS]);
+    // B fences A: PREEMPT AND ABORT of A's key, Write Exclusive.
+    assert_eq!(pr_out(&mut b, 0x05, 0x01, 0xb, 0xa), 0, "PREEMPT AND ABORT");
+    let (now, later) = now_and_later(&mut b, 9);
+    assert_eq!(
+        now, later,
+        "A's preempted write landed after PREEMPT AND ABORT was answered"
+    );
+}
