@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use zctarget_protocol::iscsi::{DataOut, TaskMgmtFunction, TaskMgmtRequest};
+use zctarget_protocol::iscsi::{TaskMgmtFunction, TaskMgmtRequest};
 use zctarget_tests::iscsi::{Iscsi, OP_R2T};
 use zctarget_tests::Daemon;
 
@@ -35,16 +35,7 @@ fn executing_write(i: &mut Iscsi, lba: u64, data: &[u8]) {
     i.send_pdu(&cmd.encode(), &[]).expect("send write");
     let r2t = i.next().expect("R2T");
     assert_eq!((r2t.opcode(), r2t.itt()), (OP_R2T, cmd.itt));
-    let dout = DataOut {
-        final_bit: true,
-        data_segment_len: data.len() as u32,
-        lun: cmd.lun,
-        itt: cmd.itt,
-        ttt: r2t.be32(20),
-        exp_stat_sn: i.exp_stat_sn,
-        ..Default::default()
-    };
-    i.send_pdu(&dout.encode(), data).expect("send Data-Out");
+    i.data_out(&cmd, &r2t, data).expect("send Data-Out");
     // The data is in; give the command a moment to reach the disk (a
     // small fraction of DELAY).
     std::thread::sleep(Duration::from_millis(150));
@@ -89,26 +80,23 @@ fn abort_task_set_is_answered_after_the_aborted_write_stopped() {
     );
 }
 
-/// PERSISTENT RESERVE OUT `service_action` with `(key, sa_key)`; the status.
-fn pr_out(i: &mut Iscsi, service_action: u8, pr_type: u8, key: u64, sa_key: u64) -> u8 {
-    let cdb = [0x5f, service_action, pr_type, 0, 0, 0, 0, 0, 24, 0];
-    let mut param = [0u8; 24];
-    param[..8].copy_from_slice(&key.to_be_bytes());
-    param[8..16].copy_from_slice(&sa_key.to_be_bytes());
-    let cmd = i.command(&cdb, 0, 24);
-    i.run(&cmd, &param).expect("PERSISTENT RESERVE OUT").0
-}
-
 #[test]
 fn preempt_and_abort_is_answered_after_the_preempted_write_stopped() {
     let d = start("epoll");
     let mut a = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-12.test:a", BS).expect("login A");
     let mut b = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-12.test:b", BS).expect("login B");
-    assert_eq!(pr_out(&mut a, 0x00, 0, 0, 0xa), 0, "A registers");
-    assert_eq!(pr_out(&mut b, 0x00, 0, 0, 0xb), 0, "B registers");
+    for (i, key) in [(&mut a, 0xa), (&mut b, 0xb)] {
+        let st = i.pr_out(0x00, 0, 0, key).expect("REGISTER");
+        assert_eq!(st, 0, "{key:#x} registers");
+    }
     executing_write(&mut a, 9, &[0xa5; BS]);
     // B fences A: PREEMPT AND ABORT of A's key, Write Exclusive.
-    assert_eq!(pr_out(&mut b, 0x05, 0x01, 0xb, 0xa), 0, "PREEMPT AND ABORT");
+    assert_eq!(
+        b.pr_out(0x05, 0x01, 0xb, 0xa)
+            .expect("PERSISTENT RESERVE OUT"),
+        0,
+        "PREEMPT AND ABORT"
+    );
     let (now, later) = now_and_later(&mut b, 9);
     assert_eq!(
         now, later,

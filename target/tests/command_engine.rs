@@ -10,8 +10,7 @@ use std::time::Duration;
 use std::time::Instant;
 
 use zctarget_protocol::iscsi::{
-    DataOut, LogoutReason, LogoutRequest, ScsiCommand, TaskMgmtFunction, TaskMgmtRequest,
-    TextRequest,
+    LogoutReason, LogoutRequest, ScsiCommand, TaskMgmtFunction, TaskMgmtRequest, TextRequest,
 };
 use zctarget_tests::iscsi::{Iscsi, Pdu, OP_R2T, OP_REJECT, OP_SCSI_RESPONSE};
 use zctarget_tests::Daemon;
@@ -117,16 +116,7 @@ fn pending_write(i: &mut Iscsi, lba: u64) -> (ScsiCommand, Pdu) {
 
 /// Answers the R2T of a [`pending_write`] with `data`; the write's status.
 fn finish_write(i: &mut Iscsi, cmd: &ScsiCommand, r2t: &Pdu, data: &[u8]) -> u8 {
-    let dout = DataOut {
-        final_bit: true,
-        data_segment_len: data.len() as u32,
-        lun: cmd.lun,
-        itt: cmd.itt,
-        ttt: r2t.be32(20),
-        exp_stat_sn: i.exp_stat_sn,
-        ..Default::default()
-    };
-    i.send_pdu(&dout.encode(), data).expect("send Data-Out");
+    i.data_out(cmd, r2t, data).expect("send Data-Out");
     let rsp = i.next().expect("the write's status");
     assert_eq!((rsp.opcode(), rsp.itt()), (OP_SCSI_RESPONSE, cmd.itt));
     i.exp_stat_sn = rsp.be32(24).wrapping_add(1);
@@ -504,17 +494,6 @@ fn text_and_logout_outside_the_window_are_ignored() {
     );
 }
 
-/// PERSISTENT RESERVE OUT with `service_action` and parameter list
-/// `(key, sa_key)`; the SCSI status.
-fn pr_out(i: &mut Iscsi, service_action: u8, pr_type: u8, key: u64, sa_key: u64) -> u8 {
-    let cdb = [0x5f, service_action, pr_type, 0, 0, 0, 0, 0, 24, 0];
-    let mut param = [0u8; 24];
-    param[..8].copy_from_slice(&key.to_be_bytes());
-    param[8..16].copy_from_slice(&sa_key.to_be_bytes());
-    let cmd = i.command(&cdb, 0, 24);
-    i.run(&cmd, &param).expect("PERSISTENT RESERVE OUT").0
-}
-
 /// PREEMPT AND ABORT (SPC-4 §5.13.11.2.3) from initiator B aborts the
 /// tasks of initiator A, whose registration it preempts — A's session on
 /// its own connection: A's write waiting for its Data-Out ends at once
@@ -532,8 +511,10 @@ fn preempt_and_abort_ends_a_write_waiting_for_data() {
         i.s.set_read_timeout(Some(Duration::from_secs(5)))
             .expect("timeout");
     }
-    assert_eq!(pr_out(&mut a, 0x00, 0, 0, 0xa), 0, "A registers");
-    assert_eq!(pr_out(&mut b, 0x00, 0, 0, 0xb), 0, "B registers");
+    for (i, key) in [(&mut a, 0xa), (&mut b, 0xb)] {
+        let st = i.pr_out(0x00, 0, 0, key).expect("REGISTER");
+        assert_eq!(st, 0, "{key:#x} registers");
+    }
     let idle = d.wait_metric(LEASED, 0.0, Duration::from_secs(5));
     assert_eq!(idle, Some(0.0), "nothing leased before the write");
     // A's write leases its buffers, then asks for the data by R2T.
@@ -546,7 +527,12 @@ fn preempt_and_abort_ends_a_write_waiting_for_data() {
         "the waiting write holds its buffers"
     );
     // B: PREEMPT AND ABORT of A's key (Write Exclusive).
-    assert_eq!(pr_out(&mut b, 0x05, 0x01, 0xb, 0xa), 0, "PREEMPT AND ABORT");
+    assert_eq!(
+        b.pr_out(0x05, 0x01, 0xb, 0xa)
+            .expect("PERSISTENT RESERVE OUT"),
+        0,
+        "PREEMPT AND ABORT"
+    );
     let t0 = Instant::now();
     let leased = d.wait_metric(LEASED, 0.0, Duration::from_secs(5));
     assert_eq!(

@@ -509,4 +509,37 @@ impl Iscsi {
         let cmd = self.command(&[0; 6], 0, 0);
         Ok(self.run(&cmd, &[])?.0)
     }
+
+    /// Answers `r2t` (for `cmd`) with all of `data` in one final Data-Out
+    /// at offset 0.
+    pub fn data_out(&mut self, cmd: &ScsiCommand, r2t: &Pdu, data: &[u8]) -> io::Result<()> {
+        let dout = DataOut {
+            final_bit: true,
+            data_segment_len: data.len() as u32,
+            lun: cmd.lun,
+            itt: cmd.itt,
+            ttt: r2t.be32(20),
+            exp_stat_sn: self.exp_stat_sn,
+            ..Default::default()
+        };
+        self.send_pdu(&dout.encode(), data)
+    }
+
+    /// PERSISTENT RESERVE OUT (SPC-4 §6.16) `service_action` of type
+    /// `pr_type` with the basic parameter list `(key, sa_key)`; the SCSI
+    /// status.
+    pub fn pr_out(
+        &mut self,
+        service_action: u8,
+        pr_type: u8,
+        key: u64,
+        sa_key: u64,
+    ) -> io::Result<u8> {
+        let cdb = [0x5f, service_action, pr_type, 0, 0, 0, 0, 0, 24, 0];
+        let mut param = [0u8; 24];
+        param[..8].copy_from_slice(&key.to_be_bytes());
+        param[8..16].copy_from_slice(&sa_key.to_be_bytes());
+        let cmd = self.command(&cdb, 0, 24);
+        Ok(self.run(&cmd, &param)?.0)
+    }
 }
