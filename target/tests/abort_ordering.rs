@@ -67,7 +67,23 @@ fn abort_task_set_is_answered_after_the_aborted_write_stopped() {
         ..Default::default()
     };
     i.send_pdu(&req.encode(), &[]).expect("send ABORT TASK SET");
-    let rsp = i.next().expect("TMF response");
+    // The connection goes on while the abort settles: a READ sent after
+    // the request is answered before it.
+    let read = i.command(&i.read_cdb(20, 1), BS as u32, 0);
+    i.send_pdu(&read.encode(), &[]).expect("send READ");
+    let first = i.next().expect("first answer");
+    assert_eq!(
+        first.itt(),
+        read.itt,
+        "the READ waited for the abort to settle (PDU {:#x} came first)",
+        first.opcode()
+    );
+    let rsp = loop {
+        let p = i.next().expect("TMF response");
+        if p.itt() != read.itt {
+            break p;
+        }
+    };
     assert_eq!(
         (rsp.opcode(), rsp.itt(), rsp.bhs[2]),
         (0x22, req.itt, 0),

@@ -307,7 +307,7 @@ impl Connection {
             }
             Pdu::TaskMgmtRequest(req) => {
                 reader.skip_data(data_len).await?;
-                self.on_task_mgmt(req).await?;
+                self.on_task_mgmt(req);
             }
             Pdu::SnackRequest(_) => {
                 // ErrorRecoveryLevel 0: SNACK is not supported.
@@ -446,10 +446,9 @@ impl Frontend for Connection {
     fn on_event(self: &Rc<Self>) -> anyhow::Result<Option<Exit>> {
         // Aborting is immediate; waiting for what still executes is not,
         // and must not hold the reader.
-        // The requests are taken here: the event stays ready until then.
-        let asked = self.session_info.events.take();
-        let conn = Rc::clone(self);
-        tokio::task::spawn_local(async move { conn.abort_preempted(asked).await });
+        // The requests are taken and the tasks aborted at once (the event
+        // stays ready until then); only the wait runs on a task.
+        self.abort_preempted();
         Ok(None)
     }
 

@@ -64,7 +64,7 @@ pub struct SessionInfo {
 pub struct SessionEvents {
     /// LUNs (`IscsiLun::id`) whose tasks the connection is to abort, and
     /// whom to tell when they no longer execute.
-    abort_luns: Mutex<Vec<(u64, Arc<Settling>)>>,
+    abort_luns: Mutex<Vec<(u64, SettleToken)>>,
     pending: AtomicBool,
     waker: AtomicWaker,
 }
@@ -72,7 +72,7 @@ pub struct SessionEvents {
 impl SessionEvents {
     /// Asks the connection to abort its tasks on the LUN `lun_id`, then
     /// to tell `settling` once none of them executes any more.
-    pub fn abort_lun(&self, lun_id: u64, settling: Arc<Settling>) {
+    pub fn abort_lun(&self, lun_id: u64, settling: SettleToken) {
         self.abort_luns
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -97,7 +97,7 @@ impl SessionEvents {
     }
 
     /// Takes the LUNs whose tasks are to be aborted.
-    pub fn take(&self) -> Vec<(u64, Arc<Settling>)> {
+    pub fn take(&self) -> Vec<(u64, SettleToken)> {
         self.pending.store(false, Ordering::Release);
         std::mem::take(&mut *self.abort_luns.lock().unwrap_or_else(|e| e.into_inner()))
     }
@@ -112,14 +112,22 @@ pub struct Settling {
     done: tokio::sync::Notify,
 }
 
-impl Settling {
-    /// One session has settled.
-    pub fn one_done(&self) {
-        if self.left.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.done.notify_one();
+/// One session's share of a [`Settling`]: dropped when that session no
+/// longer executes what it aborted — or when the request or the session
+/// goes away unhandled, so a PREEMPT AND ABORT never waits for a session
+/// that ended.
+#[derive(Debug)]
+pub struct SettleToken(Arc<Settling>);
+
+impl Drop for SettleToken {
+    fn drop(&mut self) {
+        if self.0.left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.done.notify_one();
         }
     }
+}
 
+impl Settling {
     /// Waits until every session settled, at most `limit`; true if all did.
     pub async fn wait(&self, limit: std::time::Duration) -> bool {
         let all = async {
@@ -288,7 +296,8 @@ impl SessionTable {
                 .collect();
             settling.left.store(told.len(), Ordering::Release);
             for info in told {
-                info.events.abort_lun(lun_id, Arc::clone(&settling));
+                info.events
+                    .abort_lun(lun_id, SettleToken(Arc::clone(&settling)));
             }
         }
         settling

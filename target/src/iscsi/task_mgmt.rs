@@ -6,9 +6,21 @@ use zctarget_protocol::iscsi::{
     TaskMgmtFunction, TaskMgmtRequest, TaskMgmtResponse, TaskMgmtResponseCode,
 };
 
+use std::rc::Rc;
 use std::time::Duration;
 
 use super::connection::{Connection, LOGOUT_DRAIN};
+
+/// What a task management request does after its aborts settled.
+#[derive(Debug, Clone, Copy)]
+enum After {
+    /// Only answer.
+    Answer,
+    /// LOGICAL UNIT RESET of this LUN, then answer.
+    LuReset(u64),
+    /// A target reset, then answer (and end the sessions if cold).
+    TargetReset { cold: bool },
+}
 
 /// How long an answer that aborted commands waits for those still
 /// executing (`Connection::aborted_settled`).
@@ -59,15 +71,22 @@ impl Connection {
         Ok(closes)
     }
 
-    pub(super) async fn on_task_mgmt(&self, req: TaskMgmtRequest) -> anyhow::Result<()> {
+    /// A task management request. What it aborts is aborted here, in the
+    /// order PDUs arrive; the wait for aborted commands still executing
+    /// (`aborted_settled`), the reset that follows and the answer run on
+    /// a task of their own, so the reader keeps reading — the Data-Out an
+    /// aborted command may still need included.
+    pub(super) fn on_task_mgmt(self: &Rc<Self>, req: TaskMgmtRequest) {
         // RFC 7143 §3.2.2.1: a non-immediate request outside the command
         // window is silently ignored, as SCSI commands are — not carried
         // out, not answered. Immediate ones are not subject to the window.
         if !self.accept_cmd_sn(req.immediate, req.cmd_sn) {
-            return Ok(());
+            return;
         }
         let lun = u64::from_be_bytes(req.lun);
-        let mut cold_reset_target = None;
+        // What to wait for (None: nothing; Some(None): every LUN), then do.
+        let mut wait = None;
+        let mut then = After::Answer;
         let response = match req.function {
             TaskMgmtFunction::AbortTask => {
                 let pending = self
@@ -76,7 +95,7 @@ impl Connection {
                     .filter(|t| abort_task_reaches(&req, t.lun.get().to_be_bytes(), t.pending()));
                 if let Some(t) = pending {
                     t.abort();
-                    self.aborted_settled(Some(t.lun.get())).await;
+                    wait = Some(Some(t.lun.get()));
                 }
                 abort_task_response(pending.is_some(), &req, &self.window.get())
             }
@@ -84,7 +103,7 @@ impl Connection {
                 for t in self.tasks.active().filter(|t| t.lun.get() == lun) {
                     t.abort();
                 }
-                self.aborted_settled(Some(lun)).await;
+                wait = Some(Some(lun));
                 TaskMgmtResponseCode::FunctionComplete
             }
             TaskMgmtFunction::LogicalUnitReset => match self.target.as_ref() {
@@ -92,39 +111,66 @@ impl Connection {
                     for t in self.tasks.active().filter(|t| t.lun.get() == lun) {
                         t.abort();
                     }
-                    self.aborted_settled(Some(lun)).await;
-                    if let Some(l) = target.lun(lun) {
-                        l.reset(zctarget_protocol::scsi::ResetKind::LogicalUnit, self.nexus);
-                        self.share_lu_reset(l.volume).await;
-                    }
+                    wait = Some(Some(lun));
+                    then = After::LuReset(lun);
                     TaskMgmtResponseCode::FunctionComplete
                 }
                 _ => TaskMgmtResponseCode::LunDoesNotExist,
             },
             TaskMgmtFunction::TargetWarmReset | TaskMgmtFunction::TargetColdReset => {
-                let cold = req.function == TaskMgmtFunction::TargetColdReset;
                 for t in self.tasks.active() {
                     t.abort();
                 }
-                self.aborted_settled(None).await;
-                if let Some(target) = self.target.as_ref() {
-                    let kind = if cold {
-                        zctarget_protocol::scsi::ResetKind::TargetCold
-                    } else {
-                        zctarget_protocol::scsi::ResetKind::TargetWarm
-                    };
-                    target.reset_all(kind, self.nexus);
-                    if cold {
-                        // RFC 7143 §11.5.1: a cold reset also ends every
-                        // session of the target, this one included, once
-                        // the response is queued.
-                        cold_reset_target = Some(target.iqn.clone());
-                    }
-                }
+                wait = Some(None);
+                then = After::TargetReset {
+                    cold: req.function == TaskMgmtFunction::TargetColdReset,
+                };
                 TaskMgmtResponseCode::FunctionComplete
             }
             _ => TaskMgmtResponseCode::FunctionNotSupported,
         };
+        let conn = Rc::clone(self);
+        tokio::task::spawn_local(async move {
+            if let Some(lun) = wait {
+                conn.aborted_settled(lun).await;
+            }
+            if let Err(e) = conn.finish_task_mgmt(&req, response, then).await {
+                conn.fatal.fail(format!("{e:#}"));
+            }
+        });
+    }
+
+    /// The reset a task management request asks for, then its answer.
+    async fn finish_task_mgmt(
+        &self,
+        req: &TaskMgmtRequest,
+        response: TaskMgmtResponseCode,
+        then: After,
+    ) -> anyhow::Result<()> {
+        let mut cold_reset_target = None;
+        match (then, self.target.as_ref()) {
+            (After::LuReset(lun), Some(target)) => {
+                if let Some(l) = target.lun(lun) {
+                    l.reset(zctarget_protocol::scsi::ResetKind::LogicalUnit, self.nexus);
+                    self.share_lu_reset(l.volume).await;
+                }
+            }
+            (After::TargetReset { cold }, Some(target)) => {
+                let kind = if cold {
+                    zctarget_protocol::scsi::ResetKind::TargetCold
+                } else {
+                    zctarget_protocol::scsi::ResetKind::TargetWarm
+                };
+                target.reset_all(kind, self.nexus);
+                if cold {
+                    // RFC 7143 §11.5.1: a cold reset also ends every
+                    // session of the target, this one included, once the
+                    // response is queued.
+                    cold_reset_target = Some(target.iqn.clone());
+                }
+            }
+            _ => {}
+        }
         let rsp = TaskMgmtResponse {
             response,
             itt: req.itt,
@@ -179,28 +225,33 @@ impl Connection {
 
     /// PREEMPT AND ABORT through another I_T nexus preempted this one's
     /// registration (SPC-4 §5.13.11.2.3): its tasks on those LUNs are
-    /// aborted as ABORT TASK SET aborts them — no status, and a write
-    /// waiting for Data-Out ends at once, letting go of its buffers.
-    /// Once none of them executes any more, the PERSISTENT RESERVE OUT
-    /// that asked is told (`Settling`).
-    pub(super) async fn abort_preempted(
-        &self,
-        asked: Vec<(u64, std::sync::Arc<super::session::Settling>)>,
-    ) {
+    /// aborted at once, as ABORT TASK SET aborts them — no status, and a
+    /// write waiting for Data-Out ends, letting go of its buffers. Once
+    /// none of them executes any more, the tokens go and the PERSISTENT
+    /// RESERVE OUT that asked is answered (`Settling`).
+    pub(super) fn abort_preempted(self: &Rc<Self>) {
+        let asked = self.session_info.events.take();
+        let mut luns: Vec<u64> = Vec::new();
         if let Some(target) = self.target.as_ref() {
             for t in self.tasks.active() {
-                if target
+                let hit = target
                     .lun(t.lun.get())
-                    .is_some_and(|l| asked.iter().any(|(id, _)| *id == l.id))
-                {
+                    .is_some_and(|l| asked.iter().any(|(id, _)| *id == l.id));
+                if hit {
                     t.abort();
+                    if !luns.contains(&t.lun.get()) {
+                        luns.push(t.lun.get());
+                    }
                 }
             }
-            self.aborted_settled(None).await;
         }
-        for (_, settling) in asked {
-            settling.one_done();
-        }
+        let conn = Rc::clone(self);
+        tokio::task::spawn_local(async move {
+            for lun in luns {
+                conn.aborted_settled(Some(lun)).await;
+            }
+            drop(asked);
+        });
     }
 
     /// A LOGICAL UNIT RESET concerns every I_T nexus of the logical unit,
