@@ -141,7 +141,11 @@ if [ -n "${FAILBACK:-}" ]; then
   step "fio verify on the map during an explicit failback to a (0 errors)" \
     fio_verify "$dev" failback "$FAILBACK" "$KILL_AFTER"
   echo "FAILBACK_GAP_MS=$GAP_MS"
-  step "a's path in the optimized group again" wait_until 30 prio_is "$sd_a" 50
+  # a's disk as it is now: its restart may have given the path a new SCSI
+  # device, and the one found at the start is then gone from the map.
+  echo "   a's disk now: $(disk_on "$PORT_A") (at the start: $sd_a)"
+  a_optimized() { prio_is "$(disk_on "$PORT_A")" 50; }
+  step "a's path in the optimized group again" wait_until 30 a_optimized
   show
 fi
 echo "   (scenario took $(since "$t0") s)"
