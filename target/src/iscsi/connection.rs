@@ -444,10 +444,9 @@ impl Frontend for Connection {
     }
 
     fn on_event(self: &Rc<Self>) -> anyhow::Result<Option<Exit>> {
-        // Aborting is immediate; waiting for what still executes is not,
-        // and must not hold the reader.
         // The requests are taken and the tasks aborted at once (the event
-        // stays ready until then); only the wait runs on a task.
+        // stays ready until then); only the wait for what still executes
+        // runs on a task, so it does not hold the reader.
         self.abort_preempted();
         Ok(None)
     }
@@ -466,9 +465,7 @@ impl Frontend for Connection {
     }
 
     fn stop(&self) {
-        for t in self.tasks.active() {
-            t.abort();
-        }
+        self.abort_tasks(None);
     }
 
     fn slots(&self) -> Option<&Self::Slots> {

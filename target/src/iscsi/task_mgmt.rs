@@ -52,9 +52,7 @@ impl Connection {
         };
         let closes = response == LogoutResponseCode::ClosedSuccessfully;
         if closes {
-            for t in self.tasks.active() {
-                t.abort();
-            }
+            self.abort_tasks(None);
             self.slots.drained(LOGOUT_DRAIN).await;
         }
         let rsp = LogoutResponse {
@@ -100,17 +98,13 @@ impl Connection {
                 abort_task_response(pending.is_some(), &req, &self.window.get())
             }
             TaskMgmtFunction::AbortTaskSet | TaskMgmtFunction::ClearTaskSet => {
-                for t in self.tasks.active().filter(|t| t.lun.get() == lun) {
-                    t.abort();
-                }
+                self.abort_tasks(Some(lun));
                 wait = Some(Some(lun));
                 TaskMgmtResponseCode::FunctionComplete
             }
             TaskMgmtFunction::LogicalUnitReset => match self.target.as_ref() {
                 Some(target) if target.lun(lun).is_some() => {
-                    for t in self.tasks.active().filter(|t| t.lun.get() == lun) {
-                        t.abort();
-                    }
+                    self.abort_tasks(Some(lun));
                     wait = Some(Some(lun));
                     then = After::LuReset(lun);
                     TaskMgmtResponseCode::FunctionComplete
@@ -118,9 +112,7 @@ impl Connection {
                 _ => TaskMgmtResponseCode::LunDoesNotExist,
             },
             TaskMgmtFunction::TargetWarmReset | TaskMgmtFunction::TargetColdReset => {
-                for t in self.tasks.active() {
-                    t.abort();
-                }
+                self.abort_tasks(None);
                 wait = Some(None);
                 then = After::TargetReset {
                     cold: req.function == TaskMgmtFunction::TargetColdReset,
@@ -191,13 +183,13 @@ impl Connection {
     /// of an aborted command that can still change the medium (one waiting
     /// for buffers or data sees the abort before it executes). A sanitize
     /// operation is not waited for: it continues after any abort or reset
-    /// by design (SBC-4 §4.11), and the unit says SANITIZE IN PROGRESS. The answer
-    /// to what aborted them (a task management request, PREEMPT AND
-    /// ABORT) goes out after this, so no aborted write lands after it
+    /// by design (SBC-4 §4.11), and the unit says SANITIZE IN PROGRESS.
+    /// The answer to what aborted them (a task management request,
+    /// PREEMPT AND ABORT) goes out after this, so no aborted write lands after it
     /// (SAM-5 §7.11: a task is aborted when it can no longer affect the
     /// logical unit). Checked every millisecond: task management is rare,
     /// and a notification per retiring command would cost every command.
-    pub(super) async fn aborted_settled(&self, lun: Option<u64>) -> bool {
+    pub(super) async fn aborted_settled(&self, lun: Option<u64>) {
         let executing = || {
             (0..self.slots.len()).any(|i| {
                 let idx = i as u16;
@@ -216,11 +208,20 @@ impl Connection {
                     ?lun,
                     "aborted commands still executing after {ABORT_DRAIN:?}"
                 );
-                return false;
+                return;
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        true
+    }
+
+    /// Aborts this connection's active tasks on `lun` (every LUN: None):
+    /// no status, and a write waiting for Data-Out ends at once.
+    pub(super) fn abort_tasks(&self, lun: Option<u64>) {
+        for t in self.tasks.active() {
+            if lun.is_none_or(|l| t.lun.get() == l) {
+                t.abort();
+            }
+        }
     }
 
     /// PREEMPT AND ABORT through another I_T nexus preempted this one's
