@@ -101,8 +101,14 @@ fn shared_images(shared: &Shared) -> Vec<(String, Arc<Image>)> {
         .collect()
 }
 
+/// A follower's "owner gone since": when its look first found the lock's
+/// owner gone (or the lock free), and the image's role-change count then —
+/// the time is only good while the role has not changed since (a takeover
+/// by a host's request or `ctl` happens outside the monitor).
+type GoneSince = HashMap<String, (u64, Instant)>;
+
 fn run(shared: &Shared, stop: &AtomicBool, after: Duration, rejoin_after: Option<Duration>) {
-    let mut dead_since: HashMap<String, Instant> = HashMap::new();
+    let mut dead_since = GoneSince::new();
     let mut fenced_since: HashMap<String, Instant> = HashMap::new();
     // The roles the registries were built with: every change from here on
     // is published and counted.
@@ -173,13 +179,7 @@ fn run(shared: &Shared, stop: &AtomicBool, after: Duration, rejoin_after: Option
 
 /// A follower's tick: take the lock over once its owner has been gone
 /// for `after`.
-fn follow(
-    shared: &Shared,
-    name: &str,
-    img: &Image,
-    after: Duration,
-    dead_since: &mut HashMap<String, Instant>,
-) {
+fn follow(shared: &Shared, name: &str, img: &Image, after: Duration, dead_since: &mut GoneSince) {
     let view = match img.lock_view() {
         Ok(v) => v,
         Err(e) => {
@@ -220,9 +220,17 @@ fn follow(
     } else {
         after
     };
-    let since = *dead_since
-        .entry(name.to_owned())
-        .or_insert_with(Instant::now);
+    // Since this gateway last became a follower, not before: a time
+    // noted in an earlier spell of following would skip the grace.
+    let changes = img.role_changes();
+    let since = match dead_since.get(name) {
+        Some(&(c, t)) if c == changes => t,
+        _ => {
+            let now = Instant::now();
+            dead_since.insert(name.to_owned(), (changes, now));
+            now
+        }
+    };
     if since.elapsed() < grace {
         return;
     }

@@ -488,3 +488,52 @@ fn a_cleanly_stopped_owner_is_replaced_without_fencing() {
         "{line}"
     );
 }
+
+/// A release for another gateway is that gateway's to take: the releaser
+/// leaves the free lock alone for 8 × takeover_after_ms, however the
+/// lock came to it. Before, the monitor's "owner gone since" of a lock it
+/// had once seen free outlived a takeover made elsewhere (a host's SET
+/// TARGET PORT GROUPS, `ctl volume acquire`), so a later release for the
+/// other gateway found an old timestamp and the releaser took the lock
+/// straight back — in the VM's dm-multipath failback, gw-b reclaimed the
+/// lock it had released for gw-a, whose path then never turned optimized.
+#[test]
+fn a_release_for_another_gateway_is_not_taken_back() {
+    let Some(conf) = ceph::ceph_conf() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let image = ceph::image("fo-handback");
+    let a = gateway(dir.path(), "gw-a", &conf, &image);
+    let b = gateway(dir.path(), "gw-b", &conf, &image);
+    assert!(a.wait_role("shared", "owner", Duration::from_secs(20)));
+    assert!(b.wait_role("shared", "follower", Duration::from_secs(20)));
+    // gw-a lets the lock go without naming anyone: gw-b's monitor sees it
+    // free (a look every 200 ms; it would take it after 4 × 500 ms) ...
+    let (done, text) = ctl(&a, &["volume", "release", "shared"]);
+    assert!(done, "{text}");
+    std::thread::sleep(Duration::from_millis(600));
+    // ... and gw-b takes it on request instead, before that.
+    let (done, text) = ctl(&b, &["volume", "acquire", "shared"]);
+    assert!(done && text.contains("owner"), "{text}");
+    // Longer than a named release's grace for the others (8 × 500 ms).
+    std::thread::sleep(Duration::from_millis(4500));
+    // gw-b releases for gw-a while gw-a is frozen (it cannot take the lock
+    // yet): gw-b must leave it free for gw-a.
+    a.signal(libc::SIGSTOP);
+    let (done, text) = ctl(&b, &["volume", "release", "shared", "--to", "gw-a"]);
+    assert!(done, "{text}");
+    let retaken = b.wait_role("shared", "owner", Duration::from_secs(2));
+    a.signal(libc::SIGCONT);
+    assert!(
+        !retaken,
+        "gw-b took back the lock it released for gw-a:\n{}",
+        b.log()
+    );
+    assert!(
+        a.wait_role("shared", "owner", Duration::from_secs(10)),
+        "gw-a did not take the lock released for it:\n{}",
+        a.log()
+    );
+    assert!(b.wait_role("shared", "follower", Duration::from_secs(1)));
+}

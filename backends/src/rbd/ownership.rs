@@ -13,7 +13,7 @@
 use std::ffi::{c_char, CStr};
 use std::io;
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -65,6 +65,9 @@ pub(super) struct RoleCell {
     /// registered): a refused write then belongs to that owner's path for
     /// good, not to a passing transition. Cleared by every role change.
     peer_owns: AtomicBool,
+    /// Role changes so far: what a follower's observer keyed on its role
+    /// (the failover monitor's "owner gone since") is still valid for.
+    changes: AtomicU64,
 }
 
 impl RoleCell {
@@ -72,6 +75,7 @@ impl RoleCell {
         RoleCell {
             role: AtomicU8::new(r.code()),
             peer_owns: AtomicBool::new(false),
+            changes: AtomicU64::new(0),
         }
     }
 }
@@ -147,9 +151,17 @@ impl Image {
         Role::from_code(self.role.role.load(Ordering::Acquire))
     }
 
+    /// How many times the role changed since the image was opened (every
+    /// takeover, release, acquisition and fencing, whoever made it: the
+    /// failover monitor, a host's SET TARGET PORT GROUPS, `ctl`).
+    pub fn role_changes(&self) -> u64 {
+        self.role.changes.load(Ordering::Acquire)
+    }
+
     fn set_role(&self, r: Role) {
         self.role.peer_owns.store(false, Ordering::Release);
         self.role.role.store(r.code(), Ordering::Release);
+        self.role.changes.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Records what a look at the lock found: while this gateway follows,
@@ -226,6 +238,7 @@ impl Image {
         self.role.peer_owns.store(false, Ordering::Release);
         let before = Role::from_code(self.role.role.swap(Role::Fenced.code(), Ordering::AcqRel));
         if before != Role::Fenced {
+            self.role.changes.fetch_add(1, Ordering::AcqRel);
             tracing::error!(image = %self.name(), was = ?before, reason = why,
                 "rbd exclusive lock lost: this gateway is fenced and writes nothing more");
         }
