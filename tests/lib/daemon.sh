@@ -197,6 +197,8 @@ zc_scenario() {
     # push them out of view), then the last errors.
     grep -E "^ *(FAIL|RESULT)" "$log" | head -n 10 | sed 's/^/    /'
     grep -E "FAIL|error" "$log" | tail -n 20 | sed 's/^/    /'
+    # what a guest script gathered about its failure
+    grep -E "^diag: " "$log" | head -n 100 | sed 's/^/    /'
   fi
 }
 

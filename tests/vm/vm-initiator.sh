@@ -43,6 +43,7 @@ BUILD_ONLY=0
 WITH_FIO=1
 QUIET_KERNEL=1
 SHOW_TARGET_LOG=onfail
+KEEP_TARGET_LOG=
 KERNEL_PKG=linux-image-amd64
 QEMU_BIN="${QEMU_BIN:-}"
 FLAVOUR="${ZCTARGET_VM_FLAVOUR:-bookworm}"
@@ -97,6 +98,7 @@ as root, prints the guest console and exits with FILE's exit status.
   --build-only          download/build image and qemu, then exit
   --verbose-kernel      do not boot the guest kernel with 'quiet'
   --show-target-log     print the target command's log also on success
+  --keep-target-log F   copy the target command's whole log to F at the end
   -h, --help
 
 In the guest: /guest/script, /guest/lib.sh (helpers, see tests/vm/lib.sh),
@@ -126,6 +128,7 @@ while [ $# -gt 0 ]; do
     --build-only)     BUILD_ONLY=1; shift ;;
     --verbose-kernel) QUIET_KERNEL=0; shift ;;
     --show-target-log) SHOW_TARGET_LOG=always; shift ;;
+    --keep-target-log) KEEP_TARGET_LOG="$2"; shift 2 ;;
     -h|--help)        usage; exit 0 ;;
     *) usage >&2; printf '[%s] ERROR: unknown argument: %s\n' "$ME" "$1" >&2; exit 125 ;;
   esac
@@ -550,6 +553,9 @@ cleanup() {
     sleep 0.2
     for p in $(ip netns pids "$NS" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
     ip netns del "$NS" 2>/dev/null
+  fi
+  if [ -n "${KEEP_TARGET_LOG:-}" ] && [ -f "$RUN/target.log" ]; then
+    cp "$RUN/target.log" "$KEEP_TARGET_LOG" 2>/dev/null
   fi
   rm -rf "$RUN"
   exit "$rc"

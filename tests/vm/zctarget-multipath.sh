@@ -10,6 +10,7 @@
 # control port (targets/gateways.sh) run in the VM's network namespace.
 #
 #   tests/vm/zctarget-multipath.sh [--engine uring|epoll] [--bin PATH] [--backend rbd|file]
+#                                  [--only nvme|iscsi]
 #
 #   --backend file   no Ceph: each gateway exports its own file under one
 #                    volume identity (as target/tests/multipath.rs does), so
@@ -27,11 +28,13 @@ cd "$(dirname "$0")/../.." || exit 2
 engine=uring
 bin=
 backend=rbd
+only=
 while [ $# -gt 0 ]; do
   case "$1" in
     --engine) engine=$2; shift 2 ;;
     --bin) bin=$2; shift 2 ;;
     --backend) backend=$2; shift 2 ;;
+    --only) only=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -106,14 +109,19 @@ fi
 scenario() {
   local name=$1 guest=$2 pa=$3 pb=$4
   shift 4
+  [ -n "${KEEP:-}" ] && set -- "$@" --keep-target-log "$work/$(basename "$guest" .sh).target.log"
   zc_scenario "$name ($engine)" "$work/$(basename "$guest" .sh).log" timeout 1200 "$vm" --timeout 900 \
     --guest-script "$guest" --wait-port "$pa" --wait-port "$pb" --wait-timeout 120 \
     --target-cmd "$target" --env PORT_A="$pa" --env PORT_B="$pb" "$@"
   grep -hE '^(FAILOVER|FAILBACK)_GAP_MS=' "$work/$(basename "$guest" .sh).log" 2>/dev/null | sed 's/^/   /'
 }
-scenario "NVMe/TCP native multipath over two gateways: $what" tests/vm/guest/nvme-multipath.sh \
-  4420 4421 --env NQN=$nqn --env HOSTNQN=$host "$@"
-scenario "iSCSI dm-multipath (ALUA) over two gateways: $what" tests/vm/guest/iscsi-multipath.sh \
-  3260 3261 --env IQN=$iqn "$@"
+if [ "$only" != iscsi ]; then
+  scenario "NVMe/TCP native multipath over two gateways: $what" tests/vm/guest/nvme-multipath.sh \
+    4420 4421 --env NQN=$nqn --env HOSTNQN=$host "$@"
+fi
+if [ "$only" != nvme ]; then
+  scenario "iSCSI dm-multipath (ALUA) over two gateways: $what" tests/vm/guest/iscsi-multipath.sh \
+    3260 3261 --env IQN=$iqn "$@"
+fi
 
 zc_summary

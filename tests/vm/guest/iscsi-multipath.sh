@@ -145,7 +145,17 @@ if [ -n "${FAILBACK:-}" ]; then
   # device, and the one found at the start is then gone from the map.
   echo "   a's disk now: $(disk_on "$PORT_A") (at the start: $sd_a)"
   a_optimized() { prio_is "$(disk_on "$PORT_A")" 50; }
-  step "a's path in the optimized group again" wait_until 30 a_optimized
+  if ! step "a's path in the optimized group again" wait_until 30 a_optimized; then
+    # what the host did: the paths, the ALUA handler's and multipathd's
+    # view ("diag:" lines are shown in a failing suite's summary)
+    multipath -ll 2>&1 | sed 's/^/diag: multipath -ll: /'
+    for d in /sys/block/sd*; do
+      echo "diag: ${d##*/}: access_state $(cat "$d/device/access_state" 2>/dev/null)" \
+        "preferred $(cat "$d/device/preferred_path" 2>/dev/null) state $(cat "$d/device/state" 2>/dev/null)"
+    done
+    dmesg | grep -iE 'alua|multipath|device-mapper|connection|session' | tail -n 30 | sed 's/^/diag: dmesg: /'
+    tail -n 40 /tmp/multipathd.log | sed 's/^/diag: multipathd: /'
+  fi
   show
 fi
 echo "   (scenario took $(since "$t0") s)"
