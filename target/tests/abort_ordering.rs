@@ -243,3 +243,34 @@ fn target_warm_reset_is_answered_after_other_sessions_writes_stopped() {
         "B: POWER ON, RESET, OR BUS DEVICE RESET OCCURRED"
     );
 }
+
+#[test]
+fn data_out_for_an_aborted_write_is_dropped_not_rejected() {
+    let d = start("uring");
+    let mut i = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-12.test:a", BS).expect("login");
+    let cmd = i.command(&i.write_cdb(9, BS, false), 0, BS as u32);
+    i.send_pdu(&cmd.encode(), &[]).expect("send write");
+    let r2t = i.next().expect("R2T");
+    assert_eq!((r2t.opcode(), r2t.itt()), (OP_R2T, cmd.itt));
+    // The write waits for its data: ABORT TASK SET ends it at once.
+    task_mgmt(&mut i, TaskMgmtFunction::AbortTaskSet);
+    // The initiator answers the R2T it had all the same (it may have sent
+    // this before it saw the answer): the target drops the data, silently.
+    i.data_out(&cmd, &r2t, &[0x5b; BS]).expect("send Data-Out");
+    let tur = i.command(&[0; 6], 0, 0);
+    i.send_pdu(&tur.encode(), &[])
+        .expect("send TEST UNIT READY");
+    let p = i.next().expect("TEST UNIT READY status");
+    assert_eq!(
+        (p.opcode(), p.itt()),
+        (OP_SCSI_RESPONSE, tur.itt),
+        "the Data-Out of the aborted write was answered (opcode {:#x}, reason {:#x})",
+        p.opcode(),
+        p.bhs[2]
+    );
+    assert_eq!(p.bhs[3], 0, "TEST UNIT READY: GOOD");
+    i.exp_stat_sn = p.be32(24).wrapping_add(1);
+    let (st, block) = i.read(9, 1).expect("read");
+    assert_eq!(st, 0);
+    assert_eq!(block, vec![0u8; BS], "the aborted write's data landed");
+}
