@@ -19,9 +19,15 @@ const BS: usize = 512;
 const DELAY: Duration = Duration::from_millis(1000);
 
 fn start(engine: &str) -> Daemon {
+    start_with(engine, 1)
+}
+
+/// [`start`] with `reactors` reactor threads (with two, the second
+/// session is placed on the other, less loaded one).
+fn start_with(engine: &str, reactors: usize) -> Daemon {
     Daemon::start_temp(&format!(
         "[server]\nadmin_socket = \"\"\niscsi_listen = [\"127.0.0.1:0\"]\nnvme_listen = []\n\
-         io_engine = \"{engine}\"\nreactors = 1\nbuffer_pool = \"16MiB\"\n\n\
+         io_engine = \"{engine}\"\nreactors = {reactors}\nbuffer_pool = \"16MiB\"\n\n\
          [[volumes]]\nname = \"v\"\nbackend = \"memory\"\nsize = \"4MiB\"\n\
          write_delay_ms = {}\n\n\
          [[iscsi_targets]]\niqn = \"{IQN}\"\nluns = [\"v\"]\n",
@@ -227,7 +233,8 @@ fn clear_task_set_clears_other_sessions_tasks() {
 
 #[test]
 fn target_warm_reset_is_answered_after_other_sessions_writes_stopped() {
-    let d = start("uring");
+    // Two reactors: B's session is told from another thread.
+    let d = start_with("uring", 2);
     let mut a = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-12.test:a", BS).expect("login A");
     let mut b = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-12.test:b", BS).expect("login B");
     let write = executing_write(&mut b, 9, &[0xb7; BS]);
