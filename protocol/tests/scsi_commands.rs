@@ -668,3 +668,26 @@ fn extended_copy_parse() {
     ));
     assert!(u32::from_be_bytes(op[..4].try_into().unwrap()) >= 40);
 }
+
+#[test]
+fn commands_cleared_by_another_initiator_with_tas_zero() {
+    let mut l = lu();
+    let other = "iqn.other,i,0x1";
+    l.nexus_added(2, other);
+    l.plan(2, other, &cdb(&[0]), 0);
+    // The control mode page reports TAS 0: commands aborted by another
+    // I_T nexus end without status (SAM-5 §5.6).
+    let d = data(l.plan(1, PORT, &cdb(&[0x1A, 0, 0x0A, 0, 255]), 0));
+    let page = &d[4 + usize::from(d[3])..];
+    assert_eq!(page[0] & 0x3f, 0x0A);
+    assert_eq!(page[5] & 0x40, 0, "TAS");
+    // So a nexus whose commands another one's CLEAR TASK SET cleared is
+    // told by a unit attention, once; the others are not.
+    l.commands_cleared(2);
+    assert_eq!(
+        check(l.plan(2, other, &cdb(&[0]), 0)),
+        sense::COMMANDS_CLEARED_BY_ANOTHER_INITIATOR
+    );
+    assert_eq!(l.plan(2, other, &cdb(&[0]), 0), Plan::Good);
+    assert_eq!(l.plan(1, PORT, &cdb(&[0]), 0), Plan::Good);
+}

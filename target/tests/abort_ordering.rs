@@ -1,15 +1,17 @@
 //! What aborts commands is answered only once they no longer execute: no
-//! aborted write lands on the medium after the ABORT TASK SET or the
-//! PREEMPT AND ABORT that aborted it was answered (SAM-5: a task is
-//! aborted when it can no longer affect the logical unit — what fencing
-//! with persistent reservations relies on). The volume is a memory volume
-//! whose writes take a second (`write_delay_ms`), so the aborted write is
-//! surely still executing when the abort arrives.
+//! aborted write lands on the medium after the ABORT TASK SET, PREEMPT AND
+//! ABORT, CLEAR TASK SET, LOGICAL UNIT RESET or target reset that aborted
+//! it was answered (SAM-5: a task is aborted when it can no longer affect
+//! the logical unit — what fencing with persistent reservations relies
+//! on) — the last three abort the tasks of every session (every I_T
+//! nexus), not only the issuer's. The volume is a memory volume whose
+//! writes take a second (`write_delay_ms`), so the aborted write is surely
+//! still executing when the abort arrives.
 
 use std::time::Duration;
 
 use zctarget_protocol::iscsi::{TaskMgmtFunction, TaskMgmtRequest};
-use zctarget_tests::iscsi::{Iscsi, OP_R2T};
+use zctarget_tests::iscsi::{Iscsi, OP_R2T, OP_SCSI_RESPONSE};
 use zctarget_tests::Daemon;
 
 const IQN: &str = "iqn.2026-12.io.zctarget.test:aborts";
@@ -17,9 +19,15 @@ const BS: usize = 512;
 const DELAY: Duration = Duration::from_millis(1000);
 
 fn start(engine: &str) -> Daemon {
+    start_with(engine, 1)
+}
+
+/// [`start`] with `reactors` reactor threads (with two, the second
+/// session is placed on the other, less loaded one).
+fn start_with(engine: &str, reactors: usize) -> Daemon {
     Daemon::start_temp(&format!(
         "[server]\nadmin_socket = \"\"\niscsi_listen = [\"127.0.0.1:0\"]\nnvme_listen = []\n\
-         io_engine = \"{engine}\"\nreactors = 1\nbuffer_pool = \"16MiB\"\n\n\
+         io_engine = \"{engine}\"\nreactors = {reactors}\nbuffer_pool = \"16MiB\"\n\n\
          [[volumes]]\nname = \"v\"\nbackend = \"memory\"\nsize = \"4MiB\"\n\
          write_delay_ms = {}\n\n\
          [[iscsi_targets]]\niqn = \"{IQN}\"\nluns = [\"v\"]\n",
@@ -29,8 +37,8 @@ fn start(engine: &str) -> Daemon {
 
 /// Sends a one-block WRITE of `data` at `lba` and its data (the kit logs
 /// in with InitialR2T=Yes): when this returns, the write is executing —
-/// for [`DELAY`] — and its status has not come.
-fn executing_write(i: &mut Iscsi, lba: u64, data: &[u8]) {
+/// for [`DELAY`] — and its status has not come. Returns its ITT.
+fn executing_write(i: &mut Iscsi, lba: u64, data: &[u8]) -> u32 {
     let cmd = i.command(&i.write_cdb(lba, BS, false), 0, BS as u32);
     i.send_pdu(&cmd.encode(), &[]).expect("send write");
     let r2t = i.next().expect("R2T");
@@ -39,6 +47,7 @@ fn executing_write(i: &mut Iscsi, lba: u64, data: &[u8]) {
     // The data is in; give the command a moment to reach the disk (a
     // small fraction of DELAY).
     std::thread::sleep(Duration::from_millis(150));
+    cmd.itt
 }
 
 /// Block `lba` now, and again once a write still under way would have
@@ -118,4 +127,157 @@ fn preempt_and_abort_is_answered_after_the_preempted_write_stopped() {
         now, later,
         "A's preempted write landed after PREEMPT AND ABORT was answered"
     );
+}
+
+/// Sends the task management `function` on LUN 0 and waits for its
+/// answer, which must be "Function complete".
+fn task_mgmt(i: &mut Iscsi, function: TaskMgmtFunction) {
+    let req = TaskMgmtRequest {
+        immediate: true,
+        function,
+        itt: i.next_itt(),
+        referenced_task_tag: 0xffff_ffff,
+        cmd_sn: i.cmd_sn,
+        exp_stat_sn: i.exp_stat_sn,
+        ..Default::default()
+    };
+    i.send_pdu(&req.encode(), &[])
+        .expect("send task management");
+    let rsp = i.next().expect("task management response");
+    assert_eq!(
+        (rsp.opcode(), rsp.itt(), rsp.bhs[2]),
+        (0x22, req.itt, 0),
+        "{function:?}: Function complete"
+    );
+}
+
+/// The (ASC, ASCQ) of the unit attention the next TEST UNIT READY of `i`
+/// reports — checking first that no status came for the aborted write
+/// `aborted_itt` (TAS 0: an aborted command ends without one). Called
+/// after the write would have finished, so such a status would come
+/// first.
+fn unit_attention_after_abort(i: &mut Iscsi, aborted_itt: u32) -> (u8, u8) {
+    let tur = i.command(&[0; 6], 0, 0);
+    i.send_pdu(&tur.encode(), &[])
+        .expect("send TEST UNIT READY");
+    let p = i.next().expect("TEST UNIT READY status");
+    assert_ne!(
+        p.itt(),
+        aborted_itt,
+        "the aborted write got a status ({:#x})",
+        p.bhs[3]
+    );
+    assert_eq!((p.opcode(), p.itt()), (OP_SCSI_RESPONSE, tur.itt));
+    i.exp_stat_sn = p.be32(24).wrapping_add(1);
+    assert_eq!(p.bhs[3], 0x02, "CHECK CONDITION (a unit attention)");
+    // Fixed-format sense (D_SENSE is off) after the 2-byte length.
+    let sense = &p.data[2..];
+    assert_eq!((sense[0] & 0x7f, sense[2] & 0x0f), (0x70, 0x06));
+    (sense[12], sense[13])
+}
+
+/// TEST UNIT READY until GOOD (a pending unit attention consumed).
+fn clear_unit_attentions(i: &mut Iscsi) {
+    for _ in 0..4 {
+        if i.test_unit_ready().expect("TEST UNIT READY") == 0 {
+            return;
+        }
+    }
+    panic!("TEST UNIT READY never GOOD");
+}
+
+#[test]
+fn logical_unit_reset_is_answered_after_other_sessions_writes_stopped() {
+    let d = start("uring");
+    let mut a = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-12.test:a", BS).expect("login A");
+    let mut b = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-12.test:b", BS).expect("login B");
+    let write = executing_write(&mut b, 9, &[0xb5; BS]);
+    task_mgmt(&mut a, TaskMgmtFunction::LogicalUnitReset);
+    // The issuer sees the reset's unit attention too (`IscsiLun::reset`).
+    clear_unit_attentions(&mut a);
+    let (now, later) = now_and_later(&mut a, 9);
+    assert_eq!(
+        now, later,
+        "B's write landed after A's LOGICAL UNIT RESET was answered"
+    );
+    assert_eq!(
+        unit_attention_after_abort(&mut b, write),
+        (0x29, 0x03),
+        "B: BUS DEVICE RESET FUNCTION OCCURRED"
+    );
+}
+
+#[test]
+fn clear_task_set_clears_other_sessions_tasks() {
+    let d = start("epoll");
+    let mut a = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-12.test:a", BS).expect("login A");
+    let mut b = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-12.test:b", BS).expect("login B");
+    let write = executing_write(&mut b, 9, &[0xb6; BS]);
+    task_mgmt(&mut a, TaskMgmtFunction::ClearTaskSet);
+    let (now, later) = now_and_later(&mut a, 9);
+    assert_eq!(
+        now, later,
+        "B's write landed after A's CLEAR TASK SET was answered"
+    );
+    // TAS is 0 in the control mode page: B's cleared write ended without
+    // status, and B learns it from this unit attention (SAM-5 §5.6).
+    assert_eq!(
+        unit_attention_after_abort(&mut b, write),
+        (0x2f, 0x00),
+        "B: COMMANDS CLEARED BY ANOTHER INITIATOR"
+    );
+    // Only once; A, whose own request it was, has none.
+    assert_eq!(b.test_unit_ready().expect("B: TEST UNIT READY"), 0);
+    assert_eq!(a.test_unit_ready().expect("A: TEST UNIT READY"), 0);
+}
+
+#[test]
+fn target_warm_reset_is_answered_after_other_sessions_writes_stopped() {
+    // Two reactors: B's session is told from another thread.
+    let d = start_with("uring", 2);
+    let mut a = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-12.test:a", BS).expect("login A");
+    let mut b = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-12.test:b", BS).expect("login B");
+    let write = executing_write(&mut b, 9, &[0xb7; BS]);
+    task_mgmt(&mut a, TaskMgmtFunction::TargetWarmReset);
+    let (now, later) = now_and_later(&mut a, 9);
+    assert_eq!(
+        now, later,
+        "B's write landed after A's TARGET WARM RESET was answered"
+    );
+    assert_eq!(
+        unit_attention_after_abort(&mut b, write),
+        (0x29, 0x00),
+        "B: POWER ON, RESET, OR BUS DEVICE RESET OCCURRED"
+    );
+}
+
+#[test]
+fn data_out_for_an_aborted_write_is_dropped_not_rejected() {
+    let d = start("uring");
+    let mut i = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-12.test:a", BS).expect("login");
+    let cmd = i.command(&i.write_cdb(9, BS, false), 0, BS as u32);
+    i.send_pdu(&cmd.encode(), &[]).expect("send write");
+    let r2t = i.next().expect("R2T");
+    assert_eq!((r2t.opcode(), r2t.itt()), (OP_R2T, cmd.itt));
+    // The write waits for its data: ABORT TASK SET ends it at once.
+    task_mgmt(&mut i, TaskMgmtFunction::AbortTaskSet);
+    // The initiator answers the R2T it had all the same (it may have sent
+    // this before it saw the answer): the target drops the data, silently.
+    i.data_out(&cmd, &r2t, &[0x5b; BS]).expect("send Data-Out");
+    let tur = i.command(&[0; 6], 0, 0);
+    i.send_pdu(&tur.encode(), &[])
+        .expect("send TEST UNIT READY");
+    let p = i.next().expect("TEST UNIT READY status");
+    assert_eq!(
+        (p.opcode(), p.itt()),
+        (OP_SCSI_RESPONSE, tur.itt),
+        "the Data-Out of the aborted write was answered (opcode {:#x}, reason {:#x})",
+        p.opcode(),
+        p.bhs[2]
+    );
+    assert_eq!(p.bhs[3], 0, "TEST UNIT READY: GOOD");
+    i.exp_stat_sn = p.be32(24).wrapping_add(1);
+    let (st, block) = i.read(9, 1).expect("read");
+    assert_eq!(st, 0);
+    assert_eq!(block, vec![0u8; BS], "the aborted write's data landed");
 }

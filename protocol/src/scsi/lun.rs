@@ -176,6 +176,18 @@ impl LogicalUnit {
         self.ua.push_others(all.into_iter(), issuer, s);
     }
 
+    /// Another I_T nexus's CLEAR TASK SET aborted commands of `nexus`
+    /// (SAM-5 §5.6, §7.4): with TAS zero (`mode::TAS`) they
+    /// ended without status, and `nexus` learns it from COMMANDS CLEARED
+    /// BY ANOTHER INITIATOR. Resets do not call this: their own unit
+    /// attention says it.
+    pub fn commands_cleared(&mut self, nexus: u64) {
+        if !super::mode::TAS {
+            self.ua
+                .push(nexus, sense::COMMANDS_CLEARED_BY_ANOTHER_INITIATOR);
+        }
+    }
+
     /// A SANITIZE finished (or failed): the unit is ready again.
     pub fn sanitize_done(&mut self) {
         self.sanitizing = false;

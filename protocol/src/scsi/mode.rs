@@ -11,6 +11,13 @@ use crate::wire::{put, put_be16, put_be32, u8_at};
 const CACHING: u8 = 0x08;
 /// Control mode page code.
 const CONTROL: u8 = 0x0A;
+/// The control mode page's TAS bit (SPC-4 §7.5.8), fixed at zero: a
+/// command aborted by another I_T nexus (CLEAR TASK SET, a reset) ends
+/// without status, and — when it was not a reset — its nexus gets COMMANDS
+/// CLEARED BY ANOTHER INITIATOR instead (SAM-5 §5.6). One means TASK
+/// ABORTED status for each such command, which the iSCSI frontend does not
+/// send.
+pub(crate) const TAS: bool = false;
 /// Informational exceptions control mode page code.
 const INFO_EXCEPTIONS: u8 = 0x1C;
 /// Pages in the order "return all pages" lists them.
@@ -77,6 +84,8 @@ fn page(code: u8, pc: Pc, st: &ModeState) -> Option<Vec<u8>> {
                 put_be16(&mut p, 8, 0xFFFF);
             }
             put(&mut p, 4, &[if st.swp { 0x08 } else { 0 }]);
+            // TAS (byte 5 bit 6), not changeable: see [`TAS`].
+            put(&mut p, 5, &[if TAS && !changeable { 0x40 } else { 0 }]);
             Some(p)
         }
         INFO_EXCEPTIONS => {

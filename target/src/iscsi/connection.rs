@@ -438,7 +438,7 @@ impl Frontend for Connection {
         self.idle_ping().map(|()| None)
     }
 
-    /// Another I_T nexus's PREEMPT AND ABORT (`SessionEvents`).
+    /// Another I_T nexus asks to abort tasks (`SessionEvents`).
     async fn event(&self) {
         self.session_info.events.ready().await;
     }
@@ -447,7 +447,7 @@ impl Frontend for Connection {
         // The requests are taken and the tasks aborted at once (the event
         // stays ready until then); only the wait for what still executes
         // runs on a task, so it does not hold the reader.
-        self.abort_preempted();
+        self.abort_asked();
         Ok(None)
     }
 

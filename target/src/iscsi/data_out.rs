@@ -128,6 +128,22 @@ impl Connection {
         dout: DataOut,
     ) -> anyhow::Result<()> {
         let entry = self.tasks.find(dout.itt);
+        // Data for an aborted task — still in its slot, or ended and
+        // remembered (`Tasks::recently_aborted`) — is read and dropped
+        // without an answer: the initiator may still be answering an R2T
+        // it had before the abort (RFC 7143 §11.5.1: the target waits for,
+        // or discards, the data of outstanding transfer tags of the tasks
+        // a task management function aborts), and a Reject would be an
+        // answer to a PDU that did nothing wrong.
+        let aborted = match entry {
+            Some(e) => e.aborted.get(),
+            None => self.tasks.recently_aborted(dout.itt),
+        };
+        if aborted {
+            tracing::debug!(itt = dout.itt, "Data-Out for an aborted task; dropped");
+            reader.skip_data(dout.data_segment_len).await?;
+            return Ok(());
+        }
         let state = entry.and_then(|e| e.data_out());
         let Some(state) = state else {
             // RFC 7143 §11.7: Data-Out for an unknown ITT is rejected; the

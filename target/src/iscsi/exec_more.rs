@@ -114,8 +114,7 @@ pub(crate) async fn execute_other(
                     &conn.initiator_port,
                     lun.id,
                 );
-                let limit = super::task_mgmt::ABORT_DRAIN + std::time::Duration::from_secs(1);
-                if !settling.wait(limit).await {
+                if !settling.wait(super::task_mgmt::OTHERS_SETTLE).await {
                     tracing::warn!("preempted sessions still executing aborted commands");
                 }
             }

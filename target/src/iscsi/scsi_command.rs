@@ -139,7 +139,7 @@ async fn worker(conn: Rc<Connection>, idx: u16) {
         let host_data = conn.tasks.slot(idx).data_out().is_some();
         let reads = cmd.cmd.read && !cmd.cmd.write;
         slots::drive(&conn, &conn.slots, idx, cmd, host_data, reads).await;
-        conn.tasks.slot(idx).end();
+        conn.tasks.end(idx);
         conn.session_info.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -55,28 +55,61 @@ pub struct SessionInfo {
     pub events: SessionEvents,
 }
 
+/// Why another I_T nexus asks a session to abort its tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AbortCause {
+    /// PERSISTENT RESERVE OUT PREEMPT AND ABORT preempted this nexus's
+    /// registration (SPC-4 §5.13.11.2.3).
+    Preempted,
+    /// CLEAR TASK SET (SAM-5 §7.4): the task set is shared (TST 000), so
+    /// every nexus's tasks on the logical unit go; one that had any gets
+    /// COMMANDS CLEARED BY ANOTHER INITIATOR (TAS 0, SAM-5 §5.6).
+    TaskSetCleared,
+    /// LOGICAL UNIT RESET or a target reset (SAM-5 §7.7, §6.3): the
+    /// reset's own unit attention tells every nexus.
+    Reset,
+}
+
+/// One request to abort a session's tasks.
+#[derive(Debug)]
+pub struct AbortAsk {
+    /// The LUN (`IscsiLun::id`) whose tasks go; None: every LUN of the
+    /// session's target (a target reset).
+    pub lun_id: Option<u64>,
+    /// What aborts them.
+    pub cause: AbortCause,
+    /// Dropped once none of them executes any more.
+    pub settling: SettleToken,
+}
+
 /// Requests to a session's connection from other I_T nexuses, which may
-/// live on other reactor threads: PREEMPT AND ABORT through another nexus
-/// preempted this one's registration, so its tasks on that logical unit
-/// are aborted (SPC-4 §5.13.11.2.3). The connection's driver waits for
-/// them lock-free (one atomic waker registration per wait).
+/// live on other reactor threads: abort the tasks on a logical unit (or
+/// all of them) — PREEMPT AND ABORT preempted this nexus's registration,
+/// or another nexus's CLEAR TASK SET, LOGICAL UNIT RESET or target reset
+/// concerns them. The connection's driver waits for them lock-free (one
+/// atomic waker registration per wait).
 #[derive(Debug, Default)]
 pub struct SessionEvents {
-    /// LUNs (`IscsiLun::id`) whose tasks the connection is to abort, and
-    /// whom to tell when they no longer execute.
-    abort_luns: Mutex<Vec<(u64, SettleToken)>>,
+    /// What the connection is to abort, and whom to tell when it no
+    /// longer executes.
+    asks: Mutex<Vec<AbortAsk>>,
     pending: AtomicBool,
     waker: AtomicWaker,
 }
 
 impl SessionEvents {
-    /// Asks the connection to abort its tasks on the LUN `lun_id`, then
-    /// to tell `settling` once none of them executes any more.
-    pub fn abort_lun(&self, lun_id: u64, settling: SettleToken) {
-        self.abort_luns
+    /// Asks the connection to abort its tasks on the LUN `lun_id` (every
+    /// LUN: None) for `cause`, then to tell `settling` once none of them
+    /// executes any more.
+    pub fn abort_lun(&self, lun_id: Option<u64>, cause: AbortCause, settling: SettleToken) {
+        self.asks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push((lun_id, settling));
+            .push(AbortAsk {
+                lun_id,
+                cause,
+                settling,
+            });
         self.pending.store(true, Ordering::Release);
         self.waker.wake();
     }
@@ -96,16 +129,17 @@ impl SessionEvents {
         })
     }
 
-    /// Takes the LUNs whose tasks are to be aborted.
-    pub fn take(&self) -> Vec<(u64, SettleToken)> {
+    /// Takes what is to be aborted.
+    pub fn take(&self) -> Vec<AbortAsk> {
         self.pending.store(false, Ordering::Release);
-        std::mem::take(&mut *self.abort_luns.lock().unwrap_or_else(|e| e.into_inner()))
+        std::mem::take(&mut *self.asks.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
-/// Sessions still aborting tasks for one PREEMPT AND ABORT: it is
-/// answered once each has no aborted task executing (so no preempted
-/// write lands after the answer), or after a bound.
+/// Sessions still aborting tasks for one PREEMPT AND ABORT, CLEAR TASK
+/// SET, LOGICAL UNIT RESET or target reset: it is answered once each has
+/// no aborted task executing (so no aborted write lands after the answer),
+/// or after a bound.
 #[derive(Debug, Default)]
 pub struct Settling {
     left: AtomicUsize,
@@ -114,8 +148,8 @@ pub struct Settling {
 
 /// One session's share of a [`Settling`]: dropped when that session no
 /// longer executes what it aborted — or when the request or the session
-/// goes away unhandled, so a PREEMPT AND ABORT never waits for a session
-/// that ended.
+/// goes away unhandled, so an answer never waits for a session that
+/// ended.
 #[derive(Debug)]
 pub struct SettleToken(Arc<Settling>);
 
@@ -283,21 +317,56 @@ impl SessionTable {
         issuer: &str,
         lun_id: u64,
     ) -> Arc<Settling> {
+        self.tell(
+            |k, _| {
+                let port = initiator_port(&k.initiator, &k.isid);
+                k.target == target && port != issuer && preempted.contains(&port)
+            },
+            Some(lun_id),
+            AbortCause::Preempted,
+        )
+    }
+
+    /// A task management function of the session `issuer` concerns the
+    /// tasks of every I_T nexus of LUN `lun_id` of `target` (every LUN:
+    /// None) — CLEAR TASK SET, LOGICAL UNIT RESET, the target resets
+    /// (SAM-5 §7): every other session of `target` is told to abort its
+    /// tasks there. A logical unit is a LUN of a target (its own SCSI
+    /// state), so sessions of other targets exporting the same volume are
+    /// not concerned, as with PREEMPT AND ABORT. The returned [`Settling`]
+    /// says when they no longer execute any.
+    pub fn abort_others(
+        &self,
+        target: &str,
+        issuer: &SessionInfo,
+        lun_id: Option<u64>,
+        cause: AbortCause,
+    ) -> Arc<Settling> {
+        self.tell(
+            |k, e| k.target == target && !std::ptr::eq(Arc::as_ptr(&e.info), issuer),
+            lun_id,
+            cause,
+        )
+    }
+
+    /// Asks every session `pick` chooses to abort its tasks on `lun_id`.
+    fn tell(
+        &self,
+        pick: impl Fn(&SessionKey, &Entry) -> bool,
+        lun_id: Option<u64>,
+        cause: AbortCause,
+    ) -> Arc<Settling> {
         let settling = Arc::new(Settling::default());
         if let Ok(map) = self.sessions.lock() {
             let told: Vec<_> = map
                 .iter()
-                .filter(|(k, _)| k.target == target)
-                .filter(|(k, _)| {
-                    let port = initiator_port(&k.initiator, &k.isid);
-                    port != issuer && preempted.contains(&port)
-                })
+                .filter(|(k, e)| pick(k, e))
                 .map(|(_, e)| Arc::clone(&e.info))
                 .collect();
             settling.left.store(told.len(), Ordering::Release);
             for info in told {
                 info.events
-                    .abort_lun(lun_id, SettleToken(Arc::clone(&settling)));
+                    .abort_lun(lun_id, cause, SettleToken(Arc::clone(&settling)));
             }
         }
         settling

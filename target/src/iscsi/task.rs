@@ -123,27 +123,67 @@ impl TaskEntry {
     }
 }
 
+/// How many aborted writes a connection remembers (see
+/// [`Tasks::recently_aborted`]).
+const ABORTED_REMEMBERED: usize = 16;
+
 /// The tasks of a connection, one per slot.
-pub struct Tasks(Box<[TaskEntry]>);
+pub struct Tasks {
+    entries: Box<[TaskEntry]>,
+    /// ITTs of the last writes that ended aborted while they still
+    /// expected Data-Out, oldest overwritten first: the initiator may
+    /// still send data for them (answering an R2T it got before the
+    /// abort, or unsolicited data), which is read and dropped, not
+    /// rejected. A ring, not per slot: a freed slot is reused by the next
+    /// command at once.
+    aborted: RefCell<[Option<u32>; ABORTED_REMEMBERED]>,
+    next_aborted: Cell<usize>,
+}
 
 impl Tasks {
     /// `n` free entries.
     pub fn new(n: usize) -> Self {
-        Self((0..n).map(|_| TaskEntry::default()).collect())
+        Self {
+            entries: (0..n).map(|_| TaskEntry::default()).collect(),
+            aborted: RefCell::new([None; ABORTED_REMEMBERED]),
+            next_aborted: Cell::new(0),
+        }
     }
 
     /// The entry of slot `idx`.
     pub fn slot(&self, idx: u16) -> &TaskEntry {
-        &self.0[usize::from(idx)]
+        &self.entries[usize::from(idx)]
     }
 
     /// The active task with `itt`.
     pub fn find(&self, itt: u32) -> Option<&TaskEntry> {
-        self.0.iter().find(|t| t.itt() == Some(itt))
+        self.entries.iter().find(|t| t.itt() == Some(itt))
     }
 
     /// Every active task.
     pub fn active(&self) -> impl Iterator<Item = &TaskEntry> {
-        self.0.iter().filter(|t| t.active.get())
+        self.entries.iter().filter(|t| t.active.get())
+    }
+
+    /// The command in slot `idx` is over: the slot is free. An aborted
+    /// write that still expected data is remembered (two flag reads for
+    /// every other command).
+    pub fn end(&self, idx: u16) {
+        let t = self.slot(idx);
+        if t.aborted.get() && t.has_data_out.get() {
+            let seq = t.data_out.seq.get();
+            if seq.received() < seq.expected() {
+                let at = self.next_aborted.get();
+                self.aborted.borrow_mut()[at] = Some(t.itt.get());
+                self.next_aborted.set((at + 1) % ABORTED_REMEMBERED);
+            }
+        }
+        t.end();
+    }
+
+    /// Whether `itt` is one of the last writes that ended aborted while
+    /// still expecting data (no active task has it any more).
+    pub fn recently_aborted(&self, itt: u32) -> bool {
+        self.aborted.borrow().contains(&Some(itt))
     }
 }

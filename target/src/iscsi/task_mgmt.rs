@@ -7,9 +7,11 @@ use zctarget_protocol::iscsi::{
 };
 
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::connection::{Connection, LOGOUT_DRAIN};
+use super::session::{AbortCause, Settling};
 
 /// What a task management request does after its aborts settled.
 #[derive(Debug, Clone, Copy)]
@@ -25,6 +27,10 @@ enum After {
 /// How long an answer that aborted commands waits for those still
 /// executing (`Connection::aborted_settled`).
 pub(super) const ABORT_DRAIN: Duration = Duration::from_secs(5);
+
+/// How long an answer waits for the other sessions it asked to abort
+/// tasks (`Settling`): their own [`ABORT_DRAIN`] and a margin.
+pub(super) const OTHERS_SETTLE: Duration = Duration::from_secs(6);
 
 impl Connection {
     /// Logout (RFC 7143 §11.14, §11.15). Closing the session or this
@@ -70,10 +76,14 @@ impl Connection {
     }
 
     /// A task management request. What it aborts is aborted here, in the
-    /// order PDUs arrive; the wait for aborted commands still executing
-    /// (`aborted_settled`), the reset that follows and the answer run on
-    /// a task of their own, so the reader keeps reading — the Data-Out an
-    /// aborted command may still need included.
+    /// order PDUs arrive — on this connection, and, for the functions that
+    /// concern every I_T nexus (CLEAR TASK SET, LOGICAL UNIT RESET, the
+    /// target resets: SAM-5 §7.4, §7.7, §6.3), by asking the target's
+    /// other sessions through the session table. The wait for aborted
+    /// commands still executing (`aborted_settled` here, `Settling` there),
+    /// the reset that follows and the answer run on a task of their own,
+    /// so the reader keeps reading — the Data-Out an aborted command may
+    /// still need included.
     pub(super) fn on_task_mgmt(self: &Rc<Self>, req: TaskMgmtRequest) {
         // RFC 7143 §3.2.2.1: a non-immediate request outside the command
         // window is silently ignored, as SCSI commands are — not carried
@@ -82,9 +92,12 @@ impl Connection {
             return;
         }
         let lun = u64::from_be_bytes(req.lun);
+        let lun_id = self.target.as_ref().and_then(|t| t.lun(lun)).map(|l| l.id);
         // What to wait for (None: nothing; Some(None): every LUN), then do.
         let mut wait = None;
         let mut then = After::Answer;
+        // The other sessions asked to abort their tasks too.
+        let mut others = None;
         let response = match req.function {
             TaskMgmtFunction::AbortTask => {
                 let pending = self
@@ -97,23 +110,36 @@ impl Connection {
                 }
                 abort_task_response(pending.is_some(), &req, &self.window.get())
             }
-            TaskMgmtFunction::AbortTaskSet | TaskMgmtFunction::ClearTaskSet => {
+            // ABORT TASK SET: this I_T nexus's tasks only (SAM-5 §7.3).
+            TaskMgmtFunction::AbortTaskSet => {
                 self.abort_tasks(Some(lun));
                 wait = Some(Some(lun));
                 TaskMgmtResponseCode::FunctionComplete
             }
-            TaskMgmtFunction::LogicalUnitReset => match self.target.as_ref() {
-                Some(target) if target.lun(lun).is_some() => {
+            // CLEAR TASK SET: the task set is shared (control mode page
+            // TST 000), so every nexus's tasks on the logical unit go.
+            TaskMgmtFunction::ClearTaskSet => {
+                self.abort_tasks(Some(lun));
+                wait = Some(Some(lun));
+                if let Some(id) = lun_id {
+                    others = self.abort_others(Some(id), AbortCause::TaskSetCleared);
+                }
+                TaskMgmtResponseCode::FunctionComplete
+            }
+            TaskMgmtFunction::LogicalUnitReset => match lun_id {
+                Some(id) => {
                     self.abort_tasks(Some(lun));
                     wait = Some(Some(lun));
+                    others = self.abort_others(Some(id), AbortCause::Reset);
                     then = After::LuReset(lun);
                     TaskMgmtResponseCode::FunctionComplete
                 }
-                _ => TaskMgmtResponseCode::LunDoesNotExist,
+                None => TaskMgmtResponseCode::LunDoesNotExist,
             },
             TaskMgmtFunction::TargetWarmReset | TaskMgmtFunction::TargetColdReset => {
                 self.abort_tasks(None);
                 wait = Some(None);
+                others = self.abort_others(None, AbortCause::Reset);
                 then = After::TargetReset {
                     cold: req.function == TaskMgmtFunction::TargetColdReset,
                 };
@@ -123,13 +149,39 @@ impl Connection {
         };
         let conn = Rc::clone(self);
         tokio::task::spawn_local(async move {
-            if let Some(lun) = wait {
-                conn.aborted_settled(lun).await;
-            }
+            let own = async {
+                if let Some(lun) = wait {
+                    conn.aborted_settled(lun).await;
+                }
+            };
+            let theirs = async {
+                if let Some(settling) = others {
+                    if !settling.wait(OTHERS_SETTLE).await {
+                        tracing::warn!(
+                            function = ?req.function,
+                            "other sessions still executing aborted commands after \
+                             {OTHERS_SETTLE:?}; answering"
+                        );
+                    }
+                }
+            };
+            tokio::join!(own, theirs);
             if let Err(e) = conn.finish_task_mgmt(&req, response, then).await {
                 conn.fatal.fail(format!("{e:#}"));
             }
         });
+    }
+
+    /// Asks the target's other sessions to abort their tasks on the LUN
+    /// `lun_id` (every LUN: None); what says when they settled.
+    fn abort_others(&self, lun_id: Option<u64>, cause: AbortCause) -> Option<Arc<Settling>> {
+        let target = self.target.as_ref()?;
+        Some(self.reactor.shared.iscsi.sessions.abort_others(
+            &target.iqn,
+            &self.session_info,
+            lun_id,
+            cause,
+        ))
     }
 
     /// The reset a task management request asks for, then its answer.
@@ -224,32 +276,59 @@ impl Connection {
         }
     }
 
-    /// PREEMPT AND ABORT through another I_T nexus preempted this one's
-    /// registration (SPC-4 §5.13.11.2.3): its tasks on those LUNs are
-    /// aborted at once, as ABORT TASK SET aborts them — no status, and a
-    /// write waiting for Data-Out ends, letting go of its buffers. Once
-    /// none of them executes any more, the tokens go and the PERSISTENT
-    /// RESERVE OUT that asked is answered (`Settling`).
-    pub(super) fn abort_preempted(self: &Rc<Self>) {
+    /// Another I_T nexus asked this one to abort its tasks on a LUN (or
+    /// every LUN), `SessionEvents`: PREEMPT AND ABORT preempted its
+    /// registration (SPC-4 §5.13.11.2.3), or a CLEAR TASK SET, LOGICAL
+    /// UNIT RESET or target reset concerns them (SAM-5 §7). They are
+    /// aborted at once, as ABORT TASK SET aborts them — no status (TAS
+    /// 0), and a write waiting for Data-Out ends, letting go of its
+    /// buffers. After a CLEAR TASK SET that cleared any of them, this
+    /// nexus gets COMMANDS CLEARED BY ANOTHER INITIATOR on that LUN
+    /// (SAM-5 §5.6), before the issuer is answered. Once none of them
+    /// executes any more, the tokens go and the request that asked is
+    /// answered (`Settling`).
+    pub(super) fn abort_asked(self: &Rc<Self>) {
         let asked = self.session_info.events.take();
-        let mut luns: Vec<u64> = Vec::new();
+        // LUN fields to wait on (None: every LUN).
+        let mut luns: Vec<Option<u64>> = Vec::new();
         if let Some(target) = self.target.as_ref() {
-            for t in self.tasks.active() {
-                let hit = target
-                    .lun(t.lun.get())
-                    .is_some_and(|l| asked.iter().any(|(id, _)| *id == l.id));
-                if hit {
+            for ask in &asked {
+                let mut cleared = None;
+                for t in self.tasks.active() {
+                    let lun = t.lun.get();
+                    let hit = match ask.lun_id {
+                        None => true,
+                        Some(id) => target.lun(lun).is_some_and(|l| l.id == id),
+                    };
+                    if !hit {
+                        continue;
+                    }
+                    // A task is cleared if this abort ends it: still to
+                    // answer, not aborted before, not a sanitize.
+                    if t.pending() && !t.aborted.get() && !t.outlives_abort.get() {
+                        cleared = Some(lun);
+                    }
                     t.abort();
-                    if !luns.contains(&t.lun.get()) {
-                        luns.push(t.lun.get());
+                    let wait = ask.lun_id.map(|_| lun);
+                    if !luns.contains(&wait) {
+                        luns.push(wait);
+                    }
+                }
+                if ask.cause == AbortCause::TaskSetCleared {
+                    if let Some(l) = cleared.and_then(|lun| target.lun(lun)) {
+                        l.lock().commands_cleared(self.nexus);
                     }
                 }
             }
         }
         let conn = Rc::clone(self);
         tokio::task::spawn_local(async move {
-            for lun in luns {
-                conn.aborted_settled(Some(lun)).await;
+            if luns.contains(&None) {
+                conn.aborted_settled(None).await;
+            } else {
+                for lun in luns {
+                    conn.aborted_settled(lun).await;
+                }
             }
             drop(asked);
         });
