@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use zctarget_protocol::iscsi::{TaskMgmtFunction, TaskMgmtRequest};
+use zctarget_protocol::iscsi::{DataOut, NopOut, TaskMgmtFunction, TaskMgmtRequest, BHS_LEN};
 use zctarget_tests::iscsi::{Iscsi, OP_R2T, OP_SCSI_RESPONSE};
 use zctarget_tests::Daemon;
 
@@ -280,4 +280,115 @@ fn data_out_for_an_aborted_write_is_dropped_not_rejected() {
     let (st, block) = i.read(9, 1).expect("read");
     assert_eq!(st, 0);
     assert_eq!(block, vec![0u8; BS], "the aborted write's data landed");
+}
+
+/// Sends a one-block WRITE of `data` at `lba` and, answering its R2T, a
+/// Data-Out that stops in the middle of its payload: the host paused
+/// mid-PDU. The session's reader stays inside that PDU, where it handles
+/// no abort asked of the session (it does between PDUs). Returns the
+/// WRITE's ITT and the Data-Out's remaining bytes
+/// ([`finish_stalled_data_out`]).
+fn write_stalled_mid_data_out(i: &mut Iscsi, lba: u64, data: &[u8]) -> (u32, Vec<u8>) {
+    let cmd = i.command(&i.write_cdb(lba, BS, false), 0, BS as u32);
+    i.send_pdu(&cmd.encode(), &[]).expect("send write");
+    let r2t = i.next().expect("R2T");
+    assert_eq!((r2t.opcode(), r2t.itt()), (OP_R2T, cmd.itt));
+    let dout = DataOut {
+        final_bit: true,
+        data_segment_len: data.len() as u32,
+        lun: cmd.lun,
+        itt: cmd.itt,
+        ttt: r2t.be32(20),
+        exp_stat_sn: i.exp_stat_sn,
+        ..Default::default()
+    };
+    let wire = i.pdu_bytes(&dout.encode(), data);
+    let (sent, rest) = wire.split_at(BHS_LEN + data.len() / 2);
+    i.send_raw(sent).expect("send half a Data-Out");
+    // The reader takes the header and starts on the payload.
+    std::thread::sleep(Duration::from_millis(100));
+    (cmd.itt, rest.to_vec())
+}
+
+/// The stalled Data-Out's `rest`, sent together with the first half of a
+/// NOP-Out ping: the reader goes from the end of the one PDU straight into
+/// the next, which stops half-way, without passing the point between PDUs
+/// where it handles asks — as with a host pipelining PDUs over a slow
+/// link. Then, once a write that went ahead would have landed, the rest of
+/// the ping.
+fn finish_stalled_data_out(i: &mut Iscsi, rest: &[u8]) {
+    let ping = NopOut {
+        immediate: true,
+        itt: i.next_itt(),
+        ttt: 0xffff_ffff,
+        cmd_sn: i.cmd_sn,
+        exp_stat_sn: i.exp_stat_sn,
+        ..Default::default()
+    };
+    let ping = i.pdu_bytes(&ping.encode(), &[]);
+    let (head, tail) = ping.split_at(BHS_LEN / 2);
+    i.send_raw(&[rest, head].concat())
+        .expect("send the rest of the Data-Out");
+    std::thread::sleep(DELAY + Duration::from_millis(300));
+    i.send_raw(tail).expect("send the rest of the ping");
+}
+
+#[test]
+fn logical_unit_reset_fences_a_write_whose_data_out_was_stalled() {
+    // Two reactors: B's session is asked from another thread.
+    let d = start_with("uring", 2);
+    let mut a = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-12.test:a", BS).expect("login A");
+    let mut b = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-12.test:b", BS).expect("login B");
+    let (write, rest) = write_stalled_mid_data_out(&mut b, 9, &[0xb8; BS]);
+    // Answered once B settled or after the bound (OTHERS_SETTLE): B's
+    // reader cannot handle the ask while inside the Data-Out.
+    task_mgmt(&mut a, TaskMgmtFunction::LogicalUnitReset);
+    finish_stalled_data_out(&mut b, &rest);
+    clear_unit_attentions(&mut a);
+    let (st, block) = a.read(9, 1).expect("read");
+    assert_eq!(st, 0);
+    assert!(
+        block.iter().all(|&x| x == 0),
+        "B's write, accepted before A's LOGICAL UNIT RESET, landed after it was answered \
+         (its Data-Out had stalled mid-PDU): the block starts {:02x?}",
+        &block[..8]
+    );
+    assert_eq!(
+        unit_attention_after_abort(&mut b, write),
+        (0x29, 0x03),
+        "B: BUS DEVICE RESET FUNCTION OCCURRED"
+    );
+}
+
+#[test]
+fn preempt_and_abort_fences_a_write_whose_data_out_was_stalled() {
+    let d = start("epoll");
+    let mut a = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-12.test:a", BS).expect("login A");
+    let mut b = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-12.test:b", BS).expect("login B");
+    for (i, key) in [(&mut a, 0xa), (&mut b, 0xb)] {
+        let st = i.pr_out(0x00, 0, 0, key).expect("REGISTER");
+        assert_eq!(st, 0, "{key:#x} registers");
+    }
+    let (write, rest) = write_stalled_mid_data_out(&mut b, 9, &[0xb9; BS]);
+    // A fences B: PREEMPT AND ABORT of B's key, Write Exclusive.
+    assert_eq!(
+        a.pr_out(0x05, 0x01, 0xa, 0xb)
+            .expect("PERSISTENT RESERVE OUT"),
+        0,
+        "PREEMPT AND ABORT"
+    );
+    finish_stalled_data_out(&mut b, &rest);
+    let (st, block) = a.read(9, 1).expect("read");
+    assert_eq!(st, 0);
+    assert!(
+        block.iter().all(|&x| x == 0),
+        "B's write, accepted before A's PREEMPT AND ABORT, landed after it was answered \
+         (its Data-Out had stalled mid-PDU): the block starts {:02x?}",
+        &block[..8]
+    );
+    assert_eq!(
+        unit_attention_after_abort(&mut b, write),
+        (0x2a, 0x05),
+        "B: REGISTRATIONS PREEMPTED"
+    );
 }

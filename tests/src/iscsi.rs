@@ -214,8 +214,31 @@ impl Iscsi {
         &mut self,
         bhs: &[u8; BHS_LEN],
         data: &[u8],
-        [bad_hd, bad_dd]: [bool; 2],
+        bad: [bool; 2],
     ) -> io::Result<()> {
+        let out = self.pdu_bytes_with(bhs, data, bad);
+        self.s.write_all(&out)
+    }
+
+    /// One PDU as it goes on the wire (BHS, data, padding, the negotiated
+    /// digests), for a test that sends it in pieces ([`send_raw`](Self::send_raw)):
+    /// a host paused in the middle of a PDU.
+    pub fn pdu_bytes(&self, bhs: &[u8; BHS_LEN], data: &[u8]) -> Vec<u8> {
+        self.pdu_bytes_with(bhs, data, [false, false])
+    }
+
+    /// Sends `bytes` as they are (part of a PDU, or several).
+    pub fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.s.write_all(bytes)?;
+        self.s.flush()
+    }
+
+    fn pdu_bytes_with(
+        &self,
+        bhs: &[u8; BHS_LEN],
+        data: &[u8],
+        [bad_hd, bad_dd]: [bool; 2],
+    ) -> Vec<u8> {
         let mut out = bhs.to_vec();
         if self.header_digest {
             let d = digest::header_digest(bhs, &[]) ^ u32::from(bad_hd);
@@ -227,7 +250,7 @@ impl Iscsi {
             let d = digest::data_digest(data) ^ u32::from(bad_dd);
             out.extend_from_slice(&digest::to_wire(d));
         }
-        self.s.write_all(&out)
+        out
     }
 
     /// Receives one PDU, checking the negotiated digests.

@@ -192,7 +192,13 @@ impl Connection {
                     dout.buffer_offset as usize,
                 )
                 .await;
-            *state.payload.borrow_mut() = Some(payload);
+            // The task may have been aborted and ended while its data was
+            // arriving (a command's fence, `Connection::fenced`, handles
+            // abort asks while the reader is inside a PDU): its slot then
+            // no longer wants the buffers, which go now.
+            if entry.is_some_and(|e| e.itt() == Some(dout.itt)) {
+                *state.payload.borrow_mut() = Some(payload);
+            }
             match r {
                 Ok(()) => {}
                 Err(ReadError::DataDigest) => {

@@ -28,9 +28,10 @@ pub fn reject_too_large(conn: &Connection, cmd: &ScsiCommand) -> anyhow::Result<
     conn.send_scsi_response(cmd.itt, CHECK_CONDITION, &sense, Residual::default())
 }
 
-/// Collects all the command's write data into its leased buffers.
+/// Collects all the command's write data into its leased buffers. None
+/// when the task was aborted, also by the fence once the data is in.
 pub(crate) async fn collect(
-    conn: &Connection,
+    conn: &Rc<Connection>,
     cmd: &ScsiCommand,
     entry: &TaskEntry,
 ) -> Option<SegmentList> {
@@ -45,6 +46,15 @@ pub(crate) async fn collect(
         let residual = Residual::of(cmd.expected_data_transfer_len, 0);
         let _ = status(conn, entry, cmd.itt, CHECK_CONDITION, &sense, residual);
     }
+    // The data may come long after another nexus asked this session to
+    // abort the task — while the reader was stalled inside a PDU and could
+    // not handle the ask — and every command that writes with it (WRITE,
+    // and the rarer ones that collect inside `execute_plan`) goes on to
+    // its backend I/O from here: the fence (`Connection::fenced`). The
+    // dropped data lets go of its buffers.
+    if data.is_some() && conn.fenced(entry) {
+        return None;
+    }
     data
 }
 
@@ -53,7 +63,7 @@ pub(crate) async fn collect(
 /// still completes with an overflow residual (RFC 7143 §11.4.5.2). None
 /// when the task was aborted while data was arriving.
 pub(crate) async fn collect_or_nothing(
-    conn: &Connection,
+    conn: &Rc<Connection>,
     cmd: &ScsiCommand,
     entry: &TaskEntry,
     expected: usize,

@@ -19,6 +19,11 @@ impl Connection {
         header: &Header,
         cmd: ScsiCommand,
     ) -> anyhow::Result<()> {
+        // The fence's mark (`Connection::fenced`), taken before the
+        // immediate data is read — the reader may stall inside it, and an
+        // abort asked meanwhile must still reach this command: one atomic
+        // load per command, no lock.
+        let asked = self.session_info.events.asked();
         let data_len = cmd.data_segment_len;
         if !self.accept_cmd_sn(cmd.immediate, cmd.cmd_sn) {
             reader.skip_data(data_len).await?;
@@ -114,7 +119,7 @@ impl Connection {
             Ok((idx, spawn)) => {
                 // Set up before the worker can run (no await until then).
                 let task = self.tasks.slot(idx);
-                task.begin(itt, lun);
+                task.begin(itt, lun, asked);
                 if let Some((payload, grant, busy, received, expected)) = data_out {
                     task.expect_data(payload, grant, busy, received, expected);
                 }

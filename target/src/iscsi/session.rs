@@ -87,7 +87,11 @@ pub struct AbortAsk {
 /// all of them) — PREEMPT AND ABORT preempted this nexus's registration,
 /// or another nexus's CLEAR TASK SET, LOGICAL UNIT RESET or target reset
 /// concerns them. The connection's driver waits for them lock-free (one
-/// atomic waker registration per wait).
+/// atomic waker registration per wait) and handles them between PDUs; the
+/// session's command workers also check [`asked`](Self::asked) before a
+/// command's backend I/O (the fence, `Connection::fenced`), so a reader
+/// stalled inside a PDU does not let a write accepted before the abort
+/// land after its answer.
 #[derive(Debug, Default)]
 pub struct SessionEvents {
     /// What the connection is to abort, and whom to tell when it no
@@ -95,6 +99,8 @@ pub struct SessionEvents {
     asks: Mutex<Vec<AbortAsk>>,
     pending: AtomicBool,
     waker: AtomicWaker,
+    /// Asks ever made, bumped after each is queued.
+    asked: AtomicU64,
 }
 
 impl SessionEvents {
@@ -110,8 +116,20 @@ impl SessionEvents {
                 cause,
                 settling,
             });
+        // After the push, Release: a worker whose Acquire load of
+        // `asked` sees this bump finds the ask queued — or already taken
+        // by its own thread (the reader or another worker), the tasks
+        // already marked.
+        self.asked.fetch_add(1, Ordering::Release);
         self.pending.store(true, Ordering::Release);
         self.waker.wake();
+    }
+
+    /// How many asks were ever made of the session. A command records it
+    /// when accepted and compares before its backend I/O; a change means
+    /// asks may be waiting that the connection has not handled.
+    pub fn asked(&self) -> u64 {
+        self.asked.load(Ordering::Acquire)
     }
 
     /// Resolves when requests are waiting ([`take`](Self::take) them).

@@ -276,6 +276,17 @@ impl Execute for Rc<Connection> {
 
     async fn execute(&self, idx: u16, c: &mut IscsiCmd) {
         let entry = self.tasks.slot(idx);
+        // Every command passes here before its backend I/O (those that
+        // collect write data inside `execute_plan` pass the fence again
+        // in `exec::collect`, once their data is in): one whose session
+        // was asked to abort it since it was accepted — the reader may be
+        // stalled inside a PDU and not have handled the ask — ends as any
+        // aborted command does, without status, its buffers released
+        // (`Connection::fenced`: one atomic load when nothing was asked).
+        if self.fenced(entry) {
+            c.work = Work::Done;
+            return;
+        }
         let edtl = c.cmd.expected_data_transfer_len;
         let volume = |lun: &IscsiLun| {
             self.reactor

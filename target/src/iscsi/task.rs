@@ -53,13 +53,19 @@ pub struct TaskEntry {
     /// The command expects write data.
     has_data_out: Cell<bool>,
     data_out: DataOutState,
+    /// The session's count of abort asks from other I_T nexuses
+    /// (`SessionEvents::asked`) when the command was accepted, or when its
+    /// fence last handled them (`Connection::fenced`).
+    asks_seen: Cell<u64>,
 }
 
 impl TaskEntry {
-    /// Takes the entry for a new command.
-    pub fn begin(&self, itt: u32, lun: u64) {
+    /// Takes the entry for a new command; `asked`: the session's count of
+    /// abort asks now (`SessionEvents::asked`).
+    pub fn begin(&self, itt: u32, lun: u64, asked: u64) {
         self.itt.set(itt);
         self.lun.set(lun);
+        self.asks_seen.set(asked);
         self.aborted.set(false);
         self.responded.set(false);
         self.outlives_abort.set(false);
@@ -114,6 +120,12 @@ impl TaskEntry {
     /// not exist", RFC 7143 §11.5.1).
     pub fn pending(&self) -> bool {
         self.active.get() && !self.responded.get()
+    }
+
+    /// Records `asked` as the session's ask count this command has seen;
+    /// true if it differs from what it saw before (asks came since).
+    pub fn asks_changed(&self, asked: u64) -> bool {
+        self.asks_seen.replace(asked) != asked
     }
 
     /// Marks the task aborted and wakes it if it waits for data.

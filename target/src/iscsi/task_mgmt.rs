@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use super::connection::{Connection, LOGOUT_DRAIN};
 use super::session::{AbortCause, Settling};
+use super::task::TaskEntry;
 
 /// What a task management request does after its aborts settled.
 #[derive(Debug, Clone, Copy)]
@@ -289,6 +290,10 @@ impl Connection {
     /// answered (`Settling`).
     pub(super) fn abort_asked(self: &Rc<Self>) {
         let asked = self.session_info.events.take();
+        if asked.is_empty() {
+            // Handled already (by the reader or a command's fence).
+            return;
+        }
         // LUN fields to wait on (None: every LUN).
         let mut luns: Vec<Option<u64>> = Vec::new();
         if let Some(target) = self.target.as_ref() {
@@ -332,6 +337,27 @@ impl Connection {
             }
             drop(asked);
         });
+    }
+
+    /// The fence before a command's backend I/O, run on the command's
+    /// worker: when other I_T nexuses asked this session to abort tasks
+    /// since the command was accepted (the session's ask count changed,
+    /// `SessionEvents::asked`), the asks are handled here at once
+    /// ([`abort_asked`](Self::abort_asked)) instead of waiting for the
+    /// reader, which handles them only between PDUs and may be stalled
+    /// inside one (a host paused mid-Data-Out) past the asker's bound
+    /// (`OTHERS_SETTLE`). True when the command is aborted: it must not
+    /// execute, or an aborted or fenced write would land after the
+    /// PREEMPT AND ABORT (SPC-4 §5.13.11.2.3), CLEAR TASK SET or reset
+    /// (SAM-5 §7) that aborted it was answered. When nothing was asked it
+    /// costs one atomic load and a compare — no lock.
+    pub(super) fn fenced(self: &Rc<Self>, entry: &TaskEntry) -> bool {
+        if entry.asks_changed(self.session_info.events.asked()) {
+            // The count is recorded before the asks are taken: one made
+            // after this load changes it again for the next check.
+            self.abort_asked();
+        }
+        entry.aborted.get()
     }
 
     /// A LOGICAL UNIT RESET concerns every I_T nexus of the logical unit,
