@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use zctarget_protocol::iscsi::{DataOut, NopOut, TaskMgmtFunction, TaskMgmtRequest, BHS_LEN};
+use zctarget_protocol::iscsi::{NopOut, TaskMgmtFunction, TaskMgmtRequest, BHS_LEN};
 use zctarget_tests::iscsi::{Iscsi, OP_R2T, OP_SCSI_RESPONSE};
 use zctarget_tests::Daemon;
 
@@ -186,46 +186,53 @@ fn clear_unit_attentions(i: &mut Iscsi) {
     panic!("TEST UNIT READY never GOOD");
 }
 
-#[test]
-fn logical_unit_reset_is_answered_after_other_sessions_writes_stopped() {
-    let d = start("uring");
+/// Session B's write is executing (a slow volume) when session A sends
+/// `function`: once A is answered, B's write no longer lands (the block
+/// read right after the answer equals the one read a second later), and
+/// B, whose write got no status, learns why from the unit attention `ua`
+/// (ASC, ASCQ). `tag` fills the written block.
+fn stops_the_other_sessions_write(
+    d: &Daemon,
+    function: TaskMgmtFunction,
+    tag: u8,
+    ua: (u8, u8),
+) -> (Iscsi, Iscsi) {
     let mut a = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-12.test:a", BS).expect("login A");
     let mut b = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-12.test:b", BS).expect("login B");
-    let write = executing_write(&mut b, 9, &[0xb5; BS]);
-    task_mgmt(&mut a, TaskMgmtFunction::LogicalUnitReset);
-    // The issuer sees the reset's unit attention too (`IscsiLun::reset`).
-    clear_unit_attentions(&mut a);
+    let write = executing_write(&mut b, 9, &[tag; BS]);
+    task_mgmt(&mut a, function);
+    if function == TaskMgmtFunction::LogicalUnitReset {
+        // The issuer sees the reset's unit attention too (`IscsiLun::reset`).
+        clear_unit_attentions(&mut a);
+    }
     let (now, later) = now_and_later(&mut a, 9);
     assert_eq!(
         now, later,
-        "B's write landed after A's LOGICAL UNIT RESET was answered"
+        "B's write landed after A's {function:?} was answered"
     );
     assert_eq!(
         unit_attention_after_abort(&mut b, write),
-        (0x29, 0x03),
-        "B: BUS DEVICE RESET FUNCTION OCCURRED"
+        ua,
+        "B's unit attention"
     );
+    (a, b)
+}
+
+#[test]
+fn logical_unit_reset_is_answered_after_other_sessions_writes_stopped() {
+    let d = start("uring");
+    // BUS DEVICE RESET FUNCTION OCCURRED
+    stops_the_other_sessions_write(&d, TaskMgmtFunction::LogicalUnitReset, 0xb5, (0x29, 0x03));
 }
 
 #[test]
 fn clear_task_set_clears_other_sessions_tasks() {
     let d = start("epoll");
-    let mut a = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-12.test:a", BS).expect("login A");
-    let mut b = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-12.test:b", BS).expect("login B");
-    let write = executing_write(&mut b, 9, &[0xb6; BS]);
-    task_mgmt(&mut a, TaskMgmtFunction::ClearTaskSet);
-    let (now, later) = now_and_later(&mut a, 9);
-    assert_eq!(
-        now, later,
-        "B's write landed after A's CLEAR TASK SET was answered"
-    );
     // TAS is 0 in the control mode page: B's cleared write ended without
-    // status, and B learns it from this unit attention (SAM-5 §5.6).
-    assert_eq!(
-        unit_attention_after_abort(&mut b, write),
-        (0x2f, 0x00),
-        "B: COMMANDS CLEARED BY ANOTHER INITIATOR"
-    );
+    // status, and B learns it from COMMANDS CLEARED BY ANOTHER INITIATOR
+    // (SAM-5 §5.6).
+    let (mut a, mut b) =
+        stops_the_other_sessions_write(&d, TaskMgmtFunction::ClearTaskSet, 0xb6, (0x2f, 0x00));
     // Only once; A, whose own request it was, has none.
     assert_eq!(b.test_unit_ready().expect("B: TEST UNIT READY"), 0);
     assert_eq!(a.test_unit_ready().expect("A: TEST UNIT READY"), 0);
@@ -235,20 +242,8 @@ fn clear_task_set_clears_other_sessions_tasks() {
 fn target_warm_reset_is_answered_after_other_sessions_writes_stopped() {
     // Two reactors: B's session is told from another thread.
     let d = start_with("uring", 2);
-    let mut a = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-12.test:a", BS).expect("login A");
-    let mut b = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-12.test:b", BS).expect("login B");
-    let write = executing_write(&mut b, 9, &[0xb7; BS]);
-    task_mgmt(&mut a, TaskMgmtFunction::TargetWarmReset);
-    let (now, later) = now_and_later(&mut a, 9);
-    assert_eq!(
-        now, later,
-        "B's write landed after A's TARGET WARM RESET was answered"
-    );
-    assert_eq!(
-        unit_attention_after_abort(&mut b, write),
-        (0x29, 0x00),
-        "B: POWER ON, RESET, OR BUS DEVICE RESET OCCURRED"
-    );
+    // POWER ON, RESET, OR BUS DEVICE RESET OCCURRED
+    stops_the_other_sessions_write(&d, TaskMgmtFunction::TargetWarmReset, 0xb7, (0x29, 0x00));
 }
 
 #[test]
@@ -293,15 +288,7 @@ fn write_stalled_mid_data_out(i: &mut Iscsi, lba: u64, data: &[u8]) -> (u32, Vec
     i.send_pdu(&cmd.encode(), &[]).expect("send write");
     let r2t = i.next().expect("R2T");
     assert_eq!((r2t.opcode(), r2t.itt()), (OP_R2T, cmd.itt));
-    let dout = DataOut {
-        final_bit: true,
-        data_segment_len: data.len() as u32,
-        lun: cmd.lun,
-        itt: cmd.itt,
-        ttt: r2t.be32(20),
-        exp_stat_sn: i.exp_stat_sn,
-        ..Default::default()
-    };
+    let dout = i.data_out_for(&cmd, &r2t, data.len());
     let wire = i.pdu_bytes(&dout.encode(), data);
     let (sent, rest) = wire.split_at(BHS_LEN + data.len() / 2);
     i.send_raw(sent).expect("send half a Data-Out");
@@ -333,6 +320,19 @@ fn finish_stalled_data_out(i: &mut Iscsi, rest: &[u8]) {
     i.send_raw(tail).expect("send the rest of the ping");
 }
 
+/// Block 9, read through `a`, is still zero: B's stalled write did not
+/// land after A's `what` was answered.
+fn assert_never_landed(a: &mut Iscsi, what: &str) {
+    let (st, block) = a.read(9, 1).expect("read");
+    assert_eq!(st, 0);
+    assert!(
+        block.iter().all(|&x| x == 0),
+        "B's write, accepted before A's {what}, landed after it was answered \
+         (its Data-Out had stalled mid-PDU): the block starts {:02x?}",
+        &block[..8]
+    );
+}
+
 #[test]
 fn logical_unit_reset_fences_a_write_whose_data_out_was_stalled() {
     // Two reactors: B's session is asked from another thread.
@@ -345,14 +345,7 @@ fn logical_unit_reset_fences_a_write_whose_data_out_was_stalled() {
     task_mgmt(&mut a, TaskMgmtFunction::LogicalUnitReset);
     finish_stalled_data_out(&mut b, &rest);
     clear_unit_attentions(&mut a);
-    let (st, block) = a.read(9, 1).expect("read");
-    assert_eq!(st, 0);
-    assert!(
-        block.iter().all(|&x| x == 0),
-        "B's write, accepted before A's LOGICAL UNIT RESET, landed after it was answered \
-         (its Data-Out had stalled mid-PDU): the block starts {:02x?}",
-        &block[..8]
-    );
+    assert_never_landed(&mut a, "LOGICAL UNIT RESET");
     assert_eq!(
         unit_attention_after_abort(&mut b, write),
         (0x29, 0x03),
@@ -378,14 +371,7 @@ fn preempt_and_abort_fences_a_write_whose_data_out_was_stalled() {
         "PREEMPT AND ABORT"
     );
     finish_stalled_data_out(&mut b, &rest);
-    let (st, block) = a.read(9, 1).expect("read");
-    assert_eq!(st, 0);
-    assert!(
-        block.iter().all(|&x| x == 0),
-        "B's write, accepted before A's PREEMPT AND ABORT, landed after it was answered \
-         (its Data-Out had stalled mid-PDU): the block starts {:02x?}",
-        &block[..8]
-    );
+    assert_never_landed(&mut a, "PREEMPT AND ABORT");
     assert_eq!(
         unit_attention_after_abort(&mut b, write),
         (0x2a, 0x05),

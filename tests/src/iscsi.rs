@@ -533,18 +533,24 @@ impl Iscsi {
         Ok(self.run(&cmd, &[])?.0)
     }
 
-    /// Answers `r2t` (for `cmd`) with all of `data` in one final Data-Out
-    /// at offset 0.
-    pub fn data_out(&mut self, cmd: &ScsiCommand, r2t: &Pdu, data: &[u8]) -> io::Result<()> {
-        let dout = DataOut {
+    /// The one final Data-Out at offset 0 answering `r2t` (for `cmd`)
+    /// with `len` bytes.
+    pub fn data_out_for(&self, cmd: &ScsiCommand, r2t: &Pdu, len: usize) -> DataOut {
+        DataOut {
             final_bit: true,
-            data_segment_len: data.len() as u32,
+            data_segment_len: len as u32,
             lun: cmd.lun,
             itt: cmd.itt,
             ttt: r2t.be32(20),
             exp_stat_sn: self.exp_stat_sn,
             ..Default::default()
-        };
+        }
+    }
+
+    /// Answers `r2t` (for `cmd`) with all of `data` in one final Data-Out
+    /// at offset 0.
+    pub fn data_out(&mut self, cmd: &ScsiCommand, r2t: &Pdu, data: &[u8]) -> io::Result<()> {
+        let dout = self.data_out_for(cmd, r2t, data.len());
         self.send_pdu(&dout.encode(), data)
     }
 
