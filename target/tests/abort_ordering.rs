@@ -105,15 +105,27 @@ fn abort_task_set_is_answered_after_the_aborted_write_stopped() {
     );
 }
 
-#[test]
-fn preempt_and_abort_is_answered_after_the_preempted_write_stopped() {
-    let d = start("epoll");
-    let mut a = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-12.test:a", BS).expect("login A");
-    let mut b = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-12.test:b", BS).expect("login B");
+/// Sessions A and B of two initiators.
+fn two_sessions(d: &Daemon) -> (Iscsi, Iscsi) {
+    let a = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-12.test:a", BS).expect("login A");
+    let b = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-12.test:b", BS).expect("login B");
+    (a, b)
+}
+
+/// [`two_sessions`] with A's key 0xa and B's key 0xb registered.
+fn registered_sessions(d: &Daemon) -> (Iscsi, Iscsi) {
+    let (mut a, mut b) = two_sessions(d);
     for (i, key) in [(&mut a, 0xa), (&mut b, 0xb)] {
         let st = i.pr_out(0x00, 0, 0, key).expect("REGISTER");
         assert_eq!(st, 0, "{key:#x} registers");
     }
+    (a, b)
+}
+
+#[test]
+fn preempt_and_abort_is_answered_after_the_preempted_write_stopped() {
+    let d = start("epoll");
+    let (mut a, mut b) = registered_sessions(&d);
     executing_write(&mut a, 9, &[0xa5; BS]);
     // B fences A: PREEMPT AND ABORT of A's key, Write Exclusive.
     assert_eq!(
@@ -197,8 +209,7 @@ fn stops_the_other_sessions_write(
     tag: u8,
     ua: (u8, u8),
 ) -> (Iscsi, Iscsi) {
-    let mut a = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-12.test:a", BS).expect("login A");
-    let mut b = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-12.test:b", BS).expect("login B");
+    let (mut a, mut b) = two_sessions(d);
     let write = executing_write(&mut b, 9, &[tag; BS]);
     task_mgmt(&mut a, function);
     if function == TaskMgmtFunction::LogicalUnitReset {
@@ -337,8 +348,7 @@ fn assert_never_landed(a: &mut Iscsi, what: &str) {
 fn logical_unit_reset_fences_a_write_whose_data_out_was_stalled() {
     // Two reactors: B's session is asked from another thread.
     let d = start_with("uring", 2);
-    let mut a = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-12.test:a", BS).expect("login A");
-    let mut b = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-12.test:b", BS).expect("login B");
+    let (mut a, mut b) = two_sessions(&d);
     let (write, rest) = write_stalled_mid_data_out(&mut b, 9, &[0xb8; BS]);
     // Answered once B settled or after the bound (OTHERS_SETTLE): B's
     // reader cannot handle the ask while inside the Data-Out.
@@ -356,12 +366,7 @@ fn logical_unit_reset_fences_a_write_whose_data_out_was_stalled() {
 #[test]
 fn preempt_and_abort_fences_a_write_whose_data_out_was_stalled() {
     let d = start("epoll");
-    let mut a = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-12.test:a", BS).expect("login A");
-    let mut b = Iscsi::login(d.iscsi_port, IQN, "iqn.2026-12.test:b", BS).expect("login B");
-    for (i, key) in [(&mut a, 0xa), (&mut b, 0xb)] {
-        let st = i.pr_out(0x00, 0, 0, key).expect("REGISTER");
-        assert_eq!(st, 0, "{key:#x} registers");
-    }
+    let (mut a, mut b) = registered_sessions(&d);
     let (write, rest) = write_stalled_mid_data_out(&mut b, 9, &[0xb9; BS]);
     // A fences B: PREEMPT AND ABORT of B's key, Write Exclusive.
     assert_eq!(

@@ -116,9 +116,7 @@ pub(crate) async fn execute_other(
                     &conn.initiator_port,
                     lun.id,
                 );
-                if !settling.wait(super::task_mgmt::OTHERS_SETTLE).await {
-                    tracing::warn!("preempted sessions still executing aborted commands");
-                }
+                settling.wait("PREEMPT AND ABORT").await;
             }
             status(conn, entry, itt, GOOD, &[], Residual::default())
         }

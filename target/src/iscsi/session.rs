@@ -179,15 +179,26 @@ impl Drop for SettleToken {
     }
 }
 
+/// How long an answer waits for the other sessions it asked to abort
+/// tasks: their own wait for what still executes (`ABORT_DRAIN`, 5 s)
+/// and a margin.
+pub const OTHERS_SETTLE: std::time::Duration = std::time::Duration::from_secs(6);
+
 impl Settling {
-    /// Waits until every session settled, at most `limit`; true if all did.
-    pub async fn wait(&self, limit: std::time::Duration) -> bool {
+    /// Waits until every session settled, at most [`OTHERS_SETTLE`]; logs
+    /// (naming `what` asked) when the bound ends the wait first.
+    pub async fn wait(&self, what: &str) {
         let all = async {
             while self.left.load(Ordering::Acquire) > 0 {
                 self.done.notified().await;
             }
         };
-        tokio::time::timeout(limit, all).await.is_ok()
+        if tokio::time::timeout(OTHERS_SETTLE, all).await.is_err() {
+            tracing::warn!(
+                what,
+                "other sessions still executing aborted commands after {OTHERS_SETTLE:?}; answering"
+            );
+        }
     }
 }
 

@@ -29,10 +29,6 @@ enum After {
 /// executing (`Connection::aborted_settled`).
 pub(super) const ABORT_DRAIN: Duration = Duration::from_secs(5);
 
-/// How long an answer waits for the other sessions it asked to abort
-/// tasks (`Settling`): their own [`ABORT_DRAIN`] and a margin.
-pub(super) const OTHERS_SETTLE: Duration = Duration::from_secs(6);
-
 impl Connection {
     /// Logout (RFC 7143 §11.14, §11.15). Closing the session or this
     /// connection terminates the connection's tasks (ERL 0): they are
@@ -157,13 +153,7 @@ impl Connection {
             };
             let theirs = async {
                 if let Some(settling) = others {
-                    if !settling.wait(OTHERS_SETTLE).await {
-                        tracing::warn!(
-                            function = ?req.function,
-                            "other sessions still executing aborted commands after \
-                             {OTHERS_SETTLE:?}; answering"
-                        );
-                    }
+                    settling.wait(&format!("{:?}", req.function)).await;
                 }
             };
             tokio::join!(own, theirs);
@@ -346,7 +336,7 @@ impl Connection {
     /// ([`abort_asked`](Self::abort_asked)) instead of waiting for the
     /// reader, which handles them only between PDUs and may be stalled
     /// inside one (a host paused mid-Data-Out) past the asker's bound
-    /// (`OTHERS_SETTLE`). True when the command is aborted: it must not
+    /// (`session::OTHERS_SETTLE`). True when the command is aborted: it must not
     /// execute, or an aborted or fenced write would land after the
     /// PREEMPT AND ABORT (SPC-4 §5.13.11.2.3), CLEAR TASK SET or reset
     /// (SAM-5 §7) that aborted it was answered. When nothing was asked it
