@@ -636,7 +636,8 @@ keyword_enum! {
         #[default] File = "file",
         /// Discards writes, reads zeroes; needs `size`.
         Null = "null",
-        /// RAM-backed; needs `size`.
+        /// A RAM disk of `size` bytes, committed when it opens; its data
+        /// is lost when the daemon stops.
         Memory = "memory",
         /// A Ceph RBD image (`pool`, `image`; `size` creates it when missing).
         Rbd = "rbd",

@@ -3,7 +3,7 @@
 //! depths above 1 on several queues with no error and every read matching what was
 //! written — reads and writes, in-capsule and R2T sizes, strict and eager
 //! status (eager with SQ flow control disabled ends reads with the C2HData
-//! SUCCESS flag), both engines — and it counts and reports commands the
+//! SUCCESS flag), both engines, sleeping or busy-polling — and it counts and reports commands the
 //! target fails. Runs are ~1 s each; nothing here asserts a speed.
 
 use std::time::Duration;
@@ -62,6 +62,8 @@ fn workloads(engine: &'static str, policy: &str) {
     c.verify = true;
     c.blocks = Some(256);
     c.sq_flow_control = true;
+    // The client busy-polls its sockets (as SPDK's perf does) here.
+    c.poll = true;
     slots_used += c.threads * c.queues * c.qd;
     let r = perf::run(&c).expect("perf run");
     check_clean(&r, "two threads, flow control on");

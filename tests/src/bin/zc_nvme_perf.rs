@@ -82,6 +82,10 @@ struct Args {
     /// read (use a small range: --blocks).
     #[arg(long)]
     verify: bool,
+    /// Busy-poll the sockets, as SPDK's perf does, instead of sleeping
+    /// until they are ready: the client's CPU stays at 100 %.
+    #[arg(long)]
+    poll: bool,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -113,6 +117,7 @@ fn main() -> anyhow::Result<()> {
     cfg.offset_blocks = a.offset_blocks;
     cfg.blocks = a.blocks;
     cfg.verify = a.verify;
+    cfg.poll = a.poll;
     let r = perf::run(&cfg)?;
     if a.json {
         println!("{}", r.json());

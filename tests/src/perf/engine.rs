@@ -56,6 +56,8 @@ pub struct Geometry {
     pub maxh2cdata: usize,
     /// Commands in flight per queue.
     pub qd: usize,
+    /// `epoll_wait` never sleeps (see `PerfConfig::poll`).
+    pub poll: bool,
 }
 
 /// One phase of work for one thread.
@@ -219,6 +221,7 @@ pub fn run(conns: Vec<Conn>, geo: &Geometry, phase: &Phase) -> anyhow::Result<(V
         q.flush(ep.0)?;
     }
     let mut events = [libc::epoll_event { events: 0, u64: 0 }; 64];
+    let wait_ms = if geo.poll { 0 } else { 100 };
     loop {
         let now = Instant::now();
         if !w.measuring && w.submitting && now >= warm_end {
@@ -249,7 +252,8 @@ pub fn run(conns: Vec<Conn>, geo: &Geometry, phase: &Phase) -> anyhow::Result<(V
         }
         // SAFETY: `events` is a valid array of its length for the kernel to
         // fill; `ep` is open.
-        let n = unsafe { libc::epoll_wait(ep.0, events.as_mut_ptr(), events.len() as i32, 100) };
+        let n =
+            unsafe { libc::epoll_wait(ep.0, events.as_mut_ptr(), events.len() as i32, wait_ms) };
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {

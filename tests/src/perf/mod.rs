@@ -66,6 +66,10 @@ pub struct PerfConfig {
     /// Write the range with an LBA-derived pattern first, then check every
     /// read against it.
     pub verify: bool,
+    /// Busy-poll the sockets instead of sleeping in `epoll_wait` (SPDK's
+    /// `perf` polls): the target's sends then find the client running and
+    /// pay no cross-CPU wake-up. Burns the client's CPU.
+    pub poll: bool,
 }
 
 impl PerfConfig {
@@ -91,6 +95,7 @@ impl PerfConfig {
             offset_blocks: 0,
             blocks: None,
             verify: false,
+            poll: false,
         }
     }
 }
@@ -305,6 +310,7 @@ pub fn run(cfg: &PerfConfig) -> anyhow::Result<Report> {
         in_capsule,
         maxh2cdata,
         qd: cfg.qd,
+        poll: cfg.poll,
     };
     let threads = cfg.threads as u64;
     let base = engine::Phase {
