@@ -16,6 +16,7 @@
 //! path's one copy for this backend (the file backend's is the kernel's
 //! page-cache copy); the leases then leave by the zero-copy sender.
 
+use std::collections::TryReserveError;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -34,17 +35,19 @@ pub struct MemoryStore {
 }
 
 impl MemoryStore {
-    /// A zeroed store of `capacity` bytes, its memory committed now.
-    pub fn new(capacity: usize) -> Self {
+    /// A zeroed store of `capacity` bytes, its memory committed now; an
+    /// error, not an abort, when the address space cannot hold it.
+    pub fn new(capacity: usize) -> Result<Self, TryReserveError> {
         let n = capacity.div_ceil(WORD);
-        let mut words: Vec<AtomicU64> = Vec::with_capacity(n);
+        let mut words: Vec<AtomicU64> = Vec::new();
+        words.try_reserve_exact(n)?;
         advise_huge_pages(&words);
         // Writes every word: commits the pages (see the module comment).
         words.resize_with(n, || AtomicU64::new(0));
-        Self {
+        Ok(Self {
             words: words.into_boxed_slice(),
             write_delay: Duration::ZERO,
-        }
+        })
     }
 
     /// Every write waits `delay` before it lands (a slow disk, for tests).
@@ -254,7 +257,7 @@ mod tests {
 
     #[test]
     fn a_new_store_reads_zeroes_and_rounds_up_to_whole_words() {
-        let s = MemoryStore::new(13);
+        let s = MemoryStore::new(13).expect("store");
         assert_eq!(s.words.len(), 2);
         assert_eq!(bytes(&s, 13), vec![0; 13]);
     }
@@ -268,7 +271,7 @@ mod tests {
             ops in proptest::collection::vec((any::<bool>(), 0usize..200, 0usize..60, any::<u8>()), 1..40)
         ) {
             const CAP: usize = 264;
-            let s = MemoryStore::new(CAP);
+            let s = MemoryStore::new(CAP).expect("store");
             let mut model = vec![0u8; CAP];
             for (i, (zero, at, len, seed)) in ops.into_iter().enumerate() {
                 let src: Vec<u8> = (0..len).map(|k| seed.wrapping_add(k as u8).wrapping_mul(i as u8 | 1)).collect();

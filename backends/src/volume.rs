@@ -162,9 +162,10 @@ impl Volume {
                 } else {
                     let bytes = usize::try_from(capacity)
                         .map_err(|_| invalid("memory volume too large".into()))?;
-                    Store::Memory(Arc::new(
-                        MemoryStore::new(bytes).with_write_delay(spec.write_delay),
-                    ))
+                    let store = MemoryStore::new(bytes).map_err(|e| {
+                        invalid(format!("cannot allocate {bytes} bytes of memory: {e}"))
+                    })?;
+                    Store::Memory(Arc::new(store.with_write_delay(spec.write_delay)))
                 };
                 (store, capacity, true, false)
             }

@@ -179,6 +179,20 @@ fn memory_and_null_on_both_engines() {
     }
 }
 
+/// A RAM disk larger than the address space can hold is refused with an
+/// error naming the volume, where allocating it used to abort the daemon.
+#[test]
+fn a_memory_volume_too_large_to_allocate_is_an_error() {
+    let err = Volume::open(&spec("huge", BackendKind::Memory, None, 1 << 62))
+        .err()
+        .expect("4 EiB of RAM cannot be allocated");
+    let text = err.to_string();
+    assert!(
+        text.contains("huge") && text.contains("cannot allocate"),
+        "{text}"
+    );
+}
+
 #[test]
 fn read_only_volumes_refuse_writes() {
     let dir = disk_dir();
