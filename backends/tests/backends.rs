@@ -183,9 +183,9 @@ fn memory_and_null_on_both_engines() {
 /// error naming the volume, where allocating it used to abort the daemon.
 #[test]
 fn a_memory_volume_too_large_to_allocate_is_an_error() {
-    let err = Volume::open(&spec("huge", BackendKind::Memory, None, 1 << 62))
-        .err()
-        .expect("4 EiB of RAM cannot be allocated");
+    let Err(err) = Volume::open(&spec("huge", BackendKind::Memory, None, 1 << 62)) else {
+        panic!("4 EiB of RAM cannot be allocated");
+    };
     let text = err.to_string();
     assert!(
         text.contains("huge") && text.contains("cannot allocate"),
