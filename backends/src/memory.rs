@@ -59,25 +59,28 @@ impl MemoryStore {
     /// Copies the store's bytes from byte `at` into `dst`. The caller
     /// checked the range; bytes past the store's end are left as they are.
     fn load(&self, at: usize, dst: &mut [u8]) {
+        // The three parts' lengths add up to `dst.len()` (`split_words`), so
+        // neither split below can panic; the same holds in `store`.
         let (head, body, tail) = split_words(at, dst.len());
         let (d_head, rest) = dst.split_at_mut(head.len);
         let (d_body, d_tail) = rest.split_at_mut(body.len * WORD);
-        if let Some(w) = self.words.get(head.word).filter(|_| head.len > 0) {
-            let bytes = w.load(Relaxed).to_ne_bytes();
-            if let Some(src) = bytes.get(head.skip..head.skip + head.len) {
-                d_head.copy_from_slice(src);
-            }
-        }
+        self.read_part(head, d_head);
         if let Some(ws) = self.words.get(body.word..body.word + body.len) {
             for (d, w) in d_body.chunks_exact_mut(WORD).zip(ws) {
                 d.copy_from_slice(&w.load(Relaxed).to_ne_bytes());
             }
         }
-        if let Some(w) = self.words.get(tail.word).filter(|_| tail.len > 0) {
-            let bytes = w.load(Relaxed).to_ne_bytes();
-            if let Some(src) = bytes.get(..tail.len) {
-                d_tail.copy_from_slice(src);
-            }
+        self.read_part(tail, d_tail);
+    }
+
+    /// Reads part of one word into `dst` (`part.len` bytes).
+    fn read_part(&self, part: Part, dst: &mut [u8]) {
+        let Some(w) = self.words.get(part.word).filter(|_| part.len > 0) else {
+            return;
+        };
+        let bytes = w.load(Relaxed).to_ne_bytes();
+        if let Some(src) = bytes.get(part.skip..part.skip + part.len) {
+            dst.copy_from_slice(src);
         }
     }
 
@@ -114,6 +117,9 @@ impl MemoryStore {
         let Some(w) = self.words.get(part.word).filter(|_| part.len > 0) else {
             return;
         };
+        // A head or tail part lies inside one word (skip + len <= 8, see
+        // `split_words`), and `src` is exactly its `len` bytes: these slices
+        // cannot go out of range.
         let mut new = [0; WORD];
         if let Some(s) = src {
             new[..part.len].copy_from_slice(s);
