@@ -240,17 +240,10 @@ TOML
     PIDS+=("$pid")
     # The daemon binds port 0 and logs the ports it got.
     ZC_PID=$pid ZC_LOG="$WORK/$key.log"
-    zc_wait_listening iscsi nvme-tcp || return 1
+    # Also waits for the RAM namespace's 1 GiB to be committed (it is, before
+    # "zctarget started"), or that work would land in the idle measurement.
+    ZC_START_SECS=60 zc_wait_listening iscsi nvme-tcp || return 1
     iport=$ZC_ISCSI_PORT nport=$ZC_NVME_PORT ZC_PID=""
-    # Portals listen before the volumes open (the RAM namespace commits its
-    # 1 GiB then): wait for the daemon to say it started, or that work would
-    # land in the idle measurement.
-    for _ in $(seq 600); do
-        grep -q "zctarget started" "$WORK/$key.log" && break
-        kill -0 "$pid" 2>/dev/null || { log "zctarget ($engine) exited during start-up"; return 1; }
-        sleep 0.1
-    done
-    grep -q "zctarget started" "$WORK/$key.log" || { log "zctarget ($engine) did not start in 60 s"; return 1; }
     log "zctarget ($engine): iSCSI 127.0.0.1:$iport, NVMe/TCP 127.0.0.1:$nport"
     PID_OF[$key]=$pid
     ISCSI_URL[$key]="iscsi://127.0.0.1:$iport/$iqn/0"

@@ -98,7 +98,10 @@ zc_wait_port() {
 # zc_wait_listening PROTOCOL... : wait (ZC_START_SECS, default 20 s) until
 # the daemon ZC_PID logging to ZC_LOG (set by zc_start, or by the caller
 # for a daemon started otherwise) logged a listener for each PROTOCOL
-# (iscsi, nvme-tcp) and accepts on it. Sets ZC_ISCSI_PORT / ZC_NVME_PORT.
+# (iscsi, nvme-tcp) and accepts on it, and logged "zctarget started" (the
+# portals listen before the volumes open, which can take seconds — a RAM
+# disk commits its memory, an rbd image is opened — and a caller measuring
+# idle CPU must not count that). Sets ZC_ISCSI_PORT / ZC_NVME_PORT.
 # On failure (timeout, or the daemon exited) prints the log's tail, returns 1.
 zc_wait_listening() {
   local i n=$(( ${ZC_START_SECS:-20} * 10 )) p port ok
@@ -117,10 +120,10 @@ zc_wait_listening() {
         nvme-tcp) ZC_NVME_PORT=$port ;;
       esac
     done
-    [ "$ok" = 1 ] && return 0
+    [ "$ok" = 1 ] && grep -q "zctarget started" "$ZC_LOG" && return 0
     sleep 0.1
   done
-  echo "zctarget did not listen ($*) within ${ZC_START_SECS:-20}s:" >&2
+  echo "zctarget did not listen ($*) and start within ${ZC_START_SECS:-20}s:" >&2
   tail -n 20 "$ZC_LOG" >&2
   return 1
 }
