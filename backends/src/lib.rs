@@ -11,6 +11,7 @@
 //! This crate knows nothing of iSCSI or NVMe.
 
 pub mod backend;
+pub mod direct;
 mod epoll_file;
 pub mod file;
 pub mod forward;
@@ -30,6 +31,7 @@ mod uring_file;
 pub mod volume;
 
 pub use backend::{check_range, check_write, read_only_error, Backend, BackendInfo, Engine};
+pub use direct::DirectRange;
 pub use pool::{BufferPool, Lease, PoolError, PoolStats, POISON_BYTE, POOL_ALIGN};
 pub use ring_op::{ops_in_flight, run_uring};
 pub use segment::{Segment, SegmentList, INLINE_SEGMENTS};

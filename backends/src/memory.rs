@@ -12,9 +12,12 @@
 //!   never wait for each other. A copy that starts or ends inside a word
 //!   splices its bytes in with a compare-and-swap.
 //!
-//! The copy between the store and a command's leased buffers is the data
-//! path's one copy for this backend (the file backend's is the kernel's
-//! page-cache copy); the leases then leave by the zero-copy sender.
+//! A read whose send copies anyway is sent from the store itself
+//! ([`MemoryRange`]): the kernel's copy into the socket is its only copy.
+//! Otherwise the copy between the store and a command's leased buffers is
+//! the data path's one copy for this backend (the file backend's is the
+//! kernel's page-cache copy); the leases then leave by the zero-copy
+//! sender.
 
 use std::collections::TryReserveError;
 use std::io;
@@ -129,6 +132,64 @@ impl MemoryStore {
             bytes[part.skip..part.skip + part.len].copy_from_slice(&new[..part.len]);
             Some(u64::from_ne_bytes(bytes))
         });
+    }
+}
+
+/// A range of a memory volume's store that a connection sends to its socket
+/// as it is, instead of copying it into leased buffers first (SPDK's
+/// zero-copy bdev read): the kernel's copy into the socket is then the
+/// read's only copy. It holds the store, so the memory outlives every
+/// queued message that refers to it.
+///
+/// The bytes may change while the range is queued: other reactors write the
+/// store with atomic stores, and the kernel reads it as raw memory, as a
+/// device would. A read sent this way returns what the store held when the
+/// socket took it — never later than the read's completion, which goes
+/// behind it on the same socket. Only a send that copies may use a range
+/// (a zero-copy send would let the kernel read the store after `sendmsg`
+/// returned, after the completion, when a later write may have changed it).
+#[derive(Debug, Clone)]
+pub struct MemoryRange {
+    store: Arc<MemoryStore>,
+    offset: usize,
+    len: usize,
+}
+
+impl MemoryRange {
+    /// The range `[offset, offset + len)` of `store`; `None` past its end.
+    pub(crate) fn new(store: &Arc<MemoryStore>, offset: u64, len: usize) -> Option<Self> {
+        let offset = usize::try_from(offset).ok()?;
+        let end = offset.checked_add(len)?;
+        (end <= store.words.len() * WORD).then(|| Self {
+            store: Arc::clone(store),
+            offset,
+            len,
+        })
+    }
+
+    /// Bytes in the range.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the range is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// An iovec over `len` bytes of the range from byte `at` (clamped to
+    /// the range), for a `sendmsg`. The pointer is valid while `self` lives
+    /// (it holds the store); no Rust reference to the bytes is made, since
+    /// other threads may be storing to them.
+    pub fn iovec(&self, at: usize, len: usize) -> libc::iovec {
+        let at = at.min(self.len);
+        let len = len.min(self.len - at);
+        // In bounds: `new` checked offset + len against the store's size.
+        let base = self.store.words.as_ptr().cast::<u8>();
+        libc::iovec {
+            iov_base: base.wrapping_add(self.offset + at).cast_mut().cast(),
+            iov_len: len,
+        }
     }
 }
 
@@ -266,6 +327,25 @@ mod tests {
         let s = MemoryStore::new(13).expect("store");
         assert_eq!(s.words.len(), 2);
         assert_eq!(bytes(&s, 13), vec![0; 13]);
+    }
+
+    #[test]
+    fn a_range_describes_its_bytes_of_the_store_and_no_more() {
+        let s = Arc::new(MemoryStore::new(4096).expect("store"));
+        let base = s.words.as_ptr() as usize;
+        assert!(MemoryRange::new(&s, 4000, 97).is_none(), "past the end");
+        let r = MemoryRange::new(&s, 1000, 96).expect("range");
+        assert_eq!(r.len(), 96);
+        let v = r.iovec(10, 20);
+        assert_eq!((v.iov_base as usize - base, v.iov_len), (1010, 20));
+        // Clamped to the range, never past it.
+        let v = r.iovec(90, 20);
+        assert_eq!((v.iov_base as usize - base, v.iov_len), (1090, 6));
+        let v = r.iovec(200, 20);
+        assert_eq!((v.iov_base as usize - base, v.iov_len), (1096, 0));
+        // The range keeps the store alive.
+        drop(s);
+        assert_eq!(Arc::strong_count(&r.store), 1);
     }
 
     proptest! {

@@ -546,6 +546,22 @@ impl VolumeHandle {
         Some(range)
     }
 
+    /// A read of `[offset, offset + len)` of a memory volume to be sent
+    /// from its store rather than copied into leased buffers (see
+    /// [`MemoryRange`](crate::memory::MemoryRange): only for a send that
+    /// copies). Counted as a read of `len` bytes. `None`: not a memory
+    /// volume, or outside it.
+    pub fn memory_range(&self, offset: u64, len: usize) -> Option<crate::memory::MemoryRange> {
+        let HandleIo::Memory(m) = &self.io else {
+            return None;
+        };
+        crate::backend::check_range(self.info(), offset, len as u64).ok()?;
+        let range = crate::memory::MemoryRange::new(&m.store, offset, len)?;
+        self.stats
+            .record(false, len as u64, std::time::Duration::ZERO, true);
+        Some(range)
+    }
+
     fn count(&self, ok_counter: &AtomicU64, r: &io::Result<()>) {
         let c = if r.is_ok() {
             ok_counter

@@ -5,7 +5,7 @@
 //! status). Buffers come from the pool and go back when dropped; nothing
 //! here knows about sockets or PDUs.
 
-use zctarget_backends::{Backend, BufferPool, PoolError, SegmentList, VolumeHandle};
+use zctarget_backends::{Backend, BufferPool, DirectRange, PoolError, SegmentList, VolumeHandle};
 
 /// Largest buffer one step of a long operation (verify, compare, write
 /// same) holds: long commands walk the range instead of leasing all of it.
@@ -221,24 +221,38 @@ pub async fn write_same(
 }
 
 /// Smallest read sent straight from a memory-backed volume file with
-/// `sendfile` (see [`file_read`]). Below it the per-command `sendfile`
+/// `sendfile` (see [`direct_read`]). Below it the per-command `sendfile`
 /// costs more than the copies it saves: small reads batch many PDUs into
 /// one `sendmsg`, and a file part splits that call.
 pub const FILE_SEND_MIN: usize = 64 * 1024;
 
-/// A read of `len` bytes at `offset` to be sent from the volume's file
-/// with `sendfile` instead of read into leased buffers: a file in memory
-/// (tmpfs, ramfs), a read of at least [`FILE_SEND_MIN`], and no data
-/// digest (which would need the bytes in userspace). `None`: lease and
-/// read as usual.
-pub fn file_read(
+/// A read of `len` bytes at `offset` to be sent from where the volume
+/// keeps it instead of read into leased buffers, when there is no data
+/// digest (which needs the bytes in userspace):
+/// - a memory volume's store, when the read's send copies (`send_copies`:
+///   no `MSG_ZEROCOPY` for its payload — the kernel must take the bytes
+///   before the completion can leave, see `MemoryRange`);
+/// - a file in memory (tmpfs, ramfs) by `sendfile`, for reads of at least
+///   [`FILE_SEND_MIN`].
+///
+/// `None`: lease and read as usual.
+pub fn direct_read(
     vol: &VolumeHandle,
     offset: u64,
     len: usize,
     data_digest: bool,
-) -> Option<zctarget_backends::file::FileRange> {
-    if data_digest || len < FILE_SEND_MIN {
+    send_copies: bool,
+) -> Option<DirectRange> {
+    if data_digest {
         return None;
     }
-    vol.file_range(offset, len)
+    if send_copies {
+        if let Some(m) = vol.memory_range(offset, len) {
+            return Some(DirectRange::Memory(m));
+        }
+    }
+    if len < FILE_SEND_MIN {
+        return None;
+    }
+    vol.file_range(offset, len).map(DirectRange::File)
 }

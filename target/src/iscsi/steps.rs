@@ -15,7 +15,7 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
-use zctarget_backends::file::FileRange;
+use zctarget_backends::DirectRange;
 use zctarget_backends::SegmentList;
 use zctarget_protocol::iscsi::{RejectReason, ScsiCommand};
 use zctarget_protocol::scsi::{self, sense, IoState, Plan, Status};
@@ -52,8 +52,9 @@ enum Work {
         len: usize,
         residual: Residual,
         buf: Option<SegmentList>,
-        /// Sent from the volume's file instead of `buf` (`block::file_read`).
-        file: Option<FileRange>,
+        /// Sent from where the volume keeps it instead of `buf`
+        /// (`block::direct_read`).
+        direct: Option<DirectRange>,
     },
     /// A WRITE of `len` bytes at `offset`.
     Write {
@@ -134,7 +135,7 @@ impl Connection {
                         len,
                         residual,
                         buf: None,
-                        file: None,
+                        direct: None,
                     }
                 }
             }
@@ -226,15 +227,16 @@ impl Execute for Rc<Connection> {
             lba,
             bytes,
             buf,
-            file,
+            direct,
             ..
         } = &mut c.work
         {
-            // A memory-backed file: its pages go to the socket as they are.
+            // A memory volume's store or a memory-backed file's pages go to
+            // the socket as they are.
             if let Some(vol) = self.reactor.volume(lun.volume) {
-                *file =
-                    block::file_read(&vol, *lba * lun.block_size, *bytes, self.params.data_digest);
-                if file.is_some() {
+                let (at, digest) = (*lba * lun.block_size, self.params.data_digest);
+                *direct = block::direct_read(&vol, at, *bytes, digest, self.out.copies(*bytes));
+                if direct.is_some() {
                     return true;
                 }
             }
@@ -301,7 +303,7 @@ impl Execute for Rc<Connection> {
                 len,
                 residual,
                 buf: Some(buf),
-                file: _,
+                direct: _,
             } => {
                 let vol = match volume(&lun) {
                     Ok(v) => v,
@@ -317,7 +319,7 @@ impl Execute for Rc<Connection> {
                         len,
                         residual,
                         buf: Some(buf),
-                        file: None,
+                        direct: None,
                     },
                     Err(error) => {
                         tracing::warn!(error = %error, lba, "read failed");
@@ -375,15 +377,15 @@ impl Execute for Rc<Connection> {
             len,
             residual,
             buf,
-            file,
+            direct,
             ..
         } = &mut c.work
         else {
             return DataSent::Nothing;
         };
         let (len, residual) = (*len, *residual);
-        let file = file.take();
-        let buf = match (buf.take(), &file) {
+        let direct = direct.take();
+        let buf = match (buf.take(), &direct) {
             (Some(buf), _) => buf,
             (None, Some(_)) => SegmentList::new(),
             (None, None) => return DataSent::Nothing,
@@ -399,8 +401,8 @@ impl Execute for Rc<Connection> {
         // the eager policy (one PDU and no wake-up fewer per command).
         let fold = match self.status_policy() {
             crate::command::StatusPolicy::Eager => true,
-            // A file's pages are referenced, not ours: released once written.
-            crate::command::StatusPolicy::Strict => file.is_some() || self.out.copies(len),
+            // A direct range is referenced, not ours: released once written.
+            crate::command::StatusPolicy::Strict => direct.is_some() || self.out.copies(len),
         };
         match fold {
             true => {
@@ -408,7 +410,7 @@ impl Execute for Rc<Connection> {
                 // until the kernel releases them (nobody waits for that).
                 c.work = Work::Done;
                 self.tasks.slot(idx).responded();
-                match self.send_data_in_from(itt, lun, buf, file, len, Some((GOOD, residual))) {
+                match self.send_data_in_from(itt, lun, buf, direct, len, Some((GOOD, residual))) {
                     Ok(_) => DataSent::Untracked,
                     Err(e) => {
                         internal_failure(c, &e);
@@ -420,7 +422,7 @@ impl Execute for Rc<Connection> {
                 // Strict and zero-copy: the status goes only after the
                 // kernel released every page of the data.
                 c.work = Work::good(residual);
-                match self.send_data_in_from(itt, lun, buf, file, len, None) {
+                match self.send_data_in_from(itt, lun, buf, direct, len, None) {
                     Ok(Some(released)) => DataSent::Tracked(released),
                     Ok(None) => DataSent::Nothing,
                     Err(e) => {

@@ -103,23 +103,23 @@ impl Connection {
         self.send_data_in_from(itt, lun, payload, None, len, status)
     }
 
-    /// [`send_data_in`](Self::send_data_in) with the data from `file`
+    /// [`send_data_in`](Self::send_data_in) with the data from `direct`
     /// when given (`payload` is then empty; no data digest).
     pub fn send_data_in_from(
         &self,
         itt: u32,
         lun: [u8; 8],
         payload: SegmentList,
-        file: Option<zctarget_backends::file::FileRange>,
+        direct: Option<zctarget_backends::DirectRange>,
         len: usize,
         status: Option<(u8, Residual)>,
     ) -> anyhow::Result<Option<crate::outbound::Released>> {
         let mut msg = self.out.message(payload);
-        if let Some(file) = file {
+        if let Some(direct) = direct {
             if self.params.data_digest {
                 anyhow::bail!("a data digest needs the data in memory");
             }
-            msg.from_file(file);
+            msg.from_direct(direct);
         }
         for seg in data_in_segments(len as u32, self.params.initiator_mrdsl) {
             let (offset, n) = (seg.offset as usize, seg.len as usize);

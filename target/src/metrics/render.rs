@@ -305,7 +305,7 @@ pub fn render(s: &Shared) -> String {
     }
 
     let z = &s.sender_counters;
-    let zc: [(&str, &str, &AtomicU64); 14] = [
+    let zc: [(&str, &str, &AtomicU64); 15] = [
         (
             "zctarget_zerocopy_sends_total",
             "sendmsg calls with MSG_ZEROCOPY.",
@@ -335,6 +335,11 @@ pub fn render(s: &Shared) -> String {
             "zctarget_sendfile_sent_bytes_total",
             "Bytes sent with sendfile.",
             &z.sendfile_bytes,
+        ),
+        (
+            "zctarget_store_queued_bytes_total",
+            "Read bytes queued to be sent straight from a memory volume's store (no lease, no userspace copy).",
+            &z.store_bytes,
         ),
         (
             "zctarget_zerocopy_notifications_total",

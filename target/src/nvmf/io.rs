@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio::sync::Notify;
-use zctarget_backends::SegmentList;
+use zctarget_backends::{DirectRange, SegmentList};
 use zctarget_protocol::nvme::{Completion, IoPlan, Sqe, Status};
 use zctarget_protocol::nvme_tcp::H2cTransfer;
 
@@ -58,8 +58,9 @@ pub struct IoCmd {
     entry: Arc<ControllerEntry>,
     /// In-capsule data, H2C data, or read data.
     data: Option<SegmentList>,
-    /// Read data sent from the volume's file instead (`block::file_read`).
-    file: Option<zctarget_backends::file::FileRange>,
+    /// Read data sent from where the volume keeps it instead
+    /// (`block::direct_read`).
+    direct: Option<DirectRange>,
     /// The completion to send; None until the command has an outcome.
     outcome: Option<Completion>,
     /// The C2HData carried SUCCESS: no CapsuleResp.
@@ -215,7 +216,7 @@ impl Queue {
             wce,
             entry,
             data,
-            file: None,
+            direct: None,
             outcome: None,
             status_sent: false,
         };
@@ -310,10 +311,13 @@ impl Queue {
         let stats = &entry.stats;
         match cmd.plan {
             IoPlan::Read { offset, len, .. } => {
-                // A memory-backed file's pages go to the socket as they are.
-                match block::file_read(&vol, offset, len as usize, self.ddgst) {
-                    Some(file) => cmd.file = Some(file),
-                    None => cmd.data = Some(block::read(&vol, pool, offset, len as usize).await?),
+                // A memory volume's store or a memory-backed file's pages go
+                // to the socket as they are.
+                let len_b = len as usize;
+                let copies = self.out.copies(len_b);
+                match block::direct_read(&vol, offset, len_b, self.ddgst, copies) {
+                    Some(direct) => cmd.direct = Some(direct),
+                    None => cmd.data = Some(block::read(&vol, pool, offset, len_b).await?),
                 }
                 stats
                     .bytes_read
@@ -444,14 +448,14 @@ impl Execute for Queue {
         if !outcome.status.is_success() {
             tracing::debug!(status = ?outcome.status, "I/O command failed");
             cmd.data = None;
-            cmd.file = None;
+            cmd.direct = None;
         }
         cmd.outcome = Some(outcome);
     }
 
     fn send_data(&self, _idx: u16, cmd: &mut IoCmd) -> DataSent {
-        let file = cmd.file.take();
-        let list = match (cmd.data.take(), &file) {
+        let direct = cmd.direct.take();
+        let list = match (cmd.data.take(), &direct) {
             (Some(list), _) => list,
             (None, Some(_)) => SegmentList::new(),
             (None, None) => return DataSent::Nothing,
@@ -459,14 +463,14 @@ impl Execute for Queue {
         let IoPlan::Read { len, .. } = cmd.plan else {
             return DataSent::Nothing;
         };
-        // A file's pages are referenced, not ours: released once written.
-        let copies = file.is_some() || self.out.copies(len as usize);
+        // A direct range is referenced, not ours: released once written.
+        let copies = direct.is_some() || self.out.copies(len as usize);
         // The SUCCESS flag may replace the CapsuleResp only when SQ flow
         // control is disabled (TCP transport 1.0 §3.6.2.9): the response
         // would carry SQHD.
         let policy = self.status_policy();
         let fold = policy == StatusPolicy::Eager && self.sqhd.get().flow_disabled();
-        let msg = match self.read_data_message(cmd.cid, list, file, len as usize, fold) {
+        let msg = match self.read_data_message(cmd.cid, list, direct, len as usize, fold) {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), cid = cmd.cid, "framing read data");

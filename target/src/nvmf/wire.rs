@@ -88,15 +88,15 @@ impl Queue {
         &self,
         cid: u16,
         list: SegmentList,
-        file: Option<zctarget_backends::file::FileRange>,
+        direct: Option<zctarget_backends::DirectRange>,
         len: usize,
         success: bool,
     ) -> anyhow::Result<Message> {
         let h = self.framing.header(cid, len, success);
         let mut msg = self.out.message(list);
-        if let Some(file) = file {
+        if let Some(direct) = direct {
             anyhow::ensure!(!self.ddgst, "a data digest needs the data in memory");
-            msg.from_file(file);
+            msg.from_direct(direct);
         }
         self.push_pdu_header(&mut msg, &h.bytes)?;
         msg.push_header(&PAD[..h.pad])?;

@@ -5,9 +5,11 @@
 //! Written against libc directly because no maintained crate parses
 //! `SO_EE_ORIGIN_ZEROCOPY` control messages (socket2 has no error-queue API).
 
-use std::io::{self, IoSlice};
+use std::io;
 use std::mem::{size_of, MaybeUninit};
 use std::os::fd::{AsRawFd, RawFd};
+
+use super::message::Iov;
 
 /// `SO_ZEROCOPY` (asm-generic/socket.h); libc does not export it for all targets.
 pub const SO_ZEROCOPY: libc::c_int = 60;
@@ -52,14 +54,20 @@ pub fn enable_zerocopy(fd: &impl AsRawFd) -> io::Result<()> {
 /// Returns bytes accepted. With `MSG_ZEROCOPY` the kernel keeps referencing
 /// the pages of `bufs` after this returns, until it notifies: the caller must
 /// keep that memory untouched until then (the sender's tracker does).
-pub fn sendmsg(fd: RawFd, bufs: &[IoSlice<'_>], flags: libc::c_int) -> io::Result<usize> {
+pub(crate) fn sendmsg(fd: RawFd, bufs: &[Iov<'_>], flags: libc::c_int) -> io::Result<usize> {
     // SAFETY: an all-zero msghdr is a valid "no name, no control" header.
     let mut msg: libc::msghdr = unsafe { MaybeUninit::zeroed().assume_init() };
-    // IoSlice is ABI-compatible with iovec (documented by std).
+    // `Iov` is a `repr(transparent)` `libc::iovec`.
     msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
     msg.msg_iovlen = bufs.len().min(libc::UIO_MAXIOV as usize) as _;
     // SAFETY: `msg` points at `bufs`, which stay borrowed (alive, unmoved) for
-    // the duration of the call; the kernel only reads them.
+    // the duration of the call, and each `Iov` borrows the memory it
+    // describes for as long (a lease, a message's inline area, or a memory
+    // volume's store held by its range). The kernel only reads that memory.
+    // A store's bytes may be written by other threads meanwhile, with
+    // atomic stores: the kernel then takes some mix of old and new bytes,
+    // as a device reading the memory would, and no Rust reference to them
+    // exists to be invalidated.
     let n = unsafe { libc::sendmsg(fd, &msg, flags | libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
     if n < 0 {
         Err(io::Error::last_os_error())

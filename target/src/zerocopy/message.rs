@@ -2,10 +2,10 @@
 //! command's payload, written to the socket as one unit.
 
 use std::io::IoSlice;
+use std::marker::PhantomData;
 
 use smallvec::SmallVec;
-use zctarget_backends::file::FileRange;
-use zctarget_backends::SegmentList;
+use zctarget_backends::{DirectRange, SegmentList};
 
 /// Most iovecs handed to one `sendmsg` (the kernel's `UIO_MAXIOV` is 1024).
 pub(crate) const MAX_IOVECS: usize = 256;
@@ -35,14 +35,18 @@ pub(crate) enum Part {
     /// `len` bytes of the message's file range from `offset` in it, sent
     /// with `sendfile` (never part of a `sendmsg`).
     File { offset: u32, len: u32 },
+    /// `len` bytes of the message's memory-volume range from `offset` in
+    /// it, described to `sendmsg` like payload.
+    Memory { offset: u32, len: u32 },
 }
 
 impl Part {
     pub(crate) fn len(&self) -> usize {
         match *self {
-            Part::Inline { len, .. } | Part::Payload { len, .. } | Part::File { len, .. } => {
-                len as usize
-            }
+            Part::Inline { len, .. }
+            | Part::Payload { len, .. }
+            | Part::File { len, .. }
+            | Part::Memory { len, .. } => len as usize,
         }
     }
 }
@@ -76,8 +80,9 @@ pub struct Message {
     pub(crate) inline_len: usize,
     pub(crate) parts: SmallVec<[Part; 8]>,
     pub(crate) payload: SegmentList,
-    /// Payload sent from a file instead (see [`Message::from_file`]).
-    pub(crate) file: Option<FileRange>,
+    /// Payload sent from where the volume keeps it instead (see
+    /// [`Message::from_direct`]).
+    pub(crate) direct: Option<DirectRange>,
     pub(crate) token: u64,
     pub(crate) total: usize,
     /// Bytes already accepted by the kernel.
@@ -98,7 +103,7 @@ impl Message {
             inline_len: 0,
             parts: SmallVec::new(),
             payload,
-            file: None,
+            direct: None,
             token,
             total: 0,
             written: 0,
@@ -125,19 +130,21 @@ impl Message {
         Ok(self)
     }
 
-    /// Makes `file` the message's payload (its payload list stays empty):
-    /// [`push_payload`](Self::push_payload) then refers to the file's bytes,
-    /// which go from the page cache to the socket by `sendfile`. Such a
-    /// message is never sent `MSG_ZEROCOPY` and holds no lease, so it is
+    /// Makes `range` the message's payload (its payload list stays
+    /// empty): [`push_payload`](Self::push_payload) then refers to its
+    /// bytes — a file's, which go from the page cache to the socket by
+    /// `sendfile`, or a memory volume's store, described to `sendmsg`. Such
+    /// a message is never sent `MSG_ZEROCOPY` and holds no lease, so it is
     /// released once written.
-    pub fn from_file(&mut self, file: FileRange) -> &mut Self {
-        self.file = Some(file);
+    pub fn from_direct(&mut self, range: DirectRange) -> &mut Self {
+        self.direct = Some(range);
         self
     }
 
-    /// Whether the payload comes from a file (see [`Message::from_file`]).
-    pub fn is_file(&self) -> bool {
-        self.file.is_some()
+    /// Whether the payload comes from a direct range (see
+    /// [`Message::from_direct`]).
+    pub fn is_direct(&self) -> bool {
+        self.direct.is_some()
     }
 
     /// Appends payload bytes `[offset, offset + len)` (by reference: these
@@ -145,9 +152,9 @@ impl Message {
     /// userspace copy).
     pub fn push_payload(&mut self, offset: usize, len: usize) -> Result<&mut Self, MessageError> {
         let payload = self
-            .file
+            .direct
             .as_ref()
-            .map_or(self.payload.len(), FileRange::len);
+            .map_or(self.payload.len(), DirectRange::len);
         if offset.checked_add(len).is_none_or(|end| end > payload) {
             return Err(MessageError::PayloadRange {
                 offset,
@@ -156,8 +163,9 @@ impl Message {
             });
         }
         let (offset, len) = (offset as u32, len as u32);
-        self.push_part(match self.file {
-            Some(_) => Part::File { offset, len },
+        self.push_part(match self.direct {
+            Some(DirectRange::File(_)) => Part::File { offset, len },
+            Some(DirectRange::Memory(_)) => Part::Memory { offset, len },
             None => Part::Payload { offset, len },
         });
         Ok(self)
@@ -166,7 +174,9 @@ impl Message {
     /// When byte `at` of the message lies in a file part: the file offset
     /// of that byte and the bytes left in the part.
     pub(crate) fn file_at(&self, at: usize) -> Option<(u64, usize)> {
-        let file = self.file.as_ref()?;
+        let Some(DirectRange::File(file)) = &self.direct else {
+            return None;
+        };
         let mut start = 0usize;
         for part in &self.parts {
             let end = start + part.len();
@@ -203,7 +213,18 @@ impl Message {
             .iter()
             .map(|p| match p {
                 Part::Payload { len, .. } => *len as usize,
-                Part::Inline { .. } | Part::File { .. } => 0,
+                Part::Inline { .. } | Part::File { .. } | Part::Memory { .. } => 0,
+            })
+            .sum()
+    }
+
+    /// Bytes the message sends from a memory volume's store.
+    pub fn store_bytes(&self) -> usize {
+        self.parts
+            .iter()
+            .map(|p| match p {
+                Part::Memory { len, .. } => *len as usize,
+                _ => 0,
             })
             .sum()
     }
@@ -219,12 +240,49 @@ impl Message {
     }
 }
 
+/// One iovec of a `sendmsg`, borrowing what it describes for `'a`: what
+/// `IoSlice` is, but also made from memory no Rust reference may cover (a
+/// memory volume's store, which other threads write with atomic stores;
+/// only the kernel reads it). Same layout as `libc::iovec`.
+#[repr(transparent)]
+pub(crate) struct Iov<'a> {
+    raw: libc::iovec,
+    _borrow: PhantomData<&'a [u8]>,
+}
+
+impl<'a> Iov<'a> {
+    /// The bytes of `s`.
+    pub(crate) fn slice(s: &IoSlice<'a>) -> Self {
+        Self {
+            raw: libc::iovec {
+                iov_base: s.as_ptr().cast_mut().cast(),
+                iov_len: s.len(),
+            },
+            _borrow: PhantomData,
+        }
+    }
+
+    /// `len` bytes of `range` from byte `at` (its store lives while the
+    /// range is borrowed).
+    fn memory(range: &'a zctarget_backends::memory::MemoryRange, at: usize, len: usize) -> Self {
+        Self {
+            raw: range.iovec(at, len),
+            _borrow: PhantomData,
+        }
+    }
+
+    /// Bytes described.
+    pub(crate) fn len(&self) -> usize {
+        self.raw.iov_len
+    }
+}
+
 /// Appends iovecs for `msg` from byte `skip` on, up to its next file part.
 /// Returns bytes described and whether a file part stopped it.
 pub(crate) fn describe<'a>(
     msg: &'a Message,
     skip: usize,
-    iov: &mut SmallVec<[IoSlice<'a>; MAX_IOVECS]>,
+    iov: &mut SmallVec<[Iov<'a>; MAX_IOVECS]>,
 ) -> (usize, bool) {
     let mut skip = skip;
     let mut described = 0;
@@ -241,7 +299,7 @@ pub(crate) fn describe<'a>(
             Part::Inline { start, len } => {
                 let (s, l) = (start as usize + skip, len as usize - skip);
                 if let Some(bytes) = msg.inline.get(s..s + l) {
-                    iov.push(IoSlice::new(bytes));
+                    iov.push(Iov::slice(&IoSlice::new(bytes)));
                     described += l;
                 }
             }
@@ -250,9 +308,16 @@ pub(crate) fn describe<'a>(
                 let mut tmp: SmallVec<[IoSlice<'a>; 16]> = SmallVec::new();
                 msg.payload
                     .io_slices_range(offset as usize + skip, len as usize - skip, &mut tmp);
-                for s in tmp.into_iter().take(room) {
+                for s in tmp.iter().take(room) {
                     described += s.len();
-                    iov.push(s);
+                    iov.push(Iov::slice(s));
+                }
+            }
+            Part::Memory { offset, len } => {
+                if let Some(DirectRange::Memory(m)) = &msg.direct {
+                    let v = Iov::memory(m, offset as usize + skip, len as usize - skip);
+                    described += v.len();
+                    iov.push(v);
                 }
             }
             Part::File { .. } => return (described, true),

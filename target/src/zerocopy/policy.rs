@@ -53,10 +53,15 @@ pub struct SenderCounters {
     /// Bytes sent by copy.
     pub copy_bytes: AtomicU64,
     /// `sendfile` calls that sent bytes of a file-backed payload (see
-    /// [`Message::from_file`]).
+    /// [`Message::from_direct`]).
     pub sendfile_calls: AtomicU64,
     /// Bytes sent with `sendfile`.
     pub sendfile_bytes: AtomicU64,
+    /// Read bytes queued to be sent from a memory volume's store (see
+    /// [`Message::from_direct`]).
+    ///
+    /// [`Message::from_direct`]: super::Message::from_direct
+    pub store_bytes: AtomicU64,
     /// Notifications read from error queues.
     pub notifications: AtomicU64,
     /// Notifications saying the kernel copied after all.

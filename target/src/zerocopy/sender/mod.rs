@@ -3,7 +3,7 @@
 //! released its pages.
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice};
+use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -14,10 +14,10 @@ use smallvec::SmallVec;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{Interest, Ready};
 use tokio::net::TcpStream;
-use zctarget_backends::SegmentList;
+use zctarget_backends::{DirectRange, SegmentList};
 
 use super::errqueue;
-use super::message::{describe, InlineBuf, Message, INLINE_CAPACITY, MAX_IOVECS};
+use super::message::{describe, InlineBuf, Iov, Message, INLINE_CAPACITY, MAX_IOVECS};
 pub use super::policy::{SenderCounters, ZeroCopyPolicy};
 use super::tracker::NotificationTracker;
 
@@ -260,13 +260,18 @@ impl ZeroCopySender {
     /// Queues a message for writing. Call [`progress`](Self::progress) (or
     /// [`try_progress`](Self::try_progress)) to move bytes.
     pub fn submit(&mut self, mut msg: Message) {
-        // A file's pages go by `sendfile` (page references, no notification).
+        // A file's pages go by `sendfile` (page references, no
+        // notification); a memory volume's store only by copy (see
+        // `MemoryRange`).
         msg.zerocopy = self.zerocopy_enabled
-            && !msg.is_file()
+            && !msg.is_direct()
             && self.policy.wants_zerocopy(msg.payload_bytes());
         if self.failed {
             self.finish(msg, Outcome::Aborted);
             return;
+        }
+        if let Some(DirectRange::Memory(_)) = &msg.direct {
+            SenderCounters::add(&self.counters.store_bytes, msg.store_bytes() as u64);
         }
         let key = self.messages.insert(msg);
         self.queue.push_back(key);

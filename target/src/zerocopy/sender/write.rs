@@ -54,12 +54,12 @@ impl ZeroCopySender {
             .queue
             .front()
             .and_then(|&key| self.messages.get(key))
-            .and_then(|msg| msg.file_at(msg.written).map(|at| (msg.file.as_ref(), at)));
-        if let Some((Some(file), (offset, len))) = file_front {
+            .and_then(|msg| msg.file_at(msg.written).map(|at| (msg.direct.as_ref(), at)));
+        if let Some((Some(DirectRange::File(file)), (offset, len))) = file_front {
             let in_fd = file.fd();
             return self.write_file(in_fd, offset, len);
         }
-        let mut iov: SmallVec<[IoSlice<'_>; MAX_IOVECS]> = SmallVec::new();
+        let mut iov: SmallVec<[Iov<'_>; MAX_IOVECS]> = SmallVec::new();
         let mut offered = 0usize;
         let mut batch = 0usize;
         let mut file_next = false;
