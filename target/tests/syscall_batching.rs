@@ -4,7 +4,8 @@
 //!   goes by copy (below `zerocopy_threshold`, or on a route where the
 //!   kernel copies) leaves with its status in the same `sendmsg` — iSCSI
 //!   folds the status into the last Data-In, NVMe/TCP queues the
-//!   CapsuleResp right behind the C2HData — instead of a second `sendmsg`
+//!   CapsuleResp right behind the C2HData (or, with SQ flow control
+//!   disabled, sets its SUCCESS flag) — instead of a second `sendmsg`
 //!   once the data's release woke the command again;
 //! - `auto` zero-copy mode never uses `MSG_ZEROCOPY` towards a loopback
 //!   peer (the kernel copies there anyway);

@@ -467,9 +467,12 @@ impl Execute for Queue {
         let copies = direct.is_some() || self.out.copies(len as usize);
         // The SUCCESS flag may replace the CapsuleResp only when SQ flow
         // control is disabled (TCP transport 1.0 §3.6.2.9): the response
-        // would carry SQHD.
+        // would carry SQHD. Under the strict policy only when the data goes
+        // by copy: the kernel takes its last byte, releasing the pages,
+        // before the host can see the command end (as the iSCSI status
+        // rides on the last Data-In).
         let policy = self.status_policy();
-        let fold = policy == StatusPolicy::Eager && self.sqhd.get().flow_disabled();
+        let fold = self.sqhd.get().flow_disabled() && (policy == StatusPolicy::Eager || copies);
         let msg = match self.read_data_message(cmd.cid, list, direct, len as usize, fold) {
             Ok(m) => m,
             Err(e) => {
@@ -487,9 +490,11 @@ impl Execute for Queue {
             // Strict and sent by copy: the kernel releases the pages in the
             // `sendmsg` that writes the data's last byte, before it takes
             // any byte of the CapsuleResp queued behind it — so the
-            // completion is queued at once, for the same `sendmsg`.
+            // completion is queued at once, for the same `sendmsg` (or
+            // rides on the C2HData, `fold`).
             StatusPolicy::Strict if copies => {
                 self.out.send(msg);
+                cmd.status_sent = fold;
                 DataSent::Untracked
             }
             // Strict and zero-copy: the completion goes only after the
