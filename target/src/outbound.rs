@@ -151,7 +151,10 @@ impl Outbound {
     /// as few `sendmsg` calls as it can (many PDUs, many commands per call).
     /// Its payload is dropped (returned to the pool) when the kernel
     /// releases it.
-    pub fn send(&self, msg: Message) {
+    pub fn send(&self, mut msg: Message) {
+        if msg.token() & TRACKED == 0 {
+            msg.quiet();
+        }
         self.sender.borrow_mut().submit(msg);
         self.wake.notify_one();
     }

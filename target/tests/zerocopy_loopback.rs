@@ -525,3 +525,41 @@ fn enobufs_falls_back_to_copy() {
         "inner test did not run:\n{text}"
     );
 }
+
+/// A quiet message (nobody waits for its release, as for every untracked
+/// send of the daemon) hands back no completion, and still keeps its
+/// payload pinned until the kernel released it — zero-copy included —
+/// before returning it to the pool.
+#[test]
+fn quiet_messages_release_their_payload_without_a_completion() {
+    on_both_engines(|| async {
+        let pool = BufferPool::new(4 << 20, 64 << 10, true).expect("pool");
+        let (tx, rx) = pair(16 << 10, Some(16 << 10));
+        let (mut sender, _) = sender_on(tx, ZeroCopyPolicy::Always);
+        for i in 0..3u64 {
+            let payload = pool.lease(512 << 10).await.expect("lease");
+            let mut msg = sender.message(i, payload);
+            msg.push_payload(0, 512 << 10).expect("range");
+            if i != 1 {
+                msg.quiet();
+            }
+            sender.submit(msg);
+        }
+        // The receiver has not read: the payloads are still the kernel's.
+        drive_for(&mut sender, Duration::from_millis(50)).await;
+        assert!(!pool.is_full(), "released before the receiver read");
+        let reader = drain_thread(rx, Duration::ZERO);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sender.in_flight() > 0 && Instant::now() < deadline {
+            drive_for(&mut sender, Duration::from_millis(20)).await;
+        }
+        assert_eq!(sender.in_flight(), 0, "every message released");
+        let done: Vec<u64> = std::iter::from_fn(|| sender.take_completion())
+            .map(|c| c.token)
+            .collect();
+        assert_eq!(done, [1], "only the message someone waits for completes");
+        assert!(pool.is_full(), "every lease back in the pool");
+        drop(sender);
+        assert_eq!(reader.join().expect("reader").len(), 3 * (512 << 10));
+    });
+}

@@ -93,6 +93,9 @@ pub struct Message {
     pub(crate) zerocopy: bool,
     /// Registered with the notification tracker.
     pub(crate) tracked: bool,
+    /// Handed back as a [`Completion`](super::Completion) once released;
+    /// otherwise its payload is just dropped then (back to the pool).
+    pub(crate) notify: bool,
 }
 
 impl Message {
@@ -110,6 +113,7 @@ impl Message {
             zerocopy_calls: 0,
             zerocopy: false,
             tracked: false,
+            notify: true,
         }
     }
 
@@ -227,6 +231,14 @@ impl Message {
                 _ => 0,
             })
             .sum()
+    }
+
+    /// Nobody waits for this message's release: once released its payload
+    /// goes back to the pool and no [`Completion`](super::Completion) is
+    /// queued for it.
+    pub fn quiet(&mut self) -> &mut Self {
+        self.notify = false;
+        self
     }
 
     /// The caller's token for this message.

@@ -538,11 +538,17 @@ impl ZeroCopySender {
             payload,
             token,
             zerocopy_calls,
+            notify,
             ..
         } = msg;
         // A header area that grew for an unusual message is not kept.
         if inline.capacity() <= 16 * INLINE_CAPACITY {
             self.spare_inline.push(inline);
+        }
+        if !notify {
+            // Nobody waits: the payload goes back to the pool now.
+            drop(payload);
+            return;
         }
         self.completions.push_back(Completion {
             token,
