@@ -93,19 +93,15 @@ pub struct Iscsi {
     pub last_sense: Vec<u8>,
 }
 
+/// The operational keys [`Iscsi::login`] asks for.
+const LOGIN_KEYS: &str = "ImmediateData=No\0InitialR2T=Yes\0MaxRecvDataSegmentLength=65536\0\
+     MaxBurstLength=262144\0FirstBurstLength=65536\0";
+
 impl Iscsi {
     /// Connects to `port` and logs in to `target` as `initiator`, then
     /// clears the power-on unit attention. `bs`: the LUN's block size.
     pub fn login(port: u16, target: &str, initiator: &str, bs: usize) -> io::Result<Self> {
-        Self::login_with(
-            port,
-            target,
-            initiator,
-            bs,
-            "ImmediateData=No\0InitialR2T=Yes\0MaxRecvDataSegmentLength=65536\0\
-             MaxBurstLength=262144\0FirstBurstLength=65536\0",
-        )
-        .map(|(me, _)| me)
+        Self::login_with(port, target, initiator, bs, LOGIN_KEYS).map(|(me, _)| me)
     }
 
     /// Like [`login`](Self::login) with the given operational keys
@@ -119,13 +115,35 @@ impl Iscsi {
     ) -> io::Result<(Self, std::collections::HashMap<String, String>)> {
         let (mut me, answered) =
             Self::login_only(port, target, initiator, bs, keys, [false, false])?;
-        // A new I_T nexus starts with a unit attention.
+        me.clear_unit_attention()?;
+        Ok((me, answered))
+    }
+
+    /// A new I_T nexus starts with a unit attention: TEST UNIT READY until
+    /// GOOD (three tries).
+    fn clear_unit_attention(&mut self) -> io::Result<()> {
         for _ in 0..3 {
-            if me.test_unit_ready()? == 0 {
-                return Ok((me, answered));
+            if self.test_unit_ready()? == 0 {
+                return Ok(());
             }
         }
         Err(invalid("TEST UNIT READY never GOOD"))
+    }
+
+    /// Like [`login`](Self::login), with header and data digests (an error
+    /// if the target does not agree to the data digest).
+    pub fn login_with_digests(
+        port: u16,
+        target: &str,
+        initiator: &str,
+        bs: usize,
+    ) -> io::Result<Self> {
+        let (mut me, _) = Self::login_only(port, target, initiator, bs, LOGIN_KEYS, [true, true])?;
+        if !me.data_digest {
+            return Err(invalid("the target refused the data digest"));
+        }
+        me.clear_unit_attention()?;
+        Ok(me)
     }
 
     /// The login alone (the power-on unit attention still pending), with
