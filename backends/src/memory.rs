@@ -8,9 +8,10 @@
 //!   read then walks one TLB entry per 2 MiB instead of one per page.
 //! - **No lock.** Reactors share the bytes as 64-bit atomic words, copied
 //!   with relaxed loads and stores: concurrent commands on one range may
-//!   interleave at 8-byte granularity, as they may in a page cache, and
-//!   never wait for each other. A copy that starts or ends inside a word
-//!   splices its bytes in with a compare-and-swap.
+//!   interleave at 8-byte granularity (a read sent from the store, below,
+//!   at byte granularity: the kernel copies it as raw memory), as they may
+//!   in a page cache, and never wait for each other. A copy that starts or
+//!   ends inside a word splices its bytes in with a compare-and-swap.
 //!
 //! A read whose send copies anyway is sent from the store itself
 //! ([`MemoryRange`]): the kernel's copy into the socket is its only copy.
@@ -31,10 +32,19 @@ use crate::SegmentList;
 const WORD: usize = 8;
 
 /// The shared bytes of a memory volume.
-#[derive(Debug)]
 pub struct MemoryStore {
     words: Box<[AtomicU64]>,
     write_delay: Duration,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    // Not the derived one: that would print every word of the RAM disk.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("bytes", &(self.words.len() * WORD))
+            .field("write_delay", &self.write_delay)
+            .finish()
+    }
 }
 
 impl MemoryStore {
@@ -144,10 +154,17 @@ impl MemoryStore {
 /// The bytes may change while the range is queued: other reactors write the
 /// store with atomic stores, and the kernel reads it as raw memory, as a
 /// device would. A read sent this way returns what the store held when the
-/// socket took it — never later than the read's completion, which goes
-/// behind it on the same socket. Only a send that copies may use a range
-/// (a zero-copy send would let the kernel read the store after `sendmsg`
-/// returned, after the completion, when a later write may have changed it).
+/// socket took it — before the read's completion, which goes behind it on
+/// the same socket, can reach the host: a write the host issues after
+/// seeing the completion never shows in the data. The frontends use a
+/// range only for a send that copies (`block::direct_read`); a zero-copy
+/// one would be as correct (TCP delivers in order, retransmissions
+/// included) but could only be tested on a physical NIC, so there the
+/// leased path stays: a copy into the lease, then a zero-copy send.
+///
+/// A queued range keeps the whole store alive: a volume removed while a
+/// peer leaves its reads unread frees its memory only when the connection
+/// lets go of them.
 #[derive(Debug, Clone)]
 pub struct MemoryRange {
     store: Arc<MemoryStore>,
@@ -327,6 +344,14 @@ mod tests {
         let s = MemoryStore::new(13).expect("store");
         assert_eq!(s.words.len(), 2);
         assert_eq!(bytes(&s, 13), vec![0; 13]);
+    }
+
+    #[test]
+    fn debug_names_the_size_not_the_bytes() {
+        let s = MemoryStore::new(1 << 20).expect("store");
+        let shown = format!("{s:?}");
+        assert!(shown.contains("bytes: 1048576"), "{shown}");
+        assert!(shown.len() < 100, "{shown}");
     }
 
     #[test]

@@ -230,8 +230,8 @@ pub const FILE_SEND_MIN: usize = 64 * 1024;
 /// keeps it instead of read into leased buffers, when there is no data
 /// digest (which needs the bytes in userspace):
 /// - a memory volume's store, when the read's send copies (`send_copies`:
-///   no `MSG_ZEROCOPY` for its payload — the kernel must take the bytes
-///   before the completion can leave, see `MemoryRange`);
+///   no `MSG_ZEROCOPY` for its payload; a zero-copy send keeps the leased
+///   path, see `MemoryRange`);
 /// - a file in memory (tmpfs, ramfs) by `sendfile`, for reads of at least
 ///   [`FILE_SEND_MIN`].
 ///

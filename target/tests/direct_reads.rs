@@ -10,9 +10,9 @@
 //!   loopback `zerocopy = "auto"` copies) leaves from the store, the
 //!   copying `sendmsg`'s iovecs pointing into it —
 //!   `zctarget_store_queued_bytes_total` grows by exactly the reads' bytes;
-//!   with `zerocopy = "always"` it does not grow (the kernel would read the
-//!   store after `sendmsg` returned, possibly after a later write changed
-//!   it): such reads are leased.
+//!   with `zerocopy = "always"` it does not grow: such reads are leased
+//!   and the leases sent zero-copy (the store itself never is, see
+//!   `MemoryRange`).
 //!
 //! Neither with a data digest, whose bytes must be in userspace. The data
 //! is checked byte for byte: after a rewrite, when the socket fills inside

@@ -226,6 +226,7 @@ impl Execute for Rc<Connection> {
             lun,
             lba,
             bytes,
+            len,
             buf,
             direct,
             ..
@@ -234,8 +235,9 @@ impl Execute for Rc<Connection> {
             // A memory volume's store or a memory-backed file's pages go to
             // the socket as they are.
             if let Some(vol) = self.reactor.volume(lun.volume) {
+                // Whether the send copies depends on what is sent: `len`.
                 let (at, digest) = (*lba * lun.block_size, self.params.data_digest);
-                *direct = block::direct_read(&vol, at, *bytes, digest, self.out.copies(*bytes));
+                *direct = block::direct_read(&vol, at, *bytes, digest, self.out.copies(*len));
                 if direct.is_some() {
                     return true;
                 }

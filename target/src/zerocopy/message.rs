@@ -141,6 +141,11 @@ impl Message {
     /// a message is never sent `MSG_ZEROCOPY` and holds no lease, so it is
     /// released once written.
     pub fn from_direct(&mut self, range: DirectRange) -> &mut Self {
+        // Payload parts pushed before would name the leases' bytes.
+        debug_assert!(
+            !self.parts.iter().any(|p| matches!(p, Part::Payload { .. })),
+            "from_direct after push_payload"
+        );
         self.direct = Some(range);
         self
     }

@@ -55,8 +55,9 @@ pub struct CloseReport {
     pub drained: bool,
     /// The connection was reset (the deadline passed, or it had failed).
     pub reset: bool,
-    /// Messages released by the close: notified, or never handed to a
-    /// zero-copy call.
+    /// Messages released by the close and not yet taken: notified, or
+    /// never handed to a zero-copy call (quiet ones are not listed, see
+    /// [`Message::quiet`]).
     pub released: Vec<Completion>,
     /// Messages the kernel may still reference after the reset, handed to
     /// the reactor's reaper: each is released when its notification
