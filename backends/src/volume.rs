@@ -539,11 +539,7 @@ impl VolumeHandle {
             HandleIo::EpollFile(f) => &f.store,
             _ => return None,
         };
-        crate::backend::check_range(self.info(), offset, len as u64).ok()?;
-        let range = store.range(offset, len)?;
-        self.stats
-            .record(false, len as u64, std::time::Duration::ZERO, true);
-        Some(range)
+        self.direct_range(offset, len, || store.range(offset, len))
     }
 
     /// A read of `[offset, offset + len)` of a memory volume to be sent
@@ -555,8 +551,22 @@ impl VolumeHandle {
         let HandleIo::Memory(m) = &self.io else {
             return None;
         };
+        self.direct_range(offset, len, || {
+            crate::memory::MemoryRange::new(&m.store, offset, len)
+        })
+    }
+
+    /// What [`file_range`](Self::file_range) and
+    /// [`memory_range`](Self::memory_range) share: the range checked against
+    /// the volume, made by `range`, and counted as a read of `len` bytes.
+    fn direct_range<T>(
+        &self,
+        offset: u64,
+        len: usize,
+        range: impl FnOnce() -> Option<T>,
+    ) -> Option<T> {
         crate::backend::check_range(self.info(), offset, len as u64).ok()?;
-        let range = crate::memory::MemoryRange::new(&m.store, offset, len)?;
+        let range = range()?;
         self.stats
             .record(false, len as u64, std::time::Duration::ZERO, true);
         Some(range)

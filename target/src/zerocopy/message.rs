@@ -218,24 +218,17 @@ impl Message {
 
     /// Payload bytes referenced by the message.
     pub fn payload_bytes(&self) -> usize {
-        self.parts
-            .iter()
-            .map(|p| match p {
-                Part::Payload { len, .. } => *len as usize,
-                Part::Inline { .. } | Part::File { .. } | Part::Memory { .. } => 0,
-            })
-            .sum()
+        self.bytes_of(|p| matches!(p, Part::Payload { .. }))
     }
 
     /// Bytes the message sends from a memory volume's store.
     pub fn store_bytes(&self) -> usize {
-        self.parts
-            .iter()
-            .map(|p| match p {
-                Part::Memory { len, .. } => *len as usize,
-                _ => 0,
-            })
-            .sum()
+        self.bytes_of(|p| matches!(p, Part::Memory { .. }))
+    }
+
+    /// Bytes of the parts `pick` chooses.
+    fn bytes_of(&self, pick: impl Fn(&Part) -> bool) -> usize {
+        self.parts.iter().filter(|p| pick(p)).map(Part::len).sum()
     }
 
     /// Nobody waits for this message's release: once released its payload
@@ -268,8 +261,19 @@ pub(crate) struct Iov<'a> {
 }
 
 impl<'a> Iov<'a> {
-    /// The bytes of `s`.
-    pub(crate) fn slice(s: &IoSlice<'a>) -> Self {
+    /// The bytes of `b`.
+    fn bytes(b: &'a [u8]) -> Self {
+        Self {
+            raw: libc::iovec {
+                iov_base: b.as_ptr().cast_mut().cast(),
+                iov_len: b.len(),
+            },
+            _borrow: PhantomData,
+        }
+    }
+
+    /// The bytes of `s` (valid for `'a`, however briefly `s` is borrowed).
+    fn slice(s: &IoSlice<'a>) -> Self {
         Self {
             raw: libc::iovec {
                 iov_base: s.as_ptr().cast_mut().cast(),
@@ -316,7 +320,7 @@ pub(crate) fn describe<'a>(
             Part::Inline { start, len } => {
                 let (s, l) = (start as usize + skip, len as usize - skip);
                 if let Some(bytes) = msg.inline.get(s..s + l) {
-                    iov.push(Iov::slice(&IoSlice::new(bytes)));
+                    iov.push(Iov::bytes(bytes));
                     described += l;
                 }
             }

@@ -271,7 +271,7 @@ impl ZeroCopySender {
             self.finish(msg, Outcome::Aborted);
             return;
         }
-        if let Some(DirectRange::Memory(_)) = &msg.direct {
+        if matches!(msg.direct, Some(DirectRange::Memory(_))) {
             SenderCounters::add(&self.counters.store_bytes, msg.store_bytes() as u64);
         }
         let key = self.messages.insert(msg);
