@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
-use super::{run, Fatal, Frontend, HeaderFailure, PduRead};
+use super::{run, Fatal, Frontend, HeaderFailure, PduRead, RECV_BUDGET};
 use crate::listener::PDU_STALL_TIMEOUT;
 
 const IDLE: Duration = Duration::from_secs(15);
@@ -87,7 +87,8 @@ enum End {
 }
 
 /// PDU `qqqq` quits, `ssss` starts shutdown, `kkkk` throws the kill
-/// switch; the idle timer ends the connection.
+/// switch, `wwww` hands work to whatever waits on `work` (as a command
+/// handed to its slot would be); the idle timer ends the connection.
 struct Fake {
     fatal: Fatal,
     shutdown: watch::Sender<bool>,
@@ -95,6 +96,7 @@ struct Fake {
     dispatched: RefCell<Vec<u8>>,
     waits: Cell<usize>,
     idles: Cell<usize>,
+    work: Notify,
 }
 
 impl Fake {
@@ -107,6 +109,7 @@ impl Fake {
             dispatched: RefCell::new(Vec::new()),
             waits: Cell::new(0),
             idles: Cell::new(0),
+            work: Notify::new(),
         });
         (f, rx)
     }
@@ -159,6 +162,7 @@ impl Frontend for Fake {
             b'k' => {
                 let _ = self.kill.send(true);
             }
+            b'w' => self.work.notify_one(),
             _ => {}
         }
         Ok(None)
@@ -185,6 +189,47 @@ async fn buffered_pdus_are_dispatched_without_waiting() {
     assert_eq!(dispatched(&f), "abcq");
     assert_eq!(f.waits.get(), 0, "a buffered PDU armed the wait");
     assert_eq!(start.elapsed(), Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_burst_of_buffered_pdus_gives_way_every_budget() {
+    // 40 PDUs in one segment, each handing work on: the work waiting on the
+    // same reactor (a task of its own, as a command's slot worker is) gets
+    // to run after every RECV_BUDGET of them, not only once the whole
+    // burst is parsed.
+    let (f, shutdown) = Fake::new();
+    let wire = Rc::new(Wire::default());
+    wire.send(&b"wwww".repeat(40));
+    wire.send(b"qqqq");
+    let mut reader = FakeReader(Rc::clone(&wire));
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let local = tokio::task::LocalSet::new();
+    let worker = {
+        let (f, seen) = (Rc::clone(&f), Rc::clone(&seen));
+        local.spawn_local(async move {
+            loop {
+                f.work.notified().await;
+                let n = f.dispatched.borrow().len();
+                seen.borrow_mut().push(n);
+                if n >= 40 {
+                    break;
+                }
+            }
+        })
+    };
+    let driver = {
+        let f = Rc::clone(&f);
+        local.spawn_local(async move { run(&f, &mut reader, shutdown).await })
+    };
+    let end = local.run_until(driver).await.unwrap();
+    local.run_until(worker).await.unwrap();
+    assert_eq!(end.unwrap(), End::Quit);
+    let expected: Vec<usize> = (1..=40 / RECV_BUDGET).map(|k| k * RECV_BUDGET).collect();
+    // A stored permit can wake the worker twice in one turn: what counts
+    // is how far parsing had got each time it ran.
+    seen.borrow_mut().dedup();
+    assert_eq!(*seen.borrow(), expected);
+    assert_eq!(f.waits.get(), 0, "a buffered PDU armed the wait");
 }
 
 #[tokio::test(start_paused = true)]
