@@ -226,7 +226,10 @@ int main(int argc, char **argv)
 			 * which then go out under one cork. */
 			if (service(revents & ~POLLOUT) < 0)
 				return 1;
-			if ((iscsi_which_events(iscsi) & POLLOUT) && service_corked() < 0)
+			/* Only on a socket that reported readiness: while libiscsi
+			 * reconnects, POLLOUT also means "connect finished". */
+			if ((revents & (POLLIN | POLLOUT)) && (iscsi_which_events(iscsi) & POLLOUT) &&
+			    service_corked() < 0)
 				return 1;
 		} else if (service(revents) < 0) {
 			return 1;

@@ -193,13 +193,14 @@ async fn buffered_pdus_are_dispatched_without_waiting() {
 
 #[tokio::test(start_paused = true)]
 async fn a_burst_of_buffered_pdus_gives_way_every_budget() {
-    // 40 PDUs in one segment, each handing work on: the work waiting on the
-    // same reactor (a task of its own, as a command's slot worker is) gets
-    // to run after every RECV_BUDGET of them, not only once the whole
-    // burst is parsed.
+    // Five budgets' worth of PDUs in one segment, each handing work on:
+    // the work waiting on the same reactor (a task of its own, as a
+    // command's slot worker is) gets to run after every RECV_BUDGET of
+    // them, not only once the whole burst is parsed.
+    let burst = 5 * RECV_BUDGET;
     let (f, shutdown) = Fake::new();
     let wire = Rc::new(Wire::default());
-    wire.send(&b"wwww".repeat(40));
+    wire.send(&b"wwww".repeat(burst));
     wire.send(b"qqqq");
     let mut reader = FakeReader(Rc::clone(&wire));
     let seen = Rc::new(RefCell::new(Vec::new()));
@@ -211,7 +212,7 @@ async fn a_burst_of_buffered_pdus_gives_way_every_budget() {
                 f.work.notified().await;
                 let n = f.dispatched.borrow().len();
                 seen.borrow_mut().push(n);
-                if n >= 40 {
+                if n >= burst {
                     break;
                 }
             }
@@ -224,7 +225,7 @@ async fn a_burst_of_buffered_pdus_gives_way_every_budget() {
     let end = local.run_until(driver).await.unwrap();
     local.run_until(worker).await.unwrap();
     assert_eq!(end.unwrap(), End::Quit);
-    let expected: Vec<usize> = (1..=40 / RECV_BUDGET).map(|k| k * RECV_BUDGET).collect();
+    let expected: Vec<usize> = (1..=5).map(|k| k * RECV_BUDGET).collect();
     // A stored permit can wake the worker twice in one turn: what counts
     // is how far parsing had got each time it ran.
     seen.borrow_mut().dedup();
